@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
+# Every external dependency, found once. Debian 12 package names are in tools/qf.
+find_package(Boost 1.74 REQUIRED)
+find_package(Protobuf 3.21 REQUIRED)
+find_package(date CONFIG REQUIRED)
+find_package(fmt CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(Threads REQUIRED)

@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+// qfctl sub-commands register themselves on the CLI11 app through these functions.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace qfctl {
+
+/// Exit status for invalid input (bad flags, bad expressions, unknown zones).
+inline constexpr int k_exit_invalid_input = 2;
+
+/// Thrown by a command to end with `status` after printing `message` on stderr.
+struct CommandFailure {
+  int status;
+  std::string message;
+};
+
+/// `qfctl cron next|describe`.
+void add_cron_commands(CLI::App& app);
+
+}  // namespace qfctl

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: Apache-2.0
+// qfctl: the QuartzFlow command line. Invalid input exits with status 2, the error on stderr.
+#include <iostream>
+
+#include <quartzflow/version.hpp>
+
+#include "commands.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"qfctl: control and inspect QuartzFlow"};
+  app.name("qfctl");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", quartzflow::version);
+  qfctl::add_cron_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "qfctl: " << e.what() << "\n";
+    std::cerr << "Run with --help for more information.\n";
+    return qfctl::k_exit_invalid_input;
+  } catch (const qfctl::CommandFailure& failure) {
+    std::cerr << "qfctl: " << failure.message << "\n";
+    return failure.status;
+  }
+  return 0;
+}
