@@ -97,7 +97,19 @@ void add_range(FieldValues& out, int first, int last, int step, const FieldInfo&
   }
   if (field.kind == FieldKind::year)
     throw ParseFailure{fmt::format("range {}-{} runs backwards", first, last)};
-  // A wrapping range such as FRI-MON or 22-2 runs to the field's end and on from its start.
+  if (field.kind == FieldKind::day_of_week) {
+    // Weekdays cycle by 7 (7 is Sunday again): SAT-SUN/2 is Saturday only, 7-2 is 0-2.
+    first %= 7;
+    last %= 7;
+    if (first <= last) {
+      for (int v = first; v <= last; v += step) out.values.push_back(v);
+      return;
+    }
+    for (int offset = 0; offset <= (last - first + 7) % 7; offset += step)
+      out.values.push_back((first + offset) % 7);
+    return;
+  }
+  // A wrapping range such as 22-2 runs to the field's end and on from its start.
   const int span = field.max - field.min + 1;
   for (int offset = 0; offset <= (last - first + span) % span; offset += step)
     out.values.push_back(field.min + (first - field.min + offset) % span);
