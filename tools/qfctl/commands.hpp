@@ -18,4 +18,7 @@ struct CommandFailure {
 /// `qfctl cron next|describe`.
 void add_cron_commands(CLI::App& app);
 
+/// `qfctl local stats|history|logs|export`.
+void add_local_commands(CLI::App& app);
+
 }  // namespace qfctl

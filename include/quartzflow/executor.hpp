@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+// Executors run one attempt of a task: shell commands, HTTP calls and plugins. The engine
+// owns policies (timeouts, retries, overlap); an executor only starts, stops and reports.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/time.hpp>
+#include <quartzflow/v1/execution.pb.h>
+#include <quartzflow/v1/task.pb.h>
+
+namespace quartzflow {
+
+/// One attempt of a task, as handed to an executor.
+struct RunRequest {
+  std::string execution_id;
+  v1::Task task;                               ///< the task config the run started with
+  std::map<std::string, std::string> params;   ///< dynamic params (reach shells as env only)
+  Instant scheduled{};                         ///< the nominal fire time
+  std::uint32_t attempt = 1;
+  std::uint32_t shard_index = 0;
+  std::uint32_t shard_total = 0;
+  std::size_t capture_limit = 1 << 20;         ///< output kept beyond this is counted, not kept
+};
+
+/// How an attempt ended.
+struct RunOutcome {
+  v1::ExecutionStatus status = v1::EXECUTION_STATUS_FAILURE;  ///< SUCCESS..CANCELLED
+  std::optional<int> exit_code;     ///< shell: the exit status when it exited normally
+  int signal = 0;                   ///< shell: the signal that ended it
+  std::uint32_t http_status = 0;    ///< http: the response status
+  std::string output;               ///< captured output (stdout and stderr as they came)
+  std::uint64_t output_bytes = 0;   ///< all output produced, captured or not
+  std::string error_message;        ///< human-readable detail of a failure
+  std::string failure_reason;       ///< short, rankable: `exit code 3`, `timeout`, `spawn failed`
+};
+
+/// Why the engine stops a run.
+enum class StopReason { timeout, cancel };
+
+/// A run in progress. Destroying it does not stop the run; `stop` does.
+class RunningTask {
+ public:
+  virtual ~RunningTask() = default;
+  /// Asks the run to end: shells get SIGTERM to the process group, then SIGKILL after the
+  /// grace period. The completion then reports TIMEOUT or CANCELLED.
+  virtual void stop(StopReason reason) = 0;
+};
+
+using RunCompletion = std::function<void(RunOutcome)>;
+
+/**
+ * Starts attempts of one kind of task.
+ *
+ * `start` never calls `done` inline; `done` is called exactly once, on the executor given
+ * at construction. Thread safety: use from that executor only.
+ */
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) = 0;
+};
+
+/// Shell commands in their own process group, reaped through a pidfd on the io_context.
+std::unique_ptr<Executor> make_shell_executor(boost::asio::any_io_executor executor,
+                                              std::chrono::seconds default_kill_grace);
+
+/// What a C++ plugin function receives.
+struct PluginCall {
+  const RunRequest* request;  ///< valid for the duration of the call
+  const v1::PluginSpec* spec;
+};
+
+/// What a C++ plugin function returns.
+struct PluginResult {
+  bool success = true;
+  std::string output;
+  std::string error_message;
+};
+
+/// A task body registered by name. It runs on the io_context thread, so keep it short or
+/// hand the work to your own thread and return.
+using PluginFunction = std::function<PluginResult(const PluginCall&)>;
+
+/// Registry of plugin functions by name, and the executor that runs them.
+class PluginExecutor : public Executor {
+ public:
+  explicit PluginExecutor(boost::asio::any_io_executor executor);
+  ~PluginExecutor() override;
+  /// Registers or replaces `name`.
+  void add(std::string name, PluginFunction function);
+  bool contains(const std::string& name) const;
+  std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace quartzflow

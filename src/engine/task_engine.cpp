@@ -1,0 +1,693 @@
+// SPDX-License-Identifier: Apache-2.0
+// TaskEngine: local schedules, run policies and the record of every state change.
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <map>
+
+#include <utility>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/system_timer.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/log.hpp>
+#include <quartzflow/task.hpp>
+#include <quartzflow/task_engine.hpp>
+
+#include "../cron/cron_fields.hpp"
+
+namespace quartzflow {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace {
+
+/// Fires later than this after their start time count as owed from downtime (misfires).
+constexpr seconds k_misfire_threshold{5};
+
+std::int64_t to_ms(Instant t) { return t.time_since_epoch().count() * 1000; }
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+Instant now_instant() { return std::chrono::floor<seconds>(std::chrono::system_clock::now()); }
+
+bool locally_fired(const v1::Task& task) {
+  const auto mode = task.placement().mode();
+  return mode == v1::PLACEMENT_MODE_ALL || mode == v1::PLACEMENT_MODE_UNSPECIFIED;
+}
+
+bool is_final(v1::ExecutionStatus status) {
+  return status != v1::EXECUTION_STATUS_PENDING && status != v1::EXECUTION_STATUS_RUNNING &&
+         status != v1::EXECUTION_STATUS_UNSPECIFIED;
+}
+
+const char* misfire_name(MisfirePolicy policy) {
+  switch (policy) {
+    case MisfirePolicy::skip: return "skip";
+    case MisfirePolicy::fire_once: return "fire_once";
+    case MisfirePolicy::fire_all: return "fire_all";
+  }
+  return "fire_once";
+}
+
+MisfirePolicy misfire_policy(const v1::Task& task) {
+  switch (task.misfire_policy()) {
+    case v1::MISFIRE_POLICY_SKIP: return MisfirePolicy::skip;
+    case v1::MISFIRE_POLICY_FIRE_ALL: return MisfirePolicy::fire_all;
+    default: return MisfirePolicy::fire_once;
+  }
+}
+
+/// Whether a failed attempt may be retried, per the task's retry policy.
+bool retryable(const RunOutcome& outcome, const v1::RetryPolicy& retry) {
+  if (outcome.failure_reason == "spawn failed") return false;  // the same spawn fails again
+  if (outcome.status == v1::EXECUTION_STATUS_TIMEOUT) return retry.retry_on_timeout();
+  if (outcome.status != v1::EXECUTION_STATUS_FAILURE) return false;
+  if (outcome.http_status != 0) {
+    const auto status = outcome.http_status;
+    for (auto code : retry.retry_on_http_status_codes())
+      if (code == status) return true;
+    if (retry.retry_on_http_status_classes_size() == 0) return status >= 500 || status == 429;
+    for (auto cls : retry.retry_on_http_status_classes())
+      if (status / 100 == cls) return true;
+    return false;
+  }
+  if (retry.retry_on_exit_codes_size() == 0 || !outcome.exit_code) return true;
+  return std::find(retry.retry_on_exit_codes().begin(), retry.retry_on_exit_codes().end(), *outcome.exit_code) !=
+         retry.retry_on_exit_codes().end();
+}
+
+/// interval * multiplier^(attempt-1), capped, plus a jitter derived from the execution id.
+milliseconds retry_delay(const v1::RetryPolicy& retry, std::uint32_t failed_attempt, const std::string& id) {
+  const double multiplier = retry.backoff_multiplier() >= 1.0 ? retry.backoff_multiplier() : 1.0;
+  double delay_s = retry.interval_seconds() * std::pow(multiplier, static_cast<double>(failed_attempt - 1));
+  if (retry.max_interval_seconds() > 0) delay_s = std::min(delay_s, static_cast<double>(retry.max_interval_seconds()));
+  auto delay = milliseconds{static_cast<std::int64_t>(delay_s * 1000.0)};
+  if (retry.jitter_seconds() > 0)
+    delay += milliseconds{static_cast<std::int64_t>(detail::stable_hash(id) % (retry.jitter_seconds() * 1000ull + 1))};
+  return delay;
+}
+
+}  // namespace
+
+struct PendingRun {
+  std::string execution_id;
+  std::string task_id;
+  Instant scheduled{};
+  v1::TriggerType trigger = v1::TRIGGER_TYPE_SCHEDULED;
+  std::map<std::string, std::string> params;
+  std::uint32_t attempt = 1;
+  std::string root_execution_id;
+};
+
+struct ActiveRun {
+  ActiveRun(asio::any_io_executor ex, PendingRun p, v1::Task c)
+      : pending(std::move(p)), config(std::move(c)), timeout_timer(ex), progress_timer(ex) {}
+  PendingRun pending;
+  v1::Task config;
+  v1::Execution record;
+  std::unique_ptr<RunningTask> handle;
+  asio::steady_timer timeout_timer;
+  asio::steady_timer progress_timer;
+  std::chrono::steady_clock::time_point started_steady;
+  std::string cancelled_by;
+};
+
+struct TaskSlot {
+  explicit TaskSlot(asio::any_io_executor ex) : timer(ex) {}
+  v1::Task config;
+  std::optional<Schedule> schedule;  // set for locally fired tasks with a timed schedule
+  asio::system_timer timer;
+  std::optional<Instant> cursor;     // the last nominal fire handled
+  std::optional<Fire> next_fire;
+  std::deque<PendingRun> queue;
+  std::size_t running = 0;
+  std::uint64_t runs = 0;
+  std::uint64_t generation = 0;
+};
+
+struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
+  Impl(asio::any_io_executor ex, LocalStore& s, TaskEngineOptions o)
+      : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)) {
+    executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
+  }
+
+  asio::any_io_executor executor;
+  LocalStore& store;
+  TaskEngineOptions options;
+  ExecutionSink sink;
+  std::shared_ptr<PluginExecutor> plugin_executor;
+  std::map<v1::Task::ExecutorCase, std::unique_ptr<Executor>> executors;
+  std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> tasks;
+  std::map<std::string, std::shared_ptr<ActiveRun>, std::less<>> runs;
+  std::map<std::string, std::pair<std::shared_ptr<asio::steady_timer>, PendingRun>, std::less<>> retries;
+  std::uint64_t version = 0;
+  std::int64_t last_manual_ms = 0;
+  std::size_t pending_writes = 0;
+  bool started = false;
+  bool stopping = false;
+  std::function<void()> stopped_handler;
+  std::unique_ptr<asio::steady_timer> grace_timer;
+
+  // --- records -------------------------------------------------------------------------
+
+  v1::Execution base_record(const PendingRun& p, const v1::Task& config) const {
+    v1::Execution r;
+    r.set_execution_id(p.execution_id);
+    r.set_task_id(p.task_id);
+    r.set_task_name(config.name());
+    r.set_agent_id(options.agent_id);
+    r.set_agent_hostname(options.hostname);
+    r.set_trigger(p.trigger);
+    r.set_scheduled_unix_ms(to_ms(p.scheduled));
+    r.set_attempt(p.attempt);
+    r.set_task_revision(config.revision());
+    if (p.attempt > 1) r.set_root_execution_id(p.root_execution_id);
+    for (const auto& [k, v] : p.params) (*r.mutable_params())[k] = v;
+    return r;
+  }
+
+  void emit(const v1::Execution& record) {
+    if (!sink) return;
+    try {
+      sink(record);
+    } catch (const std::exception& e) {
+      logger()->error("execution sink threw: {}", e.what());
+    }
+  }
+
+  /// Writes a record; final ones reach the sink once durable, others at once.
+  void write(v1::Execution record, std::string full_log = {}) {
+    record.set_updated_unix_ms(now_ms());
+    if (!is_final(record.status())) {
+      emit(record);
+      store.async_record(record, std::string{}, [](error_code ec) {
+        if (ec) logger()->error("recording a state change failed: {}", ec.message());
+      });
+      return;
+    }
+    ++pending_writes;
+    store.async_record(record, std::move(full_log),
+                       [weak = weak_from_this(), record](error_code ec) {
+                         auto self = weak.lock();
+                         if (!self) return;
+                         if (ec) logger()->error("recording {} failed: {}", record.execution_id(), ec.message());
+                         --self->pending_writes;
+                         self->emit(record);
+                         self->maybe_finish_stop();
+                       });
+  }
+
+  void write_not_run(const PendingRun& p, const v1::Task& config, v1::ExecutionStatus status,
+                     v1::SkipReason reason, std::string detail) {
+    auto r = base_record(p, config);
+    r.set_status(status);
+    r.set_skip_reason(reason);
+    r.set_skip_detail(std::move(detail));
+    r.set_ended_unix_ms(now_ms());
+    write(std::move(r));
+  }
+
+  // --- schedules -----------------------------------------------------------------------
+
+  std::string execution_id(const std::string& task_id, Instant scheduled) const {
+    return fmt::format("{}:{}:{}", task_id, to_ms(scheduled), options.agent_id);
+  }
+
+  void arm(TaskSlot& slot) {
+    if (!started || stopping || !slot.schedule || !slot.config.enabled()) return;
+    const Instant now = now_instant();
+    if (!slot.next_fire) {
+      ScheduleState state{slot.cursor, slot.cursor, slot.runs};
+      slot.next_fire = slot.schedule->next(slot.cursor.value_or(now), state);
+      if (!slot.next_fire) return;  // the schedule has ended
+    }
+    const auto wait = std::min<std::chrono::system_clock::duration>(
+        slot.next_fire->start_at - now, options.max_timer_wait);
+    slot.timer.expires_after(std::max<std::chrono::system_clock::duration>(wait, seconds{0}));
+    slot.timer.async_wait([weak = weak_from_this(), id = slot.config.id(), generation = slot.generation](
+                              const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      self->on_timer(id, generation);
+    });
+  }
+
+  void on_timer(const std::string& task_id, std::uint64_t generation) {
+    auto it = tasks.find(task_id);
+    if (it == tasks.end() || stopping) return;
+    TaskSlot& slot = *it->second;
+    if (slot.generation != generation || !slot.next_fire) return;
+    const Instant now = now_instant();
+    if (slot.next_fire->start_at > now) return arm(slot);  // a capped wait: not due yet
+
+    // Collect every fire that is due; more than one means the agent stalled or slept.
+    std::vector<Fire> owed{*slot.next_fire};
+    while (owed.size() < 10000) {
+      ScheduleState state{owed.back().scheduled, owed.back().scheduled, slot.runs + owed.size()};
+      auto next = slot.schedule->next(owed.back().scheduled, state);
+      if (!next || next->start_at > now) break;
+      owed.push_back(*next);
+    }
+    slot.next_fire.reset();
+    if (owed.size() == 1 || now - owed.front().start_at <= k_misfire_threshold) {
+      for (const auto& fire : owed) fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_SCHEDULED);
+      slot.cursor = owed.back().scheduled;
+    } else {
+      apply_misfires(slot, owed.front().scheduled - seconds{1}, now, "the agent was not running them on time");
+    }
+    arm(slot);
+  }
+
+  void apply_misfires(TaskSlot& slot, Instant last, Instant now, const char* why) {
+    const auto policy = misfire_policy(slot.config);
+    const std::size_t limit =
+        slot.config.misfire_fire_all_limit() > 0 ? slot.config.misfire_fire_all_limit() : options.misfire_fire_all_limit;
+    const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
+    for (const auto& fire : plan.missed) {
+      PendingRun p{execution_id(slot.config.id(), fire.scheduled), slot.config.id(), fire.scheduled,
+                   v1::TRIGGER_TYPE_SCHEDULED, {}, 1, {}};
+      write_not_run(p, slot.config, v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
+                    fmt::format("owed while {}; misfire policy {}", why, misfire_name(policy)));
+    }
+    if (plan.missed_total > plan.missed.size())
+      logger()->warn("task {}: {}{} further missed fires are not listed one by one", slot.config.id(),
+                     plan.missed_total_capped ? "at least " : "", plan.missed_total - plan.missed.size());
+    for (const auto& fire : plan.run) fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+    slot.cursor = now;
+  }
+
+  void fire_scheduled(TaskSlot& slot, Instant scheduled, v1::TriggerType trigger) {
+    ++slot.runs;
+    PendingRun p{execution_id(slot.config.id(), scheduled), slot.config.id(), scheduled, trigger, {}, 1, {}};
+    for (const auto& param : slot.config.params())
+      if (!param.default_value().empty()) p.params[param.name()] = param.default_value();
+    p.root_execution_id = p.execution_id;
+    dispatch(slot, std::move(p), /*scheduled=*/true);
+  }
+
+  // --- policies ------------------------------------------------------------------------
+
+  void dispatch(TaskSlot& slot, PendingRun p, bool scheduled) {
+    if (scheduled && !slot.config.enabled())
+      return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+                           "the task is disabled");
+    const auto overlap = slot.config.overlap_policy();
+    const std::size_t limit = slot.config.max_concurrent_runs() > 0 ? slot.config.max_concurrent_runs()
+                              : overlap == v1::OVERLAP_POLICY_ALLOW  ? SIZE_MAX
+                                                                     : 1;
+    if (slot.running < limit && slot.queue.empty()) return start_run(slot, std::move(p));
+    switch (overlap) {
+      case v1::OVERLAP_POLICY_QUEUE:
+      case v1::OVERLAP_POLICY_ALLOW: {
+        const std::size_t max_queued =
+            slot.config.max_queued_runs() > 0 ? slot.config.max_queued_runs() : options.default_max_queued;
+        if (slot.queue.size() >= max_queued)
+          return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_QUEUE_FULL,
+                               fmt::format("{} runs are already queued", slot.queue.size()));
+        queue(slot, std::move(p), false);
+        return;
+      }
+      case v1::OVERLAP_POLICY_REPLACE: {
+        std::shared_ptr<ActiveRun> oldest;
+        for (auto& [id, run] : runs)
+          if (run->pending.task_id == slot.config.id() && run->cancelled_by.empty() &&
+              (!oldest || run->started_steady < oldest->started_steady))
+            oldest = run;
+        if (oldest) {
+          oldest->cancelled_by = "replaced by " + p.execution_id;
+          oldest->handle->stop(StopReason::cancel);
+        }
+        queue(slot, std::move(p), true);
+        return;
+      }
+      default: {
+        std::vector<std::string> ids;
+        for (auto& [id, run] : runs)
+          if (run->pending.task_id == slot.config.id()) ids.push_back(id);
+        return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
+                             fmt::format("still running: {}", fmt::join(ids, ", ")));
+      }
+    }
+  }
+
+  void queue(TaskSlot& slot, PendingRun p, bool front) {
+    auto r = base_record(p, slot.config);
+    r.set_status(v1::EXECUTION_STATUS_PENDING);
+    write(std::move(r));
+    if (front) {
+      slot.queue.push_front(std::move(p));
+    } else {
+      slot.queue.push_back(std::move(p));
+    }
+  }
+
+  void start_queued(TaskSlot& slot) {
+    const std::size_t limit = slot.config.max_concurrent_runs() > 0 ? slot.config.max_concurrent_runs()
+                              : slot.config.overlap_policy() == v1::OVERLAP_POLICY_ALLOW ? SIZE_MAX
+                                                                                         : 1;
+    while (!stopping && !slot.queue.empty() && slot.running < limit) {
+      PendingRun p = std::move(slot.queue.front());
+      slot.queue.pop_front();
+      start_run(slot, std::move(p));
+    }
+  }
+
+  void start_run(TaskSlot& slot, PendingRun p) {
+    auto run = std::make_shared<ActiveRun>(executor, std::move(p), slot.config);
+    const std::string id = run->pending.execution_id;
+    run->record = base_record(run->pending, run->config);
+    run->record.set_status(v1::EXECUTION_STATUS_RUNNING);
+    run->record.set_started_unix_ms(now_ms());
+    run->started_steady = std::chrono::steady_clock::now();
+    runs[id] = run;
+    ++slot.running;
+    write(run->record);
+
+    RunRequest request;
+    request.execution_id = id;
+    request.task = run->config;
+    request.params = run->pending.params;
+    request.scheduled = run->pending.scheduled;
+    request.attempt = run->pending.attempt;
+    request.capture_limit = options.capture_limit;
+    auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
+      if (auto self = weak.lock()) self->on_done(id, std::move(outcome));
+    };
+    Executor* chosen = nullptr;
+    if (run->config.executor_case() == v1::Task::kPlugin) {
+      chosen = plugin_executor.get();
+    } else if (auto it = executors.find(run->config.executor_case()); it != executors.end()) {
+      chosen = it->second.get();
+    }
+    if (chosen == nullptr) {
+      RunOutcome outcome;
+      outcome.failure_reason = "spawn failed";
+      outcome.error_message = "this agent has no executor for the task's kind";
+      asio::post(executor, [done, outcome]() mutable { done(std::move(outcome)); });
+      return;
+    }
+    run->handle = chosen->start(request, done);
+
+    run->timeout_timer.expires_after(effective_timeout(run->config));
+    run->timeout_timer.async_wait([weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {
+      if (auto r = weak.lock(); r && !ec && r->handle) r->handle->stop(StopReason::timeout);
+    });
+    schedule_progress(run);
+  }
+
+  void schedule_progress(const std::shared_ptr<ActiveRun>& run) {
+    run->progress_timer.expires_after(options.progress_interval);
+    run->progress_timer.async_wait([weak = weak_from_this(), run_weak = std::weak_ptr<ActiveRun>(run)](
+                                       const error_code& ec) {
+      auto self = weak.lock();
+      auto r = run_weak.lock();
+      if (!self || !r || ec) return;
+      auto progress = r->record;
+      progress.set_duration_ms(std::chrono::duration_cast<milliseconds>(
+                                   std::chrono::steady_clock::now() - r->started_steady).count());
+      progress.set_updated_unix_ms(now_ms());
+      self->emit(progress);
+      self->schedule_progress(r);
+    });
+  }
+
+  void on_done(const std::string& id, RunOutcome outcome) {
+    auto it = runs.find(id);
+    if (it == runs.end()) return;
+    auto run = it->second;
+    runs.erase(it);
+    run->timeout_timer.cancel();
+    run->progress_timer.cancel();
+    auto r = run->record;
+    r.set_status(outcome.status);
+    r.set_ended_unix_ms(now_ms());
+    r.set_duration_ms(std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - run->started_steady).count());
+    if (outcome.exit_code) r.set_exit_code(*outcome.exit_code);
+    r.set_signal(outcome.signal);
+    r.set_http_status(outcome.http_status);
+    r.set_output(outcome.output);
+    r.set_output_bytes(outcome.output_bytes);
+    r.set_error_message(outcome.error_message);
+    r.set_failure_reason(outcome.failure_reason);
+    if (outcome.status == v1::EXECUTION_STATUS_CANCELLED) {
+      r.set_cancelled_by(run->cancelled_by.empty() ? "user" : run->cancelled_by);
+      r.set_error_message("cancelled by " + r.cancelled_by());
+    }
+    write(r, std::move(outcome.output));
+
+    auto slot_it = tasks.find(run->pending.task_id);
+    if (slot_it == tasks.end()) return maybe_finish_stop();
+    TaskSlot& slot = *slot_it->second;
+    --slot.running;
+    const auto& retry = run->config.retry();
+    if (!stopping && run->cancelled_by.empty() && run->pending.attempt <= retry.max_retries() &&
+        retryable(outcome, retry))
+      schedule_retry(run->pending, retry);
+    start_queued(slot);
+    maybe_finish_stop();
+  }
+
+  void schedule_retry(const PendingRun& failed, const v1::RetryPolicy& retry) {
+    PendingRun next = failed;
+    next.attempt = failed.attempt + 1;
+    next.trigger = v1::TRIGGER_TYPE_RETRY;
+    next.root_execution_id = failed.root_execution_id.empty() ? failed.execution_id : failed.root_execution_id;
+    next.execution_id = fmt::format("{}:r{}", next.root_execution_id, next.attempt);
+    auto timer = std::make_shared<asio::steady_timer>(executor, retry_delay(retry, failed.attempt, next.execution_id));
+    retries[next.execution_id] = {timer, next};
+    timer->async_wait([weak = weak_from_this(), id = next.execution_id](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      auto it = self->retries.find(id);
+      if (it == self->retries.end()) return;
+      PendingRun p = std::move(it->second.second);
+      self->retries.erase(it);
+      auto slot = self->tasks.find(p.task_id);
+      if (slot == self->tasks.end() || self->stopping) return;
+      self->dispatch(*slot->second, std::move(p), false);
+    });
+  }
+
+  // --- stop ----------------------------------------------------------------------------
+
+  void maybe_finish_stop() {
+    if (!stopping || !stopped_handler || !runs.empty() || pending_writes > 0) return;
+    if (grace_timer) grace_timer->cancel();
+    asio::post(executor, std::exchange(stopped_handler, nullptr));
+  }
+};
+
+TaskEngine::TaskEngine(asio::any_io_executor executor, LocalStore& store, TaskEngineOptions options)
+    : impl_(std::make_shared<Impl>(executor, store, std::move(options))) {}
+
+TaskEngine::~TaskEngine() {
+  // Timers hold only weak references; cancel them so nothing waits on a dead engine.
+  for (auto& [id, slot] : impl_->tasks) slot->timer.cancel();
+  for (auto& [id, retry] : impl_->retries) retry.first->cancel();
+}
+
+void TaskEngine::set_sink(ExecutionSink sink) { impl_->sink = std::move(sink); }
+PluginExecutor& TaskEngine::plugins() { return *impl_->plugin_executor; }
+void TaskEngine::set_executor(v1::Task::ExecutorCase kind, std::unique_ptr<Executor> executor) {
+  impl_->executors[kind] = std::move(executor);
+}
+std::uint64_t TaskEngine::config_version() const noexcept { return impl_->version; }
+
+bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, ValidationError* error) {
+  if (auto problem = validate_tasks(tasks)) {
+    if (error) *error = std::move(*problem);
+    return false;
+  }
+  auto& impl = *impl_;
+  std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> next;
+  for (auto& task : tasks) {
+    auto slot = std::make_unique<TaskSlot>(impl.executor);
+    if (auto old = impl.tasks.find(task.id()); old != impl.tasks.end()) {
+      TaskSlot& previous = *old->second;
+      previous.timer.cancel();
+      const bool same_schedule = previous.config.schedule().SerializeAsString() == task.schedule().SerializeAsString();
+      slot->cursor = previous.cursor;
+      slot->runs = same_schedule ? previous.runs : 0;
+      slot->running = previous.running;
+      slot->queue = std::move(previous.queue);
+      slot->generation = previous.generation + 1;
+    }
+    if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
+        task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
+      slot->schedule = task_schedule(task);
+    slot->config = std::move(task);
+    next[slot->config.id()] = std::move(slot);
+  }
+  for (auto& [id, old] : impl.tasks) {
+    if (next.count(id)) continue;
+    old->timer.cancel();
+    for (auto& p : old->queue) {
+      auto r = impl.base_record(p, old->config);
+      r.set_status(v1::EXECUTION_STATUS_CANCELLED);
+      r.set_cancelled_by("task removed");
+      r.set_ended_unix_ms(now_ms());
+      impl.write(std::move(r));
+    }
+  }
+  impl.tasks = std::move(next);
+  impl.version = version;
+  for (auto& [id, slot] : impl.tasks) {
+    if (!slot->config.enabled()) {
+      for (auto& p : slot->queue)
+        impl.write_not_run(p, slot->config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+                           "the task was disabled while this run waited");
+      slot->queue.clear();
+    }
+    impl.arm(*slot);
+    impl.start_queued(*slot);
+  }
+  return true;
+}
+
+void TaskEngine::start() {
+  auto& impl = *impl_;
+  if (impl.started) return;
+  impl.started = true;
+  error_code ec;
+  for (auto record : impl.store.unfinished(ec)) {
+    record.set_status(v1::EXECUTION_STATUS_FAILURE);
+    record.set_failure_reason("agent restarted");
+    record.set_error_message("the agent stopped while this run was pending or running");
+    record.set_ended_unix_ms(now_ms());
+    impl.write(std::move(record));
+  }
+  if (ec) logger()->error("reading unfinished executions failed: {}", ec.message());
+  const Instant now = now_instant();
+  for (auto& [id, slot] : impl.tasks) {
+    if (!slot->schedule) continue;
+    const auto last = impl.store.last_scheduled(id, ec);
+    if (last && *last < now && slot->config.enabled()) {
+      impl.apply_misfires(*slot, *last, now, "the agent was down");
+    } else {
+      slot->cursor = last && *last > now ? *last : now;
+    }
+    impl.arm(*slot);
+  }
+}
+
+std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::map<std::string, std::string> params,
+                                               error_code& ec, std::string* detail) {
+  auto& impl = *impl_;
+  auto it = impl.tasks.find(task_id);
+  auto fail = [&](std::string why) -> std::optional<std::string> {
+    ec = errc::invalid_argument;
+    if (detail) *detail = std::move(why);
+    return std::nullopt;
+  };
+  if (it == impl.tasks.end()) return fail(fmt::format("no task with id \"{}\"", task_id));
+  if (impl.stopping) return fail("the agent is stopping");
+  TaskSlot& slot = *it->second;
+  for (const auto& spec : slot.config.params()) {
+    if (params.count(spec.name())) continue;
+    if (spec.required()) return fail(fmt::format("params.{}: is required", spec.name()));
+    if (!spec.default_value().empty()) params[spec.name()] = spec.default_value();
+  }
+  if (slot.config.params_size() > 0) {
+    for (const auto& [name, value] : params) {
+      const bool declared = std::any_of(slot.config.params().begin(), slot.config.params().end(),
+                                        [&](const auto& s) { return s.name() == name; });
+      if (!declared) return fail(fmt::format("params.{}: is not a parameter of task \"{}\"", name, task_id));
+    }
+  }
+  // Manual ids use the accept time; two triggers in one millisecond still get distinct ids.
+  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  const Instant scheduled{seconds{impl.last_manual_ms / 1000}};
+  PendingRun p;
+  p.execution_id = fmt::format("{}:{}:{}", task_id, impl.last_manual_ms, impl.options.agent_id);
+  p.task_id = std::string(task_id);
+  p.scheduled = scheduled;
+  p.trigger = v1::TRIGGER_TYPE_MANUAL;
+  p.params = std::move(params);
+  p.root_execution_id = p.execution_id;
+  auto id = p.execution_id;
+  impl.dispatch(slot, std::move(p), false);
+  ec = {};
+  return id;
+}
+
+bool TaskEngine::cancel(std::string_view execution_id, std::string_view by) {
+  auto& impl = *impl_;
+  if (auto it = impl.runs.find(execution_id); it != impl.runs.end()) {
+    auto& run = *it->second;
+    if (run.cancelled_by.empty()) run.cancelled_by = std::string(by);
+    if (run.handle) run.handle->stop(StopReason::cancel);
+    return true;
+  }
+  for (auto& [id, slot] : impl.tasks) {
+    auto& q = slot->queue;
+    auto found = std::find_if(q.begin(), q.end(), [&](const PendingRun& p) { return p.execution_id == execution_id; });
+    if (found == q.end()) continue;
+    auto r = impl.base_record(*found, slot->config);
+    r.set_status(v1::EXECUTION_STATUS_CANCELLED);
+    r.set_cancelled_by(std::string(by));
+    r.set_error_message("cancelled by " + std::string(by) + " while pending");
+    r.set_ended_unix_ms(now_ms());
+    q.erase(found);
+    impl.write(std::move(r));
+    return true;
+  }
+  if (auto it = impl.retries.find(execution_id); it != impl.retries.end()) {
+    it->second.first->cancel();
+    impl.retries.erase(it);
+    return true;
+  }
+  return false;
+}
+
+void TaskEngine::stop(std::chrono::seconds grace, std::function<void()> done) {
+  auto& impl = *impl_;
+  impl.stopping = true;
+  impl.stopped_handler = std::move(done);
+  for (auto& [id, slot] : impl.tasks) {
+    slot->timer.cancel();
+    for (auto& p : slot->queue) {
+      auto r = impl.base_record(p, slot->config);
+      r.set_status(v1::EXECUTION_STATUS_CANCELLED);
+      r.set_cancelled_by("agent shutdown");
+      r.set_ended_unix_ms(now_ms());
+      impl.write(std::move(r));
+    }
+    slot->queue.clear();
+  }
+  for (auto& [id, retry] : impl.retries) retry.first->cancel();
+  impl.retries.clear();
+  if (!impl.runs.empty()) {
+    impl.grace_timer = std::make_unique<asio::steady_timer>(impl.executor, grace);
+    impl.grace_timer->async_wait([weak = impl_->weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      for (auto& [id, run] : self->runs) {
+        if (run->cancelled_by.empty()) run->cancelled_by = "agent shutdown";
+        if (run->handle) run->handle->stop(StopReason::cancel);
+      }
+    });
+  }
+  impl.maybe_finish_stop();
+}
+
+std::size_t TaskEngine::running_count() const noexcept { return impl_->runs.size(); }
+std::size_t TaskEngine::queued_count() const noexcept {
+  std::size_t n = 0;
+  for (auto& [id, slot] : impl_->tasks) n += slot->queue.size();
+  return n;
+}
+std::vector<std::string> TaskEngine::active_executions() const {
+  std::vector<std::string> ids;
+  for (auto& [id, run] : impl_->runs) ids.push_back(id);
+  for (auto& [id, slot] : impl_->tasks)
+    for (auto& p : slot->queue) ids.push_back(p.execution_id);
+  return ids;
+}
+
+}  // namespace quartzflow

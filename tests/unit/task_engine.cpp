@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: Apache-2.0
+// TaskEngine with real processes: policies, timeouts on process groups, cancel, retries,
+// params as environment only, plugins, schedules and misfires.
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include <utility>
+#include <boost/asio/io_context.hpp>
+
+#include <quartzflow/task_engine.hpp>
+
+namespace qf = quartzflow;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// An engine on its own io_context and an in-memory store, recording final records.
+struct Fixture {
+  boost::asio::io_context io;
+  std::unique_ptr<qf::LocalStore> store;
+  std::unique_ptr<qf::TaskEngine> engine;
+  std::vector<qf::v1::Execution> finals;
+  std::vector<qf::v1::Execution> events;
+  fs::path dir;
+
+  explicit Fixture(std::string store_path = ":memory:") {
+    dir = fs::temp_directory_path() / ("qf-engine-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+    fs::create_directories(dir);
+    qf::LocalStoreOptions options;
+    options.path = store_path == ":memory:" ? (dir / "agent.db").string() : store_path;
+    qf::error_code ec;
+    std::string detail;
+    store = qf::LocalStore::open(io.get_executor(), options, ec, &detail);
+    REQUIRE(store);
+    make_engine();
+  }
+  ~Fixture() {
+    engine.reset();
+    store.reset();
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  void make_engine() {
+    qf::TaskEngineOptions options;
+    options.agent_id = "agent-1";
+    options.progress_interval = 1s;
+    engine = std::make_unique<qf::TaskEngine>(io.get_executor(), *store, options);
+    engine->set_sink([this](const qf::v1::Execution& e) {
+      events.push_back(e);
+      if (e.status() != qf::v1::EXECUTION_STATUS_PENDING && e.status() != qf::v1::EXECUTION_STATUS_RUNNING)
+        finals.push_back(e);
+    });
+  }
+  void apply(std::vector<qf::v1::Task> tasks) {
+    qf::ValidationError error;
+    INFO(error.message());
+    REQUIRE(engine->apply(std::move(tasks), 1, &error));
+  }
+  std::string trigger(const std::string& task, std::map<std::string, std::string> params = {}) {
+    qf::error_code ec;
+    std::string detail;
+    auto id = engine->trigger(task, std::move(params), ec, &detail);
+    INFO(detail);
+    REQUIRE(id);
+    return *id;
+  }
+  /// Runs the io_context until `done` or the deadline; bounded, never a bare sleep.
+  template <typename Pred>
+  bool run_until(Pred done, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      if (io.stopped()) io.restart();  // it stops itself whenever it runs out of work
+      io.run_one_for(20ms);
+    }
+    return done();
+  }
+  const qf::v1::Execution* final_of(const std::string& id) const {
+    for (const auto& e : finals)
+      if (e.execution_id() == id) return &e;
+    return nullptr;
+  }
+};
+
+qf::v1::Task shell_task(const std::string& id, const std::string& script) {
+  qf::v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.set_enabled(true);
+  task.mutable_shell()->set_script(script);
+  task.mutable_schedule()->mutable_manual();
+  return task;
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+}  // namespace
+
+TEST_CASE("a shell run records SUCCESS with its output, exit code and times", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("hello", "echo hello; echo oops >&2")});
+  const auto id = f.trigger("hello");
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }));
+  const auto& r = *f.final_of(id);
+  CHECK(r.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(r.exit_code() == 0);
+  CHECK(r.output().find("hello") != std::string::npos);
+  CHECK(r.output().find("oops") != std::string::npos);
+  CHECK(r.trigger() == qf::v1::TRIGGER_TYPE_MANUAL);
+  CHECK(r.agent_id() == "agent-1");
+  CHECK(r.started_unix_ms() > 0);
+  CHECK(r.ended_unix_ms() >= r.started_unix_ms());
+  // RUNNING was reported before the final state, and the store holds the final record.
+  CHECK(std::any_of(f.events.begin(), f.events.end(), [&](auto& e) {
+    return e.execution_id() == id && e.status() == qf::v1::EXECUTION_STATUS_RUNNING;
+  }));
+  qf::error_code ec;
+  const auto stored = f.store->execution(id, ec);
+  REQUIRE(stored);
+  CHECK(stored->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+}
+
+TEST_CASE("a failing command records its exit code; a missing one is not retried", "[engine]") {
+  Fixture f;
+  auto missing = shell_task("missing", "");
+  missing.mutable_shell()->clear_script();
+  missing.mutable_shell()->add_argv("/no/such/program");
+  missing.mutable_retry()->set_max_retries(3);
+  f.apply({shell_task("fails", "exit 7"), missing});
+  const auto a = f.trigger("fails");
+  const auto b = f.trigger("missing");
+  REQUIRE(f.run_until([&] { return f.final_of(a) && f.final_of(b); }));
+  CHECK(f.final_of(a)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(a)->exit_code() == 7);
+  CHECK(f.final_of(a)->failure_reason() == "exit code 7");
+  CHECK(f.final_of(b)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(b)->error_message().find("/no/such/program") != std::string::npos);
+  f.run_until([] { return false; }, 300ms);
+  CHECK(f.finals.size() == 2);  // no retry of a spawn failure
+}
+
+TEST_CASE("a timeout kills the whole process group", "[engine]") {
+  Fixture f;
+  const auto pid_file = f.dir / "child.pid";
+  auto task = shell_task("slow", "sleep 30 & echo $! > '" + pid_file.string() + "'; sleep 30");
+  task.set_timeout_seconds(1);
+  task.mutable_shell()->set_kill_grace_seconds(1);
+  f.apply({task});
+  const auto id = f.trigger("slow");
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }, 8s));
+  CHECK(f.final_of(id)->status() == qf::v1::EXECUTION_STATUS_TIMEOUT);
+  pid_t child = 0;
+  std::ifstream(pid_file) >> child;
+  REQUIRE(child > 0);
+  // The background grandchild was in the group: it is gone too (reaped by init).
+  f.run_until([&] { return !process_alive(child); }, 3s);
+  CHECK_FALSE(process_alive(child));
+}
+
+TEST_CASE("a process that ignores SIGTERM is killed after the grace period", "[engine]") {
+  Fixture f;
+  auto task = shell_task("stubborn", "trap '' TERM; sleep 30");
+  task.set_timeout_seconds(1);
+  task.mutable_shell()->set_kill_grace_seconds(1);
+  f.apply({task});
+  const auto start = std::chrono::steady_clock::now();
+  const auto id = f.trigger("stubborn");
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }, 8s));
+  CHECK(f.final_of(id)->status() == qf::v1::EXECUTION_STATUS_TIMEOUT);
+  CHECK(std::chrono::steady_clock::now() - start >= 1900ms);
+}
+
+TEST_CASE("cancel works from RUNNING and from PENDING", "[engine]") {
+  Fixture f;
+  auto task = shell_task("queued", "sleep 30");
+  task.set_overlap_policy(qf::v1::OVERLAP_POLICY_QUEUE);
+  f.apply({task});
+  const auto first = f.trigger("queued");
+  const auto second = f.trigger("queued");
+  f.run_until([&] { return f.engine->running_count() == 1; });
+  CHECK(f.engine->queued_count() == 1);
+  REQUIRE(f.engine->cancel(second));
+  REQUIRE(f.run_until([&] { return f.final_of(second) != nullptr; }));
+  CHECK(f.final_of(second)->status() == qf::v1::EXECUTION_STATUS_CANCELLED);
+  REQUIRE(f.engine->cancel(first, "alice"));
+  REQUIRE(f.run_until([&] { return f.final_of(first) != nullptr; }));
+  CHECK(f.final_of(first)->status() == qf::v1::EXECUTION_STATUS_CANCELLED);
+  CHECK(f.final_of(first)->cancelled_by() == "alice");
+  CHECK_FALSE(f.engine->cancel("no-such-execution"));
+}
+
+TEST_CASE("overlap skip records the fire as SKIPPED naming the running one", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("busy", "sleep 1")});
+  const auto first = f.trigger("busy");
+  const auto second = f.trigger("busy");
+  REQUIRE(f.run_until([&] { return f.final_of(second) != nullptr; }));
+  CHECK(f.final_of(second)->status() == qf::v1::EXECUTION_STATUS_SKIPPED);
+  CHECK(f.final_of(second)->skip_reason() == qf::v1::SKIP_REASON_OVERLAP);
+  CHECK(f.final_of(second)->skip_detail().find(first) != std::string::npos);
+  REQUIRE(f.run_until([&] { return f.final_of(first) != nullptr; }));
+  CHECK(f.final_of(first)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+}
+
+TEST_CASE("overlap replace cancels the running run and starts the new one", "[engine]") {
+  Fixture f;
+  auto task = shell_task("replace", "sleep 30");
+  task.set_overlap_policy(qf::v1::OVERLAP_POLICY_REPLACE);
+  f.apply({task});
+  const auto first = f.trigger("replace");
+  f.run_until([&] { return f.engine->running_count() == 1; });
+  const auto second = f.trigger("replace");
+  REQUIRE(f.run_until([&] { return f.final_of(first) != nullptr; }));
+  CHECK(f.final_of(first)->status() == qf::v1::EXECUTION_STATUS_CANCELLED);
+  CHECK(f.final_of(first)->cancelled_by() == "replaced by " + second);
+  REQUIRE(f.run_until([&] {
+    auto active = f.engine->active_executions();
+    return active.size() == 1 && active.front() == second;
+  }));
+  f.engine->cancel(second);
+  REQUIRE(f.run_until([&] { return f.final_of(second) != nullptr; }));
+}
+
+TEST_CASE("concurrency limits and allow run several at once", "[engine]") {
+  Fixture f;
+  auto task = shell_task("parallel", "sleep 1");
+  task.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+  task.set_max_concurrent_runs(2);
+  f.apply({task});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(f.trigger("parallel"));
+  f.run_until([&] { return f.engine->running_count() == 2; });
+  CHECK(f.engine->running_count() == 2);
+  CHECK(f.engine->queued_count() == 1);
+  REQUIRE(f.run_until([&] { return f.finals.size() == 3; }));
+  for (const auto& e : f.finals) CHECK(e.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+}
+
+TEST_CASE("retries follow the policy: attempts, ids, and which failures retry", "[engine]") {
+  Fixture f;
+  auto flaky = shell_task("flaky", "exit 3");
+  flaky.mutable_retry()->set_max_retries(2);
+  flaky.mutable_retry()->set_interval_seconds(0);
+  auto fussy = shell_task("fussy", "exit 3");
+  fussy.mutable_retry()->set_max_retries(2);
+  fussy.mutable_retry()->add_retry_on_exit_codes(4);  // 3 is not retryable
+  f.apply({flaky, fussy});
+  const auto id = f.trigger("flaky");
+  const auto other = f.trigger("fussy");
+  REQUIRE(f.run_until([&] { return f.final_of(id + ":r3") != nullptr && f.final_of(other); }));
+  CHECK(f.final_of(id)->attempt() == 1);
+  CHECK(f.final_of(id + ":r2")->attempt() == 2);
+  CHECK(f.final_of(id + ":r2")->trigger() == qf::v1::TRIGGER_TYPE_RETRY);
+  CHECK(f.final_of(id + ":r3")->root_execution_id() == id);
+  f.run_until([] { return false; }, 300ms);
+  CHECK(f.final_of(id + ":r4") == nullptr);
+  CHECK(f.final_of(other + ":r2") == nullptr);
+}
+
+TEST_CASE("retry backoff waits between attempts", "[engine]") {
+  Fixture f;
+  auto task = shell_task("backoff", "exit 1");
+  task.mutable_retry()->set_max_retries(1);
+  task.mutable_retry()->set_interval_seconds(1);
+  f.apply({task});
+  const auto id = f.trigger("backoff");
+  REQUIRE(f.run_until([&] { return f.final_of(id + ":r2") != nullptr; }, 5s));
+  const auto gap = f.final_of(id + ":r2")->started_unix_ms() - f.final_of(id)->ended_unix_ms();
+  CHECK(gap >= 900);
+}
+
+TEST_CASE("params reach the process only as environment variables", "[engine]") {
+  Fixture f;
+  const auto marker = f.dir / "pwned";
+  f.apply({shell_task("echo-param", "printf '%s' \"$QF_PARAM_TARGET_HOST\"")});
+  const std::string attack = "$(touch " + marker.string() + "); `touch " + marker.string() + "`";
+  const auto id = f.trigger("echo-param", {{"target-host", attack}});
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }));
+  CHECK(f.final_of(id)->output() == attack);  // printed literally
+  CHECK_FALSE(fs::exists(marker));            // never executed
+  CHECK(f.final_of(id)->params().at("target-host") == attack);
+}
+
+TEST_CASE("run variables describe the run", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("vars", "echo \"$QF_TASK_ID|$QF_EXECUTION_ID|$QF_SCHEDULED_AT|$QF_ATTEMPT\"")});
+  const auto id = f.trigger("vars");
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }));
+  const auto& out = f.final_of(id)->output();
+  CHECK(out.find("vars|" + id + "|") == 0);
+  CHECK(out.find("Z|1") != std::string::npos);
+}
+
+TEST_CASE("plugin functions run by name; failures and unknown names are recorded", "[engine]") {
+  Fixture f;
+  int calls = 0;
+  f.engine->plugins().add("count", [&](const qf::PluginCall& call) {
+    ++calls;
+    return qf::PluginResult{true, "counted " + call.request->execution_id, {}};
+  });
+  f.engine->plugins().add("broken", [](const qf::PluginCall&) -> qf::PluginResult {
+    throw std::runtime_error("disk on fire");
+  });
+  auto make = [](const std::string& id, const std::string& plugin) {
+    qf::v1::Task t;
+    t.set_id(id);
+    t.set_name(id);
+    t.set_enabled(true);
+    t.mutable_plugin()->set_name(plugin);
+    return t;
+  };
+  f.apply({make("p1", "count"), make("p2", "broken"), make("p3", "nobody")});
+  const auto a = f.trigger("p1");
+  const auto b = f.trigger("p2");
+  const auto c = f.trigger("p3");
+  REQUIRE(f.run_until([&] { return f.final_of(a) && f.final_of(b) && f.final_of(c); }));
+  CHECK(calls == 1);
+  CHECK(f.final_of(a)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of(a)->output() == "counted " + a);
+  CHECK(f.final_of(b)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(b)->error_message() == "plugin threw: disk on fire");
+  CHECK(f.final_of(c)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(c)->error_message().find("nobody") != std::string::npos);
+}
+
+TEST_CASE("scheduled fires use the all-placement execution id", "[engine]") {
+  Fixture f;
+  auto task = shell_task("tick", "true");
+  task.mutable_schedule()->set_cron("* * * * * *");
+  f.apply({task});
+  f.engine->start();
+  REQUIRE(f.run_until([&] { return f.finals.size() >= 2; }, 5s));
+  for (const auto& e : f.finals) {
+    CHECK(e.trigger() == qf::v1::TRIGGER_TYPE_SCHEDULED);
+    CHECK(e.scheduled_unix_ms() % 1000 == 0);
+    CHECK(e.execution_id() == "tick:" + std::to_string(e.scheduled_unix_ms()) + ":agent-1");
+  }
+  CHECK(f.finals[1].scheduled_unix_ms() - f.finals[0].scheduled_unix_ms() == 1000);
+}
+
+TEST_CASE("after a restart the misfire policy decides what is owed", "[engine]") {
+  const auto now_s = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  const auto hour_ago = now_s - std::chrono::hours{1};
+  for (auto policy : {qf::v1::MISFIRE_POLICY_SKIP, qf::v1::MISFIRE_POLICY_FIRE_ONCE, qf::v1::MISFIRE_POLICY_FIRE_ALL}) {
+    DYNAMIC_SECTION("policy " << qf::v1::MisfirePolicy_Name(policy)) {
+      Fixture f;
+      auto task = shell_task("every10m", "true");
+      task.mutable_schedule()->set_cron("0 */10 * * * *");
+      task.set_misfire_policy(policy);
+      // A previous life of the agent recorded a fire an hour ago.
+      qf::v1::Execution old;
+      old.set_execution_id("every10m:old");
+      old.set_task_id("every10m");
+      old.set_trigger(qf::v1::TRIGGER_TYPE_SCHEDULED);
+      old.set_status(qf::v1::EXECUTION_STATUS_SUCCESS);
+      old.set_scheduled_unix_ms(hour_ago.time_since_epoch().count() * 1000);
+      bool written = false;
+      f.store->async_record(old, "", [&](qf::error_code ec) { written = !ec; });
+      REQUIRE(f.run_until([&] { return written; }));
+      f.apply({task});
+      f.engine->start();
+      // Six fires are owed (every 10 minutes over the hour), five or six depending on the phase.
+      f.run_until([&] { return f.engine->running_count() == 0 && f.finals.size() >= 5; }, 5s);
+      f.run_until([] { return false; }, 500ms);
+      std::size_t missed = 0;
+      std::size_t caught_up = 0;
+      for (const auto& e : f.finals) {
+        if (e.status() == qf::v1::EXECUTION_STATUS_MISSED) ++missed;
+        if (e.trigger() == qf::v1::TRIGGER_TYPE_MISFIRE_CATCHUP) ++caught_up;
+      }
+      const std::size_t owed = missed + caught_up;
+      CHECK(owed >= 5);
+      CHECK(owed <= 6);
+      if (policy == qf::v1::MISFIRE_POLICY_SKIP) CHECK(caught_up == 0);
+      if (policy == qf::v1::MISFIRE_POLICY_FIRE_ONCE) CHECK(caught_up == 1);
+      if (policy == qf::v1::MISFIRE_POLICY_FIRE_ALL) CHECK(missed == 0);
+    }
+  }
+}
+
+TEST_CASE("a run left RUNNING by a crash becomes FAILURE at start", "[engine]") {
+  Fixture f;
+  qf::v1::Execution crashed;
+  crashed.set_execution_id("t:1:agent-1");
+  crashed.set_task_id("t");
+  crashed.set_status(qf::v1::EXECUTION_STATUS_RUNNING);
+  bool written = false;
+  f.store->async_record(crashed, "", [&](qf::error_code ec) { written = !ec; });
+  REQUIRE(f.run_until([&] { return written; }));
+  f.engine->start();
+  REQUIRE(f.run_until([&] { return f.final_of("t:1:agent-1") != nullptr; }));
+  CHECK(f.final_of("t:1:agent-1")->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of("t:1:agent-1")->failure_reason() == "agent restarted");
+}
+
+TEST_CASE("an invalid config changes nothing", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("keep", "true")});
+  auto bad = shell_task("bad", "true");
+  bad.set_timeout_seconds(999999);
+  qf::ValidationError error;
+  CHECK_FALSE(f.engine->apply({shell_task("other", "true"), bad}, 2, &error));
+  CHECK(error.field.find("timeout_seconds") != std::string::npos);
+  CHECK(f.engine->config_version() == 1);
+  qf::error_code ec;
+  CHECK(f.engine->trigger("keep", {}, ec));
+  CHECK_FALSE(f.engine->trigger("other", {}, ec));
+}
+
+TEST_CASE("stop gives running tasks the grace period, then cancels them", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("quick", "sleep 0.3"), shell_task("long", "sleep 30")});
+  const auto quick = f.trigger("quick");
+  const auto slow = f.trigger("long");
+  f.run_until([&] { return f.engine->running_count() == 2; });
+  bool stopped = false;
+  f.engine->stop(1s, [&] { stopped = true; });
+  REQUIRE(f.run_until([&] { return stopped; }, 15s));
+  CHECK(f.final_of(quick)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of(slow)->status() == qf::v1::EXECUTION_STATUS_CANCELLED);
+  CHECK(f.final_of(slow)->cancelled_by() == "agent shutdown");
+}
