@@ -19,6 +19,10 @@ enum class errc {
   never_fires,           ///< a schedule that can never produce a fire
   unknown_time_zone,     ///< an IANA zone name the OS database does not know
   no_more_fires,         ///< the schedule has no fire in the requested direction
+  store_failed,          ///< the local store could not read or write (SQLite error, logged)
+  store_not_found,       ///< no local store at the given path (read-only open)
+  store_read_only,       ///< a write was asked of a store opened read-only
+  store_version,         ///< the store's schema version is not the one this build uses
 };
 
 /// The category of `errc` values.

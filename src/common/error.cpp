@@ -14,6 +14,10 @@ class Category final : public boost::system::error_category {
       case errc::never_fires: return "schedule never fires";
       case errc::unknown_time_zone: return "unknown time zone";
       case errc::no_more_fires: return "no more fires";
+      case errc::store_failed: return "local store failed";
+      case errc::store_not_found: return "no local store";
+      case errc::store_read_only: return "local store is read-only";
+      case errc::store_version: return "unsupported local store schema version";
     }
     return "unknown quartzflow error";
   }

@@ -1,0 +1,893 @@
+// SPDX-License-Identifier: Apache-2.0
+// LocalStore: a store thread that group-commits queued writes in one SQLite transaction per
+// batch and posts completions after the commit; reads over their own read-only connection.
+#include <quartzflow/local_store.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <variant>
+
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <date/tz.h>
+#include <fmt/format.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <sqlite3.h>
+
+#include <quartzflow/log.hpp>
+#include <quartzflow/v1/config.pb.h>
+
+#include "schema.hpp"
+#include "sqlite.hpp"
+
+namespace quartzflow {
+
+using detail::SqliteDatabase;
+using detail::SqliteStatement;
+using detail::SqliteTransaction;
+
+namespace {
+
+constexpr int k_busy_timeout_ms = 5000;
+
+bool is_final(v1::ExecutionStatus status) noexcept {
+  switch (status) {
+    case v1::EXECUTION_STATUS_SUCCESS:
+    case v1::EXECUTION_STATUS_FAILURE:
+    case v1::EXECUTION_STATUS_TIMEOUT:
+    case v1::EXECUTION_STATUS_CANCELLED:
+    case v1::EXECUTION_STATUS_SKIPPED:
+    case v1::EXECUTION_STATUS_MISSED: return true;
+    default: return false;
+  }
+}
+
+bool is_final(std::int64_t status) noexcept { return is_final(static_cast<v1::ExecutionStatus>(status)); }
+
+/// Runs that ran (DailyStats.total): success, failure, timeout, cancelled.
+bool counts_in_total(v1::ExecutionStatus status) noexcept {
+  return is_final(status) && status != v1::EXECUTION_STATUS_SKIPPED && status != v1::EXECUTION_STATUS_MISSED;
+}
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t to_unix_ms(Instant t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+std::int64_t clamp_to_int64(std::uint64_t n) {
+  return n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+             ? std::numeric_limits<std::int64_t>::max()
+             : static_cast<std::int64_t>(n);
+}
+
+/// Stored bytes must be stable so that "unchanged" can be decided by comparing them (map
+/// fields serialize in arbitrary order otherwise).
+std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+/// Cuts `text` to at most `limit` bytes without splitting a UTF-8 sequence.
+void truncate_utf8(std::string& text, std::size_t limit) {
+  if (text.size() <= limit) return;
+  std::size_t cut = limit;
+  // Step back over continuation bytes (10xxxxxx) so the cut lands on a sequence start.
+  for (int back = 0; back < 3 && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0U) == 0x80U; ++back) --cut;
+  if ((static_cast<unsigned char>(text[cut]) & 0xC0U) == 0x80U) cut = limit;  // not UTF-8: cut bytes
+  text.resize(cut);
+}
+
+struct LocalDay {
+  std::string date;  // YYYY-MM-DD
+  int hour = 0;      // 0-23
+};
+
+LocalDay local_day(const date::time_zone* zone, std::int64_t unix_ms) {
+  const date::sys_time<std::chrono::milliseconds> instant{std::chrono::milliseconds{unix_ms}};
+  const auto local = zone->to_local(instant);
+  const auto day = date::floor<date::days>(local);
+  const date::year_month_day ymd{day};
+  const auto hour = date::floor<std::chrono::hours>(local - day).count();
+  return {fmt::format("{:04}-{:02}-{:02}", static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                      static_cast<unsigned>(ymd.day())),
+          static_cast<int>(hour)};
+}
+
+bool is_date(std::string_view text) {
+  if (text.size() != 10 || text[4] != '-' || text[7] != '-') return false;
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (i != 4 && i != 7 && (text[i] < '0' || text[i] > '9')) return false;
+  return true;
+}
+
+/// Resets a statement when leaving a scope, so that no statement stays active across the
+/// COMMIT or ROLLBACK of a batch.
+class ResetOnExit {
+ public:
+  explicit ResetOnExit(SqliteStatement& statement) noexcept : statement_(statement) { statement_.reset(); }
+  ~ResetOnExit() { statement_.reset(); }
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+
+ private:
+  SqliteStatement& statement_;
+};
+
+// ---- queued writes ----
+
+struct RecordWrite {
+  v1::Execution record;
+  std::string full_log;
+};
+struct MarkSyncedWrite {
+  std::vector<std::string> execution_ids;
+};
+struct SaveConfigWrite {
+  CachedConfig config;
+};
+struct PurgeWrite {
+  Instant now;
+};
+
+/// One daily_stats row while it is being updated.
+struct StatsRow {
+  std::string task_name;
+  std::string agent_id;
+  std::int64_t total = 0, success = 0, failure = 0, timeout = 0, cancelled = 0, skipped = 0, missed = 0;
+  std::int64_t timed_runs = 0, total_duration_ms = 0;
+  std::optional<std::int64_t> min_duration_ms, max_duration_ms;
+  std::array<std::int64_t, 24> runs_per_hour{};
+};
+
+const std::string& stats_columns() {
+  static const std::string columns =
+      "task_name, agent_id, total, success, failure, timeout, cancelled, skipped, missed, timed_runs, "
+      "total_duration_ms, min_duration_ms, max_duration_ms, " +
+      detail::hour_columns();
+  return columns;
+}
+
+// Column positions in stats_columns(): 13 scalars, then the 24 hours.
+constexpr int k_stats_hour_column = 13;
+
+StatsRow read_stats_row(const SqliteStatement& row, int first) {
+  StatsRow s;
+  s.task_name = row.text(first + 0);
+  s.agent_id = row.text(first + 1);
+  s.total = row.int64(first + 2);
+  s.success = row.int64(first + 3);
+  s.failure = row.int64(first + 4);
+  s.timeout = row.int64(first + 5);
+  s.cancelled = row.int64(first + 6);
+  s.skipped = row.int64(first + 7);
+  s.missed = row.int64(first + 8);
+  s.timed_runs = row.int64(first + 9);
+  s.total_duration_ms = row.int64(first + 10);
+  if (!row.is_null(first + 11)) s.min_duration_ms = row.int64(first + 11);
+  if (!row.is_null(first + 12)) s.max_duration_ms = row.int64(first + 12);
+  for (int h = 0; h < 24; ++h)
+    s.runs_per_hour[static_cast<std::size_t>(h)] = row.int64(first + k_stats_hour_column + h);
+  return s;
+}
+
+std::uint32_t to_count(std::int64_t n) {
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(n, 0, std::numeric_limits<std::uint32_t>::max()));
+}
+
+}  // namespace
+
+struct LocalStore::Impl {
+  struct Op {
+    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, PurgeWrite> write;
+    WriteHandler done;        // every write but purge
+    PurgeHandler purge_done;  // purge
+    std::uint64_t purged = 0;
+    // Counts as outstanding work on the executor while queued, as any Asio operation does,
+    // so that io_context::run() does not return before the completion is delivered.
+    boost::asio::any_io_executor work{};
+  };
+
+  /// Statements of the store thread, prepared once after the migration.
+  struct WriteStatements {
+    SqliteStatement select_execution;
+    SqliteStatement upsert_execution;
+    SqliteStatement insert_log;
+    SqliteStatement insert_log_if_absent;
+    SqliteStatement prune_logs;
+    SqliteStatement select_stats;
+    SqliteStatement replace_stats;
+    SqliteStatement mark_synced;
+  };
+
+  /// What one batch touched, settled before its commit.
+  struct BatchState {
+    std::set<std::string> tasks_with_new_logs;
+    std::int64_t now_ms = 0;
+  };
+
+  Impl(boost::asio::any_io_executor ex, LocalStoreOptions opts)
+      : executor(std::move(ex)), options(std::move(opts)) {}
+
+  ~Impl() { stop(); }
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // ---- open ----
+
+  bool open(error_code& ec, std::string* detail) {
+    auto fail = [&](error_code code, std::string why) {
+      ec = code;
+      if (detail) *detail = std::move(why);
+      return false;
+    };
+    try {
+      zone = date::locate_zone(options.stats_time_zone);
+    } catch (const std::exception&) {
+      return fail(errc::unknown_time_zone,
+                  fmt::format("stats_time_zone: unknown time zone \"{}\"", options.stats_time_zone));
+    }
+    if (options.path.empty()) return fail(errc::invalid_argument, "path: is empty");
+    const bool memory = options.path == ":memory:";
+    return options.read_only ? open_read_only(memory, fail) : open_writable(memory, fail, ec, detail);
+  }
+
+  template <typename Fail>
+  bool open_read_only(bool memory, Fail& fail) {
+    if (memory) return fail(errc::invalid_argument, "path: a read-only store needs a file, not :memory:");
+    std::error_code fs_error;
+    if (!std::filesystem::is_regular_file(options.path, fs_error))
+      return fail(errc::store_not_found, fmt::format("no agent store at {}", options.path));
+    error_code ec;
+    std::string why;
+    own_read_db = SqliteDatabase::open(options.path, SQLITE_OPEN_READONLY, ec, &why);
+    if (ec) return fail(ec, std::move(why));
+    sqlite3_busy_timeout(own_read_db.get(), k_busy_timeout_ms);
+    read_db = &own_read_db;
+    const auto version = own_read_db.query_int("PRAGMA user_version", ec);
+    if (ec) return fail(ec, fmt::format("{}: {}", options.path, own_read_db.error_message()));
+    const int latest = detail::local_store_schema_version();
+    if (version == 0) return fail(errc::store_not_found, fmt::format("no agent store at {}", options.path));
+    if (version != latest)
+      return fail(errc::store_version,
+                  fmt::format("{} has schema version {}; this build reads version {}{}", options.path, version, latest,
+                              version < latest ? " (open it writable once to upgrade it)" : ""));
+    return true;
+  }
+
+  template <typename Fail>
+  bool open_writable(bool memory, Fail& fail, error_code& ec, std::string* detail) {
+    write_db = SqliteDatabase::open(options.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, ec, detail);
+    if (ec) return false;
+    sqlite3_busy_timeout(write_db.get(), k_busy_timeout_ms);
+    if (!memory) {
+      auto journal = write_db.prepare("PRAGMA journal_mode = WAL", ec);
+      const bool row = !ec && journal.step(ec);
+      const std::string mode = row ? journal.text(0) : std::string();
+      journal = {};
+      if (mode != "wal")
+        return fail(errc::store_failed, fmt::format("{}: cannot switch to WAL mode: {}", options.path,
+                                                    mode.empty() ? write_db.error_message() : "journal mode " + mode));
+    }
+    if (!write_db.exec("PRAGMA synchronous = FULL", ec))
+      return fail(ec, fmt::format("{}: {}", options.path, write_db.error_message()));
+    if (!detail::migrate_local_store(write_db, ec, detail)) {
+      if (detail) *detail = fmt::format("{}: {}", options.path, *detail);
+      return false;
+    }
+    if (memory) {
+      // A second connection to ":memory:" would be another, empty database.
+      read_db = &write_db;
+      shared_connection = true;
+    } else {
+      std::string why;
+      own_read_db = SqliteDatabase::open(options.path, SQLITE_OPEN_READONLY, ec, &why);
+      if (ec) return fail(ec, std::move(why));
+      sqlite3_busy_timeout(own_read_db.get(), k_busy_timeout_ms);
+      read_db = &own_read_db;
+    }
+    if (!prepare_write_statements(ec)) return fail(ec, fmt::format("{}: {}", options.path, write_db.error_message()));
+    thread = std::thread([this] { run(); });
+    return true;
+  }
+
+  bool prepare_write_statements(error_code& ec) {
+    auto prepare = [&](SqliteStatement& into, const std::string& sql) {
+      if (!ec) into = write_db.prepare(sql, ec, true);
+    };
+    prepare(statements.select_execution, "SELECT status, record FROM executions WHERE execution_id = ?1");
+    prepare(statements.upsert_execution,
+            "INSERT INTO executions (execution_id, task_id, status, trigger, scheduled_unix_ms, started_unix_ms, "
+            "ended_unix_ms, duration_ms, exit_code, attempt, synced, updated_unix_ms, record) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12) "
+            "ON CONFLICT (execution_id) DO UPDATE SET task_id = excluded.task_id, status = excluded.status, "
+            "trigger = excluded.trigger, scheduled_unix_ms = excluded.scheduled_unix_ms, "
+            "started_unix_ms = excluded.started_unix_ms, ended_unix_ms = excluded.ended_unix_ms, "
+            "duration_ms = excluded.duration_ms, exit_code = excluded.exit_code, attempt = excluded.attempt, "
+            "synced = 0, updated_unix_ms = excluded.updated_unix_ms, record = excluded.record");
+    prepare(statements.insert_log,
+            "INSERT OR REPLACE INTO logs (execution_id, task_id, scheduled_unix_ms, data, created_unix_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5)");
+    prepare(statements.insert_log_if_absent,
+            "INSERT OR IGNORE INTO logs (execution_id, task_id, scheduled_unix_ms, data, created_unix_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5)");
+    prepare(statements.prune_logs,
+            "DELETE FROM logs WHERE task_id = ?1 AND execution_id NOT IN (SELECT execution_id FROM logs "
+            "WHERE task_id = ?1 ORDER BY scheduled_unix_ms DESC, execution_id DESC LIMIT ?2)");
+    prepare(statements.select_stats,
+            "SELECT " + stats_columns() + " FROM daily_stats WHERE date = ?1 AND task_id = ?2");
+    std::string placeholders;
+    for (int i = 1; i <= 2 + k_stats_hour_column + 24 + 1; ++i)
+      placeholders += fmt::format("{}?{}", i == 1 ? "" : ", ", i);
+    prepare(statements.replace_stats, "INSERT OR REPLACE INTO daily_stats (date, task_id, " + stats_columns() +
+                                          ", updated_unix_ms) VALUES (" + placeholders + ")");
+    prepare(statements.mark_synced, "UPDATE executions SET synced = 1 WHERE execution_id = ?1");
+    return !ec;
+  }
+
+  // ---- queue and store thread ----
+
+  void complete(Op& op, error_code ec) {
+    const auto& target = op.work ? op.work : executor;
+    if (op.purge_done) {
+      boost::asio::post(target, [handler = std::move(op.purge_done), ec, n = ec ? 0 : op.purged] { handler(ec, n); });
+    } else if (op.done) {
+      boost::asio::post(target, [handler = std::move(op.done), ec] { handler(ec); });
+    }
+    op.work = {};  // the posted completion holds the executor's work from here on
+  }
+
+  void enqueue(Op op) {
+    if (options.read_only) {
+      writes_failed.fetch_add(1, std::memory_order_relaxed);
+      complete(op, errc::store_read_only);
+      return;
+    }
+    op.work = boost::asio::prefer(executor, boost::asio::execution::outstanding_work.tracked);
+    std::lock_guard lock(queue_mutex);
+    const bool was_empty = queue.empty();
+    queue.push_back(std::move(op));
+    ++enqueued;
+    // The thread only sleeps on an empty queue or inside its companion wait, which ends
+    // by itself; waking it for every write would cost a context switch each.
+    if (was_empty) wake.notify_one();
+  }
+
+  void run() {
+    std::unique_lock lock(queue_mutex);
+    for (;;) {
+      wake.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // stopping, and everything is written
+      if (!stopping && flush_waiters == 0 && options.max_batch_delay.count() > 0) {
+        const auto deadline = std::chrono::steady_clock::now() + options.max_batch_delay;
+        wake.wait_until(lock, deadline, [&] { return stopping || flush_waiters > 0; });
+      }
+      std::vector<Op> batch(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.end()));
+      queue.clear();
+      lock.unlock();
+      run_batch(batch);
+      lock.lock();
+      finished += batch.size();
+      progress.notify_all();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(queue_mutex);
+      stopping = true;
+    }
+    wake.notify_all();
+    if (thread.joinable()) thread.join();
+  }
+
+  void flush() {
+    std::unique_lock lock(queue_mutex);
+    if (!thread.joinable()) return;
+    const auto target = enqueued;
+    ++flush_waiters;
+    wake.notify_all();
+    progress.wait(lock, [&] { return finished >= target; });
+    --flush_waiters;
+  }
+
+  void run_batch(std::vector<Op>& batch) {
+    error_code ec;
+    {
+      std::unique_lock<std::mutex> shared_lock;
+      if (shared_connection) shared_lock = std::unique_lock(read_mutex);
+      try {
+        SqliteTransaction transaction(write_db, ec);
+        BatchState state;
+        state.now_ms = now_unix_ms();
+        for (auto& op : batch) {
+          if (ec) break;
+          std::visit([&](auto& write) { apply(write, op, state, ec); }, op.write);
+        }
+        for (const auto& task_id : state.tasks_with_new_logs) {
+          if (ec) break;
+          auto& prune = statements.prune_logs;
+          ResetOnExit reset(prune);
+          prune.bind(1, task_id).bind(2, static_cast<std::int64_t>(options.full_logs_per_task)).run(ec);
+        }
+        if (!ec) transaction.commit(ec);
+      } catch (const std::exception& e) {
+        logger()->error("local store: batch of {} writes failed: {}", batch.size(), e.what());
+        ec = errc::store_failed;
+      }
+    }
+    if (ec) {
+      logger()->error("local store: batch of {} writes rolled back: {}", batch.size(), ec.message());
+      writes_failed.fetch_add(batch.size(), std::memory_order_relaxed);
+    } else {
+      writes_committed.fetch_add(batch.size(), std::memory_order_relaxed);
+      batches_committed.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (auto& op : batch) complete(op, ec);
+  }
+
+  // ---- the writes, inside the batch's transaction ----
+
+  void apply(RecordWrite& write, Op&, BatchState& state, error_code& ec) {
+    v1::Execution& record = write.record;
+    bool existed = false;
+    bool was_final = false;
+    std::string stored;
+    {
+      auto& select = statements.select_execution;
+      ResetOnExit reset(select);
+      select.bind(1, record.execution_id());
+      existed = select.step(ec);
+      if (ec) return;
+      if (existed) {
+        was_final = is_final(select.int64(0));
+        stored = select.blob(1);
+      }
+    }
+    const bool now_final = is_final(record.status());
+    if (was_final && !now_final) return;  // a final record never goes back to PENDING/RUNNING
+
+    record.set_synced(false);  // the column holds the flag; the blob never does
+    const std::string bytes = serialize_deterministic(record);
+    if (!existed || bytes != stored) {
+      auto& upsert = statements.upsert_execution;
+      ResetOnExit reset(upsert);
+      upsert.bind(1, record.execution_id())
+          .bind(2, record.task_id())
+          .bind(3, static_cast<std::int64_t>(record.status()))
+          .bind(4, static_cast<std::int64_t>(record.trigger()))
+          .bind(5, record.scheduled_unix_ms())
+          .bind(6, record.started_unix_ms())
+          .bind(7, record.ended_unix_ms())
+          .bind(8, record.duration_ms())
+          .bind(10, static_cast<std::int64_t>(record.attempt()))
+          .bind(11, record.updated_unix_ms())
+          .bind_blob(12, bytes);
+      if (record.has_exit_code()) upsert.bind(9, static_cast<std::int64_t>(record.exit_code()));
+      if (!upsert.run(ec)) return;
+    }
+    if (!now_final) return;
+    if (!was_final && !count_in_daily_stats(record, state, ec)) return;
+    const bool ran = record.started_unix_ms() != 0;
+    if (options.full_logs_per_task > 0 && (ran || !write.full_log.empty())) {
+      // A repeated final record without a log keeps the log stored the first time.
+      auto& insert = write.full_log.empty() ? statements.insert_log_if_absent : statements.insert_log;
+      ResetOnExit reset(insert);
+      insert.bind(1, record.execution_id())
+          .bind(2, record.task_id())
+          .bind(3, record.scheduled_unix_ms())
+          .bind_blob(4, write.full_log)
+          .bind(5, state.now_ms);
+      if (!insert.run(ec)) return;
+      state.tasks_with_new_logs.insert(record.task_id());
+    }
+  }
+
+  bool count_in_daily_stats(const v1::Execution& record, const BatchState& state, error_code& ec) {
+    const bool started = record.started_unix_ms() != 0;
+    const auto day = local_day(zone, started ? record.started_unix_ms() : record.scheduled_unix_ms());
+    StatsRow row;
+    {
+      auto& select = statements.select_stats;
+      ResetOnExit reset(select);
+      select.bind(1, day.date).bind(2, record.task_id());
+      if (select.step(ec)) row = read_stats_row(select, 0);
+      if (ec) return false;
+    }
+    if (!record.task_name().empty()) row.task_name = record.task_name();
+    if (!record.agent_id().empty()) row.agent_id = record.agent_id();
+    switch (record.status()) {
+      case v1::EXECUTION_STATUS_SUCCESS: ++row.success; break;
+      case v1::EXECUTION_STATUS_FAILURE: ++row.failure; break;
+      case v1::EXECUTION_STATUS_TIMEOUT: ++row.timeout; break;
+      case v1::EXECUTION_STATUS_CANCELLED: ++row.cancelled; break;
+      case v1::EXECUTION_STATUS_SKIPPED: ++row.skipped; break;
+      case v1::EXECUTION_STATUS_MISSED: ++row.missed; break;
+      default: break;
+    }
+    if (counts_in_total(record.status())) {
+      ++row.total;
+      ++row.runs_per_hour[static_cast<std::size_t>(day.hour)];
+      if (started) {
+        std::int64_t duration = record.duration_ms();
+        if (duration == 0 && record.ended_unix_ms() > record.started_unix_ms())
+          duration = record.ended_unix_ms() - record.started_unix_ms();
+        duration = std::max<std::int64_t>(duration, 0);
+        ++row.timed_runs;
+        row.total_duration_ms += duration;
+        row.min_duration_ms = std::min(row.min_duration_ms.value_or(duration), duration);
+        row.max_duration_ms = std::max(row.max_duration_ms.value_or(duration), duration);
+      }
+    }
+    auto& replace = statements.replace_stats;
+    ResetOnExit reset(replace);
+    replace.bind(1, day.date)
+        .bind(2, record.task_id())
+        .bind(3, row.task_name)
+        .bind(4, row.agent_id)
+        .bind(5, row.total)
+        .bind(6, row.success)
+        .bind(7, row.failure)
+        .bind(8, row.timeout)
+        .bind(9, row.cancelled)
+        .bind(10, row.skipped)
+        .bind(11, row.missed)
+        .bind(12, row.timed_runs)
+        .bind(13, row.total_duration_ms);
+    if (row.min_duration_ms) replace.bind(14, *row.min_duration_ms);
+    if (row.max_duration_ms) replace.bind(15, *row.max_duration_ms);
+    for (int h = 0; h < 24; ++h) replace.bind(16 + h, row.runs_per_hour[static_cast<std::size_t>(h)]);
+    replace.bind(40, state.now_ms);
+    return replace.run(ec);
+  }
+
+  void apply(MarkSyncedWrite& write, Op&, BatchState&, error_code& ec) {
+    auto& mark = statements.mark_synced;
+    for (const auto& id : write.execution_ids) {
+      ResetOnExit reset(mark);
+      if (!mark.bind(1, id).run(ec)) return;
+    }
+  }
+
+  void apply(SaveConfigWrite& write, Op&, BatchState&, error_code& ec) {
+    // The tasks travel as a TaskManifest: its field 2 is `repeated Task tasks`.
+    v1::TaskManifest manifest;
+    for (auto& task : write.config.tasks) *manifest.add_tasks() = std::move(task);
+    auto replace = write_db.prepare("INSERT OR REPLACE INTO config (id, version, tasks) VALUES (1, ?1, ?2)", ec);
+    if (ec) return;
+    replace.bind(1, clamp_to_int64(write.config.version)).bind_blob(2, serialize_deterministic(manifest)).run(ec);
+  }
+
+  void apply(PurgeWrite& write, Op& op, BatchState&, error_code& ec) {
+    const std::int64_t cutoff_ms =
+        to_unix_ms(write.now) - std::chrono::duration_cast<std::chrono::milliseconds>(options.retention).count();
+    auto executions = write_db.prepare(
+        "DELETE FROM executions WHERE scheduled_unix_ms < ?1 AND status NOT IN (?2, ?3)", ec);
+    if (ec) return;
+    // PENDING and RUNNING records stay until a restart resolves them: they are owed a final state.
+    executions.bind(1, cutoff_ms)
+        .bind(2, static_cast<std::int64_t>(v1::EXECUTION_STATUS_PENDING))
+        .bind(3, static_cast<std::int64_t>(v1::EXECUTION_STATUS_RUNNING));
+    if (!executions.run(ec)) return;
+    op.purged = static_cast<std::uint64_t>(write_db.changes());
+    auto logs = write_db.prepare(
+        "DELETE FROM logs WHERE scheduled_unix_ms < ?1 OR execution_id NOT IN (SELECT execution_id FROM executions)",
+        ec);
+    if (ec || !logs.bind(1, cutoff_ms).run(ec)) return;
+    auto stats = write_db.prepare("DELETE FROM daily_stats WHERE date < ?1", ec);
+    if (ec) return;
+    stats.bind(1, local_day(zone, cutoff_ms).date).run(ec);
+  }
+
+  // ---- reads ----
+
+  template <typename Read>
+  auto read(Read&& body) const {
+    std::lock_guard lock(read_mutex);
+    return body(*read_db);
+  }
+
+  boost::asio::any_io_executor executor;
+  LocalStoreOptions options;
+  const date::time_zone* zone = nullptr;
+
+  SqliteDatabase write_db;  // the store thread's (empty when read-only)
+  SqliteDatabase own_read_db;
+  SqliteDatabase* read_db = nullptr;  // own_read_db, or write_db for ":memory:"
+  bool shared_connection = false;     // read_db is write_db: batches take read_mutex too
+  mutable std::mutex read_mutex;
+  WriteStatements statements;
+
+  std::mutex queue_mutex;
+  std::condition_variable wake;      // the store thread: work arrived, flush or stop
+  std::condition_variable progress;  // flush(): a batch finished
+  std::deque<Op> queue;
+  std::uint64_t enqueued = 0;
+  std::uint64_t finished = 0;
+  std::size_t flush_waiters = 0;
+  bool stopping = false;
+  std::thread thread;
+
+  std::atomic<std::uint64_t> writes_committed{0};
+  std::atomic<std::uint64_t> batches_committed{0};
+  std::atomic<std::uint64_t> writes_failed{0};
+};
+
+namespace {
+
+struct ExecutionFilter {
+  std::string where;
+  std::vector<std::variant<std::int64_t, std::string>> values;
+};
+
+ExecutionFilter filter_of(const ExecutionQuery& query) {
+  ExecutionFilter f;
+  f.where = " WHERE 1 = 1";
+  if (query.task_id) {
+    f.where += " AND task_id = ?";
+    f.values.emplace_back(*query.task_id);
+  }
+  if (query.status) {
+    f.where += " AND status = ?";
+    f.values.emplace_back(static_cast<std::int64_t>(*query.status));
+  }
+  if (query.scheduled_from) {
+    f.where += " AND scheduled_unix_ms >= ?";
+    f.values.emplace_back(to_unix_ms(*query.scheduled_from));
+  }
+  if (query.scheduled_to) {
+    f.where += " AND scheduled_unix_ms < ?";
+    f.values.emplace_back(to_unix_ms(*query.scheduled_to));
+  }
+  return f;
+}
+
+void bind_all(SqliteStatement& statement, const ExecutionFilter& filter) {
+  int index = 1;
+  for (const auto& value : filter.values)
+    std::visit([&](const auto& v) { statement.bind(index++, v); }, value);
+}
+
+/// Reads `SELECT record, synced ...` rows into records.
+std::vector<v1::Execution> read_records(SqliteStatement& statement, error_code& ec) {
+  std::vector<v1::Execution> out;
+  while (statement.step(ec)) {
+    const auto bytes = statement.blob(0);
+    v1::Execution record;
+    if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      logger()->error("local store: a stored execution record does not parse");
+      ec = errc::store_failed;
+      return {};
+    }
+    record.set_synced(statement.int64(1) != 0);
+    out.push_back(std::move(record));
+  }
+  if (ec) return {};
+  return out;
+}
+
+}  // namespace
+
+// ---- LocalStore ----
+
+LocalStore::LocalStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+LocalStore::~LocalStore() {
+  if (impl_) impl_->stop();  // drains the queue: every queued write commits and completes
+}
+
+std::unique_ptr<LocalStore> LocalStore::open(boost::asio::any_io_executor executor, LocalStoreOptions options,
+                                             error_code& ec, std::string* detail) {
+  auto impl = std::make_unique<Impl>(std::move(executor), std::move(options));
+  if (!impl->open(ec, detail)) return nullptr;
+  ec = {};
+  return std::unique_ptr<LocalStore>(new LocalStore(std::move(impl)));
+}
+
+const LocalStoreOptions& LocalStore::options() const noexcept { return impl_->options; }
+
+LocalStoreMetrics LocalStore::metrics() const noexcept {
+  return {impl_->writes_committed.load(std::memory_order_relaxed),
+          impl_->batches_committed.load(std::memory_order_relaxed),
+          impl_->writes_failed.load(std::memory_order_relaxed)};
+}
+
+void LocalStore::flush() { impl_->flush(); }
+
+void LocalStore::enqueue_record(v1::Execution record, std::string full_log, WriteHandler done) {
+  Impl::Op op{RecordWrite{}, std::move(done), {}, 0};
+  if (record.execution_id().empty() || record.task_id().empty() ||
+      record.status() == v1::EXECUTION_STATUS_UNSPECIFIED) {
+    // Refused before the queue: one bad record must not fail the batch it would share.
+    impl_->writes_failed.fetch_add(1, std::memory_order_relaxed);
+    impl_->complete(op, errc::invalid_argument);
+    return;
+  }
+  const std::size_t original_size = record.output().size();
+  if (original_size > impl_->options.output_head_bytes) {
+    truncate_utf8(*record.mutable_output(), impl_->options.output_head_bytes);
+    record.set_output_truncated(true);
+  }
+  if (record.output_bytes() == 0) record.set_output_bytes(original_size);
+  op.write = RecordWrite{std::move(record), std::move(full_log)};
+  impl_->enqueue(std::move(op));
+}
+
+void LocalStore::enqueue_mark_synced(std::vector<std::string> ids, WriteHandler done) {
+  impl_->enqueue(Impl::Op{MarkSyncedWrite{std::move(ids)}, std::move(done), {}, 0});
+}
+
+void LocalStore::enqueue_save_config(CachedConfig config, WriteHandler done) {
+  impl_->enqueue(Impl::Op{SaveConfigWrite{std::move(config)}, std::move(done), {}, 0});
+}
+
+void LocalStore::enqueue_purge(Instant now, PurgeHandler done) {
+  impl_->enqueue(Impl::Op{PurgeWrite{now}, {}, std::move(done), 0});
+}
+
+std::vector<v1::Execution> LocalStore::executions(const ExecutionQuery& query, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
+    const auto filter = filter_of(query);
+    const char* order = query.newest_first ? "DESC" : "ASC";
+    auto statement = db.prepare(fmt::format("SELECT record, synced FROM executions{} ORDER BY scheduled_unix_ms {}, "
+                                            "execution_id {} LIMIT ? OFFSET ?",
+                                            filter.where, order, order),
+                                ec);
+    if (ec) return {};
+    bind_all(statement, filter);
+    const int next = static_cast<int>(filter.values.size()) + 1;
+    statement.bind(next, clamp_to_int64(query.limit)).bind(next + 1, clamp_to_int64(query.offset));
+    return read_records(statement, ec);
+  });
+}
+
+std::optional<v1::Execution> LocalStore::execution(std::string_view execution_id, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::optional<v1::Execution> {
+    auto statement = db.prepare("SELECT record, synced FROM executions WHERE execution_id = ?1", ec);
+    if (ec) return std::nullopt;
+    statement.bind(1, execution_id);
+    auto records = read_records(statement, ec);
+    if (records.empty()) return std::nullopt;
+    return std::move(records.front());
+  });
+}
+
+std::uint64_t LocalStore::count_executions(const ExecutionQuery& query, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::uint64_t {
+    const auto filter = filter_of(query);
+    auto statement = db.prepare("SELECT COUNT(*) FROM executions" + filter.where, ec);
+    if (ec) return 0;
+    bind_all(statement, filter);
+    if (!statement.step(ec)) return 0;
+    return static_cast<std::uint64_t>(statement.int64(0));
+  });
+}
+
+std::optional<std::string> LocalStore::full_log(std::string_view execution_id, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::optional<std::string> {
+    auto statement = db.prepare("SELECT data FROM logs WHERE execution_id = ?1", ec);
+    if (ec) return std::nullopt;
+    statement.bind(1, execution_id);
+    if (!statement.step(ec)) return std::nullopt;
+    return std::string(statement.blob(0));
+  });
+}
+
+std::vector<v1::DailyStats> LocalStore::daily_stats(std::string_view from_date, std::string_view to_date,
+                                                     std::optional<std::string> task_id, error_code& ec) const {
+  if (!is_date(from_date) || !is_date(to_date)) {
+    ec = errc::invalid_argument;
+    return {};
+  }
+  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::DailyStats> {
+    auto statement = db.prepare(fmt::format("SELECT date, task_id, {}, updated_unix_ms FROM daily_stats "
+                                            "WHERE date >= ?1 AND date <= ?2{} ORDER BY date, task_id",
+                                            stats_columns(), task_id ? " AND task_id = ?3" : ""),
+                                ec);
+    if (ec) return {};
+    statement.bind(1, from_date).bind(2, to_date);
+    if (task_id) statement.bind(3, *task_id);
+    std::vector<v1::DailyStats> out;
+    while (statement.step(ec)) {
+      const StatsRow row = read_stats_row(statement, 2);
+      v1::DailyStats& s = out.emplace_back();
+      s.set_date(statement.text(0));
+      s.set_time_zone(impl_->options.stats_time_zone);
+      s.set_task_id(statement.text(1));
+      s.set_task_name(row.task_name);
+      s.set_agent_id(row.agent_id);
+      s.set_total(to_count(row.total));
+      s.set_success(to_count(row.success));
+      s.set_failure(to_count(row.failure));
+      s.set_timeout(to_count(row.timeout));
+      s.set_cancelled(to_count(row.cancelled));
+      s.set_skipped(to_count(row.skipped));
+      s.set_missed(to_count(row.missed));
+      s.set_total_duration_ms(row.total_duration_ms);
+      s.set_avg_duration_ms(row.timed_runs > 0 ? row.total_duration_ms / row.timed_runs : 0);
+      s.set_min_duration_ms(row.min_duration_ms.value_or(0));
+      s.set_max_duration_ms(row.max_duration_ms.value_or(0));
+      for (const auto n : row.runs_per_hour) s.add_runs_per_hour(to_count(n));
+      s.set_updated_unix_ms(statement.int64(2 + k_stats_hour_column + 24));
+    }
+    if (ec) return {};
+    return out;
+  });
+}
+
+std::vector<v1::Execution> LocalStore::unsynced(std::size_t limit, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
+    // `synced = 0` spelled out so that the partial index executions_unsynced applies.
+    auto statement = db.prepare(
+        "SELECT record, synced FROM executions WHERE synced = 0 ORDER BY scheduled_unix_ms, execution_id LIMIT ?1",
+        ec);
+    if (ec) return {};
+    statement.bind(1, clamp_to_int64(limit));
+    return read_records(statement, ec);
+  });
+}
+
+std::vector<v1::Execution> LocalStore::unfinished(error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
+    auto statement = db.prepare(
+        "SELECT record, synced FROM executions WHERE status IN (?1, ?2) ORDER BY scheduled_unix_ms, execution_id", ec);
+    if (ec) return {};
+    statement.bind(1, static_cast<std::int64_t>(v1::EXECUTION_STATUS_PENDING))
+        .bind(2, static_cast<std::int64_t>(v1::EXECUTION_STATUS_RUNNING));
+    return read_records(statement, ec);
+  });
+}
+
+std::optional<Instant> LocalStore::last_scheduled(std::string_view task_id, error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> std::optional<Instant> {
+    auto statement =
+        db.prepare("SELECT MAX(scheduled_unix_ms) FROM executions WHERE task_id = ?1 AND trigger = ?2", ec);
+    if (ec) return std::nullopt;
+    statement.bind(1, task_id).bind(2, static_cast<std::int64_t>(v1::TRIGGER_TYPE_SCHEDULED));
+    if (!statement.step(ec) || statement.is_null(0)) return std::nullopt;
+    return std::chrono::floor<std::chrono::seconds>(
+        std::chrono::sys_time<std::chrono::milliseconds>{std::chrono::milliseconds{statement.int64(0)}});
+  });
+}
+
+CachedConfig LocalStore::cached_config(error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) -> CachedConfig {
+    auto statement = db.prepare("SELECT version, tasks FROM config WHERE id = 1", ec);
+    if (ec) return {};
+    CachedConfig config;
+    if (!statement.step(ec)) return config;
+    config.version = static_cast<std::uint64_t>(statement.int64(0));
+    const auto bytes = statement.blob(1);
+    v1::TaskManifest manifest;
+    if (!manifest.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      logger()->error("local store: the cached configuration does not parse");
+      ec = errc::store_failed;
+      return {};
+    }
+    config.tasks.assign(std::make_move_iterator(manifest.mutable_tasks()->begin()),
+                        std::make_move_iterator(manifest.mutable_tasks()->end()));
+    return config;
+  });
+}
+
+boost::asio::any_io_executor LocalStore::get_executor() const noexcept { return impl_->executor; }
+
+}  // namespace quartzflow

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+// LocalStore migrations: each step runs once, in order, inside one transaction with the
+// `PRAGMA user_version` bump, so a crash mid-migration leaves the previous version intact.
+#include "schema.hpp"
+
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace quartzflow::detail {
+namespace {
+
+std::string hour_column_definitions() {
+  std::string out;
+  for (int h = 0; h < 24; ++h) out += fmt::format("  h{:02} INTEGER NOT NULL DEFAULT 0,\n", h);
+  return out;
+}
+
+// Version 1: executions (the record as a protobuf BLOB plus the columns queries need),
+// full logs, daily stats and the cached configuration.
+std::string schema_v1() {
+  return R"sql(
+CREATE TABLE executions (
+  execution_id TEXT PRIMARY KEY NOT NULL,
+  task_id TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  trigger INTEGER NOT NULL,
+  scheduled_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  ended_unix_ms INTEGER NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  exit_code INTEGER,
+  attempt INTEGER NOT NULL,
+  synced INTEGER NOT NULL DEFAULT 0,
+  updated_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX executions_by_task ON executions (task_id, scheduled_unix_ms);
+CREATE INDEX executions_by_task_trigger ON executions (task_id, trigger, scheduled_unix_ms);
+CREATE INDEX executions_by_scheduled ON executions (scheduled_unix_ms);
+CREATE INDEX executions_by_status ON executions (status, scheduled_unix_ms);
+CREATE INDEX executions_unsynced ON executions (scheduled_unix_ms, execution_id) WHERE synced = 0;
+
+CREATE TABLE logs (
+  execution_id TEXT PRIMARY KEY NOT NULL,
+  task_id TEXT NOT NULL,
+  scheduled_unix_ms INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  created_unix_ms INTEGER NOT NULL
+);
+CREATE INDEX logs_by_task ON logs (task_id, scheduled_unix_ms);
+
+CREATE TABLE daily_stats (
+  date TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  task_name TEXT NOT NULL DEFAULT '',
+  agent_id TEXT NOT NULL DEFAULT '',
+  total INTEGER NOT NULL DEFAULT 0,
+  success INTEGER NOT NULL DEFAULT 0,
+  failure INTEGER NOT NULL DEFAULT 0,
+  timeout INTEGER NOT NULL DEFAULT 0,
+  cancelled INTEGER NOT NULL DEFAULT 0,
+  skipped INTEGER NOT NULL DEFAULT 0,
+  missed INTEGER NOT NULL DEFAULT 0,
+  timed_runs INTEGER NOT NULL DEFAULT 0,
+  total_duration_ms INTEGER NOT NULL DEFAULT 0,
+  min_duration_ms INTEGER,
+  max_duration_ms INTEGER,
+)sql" + hour_column_definitions() +
+         R"sql(  updated_unix_ms INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (date, task_id)
+);
+
+CREATE TABLE config (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  version INTEGER NOT NULL,
+  tasks BLOB NOT NULL
+);
+)sql";
+}
+
+struct Migration {
+  int version;
+  std::string (*sql)();
+};
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> steps{{1, &schema_v1}};
+  return steps;
+}
+
+}  // namespace
+
+int local_store_schema_version() noexcept { return 1; }
+
+const std::string& hour_columns() {
+  static const std::string columns = [] {
+    std::string out;
+    for (int h = 0; h < 24; ++h) out += fmt::format("{}h{:02}", h == 0 ? "" : ", ", h);
+    return out;
+  }();
+  return columns;
+}
+
+bool migrate_local_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
+  SqliteTransaction transaction(db, ec);
+  if (ec) {
+    if (detail) *detail = "cannot start the migration: " + db.error_message();
+    return false;
+  }
+  const auto found = db.query_int("PRAGMA user_version", ec);
+  if (ec) {
+    if (detail) *detail = "cannot read the schema version: " + db.error_message();
+    return false;
+  }
+  const int latest = local_store_schema_version();
+  if (found > latest) {
+    ec = errc::store_version;
+    if (detail) *detail = fmt::format("schema version {} is newer than this build's {}", found, latest);
+    return false;
+  }
+  for (const auto& step : migrations()) {
+    if (step.version <= found) continue;
+    if (!db.exec(step.sql(), ec)) {
+      if (detail) *detail = fmt::format("migration to version {} failed: {}", step.version, db.error_message());
+      return false;
+    }
+  }
+  if (found != latest && !db.exec(fmt::format("PRAGMA user_version = {}", latest), ec)) {
+    if (detail) *detail = "cannot set the schema version: " + db.error_message();
+    return false;
+  }
+  if (!transaction.commit(ec)) {
+    if (detail) *detail = "cannot commit the migration: " + db.error_message();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace quartzflow::detail
