@@ -74,6 +74,28 @@ class Executor {
 std::unique_ptr<Executor> make_shell_executor(boost::asio::any_io_executor executor,
                                               std::chrono::seconds default_kill_grace);
 
+/**
+ * HTTP(S) calls described by `v1::HttpSpec`: one request per attempt (plus up to 5
+ * redirects when `follow_redirects`), TLS verified through OpenSSL against the system trust
+ * store or `ca_file`, with SNI and host name checks unless `insecure_skip_verify`.
+ *
+ * The request carries the spec's headers and body, `User-Agent: quartzflow/<version>`,
+ * `X-QF-Execution-Id` and `X-QF-Task-Id`; dynamic params are not spliced into it. Up to
+ * `RunRequest::capture_limit` bytes of the final response body become the output; the rest
+ * is read and counted in `output_bytes`, up to 64 MiB.
+ *
+ * Outcome: SUCCESS when the status is in `success_status_codes`/`success_status_classes`
+ * (2xx when both are empty); otherwise FAILURE with `http_status`, reason `http <code>`.
+ * Transport errors are FAILURE with `http_status` 0 and a reason such as `dns lookup failed`,
+ * `connection refused`, `tls handshake failed` or `tls certificate verification failed`.
+ * `HttpSpec::timeout_seconds` > 0 is a deadline of its own that ends the run as TIMEOUT.
+ *
+ * Cancellation: `RunningTask::stop` closes the connection and reports TIMEOUT or CANCELLED
+ * at once (posted). Thread safety: use from `executor` only; name resolution runs on Asio's
+ * internal resolver thread and completes on `executor`.
+ */
+std::unique_ptr<Executor> make_http_executor(boost::asio::any_io_executor executor);
+
 /// What a C++ plugin function receives.
 struct PluginCall {
   const RunRequest* request;  ///< valid for the duration of the call

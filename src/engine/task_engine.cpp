@@ -135,6 +135,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   Impl(asio::any_io_executor ex, LocalStore& s, TaskEngineOptions o)
       : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)) {
     executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
+    executors[v1::Task::kHttp] = make_http_executor(ex);
   }
 
   asio::any_io_executor executor;
