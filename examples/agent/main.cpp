@@ -7,6 +7,7 @@
 #include <iostream>
 #include <random>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <utility>
@@ -59,14 +60,14 @@ struct Agent {
     qf::v1::TaskManifest manifest;
     qf::YamlError error;
     if (!qf::load_task_manifest(manifest_path.string(), manifest, error)) {
-      qf::logger()->error("manifest refused, previous config stays in force: {}", error.message());
+      if (version > 0) qf::logger()->error("manifest refused, the previous config stays in force: {}", error.message());
       std::cerr << "qf-agent: " << error.message() << "\n";
       return false;
     }
     std::vector<qf::v1::Task> tasks(manifest.tasks().begin(), manifest.tasks().end());
     qf::ValidationError invalid;
     if (!engine->apply(tasks, version + 1, &invalid)) {
-      qf::logger()->error("manifest refused: {}", invalid.message());
+      if (version > 0) qf::logger()->error("manifest refused, the previous config stays in force: {}", invalid.message());
       std::cerr << "qf-agent: " << invalid.message() << "\n";
       return false;
     }
@@ -108,7 +109,17 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : k_exit_invalid_config;
   }
 
+  // Each running shell task holds three descriptors (two pipes and a pidfd): allow many.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+
   Agent agent;
+  // Registered first: a signal that arrives while starting waits for the loop, never kills us.
+  asio::signal_set stop_signals(agent.io, SIGTERM, SIGINT);
+  asio::signal_set reload_signal(agent.io, SIGHUP);
   agent.config_path = fs::absolute(config_file);
   qf::YamlError yaml_error;
   if (!qf::yaml_file_to_message(agent.config_path.string(), agent.config, yaml_error)) {
@@ -154,6 +165,11 @@ int main(int argc, char** argv) {
   engine_options.hostname = config.hostname().empty() ? host : config.hostname();
   agent.engine = std::make_unique<qf::TaskEngine>(agent.io.get_executor(), *agent.store, engine_options);
   agent.engine->set_sink(log_execution);
+  for (const auto& dir : config.plugin_dirs()) {
+    std::vector<std::string> errors;
+    qf::load_plugins(agent.engine->plugins(), (base / dir).string(), errors);
+    for (const auto& e : errors) qf::logger()->warn("plugin not loaded: {}", e);
+  }
   if (!agent.load_manifest()) return k_exit_invalid_config;
   agent.engine->start();
   qf::logger()->info("qf-agent {} started as {}; store {}", qf::version, engine_options.agent_id, store_options.path);
@@ -171,8 +187,6 @@ int main(int argc, char** argv) {
   };
   purge();
 
-  asio::signal_set stop_signals(agent.io, SIGTERM, SIGINT);
-  asio::signal_set reload_signal(agent.io, SIGHUP);
   std::function<void()> wait_reload = [&] {
     reload_signal.async_wait([&](const qf::error_code& e, int) {
       if (e) return;

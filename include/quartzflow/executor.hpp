@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/any_io_executor.hpp>
@@ -127,5 +128,12 @@ class PluginExecutor : public Executor {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/**
+ * Loads every `*.so` in `directory` that exports `qf_plugin_entry` (see plugin_abi.h) and
+ * registers it by its name. Returns how many were loaded; each refusal (not a plugin,
+ * wrong ABI version, dlopen error) is appended to `errors` with the file name.
+ */
+std::size_t load_plugins(PluginExecutor& executor, const std::string& directory, std::vector<std::string>& errors);
 
 }  // namespace quartzflow

@@ -69,7 +69,8 @@ struct LocalStoreMetrics {
  *
  * Idempotence: records are upserts by `execution_id`. Daily stats count an execution once,
  * when it first reaches a final state (SUCCESS, FAILURE, TIMEOUT, CANCELLED, SKIPPED,
- * MISSED); a record that arrives again is merged, never double counted.
+ * MISSED); a record that arrives again is merged, never double counted. The first final
+ * state wins: a later record with another status for the same id is ignored.
  *
  * Threads: writes go to one store thread that batches them (group commit); completions are
  * posted to the executor given at open. Reads run on the calling thread over their own
@@ -160,7 +161,8 @@ class LocalStore {
   std::vector<v1::Execution> unsynced(std::size_t limit, error_code& ec) const;
   /// Records that are not final (PENDING / RUNNING): what a restart must resolve.
   std::vector<v1::Execution> unfinished(error_code& ec) const;
-  /// The latest scheduled time recorded for a task's SCHEDULED fires (for misfires).
+  /// The latest scheduled time recorded for a task's SCHEDULED and MISFIRE_CATCHUP fires
+  /// (where the misfire evaluation resumes after a restart).
   std::optional<Instant> last_scheduled(std::string_view task_id, error_code& ec) const;
   CachedConfig cached_config(error_code& ec) const;
 

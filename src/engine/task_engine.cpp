@@ -65,7 +65,9 @@ MisfirePolicy misfire_policy(const v1::Task& task) {
 
 /// Whether a failed attempt may be retried, per the task's retry policy.
 bool retryable(const RunOutcome& outcome, const v1::RetryPolicy& retry) {
-  if (outcome.failure_reason == "spawn failed") return false;  // the same spawn fails again
+  // Configuration problems fail the same way every time: report them at once.
+  for (const char* deterministic : {"spawn failed", "invalid request", "tls setup failed"})
+    if (outcome.failure_reason == deterministic) return false;
   if (outcome.status == v1::EXECUTION_STATUS_TIMEOUT) return retry.retry_on_timeout();
   if (outcome.status != v1::EXECUTION_STATUS_FAILURE) return false;
   if (outcome.http_status != 0) {
@@ -228,8 +230,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       slot.next_fire = slot.schedule->next(slot.cursor.value_or(now), state);
       if (!slot.next_fire) return;  // the schedule has ended
     }
+    // Measured against the precise clock, not the whole second, so fires start on the second.
     const auto wait = std::min<std::chrono::system_clock::duration>(
-        slot.next_fire->start_at - now, options.max_timer_wait);
+        slot.next_fire->start_at - std::chrono::system_clock::now(), options.max_timer_wait);
     slot.timer.expires_after(std::max<std::chrono::system_clock::duration>(wait, seconds{0}));
     slot.timer.async_wait([weak = weak_from_this(), id = slot.config.id(), generation = slot.generation](
                               const error_code& ec) {

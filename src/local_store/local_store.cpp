@@ -450,6 +450,7 @@ struct LocalStore::Impl {
     v1::Execution& record = write.record;
     bool existed = false;
     bool was_final = false;
+    std::int64_t stored_status = 0;
     std::string stored;
     {
       auto& select = statements.select_execution;
@@ -458,12 +459,15 @@ struct LocalStore::Impl {
       existed = select.step(ec);
       if (ec) return;
       if (existed) {
-        was_final = is_final(select.int64(0));
+        stored_status = select.int64(0);
+        was_final = is_final(stored_status);
         stored = select.blob(1);
       }
     }
     const bool now_final = is_final(record.status());
-    if (was_final && !now_final) return;  // a final record never goes back to PENDING/RUNNING
+    // The first final state wins: a final record never goes back to PENDING/RUNNING, nor
+    // turns into another final state (the daily stats counted the first one).
+    if (was_final && (!now_final || stored_status != static_cast<std::int64_t>(record.status()))) return;
 
     record.set_synced(false);  // the column holds the flag; the blob never does
     const std::string bytes = serialize_deterministic(record);
@@ -859,9 +863,11 @@ std::vector<v1::Execution> LocalStore::unfinished(error_code& ec) const {
 std::optional<Instant> LocalStore::last_scheduled(std::string_view task_id, error_code& ec) const {
   return impl_->read([&](SqliteDatabase& db) -> std::optional<Instant> {
     auto statement =
-        db.prepare("SELECT MAX(scheduled_unix_ms) FROM executions WHERE task_id = ?1 AND trigger = ?2", ec);
+        db.prepare("SELECT MAX(scheduled_unix_ms) FROM executions WHERE task_id = ?1 AND trigger IN (?2, ?3)", ec);
     if (ec) return std::nullopt;
-    statement.bind(1, task_id).bind(2, static_cast<std::int64_t>(v1::TRIGGER_TYPE_SCHEDULED));
+    statement.bind(1, task_id)
+        .bind(2, static_cast<std::int64_t>(v1::TRIGGER_TYPE_SCHEDULED))
+        .bind(3, static_cast<std::int64_t>(v1::TRIGGER_TYPE_MISFIRE_CATCHUP));
     if (!statement.step(ec) || statement.is_null(0)) return std::nullopt;
     return std::chrono::floor<std::chrono::seconds>(
         std::chrono::sys_time<std::chrono::milliseconds>{std::chrono::milliseconds{statement.int64(0)}});

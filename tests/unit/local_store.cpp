@@ -433,6 +433,30 @@ TEST_CASE("unfinished records and the last scheduled fire are what a restart nee
   CHECK(store->last_scheduled("t", ec) == instant_of(t0 + 120'000));  // the manual run does not count
   CHECK_FALSE(store->last_scheduled("other", ec));
   CHECK_FALSE(ec);
+
+  // A misfire catch-up run is a fire of the schedule: the next restart resumes after it,
+  // so it is never counted as missed again.
+  auto catch_up = make_record("t", t0 + 180'000, v1::EXECUTION_STATUS_SUCCESS, t0 + 180'500, 1);
+  catch_up.set_trigger(v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+  REQUIRE_FALSE(record(io, *store, catch_up));
+  CHECK(store->last_scheduled("t", ec) == instant_of(t0 + 180'000));
+}
+
+TEST_CASE("the first final state wins over a later, different one", "[local_store]") {
+  boost::asio::io_context io;
+  auto store = open_store(io, memory_options());
+  const auto t0 = unix_ms("2026-03-01T00:00:00Z");
+  const auto done = make_record("t", t0, v1::EXECUTION_STATUS_SUCCESS, t0, 5);
+  REQUIRE_FALSE(record(io, *store, done));
+  auto missed = make_record("t", t0, v1::EXECUTION_STATUS_MISSED);
+  REQUIRE_FALSE(record(io, *store, missed));
+  CHECK(get(*store, done.execution_id())->status() == v1::EXECUTION_STATUS_SUCCESS);
+  qf::error_code ec;
+  const auto stats = store->daily_stats("2026-03-01", "2026-03-01", std::nullopt, ec);
+  REQUIRE(stats.size() == 1);
+  CHECK(stats[0].total() == 1);
+  CHECK(stats[0].success() == 1);
+  CHECK(stats[0].missed() == 0);
 }
 
 TEST_CASE("invalid records are refused without failing their companions", "[local_store]") {

@@ -343,6 +343,9 @@ TEST_CASE("scheduled fires use the all-placement execution id", "[engine]") {
     CHECK(e.trigger() == qf::v1::TRIGGER_TYPE_SCHEDULED);
     CHECK(e.scheduled_unix_ms() % 1000 == 0);
     CHECK(e.execution_id() == "tick:" + std::to_string(e.scheduled_unix_ms()) + ":agent-1");
+    // Fires start on their second, not up to a second late (generous bound: noisy machines).
+    CHECK(e.started_unix_ms() - e.scheduled_unix_ms() < 300);
+    CHECK(e.started_unix_ms() >= e.scheduled_unix_ms());
   }
   CHECK(f.finals[1].scheduled_unix_ms() - f.finals[0].scheduled_unix_ms() == 1000);
 }
@@ -428,4 +431,33 @@ TEST_CASE("stop gives running tasks the grace period, then cancels them", "[engi
   CHECK(f.final_of(quick)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
   CHECK(f.final_of(slow)->status() == qf::v1::EXECUTION_STATUS_CANCELLED);
   CHECK(f.final_of(slow)->cancelled_by() == "agent shutdown");
+}
+
+TEST_CASE("shared-object plugins load from a directory through the C ABI", "[engine]") {
+  Fixture f;
+  std::vector<std::string> errors;
+  CHECK(qf::load_plugins(f.engine->plugins(), QF_TEST_PLUGIN_DIR, errors) == 1);
+  CHECK(errors.empty());
+  // Something that is not a plugin is refused with its name, and nothing crashes.
+  std::ofstream(f.dir / "junk.so") << "not an ELF file";
+  CHECK(qf::load_plugins(f.engine->plugins(), f.dir.string(), errors) == 0);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].find("junk.so") != std::string::npos);
+  CHECK(qf::load_plugins(f.engine->plugins(), (f.dir / "missing").string(), errors) == 0);
+
+  qf::v1::Task task;
+  task.set_id("greet");
+  task.set_name("greet");
+  task.set_enabled(true);
+  task.mutable_plugin()->set_name("hello");
+  (*task.mutable_plugin()->mutable_config())["greeting"] = "Bonjour";
+  task.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);  // both triggers run
+  f.apply({task});
+  const auto ok = f.trigger("greet", {{"name", "Ada"}});
+  const auto bad = f.trigger("greet", {{"fail", "yes"}});
+  REQUIRE(f.run_until([&] { return f.final_of(ok) && f.final_of(bad); }));
+  CHECK(f.final_of(ok)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of(ok)->output() == "Bonjour, Ada! (execution " + ok + ", attempt 1)\n");
+  CHECK(f.final_of(bad)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(bad)->error_message() == "asked to fail");
 }

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: Apache-2.0
+// Agent benchmarks: LocalStore write latency under a steady 1,000 runs/s, `qfctl local
+// stats` over 7 days of 100,000 runs a day, engine overhead per trivial plugin run, and how
+// many concurrent `sleep 30` shell runs one engine holds.
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+#include <date/date.h>
+
+#include <utility>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <quartzflow/task_engine.hpp>
+
+namespace qf = quartzflow;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const auto dir = fs::temp_directory_path() / ("qf-bench-" + std::to_string(::getuid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+std::unique_ptr<qf::LocalStore> open_store(boost::asio::io_context& io, const fs::path& path, bool fresh) {
+  if (fresh) {
+    fs::remove(path);
+    fs::remove(path.string() + "-wal");
+    fs::remove(path.string() + "-shm");
+  }
+  qf::LocalStoreOptions options;
+  options.path = path.string();
+  qf::error_code ec;
+  std::string detail;
+  auto store = qf::LocalStore::open(io.get_executor(), options, ec, &detail);
+  if (!store) throw std::runtime_error("cannot open store: " + detail);
+  return store;
+}
+
+qf::v1::Execution sample_record(const std::string& task, std::int64_t scheduled_ms, int i) {
+  qf::v1::Execution r;
+  r.set_execution_id(task + ":" + std::to_string(scheduled_ms) + ":bench-agent");
+  r.set_task_id(task);
+  r.set_task_name(task);
+  r.set_agent_id("bench-agent");
+  r.set_trigger(qf::v1::TRIGGER_TYPE_SCHEDULED);
+  r.set_status(i % 10 == 0 ? qf::v1::EXECUTION_STATUS_FAILURE : qf::v1::EXECUTION_STATUS_SUCCESS);
+  r.set_scheduled_unix_ms(scheduled_ms);
+  r.set_started_unix_ms(scheduled_ms + 3);
+  r.set_ended_unix_ms(scheduled_ms + 3 + i % 500);
+  r.set_duration_ms(i % 500);
+  r.set_exit_code(i % 10 == 0 ? 1 : 0);
+  r.set_attempt(1);
+  r.set_output("ok\n");
+  return r;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Durable record latency (enqueue -> commit -> completion) at a steady 1,000 writes/s.
+void BM_record_latency_at_1000_per_s(benchmark::State& state) {
+  boost::asio::io_context io;
+  auto store = open_store(io, scratch("latency.db"), true);
+  std::vector<double> latencies_us;
+  std::int64_t base = now_ms() - 86'400'000;
+  int i = 0;
+  for (auto _ : state) {
+    // One second of traffic: 1,000 writes paced 1 ms apart on the io_context's timer.
+    latencies_us.clear();
+    boost::asio::steady_timer pace(io);
+    int sent = 0;
+    int done = 0;
+    std::function<void()> send = [&] {
+      const auto start = std::chrono::steady_clock::now();
+      ++i;
+      store->async_record(sample_record("latency", base + i * 1000, i), "ok\n", [&, start](qf::error_code) {
+        latencies_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+        ++done;
+      });
+      if (++sent < 1000) {
+        pace.expires_at(pace.expiry() + 1ms);
+        pace.async_wait([&](const qf::error_code&) { send(); });
+      }
+    };
+    pace.expires_after(0ms);
+    pace.async_wait([&](const qf::error_code&) { send(); });
+    while (done < 1000) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+  }
+  std::sort(latencies_us.begin(), latencies_us.end());
+  state.counters["p50_us"] = latencies_us[latencies_us.size() / 2];
+  state.counters["p99_us"] = latencies_us[latencies_us.size() * 99 / 100];
+  state.counters["max_us"] = latencies_us.back();
+}
+BENCHMARK(BM_record_latency_at_1000_per_s)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+/// The 7-day stats query of `qfctl local stats --days 7` over 100,000 runs a day (20 tasks).
+void BM_local_stats_7_days_of_100k_runs(benchmark::State& state) {
+  const auto path = scratch("stats-7x100k.db");
+  const int runs_per_day = static_cast<int>(state.range(0));
+  boost::asio::io_context io;
+  const auto today_ms = now_ms() / 86'400'000 * 86'400'000;
+  {
+    // Built once and reused by later runs of the benchmark (it takes a while).
+    auto store = open_store(io, path, false);
+    qf::error_code ec;
+    if (store->count_executions({}, ec) < static_cast<std::uint64_t>(runs_per_day) * 7) {
+      store.reset();
+      store = open_store(io, path, true);
+      int outstanding = 0;
+      for (int day = 0; day < 7; ++day) {
+        for (int n = 0; n < runs_per_day; ++n) {
+          const std::string task = "task-" + std::to_string(n % 20);
+          ++outstanding;
+          store->async_record(sample_record(task, today_ms - day * 86'400'000LL + n * 800LL + n % 20, n), {},
+                              [&](qf::error_code) { --outstanding; });
+          if (outstanding > 20'000)
+            while (outstanding > 1000) {
+              if (io.stopped()) io.restart();
+              io.run_one_for(10ms);
+            }
+        }
+      }
+      store->flush();
+      io.restart();
+      io.run();
+    }
+  }
+  qf::LocalStoreOptions options;
+  options.path = path.string();
+  options.read_only = true;
+  qf::error_code ec;
+  auto reader = qf::LocalStore::open(io.get_executor(), options, ec);
+  const auto from = date::format("%F", date::sys_days{date::days{today_ms / 86'400'000 - 6}});
+  const auto to = date::format("%F", date::sys_days{date::days{today_ms / 86'400'000}});
+  std::size_t rows = 0;
+  for (auto _ : state) {
+    auto stats = reader->daily_stats(from, to, std::nullopt, ec);
+    rows = stats.size();
+    benchmark::DoNotOptimize(stats);
+  }
+  state.counters["rows"] = static_cast<double>(rows);
+}
+BENCHMARK(BM_local_stats_7_days_of_100k_runs)->Arg(100'000)->Unit(benchmark::kMillisecond);
+
+/// Engine overhead per trivial plugin run: trigger -> run -> durable record -> sink.
+void BM_engine_trivial_plugin_run(benchmark::State& state) {
+  boost::asio::io_context io;
+  auto store = open_store(io, scratch("plugin.db"), true);
+  qf::TaskEngine engine(io.get_executor(), *store);
+  engine.plugins().add("noop", [](const qf::PluginCall&) { return qf::PluginResult{}; });
+  qf::v1::Task task;
+  task.set_id("noop");
+  task.set_name("noop");
+  task.set_enabled(true);
+  task.mutable_plugin()->set_name("noop");
+  task.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+  engine.apply({task}, 1);
+  std::size_t finished = 0;
+  engine.set_sink([&](const qf::v1::Execution& e) {
+    if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) ++finished;
+  });
+  const std::size_t batch = 1000;
+  for (auto _ : state) {
+    const std::size_t target = finished + batch;
+    qf::error_code ec;
+    for (std::size_t i = 0; i < batch; ++i) engine.trigger("noop", {}, ec);
+    while (finished < target) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
+  state.counters["us_per_run"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_engine_trivial_plugin_run)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+/// How many concurrent `sleep 30` runs one engine holds (each: a process, 2 pipes, a pidfd).
+void BM_concurrent_sleep_runs(benchmark::State& state) {
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &files);
+  const auto wanted = static_cast<std::size_t>(state.range(0));
+  boost::asio::io_context io;
+  auto store = open_store(io, scratch("sleep.db"), true);
+  for (auto _ : state) {
+    qf::TaskEngine engine(io.get_executor(), *store);
+    qf::v1::Task task;
+    task.set_id("sleeper");
+    task.set_name("sleeper");
+    task.set_enabled(true);
+    task.mutable_shell()->add_argv("sleep");
+    task.mutable_shell()->add_argv("30");
+    task.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+    engine.apply({task}, 1);
+    std::size_t failed = 0;
+    engine.set_sink([&](const qf::v1::Execution& e) {
+      if (e.status() == qf::v1::EXECUTION_STATUS_FAILURE) ++failed;
+    });
+    qf::error_code ec;
+    for (std::size_t i = 0; i < wanted; ++i) engine.trigger("sleeper", {}, ec);
+    for (int spin = 0; spin < 100; ++spin) io.run_one_for(1ms);
+    state.counters["running"] = static_cast<double>(engine.running_count());
+    state.counters["spawn_failures"] = static_cast<double>(failed);
+    bool stopped = false;
+    engine.stop(0s, [&] { stopped = true; });
+    while (!stopped) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+  }
+  state.counters["fd_limit"] = static_cast<double>(files.rlim_cur);
+}
+BENCHMARK(BM_concurrent_sleep_runs)->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
