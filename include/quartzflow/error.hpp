@@ -23,6 +23,8 @@ enum class errc {
   store_not_found,       ///< no local store at the given path (read-only open)
   store_read_only,       ///< a write was asked of a store opened read-only
   store_version,         ///< the store's schema version is not the one this build uses
+  not_found,             ///< the task, group, agent or execution does not exist
+  conflict,              ///< the change conflicts with the current state (name taken, runs in progress)
 };
 
 /// The category of `errc` values.

@@ -18,6 +18,8 @@ class Category final : public boost::system::error_category {
       case errc::store_not_found: return "no local store";
       case errc::store_read_only: return "local store is read-only";
       case errc::store_version: return "unsupported local store schema version";
+      case errc::not_found: return "not found";
+      case errc::conflict: return "conflict";
     }
     return "unknown quartzflow error";
   }

@@ -297,15 +297,28 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
   // --- policies ------------------------------------------------------------------------
 
+  /// Runs of one task at once: max_concurrent_runs, else 1 (unbounded for `allow`).
+  static std::size_t concurrency_limit(const v1::Task& config) {
+    if (config.max_concurrent_runs() > 0) return config.max_concurrent_runs();
+    return config.overlap_policy() == v1::OVERLAP_POLICY_ALLOW ? SIZE_MAX : 1;
+  }
+
+  /// Records a queued run that will never start as CANCELLED.
+  void write_cancelled(const PendingRun& p, const v1::Task& config, const std::string& by) {
+    auto r = base_record(p, config);
+    r.set_status(v1::EXECUTION_STATUS_CANCELLED);
+    r.set_cancelled_by(by);
+    r.set_error_message("cancelled by " + by + " while pending");
+    r.set_ended_unix_ms(now_ms());
+    write(std::move(r));
+  }
+
   void dispatch(TaskSlot& slot, PendingRun p, bool scheduled) {
     if (scheduled && !slot.config.enabled())
       return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
                            "the task is disabled");
     const auto overlap = slot.config.overlap_policy();
-    const std::size_t limit = slot.config.max_concurrent_runs() > 0 ? slot.config.max_concurrent_runs()
-                              : overlap == v1::OVERLAP_POLICY_ALLOW  ? SIZE_MAX
-                                                                     : 1;
-    if (slot.running < limit && slot.queue.empty()) return start_run(slot, std::move(p));
+    if (slot.running < concurrency_limit(slot.config) && slot.queue.empty()) return start_run(slot, std::move(p));
     switch (overlap) {
       case v1::OVERLAP_POLICY_QUEUE:
       case v1::OVERLAP_POLICY_ALLOW: {
@@ -352,10 +365,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_queued(TaskSlot& slot) {
-    const std::size_t limit = slot.config.max_concurrent_runs() > 0 ? slot.config.max_concurrent_runs()
-                              : slot.config.overlap_policy() == v1::OVERLAP_POLICY_ALLOW ? SIZE_MAX
-                                                                                         : 1;
-    while (!stopping && !slot.queue.empty() && slot.running < limit) {
+    while (!stopping && !slot.queue.empty() && slot.running < concurrency_limit(slot.config)) {
       PendingRun p = std::move(slot.queue.front());
       slot.queue.pop_front();
       start_run(slot, std::move(p));
@@ -531,13 +541,7 @@ bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, Valid
   for (auto& [id, old] : impl.tasks) {
     if (next.count(id)) continue;
     old->timer.cancel();
-    for (auto& p : old->queue) {
-      auto r = impl.base_record(p, old->config);
-      r.set_status(v1::EXECUTION_STATUS_CANCELLED);
-      r.set_cancelled_by("task removed");
-      r.set_ended_unix_ms(now_ms());
-      impl.write(std::move(r));
-    }
+    for (auto& p : old->queue) impl.write_cancelled(p, old->config, "task removal");
   }
   impl.tasks = std::move(next);
   impl.version = version;
@@ -632,13 +636,9 @@ bool TaskEngine::cancel(std::string_view execution_id, std::string_view by) {
     auto& q = slot->queue;
     auto found = std::find_if(q.begin(), q.end(), [&](const PendingRun& p) { return p.execution_id == execution_id; });
     if (found == q.end()) continue;
-    auto r = impl.base_record(*found, slot->config);
-    r.set_status(v1::EXECUTION_STATUS_CANCELLED);
-    r.set_cancelled_by(std::string(by));
-    r.set_error_message("cancelled by " + std::string(by) + " while pending");
-    r.set_ended_unix_ms(now_ms());
+    const PendingRun p = std::move(*found);
     q.erase(found);
-    impl.write(std::move(r));
+    impl.write_cancelled(p, slot->config, std::string(by));
     return true;
   }
   if (auto it = impl.retries.find(execution_id); it != impl.retries.end()) {
@@ -655,13 +655,7 @@ void TaskEngine::stop(std::chrono::seconds grace, std::function<void()> done) {
   impl.stopped_handler = std::move(done);
   for (auto& [id, slot] : impl.tasks) {
     slot->timer.cancel();
-    for (auto& p : slot->queue) {
-      auto r = impl.base_record(p, slot->config);
-      r.set_status(v1::EXECUTION_STATUS_CANCELLED);
-      r.set_cancelled_by("agent shutdown");
-      r.set_ended_unix_ms(now_ms());
-      impl.write(std::move(r));
-    }
+    for (auto& p : slot->queue) impl.write_cancelled(p, slot->config, "agent shutdown");
     slot->queue.clear();
   }
   for (auto& [id, retry] : impl.retries) retry.first->cancel();

@@ -461,3 +461,24 @@ TEST_CASE("shared-object plugins load from a directory through the C ABI", "[eng
   CHECK(f.final_of(bad)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
   CHECK(f.final_of(bad)->error_message() == "asked to fail");
 }
+
+TEST_CASE("run_as_user runs the command as that user, and only for a root agent", "[engine]") {
+  Fixture f;
+  auto task = shell_task("as-nobody", "id -u");
+  task.mutable_shell()->set_run_as_user("nobody");
+  auto ghost = shell_task("as-ghost", "id -u");
+  ghost.mutable_shell()->set_run_as_user("no-such-user-here");
+  f.apply({task, ghost});
+  const auto id = f.trigger("as-nobody");
+  const auto missing = f.trigger("as-ghost");
+  REQUIRE(f.run_until([&] { return f.final_of(id) && f.final_of(missing); }));
+  CHECK(f.final_of(missing)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(missing)->error_message() == "unknown user no-such-user-here");
+  if (::geteuid() == 0) {
+    CHECK(f.final_of(id)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+    CHECK(f.final_of(id)->output() == "65534\n");  // nobody on Debian
+  } else {
+    CHECK(f.final_of(id)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+    CHECK(f.final_of(id)->error_message() == "run_as_user needs an agent running as root");
+  }
+}

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+// Catalog: the operations an operator performs on tasks, groups and agents. Each one is
+// validated, runs in one Store transaction, bumps the config version and leaves an audit
+// entry; nothing changes when it fails.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <quartzflow/error.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/v1/admin.pb.h>
+#include <quartzflow/v1/agent.pb.h>
+#include <quartzflow/v1/group.pb.h>
+#include <quartzflow/v1/task.pb.h>
+
+namespace quartzflow {
+
+/// Who performs an operation, for the audit log.
+struct Actor {
+  std::string name = "system";  ///< username, token name or `system`
+  std::string address;          ///< where the request came from (IP), if any
+};
+
+/// The outcome of a catalog operation: `ec` and `error` (field path and reason) on failure.
+template <typename T>
+struct CatalogResult {
+  error_code ec;
+  ValidationError error;
+  T value{};
+  explicit operator bool() const noexcept { return !ec; }
+};
+
+/// The tasks an agent must hold: global tasks and those bound to its group.
+std::vector<v1::Task> tasks_for_agent(const v1::Agent& agent, const std::vector<v1::Task>& tasks);
+
+/**
+ * The group an agent belongs to at registration: the group it was manually moved to, else
+ * the group named in its own configuration (`configured_group`, id or name), else the
+ * first membership rule that matches (highest priority first, then group name): any of the
+ * agent's IPs in a CIDR, its hostname matching a glob, or all labels of a selector.
+ * Empty when nothing matches.
+ */
+std::string resolve_group(const v1::Agent& agent, std::string_view configured_group,
+                          const std::vector<v1::Group>& groups);
+
+/// What an agent must change to go from `held` (task id -> revision) to `wanted`.
+struct ConfigChange {
+  std::vector<v1::Task> upserts;       ///< new tasks and tasks with a new revision
+  std::vector<std::string> removals;   ///< ids the agent holds that it must drop
+  bool empty() const noexcept { return upserts.empty() && removals.empty(); }
+};
+ConfigChange config_change(const std::vector<std::pair<std::string, std::int64_t>>& held,
+                           const std::vector<v1::Task>& wanted);
+
+/**
+ * Catalog operations over a Store. Completions run on the Store's executor.
+ * Thread safety: may be used from any thread (the Store serializes the transactions).
+ */
+class Catalog {
+ public:
+  explicit Catalog(Store& store) : store_(store) {}
+
+  using TaskHandler = std::function<void(CatalogResult<v1::Task>)>;
+  using GroupHandler = std::function<void(CatalogResult<v1::Group>)>;
+  using DoneHandler = std::function<void(CatalogResult<std::uint64_t>)>;  ///< the new config version
+
+  /// Validates every field; the name must be unique and the groups must exist. An empty id
+  /// becomes the name. Sets revision 1, timestamps and created_by.
+  void create_task(v1::Task task, Actor actor, TaskHandler done);
+  /// Replaces a task (by id). Refused while a run is PENDING or RUNNING unless `force`;
+  /// the error names the running executions. Increments the revision.
+  void update_task(v1::Task task, bool force, Actor actor, TaskHandler done);
+  void delete_task(std::string id, Actor actor, DoneHandler done);
+  void set_task_enabled(std::string id, bool enabled, Actor actor, TaskHandler done);
+
+  /// Groups: unique names; membership rules validated (CIDRs, globs, labels).
+  void create_group(v1::Group group, Actor actor, GroupHandler done);
+  /// Replaces name, description, tags and membership; bindings follow (they are by id).
+  void update_group(v1::Group group, Actor actor, GroupHandler done);
+  /// Refused while tasks are bound to the group; the error names them.
+  void delete_group(std::string id, Actor actor, DoneHandler done);
+  /// Moves agents to a group by hand (the assignment then sticks over rules).
+  void move_agents(std::vector<std::string> agent_ids, std::string group_id, Actor actor, DoneHandler done);
+
+ private:
+  Store& store_;
+};
+
+/// Checks a group: id/name syntax, CIDRs, globs, label selectors. nullopt when valid.
+std::optional<ValidationError> validate_group(const v1::Group& group);
+
+}  // namespace quartzflow
