@@ -33,7 +33,11 @@ struct LocalStoreOptions {
   std::string stats_time_zone = "UTC";         ///< the zone whose local days the stats count
   std::size_t output_head_bytes = 10 * 1024;   ///< `Execution.output` keeps this much
   bool read_only = false;                      ///< qfctl local: never writes, works while the agent runs
-  std::chrono::milliseconds max_batch_delay{2};  ///< how long a write may wait for companions
+  /// fsync every commit (survives power loss); off: commits survive process crashes only.
+  bool fsync_each_commit = false;
+  /// How long a write may wait for companions. 0: none; writes that arrive during a commit
+  /// still form the next batch together (natural group commit), at the lowest latency.
+  std::chrono::milliseconds max_batch_delay{0};
 };
 
 /// Filters for execution queries; all optional, combined with AND.
@@ -64,8 +68,10 @@ struct LocalStoreMetrics {
  * The agent's durable local record.
  *
  * Durability: a completion of `async_record` (and the other `async_` writes) is delivered
- * only after the transaction holding the write is committed with `synchronous=FULL` in WAL
- * mode, so it survives kill -9 of the process at any later moment.
+ * only after the transaction holding the write is committed (WAL mode), so it survives
+ * kill -9 of the process at any later moment. With `fsync_each_commit` each commit is also
+ * flushed to the disk (`synchronous=FULL`), so it survives a power loss too, at the cost of
+ * one fsync per batch (milliseconds on common disks).
  *
  * Idempotence: records are upserts by `execution_id`. Daily stats count an execution once,
  * when it first reaches a final state (SUCCESS, FAILURE, TIMEOUT, CANCELLED, SKIPPED,

@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,16 +79,18 @@ struct SpawnPlan {
 class ShellRun : public std::enable_shared_from_this<ShellRun> {
  public:
   ShellRun(asio::any_io_executor executor, seconds grace, std::size_t capture_limit, RunCompletion done)
-      : executor_(executor), stdout_(executor), stderr_(executor), pidfd_(executor), kill_timer_(executor),
+      : executor_(executor), output_pipe_(executor), pidfd_(executor), kill_timer_(executor),
         drain_timer_(executor), grace_(grace), capture_limit_(capture_limit), done_(std::move(done)) {}
 
   /// Forks and execs; on failure the completion reports it (posted, never inline).
   void spawn(const SpawnPlan& plan) {
-    UniqueFd out_read, out_write, err_read, err_write, status_read, status_write;
-    if (!make_pipe(out_read, out_write) || !make_pipe(err_read, err_write) ||
-        !make_pipe(status_read, status_write)) {
-      return fail_to_start(fmt::format("cannot create pipes: {}", std::strerror(errno)));
-    }
+    // One pipe for stdout and stderr: their lines stay in the order they were written, and
+    // a run holds two descriptors (this pipe and its pidfd), so one agent holds more runs.
+    UniqueFd out_read, out_write;
+    if (!make_pipe(out_read, out_write))
+      return fail_to_start(fmt::format("cannot create a pipe: {}", std::strerror(errno)));
+    if (!plan.working_dir.empty() && ::access(plan.working_dir.c_str(), X_OK) != 0)
+      return fail_to_start(fmt::format("working directory {}: {}", plan.working_dir, std::strerror(errno)));
     std::vector<char*> argv;
     for (const auto& a : plan.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -95,28 +98,16 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     for (const auto& e : plan.envp) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
 
-    const pid_t pid = ::fork();
-    if (pid < 0) return fail_to_start(fmt::format("fork failed: {}", std::strerror(errno)));
-    if (pid == 0) exec_child(plan, argv, envp, out_write.get(), err_write.get(), status_write.get());
-    // Both sides set the group, so a kill right after fork reaches it whoever runs first.
-    ::setpgid(pid, pid);
-    pid_ = pid;
-    out_write.reset();
-    err_write.reset();
-    status_write.reset();
     int child_errno = 0;
-    ssize_t n;
-    do {
-      n = ::read(status_read.get(), &child_errno, sizeof child_errno);  // EOF at exec
-    } while (n < 0 && errno == EINTR);
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (n == static_cast<ssize_t>(sizeof child_errno)) {
-      ::waitpid(pid, nullptr, 0);
-      if (pidfd >= 0) ::close(pidfd);
-      pid_ = -1;
+    const pid_t pid = plan.uid ? fork_exec(plan, argv, envp, out_write.get(), out_write.get(), child_errno)
+                               : spawn_exec(plan, argv, envp, out_write.get(), out_write.get(), child_errno);
+    if (pid < 0) {
       const char* what = child_errno == ENOENT ? "not found" : std::strerror(child_errno);
       return fail_to_start(fmt::format("cannot start {}: {}", plan.path, what));
     }
+    pid_ = pid;
+    out_write.reset();
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0) {
       ::kill(-pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
@@ -124,10 +115,8 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
       return fail_to_start(fmt::format("pidfd_open failed: {}", std::strerror(errno)));
     }
     pidfd_.assign(pidfd);
-    stdout_.assign(out_read.release());
-    stderr_.assign(err_read.release());
-    read_from(stdout_, stdout_buffer_);
-    read_from(stderr_, stderr_buffer_);
+    output_pipe_.assign(out_read.release());
+    read_output();
     pidfd_.async_wait(asio::posix::descriptor_base::wait_read,
                       [self = shared_from_this()](boost::system::error_code) { self->on_exit(); });
   }
@@ -154,6 +143,64 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
  private:
+  /// posix_spawn (vfork-like: no page-table copy) for the common case; exec errors come
+  /// back as its return value. Needs no run_as_user (posix_spawn cannot switch users).
+  static pid_t spawn_exec(const SpawnPlan& plan, std::vector<char*>& argv, std::vector<char*>& envp, int out,
+                          int err, int& child_errno) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawnattr_init(&attributes);
+    ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    ::posix_spawn_file_actions_adddup2(&actions, out, 1);
+    ::posix_spawn_file_actions_adddup2(&actions, err, 2);
+    if (!plan.working_dir.empty()) ::posix_spawn_file_actions_addchdir_np(&actions, plan.working_dir.c_str());
+    sigset_t none;
+    sigset_t defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&defaults, sig);
+    ::posix_spawnattr_setsigmask(&attributes, &none);
+    ::posix_spawnattr_setsigdefault(&attributes, &defaults);
+    ::posix_spawnattr_setpgroup(&attributes, 0);  // its own process group
+    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    child_errno = ::posix_spawn(&pid, plan.path.c_str(), &actions, &attributes, argv.data(), envp.data());
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attributes);
+    return child_errno == 0 ? pid : -1;
+  }
+
+  /// fork + exec, for run_as_user: the child drops to the user before exec. Exec errors
+  /// travel back over a close-on-exec pipe.
+  static pid_t fork_exec(const SpawnPlan& plan, std::vector<char*>& argv, std::vector<char*>& envp, int out,
+                         int err, int& child_errno) {
+    UniqueFd status_read, status_write;
+    if (!make_pipe(status_read, status_write)) {
+      child_errno = errno;
+      return -1;
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      child_errno = errno;
+      return -1;
+    }
+    if (pid == 0) exec_child(plan, argv, envp, out, err, status_write.get());
+    // Both sides set the group, so a kill right after fork reaches it whoever runs first.
+    ::setpgid(pid, pid);
+    status_write.reset();
+    ssize_t n;
+    do {
+      n = ::read(status_read.get(), &child_errno, sizeof child_errno);  // EOF at exec
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof child_errno)) {
+      ::waitpid(pid, nullptr, 0);
+      return -1;
+    }
+    child_errno = 0;
+    return pid;
+  }
+
   [[noreturn]] static void exec_child(const SpawnPlan& plan, std::vector<char*>& argv,
                                       std::vector<char*>& envp, int out, int err, int status) {
     auto die = [status]() {
@@ -178,19 +225,20 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     ::_exit(127);
   }
 
-  void read_from(asio::posix::stream_descriptor& pipe, std::array<char, 16384>& buffer) {
-    pipe.async_read_some(asio::buffer(buffer), [self = shared_from_this(), &pipe, &buffer](
-                                                   boost::system::error_code ec, std::size_t n) {
+  void read_output() {
+    output_pipe_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](boost::system::error_code ec,
+                                                                                  std::size_t n) {
       if (n > 0) {
         self->output_bytes_ += n;
         const std::size_t room = self->capture_limit_ - std::min(self->capture_limit_, self->output_.size());
-        self->output_.append(buffer.data(), std::min(room, n));
+        self->output_.append(self->buffer_.data(), std::min(room, n));
       }
       if (ec) {
-        if (--self->open_pipes_ == 0 && self->exited_) self->finish();
+        self->output_open_ = false;
+        if (self->exited_) self->finish();
         return;
       }
-      self->read_from(pipe, buffer);
+      self->read_output();
     });
   }
 
@@ -207,7 +255,7 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     if (stopping_) ::kill(-pid_, SIGKILL);  // the rest of the group goes with the leader
     pid_ = -1;
     kill_timer_.cancel();
-    if (open_pipes_ == 0) return finish();
+    if (!output_open_) return finish();
     // A background grandchild may hold the pipes open forever: give output a moment, no more.
     drain_timer_.expires_after(std::chrono::milliseconds(500));
     drain_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -220,8 +268,7 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     finished_ = true;
     drain_timer_.cancel();
     boost::system::error_code ignored;
-    stdout_.close(ignored);
-    stderr_.close(ignored);
+    output_pipe_.close(ignored);
     pidfd_.close(ignored);
     RunOutcome outcome;
     outcome.exit_code = exit_code_;
@@ -248,18 +295,16 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
   asio::any_io_executor executor_;
-  asio::posix::stream_descriptor stdout_;
-  asio::posix::stream_descriptor stderr_;
+  asio::posix::stream_descriptor output_pipe_;
   asio::posix::stream_descriptor pidfd_;
   asio::steady_timer kill_timer_;
   asio::steady_timer drain_timer_;
-  std::array<char, 16384> stdout_buffer_{};
-  std::array<char, 16384> stderr_buffer_{};
+  std::array<char, 16384> buffer_{};
   seconds grace_;
   std::size_t capture_limit_;
   RunCompletion done_;
   pid_t pid_ = -1;
-  int open_pipes_ = 2;
+  bool output_open_ = true;
   bool exited_ = false;
   bool finished_ = false;
   std::optional<StopReason> stopping_;

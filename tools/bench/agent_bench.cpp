@@ -30,7 +30,8 @@ fs::path scratch(const std::string& name) {
   return dir / name;
 }
 
-std::unique_ptr<qf::LocalStore> open_store(boost::asio::io_context& io, const fs::path& path, bool fresh) {
+std::unique_ptr<qf::LocalStore> open_store(boost::asio::io_context& io, const fs::path& path, bool fresh,
+                                           bool fsync_each_commit = false) {
   if (fresh) {
     fs::remove(path);
     fs::remove(path.string() + "-wal");
@@ -38,6 +39,7 @@ std::unique_ptr<qf::LocalStore> open_store(boost::asio::io_context& io, const fs
   }
   qf::LocalStoreOptions options;
   options.path = path.string();
+  options.fsync_each_commit = fsync_each_commit;
   qf::error_code ec;
   std::string detail;
   auto store = qf::LocalStore::open(io.get_executor(), options, ec, &detail);
@@ -68,10 +70,11 @@ std::int64_t now_ms() {
       .count();
 }
 
-/// Durable record latency (enqueue -> commit -> completion) at a steady 1,000 writes/s.
+/// Durable record latency (enqueue -> commit -> completion) at a steady 1,000 writes/s;
+/// argument 1 = fsync each commit (power-loss durability), 0 = the default.
 void BM_record_latency_at_1000_per_s(benchmark::State& state) {
   boost::asio::io_context io;
-  auto store = open_store(io, scratch("latency.db"), true);
+  auto store = open_store(io, scratch("latency.db"), true, state.range(0) != 0);
   std::vector<double> latencies_us;
   std::int64_t base = now_ms() - 86'400'000;
   int i = 0;
@@ -105,7 +108,7 @@ void BM_record_latency_at_1000_per_s(benchmark::State& state) {
   state.counters["p99_us"] = latencies_us[latencies_us.size() * 99 / 100];
   state.counters["max_us"] = latencies_us.back();
 }
-BENCHMARK(BM_record_latency_at_1000_per_s)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_record_latency_at_1000_per_s)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 
 /// The 7-day stats query of `qfctl local stats --days 7` over 100,000 runs a day (20 tasks).
 void BM_local_stats_7_days_of_100k_runs(benchmark::State& state) {
@@ -213,8 +216,15 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
       if (e.status() == qf::v1::EXECUTION_STATUS_FAILURE) ++failed;
     });
     qf::error_code ec;
+    const auto start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < wanted; ++i) engine.trigger("sleeper", {}, ec);
-    for (int spin = 0; spin < 100; ++spin) io.run_one_for(1ms);
+    state.counters["start_all_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // Let every spawn failure reach its (durable) record before counting.
+    const auto settle = std::chrono::steady_clock::now() + 3s;
+    while (std::chrono::steady_clock::now() < settle) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
     state.counters["running"] = static_cast<double>(engine.running_count());
     state.counters["spawn_failures"] = static_cast<double>(failed);
     bool stopped = false;
@@ -226,7 +236,7 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
   }
   state.counters["fd_limit"] = static_cast<double>(files.rlim_cur);
 }
-BENCHMARK(BM_concurrent_sleep_runs)->Arg(1000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_concurrent_sleep_runs)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 }  // namespace
 
