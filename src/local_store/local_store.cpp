@@ -307,8 +307,44 @@ struct LocalStore::Impl {
       read_db = &own_read_db;
     }
     if (!prepare_write_statements(ec)) return fail(ec, fmt::format("{}: {}", options.path, write_db.error_message()));
+    if (!memory) start_checkpointer();
     thread = std::thread([this] { run(); });
     return true;
+  }
+
+  /// WAL checkpoints copy the log into the database and flush it: done inside a commit they
+  /// stall that commit (and every write waiting on it) for milliseconds. A thread with its
+  /// own connection runs them PASSIVE instead (never blocking the writer), twice a second.
+  void start_checkpointer() {
+    error_code ec;
+    if (!write_db.exec("PRAGMA wal_autocheckpoint = 0", ec)) return;
+    std::string why;
+    checkpoint_db = SqliteDatabase::open(options.path, SQLITE_OPEN_READWRITE, ec, &why);
+    if (ec) {
+      // Without it SQLite's own checkpoints carry on: slower commits, nothing lost.
+      write_db.exec("PRAGMA wal_autocheckpoint = 1000", ec);
+      return;
+    }
+    sqlite3_busy_timeout(checkpoint_db.get(), k_busy_timeout_ms);
+    checkpointer = std::thread([this] {
+      std::unique_lock lock(checkpoint_mutex);
+      while (!checkpoint_stop) {
+        checkpoint_wake.wait_for(lock, std::chrono::milliseconds(500), [&] { return checkpoint_stop; });
+        lock.unlock();
+        error_code ignored;
+        checkpoint_db.exec("PRAGMA wal_checkpoint(PASSIVE)", ignored);
+        lock.lock();
+      }
+    });
+  }
+
+  void stop_checkpointer() {
+    {
+      std::lock_guard lock(checkpoint_mutex);
+      checkpoint_stop = true;
+    }
+    checkpoint_wake.notify_all();
+    if (checkpointer.joinable()) checkpointer.join();
   }
 
   bool prepare_write_statements(error_code& ec) {
@@ -399,6 +435,7 @@ struct LocalStore::Impl {
     }
     wake.notify_all();
     if (thread.joinable()) thread.join();
+    stop_checkpointer();
   }
 
   void flush() {
@@ -631,6 +668,12 @@ struct LocalStore::Impl {
   std::size_t flush_waiters = 0;
   bool stopping = false;
   std::thread thread;
+
+  SqliteDatabase checkpoint_db;  // the checkpointer's own connection
+  std::thread checkpointer;
+  std::mutex checkpoint_mutex;
+  std::condition_variable checkpoint_wake;
+  bool checkpoint_stop = false;
 
   std::atomic<std::uint64_t> writes_committed{0};
   std::atomic<std::uint64_t> batches_committed{0};
