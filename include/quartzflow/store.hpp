@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -63,6 +64,14 @@ struct FireState {
  * One transaction. Only valid inside the function given to `Store::transact` or
  * `Store::read`, on the store's thread. Storage failures throw `quartzflow::error` (the
  * transaction then rolls back); "not found" is an empty optional or false, never a throw.
+ * In a read transaction every write throws errc::store_read_only.
+ *
+ * Lists take the admin API's requests: `page` 1-based (0 = 1), `page_size` 0 = 20 and at
+ * most 500, `sort` one of the keys named below (`-` prefix for descending; ties broken by
+ * id or insertion order in the same direction, missing values last), keywords
+ * case-insensitive substrings (ASCII folding), label selectors `k=v[,k=v...]` that must
+ * all match. An unknown sort key or a malformed selector throws errc::invalid_argument
+ * naming the field (`sort`, `label_selector`). `total` counts every match, ignoring paging.
  */
 class StoreTransaction {
  public:
@@ -76,10 +85,16 @@ class StoreTransaction {
   // Tasks (bindings to groups are the task's `group_ids`, stored as a relation).
   virtual std::optional<v1::Task> task(std::string_view id) = 0;
   virtual std::optional<v1::Task> task_by_name(std::string_view name) = 0;
-  virtual void put_task(const v1::Task& task) = 0;  ///< insert or replace by id
+  /// Insert or replace by id. Another task with the same name (case-sensitive) throws
+  /// errc::conflict naming the field `name`. `group_names` is output only: filled from the
+  /// groups' current names on every read.
+  virtual void put_task(const v1::Task& task) = 0;
+  /// Removes the task, its bindings, labels and fire state; its executions stay.
   virtual bool delete_task(std::string_view id) = 0;
-  /// Filters: keyword (id, name, description), enabled, group_id, label_selector (k=v,...);
-  /// sort: name (default), -name, updated, -updated, created, -created; page from 1.
+  /// Filters: keyword (id, name, description), enabled, group_id (bound directly),
+  /// last_status (of its execution scheduled last), label_selector. Sort: name (default),
+  /// created_at_unix_ms (or created), updated_at_unix_ms (or updated), next_fire_unix_ms
+  /// (from the fire state), last_scheduled_unix_ms.
   virtual Listing<v1::Task> list_tasks(const v1::ListTasksRequest& request) = 0;
   /// Tasks bound to a group (directly) or global (`all_agents`).
   virtual std::vector<v1::Task> tasks_for_group(std::string_view group_id) = 0;
@@ -88,25 +103,44 @@ class StoreTransaction {
   // Groups.
   virtual std::optional<v1::Group> group(std::string_view id) = 0;
   virtual std::optional<v1::Group> group_by_name(std::string_view name) = 0;
+  /// Insert or replace by id; a name another group has throws errc::conflict (`name`).
   virtual void put_group(const v1::Group& group) = 0;
+  /// Removes the group and its tags; task bindings and agents' group ids are left to the
+  /// caller (the catalog refuses to delete a group that tasks are bound to).
   virtual bool delete_group(std::string_view id) = 0;
+  /// Filters: keyword (name, description), tag. Sort: name (default), created_at_unix_ms,
+  /// agent_count, online_agent_count (agents ONLINE), task_count (bound directly).
   virtual Listing<v1::GroupSummary> list_groups(const v1::ListGroupsRequest& request) = 0;
   /// Ids of the tasks bound to `group_id`.
   virtual std::vector<std::string> tasks_bound_to(std::string_view group_id) = 0;
 
   // Agents.
+  /// `group_name` is output only: filled from the group's current name on every read.
   virtual std::optional<v1::Agent> agent(std::string_view id) = 0;
   virtual void put_agent(const v1::Agent& agent) = 0;
+  /// Filters: keyword (id, hostname, any IP), group_id, state, label_selector, push_state.
+  /// Sort: hostname (default), last_heartbeat_unix_ms, state, running_executions.
   virtual Listing<v1::Agent> list_agents(const v1::ListAgentsRequest& request) = 0;
   virtual std::vector<v1::Agent> agents_in_group(std::string_view group_id) = 0;
 
-  // Executions: upsert by id with the merge rules of UpsertResult.
+  /// Upsert by id with the merge rules of UpsertResult. An empty execution_id or task_id,
+  /// or an UNSPECIFIED status, throws errc::invalid_argument naming the field.
   virtual UpsertResult upsert_execution(const v1::Execution& execution) = 0;
   virtual std::optional<v1::Execution> execution(std::string_view id) = 0;
-  /// Filters: task, agent, group, status, scheduled time range; newest first; paging.
+  /// Filters: task_id, agent_id, group_id (the agent's group when it ran), status (any of
+  /// those listed), trigger, scheduled time range [from, to), keyword (task name, execution
+  /// id, failure reason, error message). Sort: -scheduled_unix_ms (default),
+  /// scheduled_unix_ms, started_unix_ms, duration_ms, status. Items come without `output`.
   virtual Listing<v1::Execution> list_executions(const v1::ListExecutionsRequest& request) = 0;
-  /// Counts by status, success rate, avg / p50 / p95 duration, failure reasons ranked,
-  /// grouped per task, group, agent or day as the query asks.
+  /**
+   * Statistics of the executions scheduled in [from, to) of a task, agent and/or group:
+   * counts by status, success rate, average and nearest-rank p50 / p95 / max duration of
+   * the runs that started, failure reasons (non-empty Execution.failure_reason of FAILURE
+   * and TIMEOUT runs) and failing tasks ranked, top_n of each (default 10, at most 100).
+   * With a granularity, `series` has one bucket per hour / local day / ISO week / month in
+   * `time_zone` (the first and last cut to the range; at most 10,000 buckets); the buckets
+   * carry no failure reasons. A bad range, zone or granularity throws naming the field.
+   */
   virtual v1::StatsResponse stats(const v1::StatsQuery& query) = 0;
   virtual void put_log(std::string_view execution_id, std::string_view text) = 0;
   virtual std::optional<std::string> log(std::string_view execution_id) = 0;
@@ -116,7 +150,11 @@ class StoreTransaction {
   virtual void put_fire_state(std::string_view task_id, const FireState& state) = 0;
 
   // Audit log (append-only).
+  /// Appends `entry`; its `id` is assigned (increasing), `at_unix_ms` 0 = now.
   virtual void append_audit(const v1::AuditEntry& entry) = 0;
+  /// Filters: actor, action (exact, or a prefix ending in `.` such as `task.`),
+  /// target_type, target_id, time range, keyword (target name, detail). Sort: -at_unix_ms
+  /// (default), at_unix_ms.
   virtual Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) = 0;
 };
 
@@ -136,6 +174,7 @@ class StoreTransaction {
  * run on a second thread over a read-only connection, each in its own read transaction
  * (a snapshot; WAL readers never wait for the writer). With ":memory:" both threads share
  * the one connection and take turns. Destruction runs and completes everything queued.
+ * Work must not call `flush()` (it would wait for itself).
  */
 class Store {
  public:
@@ -157,6 +196,7 @@ class Store {
 struct SqliteStoreOptions {
   std::string path;                                  ///< file, or ":memory:" for tests
   std::chrono::milliseconds max_batch_delay{1};      ///< how long a commit waits for companions
+  std::size_t cache_mb = 64;                         ///< page cache per connection; 0 = SQLite's 2 MB
 };
 
 /// Opens (creating and migrating) a SQLite store; nullptr with `ec` and `detail` on failure.

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// SQL building blocks of the coordinator store: conditions, paging, sort whitelist, labels.
+#include "sqlite_query.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+namespace quartzflow::detail {
+
+void SqlConditions::add(std::string condition, std::vector<SqlValue> values) {
+  conditions_.push_back(std::move(condition));
+  for (auto& value : values) values_.push_back(std::move(value));
+}
+
+std::string SqlConditions::where() const {
+  std::string out;
+  for (std::size_t i = 0; i < conditions_.size(); ++i) {
+    out += i == 0 ? " WHERE " : " AND ";
+    out += conditions_[i];
+  }
+  return out;
+}
+
+Paging paging_of(std::uint32_t page, std::uint32_t page_size) noexcept {
+  constexpr std::uint32_t k_default_page_size = 20;
+  constexpr std::uint32_t k_max_page_size = 500;
+  Paging paging;
+  paging.limit = page_size == 0 ? k_default_page_size : std::min(page_size, k_max_page_size);
+  paging.offset = (static_cast<std::int64_t>(std::max<std::uint32_t>(page, 1)) - 1) * paging.limit;
+  return paging;
+}
+
+std::string order_by(std::string_view requested, std::string_view fallback, std::span<const SortKey> keys,
+                     std::string_view tie_breaker, std::string_view input) {
+  std::string_view name = requested.empty() ? fallback : requested;
+  const bool descending = !name.empty() && name.front() == '-';
+  if (descending) name.remove_prefix(1);
+  const auto key = std::find_if(keys.begin(), keys.end(), [&](const SortKey& k) { return k.name == name; });
+  if (key == keys.end()) {
+    std::string known;
+    for (const auto& k : keys) known += fmt::format("{}{}", known.empty() ? "" : ", ", k.name);
+    throw_invalid(input, "sort",
+                  fmt::format("unknown sort key \"{}\"; expected one of {} (`-` prefix for descending)", requested,
+                              known));
+  }
+  const char* direction = descending ? "DESC" : "ASC";
+  // Only spelled out where it differs from SQLite's default, which an index can serve.
+  const char* nulls = key->nullable && !descending ? " NULLS LAST" : "";
+  return fmt::format(" ORDER BY {} {}{}, {} {}", key->expression, direction, nulls, tie_breaker, direction);
+}
+
+namespace {
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (trim(text).empty()) return out;
+  std::size_t start = 0;
+  for (;;) {
+    const auto comma = text.find(',', start);
+    const auto length = comma == std::string_view::npos ? std::string_view::npos : comma - start;
+    const auto part = trim(text.substr(start, length));
+    const auto equals = part.find('=');
+    if (equals == std::string_view::npos || trim(part.substr(0, equals)).empty())
+      throw_invalid(input, "label_selector", fmt::format("\"{}\" is not key=value", part));
+    out.emplace_back(std::string(trim(part.substr(0, equals))), std::string(trim(part.substr(equals + 1))));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string lower_ascii(std::string_view text) {
+  std::string out(text);
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+void parse_record(std::string_view bytes, google::protobuf::MessageLite& into) {
+  if (!into.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    throw error(errc::store_failed, fmt::format("store: a stored {} record does not parse", into.GetTypeName()));
+}
+
+void throw_invalid(std::string_view input, std::string_view field, std::string reason) {
+  throw error(errc::invalid_argument, ValidationError{std::string(input), std::string(field), std::move(reason)});
+}
+
+std::int64_t now_unix_ms() noexcept {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace quartzflow::detail

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// Building blocks of the store's SQL: conditions with their parameters, paging, sort keys
+// through a whitelist, label selectors, and protobuf records in BLOBs. User text only ever
+// reaches SQLite as a bound parameter.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <google/protobuf/message_lite.h>
+
+#include <quartzflow/error.hpp>
+
+namespace quartzflow::detail {
+
+/// A parameter of a statement: an integer or a text.
+using SqlValue = std::variant<std::int64_t, std::string>;
+
+/// Conditions joined by AND; each uses anonymous `?` placeholders whose values follow in
+/// order, so the statement binds `values()` from index 1.
+class SqlConditions {
+ public:
+  void add(std::string condition, std::vector<SqlValue> values = {});
+  /// ` WHERE a AND b`, or empty when there is no condition.
+  std::string where() const;
+  const std::vector<SqlValue>& values() const noexcept { return values_; }
+
+ private:
+  std::vector<std::string> conditions_;
+  std::vector<SqlValue> values_;
+};
+
+/// LIMIT and OFFSET of a list request: page 1-based (0 = 1), page_size 0 = 20, at most 500.
+struct Paging {
+  std::int64_t limit = 20;
+  std::int64_t offset = 0;
+};
+Paging paging_of(std::uint32_t page, std::uint32_t page_size) noexcept;
+
+/// A sort key a request may name, and the SQL expression it orders by.
+struct SortKey {
+  std::string_view name;
+  std::string_view expression;
+  bool nullable = false;  ///< rows without a value sort last in both directions
+};
+
+/**
+ * `ORDER BY <expression> <direction>, <tie_breaker> <direction>` for `requested` (a key
+ * name, `-` prefixed for descending; empty = `fallback`). Throws quartzflow::error
+ * (invalid_argument, field `sort`) for a key that is not in `keys`.
+ */
+std::string order_by(std::string_view requested, std::string_view fallback, std::span<const SortKey> keys,
+                     std::string_view tie_breaker, std::string_view input);
+
+/// `key=value[,key=value...]` (spaces around parts ignored); throws invalid_argument naming
+/// the field `label_selector` when a part is not `key=value` with a non-empty key.
+std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input);
+
+/// ASCII lower case, as SQLite's lower() folds (keywords are compared through it).
+std::string lower_ascii(std::string_view text);
+
+/// Stable bytes (map fields in key order), so that "unchanged" can be decided by comparing.
+std::string serialize_deterministic(const google::protobuf::MessageLite& message);
+
+/// Parses a stored record; throws store_failed when the bytes are not one.
+void parse_record(std::string_view bytes, google::protobuf::MessageLite& into);
+
+/// Throws quartzflow::error(invalid_argument) naming `field` with `reason`.
+[[noreturn]] void throw_invalid(std::string_view input, std::string_view field, std::string reason);
+
+/// The current time, ms since the Unix epoch.
+std::int64_t now_unix_ms() noexcept;
+
+}  // namespace quartzflow::detail

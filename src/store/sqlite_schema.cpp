@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+// Coordinator store migrations: each step runs once, in order, inside one transaction with
+// the `PRAGMA user_version` bump, so a crash mid-migration leaves the previous version.
+#include "sqlite_schema.hpp"
+
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace quartzflow::detail {
+namespace {
+
+// Version 1. Each object is its protobuf record in a BLOB plus the columns that queries
+// filter and sort on; repeated fields that filters need (task groups and labels, group tags,
+// agent labels and IPs) are relations. Executions have one index per list filter, each
+// ending in scheduled_unix_ms (the default order, newest first).
+constexpr const char* k_schema_v1 = R"sql(
+CREATE TABLE config_versions (
+  version INTEGER PRIMARY KEY NOT NULL,
+  at_unix_ms INTEGER NOT NULL,
+  summary TEXT NOT NULL
+);
+
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL,
+  enabled INTEGER NOT NULL,
+  all_agents INTEGER NOT NULL,
+  created_at_unix_ms INTEGER NOT NULL,
+  updated_at_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX tasks_by_created ON tasks (created_at_unix_ms);
+CREATE INDEX tasks_by_updated ON tasks (updated_at_unix_ms);
+CREATE INDEX tasks_global ON tasks (id) WHERE all_agents = 1;
+
+CREATE TABLE task_groups (
+  task_id TEXT NOT NULL,
+  group_id TEXT NOT NULL,
+  PRIMARY KEY (task_id, group_id)
+) WITHOUT ROWID;
+CREATE INDEX task_groups_by_group ON task_groups (group_id, task_id);
+
+CREATE TABLE task_labels (
+  task_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (task_id, key)
+) WITHOUT ROWID;
+CREATE INDEX task_labels_by_label ON task_labels (key, value);
+
+CREATE TABLE groups (
+  id TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL,
+  created_at_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+
+CREATE TABLE group_tags (
+  group_id TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  PRIMARY KEY (group_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX group_tags_by_tag ON group_tags (tag, group_id);
+
+CREATE TABLE agents (
+  id TEXT PRIMARY KEY NOT NULL,
+  hostname TEXT NOT NULL,
+  group_id TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  push_state INTEGER NOT NULL,
+  last_heartbeat_unix_ms INTEGER NOT NULL,
+  running_executions INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX agents_by_group ON agents (group_id, state);
+CREATE INDEX agents_by_hostname ON agents (hostname);
+
+CREATE TABLE agent_labels (
+  agent_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (agent_id, key)
+) WITHOUT ROWID;
+CREATE INDEX agent_labels_by_label ON agent_labels (key, value);
+
+CREATE TABLE agent_ips (
+  agent_id TEXT NOT NULL,
+  ip TEXT NOT NULL,
+  PRIMARY KEY (agent_id, ip)
+) WITHOUT ROWID;
+
+CREATE TABLE executions (
+  execution_id TEXT PRIMARY KEY NOT NULL,
+  task_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  group_id TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  trigger INTEGER NOT NULL,
+  scheduled_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  ended_unix_ms INTEGER NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  task_name TEXT NOT NULL,
+  failure_reason TEXT NOT NULL,
+  error_message TEXT NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX executions_by_task ON executions (task_id, scheduled_unix_ms);
+CREATE INDEX executions_by_task_status ON executions (task_id, status, scheduled_unix_ms);
+CREATE INDEX executions_by_agent ON executions (agent_id, scheduled_unix_ms);
+CREATE INDEX executions_by_group ON executions (group_id, scheduled_unix_ms);
+CREATE INDEX executions_by_status ON executions (status, scheduled_unix_ms);
+CREATE INDEX executions_by_scheduled ON executions (scheduled_unix_ms);
+
+CREATE TABLE logs (
+  execution_id TEXT PRIMARY KEY NOT NULL,
+  data BLOB NOT NULL,
+  updated_unix_ms INTEGER NOT NULL
+);
+
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_unix_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target_type TEXT NOT NULL,
+  target_id TEXT NOT NULL,
+  target_name TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX audit_by_at ON audit (at_unix_ms);
+CREATE INDEX audit_by_actor ON audit (actor, at_unix_ms);
+CREATE INDEX audit_by_target ON audit (target_type, target_id, at_unix_ms);
+
+CREATE TABLE fire_state (
+  task_id TEXT PRIMARY KEY NOT NULL,
+  last_fire_unix_ms INTEGER,
+  next_fire_unix_ms INTEGER
+);
+)sql";
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> steps{{1, k_schema_v1}};
+  return steps;
+}
+
+}  // namespace
+
+int coordinator_store_schema_version() noexcept { return 1; }
+
+bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
+  SqliteTransaction transaction(db, ec);
+  if (ec) {
+    if (detail) *detail = "cannot start the migration: " + db.error_message();
+    return false;
+  }
+  const auto found = db.query_int("PRAGMA user_version", ec);
+  if (ec) {
+    if (detail) *detail = "cannot read the schema version: " + db.error_message();
+    return false;
+  }
+  const int latest = coordinator_store_schema_version();
+  if (found > latest) {
+    ec = errc::store_version;
+    if (detail) *detail = fmt::format("schema version {} is newer than this build's {}", found, latest);
+    return false;
+  }
+  for (const auto& step : migrations()) {
+    if (step.version <= found) continue;
+    if (!db.exec(step.sql, ec)) {
+      if (detail) *detail = fmt::format("migration to version {} failed: {}", step.version, db.error_message());
+      return false;
+    }
+  }
+  if (found != latest && !db.exec(fmt::format("PRAGMA user_version = {}", latest), ec)) {
+    if (detail) *detail = "cannot set the schema version: " + db.error_message();
+    return false;
+  }
+  if (!transaction.commit(ec)) {
+    if (detail) *detail = "cannot commit the migration: " + db.error_message();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace quartzflow::detail

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+// StoreTransaction over one SQLite connection: the catalog (tasks, groups, agents, config
+// versions, fire state, audit) in sqlite_catalog.cpp, executions and logs in
+// sqlite_history.cpp, statistics in sqlite_stats.cpp.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <quartzflow/store.hpp>
+
+#include "../local_store/sqlite.hpp"
+#include "sqlite_query.hpp"
+
+namespace quartzflow::detail {
+
+/// A cached statement borrowed for one use: reset (bindings cleared, not active) when it
+/// goes out of scope, so nothing stays open across a savepoint rollback or a commit. Every
+/// failure throws quartzflow::error(store_failed).
+class BorrowedStatement {
+ public:
+  BorrowedStatement(SqliteDatabase& db, SqliteStatement& statement) noexcept;
+  ~BorrowedStatement();
+  BorrowedStatement(const BorrowedStatement&) = delete;
+  BorrowedStatement& operator=(const BorrowedStatement&) = delete;
+
+  BorrowedStatement& bind(int index, std::int64_t value) noexcept;
+  BorrowedStatement& bind(int index, std::string_view text) noexcept;
+  BorrowedStatement& bind_blob(int index, std::string_view bytes) noexcept;
+  BorrowedStatement& bind_optional(int index, std::optional<std::int64_t> value) noexcept;
+  /// Binds `values` from `first` on; returns the next free index.
+  int bind_all(const std::vector<SqlValue>& values, int first = 1) noexcept;
+
+  /// Steps once: true with a row ready, false when done; throws on failure.
+  bool next();
+  /// Runs to completion; throws on failure.
+  void run();
+
+  bool is_null(int column) const noexcept { return statement_.is_null(column); }
+  std::int64_t int64(int column) const noexcept { return statement_.int64(column); }
+  std::string text(int column) const { return statement_.text(column); }
+  std::string_view blob(int column) const noexcept { return statement_.blob(column); }
+
+ private:
+  SqliteDatabase& db_;
+  SqliteStatement& statement_;
+};
+
+/**
+ * The StoreTransaction of one connection, reused for every transaction on it (it keeps the
+ * connection's prepared statements). The store begins and ends the SQL transaction around
+ * it; this class only reads and writes inside it. A read-only one throws store_read_only
+ * from every write.
+ */
+class SqliteStoreTransaction final : public StoreTransaction {
+ public:
+  SqliteStoreTransaction(SqliteDatabase& db, bool writable) noexcept : db_(db), writable_(writable) {}
+
+  /// Called between transactions: bounds the statement cache (list queries vary by filter).
+  void trim_statement_cache();
+
+  std::uint64_t config_version() override;
+  std::uint64_t bump_config_version(std::string_view summary) override;
+
+  std::optional<v1::Task> task(std::string_view id) override;
+  std::optional<v1::Task> task_by_name(std::string_view name) override;
+  void put_task(const v1::Task& task) override;
+  bool delete_task(std::string_view id) override;
+  Listing<v1::Task> list_tasks(const v1::ListTasksRequest& request) override;
+  std::vector<v1::Task> tasks_for_group(std::string_view group_id) override;
+  std::vector<v1::Task> all_tasks() override;
+
+  std::optional<v1::Group> group(std::string_view id) override;
+  std::optional<v1::Group> group_by_name(std::string_view name) override;
+  void put_group(const v1::Group& group) override;
+  bool delete_group(std::string_view id) override;
+  Listing<v1::GroupSummary> list_groups(const v1::ListGroupsRequest& request) override;
+  std::vector<std::string> tasks_bound_to(std::string_view group_id) override;
+
+  std::optional<v1::Agent> agent(std::string_view id) override;
+  void put_agent(const v1::Agent& agent) override;
+  Listing<v1::Agent> list_agents(const v1::ListAgentsRequest& request) override;
+  std::vector<v1::Agent> agents_in_group(std::string_view group_id) override;
+
+  UpsertResult upsert_execution(const v1::Execution& execution) override;
+  std::optional<v1::Execution> execution(std::string_view id) override;
+  Listing<v1::Execution> list_executions(const v1::ListExecutionsRequest& request) override;
+  v1::StatsResponse stats(const v1::StatsQuery& query) override;
+  void put_log(std::string_view execution_id, std::string_view text) override;
+  std::optional<std::string> log(std::string_view execution_id) override;
+
+  FireState fire_state(std::string_view task_id) override;
+  void put_fire_state(std::string_view task_id, const FireState& state) override;
+
+  void append_audit(const v1::AuditEntry& entry) override;
+  Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
+
+ private:
+  BorrowedStatement statement(std::string_view sql);
+  void require_writable(std::string_view operation) const;
+  std::uint64_t count(const std::string& sql, const std::vector<SqlValue>& values);
+
+  /// Tasks from `SELECT record ...` rows, with their output-only group names filled in.
+  std::vector<v1::Task> read_tasks(BorrowedStatement& rows);
+  std::vector<v1::Agent> read_agents(BorrowedStatement& rows);
+  void fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen);
+
+  SqliteDatabase& db_;
+  bool writable_;
+  std::map<std::string, SqliteStatement, std::less<>> statements_;
+};
+
+}  // namespace quartzflow::detail
