@@ -114,7 +114,7 @@ TEST_CASE("an invalid or conflicting task changes nothing", "[catalog]") {
   bad.mutable_schedule()->set_cron("61 * * * *");
   auto refused = f.create(bad);
   CHECK(refused.ec == qf::errc::invalid_argument);
-  CHECK(refused.error.message() == R"(invalid cron expression "61 * * * *": schedule.cron.minute: 61 is out of range 0-59)");
+  CHECK(refused.error.message() == R"(invalid task "broken": schedule.cron.minute: 61 is out of range 0-59)");
   auto twin = shell("backup");
   twin.set_id("backup-2");
   refused = f.create(twin);

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// Scheduler: the coordinator's timer queue for coordinator-fired work (`one` and `sharded`
+// placements, manual triggers). Every fire is recorded PENDING in the Store before it is
+// sent to an agent; routing picks the agent and fails over when one refuses.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/error.hpp>
+#include <quartzflow/routing.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/v1/agent_protocol.pb.h>
+#include <quartzflow/v1/task.pb.h>
+
+namespace quartzflow {
+
+/// Which agents may run a task now (online, in its groups), with their load.
+class AgentDirectory {
+ public:
+  virtual ~AgentDirectory() = default;
+  virtual std::vector<AgentLoad> eligible_agents(const v1::Task& task) = 0;
+};
+
+/// Sends runs to agents (the Dispatcher implements it over a transport).
+class RunSink {
+ public:
+  virtual ~RunSink() = default;
+  /// Delivers `run` to `agent_id`; `done(true)` once the agent accepted it, `done(false)`
+  /// when it refused or could not be reached (the Scheduler then fails over).
+  virtual void send_run(const std::string& agent_id, const v1::RunRequest& run, std::function<void(bool)> done) = 0;
+};
+
+struct SchedulerOptions {
+  /// Longest timer wait: the wall clock is re-read at least this often.
+  std::chrono::seconds max_timer_wait{60};
+  /// Fires handled per turn of the io_context (the rest continue in the next turn).
+  std::size_t fires_per_turn = 20'000;
+  /// fire_all bound when the task sets none.
+  std::size_t misfire_fire_all_limit = 100;
+  /// Late by more than this: the fire counts as owed from downtime (misfire policy).
+  std::chrono::seconds misfire_threshold{5};
+};
+
+/// Counters for benchmarks and metrics.
+struct SchedulerStats {
+  std::uint64_t fires = 0;          ///< nominal fires handled
+  std::uint64_t dispatched = 0;     ///< runs accepted by an agent
+  std::uint64_t failovers = 0;      ///< refusals that moved a run to the next agent
+  std::uint64_t not_dispatched = 0; ///< runs no agent took (recorded SKIPPED or FAILURE)
+};
+
+/**
+ * Thread safety: not thread-safe; use from its executor. Callbacks of the Store, the
+ * directory and the sink must come back on that executor.
+ */
+class Scheduler {
+ public:
+  Scheduler(boost::asio::any_io_executor executor, Store& store, AgentDirectory& agents, RunSink& sink,
+            SchedulerOptions options = {});
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  /// Adds or replaces a task (validated by the Catalog). Only `one` and `sharded`
+  /// placements are fired here; others are kept for manual triggers.
+  void upsert_task(const v1::Task& task);
+  void remove_task(const std::string& task_id);
+
+  /// Loads each task's fire state, applies the misfire policy to what is owed since the
+  /// last fire, then arms the timer queue.
+  void start(std::function<void()> ready = {});
+
+  /// Runs a task now with `params` (trigger MANUAL): one agent, the shards, or every
+  /// eligible agent for `all`. `done` gets the execution ids (empty + ec when refused).
+  void trigger(const std::string& task_id, std::map<std::string, std::string> params, std::string triggered_by,
+               std::function<void(error_code, std::vector<std::string>)> done);
+
+  /// The next nominal fire of a task, if it is scheduled here.
+  std::optional<Instant> next_fire(const std::string& task_id) const;
+  const SchedulerStats& stats() const noexcept;
+  std::size_t scheduled_count() const noexcept;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace quartzflow

@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: Apache-2.0
+// Scheduler: a min-heap of next fires over one timer; each turn records its fires PENDING
+// in one Store transaction, then routes and sends them.
+#include <algorithm>
+#include <queue>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/system_timer.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/log.hpp>
+#include <quartzflow/scheduler.hpp>
+#include <quartzflow/task.hpp>
+
+namespace quartzflow {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace {
+
+std::int64_t to_ms(Instant t) { return t.time_since_epoch().count() * 1000; }
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+bool coordinator_fired(const v1::Task& task) {
+  const auto mode = task.placement().mode();
+  return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
+}
+
+MisfirePolicy misfire_policy(const v1::Task& task) {
+  switch (task.misfire_policy()) {
+    case v1::MISFIRE_POLICY_SKIP: return MisfirePolicy::skip;
+    case v1::MISFIRE_POLICY_FIRE_ALL: return MisfirePolicy::fire_all;
+    default: return MisfirePolicy::fire_once;
+  }
+}
+
+/// A planned fire in the heap; stale entries (older generation) are dropped when popped.
+struct HeapEntry {
+  Instant start_at;
+  Instant scheduled;
+  std::size_t slot;
+  std::uint64_t generation;
+  bool operator>(const HeapEntry& other) const { return start_at > other.start_at; }
+};
+
+}  // namespace
+
+struct TaskSlotState {
+  v1::Task task;
+  std::optional<Schedule> schedule;  // coordinator-fired timed tasks only
+  std::uint64_t generation = 0;
+  std::optional<Instant> next;       // nominal time of the planned fire
+  std::uint64_t runs = 0;
+  bool removed = false;
+};
+
+/// One run to record and send: its record, and the agents to try in order.
+struct PlannedRun {
+  v1::Execution record;
+  v1::RunRequest request;
+  std::vector<std::string> agents;
+};
+
+struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
+  Impl(asio::any_io_executor ex, Store& s, AgentDirectory& a, RunSink& k, SchedulerOptions o)
+      : executor(ex), store(s), directory(a), sink(k), options(o), timer(ex) {}
+
+  asio::any_io_executor executor;
+  Store& store;
+  AgentDirectory& directory;
+  RunSink& sink;
+  SchedulerOptions options;
+  asio::system_timer timer;
+  Router router;
+  std::vector<TaskSlotState> slots;
+  std::map<std::string, std::size_t, std::less<>> index;
+  std::priority_queue<HeapEntry, std::vector<HeapEntry>, std::greater<>> heap;
+  std::optional<Instant> armed_for;
+  SchedulerStats stats;
+  bool started = false;
+  bool stopped = false;
+  std::int64_t last_manual_ms = 0;
+
+  // --- planning --------------------------------------------------------------------------
+
+  void plan_next(std::size_t slot_index, Instant after) {
+    auto& slot = slots[slot_index];
+    slot.next.reset();
+    if (!slot.schedule || !slot.task.enabled() || slot.removed) return;
+    ScheduleState state{after, after, slot.runs};
+    if (auto fire = slot.schedule->next(after, state)) {
+      slot.next = fire->scheduled;
+      heap.push({fire->start_at, fire->scheduled, slot_index, slot.generation});
+    }
+  }
+
+  void arm() {
+    if (!started || stopped) return;
+    while (!heap.empty() && (heap.top().generation != slots[heap.top().slot].generation)) heap.pop();
+    if (heap.empty()) {
+      timer.cancel();
+      armed_for.reset();
+      return;
+    }
+    const Instant due = heap.top().start_at;
+    if (armed_for && *armed_for == due) return;
+    armed_for = due;
+    const auto wait = std::min<std::chrono::system_clock::duration>(due - std::chrono::system_clock::now(),
+                                                                    options.max_timer_wait);
+    timer.expires_after(std::max<std::chrono::system_clock::duration>(wait, seconds{0}));
+    timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      self->armed_for.reset();
+      self->on_timer();
+    });
+  }
+
+  void on_timer() {
+    const auto now_precise = std::chrono::system_clock::now();
+    const Instant now = std::chrono::floor<seconds>(now_precise);
+    std::vector<PlannedRun> planned;
+    std::vector<std::pair<std::string, FireState>> fire_states;
+    std::size_t handled = 0;
+    while (!heap.empty() && heap.top().start_at <= now_precise && handled < options.fires_per_turn) {
+      const HeapEntry entry = heap.top();
+      heap.pop();
+      auto& slot = slots[entry.slot];
+      if (entry.generation != slot.generation) continue;
+      ++handled;
+      if (now - entry.scheduled > options.misfire_threshold) {
+        // Far behind (the process stalled): what is owed follows the misfire policy.
+        misfire(entry.slot, entry.scheduled - seconds{1}, now, planned);
+      } else {
+        ++slot.runs;
+        plan_fire(slot, entry.scheduled, v1::TRIGGER_TYPE_SCHEDULED, {}, "schedule", planned);
+        plan_next(entry.slot, entry.scheduled);
+      }
+      fire_states.emplace_back(slot.task.id(), FireState{entry.scheduled, slot.next});
+    }
+    stats.fires += handled;
+    record_and_send(std::move(planned), std::move(fire_states));
+    if (!heap.empty() && heap.top().start_at <= std::chrono::system_clock::now()) {
+      asio::post(executor, [weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->on_timer();
+      });
+      return;
+    }
+    arm();
+  }
+
+  void misfire(std::size_t slot_index, Instant last, Instant now, std::vector<PlannedRun>& planned) {
+    auto& slot = slots[slot_index];
+    const auto policy = misfire_policy(slot.task);
+    const std::size_t limit = slot.task.misfire_fire_all_limit() > 0 ? slot.task.misfire_fire_all_limit()
+                                                                     : options.misfire_fire_all_limit;
+    const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
+    for (const auto& fire : plan.missed) {
+      PlannedRun run;
+      run.record = base_record(slot.task, fire_id(slot.task.id(), fire.scheduled), fire.scheduled,
+                               v1::TRIGGER_TYPE_SCHEDULED, "schedule");
+      run.record.set_status(v1::EXECUTION_STATUS_MISSED);
+      run.record.set_skip_reason(v1::SKIP_REASON_MISFIRE);
+      run.record.set_skip_detail("owed while the coordinator was not firing; misfire policy");
+      run.record.set_ended_unix_ms(now_ms());
+      planned.push_back(std::move(run));
+    }
+    for (const auto& fire : plan.run) {
+      ++slot.runs;
+      plan_fire(slot, fire.scheduled, v1::TRIGGER_TYPE_MISFIRE_CATCHUP, {}, "misfire policy", planned);
+    }
+    plan_next(slot_index, now);
+  }
+
+  static std::string fire_id(const std::string& task_id, Instant scheduled) {
+    return fmt::format("{}:{}", task_id, to_ms(scheduled));
+  }
+
+  v1::Execution base_record(const v1::Task& task, std::string id, Instant scheduled, v1::TriggerType trigger,
+                            const std::string& by) const {
+    v1::Execution r;
+    r.set_execution_id(std::move(id));
+    r.set_task_id(task.id());
+    r.set_task_name(task.name());
+    r.set_trigger(trigger);
+    r.set_scheduled_unix_ms(to_ms(scheduled));
+    r.set_attempt(1);
+    r.set_task_revision(task.revision());
+    r.set_triggered_by(by);
+    r.set_status(v1::EXECUTION_STATUS_PENDING);
+    r.set_updated_unix_ms(now_ms());
+    return r;
+  }
+
+  /// The runs of one fire: one agent (`one`), the shards (`sharded`) or every agent (`all`).
+  void plan_fire(const TaskSlotState& slot, Instant scheduled, v1::TriggerType trigger,
+                 const std::map<std::string, std::string>& params, const std::string& by,
+                 std::vector<PlannedRun>& planned) {
+    const auto& task = slot.task;
+    const std::string base_id = fire_id(task.id(), scheduled);
+    auto eligible = directory.eligible_agents(task);
+    auto make = [&](std::string id, std::vector<std::string> agents, std::uint32_t shard, std::uint32_t total) {
+      PlannedRun run;
+      run.record = base_record(task, id, scheduled, trigger, by);
+      run.record.set_shard_index(shard);
+      run.record.set_shard_total(total);
+      for (const auto& [k, v] : params) (*run.record.mutable_params())[k] = v;
+      if (agents.empty()) {
+        run.record.set_status(v1::EXECUTION_STATUS_SKIPPED);
+        run.record.set_skip_reason(v1::SKIP_REASON_NO_AGENT);
+        run.record.set_skip_detail("no online agent in the task's groups");
+        run.record.set_ended_unix_ms(now_ms());
+      } else {
+        run.record.set_agent_id(agents.front());
+      }
+      run.request.set_execution_id(run.record.execution_id());
+      run.request.set_task_id(task.id());
+      run.request.set_task_revision(task.revision());
+      run.request.set_trigger(trigger);
+      run.request.set_scheduled_unix_ms(run.record.scheduled_unix_ms());
+      run.request.set_attempt(1);
+      run.request.set_shard_index(shard);
+      run.request.set_shard_total(total);
+      run.request.set_triggered_by(by);
+      *run.request.mutable_params() = run.record.params();
+      *run.request.mutable_task() = task;
+      run.agents = std::move(agents);
+      planned.push_back(std::move(run));
+    };
+    switch (task.placement().mode()) {
+      case v1::PLACEMENT_MODE_SHARDED: {
+        std::vector<std::string> ids;
+        for (const auto& a : eligible) ids.push_back(a.agent_id);
+        const auto shards = assign_shards(task.placement().shard_count(), ids);
+        if (shards.empty()) make(base_id, {}, 0, 0);
+        for (const auto& s : shards) make(fmt::format("{}:s{}", base_id, s.index), {s.agent_id}, s.index, s.total);
+        break;
+      }
+      case v1::PLACEMENT_MODE_ONE: {
+        std::string key = task.placement().hash_key();
+        if (auto it = params.find(key); it != params.end()) key = it->second;  // a param names the key
+        make(base_id, router.route(task, std::move(eligible), key), 0, 0);
+        break;
+      }
+      default:  // `all`: every eligible agent, each with its own id
+        if (eligible.empty()) make(base_id, {}, 0, 0);
+        for (const auto& a : eligible) make(fmt::format("{}:{}", base_id, a.agent_id), {a.agent_id}, 0, 0);
+        break;
+    }
+  }
+
+  // --- recording and sending -------------------------------------------------------------
+
+  /// Records the runs (and fire states) in one transaction, then sends the PENDING ones.
+  void record_and_send(std::vector<PlannedRun> planned, std::vector<std::pair<std::string, FireState>> fire_states,
+                       std::function<void(error_code)> recorded = {}) {
+    if (planned.empty() && fire_states.empty()) {
+      if (recorded) asio::post(executor, [recorded] { recorded({}); });
+      return;
+    }
+    auto runs = std::make_shared<std::vector<PlannedRun>>(std::move(planned));
+    store.transact(
+        [runs, fire_states = std::move(fire_states)](StoreTransaction& tx, error_code&) {
+          for (const auto& run : *runs) tx.upsert_execution(run.record);
+          for (const auto& [id, state] : fire_states) tx.put_fire_state(id, state);
+        },
+        [weak = weak_from_this(), runs, recorded = std::move(recorded)](error_code ec) {
+          auto self = weak.lock();
+          if (recorded) recorded(ec);
+          if (!self) return;
+          if (ec) {
+            logger()->error("recording {} fire(s) failed, they are not sent: {}", runs->size(), ec.message());
+            return;
+          }
+          for (auto& run : *runs) {
+            if (run.record.status() != v1::EXECUTION_STATUS_PENDING) {
+              ++self->stats.not_dispatched;
+              continue;
+            }
+            self->send(std::make_shared<PlannedRun>(std::move(run)), 0);
+          }
+        });
+  }
+
+  /// Sends to agents[attempt]; on refusal fails over to the next one.
+  void send(std::shared_ptr<PlannedRun> run, std::size_t position) {
+    if (position >= run->agents.size()) {
+      ++stats.not_dispatched;
+      run->record.set_status(v1::EXECUTION_STATUS_FAILURE);
+      run->record.set_failure_reason("not dispatched");
+      run->record.set_error_message(fmt::format("no agent accepted the run (tried: {})", fmt::join(run->agents, ", ")));
+      run->record.set_ended_unix_ms(now_ms());
+      run->record.set_updated_unix_ms(now_ms());
+      store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                     [](error_code) {});
+      return;
+    }
+    const std::string agent = run->agents[position];
+    sink.send_run(agent, run->request, [weak = weak_from_this(), run, position, agent](bool accepted) {
+      auto self = weak.lock();
+      if (!self) return;
+      if (accepted) {
+        ++self->stats.dispatched;
+        return;
+      }
+      ++self->stats.failovers;
+      if (position + 1 < run->agents.size()) {
+        // The record follows the run to its new agent before it is sent there.
+        run->record.set_agent_id(run->agents[position + 1]);
+        run->record.set_updated_unix_ms(now_ms());
+        self->store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                             [weak, run, position](error_code ec) {
+                               auto again = weak.lock();
+                               if (again && !ec) again->send(run, position + 1);
+                             });
+        return;
+      }
+      self->send(run, position + 1);
+    });
+  }
+};
+
+Scheduler::Scheduler(asio::any_io_executor executor, Store& store, AgentDirectory& agents, RunSink& sink,
+                     SchedulerOptions options)
+    : impl_(std::make_shared<Impl>(executor, store, agents, sink, options)) {}
+
+Scheduler::~Scheduler() {
+  impl_->stopped = true;
+  impl_->timer.cancel();
+}
+
+void Scheduler::upsert_task(const v1::Task& task) {
+  auto& impl = *impl_;
+  auto it = impl.index.find(task.id());
+  std::size_t slot_index;
+  if (it == impl.index.end()) {
+    slot_index = impl.slots.size();
+    impl.slots.emplace_back();
+    impl.index.emplace(task.id(), slot_index);
+  } else {
+    slot_index = it->second;
+  }
+  auto& slot = impl.slots[slot_index];
+  const bool same_schedule = slot.task.schedule().SerializeAsString() == task.schedule().SerializeAsString() &&
+                             slot.task.enabled() == task.enabled() && !slot.removed;
+  slot.task = task;
+  slot.removed = false;
+  slot.schedule.reset();
+  const auto kind = task.schedule().kind_case();
+  if (coordinator_fired(task) && kind != v1::Schedule::kManual && kind != v1::Schedule::KIND_NOT_SET)
+    slot.schedule = task_schedule(task);
+  if (!impl.started) return;
+  if (same_schedule && slot.next) return;  // the planned fire stands
+  ++slot.generation;
+  impl.plan_next(slot_index, std::chrono::floor<seconds>(std::chrono::system_clock::now()));
+  impl.arm();
+}
+
+void Scheduler::remove_task(const std::string& task_id) {
+  auto& impl = *impl_;
+  auto it = impl.index.find(task_id);
+  if (it == impl.index.end()) return;
+  auto& slot = impl.slots[it->second];
+  slot.removed = true;
+  ++slot.generation;
+  slot.next.reset();
+}
+
+void Scheduler::start(std::function<void()> ready) {
+  auto& impl = *impl_;
+  // Read every fire state in one transaction, then decide what is owed.
+  auto states = std::make_shared<std::map<std::string, FireState>>();
+  std::vector<std::string> ids;
+  for (const auto& slot : impl.slots)
+    if (slot.schedule) ids.push_back(slot.task.id());
+  impl.store.read(
+      [states, ids](StoreTransaction& tx, error_code&) {
+        for (const auto& id : ids) (*states)[id] = tx.fire_state(id);
+      },
+      [weak = impl_->weak_from_this(), states, ready = std::move(ready)](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (ec) logger()->error("reading fire states failed: {}", ec.message());
+        self->started = true;
+        const Instant now = std::chrono::floor<seconds>(std::chrono::system_clock::now());
+        std::vector<PlannedRun> planned;
+        std::vector<std::pair<std::string, FireState>> fire_states;
+        for (std::size_t i = 0; i < self->slots.size(); ++i) {
+          auto& slot = self->slots[i];
+          if (!slot.schedule || !slot.task.enabled() || slot.removed) continue;
+          const auto state = states->count(slot.task.id()) ? (*states)[slot.task.id()] : FireState{};
+          if (state.last_fire && *state.last_fire < now) {
+            self->misfire(i, *state.last_fire, now, planned);
+            fire_states.emplace_back(slot.task.id(), FireState{now, slot.next});
+          } else {
+            self->plan_next(i, state.last_fire.value_or(now));
+          }
+        }
+        self->record_and_send(std::move(planned), std::move(fire_states));
+        self->arm();
+        if (ready) ready();
+      });
+}
+
+void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::string> params,
+                        std::string triggered_by, std::function<void(error_code, std::vector<std::string>)> done) {
+  auto& impl = *impl_;
+  auto it = impl.index.find(task_id);
+  if (it == impl.index.end() || impl.slots[it->second].removed) {
+    asio::post(impl.executor, [done] { done(make_error_code(errc::not_found), {}); });
+    return;
+  }
+  // Manual ids use the accept time; two triggers in one millisecond still differ.
+  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  std::vector<PlannedRun> planned;
+  auto& slot = impl.slots[it->second];
+  const Instant scheduled{seconds{impl.last_manual_ms / 1000}};
+  impl.plan_fire(slot, scheduled, v1::TRIGGER_TYPE_MANUAL, params, triggered_by, planned);
+  std::vector<std::string> ids;
+  for (auto& run : planned) {
+    // Manual ids carry the millisecond, so they never collide with the scheduled ones.
+    const std::string suffix = run.record.execution_id().substr(Impl::fire_id(task_id, scheduled).size());
+    run.record.set_execution_id(fmt::format("{}:{}{}", task_id, impl.last_manual_ms, suffix));
+    run.record.set_scheduled_unix_ms(impl.last_manual_ms);
+    run.request.set_execution_id(run.record.execution_id());
+    run.request.set_scheduled_unix_ms(impl.last_manual_ms);
+    ids.push_back(run.record.execution_id());
+  }
+  impl.record_and_send(std::move(planned), {}, [done, ids](error_code ec) { done(ec, ec ? std::vector<std::string>{} : ids); });
+}
+
+std::optional<Instant> Scheduler::next_fire(const std::string& task_id) const {
+  auto it = impl_->index.find(task_id);
+  if (it == impl_->index.end()) return std::nullopt;
+  return impl_->slots[it->second].next;
+}
+
+const SchedulerStats& Scheduler::stats() const noexcept { return impl_->stats; }
+
+std::size_t Scheduler::scheduled_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& slot : impl_->slots) n += slot.next ? 1 : 0;
+  return n;
+}
+
+}  // namespace quartzflow

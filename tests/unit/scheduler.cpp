@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+// Scheduler: coordinator fires recorded PENDING before they are sent, routing, failover,
+// shards, manual triggers and misfires after a restart. Agents and transport are fakes.
+#include <set>
+
+#include <catch2/catch.hpp>
+
+#include <utility>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <quartzflow/scheduler.hpp>
+
+namespace qf = quartzflow;
+namespace v1 = quartzflow::v1;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct FakeAgents : qf::AgentDirectory {
+  std::vector<qf::AgentLoad> online;
+  std::vector<qf::AgentLoad> eligible_agents(const v1::Task&) override { return online; }
+};
+
+struct FakeSink : qf::RunSink {
+  explicit FakeSink(boost::asio::io_context& io, qf::Store& s) : io_(io), store(s) {}
+  std::set<std::string> refusing;
+  std::vector<std::pair<std::string, v1::RunRequest>> sent;
+  std::vector<v1::ExecutionStatus> status_when_sent;
+  void send_run(const std::string& agent, const v1::RunRequest& run, std::function<void(bool)> done) override {
+    sent.emplace_back(agent, run);
+    // The record must already be durable when a run leaves: read it back right now.
+    std::optional<v1::Execution> stored;
+    bool read = false;
+    store.read([&](qf::StoreTransaction& tx, qf::error_code&) { stored = tx.execution(run.execution_id()); },
+               [&](qf::error_code) { read = true; });
+    while (!read) io_.run_one_for(100ms);
+    status_when_sent.push_back(stored ? stored->status() : v1::EXECUTION_STATUS_UNSPECIFIED);
+    const bool accept = !refusing.count(agent);
+    boost::asio::post(io_, [done, accept] { done(accept); });
+  }
+  boost::asio::io_context& io_;
+  qf::Store& store;
+};
+
+struct Fixture {
+  boost::asio::io_context io;
+  std::unique_ptr<qf::Store> store;
+  FakeAgents agents;
+  std::unique_ptr<FakeSink> sink;
+  std::unique_ptr<qf::Scheduler> scheduler;
+
+  Fixture() {
+    qf::error_code ec;
+    store = qf::open_sqlite_store(io.get_executor(), {":memory:"}, ec);
+    REQUIRE(store);
+    sink = std::make_unique<FakeSink>(io, *store);
+    agents.online = {{"agent-a", 0}, {"agent-b", 0}};
+    scheduler = std::make_unique<qf::Scheduler>(io.get_executor(), *store, agents, *sink);
+  }
+  template <typename Pred>
+  bool run_until(Pred done, std::chrono::milliseconds limit = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(20ms);
+    }
+    return done();
+  }
+  void start() {
+    bool ready = false;
+    scheduler->start([&] { ready = true; });
+    REQUIRE(run_until([&] { return ready; }));
+  }
+  std::optional<v1::Execution> record(const std::string& id) {
+    std::optional<v1::Execution> out;
+    bool done = false;
+    store->read([&](qf::StoreTransaction& tx, qf::error_code&) { out = tx.execution(id); },
+                [&](qf::error_code) { done = true; });
+    run_until([&] { return done; });
+    return out;
+  }
+  qf::Listing<v1::Execution> records(const std::string& task) {
+    qf::Listing<v1::Execution> out;
+    bool done = false;
+    v1::ListExecutionsRequest request;
+    request.set_task_id(task);
+    request.set_page_size(500);
+    store->read([&](qf::StoreTransaction& tx, qf::error_code&) { out = tx.list_executions(request); },
+                [&](qf::error_code) { done = true; });
+    run_until([&] { return done; });
+    return out;
+  }
+};
+
+v1::Task one_task(const std::string& id, const std::string& cron, v1::PlacementMode mode = v1::PLACEMENT_MODE_ONE) {
+  v1::Task t;
+  t.set_id(id);
+  t.set_name(id);
+  t.set_enabled(true);
+  t.set_revision(1);
+  t.mutable_shell()->set_script("true");
+  t.mutable_placement()->set_mode(mode);
+  t.mutable_placement()->set_routing(v1::ROUTING_STRATEGY_ROUND_ROBIN);
+  if (cron.empty()) {
+    t.mutable_schedule()->mutable_manual();
+  } else {
+    t.mutable_schedule()->set_cron(cron);
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("one-placement fires are recorded PENDING before they are sent, round-robin", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("tick", "* * * * * *"));
+  f.start();
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() >= 3; }));
+  for (auto status : f.sink->status_when_sent) CHECK(status == v1::EXECUTION_STATUS_PENDING);
+  CHECK(f.sink->sent[0].first != f.sink->sent[1].first);  // alternates over the two agents
+  const auto& run = f.sink->sent[0].second;
+  CHECK(run.execution_id() == "tick:" + std::to_string(run.scheduled_unix_ms()));
+  CHECK(run.scheduled_unix_ms() % 1000 == 0);
+  CHECK(run.task().id() == "tick");
+  const auto stored = f.record(run.execution_id());
+  REQUIRE(stored);
+  CHECK(stored->agent_id() == f.sink->sent[0].first);
+  CHECK(stored->trigger() == v1::TRIGGER_TYPE_SCHEDULED);
+  CHECK(f.scheduler->stats().dispatched >= 3);
+}
+
+TEST_CASE("a refusing agent makes the run fail over; when all refuse it is a FAILURE", "[scheduler]") {
+  Fixture f;
+  f.sink->refusing = {"agent-a"};
+  f.scheduler->upsert_task(one_task("job", ""));
+  f.start();
+  std::vector<std::string> ids;
+  f.scheduler->trigger("job", {}, "alice", [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.scheduler->stats().dispatched == 1; }));
+  REQUIRE(ids.size() == 1);
+  CHECK(f.record(ids[0])->agent_id() == "agent-b");
+  f.sink->refusing = {"agent-a", "agent-b"};
+  f.scheduler->trigger("job", {}, "alice", [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.scheduler->stats().not_dispatched == 1; }));
+  REQUIRE(f.run_until([&] { return f.record(ids[0])->status() == v1::EXECUTION_STATUS_FAILURE; }));
+  CHECK(f.record(ids[0])->failure_reason() == "not dispatched");
+}
+
+TEST_CASE("with no online agent the fire is SKIPPED with its reason", "[scheduler]") {
+  Fixture f;
+  f.agents.online.clear();
+  f.scheduler->upsert_task(one_task("lonely", "* * * * * *"));
+  f.start();
+  REQUIRE(f.run_until([&] { return f.scheduler->stats().not_dispatched >= 1; }));
+  CHECK(f.sink->sent.empty());
+  const auto records = f.records("lonely");
+  REQUIRE(records.total >= 1);
+  CHECK(records.items[0].status() == v1::EXECUTION_STATUS_SKIPPED);
+  CHECK(records.items[0].skip_reason() == v1::SKIP_REASON_NO_AGENT);
+}
+
+TEST_CASE("a sharded run is split into one run per shard", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("split", "", v1::PLACEMENT_MODE_SHARDED);
+  task.mutable_placement()->set_shard_count(3);
+  f.scheduler->upsert_task(task);
+  f.start();
+  std::vector<std::string> ids;
+  f.scheduler->trigger("split", {{"day", "2026-11-25"}}, "alice", [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 3; }));
+  REQUIRE(ids.size() == 3);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    const auto& run = f.sink->sent[i].second;
+    CHECK(run.shard_index() == i);
+    CHECK(run.shard_total() == 3);
+    CHECK(run.execution_id() == ids[i]);
+    CHECK(run.execution_id().size() > 3);
+    CHECK(run.execution_id().substr(run.execution_id().size() - 3) == ":s" + std::to_string(i));
+    CHECK(run.params().at("day") == "2026-11-25");
+    CHECK(run.trigger() == v1::TRIGGER_TYPE_MANUAL);
+  }
+  CHECK(f.sink->sent[0].first == "agent-a");
+  CHECK(f.sink->sent[1].first == "agent-b");
+  CHECK(f.sink->sent[2].first == "agent-a");
+}
+
+TEST_CASE("a manual trigger of an all-placement task reaches every agent", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("everywhere", "", v1::PLACEMENT_MODE_ALL));
+  f.start();
+  std::vector<std::string> ids;
+  f.scheduler->trigger("everywhere", {}, "alice", [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 2; }));
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[0].find(":agent-a") != std::string::npos);
+  CHECK(ids[1].find(":agent-b") != std::string::npos);
+  qf::error_code ec;
+  f.scheduler->trigger("nope", {}, "alice", [&](qf::error_code e, std::vector<std::string>) { ec = e; });
+  REQUIRE(f.run_until([&] { return bool(ec); }));
+  CHECK(ec == qf::errc::not_found);
+}
+
+TEST_CASE("after a coordinator restart the misfire policy decides what is owed", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("ten", "0 */10 * * * *");
+  task.set_misfire_policy(v1::MISFIRE_POLICY_FIRE_ONCE);
+  const auto hour_ago = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()) - 1h;
+  bool written = false;
+  f.store->transact([&](qf::StoreTransaction& tx, qf::error_code&) { tx.put_fire_state("ten", {hour_ago, std::nullopt}); },
+                    [&](qf::error_code ec) { written = !ec; });
+  REQUIRE(f.run_until([&] { return written; }));
+  f.scheduler->upsert_task(task);
+  f.start();
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].second.trigger() == v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+  const auto records = f.records("ten");
+  std::size_t missed = 0;
+  for (const auto& r : records.items) missed += r.status() == v1::EXECUTION_STATUS_MISSED;
+  CHECK(missed + 1 >= 5);
+  CHECK(missed + 1 <= 6);
+  // The next fire is planned after now, and the fire state moved on.
+  REQUIRE(f.scheduler->next_fire("ten"));
+  CHECK(*f.scheduler->next_fire("ten") > hour_ago + 1h - 1s);
+}
+
+TEST_CASE("removing or disabling a task stops its fires", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("gone", "* * * * * *"));
+  auto off = one_task("off", "* * * * * *");
+  off.set_enabled(false);
+  f.scheduler->upsert_task(off);
+  f.start();
+  CHECK(f.scheduler->next_fire("gone"));
+  CHECK_FALSE(f.scheduler->next_fire("off"));
+  f.scheduler->remove_task("gone");
+  CHECK_FALSE(f.scheduler->next_fire("gone"));
+  f.run_until([] { return false; }, 1500ms);
+  CHECK(f.sink->sent.empty());
+}
