@@ -11,6 +11,7 @@
 #include <boost/asio/system_timer.hpp>
 #include <fmt/format.h>
 
+#include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 #include <quartzflow/task_engine.hpp>
@@ -41,10 +42,6 @@ bool locally_fired(const v1::Task& task) {
   return mode == v1::PLACEMENT_MODE_ALL || mode == v1::PLACEMENT_MODE_UNSPECIFIED;
 }
 
-bool is_final(v1::ExecutionStatus status) {
-  return status != v1::EXECUTION_STATUS_PENDING && status != v1::EXECUTION_STATUS_RUNNING &&
-         status != v1::EXECUTION_STATUS_UNSPECIFIED;
-}
 
 const char* misfire_name(MisfirePolicy policy) {
   switch (policy) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // LocalStore: a store thread that group-commits queued writes in one SQLite transaction per
 // batch and posts completions after the commit; reads over their own read-only connection.
+#include <quartzflow/execution_status.hpp>
 #include <quartzflow/local_store.hpp>
 
 #include <algorithm>
@@ -37,20 +38,6 @@ using detail::SqliteTransaction;
 namespace {
 
 constexpr int k_busy_timeout_ms = 5000;
-
-bool is_final(v1::ExecutionStatus status) noexcept {
-  switch (status) {
-    case v1::EXECUTION_STATUS_SUCCESS:
-    case v1::EXECUTION_STATUS_FAILURE:
-    case v1::EXECUTION_STATUS_TIMEOUT:
-    case v1::EXECUTION_STATUS_CANCELLED:
-    case v1::EXECUTION_STATUS_SKIPPED:
-    case v1::EXECUTION_STATUS_MISSED: return true;
-    default: return false;
-  }
-}
-
-bool is_final(std::int64_t status) noexcept { return is_final(static_cast<v1::ExecutionStatus>(status)); }
 
 /// Runs that ran (DailyStats.total): success, failure, timeout, cancelled.
 bool counts_in_total(v1::ExecutionStatus status) noexcept {

@@ -7,22 +7,12 @@
 
 #include <fmt/format.h>
 
+#include <quartzflow/execution_status.hpp>
+
 #include "sqlite_transaction.hpp"
 
 namespace quartzflow::detail {
 namespace {
-
-bool is_final(std::int64_t status) noexcept {
-  switch (static_cast<v1::ExecutionStatus>(status)) {
-    case v1::EXECUTION_STATUS_SUCCESS:
-    case v1::EXECUTION_STATUS_FAILURE:
-    case v1::EXECUTION_STATUS_TIMEOUT:
-    case v1::EXECUTION_STATUS_CANCELLED:
-    case v1::EXECUTION_STATUS_SKIPPED:
-    case v1::EXECUTION_STATUS_MISSED: return true;
-    default: return false;
-  }
-}
 
 /// The run time the statistics use: the record's, or ended - started when it left it out.
 std::int64_t duration_of(const v1::Execution& e) noexcept {
