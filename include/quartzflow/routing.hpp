@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <quartzflow/v1/task.pb.h>
@@ -39,7 +40,7 @@ class Router {
  private:
   std::uint64_t seed_;
   std::uint64_t draws_ = 0;
-  std::vector<std::pair<std::string, std::uint64_t>> round_robin_;  // task id -> next position
+  std::unordered_map<std::string, std::uint64_t> round_robin_;  // task id -> next position
 };
 
 /// One shard of a sharded run.

@@ -54,12 +54,7 @@ std::vector<std::string> Router::route(const v1::Task& task, std::vector<AgentLo
       return order;
     }
     default: {  // round-robin
-      auto it = std::find_if(round_robin_.begin(), round_robin_.end(), [&](auto& e) { return e.first == task.id(); });
-      if (it == round_robin_.end()) {
-        round_robin_.emplace_back(task.id(), 0);
-        it = std::prev(round_robin_.end());
-      }
-      first = static_cast<std::size_t>(it->second++ % agents.size());
+      first = static_cast<std::size_t>(round_robin_[task.id()]++ % agents.size());
       break;
     }
   }
