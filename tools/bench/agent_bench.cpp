@@ -192,7 +192,7 @@ void BM_engine_trivial_plugin_run(benchmark::State& state) {
 }
 BENCHMARK(BM_engine_trivial_plugin_run)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-/// How many concurrent `sleep 30` runs one engine holds (each: a process, 2 pipes, a pidfd).
+/// How many concurrent `sleep` runs one engine holds (each: a process, a pipe, a pidfd).
 void BM_concurrent_sleep_runs(benchmark::State& state) {
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
@@ -208,7 +208,7 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
     task.set_name("sleeper");
     task.set_enabled(true);
     task.mutable_shell()->add_argv("sleep");
-    task.mutable_shell()->add_argv("30");
+    task.mutable_shell()->add_argv("600");  // outlives the start-up of every run
     task.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
     engine.apply({task}, 1);
     std::size_t failed = 0;
