@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 #include <quartzflow/log.hpp>
@@ -192,6 +193,41 @@ bool SqliteTransaction::commit(error_code& ec) {
   }
   if (!db_.exec("COMMIT", ec)) return false;  // still active: the destructor rolls back
   active_ = false;
+  return true;
+}
+
+bool migrate_schema(SqliteDatabase& db, const std::vector<SchemaStep>& steps, error_code& ec, std::string* detail) {
+  SqliteTransaction transaction(db, ec);
+  if (ec) {
+    if (detail) *detail = "cannot start the migration: " + db.error_message();
+    return false;
+  }
+  const auto found = db.query_int("PRAGMA user_version", ec);
+  if (ec) {
+    if (detail) *detail = "cannot read the schema version: " + db.error_message();
+    return false;
+  }
+  const int latest = steps.empty() ? 0 : steps.back().version;
+  if (found > latest) {
+    ec = errc::store_version;
+    if (detail) *detail = fmt::format("schema version {} is newer than this build's {}", found, latest);
+    return false;
+  }
+  for (const auto& step : steps) {
+    if (step.version <= found) continue;
+    if (!db.exec(step.sql, ec)) {
+      if (detail) *detail = fmt::format("migration to version {} failed: {}", step.version, db.error_message());
+      return false;
+    }
+  }
+  if (found != latest && !db.exec(fmt::format("PRAGMA user_version = {}", latest), ec)) {
+    if (detail) *detail = "cannot set the schema version: " + db.error_message();
+    return false;
+  }
+  if (!transaction.commit(ec)) {
+    if (detail) *detail = "cannot commit the migration: " + db.error_message();
+    return false;
+  }
   return true;
 }
 

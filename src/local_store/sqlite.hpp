@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <quartzflow/error.hpp>
 
@@ -105,5 +106,18 @@ class SqliteTransaction {
   SqliteDatabase& db_;
   bool active_ = false;
 };
+
+/// One step of a schema: the SQL that brings a database to `version`.
+struct SchemaStep {
+  int version;
+  std::string sql;
+};
+
+/**
+ * Brings `db` to the last step's version in one transaction, tracked by PRAGMA
+ * user_version. A database newer than this build fails with errc::store_version; any
+ * failure leaves the database as it was, with `detail` saying which step failed.
+ */
+bool migrate_schema(SqliteDatabase& db, const std::vector<SchemaStep>& steps, error_code& ec, std::string* detail);
 
 }  // namespace quartzflow::detail

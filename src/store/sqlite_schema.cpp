@@ -144,53 +144,13 @@ CREATE TABLE fire_state (
 );
 )sql";
 
-struct Migration {
-  int version;
-  const char* sql;
-};
-
-const std::vector<Migration>& migrations() {
-  static const std::vector<Migration> steps{{1, k_schema_v1}};
-  return steps;
-}
-
 }  // namespace
 
 int coordinator_store_schema_version() noexcept { return 1; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  SqliteTransaction transaction(db, ec);
-  if (ec) {
-    if (detail) *detail = "cannot start the migration: " + db.error_message();
-    return false;
-  }
-  const auto found = db.query_int("PRAGMA user_version", ec);
-  if (ec) {
-    if (detail) *detail = "cannot read the schema version: " + db.error_message();
-    return false;
-  }
-  const int latest = coordinator_store_schema_version();
-  if (found > latest) {
-    ec = errc::store_version;
-    if (detail) *detail = fmt::format("schema version {} is newer than this build's {}", found, latest);
-    return false;
-  }
-  for (const auto& step : migrations()) {
-    if (step.version <= found) continue;
-    if (!db.exec(step.sql, ec)) {
-      if (detail) *detail = fmt::format("migration to version {} failed: {}", step.version, db.error_message());
-      return false;
-    }
-  }
-  if (found != latest && !db.exec(fmt::format("PRAGMA user_version = {}", latest), ec)) {
-    if (detail) *detail = "cannot set the schema version: " + db.error_message();
-    return false;
-  }
-  if (!transaction.commit(ec)) {
-    if (detail) *detail = "cannot commit the migration: " + db.error_message();
-    return false;
-  }
-  return true;
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}};
+  return migrate_schema(db, steps, ec, detail);
 }
 
 }  // namespace quartzflow::detail
