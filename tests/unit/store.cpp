@@ -16,6 +16,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "temp_dir.hpp"
 #include <date/tz.h>
 #include <fmt/format.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -31,25 +33,7 @@ using std::chrono::milliseconds;
 
 namespace {
 
-/// A fresh directory for store files, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "qf-store-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using quartzflow::testing::TempDir;
 
 /// Keeps expected error lines out of the test output.
 struct QuietLog {
