@@ -85,6 +85,13 @@ class Scheduler {
   void trigger(const std::string& task_id, std::map<std::string, std::string> params, std::string triggered_by,
                std::function<void(error_code, std::vector<std::string>)> done);
 
+  /**
+   * After `delay`, runs the next attempt of a failed routed run: trigger RETRY, attempt + 1,
+   * id `<root>:r<attempt>`, same scheduled instant, shard and params. With `avoid_agent`
+   * another agent is preferred (the failed one is used only when it is the only one).
+   */
+  void retry(const v1::Execution& failed, bool avoid_agent, std::chrono::milliseconds delay);
+
   /// The next nominal fire of a task, if it is scheduled here.
   std::optional<Instant> next_fire(const std::string& task_id) const;
   const SchedulerStats& stats() const noexcept;

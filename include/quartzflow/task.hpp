@@ -4,11 +4,15 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <quartzflow/error.hpp>
 #include <quartzflow/schedule.hpp>
+#include <quartzflow/v1/execution.pb.h>
 #include <quartzflow/v1/task.pb.h>
 
 namespace quartzflow {
@@ -39,6 +43,20 @@ std::optional<ValidationError> validate_tasks(const std::vector<v1::Task>& tasks
 
 /// The timeout a run of `task` gets.
 std::chrono::seconds effective_timeout(const v1::Task& task);
+
+/**
+ * Whether an attempt that ended with `status` may be retried under `retry` (the attempt
+ * count is the caller's to check): TIMEOUT when `retry_on_timeout`; FAILURE by HTTP status
+ * (codes, classes; default 5xx and 429) or exit code (listed, or any); configuration
+ * failures (`spawn failed`, `invalid request`, `tls setup failed`) never; `agent lost` always.
+ */
+bool retryable(v1::ExecutionStatus status, std::string_view failure_reason, std::optional<int> exit_code,
+               std::uint32_t http_status, const v1::RetryPolicy& retry);
+
+/// The wait before the retry after `failed_attempt`: interval * multiplier^(attempt-1),
+/// capped, plus a jitter derived from `execution_id` (the same on every host).
+std::chrono::milliseconds retry_delay(const v1::RetryPolicy& retry, std::uint32_t failed_attempt,
+                                      std::string_view execution_id);
 
 /// The validated `Schedule` of a task (throws quartzflow::error when invalid).
 Schedule task_schedule(const v1::Task& task);

@@ -19,6 +19,7 @@
 #include <quartzflow/error.hpp>
 #include <quartzflow/executor.hpp>
 #include <quartzflow/local_store.hpp>
+#include <quartzflow/v1/agent_protocol.pb.h>
 #include <quartzflow/v1/execution.pb.h>
 #include <quartzflow/v1/task.pb.h>
 
@@ -83,6 +84,17 @@ class TaskEngine {
   /// (unknown task) and `detail`.
   std::optional<std::string> trigger(std::string_view task_id, std::map<std::string, std::string> params,
                                      error_code& ec, std::string* detail = nullptr);
+
+  /**
+   * Runs an execution the coordinator routed here (ONE/SHARDED placement, manual triggers,
+   * retries on another agent) under the task's policies, with the coordinator's execution
+   * id, attempt, shard and params. The config is `request.task` when set, else the held
+   * config of the task. Retries stay on this agent unless the task's retry policy says
+   * `retry_on_another_agent` (the coordinator then retries). Returns false with `ec` and
+   * `detail` when refused (unknown task, invalid config, stopping); an execution id that is
+   * already pending or running here is accepted again without a second run.
+   */
+  bool run(const v1::RunRequest& request, error_code& ec, std::string* detail = nullptr);
 
   /// Cancels a PENDING or RUNNING execution; false when there is none with that id.
   bool cancel(std::string_view execution_id, std::string_view by = "user");

@@ -60,38 +60,6 @@ MisfirePolicy misfire_policy(const v1::Task& task) {
   }
 }
 
-/// Whether a failed attempt may be retried, per the task's retry policy.
-bool retryable(const RunOutcome& outcome, const v1::RetryPolicy& retry) {
-  // Configuration problems fail the same way every time: report them at once.
-  for (const char* deterministic : {"spawn failed", "invalid request", "tls setup failed"})
-    if (outcome.failure_reason == deterministic) return false;
-  if (outcome.status == v1::EXECUTION_STATUS_TIMEOUT) return retry.retry_on_timeout();
-  if (outcome.status != v1::EXECUTION_STATUS_FAILURE) return false;
-  if (outcome.http_status != 0) {
-    const auto status = outcome.http_status;
-    for (auto code : retry.retry_on_http_status_codes())
-      if (code == status) return true;
-    if (retry.retry_on_http_status_classes_size() == 0) return status >= 500 || status == 429;
-    for (auto cls : retry.retry_on_http_status_classes())
-      if (status / 100 == cls) return true;
-    return false;
-  }
-  if (retry.retry_on_exit_codes_size() == 0 || !outcome.exit_code) return true;
-  return std::find(retry.retry_on_exit_codes().begin(), retry.retry_on_exit_codes().end(), *outcome.exit_code) !=
-         retry.retry_on_exit_codes().end();
-}
-
-/// interval * multiplier^(attempt-1), capped, plus a jitter derived from the execution id.
-milliseconds retry_delay(const v1::RetryPolicy& retry, std::uint32_t failed_attempt, const std::string& id) {
-  const double multiplier = retry.backoff_multiplier() >= 1.0 ? retry.backoff_multiplier() : 1.0;
-  double delay_s = retry.interval_seconds() * std::pow(multiplier, static_cast<double>(failed_attempt - 1));
-  if (retry.max_interval_seconds() > 0) delay_s = std::min(delay_s, static_cast<double>(retry.max_interval_seconds()));
-  auto delay = milliseconds{static_cast<std::int64_t>(delay_s * 1000.0)};
-  if (retry.jitter_seconds() > 0)
-    delay += milliseconds{static_cast<std::int64_t>(detail::stable_hash(id) % (retry.jitter_seconds() * 1000ull + 1))};
-  return delay;
-}
-
 }  // namespace
 
 struct PendingRun {
@@ -102,6 +70,13 @@ struct PendingRun {
   std::map<std::string, std::string> params;
   std::uint32_t attempt = 1;
   std::string root_execution_id;
+  // Coordinator-routed runs (RunRequest) only:
+  std::uint32_t shard_index = 0;
+  std::uint32_t shard_total = 0;
+  std::string triggered_by;
+  std::string upstream_execution_id;
+  std::shared_ptr<const v1::Task> config;  ///< the config sent with the request, if any
+  bool retry_here = true;                  ///< false: the coordinator retries elsewhere
 };
 
 struct ActiveRun {
@@ -169,6 +144,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     r.set_task_revision(config.revision());
     if (p.attempt > 1) r.set_root_execution_id(p.root_execution_id);
     for (const auto& [k, v] : p.params) (*r.mutable_params())[k] = v;
+    r.set_shard_index(p.shard_index);
+    r.set_shard_total(p.shard_total);
+    r.set_triggered_by(p.triggered_by);
+    r.set_upstream_execution_id(p.upstream_execution_id);
     return r;
   }
 
@@ -271,8 +250,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         slot.config.misfire_fire_all_limit() > 0 ? slot.config.misfire_fire_all_limit() : options.misfire_fire_all_limit;
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
     for (const auto& fire : plan.missed) {
-      PendingRun p{execution_id(slot.config.id(), fire.scheduled), slot.config.id(), fire.scheduled,
-                   v1::TRIGGER_TYPE_SCHEDULED, {}, 1, {}};
+      PendingRun p;
+      p.execution_id = execution_id(slot.config.id(), fire.scheduled);
+      p.task_id = slot.config.id();
+      p.scheduled = fire.scheduled;
       write_not_run(p, slot.config, v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
                     fmt::format("owed while {}; misfire policy {}", why, misfire_name(policy)));
     }
@@ -285,7 +266,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
   void fire_scheduled(TaskSlot& slot, Instant scheduled, v1::TriggerType trigger) {
     ++slot.runs;
-    PendingRun p{execution_id(slot.config.id(), scheduled), slot.config.id(), scheduled, trigger, {}, 1, {}};
+    PendingRun p;
+    p.execution_id = execution_id(slot.config.id(), scheduled);
+    p.task_id = slot.config.id();
+    p.scheduled = scheduled;
+    p.trigger = trigger;
     for (const auto& param : slot.config.params())
       if (!param.default_value().empty()) p.params[param.name()] = param.default_value();
     p.root_execution_id = p.execution_id;
@@ -370,7 +355,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_run(TaskSlot& slot, PendingRun p) {
-    auto run = std::make_shared<ActiveRun>(executor, std::move(p), slot.config);
+    auto config = p.config ? *p.config : slot.config;
+    auto run = std::make_shared<ActiveRun>(executor, std::move(p), std::move(config));
     const std::string id = run->pending.execution_id;
     run->record = base_record(run->pending, run->config);
     run->record.set_status(v1::EXECUTION_STATUS_RUNNING);
@@ -386,6 +372,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     request.params = run->pending.params;
     request.scheduled = run->pending.scheduled;
     request.attempt = run->pending.attempt;
+    request.shard_index = run->pending.shard_index;
+    request.shard_total = run->pending.shard_total;
     request.capture_limit = options.capture_limit;
     auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
       if (auto self = weak.lock()) self->on_done(id, std::move(outcome));
@@ -457,8 +445,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     TaskSlot& slot = *slot_it->second;
     --slot.running;
     const auto& retry = run->config.retry();
-    if (!stopping && run->cancelled_by.empty() && run->pending.attempt <= retry.max_retries() &&
-        retryable(outcome, retry))
+    if (!stopping && run->pending.retry_here && run->cancelled_by.empty() && run->pending.attempt <= retry.max_retries() &&
+        retryable(outcome.status, outcome.failure_reason, outcome.exit_code, outcome.http_status, retry))
       schedule_retry(run->pending, retry);
     start_queued(slot);
     maybe_finish_stop();
@@ -619,6 +607,55 @@ std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::ma
   impl.dispatch(slot, std::move(p), false);
   ec = {};
   return id;
+}
+
+bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string* detail) {
+  auto& impl = *impl_;
+  auto fail = [&](errc code, std::string why) {
+    ec = code;
+    if (detail) *detail = std::move(why);
+    return false;
+  };
+  ec = {};
+  if (request.execution_id().empty()) return fail(errc::invalid_argument, "execution_id: must not be empty");
+  if (impl.stopping) return fail(errc::conflict, "the agent is stopping");
+  const auto active = active_executions();
+  if (std::find(active.begin(), active.end(), request.execution_id()) != active.end()) return true;  // re-sent
+  auto it = impl.tasks.find(request.task_id());
+  if (!request.has_task() && it == impl.tasks.end())
+    return fail(errc::not_found, fmt::format("task_id: no task with id \"{}\" on this agent", request.task_id()));
+  if (request.has_task()) {
+    if (request.task().id() != request.task_id())
+      return fail(errc::invalid_argument, "task.id: differs from task_id");
+    if (auto problem = validate_task(request.task()))
+      return fail(errc::invalid_argument, fmt::format("task.{}: {}", problem->field, problem->reason));
+  }
+  if (it == impl.tasks.end()) {
+    // A task routed here without being part of this agent's configuration: it gets a slot
+    // for its policies; the next configuration applied drops it.
+    auto slot = std::make_unique<TaskSlot>(impl.executor);
+    slot->config = request.task();
+    it = impl.tasks.emplace(request.task_id(), std::move(slot)).first;
+  }
+  TaskSlot& slot = *it->second;
+  PendingRun p;
+  p.execution_id = request.execution_id();
+  p.task_id = request.task_id();
+  p.scheduled = Instant{seconds{request.scheduled_unix_ms() / 1000}};
+  p.trigger = request.trigger() == v1::TRIGGER_TYPE_UNSPECIFIED ? v1::TRIGGER_TYPE_MANUAL : request.trigger();
+  p.params = {request.params().begin(), request.params().end()};
+  p.attempt = std::max<std::uint32_t>(1, request.attempt());
+  p.root_execution_id = request.root_execution_id().empty() ? request.execution_id() : request.root_execution_id();
+  p.shard_index = request.shard_index();
+  p.shard_total = request.shard_total();
+  p.triggered_by = request.triggered_by();
+  p.upstream_execution_id = request.upstream_execution_id();
+  if (request.has_task()) p.config = std::make_shared<const v1::Task>(request.task());
+  const auto& config = p.config ? *p.config : slot.config;
+  p.retry_here = !config.retry().retry_on_another_agent();
+  // A disabled task is not run on schedule; manual runs go through (as locally).
+  impl.dispatch(slot, std::move(p), request.trigger() == v1::TRIGGER_TYPE_SCHEDULED);
+  return true;
 }
 
 bool TaskEngine::cancel(std::string_view execution_id, std::string_view by) {

@@ -3,8 +3,10 @@
 // in one Store transaction, then routes and sends them.
 #include <algorithm>
 #include <queue>
+#include <set>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/system_timer.hpp>
 #include <fmt/format.h>
 
@@ -84,6 +86,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   bool started = false;
   bool stopped = false;
   std::int64_t last_manual_ms = 0;
+  std::set<std::shared_ptr<asio::steady_timer>> retry_timers;
 
   // --- planning --------------------------------------------------------------------------
 
@@ -196,6 +199,56 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     return r;
   }
 
+  static v1::RunRequest run_request(const v1::Task& task, const v1::Execution& record) {
+    v1::RunRequest request;
+    request.set_execution_id(record.execution_id());
+    request.set_task_id(task.id());
+    request.set_task_revision(task.revision());
+    request.set_trigger(record.trigger());
+    request.set_scheduled_unix_ms(record.scheduled_unix_ms());
+    request.set_attempt(record.attempt());
+    request.set_shard_index(record.shard_index());
+    request.set_shard_total(record.shard_total());
+    request.set_triggered_by(record.triggered_by());
+    request.set_root_execution_id(record.root_execution_id());
+    *request.mutable_params() = record.params();
+    *request.mutable_task() = task;
+    return request;
+  }
+
+  /// The next attempt of a failed routed run, on another agent when there is one.
+  void plan_retry(const v1::Execution& failed, bool avoid_agent) {
+    auto it = index.find(failed.task_id());
+    if (it == index.end() || slots[it->second].removed) return;
+    const auto& task = slots[it->second].task;
+    const std::string root = failed.root_execution_id().empty() ? failed.execution_id() : failed.root_execution_id();
+    PlannedRun run;
+    run.record = base_record(task, fmt::format("{}:r{}", root, failed.attempt() + 1),
+                             Instant{seconds{failed.scheduled_unix_ms() / 1000}}, v1::TRIGGER_TYPE_RETRY, "retry");
+    run.record.set_scheduled_unix_ms(failed.scheduled_unix_ms());
+    run.record.set_attempt(failed.attempt() + 1);
+    run.record.set_root_execution_id(root);
+    run.record.set_shard_index(failed.shard_index());
+    run.record.set_shard_total(failed.shard_total());
+    *run.record.mutable_params() = failed.params();
+    auto eligible = directory.eligible_agents(task);
+    if (avoid_agent && eligible.size() > 1)
+      std::erase_if(eligible, [&](const AgentLoad& a) { return a.agent_id == failed.agent_id(); });
+    run.agents = router.route(task, std::move(eligible), task.placement().hash_key());
+    if (run.agents.empty()) {
+      run.record.set_status(v1::EXECUTION_STATUS_SKIPPED);
+      run.record.set_skip_reason(v1::SKIP_REASON_NO_AGENT);
+      run.record.set_skip_detail("no online agent in the task's groups for the retry");
+      run.record.set_ended_unix_ms(now_ms());
+    } else {
+      run.record.set_agent_id(run.agents.front());
+    }
+    run.request = run_request(task, run.record);
+    std::vector<PlannedRun> planned;
+    planned.push_back(std::move(run));
+    record_and_send(std::move(planned), {});
+  }
+
   /// The runs of one fire: one agent (`one`), the shards (`sharded`) or every agent (`all`).
   void plan_fire(const TaskSlotState& slot, Instant scheduled, v1::TriggerType trigger,
                  const std::map<std::string, std::string>& params, const std::string& by,
@@ -217,17 +270,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       } else {
         run.record.set_agent_id(agents.front());
       }
-      run.request.set_execution_id(run.record.execution_id());
-      run.request.set_task_id(task.id());
-      run.request.set_task_revision(task.revision());
-      run.request.set_trigger(trigger);
-      run.request.set_scheduled_unix_ms(run.record.scheduled_unix_ms());
-      run.request.set_attempt(1);
-      run.request.set_shard_index(shard);
-      run.request.set_shard_total(total);
-      run.request.set_triggered_by(by);
-      *run.request.mutable_params() = run.record.params();
-      *run.request.mutable_task() = task;
+      run.request = run_request(task, run.record);
       run.agents = std::move(agents);
       planned.push_back(std::move(run));
     };
@@ -331,6 +374,7 @@ Scheduler::Scheduler(asio::any_io_executor executor, Store& store, AgentDirector
 Scheduler::~Scheduler() {
   impl_->stopped = true;
   impl_->timer.cancel();
+  for (const auto& t : impl_->retry_timers) t->cancel();
 }
 
 void Scheduler::upsert_task(const v1::Task& task) {
@@ -431,6 +475,18 @@ void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::s
     ids.push_back(run.record.execution_id());
   }
   impl.record_and_send(std::move(planned), {}, [done, ids](error_code ec) { done(ec, ec ? std::vector<std::string>{} : ids); });
+}
+
+void Scheduler::retry(const v1::Execution& failed, bool avoid_agent, std::chrono::milliseconds delay) {
+  auto& impl = *impl_;
+  auto timer = std::make_shared<asio::steady_timer>(impl.executor, delay);
+  impl.retry_timers.insert(timer);
+  timer->async_wait([weak = impl_->weak_from_this(), timer, failed, avoid_agent](const error_code& ec) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->retry_timers.erase(timer);
+    if (!ec && !self->stopped) self->plan_retry(failed, avoid_agent);
+  });
 }
 
 std::optional<Instant> Scheduler::next_fire(const std::string& task_id) const {

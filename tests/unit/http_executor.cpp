@@ -789,7 +789,7 @@ qf::v1::Task http_task(const std::string& id, const std::string& url) {
   task.mutable_http()->set_url(url);
   task.mutable_schedule()->mutable_manual();
   task.mutable_retry()->set_max_retries(2);
-  task.mutable_retry()->set_interval_seconds(0);
+  task.mutable_retry()->set_interval_seconds(1);
   return task;
 }
 

@@ -12,6 +12,7 @@
 #include <utility>
 #include <boost/asio/io_context.hpp>
 
+#include <quartzflow/task.hpp>
 #include <quartzflow/task_engine.hpp>
 
 namespace qf = quartzflow;
@@ -249,7 +250,7 @@ TEST_CASE("retries follow the policy: attempts, ids, and which failures retry", 
   Fixture f;
   auto flaky = shell_task("flaky", "exit 3");
   flaky.mutable_retry()->set_max_retries(2);
-  flaky.mutable_retry()->set_interval_seconds(0);
+  flaky.mutable_retry()->set_interval_seconds(1);
   auto fussy = shell_task("fussy", "exit 3");
   fussy.mutable_retry()->set_max_retries(2);
   fussy.mutable_retry()->add_retry_on_exit_codes(4);  // 3 is not retryable
@@ -264,6 +265,25 @@ TEST_CASE("retries follow the policy: attempts, ids, and which failures retry", 
   f.run_until([] { return false; }, 300ms);
   CHECK(f.final_of(id + ":r4") == nullptr);
   CHECK(f.final_of(other + ":r2") == nullptr);
+}
+
+TEST_CASE("retry delays follow the policy; 0 means the documented 60 seconds", "[engine]") {
+  qf::v1::RetryPolicy retry;
+  CHECK(qf::retry_delay(retry, 1, "x") == 60s);
+  retry.set_interval_seconds(2);
+  retry.set_backoff_multiplier(3.0);
+  retry.set_max_interval_seconds(10);
+  CHECK(qf::retry_delay(retry, 1, "x") == 2s);
+  CHECK(qf::retry_delay(retry, 2, "x") == 6s);
+  CHECK(qf::retry_delay(retry, 3, "x") == 10s);  // capped
+  retry.set_jitter_seconds(5);
+  const auto jittered = qf::retry_delay(retry, 1, "some-id");
+  CHECK(jittered >= 2s);
+  CHECK(jittered <= 7s);
+  CHECK(qf::retry_delay(retry, 1, "some-id") == jittered);  // the same on every host
+  CHECK(qf::retryable(qf::v1::EXECUTION_STATUS_FAILURE, "agent lost", std::nullopt, 0, retry));
+  CHECK_FALSE(qf::retryable(qf::v1::EXECUTION_STATUS_FAILURE, "spawn failed", std::nullopt, 0, retry));
+  CHECK_FALSE(qf::retryable(qf::v1::EXECUTION_STATUS_TIMEOUT, "timeout", std::nullopt, 0, retry));
 }
 
 TEST_CASE("retry backoff waits between attempts", "[engine]") {

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+// Coordinator: the coordinator's parts wired together over one Store: the Catalog, the
+// Scheduler and the CoordinatorDispatcher. Catalog operations made through it take effect
+// at once: the scheduler re-plans the task and agents receive the change.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/catalog.hpp>
+#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/scheduler.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/transport.hpp>
+
+namespace quartzflow {
+
+struct CoordinatorOptions {
+  SchedulerOptions scheduler;
+  CoordinatorDispatcherOptions dispatcher;
+  /// After start the scheduler waits this long before firing, so agents reconnect first and
+  /// the fires owed from the downtime find them (instead of being SKIPPED for no agent).
+  /// Longer than the agents' reconnect backoff cap (8 s by default).
+  std::chrono::milliseconds agent_grace{10'000};
+};
+
+/// The outcome of a manual trigger: the execution ids, or `ec` with the field and reason.
+struct TriggerResult {
+  error_code ec;
+  ValidationError error;
+  std::vector<std::string> execution_ids;
+};
+
+/**
+ * Thread safety: not thread-safe; use from its executor (the Store's completions must come
+ * back there too). Cancellation: `stop` ends the agent sessions; the scheduler stops with
+ * the object.
+ */
+class Coordinator {
+ public:
+  Coordinator(boost::asio::any_io_executor executor, Store& store, CoordinatorOptions options = {});
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  /// Loads the catalog; `ready` once agents may connect. After `agent_grace` the scheduler
+  /// applies misfire policies to what is owed since the last run and starts firing.
+  void start(std::function<void(error_code)> ready);
+  /// Takes an agent connection (from a transport listener).
+  void accept(std::shared_ptr<Connection> connection);
+  /// Goodbye to every agent; no more fires.
+  void stop();
+
+  // Catalog operations (see Catalog), effective at once. `done` runs after the scheduler
+  // and the dispatcher have the change.
+  void create_task(v1::Task task, Actor actor, Catalog::TaskHandler done);
+  void update_task(v1::Task task, bool force, Actor actor, Catalog::TaskHandler done);
+  void delete_task(std::string id, Actor actor, Catalog::DoneHandler done);
+  void set_task_enabled(std::string id, bool enabled, Actor actor, Catalog::TaskHandler done);
+  void create_group(v1::Group group, Actor actor, Catalog::GroupHandler done);
+  void update_group(v1::Group group, Actor actor, Catalog::GroupHandler done);
+  void delete_group(std::string id, Actor actor, Catalog::DoneHandler done);
+  void move_agents(std::vector<std::string> agent_ids, std::string group_id, Actor actor, Catalog::DoneHandler done);
+
+  /**
+   * Runs a task now with `params` (declared defaults filled in; required ones and unknown
+   * names are refused naming `params.<name>`): one agent (`one`), every shard (`sharded`)
+   * or every agent of its groups (`all`). The ids are those of the recorded PENDING runs.
+   */
+  void trigger(const std::string& task_id, std::map<std::string, std::string> params, Actor actor,
+               std::function<void(TriggerResult)> done);
+  /// Cancels a PENDING or RUNNING execution: on its agent, or (never dispatched) in the store.
+  void cancel(const std::string& execution_id, std::string reason, Actor actor, std::function<void(error_code)> done);
+  /**
+   * The next `count` (1-1000) nominal fire instants of a task after `after`, from its
+   * schedule (whatever the placement). errc::not_found for an unknown task, an empty list
+   * for a manual or ended schedule.
+   */
+  std::vector<Instant> next_fires(const std::string& task_id, std::size_t count, Instant after, error_code& ec) const;
+
+  /// Every execution record stored from an agent or a `agent lost` verdict (for hosts that
+  /// print or stream them).
+  void on_execution(std::function<void(const v1::Execution&)> observer);
+
+  Store& store() noexcept;
+  Catalog& catalog() noexcept;
+  Scheduler& scheduler() noexcept;
+  CoordinatorDispatcher& dispatcher() noexcept;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace quartzflow

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dispatcher: the agent protocol (agent_protocol.proto) over a Transport. The coordinator
+// side holds one session per agent: registration and group resolution, config pull and
+// push (ACK, up to 3 re-pushes, then FAILED), routed runs, result ingest (upsert, then
+// ACK), cancel, liveness. The agent side registers, pulls and applies its configuration,
+// runs what it is sent, reports every state change, and syncs its queue until acked.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/error.hpp>
+#include <quartzflow/local_store.hpp>
+#include <quartzflow/scheduler.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/task_engine.hpp>
+#include <quartzflow/transport.hpp>
+#include <quartzflow/v1/agent.pb.h>
+#include <quartzflow/v1/agent_protocol.pb.h>
+
+namespace quartzflow {
+
+/// Protocol version this library speaks (Envelope.protocol_version).
+inline constexpr std::uint32_t k_protocol_version = 1;
+
+struct CoordinatorDispatcherOptions {
+  std::string coordinator_id = "coordinator";
+  /// Told to agents at registration, in whole seconds (at least 1).
+  std::chrono::milliseconds heartbeat_interval{15'000};
+  std::uint32_t missed_heartbeats = 3;                   ///< silent this long: the agent is offline
+  std::chrono::milliseconds ack_timeout{5'000};          ///< config push ACK, run acceptance
+  std::uint32_t max_repushes = 3;                        ///< then the push is marked FAILED
+  std::uint32_t max_batch_records = 500;                 ///< told to agents at registration
+  std::size_t max_message_bytes = 4 << 20;               ///< larger messages end the session
+};
+
+/// What the dispatcher reports to its host (the Coordinator, tests, the admin API later).
+struct CoordinatorDispatcherEvents {
+  /// An agent came online or went offline (the stored record after the change).
+  std::function<void(const v1::Agent&)> agent_state;
+  /// An execution record from an agent was stored (`inserted` or `merged`).
+  std::function<void(const v1::Execution&)> execution;
+  /// A routed run that was not final when its agent's session ended, now stored as
+  /// FAILURE `agent lost`.
+  std::function<void(const v1::Execution&)> run_lost;
+  /// The push status of an agent changed (IN_SYNC, PENDING, PARTIAL, FAILED).
+  std::function<void(const std::string& agent_id, const v1::ConfigPushStatus&)> push_status;
+};
+
+/// Counters for tests, benchmarks and metrics.
+struct CoordinatorDispatcherStats {
+  std::uint64_t sessions_opened = 0;
+  std::uint64_t pushes_sent = 0;        ///< ConfigDelta/ConfigSnapshot sends, re-pushes included
+  std::uint64_t repushes = 0;
+  std::uint64_t pushes_failed = 0;      ///< pushes never acknowledged
+  std::uint64_t runs_sent = 0;
+  std::uint64_t runs_accepted = 0;
+  std::uint64_t runs_refused = 0;       ///< refused, unanswered or the session ended first
+  std::uint64_t records_ingested = 0;   ///< execution records stored (counting duplicates)
+  std::uint64_t records_duplicate = 0;  ///< of those, already stored with the same state
+  std::uint64_t runs_lost = 0;
+  std::uint64_t protocol_errors = 0;    ///< malformed or unexpected messages received
+};
+
+/**
+ * The coordinator side. It is the Scheduler's AgentDirectory (online agents of a task's
+ * groups, with their load) and RunSink (RunRequest, accepted once the agent answers with
+ * the run's state).
+ *
+ * Configuration versions are global (the Store's); each session knows what its agent
+ * holds: the first pull of a session is answered with a snapshot, later changes with a
+ * delta from the last acknowledged version (a base mismatch makes the agent pull a
+ * snapshot). A push unacknowledged after `ack_timeout` is re-sent up to `max_repushes`
+ * times, then marked FAILED on the agent (visible in the Store and the `push_status`
+ * event); the agent's next heartbeat shows its stale version and it pulls again.
+ *
+ * Thread safety: not thread-safe; use from its executor. Cancellation: `stop` ends every
+ * session (Goodbye SHUTDOWN); completions owed are called with errors.
+ */
+class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
+ public:
+  CoordinatorDispatcher(boost::asio::any_io_executor executor, Store& store,
+                        CoordinatorDispatcherOptions options = {});
+  ~CoordinatorDispatcher() override;
+  CoordinatorDispatcher(const CoordinatorDispatcher&) = delete;
+  CoordinatorDispatcher& operator=(const CoordinatorDispatcher&) = delete;
+
+  void set_events(CoordinatorDispatcherEvents events);
+  /// Loads the catalog (tasks, groups, version) and marks agents left ONLINE by a previous
+  /// run OFFLINE; then sessions may be accepted.
+  void start(std::function<void(error_code)> ready);
+  /// Takes a new connection (from a transport's listener).
+  void accept(std::shared_ptr<Connection> connection);
+  /// After a catalog change: reloads tasks, groups and the online agents' records, and
+  /// pushes to every session whose task set changed. `done` after the reload.
+  void catalog_changed(std::function<void()> done = {});
+  /// Cancels a routed execution on its agent; `done` gets the agent's answer (the status
+  /// after the request) or errc::not_found when no online agent holds it.
+  void cancel(const std::string& execution_id, std::string reason, std::string requested_by,
+              std::function<void(error_code, v1::ExecutionStatus)> done);
+  /// Ends every session (Goodbye SHUTDOWN) and stops the liveness sweep.
+  void stop();
+
+  /// Agent ids with an open, registered session.
+  std::vector<std::string> online_agents() const;
+  /// A task as last loaded from the store.
+  std::optional<v1::Task> task(const std::string& task_id) const;
+  const CoordinatorDispatcherStats& stats() const noexcept;
+
+  // AgentDirectory
+  std::vector<AgentLoad> eligible_agents(const v1::Task& task) override;
+  // RunSink
+  void send_run(const std::string& agent_id, const v1::RunRequest& run, std::function<void(bool)> done) override;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+struct AgentDispatcherOptions {
+  std::string agent_id;                      ///< stable across restarts; required
+  std::string hostname;
+  std::vector<std::string> ips;
+  std::map<std::string, std::string> labels;
+  std::string config_group;                  ///< group id or name from the agent's config
+  std::string agent_version;
+  std::chrono::milliseconds reconnect_min{200};      ///< first reconnect delay
+  /// Backoff cap (plus up to 20 % jitter); keep it under the coordinator's `agent_grace`.
+  std::chrono::milliseconds reconnect_max{8'000};
+  std::chrono::milliseconds heartbeat_interval{15'000};  ///< until the coordinator says otherwise
+  /// Unacknowledged records are sent again after this; also the session's answer timeout.
+  std::chrono::milliseconds ack_timeout{5'000};
+  std::uint32_t max_batch_records = 500;
+  /// Every execution event, after the dispatcher saw it (the host's own sink).
+  ExecutionSink on_execution;
+};
+
+struct AgentDispatcherStats {
+  std::uint64_t connects = 0;          ///< sessions registered
+  std::uint64_t configs_applied = 0;   ///< snapshots and deltas applied
+  std::uint64_t records_sent = 0;      ///< final records sent (re-sends included)
+  std::uint64_t records_acked = 0;
+  std::uint64_t runs_received = 0;
+};
+
+/**
+ * The agent side. Owns the TaskEngine's sink (use `options.on_execution` to observe).
+ * While disconnected the engine keeps running its configuration (from the LocalStore's
+ * cache after a restart) and records wait in the sync queue; after reconnecting the agent
+ * registers, pulls its configuration, then syncs the queue in batches until acknowledged.
+ *
+ * Thread safety: not thread-safe; use from its executor. Cancellation: `stop` says
+ * Goodbye and stops reconnecting; the engine is left to its owner.
+ */
+class AgentDispatcher {
+ public:
+  AgentDispatcher(boost::asio::any_io_executor executor, TaskEngine& engine, LocalStore& store,
+                  Connector& connector, AgentDispatcherOptions options);
+  ~AgentDispatcher();
+  AgentDispatcher(const AgentDispatcher&) = delete;
+  AgentDispatcher& operator=(const AgentDispatcher&) = delete;
+
+  /// Applies the cached configuration when the engine holds none, then connects (and keeps
+  /// reconnecting with exponential backoff and jitter).
+  void start();
+  /// Goodbye (SHUTDOWN), close, no more reconnects.
+  void stop();
+  /// True while a registered session is open.
+  bool connected() const noexcept;
+  const AgentDispatcherStats& stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace quartzflow

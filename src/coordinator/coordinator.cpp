@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+// Coordinator: each committed catalog change is handed to the Scheduler (re-plan the task)
+// and the Dispatcher (reload, push to agents) before the caller hears of it. Failed routed
+// runs come back here from the Dispatcher to be retried per the task's policy.
+#include <algorithm>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/coordinator.hpp>
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/log.hpp>
+#include <quartzflow/task.hpp>
+
+namespace quartzflow {
+
+namespace asio = boost::asio;
+
+namespace {
+
+bool routed(const v1::Task& task) {
+  const auto mode = task.placement().mode();
+  return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
+}
+
+}  // namespace
+
+struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
+  Impl(asio::any_io_executor ex, Store& s, CoordinatorOptions o)
+      : executor(ex), store(s), options(std::move(o)), catalog(s), dispatcher(ex, s, options.dispatcher),
+        scheduler(ex, s, dispatcher, dispatcher, options.scheduler), grace_timer(ex) {}
+
+  asio::any_io_executor executor;
+  Store& store;
+  CoordinatorOptions options;
+  Catalog catalog;
+  CoordinatorDispatcher dispatcher;
+  Scheduler scheduler;
+  std::function<void(const v1::Execution&)> observer;
+  asio::steady_timer grace_timer;
+
+  /// After a committed change: the scheduler first (no fire of the old config after this),
+  /// then the agents; then the caller.
+  template <typename Result>
+  auto follow(std::function<void(Result)> done, std::function<void(const Result&)> apply) {
+    return [weak = weak_from_this(), done = std::move(done), apply = std::move(apply)](Result result) mutable {
+      auto self = weak.lock();
+      if (!self || !result) {
+        if (done) done(std::move(result));
+        return;
+      }
+      if (apply) apply(result);
+      self->dispatcher.catalog_changed([done = std::move(done), result = std::move(result)]() mutable {
+        if (done) done(std::move(result));
+      });
+    };
+  }
+
+  /// Gives every task to the scheduler, which starts firing after the agents' grace.
+  void load_tasks(std::function<void(error_code)> ready) {
+    auto tasks = std::make_shared<std::vector<v1::Task>>();
+    store.read([tasks](StoreTransaction& tx, error_code&) { *tasks = tx.all_tasks(); },
+               [weak = weak_from_this(), tasks, ready = std::move(ready)](error_code ec) {
+                 auto self = weak.lock();
+                 if (!self) return;
+                 if (ec) return ready(ec);
+                 for (const auto& t : *tasks) self->scheduler.upsert_task(t);
+                 self->grace_timer.expires_after(self->options.agent_grace);
+                 self->grace_timer.async_wait([weak](const error_code& timer_ec) {
+                   if (auto again = weak.lock(); again && !timer_ec) again->scheduler.start();
+                 });
+                 ready({});
+               });
+  }
+
+  void maybe_retry(const v1::Execution& record) {
+    if (!is_final(record.status())) return;
+    auto task = dispatcher.task(record.task_id());
+    if (!task || !routed(*task)) return;
+    const auto& retry = task->retry();
+    if (record.attempt() > retry.max_retries()) return;
+    const bool lost = record.failure_reason() == "agent lost";
+    if (lost && task->placement().no_failover()) return;
+    if (!lost && !retry.retry_on_another_agent()) return;  // the agent retried it locally
+    std::optional<int> exit_code;
+    if (record.has_exit_code()) exit_code = record.exit_code();
+    if (!retryable(record.status(), record.failure_reason(), exit_code, record.http_status(), retry)) return;
+    logger()->info("retrying {} (attempt {} of {}) on another agent", record.execution_id(), record.attempt() + 1,
+                   retry.max_retries() + 1);
+    scheduler.retry(record, true, retry_delay(retry, record.attempt(), record.execution_id()));
+  }
+};
+
+Coordinator::Coordinator(asio::any_io_executor executor, Store& store, CoordinatorOptions options)
+    : impl_(std::make_shared<Impl>(executor, store, std::move(options))) {
+  CoordinatorDispatcherEvents events;
+  events.execution = [weak = impl_->weak_from_this()](const v1::Execution& record) {
+    auto self = weak.lock();
+    if (!self) return;
+    if (self->observer) self->observer(record);
+    self->maybe_retry(record);
+  };
+  events.run_lost = events.execution;
+  impl_->dispatcher.set_events(std::move(events));
+}
+
+Coordinator::~Coordinator() { impl_->grace_timer.cancel(); }
+
+void Coordinator::start(std::function<void(error_code)> ready) {
+  impl_->dispatcher.start([weak = impl_->weak_from_this(), ready = std::move(ready)](error_code ec) {
+    if (auto self = weak.lock()) ec ? ready(ec) : self->load_tasks(std::move(ready));
+  });
+}
+
+void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
+void Coordinator::stop() {
+  impl_->grace_timer.cancel();
+  impl_->dispatcher.stop();
+}
+
+void Coordinator::create_task(v1::Task task, Actor actor, Catalog::TaskHandler done) {
+  impl_->catalog.create_task(std::move(task), std::move(actor),
+                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
+                                                                                         const auto& r) {
+                               if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                             }));
+}
+
+void Coordinator::update_task(v1::Task task, bool force, Actor actor, Catalog::TaskHandler done) {
+  impl_->catalog.update_task(std::move(task), force, std::move(actor),
+                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
+                                                                                         const auto& r) {
+                               if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                             }));
+}
+
+void Coordinator::delete_task(std::string id, Actor actor, Catalog::DoneHandler done) {
+  impl_->catalog.delete_task(id, std::move(actor),
+                             impl_->follow<CatalogResult<std::uint64_t>>(
+                                 std::move(done), [weak = impl_->weak_from_this(), id](const auto&) {
+                                   if (auto self = weak.lock()) self->scheduler.remove_task(id);
+                                 }));
+}
+
+void Coordinator::set_task_enabled(std::string id, bool enabled, Actor actor, Catalog::TaskHandler done) {
+  impl_->catalog.set_task_enabled(std::move(id), enabled, std::move(actor),
+                                  impl_->follow<CatalogResult<v1::Task>>(
+                                      std::move(done), [weak = impl_->weak_from_this()](const auto& r) {
+                                        if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                                      }));
+}
+
+void Coordinator::create_group(v1::Group group, Actor actor, Catalog::GroupHandler done) {
+  impl_->catalog.create_group(std::move(group), std::move(actor), impl_->follow<CatalogResult<v1::Group>>(std::move(done), {}));
+}
+
+void Coordinator::update_group(v1::Group group, Actor actor, Catalog::GroupHandler done) {
+  impl_->catalog.update_group(std::move(group), std::move(actor), impl_->follow<CatalogResult<v1::Group>>(std::move(done), {}));
+}
+
+void Coordinator::delete_group(std::string id, Actor actor, Catalog::DoneHandler done) {
+  impl_->catalog.delete_group(std::move(id), std::move(actor),
+                              impl_->follow<CatalogResult<std::uint64_t>>(std::move(done), {}));
+}
+
+void Coordinator::move_agents(std::vector<std::string> agent_ids, std::string group_id, Actor actor,
+                              Catalog::DoneHandler done) {
+  impl_->catalog.move_agents(std::move(agent_ids), std::move(group_id), std::move(actor),
+                             impl_->follow<CatalogResult<std::uint64_t>>(std::move(done), {}));
+}
+
+void Coordinator::trigger(const std::string& task_id, std::map<std::string, std::string> params, Actor actor,
+                          std::function<void(TriggerResult)> done) {
+  auto fail = [&](errc code, std::string field, std::string reason) {
+    TriggerResult result;
+    result.ec = code;
+    result.error = ValidationError{fmt::format("trigger of task \"{}\"", task_id), std::move(field), std::move(reason)};
+    asio::post(impl_->executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+  };
+  auto task = impl_->dispatcher.task(task_id);
+  if (!task) return fail(errc::not_found, "task_id", fmt::format("no task with id \"{}\"", task_id));
+  for (const auto& spec : task->params()) {
+    if (params.count(spec.name())) continue;
+    if (spec.required()) return fail(errc::invalid_argument, "params." + spec.name(), "is required");
+    if (!spec.default_value().empty()) params[spec.name()] = spec.default_value();
+  }
+  for (const auto& [name, value] : params) {
+    const bool declared = std::any_of(task->params().begin(), task->params().end(),
+                                      [&](const auto& s) { return s.name() == name; });
+    if (!declared) return fail(errc::invalid_argument, "params." + name, "is not a parameter of this task");
+  }
+  impl_->scheduler.trigger(task_id, std::move(params), actor.name,
+                           [done = std::move(done)](error_code ec, std::vector<std::string> ids) {
+                             TriggerResult result;
+                             result.ec = ec;
+                             if (ec) result.error = ValidationError{"trigger", "", ec.message()};
+                             result.execution_ids = std::move(ids);
+                             done(std::move(result));
+                           });
+}
+
+void Coordinator::cancel(const std::string& execution_id, std::string reason, Actor actor,
+                         std::function<void(error_code)> done) {
+  impl_->dispatcher.cancel(
+      execution_id, reason, actor.name,
+      [weak = impl_->weak_from_this(), execution_id, reason, actor, done = std::move(done)](
+          error_code cancel_ec, v1::ExecutionStatus) mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!cancel_ec) return done({});
+        // No online agent holds it: a run never dispatched is cancelled in the store.
+        self->store.transact(
+            [execution_id, reason, actor](StoreTransaction& tx, error_code& ec) {
+              auto record = tx.execution(execution_id);
+              if (!record) {
+                ec = errc::not_found;
+                return;
+              }
+              if (is_final(record->status())) {
+                ec = errc::conflict;
+                return;
+              }
+              record->set_status(v1::EXECUTION_STATUS_CANCELLED);
+              record->set_cancelled_by(actor.name);
+              record->set_error_message(reason.empty() ? "cancelled by " + actor.name : reason);
+              tx.upsert_execution(*record);
+            },
+            std::move(done));
+      });
+}
+
+std::vector<Instant> Coordinator::next_fires(const std::string& task_id, std::size_t count, Instant after,
+                                             error_code& ec) const {
+  auto task = impl_->dispatcher.task(task_id);
+  if (!task) {
+    ec = errc::not_found;
+    return {};
+  }
+  ec = {};
+  std::vector<Instant> fires;
+  const auto kind = task->schedule().kind_case();
+  if (kind == v1::Schedule::kManual || kind == v1::Schedule::KIND_NOT_SET) return fires;
+  const auto schedule = task_schedule(*task);
+  ScheduleState state{after, after, 0};
+  count = std::clamp<std::size_t>(count, 1, 1000);
+  Instant cursor = after;
+  while (fires.size() < count) {
+    auto fire = schedule.next(cursor, state);
+    if (!fire) break;
+    fires.push_back(fire->scheduled);
+    cursor = fire->scheduled;
+    state = ScheduleState{cursor, cursor, state.runs + 1};
+  }
+  return fires;
+}
+
+void Coordinator::on_execution(std::function<void(const v1::Execution&)> observer) {
+  impl_->observer = std::move(observer);
+}
+
+Store& Coordinator::store() noexcept { return impl_->store; }
+Catalog& Coordinator::catalog() noexcept { return impl_->catalog; }
+Scheduler& Coordinator::scheduler() noexcept { return impl_->scheduler; }
+CoordinatorDispatcher& Coordinator::dispatcher() noexcept { return impl_->dispatcher; }
+
+}  // namespace quartzflow

@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: Apache-2.0
+// The agent side of the agent protocol. Final records are sent only after they are durable
+// in the LocalStore and leave the sync queue only when the coordinator acknowledged them;
+// only final records are synced (they never change, so marking one synced is always safe).
+#include <random>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/log.hpp>
+#include <quartzflow/task.hpp>
+
+#include "protocol.hpp"
+
+namespace quartzflow {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using detail::unix_ms_now;
+
+namespace {
+
+/// A batch of final records waiting for its ResultAck.
+struct InFlightBatch {
+  std::vector<std::string> ids;
+  Clock::time_point sent;
+  bool sync = false;  ///< a SyncBatch from the queue (one at a time)
+};
+
+v1::ProtocolErrorCode protocol_code(error_code ec) {
+  if (ec == errc::not_found) return v1::PROTOCOL_ERROR_CODE_NOT_FOUND;
+  if (ec == errc::invalid_argument) return v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT;
+  if (ec == errc::conflict) return v1::PROTOCOL_ERROR_CODE_CONFLICT;
+  return v1::PROTOCOL_ERROR_CODE_INTERNAL;
+}
+
+}  // namespace
+
+struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Impl> {
+  Impl(asio::any_io_executor ex, TaskEngine& e, LocalStore& s, Connector& c, AgentDispatcherOptions o)
+      : executor(ex), engine(e), store(s), connector(c), options(std::move(o)), reconnect_timer(ex),
+        heartbeat_timer(ex), sync_timer(ex), random(std::random_device{}()), backoff(options.reconnect_min),
+        heartbeat_interval(options.heartbeat_interval) {
+    instance_id = fmt::format("{:016x}", random());
+  }
+
+  asio::any_io_executor executor;
+  TaskEngine& engine;
+  LocalStore& store;
+  Connector& connector;
+  AgentDispatcherOptions options;
+  AgentDispatcherStats stats;
+  asio::steady_timer reconnect_timer;
+  asio::steady_timer heartbeat_timer;
+  asio::steady_timer sync_timer;
+  std::mt19937_64 random;
+  std::string instance_id;
+  milliseconds backoff;
+  milliseconds heartbeat_interval;
+  bool stopping = false;
+  // The current connection.
+  std::uint64_t generation = 0;  // tells callbacks of an old connection apart
+  std::unique_ptr<detail::EnvelopeWriter> writer;
+  bool registered = false;
+  bool synced_config = false;  // configuration applied in this session: sync may begin
+  Clock::time_point connected_at;
+  Clock::time_point last_received;
+  std::int64_t desired_version = 0;
+  bool pull_in_flight = false;
+  Clock::time_point pull_sent;
+  std::uint32_t max_batch = 500;
+  std::map<std::uint64_t, InFlightBatch> in_flight;  // by message id
+  std::set<std::string> in_flight_ids;
+  std::vector<v1::Execution> unsent_results;         // finals to send in this turn's batch
+  bool flush_posted = false;
+  std::map<std::string, std::uint64_t> awaiting_reply;  // execution id -> RunRequest message id
+  std::map<std::string, v1::Execution> active;          // last state of runs not final yet
+  // Configuration.
+  std::map<std::string, v1::Task> held;
+  std::int64_t clock_offset_ms = 0;
+
+  bool connected() const { return writer && registered && writer->connection().is_open(); }
+
+  // --- connection --------------------------------------------------------------------
+
+  void connect() {
+    if (stopping) return;
+    connector.connect([weak = weak_from_this()](error_code ec, std::shared_ptr<Connection> connection) {
+      auto self = weak.lock();
+      if (!self || self->stopping) {
+        if (connection) connection->close("agent stopping");
+        return;
+      }
+      if (ec || !connection) {
+        logger()->debug("connecting to the coordinator failed: {}", ec.message());
+        return self->schedule_reconnect(0);
+      }
+      self->on_connected(std::move(connection));
+    });
+  }
+
+  void schedule_reconnect(std::uint32_t after_ms) {
+    if (stopping) return;
+    milliseconds delay = after_ms > 0 ? milliseconds{after_ms} : backoff;
+    // Up to 20 % jitter, so thousands of agents do not come back in the same millisecond.
+    delay += milliseconds{static_cast<std::int64_t>(random() % (delay.count() / 5 + 1))};
+    backoff = std::min(backoff * 2, options.reconnect_max);
+    reconnect_timer.expires_after(delay);
+    reconnect_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      if (auto self = weak.lock(); self && !ec) self->connect();
+    });
+  }
+
+  void on_connected(std::shared_ptr<Connection> connection) {
+    ++generation;
+    writer = std::make_unique<detail::EnvelopeWriter>(connection);
+    registered = false;
+    synced_config = false;
+    pull_in_flight = false;
+    connected_at = last_received = Clock::now();
+    connection->start(Connection::Handlers{
+        [weak = weak_from_this(), g = generation](std::string message) {
+          auto self = weak.lock();
+          if (self && self->generation == g) self->on_message(message);
+        },
+        [weak = weak_from_this(), g = generation](std::string reason) {
+          auto self = weak.lock();
+          if (self && self->generation == g) self->on_disconnected(reason, 0);
+        }});
+    v1::Envelope e;
+    auto* reg = e.mutable_register_request();
+    reg->set_agent_id(options.agent_id);
+    reg->set_hostname(options.hostname);
+    for (const auto& ip : options.ips) reg->add_ips(ip);
+    for (const auto& [k, v] : options.labels) (*reg->mutable_labels())[k] = v;
+    reg->set_agent_version(options.agent_version);
+    reg->set_platform("linux");
+    reg->set_config_group_id(options.config_group);
+    reg->set_agent_unix_ms(unix_ms_now());
+    reg->set_applied_config_version(static_cast<std::int64_t>(engine.config_version()));
+    reg->set_instance_id(instance_id);
+    reg->add_executors("shell");
+    reg->add_executors("http");
+    for (const auto& id : engine.active_executions()) reg->add_running_execution_ids(id);
+    writer->send(e);
+    arm_heartbeat(options.ack_timeout);  // doubles as the registration timeout
+  }
+
+  void on_disconnected(const std::string& reason, std::uint32_t reconnect_after_ms) {
+    if (!writer) return;
+    logger()->info("disconnected from the coordinator: {}", reason);
+    ++generation;
+    writer.reset();
+    registered = false;
+    synced_config = false;
+    in_flight.clear();
+    in_flight_ids.clear();
+    awaiting_reply.clear();
+    unsent_results.clear();  // they stay in the sync queue
+    heartbeat_timer.cancel();
+    sync_timer.cancel();
+    schedule_reconnect(reconnect_after_ms);
+  }
+
+  void drop_connection(const std::string& reason) {
+    if (!writer) return;
+    writer->connection().close(reason);
+    on_disconnected(reason, 0);
+  }
+
+  // --- heartbeats and liveness -------------------------------------------------------
+
+  void arm_heartbeat(milliseconds after) {
+    heartbeat_timer.expires_after(after);
+    heartbeat_timer.async_wait([weak = weak_from_this(), g = generation](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec || self->generation != g) return;
+      self->on_heartbeat_timer();
+    });
+  }
+
+  void on_heartbeat_timer() {
+    const auto now = Clock::now();
+    if (!registered) return drop_connection("no answer to Register");
+    if (now - last_received > heartbeat_interval * 3 + options.ack_timeout)
+      return drop_connection("the coordinator is silent");
+    v1::Envelope e;
+    auto* beat = e.mutable_heartbeat();
+    beat->set_applied_config_version(static_cast<std::int64_t>(engine.config_version()));
+    beat->set_agent_unix_ms(unix_ms_now());
+    beat->set_clock_offset_ms(clock_offset_ms);
+    beat->set_running_executions(static_cast<std::uint32_t>(engine.running_count()));
+    beat->set_queued_executions(static_cast<std::uint32_t>(engine.queued_count()));
+    writer->send(e);
+    arm_heartbeat(heartbeat_interval);
+  }
+
+  void update_clock_offset(std::int64_t coordinator_ms, std::int64_t echo_ms) {
+    if (echo_ms == 0 || coordinator_ms == 0) return;
+    const std::int64_t now = unix_ms_now();
+    clock_offset_ms = now - (coordinator_ms + (now - echo_ms) / 2);
+  }
+
+  // --- receiving -----------------------------------------------------------------------
+
+  void on_message(const std::string& message) {
+    last_received = Clock::now();
+    v1::ProtocolErrorCode code{};
+    std::string why;
+    auto envelope = detail::decode_envelope(message, 64 << 20, code, why);
+    if (!envelope) {
+      logger()->warn("closing the session: {}", why);
+      writer->error(code, why, true);
+      return drop_connection(why);
+    }
+    const auto id = envelope->message_id();
+    switch (envelope->body_case()) {
+      case v1::Envelope::kRegisterResult: return on_registered(envelope->register_result());
+      case v1::Envelope::kConfigSnapshot: return on_snapshot(envelope->config_snapshot());
+      case v1::Envelope::kConfigDelta: return on_delta(envelope->config_delta());
+      case v1::Envelope::kHeartbeatAck: {
+        const auto& ack = envelope->heartbeat_ack();
+        update_clock_offset(ack.coordinator_unix_ms(), ack.echo_agent_unix_ms());
+        desired_version = ack.desired_config_version();
+        if (ack.heartbeat_interval_seconds() > 0) heartbeat_interval = std::chrono::seconds{ack.heartbeat_interval_seconds()};
+        if (desired_version != static_cast<std::int64_t>(engine.config_version())) pull(false);
+        return;
+      }
+      case v1::Envelope::kRunRequest: return on_run(envelope->run_request(), id);
+      case v1::Envelope::kCancelRequest: return on_cancel(envelope->cancel_request(), id);
+      case v1::Envelope::kResultAck: return on_result_ack(envelope->result_ack(), envelope->in_reply_to());
+      case v1::Envelope::kLogRequest: return on_log_request(envelope->log_request(), id);
+      case v1::Envelope::kAck: return;
+      case v1::Envelope::kGoodbye: {
+        const auto& bye = envelope->goodbye();
+        logger()->info("the coordinator says goodbye: {}", bye.message());
+        if (bye.reason() == v1::GOODBYE_REASON_AGENT_REMOVED) stopping = true;
+        writer->connection().close("goodbye");
+        return on_disconnected("goodbye: " + bye.message(), bye.reconnect_after_ms());
+      }
+      case v1::Envelope::kError: {
+        const auto& err = envelope->error();
+        logger()->warn("the coordinator reports an error: {}", err.message());
+        if (err.fatal()) drop_connection("fatal error from the coordinator: " + err.message());
+        return;
+      }
+      default:
+        writer->error(v1::PROTOCOL_ERROR_CODE_UNEXPECTED_MESSAGE,
+                      fmt::format("message field {} is not sent by coordinators", static_cast<int>(envelope->body_case())),
+                      false, id);
+        return;
+    }
+  }
+
+  void on_registered(const v1::RegisterResult& result) {
+    if (registered) return;
+    registered = true;
+    ++stats.connects;
+    backoff = options.reconnect_min;
+    update_clock_offset(result.coordinator_unix_ms(), result.echo_agent_unix_ms());
+    if (result.heartbeat_interval_seconds() > 0) heartbeat_interval = std::chrono::seconds{result.heartbeat_interval_seconds()};
+    if (result.max_batch_records() > 0) max_batch = result.max_batch_records();
+    desired_version = result.desired_config_version();
+    logger()->info("registered with coordinator {} (group \"{}\")", result.coordinator_id(), result.group_id());
+    pull(false);
+    arm_heartbeat(heartbeat_interval);
+  }
+
+  void pull(bool full) {
+    // One pull at a time; an answer that did not come within the ACK timeout was lost.
+    if (!connected() || (pull_in_flight && Clock::now() - pull_sent < options.ack_timeout)) return;
+    pull_in_flight = true;
+    pull_sent = Clock::now();
+    v1::Envelope e;
+    e.mutable_config_pull()->set_applied_config_version(static_cast<std::int64_t>(engine.config_version()));
+    e.mutable_config_pull()->set_full(full);
+    writer->send(e);
+  }
+
+  void on_snapshot(const v1::ConfigSnapshot& snapshot) {
+    std::map<std::string, v1::Task> next;
+    for (const auto& t : snapshot.tasks()) next[t.id()] = t;
+    apply(std::move(next), snapshot.config_version());
+  }
+
+  void on_delta(const v1::ConfigDelta& delta) {
+    const auto applied = static_cast<std::int64_t>(engine.config_version());
+    if (delta.config_version() == applied && applied != 0) return ack_config(applied, v1::CONFIG_APPLY_RESULT_APPLIED, {}, {});
+    if (delta.base_config_version() != applied) {
+      ack_config(delta.config_version(), v1::CONFIG_APPLY_RESULT_BASE_MISMATCH, {},
+                 fmt::format("this agent has version {}, the delta applies to {}", applied, delta.base_config_version()));
+      pull_in_flight = false;
+      return pull(true);
+    }
+    auto next = held;
+    for (const auto& t : delta.upserts()) next[t.id()] = t;
+    for (const auto& id : delta.removed_task_ids()) next.erase(id);
+    apply(std::move(next), delta.config_version());
+  }
+
+  /// Applies every valid task (an invalid one is reported, not run), saves, then ACKs.
+  void apply(std::map<std::string, v1::Task> next, std::int64_t version) {
+    pull_in_flight = false;
+    std::vector<v1::Task> valid;
+    std::vector<v1::TaskConfigError> errors;
+    for (auto& [id, task] : next) {
+      if (auto problem = validate_task(task)) {
+        v1::TaskConfigError error;
+        error.set_task_id(id);
+        error.set_field(problem->field);
+        error.set_reason(problem->reason);
+        errors.push_back(std::move(error));
+        continue;
+      }
+      valid.push_back(task);
+    }
+    ValidationError problem;
+    if (!engine.apply(valid, static_cast<std::uint64_t>(version), &problem))
+      return ack_config(version, v1::CONFIG_APPLY_RESULT_REJECTED, {}, problem.message());
+    held.clear();
+    for (const auto& t : valid) held[t.id()] = t;
+    ++stats.configs_applied;
+    store.async_save_config(
+        CachedConfig{std::move(valid), static_cast<std::uint64_t>(version)},
+        [weak = weak_from_this(), g = generation, version, errors = std::move(errors)](error_code ec) {
+          auto self = weak.lock();
+          if (!self || self->generation != g) return;
+          if (ec) logger()->error("caching configuration version {} failed: {}", version, ec.message());
+          self->ack_config(version,
+                           errors.empty() ? v1::CONFIG_APPLY_RESULT_APPLIED : v1::CONFIG_APPLY_RESULT_PARTIAL, errors, {});
+          if (!self->synced_config) {
+            self->synced_config = true;  // configuration first, then the backlog
+            self->sync_tick();
+          }
+        });
+  }
+
+  void ack_config(std::int64_t version, v1::ConfigApplyResult result, const std::vector<v1::TaskConfigError>& errors,
+                  std::string message) {
+    if (!connected()) return;
+    v1::Envelope e;
+    auto* ack = e.mutable_config_ack();
+    ack->set_config_version(version);
+    ack->set_result(result);
+    for (const auto& err : errors) *ack->add_task_errors() = err;
+    ack->set_message(std::move(message));
+    writer->send(e);
+  }
+
+  void on_run(const v1::RunRequest& request, std::uint64_t message_id) {
+    ++stats.runs_received;
+    const std::string& id = request.execution_id();
+    if (auto it = active.find(id); it != active.end()) return reply_update(it->second, message_id);  // re-sent
+    error_code ec;
+    if (auto done = store.execution(id, ec); done && is_final(done->status())) return reply_update(*done, message_id);
+    awaiting_reply[id] = message_id;
+    std::string detail;
+    if (!engine.run(request, ec, &detail)) {
+      awaiting_reply.erase(id);
+      writer->error(protocol_code(ec), detail, false, message_id);
+    }
+  }
+
+  void reply_update(const v1::Execution& record, std::uint64_t in_reply_to) {
+    if (!connected()) return;
+    v1::Envelope e;
+    *e.mutable_execution_update()->mutable_execution() = record;
+    e.mutable_execution_update()->mutable_execution()->clear_output();
+    writer->send(e, in_reply_to);
+  }
+
+  void on_cancel(const v1::CancelRequest& request, std::uint64_t message_id) {
+    v1::Envelope e;
+    auto* result = e.mutable_cancel_result();
+    result->set_execution_id(request.execution_id());
+    if (engine.cancel(request.execution_id(), request.requested_by().empty() ? "coordinator" : request.requested_by())) {
+      result->set_found(true);
+      result->set_status(v1::EXECUTION_STATUS_CANCELLED);
+    } else {
+      error_code ec;
+      auto record = store.execution(request.execution_id(), ec);
+      result->set_found(record.has_value());
+      if (record) result->set_status(record->status());
+    }
+    writer->send(e, message_id);
+  }
+
+  void on_log_request(const v1::LogRequest& request, std::uint64_t message_id) {
+    v1::Envelope e;
+    auto* chunk = e.mutable_log_chunk();
+    chunk->set_request_id(request.request_id());
+    error_code ec;
+    auto log = store.full_log(request.execution_id(), ec);
+    if (!log) {
+      chunk->set_error(ec ? ec.message() : "no log kept for this execution (retention or full_logs_per_task)");
+    } else {
+      const std::size_t max = request.max_bytes() > 0 ? request.max_bytes() : 65536;
+      const std::size_t offset = std::min<std::size_t>(request.offset(), log->size());
+      auto* data = chunk->mutable_chunk();
+      data->set_execution_id(request.execution_id());
+      data->set_offset(offset);
+      data->set_data(log->substr(offset, max));
+      data->set_total_bytes(log->size());
+      data->set_eof(offset + max >= log->size());
+    }
+    writer->send(e, message_id);
+  }
+
+  // --- execution records ---------------------------------------------------------------
+
+  void on_execution(const v1::Execution& record) {
+    const std::string& id = record.execution_id();
+    if (!is_final(record.status())) {
+      active[id] = record;
+    } else {
+      active.erase(id);
+    }
+    if (auto waiting = awaiting_reply.find(id); waiting != awaiting_reply.end()) {
+      reply_update(record, waiting->second);  // the run's first state answers its RunRequest
+      awaiting_reply.erase(waiting);
+    } else if (!is_final(record.status())) {
+      reply_update(record, 0);
+    }
+    if (is_final(record.status()) && connected() && synced_config) {
+      unsent_results.push_back(record);
+      if (!flush_posted) {
+        flush_posted = true;
+        asio::post(executor, [weak = weak_from_this()] {
+          if (auto self = weak.lock()) self->flush_results();
+        });
+      }
+    }
+    if (options.on_execution) options.on_execution(record);
+  }
+
+  /// Sends this turn's final records in one batch.
+  void flush_results() {
+    flush_posted = false;
+    if (!connected() || unsent_results.empty()) return unsent_results.clear();
+    for (std::size_t start = 0; start < unsent_results.size(); start += max_batch) {
+      v1::Envelope e;
+      InFlightBatch batch{{}, Clock::now(), false};
+      auto* results = e.mutable_execution_result_batch();
+      for (std::size_t i = start; i < std::min(unsent_results.size(), start + max_batch); ++i) {
+        if (in_flight_ids.count(unsent_results[i].execution_id())) continue;
+        batch.ids.push_back(unsent_results[i].execution_id());
+        *results->add_results() = std::move(unsent_results[i]);
+      }
+      if (batch.ids.empty()) continue;
+      send_batch(e, std::move(batch));
+    }
+    unsent_results.clear();
+  }
+
+  void send_batch(v1::Envelope& e, InFlightBatch batch) {
+    const auto id = writer->send(e);
+    if (id == 0) return;
+    stats.records_sent += batch.ids.size();
+    for (const auto& x : batch.ids) in_flight_ids.insert(x);
+    in_flight.emplace(id, std::move(batch));
+  }
+
+  void on_result_ack(const v1::ResultAck& ack, std::uint64_t in_reply_to) {
+    std::vector<std::string> ids(ack.execution_ids().begin(), ack.execution_ids().end());
+    for (const auto& rej : ack.rejected()) {
+      logger()->warn("the coordinator refused record {}: {}", rej.execution_id(), rej.reason());
+      ids.push_back(rej.execution_id());
+    }
+    bool was_sync = false;
+    if (auto it = in_flight.find(in_reply_to); it != in_flight.end()) {
+      was_sync = it->second.sync;
+      for (const auto& x : it->second.ids) in_flight_ids.erase(x);
+      in_flight.erase(it);
+    }
+    stats.records_acked += ids.size();
+    store.async_mark_synced(std::move(ids), [weak = weak_from_this(), was_sync, g = generation](error_code ec) {
+      auto self = weak.lock();
+      if (!self) return;
+      if (ec) logger()->error("marking records synced failed: {}", ec.message());
+      if (was_sync && self->generation == g) self->sync_tick();  // the backlog continues at once
+    });
+  }
+
+  /// Sends the next SyncBatch from the queue when none is in flight; forgets batches whose
+  /// ACK did not come in time (their records are sent again).
+  void sync_tick() {
+    if (!connected() || !synced_config) return;
+    const auto now = Clock::now();
+    bool sync_in_flight = false;
+    for (auto it = in_flight.begin(); it != in_flight.end();) {
+      if (now - it->second.sent > options.ack_timeout) {
+        for (const auto& x : it->second.ids) in_flight_ids.erase(x);
+        it = in_flight.erase(it);
+        continue;
+      }
+      sync_in_flight = sync_in_flight || it->second.sync;
+      ++it;
+    }
+    if (!sync_in_flight) {
+      error_code ec;
+      auto records = store.unsynced(max_batch + active.size() + 64, ec);
+      if (ec) logger()->error("reading the sync queue failed: {}", ec.message());
+      v1::Envelope e;
+      auto* batch_message = e.mutable_sync_batch();
+      InFlightBatch batch{{}, now, true};
+      std::uint64_t remaining = 0;
+      for (auto& r : records) {
+        if (!is_final(r.status()) || in_flight_ids.count(r.execution_id())) continue;
+        if (batch.ids.size() >= max_batch) {
+          ++remaining;
+          continue;
+        }
+        batch.ids.push_back(r.execution_id());
+        *batch_message->add_records() = std::move(r);
+      }
+      batch_message->set_remaining_records(remaining);
+      if (!batch.ids.empty()) send_batch(e, std::move(batch));
+    }
+    sync_timer.expires_after(options.ack_timeout);
+    sync_timer.async_wait([weak = weak_from_this(), g = generation](const error_code& ec) {
+      auto self = weak.lock();
+      if (self && !ec && self->generation == g) self->sync_tick();
+    });
+  }
+};
+
+AgentDispatcher::AgentDispatcher(asio::any_io_executor executor, TaskEngine& engine, LocalStore& store,
+                                 Connector& connector, AgentDispatcherOptions options)
+    : impl_(std::make_shared<Impl>(executor, engine, store, connector, std::move(options))) {
+  engine.set_sink([weak = impl_->weak_from_this()](const v1::Execution& record) {
+    if (auto self = weak.lock()) self->on_execution(record);
+  });
+}
+
+AgentDispatcher::~AgentDispatcher() {
+  impl_->stopping = true;
+  impl_->reconnect_timer.cancel();
+  impl_->heartbeat_timer.cancel();
+  impl_->sync_timer.cancel();
+  if (impl_->writer) impl_->writer->connection().close("agent stopping");
+}
+
+void AgentDispatcher::start() {
+  auto& impl = *impl_;
+  if (impl.engine.config_version() == 0) {
+    error_code ec;
+    auto cached = impl.store.cached_config(ec);
+    if (ec) logger()->error("reading the cached configuration failed: {}", ec.message());
+    if (cached.version > 0) {
+      ValidationError problem;
+      if (impl.engine.apply(cached.tasks, cached.version, &problem)) {
+        for (const auto& t : cached.tasks) impl.held[t.id()] = t;
+        logger()->info("running cached configuration version {} ({} tasks) until the coordinator answers",
+                       cached.version, cached.tasks.size());
+      } else {
+        logger()->error("the cached configuration is not valid: {}", problem.message());
+      }
+    }
+  }
+  impl.connect();
+}
+
+void AgentDispatcher::stop() {
+  auto& impl = *impl_;
+  impl.stopping = true;
+  impl.reconnect_timer.cancel();
+  if (impl.writer) {
+    impl.writer->goodbye(v1::GOODBYE_REASON_SHUTDOWN, "the agent is stopping");
+    impl.writer->connection().close("agent stopping");
+    impl.on_disconnected("stopped", 0);
+  }
+  impl.reconnect_timer.cancel();
+}
+
+bool AgentDispatcher::connected() const noexcept { return impl_->connected(); }
+const AgentDispatcherStats& AgentDispatcher::stats() const noexcept { return impl_->stats; }
+
+}  // namespace quartzflow

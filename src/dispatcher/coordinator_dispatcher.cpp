@@ -1,0 +1,838 @@
+// SPDX-License-Identifier: Apache-2.0
+// The coordinator side of the agent protocol: one Session per connection; registered
+// sessions are indexed by agent id. Store work (registration, ingest, liveness) goes
+// through Store::transact; replies are sent when the transaction has committed.
+#include <algorithm>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/catalog.hpp>
+#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/log.hpp>
+
+#include "protocol.hpp"
+
+namespace quartzflow {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using detail::unix_ms_now;
+
+namespace {
+
+using HeldTasks = std::vector<std::pair<std::string, std::int64_t>>;
+
+HeldTasks held_of(const std::vector<v1::Task>& tasks) {
+  HeldTasks held;
+  held.reserve(tasks.size());
+  for (const auto& t : tasks) held.emplace_back(t.id(), t.revision());
+  return held;
+}
+
+/// A config send waiting for its ConfigAck.
+struct ConfigOffer {
+  HeldTasks held_after;  ///< what the agent holds once it applied this version
+};
+
+struct PendingRunSend {
+  std::string execution_id;
+  std::function<void(bool)> done;
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+struct Session {
+  Session(asio::any_io_executor ex, std::shared_ptr<Connection> c) : writer(std::move(c)), push_timer(ex) {}
+  detail::EnvelopeWriter writer;
+  bool registered = false;
+  bool ended = false;
+  v1::Agent agent;
+  Clock::time_point opened = Clock::now();
+  Clock::time_point last_seen = Clock::now();
+  // Configuration.
+  bool held_known = false;
+  HeldTasks held;                             ///< acknowledged
+  std::int64_t acked_version = 0;
+  std::int64_t desired_version = 0;
+  std::map<std::int64_t, ConfigOffer> offers;  ///< sent, not yet acknowledged, by version
+  std::optional<v1::Envelope> push;            ///< the push being re-sent until acknowledged
+  std::uint32_t push_sends = 0;
+  asio::steady_timer push_timer;
+  // Runs.
+  std::map<std::uint64_t, PendingRunSend> pending_runs;         ///< by RunRequest message id
+  std::map<std::string, v1::Execution> routed;                  ///< accepted, not final yet
+  std::map<std::uint64_t, std::function<void(error_code, v1::ExecutionStatus)>> pending_cancels;
+};
+
+bool valid_agent_id(const std::string& id) {
+  if (id.empty() || id.size() > 253) return false;
+  return std::all_of(id.begin(), id.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; });
+}
+
+}  // namespace
+
+struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDispatcher::Impl> {
+  Impl(asio::any_io_executor ex, Store& s, CoordinatorDispatcherOptions o)
+      : executor(ex), store(s), options(std::move(o)), sweep_timer(ex) {}
+
+  asio::any_io_executor executor;
+  Store& store;
+  CoordinatorDispatcherOptions options;
+  CoordinatorDispatcherEvents events;
+  CoordinatorDispatcherStats stats;
+  asio::steady_timer sweep_timer;
+  bool stopped = false;
+  // Catalog mirror.
+  std::map<std::string, v1::Task> tasks;
+  std::vector<v1::Task> task_list;  // the same, as a vector for tasks_for_agent
+  std::vector<v1::Group> groups;
+  std::int64_t version = 0;
+  // Sessions.
+  std::set<std::shared_ptr<Session>> sessions;
+  std::map<std::string, std::shared_ptr<Session>> by_agent;
+
+  // --- catalog mirror --------------------------------------------------------------------
+
+  struct CatalogSnapshot {
+    std::vector<v1::Task> tasks;
+    std::vector<v1::Group> groups;
+    std::int64_t version = 0;
+    std::map<std::string, v1::Agent> agents;
+  };
+
+  static void load_catalog(StoreTransaction& tx, CatalogSnapshot& out, const std::vector<std::string>& agent_ids) {
+    out.tasks = tx.all_tasks();
+    v1::ListGroupsRequest request;
+    request.set_page_size(500);
+    for (std::uint32_t page = 1;; ++page) {
+      request.set_page(page);
+      auto listing = tx.list_groups(request);
+      for (auto& summary : listing.items) out.groups.push_back(summary.group());
+      if (listing.items.size() < 500) break;
+    }
+    out.version = static_cast<std::int64_t>(tx.config_version());
+    for (const auto& id : agent_ids)
+      if (auto agent = tx.agent(id)) out.agents.emplace(id, std::move(*agent));
+  }
+
+  void install_catalog(CatalogSnapshot& snapshot) {
+    tasks.clear();
+    for (const auto& t : snapshot.tasks) tasks.emplace(t.id(), t);
+    task_list = std::move(snapshot.tasks);
+    groups = std::move(snapshot.groups);
+    version = snapshot.version;
+  }
+
+  // --- sending -------------------------------------------------------------------------
+
+  void send_config(Session& session, bool pushed, std::uint64_t in_reply_to, bool full) {
+    const auto wanted = tasks_for_agent(session.agent, task_list);
+    v1::Envelope e;
+    if (full || !session.held_known) {
+      auto* snapshot = e.mutable_config_snapshot();
+      snapshot->set_config_version(version);
+      snapshot->set_group_id(session.agent.group_id());
+      for (const auto& t : wanted) *snapshot->add_tasks() = t;
+      snapshot->set_push_attempt(pushed ? 1 : 0);
+    } else {
+      const auto change = config_change(session.held, wanted);
+      auto* delta = e.mutable_config_delta();
+      delta->set_base_config_version(session.acked_version);
+      delta->set_config_version(version);
+      for (const auto& t : change.upserts) *delta->add_upserts() = t;
+      for (const auto& id : change.removals) delta->add_removed_task_ids(id);
+      delta->set_push_attempt(pushed ? 1 : 0);
+    }
+    session.offers[version] = ConfigOffer{held_of(wanted)};
+    session.desired_version = version;
+    if (pushed) {
+      session.push = e;
+      session.push_sends = 0;
+      resend_push(session);
+      set_push_state(session, v1::CONFIG_PUSH_STATE_PENDING, {});
+    } else {
+      session.writer.send(e, in_reply_to);
+    }
+  }
+
+  void resend_push(Session& session) {
+    if (!session.push) return;
+    ++session.push_sends;
+    ++stats.pushes_sent;
+    if (session.push_sends > 1) ++stats.repushes;
+    auto& e = *session.push;
+    if (e.has_config_delta()) e.mutable_config_delta()->set_push_attempt(session.push_sends);
+    if (e.has_config_snapshot()) e.mutable_config_snapshot()->set_push_attempt(session.push_sends);
+    session.writer.send(e);
+    session.push_timer.expires_after(options.ack_timeout);
+    session.push_timer.async_wait([weak = weak_from_this(), agent = session.agent.id(),
+                                   sends = session.push_sends](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      auto it = self->by_agent.find(agent);
+      if (it == self->by_agent.end() || !it->second->push || it->second->push_sends != sends) return;
+      auto& s = *it->second;
+      if (s.push_sends <= self->options.max_repushes) return self->resend_push(s);
+      ++self->stats.pushes_failed;
+      logger()->warn("agent {}: config version {} not acknowledged after {} sends; push marked failed", agent,
+                     s.desired_version, s.push_sends);
+      s.push.reset();
+      self->set_push_state(s, v1::CONFIG_PUSH_STATE_FAILED,
+                           fmt::format("no ConfigAck for version {} after {} sends", s.desired_version, s.push_sends));
+    });
+  }
+
+  void set_push_state(Session& session, v1::ConfigPushState state, std::string error,
+                      const std::vector<v1::TaskConfigError>& task_errors = {}) {
+    auto* status = session.agent.mutable_push_status();
+    status->set_state(state);
+    status->set_attempts(session.push_sends);
+    status->set_error(std::move(error));
+    status->clear_task_errors();
+    for (const auto& e : task_errors) *status->add_task_errors() = e;
+    if (state == v1::CONFIG_PUSH_STATE_PENDING) status->set_last_push_unix_ms(unix_ms_now());
+    if (state == v1::CONFIG_PUSH_STATE_IN_SYNC || state == v1::CONFIG_PUSH_STATE_PARTIAL)
+      status->set_last_ack_unix_ms(unix_ms_now());
+    session.agent.set_desired_config_version(session.desired_version);
+    save_agent(session.agent);
+    if (events.push_status) events.push_status(session.agent.id(), *status);
+  }
+
+  void save_agent(const v1::Agent& agent) {
+    store.transact([agent](StoreTransaction& tx, error_code&) { tx.put_agent(agent); },
+                   [id = agent.id()](error_code ec) {
+                     if (ec) logger()->error("saving agent {} failed: {}", id, ec.message());
+                   });
+  }
+
+  // --- receiving -----------------------------------------------------------------------
+
+  void on_message(const std::shared_ptr<Session>& session, const std::string& message) {
+    if (session->ended) return;
+    session->last_seen = Clock::now();
+    v1::ProtocolErrorCode code{};
+    std::string why;
+    auto envelope = detail::decode_envelope(message, options.max_message_bytes, code, why);
+    if (!envelope) return protocol_failure(session, code, why);
+    const auto id = envelope->message_id();
+    if (!session->registered && !envelope->has_register_request())
+      return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_UNEXPECTED_MESSAGE,
+                              fmt::format("the first message must be Register, not field {}",
+                                          static_cast<int>(envelope->body_case())));
+    switch (envelope->body_case()) {
+      case v1::Envelope::kRegisterRequest: return on_register(session, envelope->register_request(), id);
+      case v1::Envelope::kConfigPull: return on_pull(*session, envelope->config_pull(), id);
+      case v1::Envelope::kConfigAck: return on_config_ack(*session, envelope->config_ack());
+      case v1::Envelope::kHeartbeat: return on_heartbeat(*session, envelope->heartbeat(), id);
+      case v1::Envelope::kExecutionUpdate: return on_update(session, envelope->execution_update(), envelope->in_reply_to());
+      case v1::Envelope::kExecutionResultBatch: {
+        std::vector<v1::Execution> records(envelope->execution_result_batch().results().begin(),
+                                           envelope->execution_result_batch().results().end());
+        return ingest(session, std::move(records), id);
+      }
+      case v1::Envelope::kSyncBatch: {
+        std::vector<v1::Execution> records(envelope->sync_batch().records().begin(),
+                                           envelope->sync_batch().records().end());
+        return ingest(session, std::move(records), id);
+      }
+      case v1::Envelope::kCancelResult: return on_cancel_result(*session, envelope->cancel_result(), envelope->in_reply_to());
+      case v1::Envelope::kDailyStatsReport: {
+        v1::Envelope ack;
+        ack.mutable_ack();
+        session->writer.send(ack, id);
+        return;
+      }
+      case v1::Envelope::kLogChunk: return;  // no log requests are made yet
+      case v1::Envelope::kAck: return;
+      case v1::Envelope::kGoodbye:
+        logger()->info("agent {} says goodbye: {}", session->agent.id(), envelope->goodbye().message());
+        session->writer.connection().close("goodbye");
+        return end_session(session, "goodbye: " + envelope->goodbye().message());
+      case v1::Envelope::kError: return on_error(*session, envelope->error(), envelope->in_reply_to());
+      default:
+        return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_UNEXPECTED_MESSAGE,
+                                fmt::format("message field {} is not sent by agents", static_cast<int>(envelope->body_case())));
+    }
+  }
+
+  void protocol_failure(const std::shared_ptr<Session>& session, v1::ProtocolErrorCode code, const std::string& why) {
+    ++stats.protocol_errors;
+    logger()->warn("closing session of {} ({}): {}", session->agent.id().empty() ? "unregistered peer" : session->agent.id(),
+                   session->writer.connection().remote_address(), why);
+    session->writer.error(code, why, true);
+    session->writer.goodbye(code == v1::PROTOCOL_ERROR_CODE_UNSUPPORTED_VERSION ? v1::GOODBYE_REASON_UNSUPPORTED_VERSION
+                                                                                : v1::GOODBYE_REASON_PROTOCOL_ERROR,
+                            why);
+    session->writer.connection().close(why);
+    end_session(session, why);
+  }
+
+  void on_register(const std::shared_ptr<Session>& session, const v1::Register& reg, std::uint64_t message_id) {
+    if (session->registered)
+      return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_UNEXPECTED_MESSAGE, "Register sent twice");
+    if (!valid_agent_id(reg.agent_id()))
+      return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
+                              "register.agent_id: must be 1-253 printable ASCII characters without spaces");
+    const std::int64_t now = unix_ms_now();
+    v1::Agent incoming;
+    incoming.set_id(reg.agent_id());
+    incoming.set_hostname(reg.hostname());
+    *incoming.mutable_ips() = reg.ips();
+    *incoming.mutable_labels() = reg.labels();
+    incoming.set_version(reg.agent_version());
+    incoming.set_platform(reg.platform());
+    incoming.set_applied_config_version(reg.applied_config_version());
+    incoming.set_pending_sync_records(reg.pending_sync_records());
+    incoming.set_clock_offset_ms(reg.agent_unix_ms() != 0 ? reg.agent_unix_ms() - now : 0);
+    incoming.set_remote_address(session->writer.connection().remote_address());
+    std::vector<std::string> running(reg.running_execution_ids().begin(), reg.running_execution_ids().end());
+    auto result = std::make_shared<std::pair<v1::Agent, std::vector<v1::Execution>>>();
+    store.transact(
+        [incoming, running, groups = groups, config_group = reg.config_group_id(), now, result,
+         coordinator = options.coordinator_id, version = version](StoreTransaction& tx, error_code&) {
+          v1::Agent agent = incoming;
+          if (auto known = tx.agent(incoming.id())) {
+            agent.set_registered_at_unix_ms(known->registered_at_unix_ms());
+            agent.set_group_id(known->group_id());
+            agent.set_group_assignment(known->group_assignment());
+            *agent.mutable_push_status() = known->push_status();
+          } else {
+            agent.set_registered_at_unix_ms(now);
+          }
+          const std::string group = resolve_group(agent, config_group, groups);
+          if (agent.group_assignment() != v1::GROUP_ASSIGNMENT_MANUAL || group != agent.group_id()) {
+            const bool configured = !config_group.empty() &&
+                                    std::any_of(groups.begin(), groups.end(), [&](const v1::Group& g) {
+                                      return g.id() == group && (g.id() == config_group || g.name() == config_group);
+                                    });
+            agent.set_group_assignment(group.empty() ? v1::GROUP_ASSIGNMENT_UNSPECIFIED
+                                       : configured  ? v1::GROUP_ASSIGNMENT_CONFIG
+                                                     : v1::GROUP_ASSIGNMENT_RULE);
+          }
+          agent.set_group_id(group);
+          agent.set_state(v1::AGENT_STATE_ONLINE);
+          agent.set_state_changed_unix_ms(now);
+          agent.set_last_heartbeat_unix_ms(now);
+          agent.set_connected_at_unix_ms(now);
+          agent.set_coordinator_id(coordinator);
+          agent.set_desired_config_version(version);
+          tx.put_agent(agent);
+          result->first = tx.agent(agent.id()).value_or(agent);  // with the group's name
+          for (const auto& id : running)
+            if (auto record = tx.execution(id); record && !is_final(record->status()))
+              result->second.push_back(std::move(*record));
+        },
+        [weak = weak_from_this(), session, result, message_id, echo = reg.agent_unix_ms()](error_code ec) {
+          auto self = weak.lock();
+          if (!self || session->ended) return;
+          if (ec) {
+            session->writer.error(v1::PROTOCOL_ERROR_CODE_UNAVAILABLE, "the coordinator could not store the registration",
+                                  true, message_id);
+            session->writer.connection().close("store unavailable");
+            return self->end_session(session, "store unavailable");
+          }
+          self->open_session(session, std::move(result->first), std::move(result->second), message_id, echo);
+        });
+  }
+
+  void open_session(const std::shared_ptr<Session>& session, v1::Agent agent, std::vector<v1::Execution> running,
+                    std::uint64_t message_id, std::int64_t echo) {
+    session->agent = std::move(agent);
+    session->registered = true;
+    session->desired_version = version;
+    const std::string& id = session->agent.id();
+    if (auto old = by_agent.find(id); old != by_agent.end()) {
+      // The same agent again (a reconnect the old session did not notice): its runs move over.
+      auto previous = old->second;
+      by_agent.erase(old);
+      for (auto& [exec_id, record] : previous->routed) session->routed.emplace(exec_id, record);
+      previous->routed.clear();
+      previous->writer.goodbye(v1::GOODBYE_REASON_SESSION_REPLACED, "a newer session of this agent replaced this one");
+      previous->writer.connection().close("session replaced");
+      end_session(previous, "session replaced");
+    }
+    for (auto& record : running) session->routed.emplace(record.execution_id(), std::move(record));
+    by_agent[id] = session;
+    ++stats.sessions_opened;
+    v1::Envelope e;
+    auto* result = e.mutable_register_result();
+    result->set_agent_id(id);
+    result->set_session_id(fmt::format("{}-{}", id, stats.sessions_opened));
+    result->set_coordinator_id(options.coordinator_id);
+    result->set_coordinator_unix_ms(unix_ms_now());
+    result->set_echo_agent_unix_ms(echo);
+    result->set_heartbeat_interval_seconds(static_cast<std::uint32_t>(advertised_heartbeat().count()));
+    result->set_group_id(session->agent.group_id());
+    result->set_desired_config_version(version);
+    result->set_max_batch_records(options.max_batch_records);
+    session->writer.send(e, message_id);
+    logger()->info("agent {} online ({}, group \"{}\")", id, session->writer.connection().remote_address(),
+                   session->agent.group_id());
+    if (events.agent_state) events.agent_state(session->agent);
+  }
+
+  void on_pull(Session& session, const v1::ConfigPull& pull, std::uint64_t message_id) {
+    const bool full = pull.full() || pull.applied_config_version() == 0 ||
+                      pull.applied_config_version() != session.acked_version;
+    if (full) session.held_known = false;
+    send_config(session, false, message_id, full);
+  }
+
+  void on_config_ack(Session& session, const v1::ConfigAck& ack) {
+    switch (ack.result()) {
+      case v1::CONFIG_APPLY_RESULT_APPLIED:
+      case v1::CONFIG_APPLY_RESULT_PARTIAL: {
+        auto offer = session.offers.find(ack.config_version());
+        if (offer == session.offers.end()) return;  // an ACK of something not offered here: stale
+        session.held = std::move(offer->second.held_after);
+        session.held_known = true;
+        session.acked_version = ack.config_version();
+        session.offers.erase(session.offers.begin(), std::next(offer));
+        session.agent.set_applied_config_version(ack.config_version());
+        if (session.push && session.desired_version <= ack.config_version()) {
+          session.push.reset();
+          session.push_timer.cancel();
+        }
+        std::vector<v1::TaskConfigError> errors(ack.task_errors().begin(), ack.task_errors().end());
+        set_push_state(session,
+                       ack.result() == v1::CONFIG_APPLY_RESULT_APPLIED ? v1::CONFIG_PUSH_STATE_IN_SYNC
+                                                                       : v1::CONFIG_PUSH_STATE_PARTIAL,
+                       {}, errors);
+        return;
+      }
+      case v1::CONFIG_APPLY_RESULT_BASE_MISMATCH:
+        // The agent follows with a full pull.
+        session.push.reset();
+        session.push_timer.cancel();
+        session.held_known = false;
+        return;
+      default:
+        session.push.reset();
+        session.push_timer.cancel();
+        set_push_state(session, v1::CONFIG_PUSH_STATE_FAILED, "rejected by the agent: " + ack.message());
+        return;
+    }
+  }
+
+  void on_heartbeat(Session& session, const v1::Heartbeat& beat, std::uint64_t message_id) {
+    auto& agent = session.agent;
+    agent.set_last_heartbeat_unix_ms(unix_ms_now());
+    agent.set_clock_offset_ms(beat.clock_offset_ms());
+    agent.set_running_executions(beat.running_executions());
+    agent.set_load_average_1m(beat.load_average_1m());
+    agent.set_pending_sync_records(beat.pending_sync_records());
+    agent.set_applied_config_version(beat.applied_config_version());
+    save_agent(agent);
+    // The agent applied a version whose ACK was lost: the heartbeat says so.
+    if (beat.applied_config_version() > session.acked_version && session.offers.count(beat.applied_config_version())) {
+      v1::ConfigAck ack;
+      ack.set_config_version(beat.applied_config_version());
+      ack.set_result(v1::CONFIG_APPLY_RESULT_APPLIED);
+      on_config_ack(session, ack);
+    }
+    v1::Envelope e;
+    auto* ack = e.mutable_heartbeat_ack();
+    ack->set_coordinator_unix_ms(unix_ms_now());
+    ack->set_echo_agent_unix_ms(beat.agent_unix_ms());
+    ack->set_desired_config_version(session.desired_version);
+    session.writer.send(e, message_id);
+  }
+
+  void on_update(const std::shared_ptr<Session>& session, const v1::ExecutionUpdate& update, std::uint64_t in_reply_to) {
+    if (auto pending = session->pending_runs.find(in_reply_to); in_reply_to != 0 && pending != session->pending_runs.end()) {
+      auto done = std::move(pending->second.done);
+      session->pending_runs.erase(pending);
+      ++stats.runs_accepted;
+      done(true);
+    }
+    v1::Execution record = update.execution();
+    if (record.execution_id().empty() || record.task_id().empty()) return;
+    if (!is_final(record.status())) {
+      if (auto it = session->routed.find(record.execution_id()); it != session->routed.end()) {
+        it->second = record;
+      } else if (in_reply_to != 0) {
+        session->routed.emplace(record.execution_id(), record);
+      }
+    }
+    ingest(session, {std::move(record)}, 0);
+  }
+
+  /// Stores records (an upsert each, one transaction), then acknowledges them when asked.
+  void ingest(const std::shared_ptr<Session>& session, std::vector<v1::Execution> records, std::uint64_t ack_to) {
+    auto rejected = std::make_shared<std::vector<v1::RejectedRecord>>();
+    std::vector<v1::Execution> valid;
+    valid.reserve(records.size());
+    for (auto& r : records) {
+      std::string why;
+      if (r.execution_id().empty()) why = "execution_id: must not be empty";
+      else if (r.task_id().empty()) why = "task_id: must not be empty";
+      else if (r.status() == v1::EXECUTION_STATUS_UNSPECIFIED) why = "status: must be set";
+      else if (!r.agent_id().empty() && r.agent_id() != session->agent.id())
+        why = fmt::format("agent_id: \"{}\" is not the agent of this session", r.agent_id());
+      if (!why.empty()) {
+        v1::RejectedRecord rej;
+        rej.set_execution_id(r.execution_id());
+        rej.set_reason(std::move(why));
+        rejected->push_back(std::move(rej));
+        continue;
+      }
+      r.set_agent_id(session->agent.id());
+      if (r.group_id().empty()) r.set_group_id(session->agent.group_id());
+      r.set_reported_unix_ms(unix_ms_now());
+      valid.push_back(std::move(r));
+    }
+    // Which records changed state (for events): a re-sent final record is not news.
+    auto stored = std::make_shared<std::vector<std::pair<v1::Execution, bool>>>();
+    auto shared = std::make_shared<std::vector<v1::Execution>>(std::move(valid));
+    store.transact(
+        [shared, stored](StoreTransaction& tx, error_code&) {
+          for (const auto& r : *shared) {
+            const bool final = is_final(r.status());
+            bool was_final = false;
+            if (final) {
+              auto before = tx.execution(r.execution_id());
+              was_final = before && is_final(before->status());
+            }
+            const auto result = tx.upsert_execution(r);
+            stored->emplace_back(r, result != UpsertResult::ignored && !was_final);
+          }
+        },
+        [weak = weak_from_this(), session, stored, rejected, ack_to](error_code ec) {
+          auto self = weak.lock();
+          if (!self) return;
+          if (ec) {
+            logger()->error("storing {} record(s) of agent {} failed: {}", stored->size(), session->agent.id(), ec.message());
+            return;  // no ACK: the agent sends them again
+          }
+          if (ack_to != 0 && !session->ended) {
+            v1::Envelope e;
+            auto* ack = e.mutable_result_ack();
+            for (const auto& [r, changed] : *stored) ack->add_execution_ids(r.execution_id());
+            for (auto& rej : *rejected) *ack->add_rejected() = std::move(rej);
+            session->writer.send(e, ack_to);
+          }
+          for (const auto& [r, changed] : *stored) {
+            ++self->stats.records_ingested;
+            if (!changed) ++self->stats.records_duplicate;
+            if (is_final(r.status())) session->routed.erase(r.execution_id());
+            if (changed && self->events.execution) self->events.execution(r);
+          }
+        });
+  }
+
+  void on_cancel_result(Session& session, const v1::CancelResult& result, std::uint64_t in_reply_to) {
+    auto it = session.pending_cancels.find(in_reply_to);
+    if (it == session.pending_cancels.end()) return;
+    auto done = std::move(it->second);
+    session.pending_cancels.erase(it);
+    if (done) done(result.found() ? error_code{} : make_error_code(errc::not_found), result.status());
+  }
+
+  void on_error(Session& session, const v1::ProtocolError& error, std::uint64_t in_reply_to) {
+    if (auto it = session.pending_runs.find(in_reply_to); in_reply_to != 0 && it != session.pending_runs.end()) {
+      logger()->info("agent {} refused run {}: {}", session.agent.id(), it->second.execution_id, error.message());
+      auto done = std::move(it->second.done);
+      session.pending_runs.erase(it);
+      ++stats.runs_refused;
+      done(false);
+      return;
+    }
+    logger()->warn("agent {} reports a protocol error: {}", session.agent.id(), error.message());
+    if (error.fatal()) {
+      session.writer.connection().close("peer error");
+    }
+  }
+
+  // --- session end ---------------------------------------------------------------------
+
+  void end_session(const std::shared_ptr<Session>& session, const std::string& why) {
+    if (session->ended) return;
+    session->ended = true;
+    session->push_timer.cancel();
+    sessions.erase(session);
+    for (auto& [id, pending] : session->pending_runs) {
+      pending.timer->cancel();
+      ++stats.runs_refused;
+      auto done = std::move(pending.done);
+      asio::post(executor, [done] { done(false); });
+    }
+    session->pending_runs.clear();
+    for (auto& [id, done] : session->pending_cancels)
+      asio::post(executor, [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
+    session->pending_cancels.clear();
+    if (!session->registered) return;
+    auto it = by_agent.find(session->agent.id());
+    if (it == by_agent.end() || it->second != session) return;  // replaced by a newer session
+    by_agent.erase(it);
+    logger()->info("agent {} offline: {}", session->agent.id(), why);
+    auto agent = session->agent;
+    agent.set_state(v1::AGENT_STATE_OFFLINE);
+    agent.set_state_changed_unix_ms(unix_ms_now());
+    agent.mutable_push_status()->set_state(v1::CONFIG_PUSH_STATE_OFFLINE);
+    std::vector<v1::Execution> lost;
+    for (auto& [id, record] : session->routed) lost.push_back(std::move(record));
+    session->routed.clear();
+    auto marked = std::make_shared<std::vector<v1::Execution>>();
+    store.transact(
+        [agent, lost, marked, why](StoreTransaction& tx, error_code&) {
+          tx.put_agent(agent);
+          for (const auto& r : lost) {
+            auto current = tx.execution(r.execution_id());
+            if (current && is_final(current->status())) continue;  // its result arrived after all
+            v1::Execution record = current.value_or(r);
+            record.set_status(v1::EXECUTION_STATUS_FAILURE);
+            record.set_failure_reason("agent lost");
+            record.set_error_message(fmt::format("agent {} went offline while the run was {} ({})", agent.id(),
+                                                 v1::ExecutionStatus_Name(r.status()), why));
+            record.set_ended_unix_ms(unix_ms_now());
+            record.set_updated_unix_ms(unix_ms_now());
+            tx.upsert_execution(record);
+            marked->push_back(std::move(record));
+          }
+        },
+        [weak = weak_from_this(), agent, marked](error_code ec) {
+          auto self = weak.lock();
+          if (!self) return;
+          if (ec) logger()->error("recording agent {} offline failed: {}", agent.id(), ec.message());
+          if (self->events.agent_state) self->events.agent_state(agent);
+          for (const auto& r : *marked) {
+            ++self->stats.runs_lost;
+            if (self->events.run_lost) self->events.run_lost(r);
+          }
+        });
+  }
+
+  /// The heartbeat period agents are told: whole seconds, at least 1.
+  std::chrono::seconds advertised_heartbeat() const {
+    return std::max(std::chrono::seconds{1}, std::chrono::round<std::chrono::seconds>(options.heartbeat_interval));
+  }
+
+  void arm_sweep() {
+    const auto period = std::max<Clock::duration>(options.heartbeat_interval / 2, std::chrono::milliseconds{50});
+    sweep_timer.expires_after(period);
+    sweep_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec || self->stopped) return;
+      self->sweep();
+      self->arm_sweep();
+    });
+  }
+
+  /// Sessions silent for `missed_heartbeats` intervals (or never registered) are ended.
+  void sweep() {
+    const auto now = Clock::now();
+    const auto silence = advertised_heartbeat() * options.missed_heartbeats;
+    std::vector<std::shared_ptr<Session>> stale;
+    for (const auto& s : sessions)
+      if (now - s->last_seen > silence || (!s->registered && now - s->opened > options.ack_timeout * 2)) stale.push_back(s);
+    for (const auto& s : stale) {
+      const auto why = fmt::format("no message for {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - s->last_seen).count());
+      s->writer.goodbye(v1::GOODBYE_REASON_IDLE_TIMEOUT, why);
+      s->writer.connection().close(why);
+      end_session(s, why);
+    }
+  }
+};
+
+CoordinatorDispatcher::CoordinatorDispatcher(asio::any_io_executor executor, Store& store,
+                                             CoordinatorDispatcherOptions options)
+    : impl_(std::make_shared<Impl>(executor, store, std::move(options))) {}
+
+CoordinatorDispatcher::~CoordinatorDispatcher() {
+  impl_->stopped = true;
+  impl_->sweep_timer.cancel();
+  for (const auto& s : impl_->sessions) {
+    s->push_timer.cancel();
+    for (auto& [id, pending] : s->pending_runs) pending.timer->cancel();
+  }
+}
+
+void CoordinatorDispatcher::set_events(CoordinatorDispatcherEvents events) { impl_->events = std::move(events); }
+
+void CoordinatorDispatcher::start(std::function<void(error_code)> ready) {
+  auto snapshot = std::make_shared<Impl::CatalogSnapshot>();
+  impl_->store.transact(
+      [snapshot, coordinator = impl_->options.coordinator_id](StoreTransaction& tx, error_code&) {
+        Impl::load_catalog(tx, *snapshot, {});
+        // Agents this coordinator left ONLINE (it stopped or crashed) are offline until they register.
+        v1::ListAgentsRequest request;
+        request.set_page_size(500);
+        request.set_state(v1::AGENT_STATE_ONLINE);
+        std::vector<v1::Agent> online;
+        for (std::uint32_t page = 1;; ++page) {
+          request.set_page(page);
+          auto listing = tx.list_agents(request);
+          for (auto& a : listing.items) online.push_back(std::move(a));
+          if (listing.items.size() < 500) break;
+        }
+        for (auto& a : online) {
+          if (!a.coordinator_id().empty() && a.coordinator_id() != coordinator) continue;
+          a.set_state(v1::AGENT_STATE_OFFLINE);
+          a.set_state_changed_unix_ms(unix_ms_now());
+          tx.put_agent(a);
+        }
+      },
+      [weak = impl_->weak_from_this(), snapshot, ready = std::move(ready)](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!ec) {
+          self->install_catalog(*snapshot);
+          self->arm_sweep();
+        }
+        if (ready) ready(ec);
+      });
+}
+
+void CoordinatorDispatcher::accept(std::shared_ptr<Connection> connection) {
+  auto& impl = *impl_;
+  if (impl.stopped) {
+    connection->close("coordinator stopping");
+    return;
+  }
+  auto session = std::make_shared<Session>(impl.executor, connection);
+  impl.sessions.insert(session);
+  std::weak_ptr<Session> weak_session = session;
+  connection->start(Connection::Handlers{
+      [weak = impl_->weak_from_this(), weak_session](std::string message) {
+        auto self = weak.lock();
+        auto s = weak_session.lock();
+        if (self && s) self->on_message(s, message);
+      },
+      [weak = impl_->weak_from_this(), weak_session](std::string reason) {
+        auto self = weak.lock();
+        auto s = weak_session.lock();
+        if (self && s) self->end_session(s, "connection closed: " + reason);
+      }});
+}
+
+void CoordinatorDispatcher::catalog_changed(std::function<void()> done) {
+  std::vector<std::string> online;
+  for (const auto& [id, s] : impl_->by_agent) online.push_back(id);
+  auto snapshot = std::make_shared<Impl::CatalogSnapshot>();
+  impl_->store.read([snapshot, online](StoreTransaction& tx, error_code&) { Impl::load_catalog(tx, *snapshot, online); },
+                    [weak = impl_->weak_from_this(), snapshot, done = std::move(done)](error_code ec) {
+                      auto self = weak.lock();
+                      if (!self) return;
+                      if (ec) {
+                        logger()->error("reloading the catalog failed: {}", ec.message());
+                      } else {
+                        auto agents = std::move(snapshot->agents);
+                        self->install_catalog(*snapshot);
+                        for (auto& [id, session] : self->by_agent) {
+                          if (auto a = agents.find(id); a != agents.end()) {
+                            session->agent.set_group_id(a->second.group_id());
+                            session->agent.set_group_name(a->second.group_name());
+                            session->agent.set_group_assignment(a->second.group_assignment());
+                          }
+                          if (!session->held_known) continue;  // its pull will get the current set
+                          const auto change =
+                              config_change(session->held, tasks_for_agent(session->agent, self->task_list));
+                          if (!change.empty()) self->send_config(*session, true, 0, false);
+                        }
+                      }
+                      if (done) done();
+                    });
+}
+
+void CoordinatorDispatcher::cancel(const std::string& execution_id, std::string reason, std::string requested_by,
+                                   std::function<void(error_code, v1::ExecutionStatus)> done) {
+  for (auto& [agent, session] : impl_->by_agent) {
+    if (!session->routed.count(execution_id)) continue;
+    v1::Envelope e;
+    auto* request = e.mutable_cancel_request();
+    request->set_execution_id(execution_id);
+    request->set_reason(std::move(reason));
+    request->set_requested_by(std::move(requested_by));
+    if (auto id = session->writer.send(e)) {
+      session->pending_cancels[id] = std::move(done);
+      return;
+    }
+    break;
+  }
+  asio::post(impl_->executor,
+             [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
+}
+
+void CoordinatorDispatcher::stop() {
+  auto& impl = *impl_;
+  impl.stopped = true;
+  impl.sweep_timer.cancel();
+  auto sessions = impl.sessions;
+  for (const auto& s : sessions) {
+    s->writer.goodbye(v1::GOODBYE_REASON_SHUTDOWN, "the coordinator is stopping");
+    s->writer.connection().close("coordinator stopping");
+    impl.end_session(s, "coordinator stopping");
+  }
+}
+
+std::vector<std::string> CoordinatorDispatcher::online_agents() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, s] : impl_->by_agent) ids.push_back(id);
+  return ids;
+}
+
+std::optional<v1::Task> CoordinatorDispatcher::task(const std::string& task_id) const {
+  auto it = impl_->tasks.find(task_id);
+  if (it == impl_->tasks.end()) return std::nullopt;
+  return it->second;
+}
+
+const CoordinatorDispatcherStats& CoordinatorDispatcher::stats() const noexcept { return impl_->stats; }
+
+std::vector<AgentLoad> CoordinatorDispatcher::eligible_agents(const v1::Task& task) {
+  std::vector<AgentLoad> out;
+  for (const auto& [id, s] : impl_->by_agent) {
+    const auto& group = s->agent.group_id();
+    const bool bound = task.all_agents() || (!group.empty() && std::find(task.group_ids().begin(),
+                                                                         task.group_ids().end(), group) !=
+                                                                   task.group_ids().end());
+    if (!bound) continue;
+    out.push_back(AgentLoad{id, static_cast<std::uint32_t>(s->routed.size() + s->pending_runs.size())});
+  }
+  return out;
+}
+
+void CoordinatorDispatcher::send_run(const std::string& agent_id, const v1::RunRequest& run,
+                                     std::function<void(bool)> done) {
+  auto& impl = *impl_;
+  auto it = impl.by_agent.find(agent_id);
+  v1::Envelope e;
+  *e.mutable_run_request() = run;
+  const std::uint64_t id = it == impl.by_agent.end() ? 0 : it->second->writer.send(e);
+  if (id == 0) {
+    ++impl.stats.runs_refused;
+    asio::post(impl.executor, [done = std::move(done)] { done(false); });
+    return;
+  }
+  ++impl.stats.runs_sent;
+  auto& session = *it->second;
+  auto& pending = session.pending_runs[id];
+  pending.execution_id = run.execution_id();
+  pending.done = std::move(done);
+  pending.timer = std::make_unique<asio::steady_timer>(impl.executor, impl.options.ack_timeout);
+  pending.timer->async_wait([weak = impl_->weak_from_this(), agent_id, id](const error_code& ec) {
+    auto self = weak.lock();
+    if (!self || ec) return;
+    auto s = self->by_agent.find(agent_id);
+    if (s == self->by_agent.end()) return;
+    auto p = s->second->pending_runs.find(id);
+    if (p == s->second->pending_runs.end()) return;
+    auto refused = std::move(p->second.done);
+    const std::string execution_id = p->second.execution_id;
+    s->second->pending_runs.erase(p);
+    ++self->stats.runs_refused;
+    // It may still arrive: make sure it does not run there as well as on the next agent.
+    v1::Envelope cancel;
+    cancel.mutable_cancel_request()->set_execution_id(execution_id);
+    cancel.mutable_cancel_request()->set_reason("not acknowledged in time; sent to another agent");
+    cancel.mutable_cancel_request()->set_requested_by("coordinator");
+    s->second->writer.send(cancel);
+    logger()->warn("agent {} did not answer run {} in time", agent_id, execution_id);
+    refused(false);
+  });
+}
+
+}  // namespace quartzflow

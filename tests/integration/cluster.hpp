@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+// A coordinator and agents in one process over the in-process network, with short
+// protocol timers so that failures show within a second or two.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include <quartzflow/coordinator.hpp>
+#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/local_store.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/task_engine.hpp>
+#include <quartzflow/transport.hpp>
+
+#include "../unit/temp_dir.hpp"
+
+namespace quartzflow::testing {
+
+using namespace std::chrono_literals;
+
+struct AgentNode {
+  std::string id;
+  std::unique_ptr<LocalStore> store;
+  std::unique_ptr<TaskEngine> engine;
+  std::unique_ptr<Connector> connector;
+  std::unique_ptr<AgentDispatcher> dispatcher;
+  std::vector<v1::Execution> finals;  ///< final records as the engine stored them
+};
+
+class Cluster {
+ public:
+  boost::asio::io_context io;
+  TempDir dir{"qf-cluster"};
+  InprocNetwork network{io.get_executor(), 7};
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Coordinator> coordinator;
+  std::map<std::string, std::unique_ptr<AgentNode>> agents;
+  std::vector<v1::Execution> ingested;  ///< what the coordinator stored from agents (changes only)
+  CoordinatorOptions options;
+
+  Cluster() {
+    options.dispatcher.heartbeat_interval = 200ms;
+    options.dispatcher.ack_timeout = 300ms;
+    options.agent_grace = 100ms;
+    open_coordinator();
+  }
+
+  ~Cluster() {
+    for (auto& [id, agent] : agents) agent->dispatcher->stop();
+    for (auto& [id, agent] : agents) {
+      bool stopped = false;
+      agent->engine->stop(0s, [&] { stopped = true; });
+      run_until([&] { return stopped; }, 5s);
+    }
+    if (coordinator) coordinator->stop();
+    io.poll();
+  }
+
+  void open_coordinator() {
+    error_code ec;
+    std::string detail;
+    store = open_sqlite_store(io.get_executor(), SqliteStoreOptions{dir.file("coordinator.db")}, ec, &detail);
+    REQUIRE(store);
+    coordinator = std::make_unique<Coordinator>(io.get_executor(), *store, options);
+    coordinator->on_execution([this](const v1::Execution& r) { ingested.push_back(r); });
+    bool started = false;
+    coordinator->start([&](error_code start_ec) {
+      REQUIRE_FALSE(start_ec);
+      started = true;
+    });
+    REQUIRE(run_until([&] { return started; }));
+    network.listen("coordinator", [this](std::shared_ptr<Connection> c) {
+      if (coordinator) coordinator->accept(std::move(c));
+    });
+  }
+
+  /// The coordinator process dies: connections break, nothing more is written.
+  void crash_coordinator() {
+    network.unlisten("coordinator");
+    coordinator.reset();
+    store.reset();
+    io.poll();
+  }
+
+  AgentNode& add_agent(const std::string& id, const std::string& config_group = {}, std::vector<std::string> ips = {},
+                       std::map<std::string, std::string> labels = {}) {
+    auto node = std::make_unique<AgentNode>();
+    node->id = id;
+    error_code ec;
+    std::string detail;
+    LocalStoreOptions store_options;
+    store_options.path = dir.file((id + ".db").c_str());
+    node->store = LocalStore::open(io.get_executor(), store_options, ec, &detail);
+    REQUIRE(node->store);
+    TaskEngineOptions engine_options;
+    engine_options.agent_id = id;
+    engine_options.hostname = id + ".example";
+    node->engine = std::make_unique<TaskEngine>(io.get_executor(), *node->store, engine_options);
+    node->connector = network.connector("coordinator", id);
+    AgentDispatcherOptions agent_options;
+    agent_options.agent_id = id;
+    agent_options.hostname = id + ".example";
+    agent_options.ips = std::move(ips);
+    agent_options.labels = std::move(labels);
+    agent_options.config_group = config_group;
+    agent_options.reconnect_min = 50ms;
+    agent_options.reconnect_max = 400ms;
+    agent_options.heartbeat_interval = 200ms;
+    agent_options.ack_timeout = 300ms;
+    auto* raw = node.get();
+    agent_options.on_execution = [raw](const v1::Execution& r) {
+      if (is_final(r.status())) raw->finals.push_back(r);
+    };
+    node->dispatcher = std::make_unique<AgentDispatcher>(io.get_executor(), *node->engine, *node->store,
+                                                         *node->connector, agent_options);
+    node->dispatcher->start();
+    node->engine->start();
+    auto& ref = *node;
+    agents[id] = std::move(node);
+    return ref;
+  }
+
+  bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      if (io.stopped()) io.restart();
+      io.run_for(5ms);
+    }
+    return true;
+  }
+
+  void run_for(std::chrono::milliseconds span) {
+    run_until([] { return false; }, span);
+  }
+
+  bool all_connected() {
+    for (auto& [id, a] : agents)
+      if (!a->dispatcher->connected()) return false;
+    return coordinator && coordinator->dispatcher().online_agents().size() == agents.size();
+  }
+
+  // --- synchronous catalog calls ------------------------------------------------------
+
+  v1::Task create_task(v1::Task task) {
+    std::optional<CatalogResult<v1::Task>> result;
+    coordinator->create_task(std::move(task), Actor{}, [&](CatalogResult<v1::Task> r) { result = std::move(r); });
+    REQUIRE(run_until([&] { return result.has_value(); }));
+    INFO(result->error.message());
+    REQUIRE(*result);
+    return result->value;
+  }
+
+  void create_group(const std::string& id, v1::GroupMembership membership = {}) {
+    v1::Group group;
+    group.set_id(id);
+    group.set_name(id);
+    *group.mutable_membership() = membership;
+    std::optional<CatalogResult<v1::Group>> result;
+    coordinator->create_group(group, Actor{}, [&](CatalogResult<v1::Group> r) { result = std::move(r); });
+    REQUIRE(run_until([&] { return result.has_value(); }));
+    INFO(result->error.message());
+    REQUIRE(*result);
+  }
+
+  void set_enabled(const std::string& id, bool enabled) {
+    std::optional<CatalogResult<v1::Task>> result;
+    coordinator->set_task_enabled(id, enabled, Actor{}, [&](CatalogResult<v1::Task> r) { result = std::move(r); });
+    REQUIRE(run_until([&] { return result.has_value(); }));
+    REQUIRE(*result);
+  }
+
+  TriggerResult trigger(const std::string& task_id, std::map<std::string, std::string> params = {}) {
+    std::optional<TriggerResult> result;
+    coordinator->trigger(task_id, std::move(params), Actor{"tester", ""}, [&](TriggerResult r) { result = std::move(r); });
+    REQUIRE(run_until([&] { return result.has_value(); }));
+    return std::move(*result);
+  }
+
+  // --- reading the coordinator's store ---------------------------------------------------
+
+  std::optional<v1::Execution> execution(const std::string& id) {
+    std::optional<v1::Execution> out;
+    bool done = false;
+    store->read([&](StoreTransaction& tx, error_code&) { out = tx.execution(id); }, [&](error_code) { done = true; });
+    REQUIRE(run_until([&] { return done; }));
+    return out;
+  }
+
+  std::vector<v1::Execution> executions(const std::string& task_id) {
+    std::vector<v1::Execution> out;
+    bool done = false;
+    store->read(
+        [&](StoreTransaction& tx, error_code&) {
+          v1::ListExecutionsRequest request;
+          request.set_task_id(task_id);
+          request.set_page_size(500);
+          out = tx.list_executions(request).items;
+        },
+        [&](error_code) { done = true; });
+    REQUIRE(run_until([&] { return done; }));
+    return out;
+  }
+
+  std::optional<v1::Agent> agent_record(const std::string& id) {
+    std::optional<v1::Agent> out;
+    bool done = false;
+    store->read([&](StoreTransaction& tx, error_code&) { out = tx.agent(id); }, [&](error_code) { done = true; });
+    REQUIRE(run_until([&] { return done; }));
+    return out;
+  }
+
+  /// Final records of a task in the coordinator's store with `status`.
+  std::size_t count(const std::string& task_id, v1::ExecutionStatus status) {
+    std::size_t n = 0;
+    for (const auto& r : executions(task_id)) n += r.status() == status ? 1 : 0;
+    return n;
+  }
+};
+
+/// A shell task bound to `groups`, with the given placement and an interval schedule
+/// (0 = manual only).
+inline v1::Task shell_task(const std::string& id, const std::string& script, std::vector<std::string> groups,
+                           v1::PlacementMode mode, std::uint32_t every_seconds = 0) {
+  v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.set_enabled(true);
+  task.mutable_shell()->set_script(script);
+  for (auto& g : groups) task.add_group_ids(g);
+  task.mutable_placement()->set_mode(mode);
+  if (every_seconds > 0) {
+    task.mutable_schedule()->set_interval_seconds(every_seconds);
+  } else {
+    task.mutable_schedule()->mutable_manual();
+  }
+  return task;
+}
+
+}  // namespace quartzflow::testing

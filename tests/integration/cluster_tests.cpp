@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: Apache-2.0
+// A coordinator and agents in one process: placements, routing, failover, group rules,
+// live catalog changes, pushes that are never acknowledged, dropped messages, coordinator
+// restarts and duplicate results.
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "cluster.hpp"
+
+namespace qf = quartzflow;
+using namespace std::chrono_literals;
+using qf::testing::Cluster;
+using qf::testing::shell_task;
+
+namespace {
+
+std::map<std::string, int> runs_by_agent(const std::vector<qf::v1::Execution>& records, qf::v1::ExecutionStatus status) {
+  std::map<std::string, int> out;
+  for (const auto& r : records)
+    if (r.status() == status) ++out[r.agent_id()];
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("agents register, receive their group's tasks and run all-placement tasks", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.create_group("batch");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "batch");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("hello", "echo hello from $QF_TASK_ID", {"web"}, qf::v1::PLACEMENT_MODE_ALL, 1));
+  REQUIRE(c.run_until([&] { return c.count("hello", qf::v1::EXECUTION_STATUS_SUCCESS) >= 2; }));
+  const auto records = c.executions("hello");
+  for (const auto& r : records) {
+    CHECK(r.agent_id() == "a1");  // a2 is in another group
+    CHECK(r.group_id() == "web");
+  }
+  const auto record = c.execution(records.front().execution_id());
+  REQUIRE(record);
+  CHECK(record->output().find("hello from hello") != std::string::npos);
+  const auto a1 = c.agent_record("a1");
+  REQUIRE(a1);
+  CHECK(a1->state() == qf::v1::AGENT_STATE_ONLINE);
+  CHECK(a1->group_id() == "web");
+  CHECK(a1->group_assignment() == qf::v1::GROUP_ASSIGNMENT_CONFIG);
+  CHECK(a1->hostname() == "a1.example");
+}
+
+TEST_CASE("one placement routes each fire to one agent, round-robin over the group", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  for (auto id : {"a1", "a2", "a3"}) c.add_agent(id, "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("rr", "echo ok", {"web"}, qf::v1::PLACEMENT_MODE_ONE, 1);
+  task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_ROUND_ROBIN);
+  c.create_task(task);
+  REQUIRE(c.run_until([&] { return c.count("rr", qf::v1::EXECUTION_STATUS_SUCCESS) >= 6; }));
+  const auto records = c.executions("rr");
+  std::set<std::string> fires;
+  for (const auto& r : records) fires.insert(r.execution_id());
+  CHECK(fires.size() == records.size());  // one record per fire: never two agents
+  for (const auto& [agent, n] : runs_by_agent(records, qf::v1::EXECUTION_STATUS_SUCCESS)) CHECK(n >= 1);
+  CHECK(runs_by_agent(records, qf::v1::EXECUTION_STATUS_SUCCESS).size() == 3);
+}
+
+TEST_CASE("sharded placement splits a fire over the agents with QF_SHARD_INDEX and QF_SHARD_TOTAL", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  for (auto id : {"a1", "a2", "a3"}) c.add_agent(id, "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("shards", "echo shard $QF_SHARD_INDEX/$QF_SHARD_TOTAL", {"web"}, qf::v1::PLACEMENT_MODE_SHARDED);
+  task.mutable_placement()->set_shard_count(3);
+  c.create_task(task);
+  const auto result = c.trigger("shards");
+  REQUIRE_FALSE(result.ec);
+  REQUIRE(result.execution_ids.size() == 3);
+  REQUIRE(c.run_until([&] { return c.count("shards", qf::v1::EXECUTION_STATUS_SUCCESS) == 3; }));
+  std::set<std::string> agents;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    const auto r = c.execution(result.execution_ids[i]);
+    REQUIRE(r);
+    agents.insert(r->agent_id());
+    CHECK(r->shard_total() == 3);
+    CHECK(r->output() == fmt::format("shard {}/3\n", r->shard_index()));
+    CHECK(r->trigger() == qf::v1::TRIGGER_TYPE_MANUAL);
+    CHECK(r->triggered_by() == "tester");
+  }
+  CHECK(agents.size() == 3);
+}
+
+TEST_CASE("consistent hashing keeps a key on one agent; least-busy avoids the busy one", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  for (auto id : {"a1", "a2", "a3"}) c.add_agent(id, "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto hashed = shell_task("hashed", "echo $QF_PARAM_CUSTOMER", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  hashed.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
+  hashed.mutable_placement()->set_hash_key("customer");
+  auto* param = hashed.add_params();
+  param->set_name("customer");
+  hashed.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+  c.create_task(hashed);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto r = c.trigger("hashed", {{"customer", "acme"}});
+    REQUIRE_FALSE(r.ec);
+    ids.push_back(r.execution_ids.at(0));
+  }
+  REQUIRE(c.run_until([&] { return c.count("hashed", qf::v1::EXECUTION_STATUS_SUCCESS) == 4; }));
+  std::set<std::string> agents;
+  for (const auto& id : ids) agents.insert(c.execution(id)->agent_id());
+  CHECK(agents.size() == 1);
+
+  auto slow = shell_task("slow", "sleep 2", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  slow.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_LEAST_BUSY);
+  slow.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+  c.create_task(slow);
+  std::set<std::string> busy;
+  for (int i = 0; i < 3; ++i) {
+    const auto r = c.trigger("slow");
+    REQUIRE(c.run_until([&] {
+      auto e = c.execution(r.execution_ids.at(0));
+      return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
+    }));
+    busy.insert(c.execution(r.execution_ids.at(0))->agent_id());
+  }
+  CHECK(busy.size() == 3);  // each went to an idle agent
+}
+
+TEST_CASE("a run an agent never answers fails over to the next agent", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("fo", "echo ran", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
+  c.create_task(task);
+  // Find the agent the key maps to, then make it deaf to run requests.
+  auto first = c.trigger("fo");
+  REQUIRE(c.run_until([&] { return c.count("fo", qf::v1::EXECUTION_STATUS_SUCCESS) == 1; }));
+  const std::string preferred = c.execution(first.execution_ids.at(0))->agent_id();
+  // The next request (to the preferred agent) is lost; the coordinator must move on.
+  qf::LinkFaults faults;
+  int dropped = 0;
+  faults.drop_if = [&dropped](const qf::v1::Envelope& e, qf::LinkDirection d) {
+    if (d != qf::LinkDirection::to_agent || !e.has_run_request() || dropped > 0) return false;
+    ++dropped;
+    return true;
+  };
+  c.network.set_faults(faults);
+  const auto second = c.trigger("fo");
+  REQUIRE(c.run_until([&] { return c.count("fo", qf::v1::EXECUTION_STATUS_SUCCESS) == 2; }));
+  const auto record = c.execution(second.execution_ids.at(0));
+  CHECK(dropped == 1);
+  CHECK(record->agent_id() != preferred);
+  CHECK(c.coordinator->scheduler().stats().failovers >= 1);
+}
+
+TEST_CASE("a run whose agent is lost fails with `agent lost` and is retried on another agent", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("long", "sleep 1; echo done", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_retry()->set_max_retries(1);
+  task.mutable_retry()->set_interval_seconds(1);
+  c.create_task(task);
+  const auto id = c.trigger("long").execution_ids.at(0);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
+  }));
+  const std::string lost_agent = c.execution(id)->agent_id();
+  c.network.isolate(lost_agent, true);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_FAILURE;
+  }));
+  CHECK(c.execution(id)->failure_reason() == "agent lost");
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id + ":r2");
+    return e && e->status() == qf::v1::EXECUTION_STATUS_SUCCESS;
+  }));
+  const auto retry = c.execution(id + ":r2");
+  CHECK(retry->agent_id() != lost_agent);
+  CHECK(retry->attempt() == 2);
+  CHECK(retry->trigger() == qf::v1::TRIGGER_TYPE_RETRY);
+  CHECK(retry->root_execution_id() == id);
+  CHECK(c.agent_record(lost_agent)->state() == qf::v1::AGENT_STATE_OFFLINE);
+  // The lost agent comes back and reports the run it finished: the first verdict stands,
+  // and the report is acknowledged (it leaves the agent's queue).
+  c.network.isolate(lost_agent, false);
+  REQUIRE(c.run_until([&] {
+    qf::error_code ec;
+    return c.all_connected() && c.agents[lost_agent]->store->unsynced(100, ec).empty();
+  }));
+  CHECK(c.execution(id)->failure_reason() == "agent lost");
+}
+
+TEST_CASE("disabling and enabling a task reaches the agents without a restart", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("tick", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL, 1));
+  REQUIRE(c.run_until([&] { return c.count("tick", qf::v1::EXECUTION_STATUS_SUCCESS) >= 1; }));
+  c.set_enabled("tick", false);
+  REQUIRE(c.run_until([&] {
+    auto a = c.agent_record("a1");
+    return a && a->push_status().state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC &&
+           a->applied_config_version() == a->desired_config_version();
+  }));
+  c.run_for(300ms);  // a run started before the change may still end
+  const auto before = c.agents["a1"]->finals.size();
+  c.run_for(2500ms);
+  CHECK(c.agents["a1"]->finals.size() == before);
+  c.set_enabled("tick", true);
+  REQUIRE(c.run_until([&] { return c.agents["a1"]->finals.size() > before; }, 5s));
+}
+
+TEST_CASE("a push never acknowledged is re-sent 3 times, then marked failed; the agent recovers", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] {
+    auto a = c.all_connected() ? c.agent_record("a1") : std::nullopt;
+    return a && a->push_status().state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC;
+  }));
+  int deltas = 0;
+  bool deaf = true;
+  qf::LinkFaults faults;
+  faults.drop_if = [&](const qf::v1::Envelope& e, qf::LinkDirection d) {
+    if (!deaf) return false;
+    if (d == qf::LinkDirection::to_agent && e.has_config_delta() && e.config_delta().push_attempt() > 0)
+      return ++deltas, true;
+    if (d == qf::LinkDirection::to_agent && e.has_config_delta()) return true;  // answers to pulls
+    return d == qf::LinkDirection::to_agent && e.has_config_snapshot();
+  };
+  c.network.set_faults(faults);
+  c.create_task(shell_task("late", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL));
+  REQUIRE(c.run_until([&] { return c.coordinator->dispatcher().stats().pushes_failed == 1; }));
+  CHECK(deltas == 4);  // the push and 3 re-pushes
+  CHECK(c.coordinator->dispatcher().stats().repushes == 3);
+  const auto failed = c.agent_record("a1");
+  CHECK(failed->push_status().state() == qf::v1::CONFIG_PUSH_STATE_FAILED);
+  CHECK(failed->push_status().error().find("no ConfigAck") != std::string::npos);
+  // The network heals: the heartbeat shows the agent's stale version and it pulls.
+  deaf = false;
+  REQUIRE(c.run_until([&] {
+    auto a = c.agent_record("a1");
+    return a && a->push_status().state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC &&
+           a->applied_config_version() == a->desired_config_version();
+  }));
+  CHECK(c.agents["a1"]->engine->config_version() == static_cast<std::uint64_t>(c.agent_record("a1")->desired_config_version()));
+}
+
+TEST_CASE("with 30% of results and acks dropped every run is stored exactly once", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  std::mt19937 random(42);
+  bool lossy = true;
+  qf::LinkFaults faults;
+  faults.drop_if = [&](const qf::v1::Envelope& e, qf::LinkDirection) {
+    const bool result = e.has_execution_result_batch() || e.has_sync_batch() || e.has_result_ack();
+    return lossy && result && random() % 10 < 3;
+  };
+  c.network.set_faults(faults);
+  c.create_task(shell_task("busy", "echo $QF_EXECUTION_ID", {"web"}, qf::v1::PLACEMENT_MODE_ALL, 1));
+  c.run_for(4s);
+  lossy = false;
+  auto synced = [&] {
+    qf::error_code ec;
+    for (auto& [id, a] : c.agents)
+      for (const auto& r : a->store->unsynced(1000, ec))
+        if (qf::is_final(r.status())) return false;
+    return true;
+  };
+  c.set_enabled("busy", false);
+  REQUIRE(c.run_until(synced));
+  std::set<std::string> local;
+  for (auto& [id, a] : c.agents)
+    for (const auto& r : a->finals) local.insert(r.execution_id());
+  const auto stored = c.executions("busy");
+  std::set<std::string> remote;
+  for (const auto& r : stored) remote.insert(r.execution_id());
+  CHECK(remote.size() == stored.size());
+  CHECK(remote == local);
+  CHECK(local.size() >= 6);
+  // Each run reached the coordinator's "changed" stream once, however often it was sent.
+  std::map<std::string, int> seen;
+  for (const auto& r : c.ingested)
+    if (qf::is_final(r.status())) ++seen[r.execution_id()];
+  for (const auto& [id, n] : seen) CHECK(n == 1);
+}
+
+TEST_CASE("after a coordinator restart owed fires follow the misfire policy", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("owed", "true", {"web"}, qf::v1::PLACEMENT_MODE_ONE, 1);
+  task.set_misfire_policy(qf::v1::MISFIRE_POLICY_FIRE_ONCE);
+  c.create_task(task);
+  REQUIRE(c.run_until([&] { return c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS) >= 1; }));
+  c.crash_coordinator();
+  c.run_for(3s);  // the agent keeps trying to reconnect
+  c.options.agent_grace = 1500ms;  // longer than the agent's reconnect backoff
+  c.open_coordinator();
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  REQUIRE(c.run_until([&] {
+    for (const auto& r : c.executions("owed"))
+      if (r.trigger() == qf::v1::TRIGGER_TYPE_MISFIRE_CATCHUP && r.status() == qf::v1::EXECUTION_STATUS_SUCCESS)
+        return true;
+    return false;
+  }));
+  CHECK(c.count("owed", qf::v1::EXECUTION_STATUS_MISSED) >= 1);
+  // Scheduling resumes after the catch-up.
+  const auto successes = c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS);
+  REQUIRE(c.run_until([&] { return c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS) > successes; }));
+}
+
+TEST_CASE("group rules place agents at registration; a manual move pushes the new group's tasks", "[cluster]") {
+  Cluster c;
+  qf::v1::GroupMembership by_network;
+  by_network.add_cidrs("10.0.0.0/8");
+  c.create_group("dc1", by_network);
+  qf::v1::GroupMembership by_label;
+  (*by_label.add_label_selectors()->mutable_match_labels())["role"] = "db";
+  c.create_group("databases", by_label);
+  c.create_task(shell_task("db-backup", "echo backup", {"databases"}, qf::v1::PLACEMENT_MODE_ALL));
+  c.add_agent("n1", "", {"10.1.2.3"});
+  c.add_agent("n2", "", {"192.168.1.5"}, {{"role", "db"}});
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  CHECK(c.agent_record("n1")->group_id() == "dc1");
+  CHECK(c.agent_record("n1")->group_assignment() == qf::v1::GROUP_ASSIGNMENT_RULE);
+  CHECK(c.agent_record("n2")->group_id() == "databases");
+  // n1 cannot run db-backup until it is moved.
+  CHECK(c.trigger("db-backup").execution_ids.size() == 1);
+  std::optional<qf::CatalogResult<std::uint64_t>> moved;
+  c.coordinator->move_agents({"n1"}, "databases", qf::Actor{}, [&](auto r) { moved = std::move(r); });
+  REQUIRE(c.run_until([&] { return moved.has_value(); }));
+  REQUIRE(*moved);
+  REQUIRE(c.run_until([&] {
+    auto a = c.agent_record("n1");
+    return a && a->applied_config_version() >= static_cast<std::int64_t>(moved->value);
+  }));
+  qf::error_code ec;
+  CHECK(c.agents["n1"]->engine->trigger("db-backup", {}, ec).has_value());
+  CHECK(c.trigger("db-backup").execution_ids.size() == 2);
+}
+
+TEST_CASE("a routed run is cancelled on its agent; a never-dispatched one in the store", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("sleepy", "sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto id = c.trigger("sleepy").execution_ids.at(0);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
+  }));
+  std::optional<qf::error_code> cancelled;
+  c.coordinator->cancel(id, "test", qf::Actor{"alice", ""}, [&](qf::error_code ec) { cancelled = ec; });
+  REQUIRE(c.run_until([&] { return cancelled.has_value(); }));
+  CHECK_FALSE(*cancelled);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_CANCELLED;
+  }));
+  CHECK(c.execution(id)->cancelled_by() == "alice");
+  std::optional<qf::error_code> unknown;
+  c.coordinator->cancel("nope:1", "test", qf::Actor{}, [&](qf::error_code ec) { unknown = ec; });
+  REQUIRE(c.run_until([&] { return unknown.has_value(); }));
+  CHECK(*unknown == qf::errc::not_found);
+}
+
+TEST_CASE("trigger refuses missing and unknown params naming them; next fires follow the schedule", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  auto task = shell_task("report", "echo $QF_PARAM_DAY", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_schedule()->set_cron("0 6 * * MON-FRI");
+  task.mutable_schedule()->set_time_zone("Europe/Paris");
+  auto* day = task.add_params();
+  day->set_name("day");
+  day->set_required(true);
+  c.create_task(task);
+  auto missing = c.trigger("report");
+  CHECK(missing.ec == qf::errc::invalid_argument);
+  CHECK(missing.error.field == "params.day");
+  auto unknown = c.trigger("report", {{"day", "mon"}, {"color", "red"}});
+  CHECK(unknown.error.field == "params.color");
+  CHECK(c.trigger("nope").ec == qf::errc::not_found);
+  qf::error_code ec;
+  // Friday 2026-11-27 12:00 UTC: next are Monday, Tuesday, Wednesday 06:00 Paris (05:00 UTC).
+  const auto fires = c.coordinator->next_fires("report", 3, qf::Instant{std::chrono::seconds{1795780800}}, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(fires.size() == 3);
+  CHECK(qf::format_rfc3339(fires[0]) == "2026-11-30T05:00:00Z");
+  CHECK(qf::format_rfc3339(fires[1]) == "2026-12-01T05:00:00Z");
+  CHECK(qf::format_rfc3339(fires[2]) == "2026-12-02T05:00:00Z");
+  c.coordinator->next_fires("nope", 3, fires[0], ec);
+  CHECK(ec == qf::errc::not_found);
+}
+
+TEST_CASE("the coordinator closes sessions that break the protocol and stores a re-sent result once", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.create_task(shell_task("t", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL));
+  auto connector = c.network.connector("coordinator", "raw");
+  struct Peer {
+    std::shared_ptr<qf::Connection> connection;
+    std::vector<qf::v1::Envelope> received;
+    std::string closed;
+  };
+  auto open = [&] {
+    auto peer = std::make_shared<Peer>();
+    connector->connect([peer](qf::error_code, std::shared_ptr<qf::Connection> conn) {
+      peer->connection = conn;
+      conn->start({[peer](std::string m) {
+                     qf::v1::Envelope e;
+                     if (e.ParseFromString(m)) peer->received.push_back(e);
+                   },
+                   [peer](std::string why) { peer->closed = why.empty() ? "closed" : why; }});
+    });
+    REQUIRE(c.run_until([&] { return peer->connection != nullptr; }));
+    return peer;
+  };
+  auto send = [](Peer& p, qf::v1::Envelope e, std::uint64_t id) {
+    e.set_protocol_version(e.protocol_version() == 0 ? 1 : e.protocol_version());
+    e.set_message_id(id);
+    p.connection->send(e.SerializeAsString());
+  };
+  auto error_of = [](const Peer& p) {
+    for (const auto& e : p.received)
+      if (e.has_error()) return e.error().code();
+    return qf::v1::PROTOCOL_ERROR_CODE_UNSPECIFIED;
+  };
+
+  auto garbage = open();
+  garbage->connection->send(std::string("\xff\xff\xff not protobuf", 20));
+  REQUIRE(c.run_until([&] { return !garbage->closed.empty(); }));
+  CHECK(error_of(*garbage) == qf::v1::PROTOCOL_ERROR_CODE_MALFORMED);
+
+  auto early = open();
+  qf::v1::Envelope beat;
+  beat.mutable_heartbeat();
+  send(*early, beat, 1);
+  REQUIRE(c.run_until([&] { return !early->closed.empty(); }));
+  CHECK(error_of(*early) == qf::v1::PROTOCOL_ERROR_CODE_UNEXPECTED_MESSAGE);
+
+  auto future = open();
+  qf::v1::Envelope reg;
+  reg.set_protocol_version(99);
+  reg.mutable_register_request()->set_agent_id("raw");
+  send(*future, reg, 1);
+  REQUIRE(c.run_until([&] { return !future->closed.empty(); }));
+  CHECK(error_of(*future) == qf::v1::PROTOCOL_ERROR_CODE_UNSUPPORTED_VERSION);
+
+  auto agent = open();
+  reg.set_protocol_version(1);
+  reg.mutable_register_request()->set_config_group_id("web");
+  send(*agent, reg, 1);
+  REQUIRE(c.run_until([&] { return !agent->received.empty(); }));
+  REQUIRE(agent->received[0].has_register_result());
+  CHECK(agent->received[0].register_result().group_id() == "web");
+  qf::v1::Envelope batch;
+  auto* r = batch.mutable_execution_result_batch()->add_results();
+  r->set_execution_id("t:1000:raw");
+  r->set_task_id("t");
+  r->set_status(qf::v1::EXECUTION_STATUS_SUCCESS);
+  r->set_scheduled_unix_ms(1000);
+  auto* bad = batch.mutable_execution_result_batch()->add_results();
+  bad->set_execution_id("t:2000:raw");
+  bad->set_task_id("t");  // no status
+  send(*agent, batch, 2);
+  send(*agent, batch, 3);
+  auto acks = [&] {
+    std::vector<qf::v1::ResultAck> out;
+    for (const auto& e : agent->received)
+      if (e.has_result_ack()) out.push_back(e.result_ack());
+    return out;
+  };
+  REQUIRE(c.run_until([&] { return acks().size() == 2; }));
+  for (const auto& ack : acks()) {
+    REQUIRE(ack.execution_ids_size() == 1);
+    CHECK(ack.execution_ids(0) == "t:1000:raw");
+    REQUIRE(ack.rejected_size() == 1);
+    CHECK(ack.rejected(0).reason() == "status: must be set");
+  }
+  CHECK(c.executions("t").size() == 1);
+  CHECK(c.coordinator->dispatcher().stats().records_duplicate == 1);
+  CHECK(agent->closed.empty());  // a bad record is refused alone, the session stays
+}
