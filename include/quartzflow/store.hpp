@@ -42,7 +42,9 @@ struct Listing {
  */
 enum class UpsertResult {
   inserted,  ///< a new execution id
-  merged,    ///< an update of a known id (state change, re-sent result): counted once
+  merged,    ///< an update of a known id that was not final yet (a state change)
+  repeated,  ///< a final record already stored with this status (a re-sent result): merged,
+             ///< counted once, not a new state
   ignored,   ///< refused by the rules: a final state never changes (the first final wins)
 };
 

@@ -490,14 +490,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     store.transact(
         [shared, stored](StoreTransaction& tx, error_code&) {
           for (const auto& r : *shared) {
-            const bool final = is_final(r.status());
-            bool was_final = false;
-            if (final) {
-              auto before = tx.execution(r.execution_id());
-              was_final = before && is_final(before->status());
-            }
             const auto result = tx.upsert_execution(r);
-            stored->emplace_back(r, result != UpsertResult::ignored && !was_final);
+            stored->emplace_back(r, result == UpsertResult::inserted || result == UpsertResult::merged);
           }
         },
         [weak = weak_from_this(), session, stored, rejected, ack_to](error_code ec) {

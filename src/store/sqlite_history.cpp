@@ -39,6 +39,7 @@ UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incom
   v1::Execution merged;
   std::string stored_bytes;
   bool existed = false;
+  bool was_final = false;
   {
     auto rows = statement("SELECT status, record FROM executions WHERE execution_id = ?1");
     rows.bind(1, incoming.execution_id());
@@ -49,6 +50,7 @@ UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incom
       // nor turns into another final state; the same final state may complete the record.
       if (is_final(stored_status) && stored_status != static_cast<std::int64_t>(incoming.status()))
         return UpsertResult::ignored;
+      was_final = is_final(stored_status);
       stored_bytes = rows.blob(1);
     }
   }
@@ -62,7 +64,8 @@ UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incom
   }
   merged.set_synced(false);  // agent side only
   auto bytes = serialize_deterministic(merged);
-  if (existed && bytes == stored_bytes) return UpsertResult::merged;
+  const auto known = was_final ? UpsertResult::repeated : UpsertResult::merged;
+  if (existed && bytes == stored_bytes) return known;
   statement(
       "INSERT INTO executions (execution_id, task_id, agent_id, group_id, status, trigger, scheduled_unix_ms, "
       "started_unix_ms, ended_unix_ms, duration_ms, attempt, task_name, failure_reason, error_message, record) "
@@ -89,7 +92,7 @@ UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incom
       .bind(14, merged.error_message())
       .bind_blob(15, bytes)
       .run();
-  return existed ? UpsertResult::merged : UpsertResult::inserted;
+  return existed ? known : UpsertResult::inserted;
 }
 
 std::optional<v1::Execution> SqliteStoreTransaction::execution(std::string_view id) {

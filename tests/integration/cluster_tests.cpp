@@ -130,6 +130,15 @@ TEST_CASE("consistent hashing keeps a key on one agent; least-busy avoids the bu
     busy.insert(c.execution(r.execution_ids.at(0))->agent_id());
   }
   CHECK(busy.size() == 3);  // each went to an idle agent
+
+  auto scattered = shell_task("scattered", "true", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  scattered.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_RANDOM);
+  scattered.set_overlap_policy(qf::v1::OVERLAP_POLICY_ALLOW);
+  c.create_task(scattered);
+  for (int i = 0; i < 12; ++i) REQUIRE_FALSE(c.trigger("scattered").ec);
+  REQUIRE(c.run_until([&] { return c.count("scattered", qf::v1::EXECUTION_STATUS_SUCCESS) == 12; }));
+  // 12 random picks from 3 agents all landing on one: probability 3 * (1/3)^12, about 1e-5.
+  CHECK(runs_by_agent(c.executions("scattered"), qf::v1::EXECUTION_STATUS_SUCCESS).size() >= 2);
 }
 
 TEST_CASE("a run an agent never answers fails over to the next agent", "[cluster]") {

@@ -995,8 +995,8 @@ TEST_CASE("an execution upsert inserts, merges, and lets the first final state w
   // A re-sent result may complete the record; one without output keeps it.
   auto with_output = success;
   with_output.set_output("done\n");
-  CHECK(upsert(with_output) == qf::UpsertResult::merged);
-  CHECK(upsert(success) == qf::UpsertResult::merged);
+  CHECK(upsert(with_output) == qf::UpsertResult::repeated);
+  CHECK(upsert(success) == qf::UpsertResult::repeated);
   CHECK(stored(id).output() == "done\n");
   CHECK(stored(id).duration_ms() == 1500);
 

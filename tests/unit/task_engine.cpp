@@ -502,3 +502,75 @@ TEST_CASE("run_as_user runs the command as that user, and only for a root agent"
     CHECK(f.final_of(id)->error_message() == "run_as_user needs an agent running as root");
   }
 }
+
+TEST_CASE("routed runs keep the coordinator's id, attempt, shard and params; a re-sent request runs once",
+          "[engine]") {
+  Fixture f;
+  f.apply({shell_task("held", "echo held")});
+  f.engine->start();
+  qf::v1::RunRequest request;
+  request.set_execution_id("report:1700000000000:s1");
+  request.set_task_id("report");
+  request.set_trigger(qf::v1::TRIGGER_TYPE_SCHEDULED);
+  request.set_scheduled_unix_ms(1'700'000'000'000);
+  request.set_attempt(2);
+  request.set_root_execution_id("report:1700000000000");
+  request.set_shard_index(1);
+  request.set_shard_total(3);
+  (*request.mutable_params())["day"] = "mon";
+  *request.mutable_task() = shell_task("report", "sleep 0.3; echo $QF_SHARD_INDEX/$QF_SHARD_TOTAL $QF_ATTEMPT $QF_PARAM_DAY");
+  qf::error_code ec;
+  std::string detail;
+  REQUIRE(f.engine->run(request, ec, &detail));
+  REQUIRE(f.engine->run(request, ec, &detail));  // the coordinator re-sent it
+  REQUIRE(f.run_until([&] { return f.final_of(request.execution_id()) != nullptr; }));
+  f.run_until([] { return false; }, 200ms);
+  CHECK(f.finals.size() == 1);
+  const auto& r = *f.final_of(request.execution_id());
+  CHECK(r.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(r.output() == "1/3 2 mon\n");
+  CHECK(r.attempt() == 2);
+  CHECK(r.root_execution_id() == "report:1700000000000");
+  CHECK(r.shard_index() == 1);
+  CHECK(r.trigger() == qf::v1::TRIGGER_TYPE_SCHEDULED);
+  CHECK(r.scheduled_unix_ms() == 1'700'000'000'000);
+
+  // A task it does not hold and was not sent; an invalid config; a task id mismatch.
+  qf::v1::RunRequest unknown;
+  unknown.set_execution_id("x:1");
+  unknown.set_task_id("x");
+  CHECK_FALSE(f.engine->run(unknown, ec, &detail));
+  CHECK(ec == qf::errc::not_found);
+  CHECK(detail.find("task_id") != std::string::npos);
+  auto invalid = request;
+  invalid.set_execution_id("report:2");
+  invalid.mutable_task()->set_timeout_seconds(999'999);
+  CHECK_FALSE(f.engine->run(invalid, ec, &detail));
+  CHECK(ec == qf::errc::invalid_argument);
+  CHECK(detail.find("task.timeout_seconds") != std::string::npos);
+  auto mismatch = request;
+  mismatch.set_execution_id("report:3");
+  mismatch.set_task_id("other");
+  CHECK_FALSE(f.engine->run(mismatch, ec, &detail));
+  CHECK(detail == "task.id: differs from task_id");
+}
+
+TEST_CASE("a routed run whose policy retries on another agent is not retried here", "[engine]") {
+  Fixture f;
+  f.engine->start();
+  auto task = shell_task("flaky", "exit 1");
+  task.mutable_retry()->set_max_retries(2);
+  task.mutable_retry()->set_interval_seconds(1);
+  task.mutable_retry()->set_retry_on_another_agent(true);
+  qf::v1::RunRequest request;
+  request.set_execution_id("flaky:1");
+  request.set_task_id("flaky");
+  request.set_trigger(qf::v1::TRIGGER_TYPE_MANUAL);
+  *request.mutable_task() = task;
+  qf::error_code ec;
+  REQUIRE(f.engine->run(request, ec));
+  REQUIRE(f.run_until([&] { return f.final_of("flaky:1") != nullptr; }));
+  f.run_until([] { return false; }, 1500ms);
+  CHECK(f.final_of("flaky:1:r2") == nullptr);
+  CHECK(f.finals.size() == 1);
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include <quartzflow/transport.hpp>
+
+namespace qf = quartzflow;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Ends {
+  std::shared_ptr<qf::Connection> agent;
+  std::shared_ptr<qf::Connection> coordinator;
+  std::vector<std::string> at_agent;
+  std::vector<std::string> at_coordinator;
+  std::string agent_closed;
+  std::string coordinator_closed;
+};
+
+template <typename Pred>
+bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds limit = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    if (io.stopped()) io.restart();
+    io.run_one_for(10ms);
+  }
+  return done();
+}
+
+std::string envelope(std::uint64_t id) {
+  qf::v1::Envelope e;
+  e.set_protocol_version(1);
+  e.set_message_id(id);
+  e.mutable_heartbeat();
+  return e.SerializeAsString();
+}
+
+std::shared_ptr<Ends> connect(boost::asio::io_context& io, qf::InprocNetwork& net, const std::string& client) {
+  auto ends = std::make_shared<Ends>();
+  net.listen("c", [ends](std::shared_ptr<qf::Connection> conn) {
+    ends->coordinator = conn;
+    conn->start({[ends](std::string m) { ends->at_coordinator.push_back(m); },
+                 [ends](std::string why) { ends->coordinator_closed = why; }});
+  });
+  auto connector = net.connector("c", client);
+  connector->connect([ends](qf::error_code ec, std::shared_ptr<qf::Connection> conn) {
+    REQUIRE_FALSE(ec);
+    ends->agent = conn;
+    conn->start({[ends](std::string m) { ends->at_agent.push_back(m); },
+                 [ends](std::string why) { ends->agent_closed = why; }});
+  });
+  REQUIRE(run_until(io, [&] { return ends->agent && ends->coordinator; }));
+  return ends;
+}
+
+}  // namespace
+
+TEST_CASE("in-process links deliver whole messages in order, after the delay, then the close", "[transport]") {
+  boost::asio::io_context io;
+  qf::InprocNetwork net(io.get_executor());
+  qf::LinkFaults faults;
+  faults.delay = 50ms;
+  net.set_faults(faults);
+  auto ends = connect(io, net, "a1");
+  const auto sent_at = std::chrono::steady_clock::now();
+  for (std::uint64_t i = 1; i <= 100; ++i) REQUIRE(ends->agent->send(envelope(i)));
+  ends->agent->close("bye");
+  CHECK_FALSE(ends->agent->send(envelope(101)));
+  REQUIRE(run_until(io, [&] { return !ends->coordinator_closed.empty(); }));
+  CHECK(std::chrono::steady_clock::now() - sent_at >= 50ms);
+  REQUIRE(ends->at_coordinator.size() == 100);
+  for (std::uint64_t i = 1; i <= 100; ++i) CHECK(ends->at_coordinator[i - 1] == envelope(i));
+  CHECK(ends->coordinator_closed == "bye");
+  CHECK(ends->agent_closed.empty());  // no notification of one's own close
+  CHECK(net.stats().messages_delivered == 100);
+}
+
+TEST_CASE("in-process faults drop chosen messages; a cut link loses what is in flight", "[transport]") {
+  boost::asio::io_context io;
+  qf::InprocNetwork net(io.get_executor());
+  qf::LinkFaults faults;
+  faults.delay = 20ms;
+  faults.drop_if = [](const qf::v1::Envelope& e, qf::LinkDirection d) {
+    return d == qf::LinkDirection::to_coordinator && e.message_id() % 2 == 0;
+  };
+  net.set_faults(faults);
+  auto ends = connect(io, net, "a1");
+  for (std::uint64_t i = 1; i <= 10; ++i) ends->agent->send(envelope(i));
+  REQUIRE(run_until(io, [&] { return ends->at_coordinator.size() == 5; }));
+  CHECK(net.stats().messages_dropped == 5);
+
+  ends->coordinator->send(envelope(1));
+  net.cut("a1");
+  REQUIRE(run_until(io, [&] { return !ends->agent_closed.empty() && !ends->coordinator_closed.empty(); }));
+  CHECK(ends->at_agent.empty());
+  CHECK_FALSE(ends->agent->is_open());
+
+  net.isolate("a1", true);
+  std::optional<qf::error_code> refused;
+  auto connector = net.connector("c", "a1");
+  connector->connect([&](qf::error_code ec, std::shared_ptr<qf::Connection>) { refused = ec; });
+  REQUIRE(run_until(io, [&] { return refused.has_value(); }));
+  CHECK(*refused);
+  net.isolate("a1", false);
+  net.unlisten("c");
+  refused.reset();
+  connector->connect([&](qf::error_code ec, std::shared_ptr<qf::Connection>) { refused = ec; });
+  REQUIRE(run_until(io, [&] { return refused.has_value(); }));
+  CHECK(*refused);
+}
+
+TEST_CASE("random loss drops about the configured share of messages", "[transport]") {
+  boost::asio::io_context io;
+  qf::InprocNetwork net(io.get_executor(), 1234);
+  qf::LinkFaults faults;
+  faults.drop_probability = 0.2;
+  net.set_faults(faults);
+  auto ends = connect(io, net, "a1");
+  for (std::uint64_t i = 1; i <= 1000; ++i) ends->agent->send(envelope(i));
+  run_until(io, [] { return false; }, 100ms);
+  CHECK(ends->at_coordinator.size() + net.stats().messages_dropped == 1000);
+  CHECK(net.stats().messages_dropped > 120);
+  CHECK(net.stats().messages_dropped < 280);
+}
