@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The schedule engine at work: the next fires of sample schedules in a few time zones,
-// across the 2026 DST changes. `./tools/qf demo` runs this until the coordinator exists.
+// across the 2026 DST changes. `qf-schedule-demo` prints this preview.
 #include <iostream>
 #include <string_view>
 

@@ -49,6 +49,9 @@ struct SchedulerOptions {
   std::size_t misfire_fire_all_limit = 100;
   /// Late by more than this: the fire counts as owed from downtime (misfire policy).
   std::chrono::seconds misfire_threshold{5};
+  /// Fires are recorded PENDING up to this long before their instant, so that the store's
+  /// commit latency does not delay the send (agents are chosen then too).
+  std::chrono::milliseconds record_ahead{1'000};
 };
 
 /// Counters for benchmarks and metrics.

@@ -65,18 +65,30 @@ struct PlannedRun {
   v1::Execution record;
   v1::RunRequest request;
   std::vector<std::string> agents;
+  std::chrono::system_clock::time_point due{};  ///< when to send (recorded ahead of it)
+  std::size_t slot = SIZE_MAX;                  ///< the task's slot (scheduled fires only)
+};
+
+/// A recorded run waiting for its instant.
+struct StagedRun {
+  std::chrono::system_clock::time_point due;
+  std::shared_ptr<PlannedRun> run;
+  bool operator>(const StagedRun& other) const { return due > other.due; }
 };
 
 struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   Impl(asio::any_io_executor ex, Store& s, AgentDirectory& a, RunSink& k, SchedulerOptions o)
-      : executor(ex), store(s), directory(a), sink(k), options(o), timer(ex) {}
+      : executor(ex), store(s), directory(a), sink(k), options(o), timer(ex), send_timer(ex) {}
 
   asio::any_io_executor executor;
   Store& store;
   AgentDirectory& directory;
   RunSink& sink;
   SchedulerOptions options;
-  asio::system_timer timer;
+  asio::system_timer timer;       // wakes `record_ahead` before the next fire
+  asio::system_timer send_timer;  // wakes when the next recorded run is due
+  std::priority_queue<StagedRun, std::vector<StagedRun>, std::greater<>> staged;
+  std::optional<std::chrono::system_clock::time_point> send_armed_for;
   Router router;
   std::vector<TaskSlotState> slots;
   std::map<std::string, std::size_t, std::less<>> index;
@@ -112,8 +124,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     const Instant due = heap.top().start_at;
     if (armed_for && *armed_for == due) return;
     armed_for = due;
-    const auto wait = std::min<std::chrono::system_clock::duration>(due - std::chrono::system_clock::now(),
-                                                                    options.max_timer_wait);
+    const auto wait = std::min<std::chrono::system_clock::duration>(
+        due - options.record_ahead - std::chrono::system_clock::now(), options.max_timer_wait);
     timer.expires_after(std::max<std::chrono::system_clock::duration>(wait, seconds{0}));
     timer.async_wait([weak = weak_from_this()](const error_code& ec) {
       auto self = weak.lock();
@@ -129,7 +141,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     std::vector<PlannedRun> planned;
     std::vector<std::pair<std::string, FireState>> fire_states;
     std::size_t handled = 0;
-    while (!heap.empty() && heap.top().start_at <= now_precise && handled < options.fires_per_turn) {
+    const auto horizon = now_precise + options.record_ahead;
+    while (!heap.empty() && heap.top().start_at <= horizon && handled < options.fires_per_turn) {
       const HeapEntry entry = heap.top();
       heap.pop();
       auto& slot = slots[entry.slot];
@@ -140,14 +153,19 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         misfire(entry.slot, entry.scheduled - seconds{1}, now, planned);
       } else {
         ++slot.runs;
+        const auto first = planned.size();
         plan_fire(slot, entry.scheduled, v1::TRIGGER_TYPE_SCHEDULED, {}, "schedule", planned);
+        for (auto i = first; i < planned.size(); ++i) {
+          planned[i].due = entry.start_at;
+          planned[i].slot = entry.slot;
+        }
         plan_next(entry.slot, entry.scheduled);
       }
       fire_states.emplace_back(slot.task.id(), FireState{entry.scheduled, slot.next});
     }
     stats.fires += handled;
     record_and_send(std::move(planned), std::move(fire_states));
-    if (!heap.empty() && heap.top().start_at <= std::chrono::system_clock::now()) {
+    if (!heap.empty() && heap.top().start_at <= std::chrono::system_clock::now() + options.record_ahead) {
       asio::post(executor, [weak = weak_from_this()] {
         if (auto self = weak.lock()) self->on_timer();
       });
@@ -255,6 +273,22 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
                  std::vector<PlannedRun>& planned) {
     const auto& task = slot.task;
     const std::string base_id = fire_id(task.id(), scheduled);
+    // Declared defaults fill the params a fire does not set (scheduled fires set none).
+    std::map<std::string, std::string> with_defaults;
+    for (const auto& spec : task.params())
+      if (!spec.default_value().empty() && !params.count(spec.name()))
+        with_defaults.emplace(spec.name(), spec.default_value());
+    if (!with_defaults.empty()) {
+      with_defaults.insert(params.begin(), params.end());
+      return plan_fire_with(slot, scheduled, trigger, with_defaults, by, planned, base_id);
+    }
+    plan_fire_with(slot, scheduled, trigger, params, by, planned, base_id);
+  }
+
+  void plan_fire_with(const TaskSlotState& slot, Instant scheduled, v1::TriggerType trigger,
+                      const std::map<std::string, std::string>& params, const std::string& by,
+                      std::vector<PlannedRun>& planned, const std::string& base_id) {
+    const auto& task = slot.task;
     auto eligible = directory.eligible_agents(task);
     auto make = [&](std::string id, std::vector<std::string> agents, std::uint32_t shard, std::uint32_t total) {
       PlannedRun run;
@@ -319,14 +353,64 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
             logger()->error("recording {} fire(s) failed, they are not sent: {}", runs->size(), ec.message());
             return;
           }
+          const auto now = std::chrono::system_clock::now();
           for (auto& run : *runs) {
             if (run.record.status() != v1::EXECUTION_STATUS_PENDING) {
               ++self->stats.not_dispatched;
               continue;
             }
-            self->send(std::make_shared<PlannedRun>(std::move(run)), 0);
+            auto shared = std::make_shared<PlannedRun>(std::move(run));
+            if (shared->due <= now) {
+              self->send_due(std::move(shared));
+            } else {
+              self->staged.push(StagedRun{shared->due, std::move(shared)});
+            }
           }
+          self->arm_send();
         });
+  }
+
+  void arm_send() {
+    if (staged.empty() || stopped) return;
+    const auto due = staged.top().due;
+    if (send_armed_for && *send_armed_for <= due) return;
+    send_armed_for = due;
+    send_timer.expires_at(due);
+    send_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      self->send_armed_for.reset();
+      const auto now = std::chrono::system_clock::now();
+      while (!self->staged.empty() && self->staged.top().due <= now) {
+        auto run = self->staged.top().run;
+        self->staged.pop();
+        self->send_due(std::move(run));
+      }
+      self->arm_send();
+    });
+  }
+
+  /// Sends a recorded run at its instant, unless its task was removed or disabled since it
+  /// was recorded (then it is recorded SKIPPED); it goes with the task's current config.
+  void send_due(std::shared_ptr<PlannedRun> run) {
+    if (run->slot < slots.size()) {
+      const auto& slot = slots[run->slot];
+      if (slot.removed || !slot.task.enabled()) {
+        ++stats.not_dispatched;
+        run->record.set_status(v1::EXECUTION_STATUS_SKIPPED);
+        run->record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
+        run->record.set_skip_detail("the task was disabled or deleted before this fire");
+        run->record.set_ended_unix_ms(now_ms());
+        store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                       [](error_code) {});
+        return;
+      }
+      if (slot.task.revision() != run->request.task_revision()) {
+        *run->request.mutable_task() = slot.task;
+        run->request.set_task_revision(slot.task.revision());
+      }
+    }
+    send(std::move(run), 0);
   }
 
   /// Sends to agents[attempt]; on refusal fails over to the next one.
@@ -374,6 +458,7 @@ Scheduler::Scheduler(asio::any_io_executor executor, Store& store, AgentDirector
 Scheduler::~Scheduler() {
   impl_->stopped = true;
   impl_->timer.cancel();
+  impl_->send_timer.cancel();
   for (const auto& t : impl_->retry_timers) t->cancel();
 }
 

@@ -56,8 +56,11 @@ TEST_CASE("one placement routes each fire to one agent, round-robin over the gro
   c.create_group("web");
   for (auto id : {"a1", "a2", "a3"}) c.add_agent(id, "web");
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
-  auto task = shell_task("rr", "echo ok", {"web"}, qf::v1::PLACEMENT_MODE_ONE, 1);
+  auto task = shell_task("rr", "echo region=$QF_PARAM_REGION", {"web"}, qf::v1::PLACEMENT_MODE_ONE, 1);
   task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_ROUND_ROBIN);
+  auto* region = task.add_params();
+  region->set_name("region");
+  region->set_default_value("eu-west");
   c.create_task(task);
   REQUIRE(c.run_until([&] { return c.count("rr", qf::v1::EXECUTION_STATUS_SUCCESS) >= 6; }));
   const auto records = c.executions("rr");
@@ -66,6 +69,7 @@ TEST_CASE("one placement routes each fire to one agent, round-robin over the gro
   CHECK(fires.size() == records.size());  // one record per fire: never two agents
   for (const auto& [agent, n] : runs_by_agent(records, qf::v1::EXECUTION_STATUS_SUCCESS)) CHECK(n >= 1);
   CHECK(runs_by_agent(records, qf::v1::EXECUTION_STATUS_SUCCESS).size() == 3);
+  CHECK(c.execution(records.back().execution_id())->output() == "region=eu-west\n");  // the declared default
 }
 
 TEST_CASE("sharded placement splits a fire over the agents with QF_SHARD_INDEX and QF_SHARD_TOTAL", "[cluster]") {
@@ -257,8 +261,8 @@ TEST_CASE("a push never acknowledged is re-sent 3 times, then marked failed; the
   REQUIRE(c.run_until([&] { return c.coordinator->dispatcher().stats().pushes_failed == 1; }));
   CHECK(deltas == 4);  // the push and 3 re-pushes
   CHECK(c.coordinator->dispatcher().stats().repushes == 3);
+  REQUIRE(c.run_until([&] { return c.agent_record("a1")->push_status().state() == qf::v1::CONFIG_PUSH_STATE_FAILED; }));
   const auto failed = c.agent_record("a1");
-  CHECK(failed->push_status().state() == qf::v1::CONFIG_PUSH_STATE_FAILED);
   CHECK(failed->push_status().error().find("no ConfigAck") != std::string::npos);
   // The network heals: the heartbeat shows the agent's stale version and it pulls.
   deaf = false;
