@@ -111,6 +111,9 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
 
   /// Agent ids with an open, registered session.
   std::vector<std::string> online_agents() const;
+  /// True when an online agent holds the execution (it was routed there, or the agent
+  /// reported it running when it registered).
+  bool held_by_online_agent(const std::string& execution_id) const;
   /// A task as last loaded from the store.
   std::optional<v1::Task> task(const std::string& task_id) const;
   const CoordinatorDispatcherStats& stats() const noexcept;

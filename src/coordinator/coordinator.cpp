@@ -19,6 +19,11 @@ namespace asio = boost::asio;
 
 namespace {
 
+std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 bool routed(const v1::Task& task) {
   const auto mode = task.placement().mode();
   return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
@@ -67,11 +72,78 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
                  if (ec) return ready(ec);
                  for (const auto& t : *tasks) self->scheduler.upsert_task(t);
                  self->grace_timer.expires_after(self->options.agent_grace);
-                 self->grace_timer.async_wait([weak](const error_code& timer_ec) {
-                   if (auto again = weak.lock(); again && !timer_ec) again->scheduler.start();
+                 const auto started = unix_ms_now();
+                 self->grace_timer.async_wait([weak, started](const error_code& timer_ec) {
+                   auto again = weak.lock();
+                   if (!again || timer_ec) return;
+                   again->reconcile(started);
+                   again->scheduler.start();
                  });
                  ready({});
                });
+  }
+
+  /**
+   * Routed runs a previous coordinator left PENDING or RUNNING, that no agent claimed
+   * within the grace: RUNNING ones become FAILURE `agent lost` (and are retried per policy),
+   * PENDING ones FAILURE `not dispatched`. Nothing recorded stays open forever.
+   */
+  void reconcile(std::int64_t started_ms) {
+    auto open = std::make_shared<std::vector<v1::Execution>>();
+    store.read(
+        [open, started_ms](StoreTransaction& tx, error_code&) {
+          v1::ListExecutionsRequest request;
+          request.add_status(v1::EXECUTION_STATUS_PENDING);
+          request.add_status(v1::EXECUTION_STATUS_RUNNING);
+          request.set_to_unix_ms(started_ms + 1);
+          request.set_page_size(500);
+          for (std::uint32_t page = 1;; ++page) {
+            request.set_page(page);
+            auto listing = tx.list_executions(request);
+            for (auto& e : listing.items) open->push_back(std::move(e));
+            if (listing.items.size() < 500) break;
+          }
+        },
+        [weak = weak_from_this(), open](error_code ec) {
+          auto self = weak.lock();
+          if (!self || ec) return;
+          std::vector<v1::Execution> orphans;
+          for (auto& e : *open) {
+            auto task = self->dispatcher.task(e.task_id());
+            if (!task || !routed(*task) || self->dispatcher.held_by_online_agent(e.execution_id())) continue;
+            orphans.push_back(std::move(e));
+          }
+          if (!orphans.empty()) self->close_orphans(std::move(orphans));
+        });
+  }
+
+  void close_orphans(std::vector<v1::Execution> orphans) {
+    logger()->warn("{} routed run(s) left open by the previous coordinator: closing them", orphans.size());
+    auto closed = std::make_shared<std::vector<v1::Execution>>();
+    store.transact(
+        [orphans = std::move(orphans), closed](StoreTransaction& tx, error_code&) {
+          for (const auto& orphan : orphans) {
+            auto record = tx.execution(orphan.execution_id());
+            if (!record || is_final(record->status())) continue;
+            const bool running = record->status() == v1::EXECUTION_STATUS_RUNNING;
+            record->set_status(v1::EXECUTION_STATUS_FAILURE);
+            record->set_failure_reason(running ? "agent lost" : "not dispatched");
+            record->set_error_message(running ? "its agent did not come back after the coordinator restarted"
+                                              : "the coordinator stopped before the run was dispatched");
+            record->set_ended_unix_ms(unix_ms_now());
+            record->set_updated_unix_ms(unix_ms_now());
+            tx.upsert_execution(*record);
+            closed->push_back(std::move(*record));
+          }
+        },
+        [weak = weak_from_this(), closed](error_code ec) {
+          auto self = weak.lock();
+          if (!self || ec) return;
+          for (const auto& r : *closed) {
+            if (self->observer) self->observer(r);
+            self->maybe_retry(r);
+          }
+        });
   }
 
   void maybe_retry(const v1::Execution& record) {

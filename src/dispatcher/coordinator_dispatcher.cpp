@@ -768,6 +768,15 @@ std::vector<std::string> CoordinatorDispatcher::online_agents() const {
   return ids;
 }
 
+bool CoordinatorDispatcher::held_by_online_agent(const std::string& execution_id) const {
+  for (const auto& [id, s] : impl_->by_agent) {
+    if (s->routed.count(execution_id)) return true;
+    for (const auto& [m, pending] : s->pending_runs)
+      if (pending.execution_id == execution_id) return true;
+  }
+  return false;
+}
+
 std::optional<v1::Task> CoordinatorDispatcher::task(const std::string& task_id) const {
   auto it = impl_->tasks.find(task_id);
   if (it == impl_->tasks.end()) return std::nullopt;

@@ -515,3 +515,38 @@ TEST_CASE("the coordinator closes sessions that break the protocol and stores a 
   CHECK(c.coordinator->dispatcher().stats().records_duplicate == 1);
   CHECK(agent->closed.empty());  // a bad record is refused alone, the session stays
 }
+
+TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims them", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("job", "sleep 1", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
+  c.create_task(task);
+  const auto running = c.trigger("job").execution_ids.at(0);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(running);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
+  }));
+  const std::string holder = c.execution(running)->agent_id();
+  // The next run request never arrives: it stays PENDING when the coordinator dies.
+  qf::LinkFaults faults;
+  faults.drop_if = [](const qf::v1::Envelope& e, qf::LinkDirection) { return e.has_run_request(); };
+  c.network.set_faults(faults);
+  const auto pending = c.trigger("job").execution_ids.at(0);
+  REQUIRE(c.execution(pending)->status() == qf::v1::EXECUTION_STATUS_PENDING);
+  c.crash_coordinator();
+  c.network.set_faults({});
+  c.network.isolate(holder, true);  // the agent running the first run never comes back
+  c.options.agent_grace = 1500ms;
+  c.open_coordinator();
+  REQUIRE(c.run_until([&] {
+    auto a = c.execution(running);
+    auto b = c.execution(pending);
+    return a && b && qf::is_final(a->status()) && qf::is_final(b->status());
+  }));
+  CHECK(c.execution(running)->failure_reason() == "agent lost");
+  CHECK(c.execution(pending)->failure_reason() == "not dispatched");
+}
