@@ -70,7 +70,25 @@ void BorrowedStatement::run() {
 }
 
 void SqliteStoreTransaction::trim_statement_cache() {
-  if (statements_.size() > k_max_cached_statements) statements_.clear();
+  if (statements_.size() <= k_max_cached_statements) return;
+  literal_statements_.clear();
+  statements_.clear();
+}
+
+BorrowedStatement SqliteStoreTransaction::literal_statement(const char* sql, std::size_t size) {
+  auto found = literal_statements_.find(sql);
+  if (found == literal_statements_.end()) {
+    const std::string_view text(sql, size);
+    auto cached = statements_.find(text);
+    if (cached == statements_.end()) {
+      error_code ec;
+      auto prepared = db_.prepare(text, ec, true);
+      if (ec) throw_store_failed(db_, text);
+      cached = statements_.emplace(std::string(text), std::move(prepared)).first;
+    }
+    found = literal_statements_.emplace(sql, &cached->second).first;
+  }
+  return {db_, *found->second};
 }
 
 BorrowedStatement SqliteStoreTransaction::statement(std::string_view sql) {

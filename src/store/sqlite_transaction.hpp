@@ -102,6 +102,13 @@ class SqliteStoreTransaction final : public StoreTransaction {
 
  private:
   BorrowedStatement statement(std::string_view sql);
+  /// A statement whose SQL is a string literal: found by the literal's address, so the hot
+  /// paths never compare long SQL strings.
+  template <std::size_t N>
+  BorrowedStatement statement(const char (&sql)[N]) {
+    return literal_statement(sql, N - 1);
+  }
+  BorrowedStatement literal_statement(const char* sql, std::size_t size);
   void require_writable(std::string_view operation) const;
   std::uint64_t count(const std::string& sql, const std::vector<SqlValue>& values);
 
@@ -113,6 +120,7 @@ class SqliteStoreTransaction final : public StoreTransaction {
   SqliteDatabase& db_;
   bool writable_;
   std::map<std::string, SqliteStatement, std::less<>> statements_;
+  std::unordered_map<const char*, SqliteStatement*> literal_statements_;  // into statements_
 };
 
 }  // namespace quartzflow::detail
