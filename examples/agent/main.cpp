@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
   if (config.retention_days() > 0) store_options.retention = std::chrono::hours{24 * config.retention_days()};
   if (!config.stats_time_zone().empty()) store_options.stats_time_zone = config.stats_time_zone();
   store_options.fsync_each_commit = config.fsync_each_commit();
+  store_options.purge_unsynced = true;  // standalone: no coordinator will ever acknowledge them
   qf::error_code ec;
   std::string detail;
   agent.store = qf::LocalStore::open(agent.io.get_executor(), store_options, ec, &detail);

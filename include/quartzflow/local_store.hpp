@@ -30,6 +30,9 @@ struct LocalStoreOptions {
   std::string path;                            ///< SQLite file (":memory:" in unit tests)
   std::uint32_t full_logs_per_task = 20;       ///< full output kept for the last N runs per task
   std::chrono::hours retention{24 * 7};        ///< records older than this are purged
+  /// Purge also records the coordinator has not acknowledged (standalone agents, which have
+  /// no coordinator). Off: a record is purged only once synced, so none is ever lost.
+  bool purge_unsynced = false;
   std::string stats_time_zone = "UTC";         ///< the zone whose local days the stats count
   std::size_t output_head_bytes = 10 * 1024;   ///< `Execution.output` keeps this much
   bool read_only = false;                      ///< qfctl local: never writes, works while the agent runs
@@ -138,7 +141,8 @@ class LocalStore {
 
   /// Deletes final records scheduled before `now - retention`, their logs, and stats of
   /// local dates before that instant's; completes with the number of records deleted.
-  /// PENDING and RUNNING records stay: a restart still owes them a final state.
+  /// PENDING and RUNNING records stay: a restart still owes them a final state. Records not
+  /// yet acknowledged by a coordinator stay too, unless `purge_unsynced`.
   template <typename CompletionToken>
   auto async_purge(Instant now, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(error_code, std::uint64_t)>(

@@ -610,7 +610,10 @@ struct LocalStore::Impl {
     const std::int64_t cutoff_ms =
         to_unix_ms(write.now) - std::chrono::duration_cast<std::chrono::milliseconds>(options.retention).count();
     auto executions = write_db.prepare(
-        "DELETE FROM executions WHERE scheduled_unix_ms < ?1 AND status NOT IN (?2, ?3)", ec);
+        options.purge_unsynced ? "DELETE FROM executions WHERE scheduled_unix_ms < ?1 AND status NOT IN (?2, ?3)"
+                               : "DELETE FROM executions WHERE scheduled_unix_ms < ?1 AND status NOT IN (?2, ?3) "
+                                 "AND synced = 1",
+        ec);
     if (ec) return;
     // PENDING and RUNNING records stay until a restart resolves them: they are owed a final state.
     executions.bind(1, cutoff_ms)

@@ -517,6 +517,7 @@ TEST_CASE("purge removes records, logs and stats older than the retention", "[lo
   boost::asio::io_context io;
   auto options = memory_options();
   options.retention = std::chrono::hours{48};
+  options.purge_unsynced = true;  // a standalone agent
   auto store = open_store(io, options);
   const auto now = unix_ms("2026-03-10T12:00:00Z");
   const auto old_ms = unix_ms("2026-03-05T12:00:00Z");
@@ -549,6 +550,31 @@ TEST_CASE("purge removes records, logs and stats older than the retention", "[lo
   const auto left = stats(*store);
   REQUIRE(left.size() == 1);
   CHECK(left[0].date() == "2026-03-09");
+}
+
+TEST_CASE("purge keeps records the coordinator has not acknowledged yet", "[local_store]") {
+  boost::asio::io_context io;
+  auto options = memory_options();
+  options.retention = std::chrono::hours{48};
+  auto store = open_store(io, options);
+  const auto now = unix_ms("2026-03-10T12:00:00Z");
+  const auto old_ms = unix_ms("2026-03-05T12:00:00Z");
+  const auto acked = make_record("t", old_ms, v1::EXECUTION_STATUS_SUCCESS, old_ms, 1);
+  const auto unacked = make_record("t", old_ms + 1000, v1::EXECUTION_STATUS_FAILURE, old_ms + 1000, 1);
+  REQUIRE_FALSE(record(io, *store, acked));
+  REQUIRE_FALSE(record(io, *store, unacked));
+  std::optional<qf::error_code> marked;
+  store->async_mark_synced({acked.execution_id()}, [&](qf::error_code ec) { marked = ec; });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(marked);
+  std::uint64_t purged = 0;
+  store->async_purge(instant_of(now), [&](qf::error_code, std::uint64_t n) { purged = n; });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  CHECK(purged == 1);
+  CHECK_FALSE(get(*store, acked.execution_id()));
+  CHECK(get(*store, unacked.execution_id()));  // still owed to the coordinator
 }
 
 TEST_CASE("a read-only store reads while a writer has the file open", "[local_store]") {
