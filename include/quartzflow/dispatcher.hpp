@@ -99,8 +99,14 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   void start(std::function<void(error_code)> ready);
   /// Takes a new connection (from a transport's listener).
   void accept(std::shared_ptr<Connection> connection);
-  /// After a catalog change: reloads tasks, groups and the online agents' records, and
-  /// pushes to every session whose task set changed. `done` after the reload.
+  /// After a committed change of one task (created, updated, enabled, disabled): pushes it
+  /// to the agents that hold it or should (cost per session, not per task in the catalog).
+  void task_changed(const v1::Task& task);
+  /// After a task was deleted (the catalog's new config version).
+  void task_removed(const std::string& task_id, std::int64_t config_version);
+  /// After any other catalog change (groups, agent moves): reloads tasks, groups and the
+  /// online agents' records, and pushes to every session whose task set changed. `done`
+  /// after the reload.
   void catalog_changed(std::function<void()> done = {});
   /// Cancels a routed execution on its agent; `done` gets the agent's answer (the status
   /// after the request) or errc::not_found when no online agent holds it.

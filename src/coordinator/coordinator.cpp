@@ -47,6 +47,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
 
   /// After a committed change: the scheduler first (no fire of the old config after this),
   /// then the agents; then the caller.
+  /// `apply` hands a task change to the scheduler and the dispatcher; without it (groups,
+  /// agent moves) the dispatcher reloads the catalog.
   template <typename Result>
   auto follow(std::function<void(Result)> done, std::function<void(const Result&)> apply) {
     return [weak = weak_from_this(), done = std::move(done), apply = std::move(apply)](Result result) mutable {
@@ -55,11 +57,20 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
         if (done) done(std::move(result));
         return;
       }
-      if (apply) apply(result);
+      if (apply) {
+        apply(result);
+        if (done) done(std::move(result));
+        return;
+      }
       self->dispatcher.catalog_changed([done = std::move(done), result = std::move(result)]() mutable {
         if (done) done(std::move(result));
       });
     };
+  }
+
+  void task_changed(const v1::Task& task) {
+    scheduler.upsert_task(task);
+    dispatcher.task_changed(task);
   }
 
   /// Gives every task to the scheduler, which starts firing after the agents' grace.
@@ -195,7 +206,7 @@ void Coordinator::create_task(v1::Task task, Actor actor, Catalog::TaskHandler d
   impl_->catalog.create_task(std::move(task), std::move(actor),
                              impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
                                                                                          const auto& r) {
-                               if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                               if (auto self = weak.lock()) self->task_changed(r.value);
                              }));
 }
 
@@ -203,15 +214,18 @@ void Coordinator::update_task(v1::Task task, bool force, Actor actor, Catalog::T
   impl_->catalog.update_task(std::move(task), force, std::move(actor),
                              impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
                                                                                          const auto& r) {
-                               if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                               if (auto self = weak.lock()) self->task_changed(r.value);
                              }));
 }
 
 void Coordinator::delete_task(std::string id, Actor actor, Catalog::DoneHandler done) {
   impl_->catalog.delete_task(id, std::move(actor),
                              impl_->follow<CatalogResult<std::uint64_t>>(
-                                 std::move(done), [weak = impl_->weak_from_this(), id](const auto&) {
-                                   if (auto self = weak.lock()) self->scheduler.remove_task(id);
+                                 std::move(done), [weak = impl_->weak_from_this(), id](const auto& r) {
+                                   auto self = weak.lock();
+                                   if (!self) return;
+                                   self->scheduler.remove_task(id);
+                                   self->dispatcher.task_removed(id, static_cast<std::int64_t>(r.value));
                                  }));
 }
 
@@ -219,7 +233,7 @@ void Coordinator::set_task_enabled(std::string id, bool enabled, Actor actor, Ca
   impl_->catalog.set_task_enabled(std::move(id), enabled, std::move(actor),
                                   impl_->follow<CatalogResult<v1::Task>>(
                                       std::move(done), [weak = impl_->weak_from_this()](const auto& r) {
-                                        if (auto self = weak.lock()) self->scheduler.upsert_task(r.value);
+                                        if (auto self = weak.lock()) self->task_changed(r.value);
                                       }));
 }
 

@@ -24,19 +24,21 @@ using detail::unix_ms_now;
 
 namespace {
 
-using HeldTasks = std::vector<std::pair<std::string, std::int64_t>>;
+/// Task id -> revision an agent holds.
+using HeldTasks = std::map<std::string, std::int64_t, std::less<>>;
 
-HeldTasks held_of(const std::vector<v1::Task>& tasks) {
-  HeldTasks held;
-  held.reserve(tasks.size());
-  for (const auto& t : tasks) held.emplace_back(t.id(), t.revision());
-  return held;
-}
-
-/// A config send waiting for its ConfigAck.
+/// A config send waiting for its ConfigAck: what the agent holds once it applied it.
 struct ConfigOffer {
-  HeldTasks held_after;  ///< what the agent holds once it applied this version
+  bool snapshot = false;
+  HeldTasks held;                                          ///< snapshot: the whole set
+  std::vector<std::pair<std::string, std::int64_t>> changes;  ///< delta: revision, or -1 removed
 };
+
+bool bound_to(const v1::Agent& agent, const v1::Task& task) {
+  return task.all_agents() ||
+         (!agent.group_id().empty() &&
+          std::find(task.group_ids().begin(), task.group_ids().end(), agent.group_id()) != task.group_ids().end());
+}
 
 struct PendingRunSend {
   std::string execution_id;
@@ -55,6 +57,7 @@ struct Session {
   // Configuration.
   bool held_known = false;
   HeldTasks held;                             ///< acknowledged
+  std::set<std::string, std::less<>> dirty;   ///< ids that may differ from what the agent should hold
   std::int64_t acked_version = 0;
   std::int64_t desired_version = 0;
   std::map<std::int64_t, ConfigOffer> offers;  ///< sent, not yet acknowledged, by version
@@ -86,8 +89,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   asio::steady_timer sweep_timer;
   bool stopped = false;
   // Catalog mirror.
-  std::map<std::string, v1::Task> tasks;
-  std::vector<v1::Task> task_list;  // the same, as a vector for tasks_for_agent
+  std::map<std::string, v1::Task, std::less<>> tasks;
   std::vector<v1::Group> groups;
   std::int64_t version = 0;
   // Sessions.
@@ -120,33 +122,68 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   void install_catalog(CatalogSnapshot& snapshot) {
     tasks.clear();
-    for (const auto& t : snapshot.tasks) tasks.emplace(t.id(), t);
-    task_list = std::move(snapshot.tasks);
+    for (auto& t : snapshot.tasks) {
+      auto id = t.id();
+      tasks.emplace(std::move(id), std::move(t));
+    }
     groups = std::move(snapshot.groups);
     version = snapshot.version;
   }
 
+  /// Whether the agent holds `id` as it should (bound: at the current revision; else not).
+  bool in_sync(const Session& session, const std::string& id) const {
+    auto task = tasks.find(id);
+    auto held = session.held.find(id);
+    const bool wanted = task != tasks.end() && bound_to(session.agent, task->second);
+    if (!wanted) return held == session.held.end();
+    return held != session.held.end() && held->second == task->second.revision();
+  }
+
+  /// Recomputes what differs for a session (after a reload: groups or the agent moved).
+  void recompute_dirty(Session& session) {
+    session.dirty.clear();
+    for (const auto& [id, revision] : session.held)
+      if (!in_sync(session, id)) session.dirty.insert(id);
+    for (const auto& [id, task] : tasks)
+      if (bound_to(session.agent, task) && !in_sync(session, id)) session.dirty.insert(id);
+  }
+
   // --- sending -------------------------------------------------------------------------
 
+  /// A snapshot (full, or the session does not know what the agent holds) or a delta of
+  /// the session's dirty tasks from the acknowledged version; pushed (re-sent until ACKed)
+  /// or as the answer to a pull.
   void send_config(Session& session, bool pushed, std::uint64_t in_reply_to, bool full) {
-    const auto wanted = tasks_for_agent(session.agent, task_list);
     v1::Envelope e;
+    ConfigOffer offer;
     if (full || !session.held_known) {
+      offer.snapshot = true;
       auto* snapshot = e.mutable_config_snapshot();
       snapshot->set_config_version(version);
       snapshot->set_group_id(session.agent.group_id());
-      for (const auto& t : wanted) *snapshot->add_tasks() = t;
+      for (const auto& [id, t] : tasks) {
+        if (!bound_to(session.agent, t)) continue;
+        *snapshot->add_tasks() = t;
+        offer.held.emplace(id, t.revision());
+      }
       snapshot->set_push_attempt(pushed ? 1 : 0);
     } else {
-      const auto change = config_change(session.held, wanted);
       auto* delta = e.mutable_config_delta();
       delta->set_base_config_version(session.acked_version);
       delta->set_config_version(version);
-      for (const auto& t : change.upserts) *delta->add_upserts() = t;
-      for (const auto& id : change.removals) delta->add_removed_task_ids(id);
+      for (const auto& id : session.dirty) {
+        auto task = tasks.find(id);
+        if (task != tasks.end() && bound_to(session.agent, task->second)) {
+          *delta->add_upserts() = task->second;
+          offer.changes.emplace_back(id, task->second.revision());
+        } else if (session.held.count(id)) {
+          delta->add_removed_task_ids(id);
+          offer.changes.emplace_back(id, -1);
+        }
+      }
       delta->set_push_attempt(pushed ? 1 : 0);
     }
-    session.offers[version] = ConfigOffer{held_of(wanted)};
+    session.offers[version] = std::move(offer);
     session.desired_version = version;
     if (pushed) {
       session.push = e;
@@ -155,6 +192,24 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       set_push_state(session, v1::CONFIG_PUSH_STATE_PENDING, {});
     } else {
       session.writer.send(e, in_reply_to);
+    }
+  }
+
+  /// The agent applied `offer`: what it holds now, and what is still to send.
+  void accept_offer(Session& session, ConfigOffer& offer) {
+    if (offer.snapshot) {
+      session.held = std::move(offer.held);
+      session.held_known = true;
+      recompute_dirty(session);
+      return;
+    }
+    for (const auto& [id, revision] : offer.changes) {
+      if (revision < 0) {
+        session.held.erase(id);
+      } else {
+        session.held[id] = revision;
+      }
+      if (in_sync(session, id)) session.dirty.erase(id);
     }
   }
 
@@ -387,8 +442,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       case v1::CONFIG_APPLY_RESULT_PARTIAL: {
         auto offer = session.offers.find(ack.config_version());
         if (offer == session.offers.end()) return;  // an ACK of something not offered here: stale
-        session.held = std::move(offer->second.held_after);
-        session.held_known = true;
+        if (!offer->second.snapshot && !session.held_known) return;
+        accept_offer(session, offer->second);
         session.acked_version = ack.config_version();
         session.offers.erase(session.offers.begin(), std::next(offer));
         session.agent.set_applied_config_version(ack.config_version());
@@ -722,13 +777,35 @@ void CoordinatorDispatcher::catalog_changed(std::function<void()> done) {
                             session->agent.set_group_assignment(a->second.group_assignment());
                           }
                           if (!session->held_known) continue;  // its pull will get the current set
-                          const auto change =
-                              config_change(session->held, tasks_for_agent(session->agent, self->task_list));
-                          if (!change.empty()) self->send_config(*session, true, 0, false);
+                          self->recompute_dirty(*session);
+                          if (!session->dirty.empty()) self->send_config(*session, true, 0, false);
                         }
                       }
                       if (done) done();
                     });
+}
+
+void CoordinatorDispatcher::task_changed(const v1::Task& task) {
+  auto& impl = *impl_;
+  impl.version = std::max<std::int64_t>(impl.version, task.config_version());
+  impl.tasks[task.id()] = task;
+  for (auto& [id, session] : impl.by_agent) {
+    if (!session->held_known) continue;
+    if (impl.in_sync(*session, task.id())) continue;
+    session->dirty.insert(task.id());
+    impl.send_config(*session, true, 0, false);
+  }
+}
+
+void CoordinatorDispatcher::task_removed(const std::string& task_id, std::int64_t config_version) {
+  auto& impl = *impl_;
+  impl.version = std::max(impl.version, config_version);
+  impl.tasks.erase(task_id);
+  for (auto& [id, session] : impl.by_agent) {
+    if (!session->held_known || !session->held.count(task_id)) continue;
+    session->dirty.insert(task_id);
+    impl.send_config(*session, true, 0, false);
+  }
 }
 
 void CoordinatorDispatcher::cancel(const std::string& execution_id, std::string reason, std::string requested_by,

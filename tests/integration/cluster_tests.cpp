@@ -550,3 +550,50 @@ TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims
   CHECK(c.execution(running)->failure_reason() == "agent lost");
   CHECK(c.execution(pending)->failure_reason() == "not dispatched");
 }
+
+TEST_CASE("agents converge on the catalog through lost pushes, updates and deletes", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] {
+    auto a = c.all_connected() ? c.agent_record("a1") : std::nullopt;
+    return a && a->push_status().state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC;
+  }));
+  int lost = 0;
+  qf::LinkFaults faults;
+  faults.drop_if = [&](const qf::v1::Envelope& e, qf::LinkDirection) {
+    if (!e.has_config_delta() || lost > 0) return false;
+    return ++lost, true;
+  };
+  c.network.set_faults(faults);
+  c.create_task(shell_task("first", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL));  // its push is lost
+  c.create_task(shell_task("second", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL));
+  auto updated = shell_task("second", "echo v2", {"web"}, qf::v1::PLACEMENT_MODE_ALL);
+  std::optional<qf::CatalogResult<qf::v1::Task>> update;
+  c.coordinator->update_task(updated, false, qf::Actor{}, [&](auto r) { update = std::move(r); });
+  REQUIRE(c.run_until([&] { return update.has_value(); }));
+  REQUIRE(*update);
+  c.create_task(shell_task("third", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL));
+  std::optional<qf::CatalogResult<std::uint64_t>> removed;
+  c.coordinator->delete_task("third", qf::Actor{}, [&](auto r) { removed = std::move(r); });
+  REQUIRE(c.run_until([&] { return removed.has_value(); }));
+  REQUIRE(c.run_until([&] {
+    auto a = c.agent_record("a1");
+    return a && a->applied_config_version() == static_cast<std::int64_t>(removed->value) &&
+           a->push_status().state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC;
+  }));
+  CHECK(lost == 1);
+  auto& engine = *c.agents["a1"]->engine;
+  qf::error_code ec;
+  CHECK(engine.trigger("first", {}, ec).has_value());
+  const auto id = engine.trigger("second", {}, ec);
+  REQUIRE(id);
+  CHECK_FALSE(engine.trigger("third", {}, ec).has_value());
+  REQUIRE(c.run_until([&] {
+    for (const auto& r : c.agents["a1"]->finals)
+      if (r.execution_id() == *id) return true;
+    return false;
+  }));
+  for (const auto& r : c.agents["a1"]->finals)
+    if (r.execution_id() == *id) CHECK(r.output() == "v2\n");
+}
