@@ -35,7 +35,8 @@ class AgentDirectory {
 class RunSink {
  public:
   virtual ~RunSink() = default;
-  /// Delivers `run` to `agent_id`; `done(true)` once the agent accepted it, `done(false)`
+  /// Delivers `run` to `agent_id`, attaching the task's config when the agent does not
+  /// hold `run.task_revision()`; `done(true)` once the agent accepted it, `done(false)`
   /// when it refused or could not be reached (the Scheduler then fails over).
   virtual void send_run(const std::string& agent_id, const v1::RunRequest& run, std::function<void(bool)> done) = 0;
 };

@@ -881,6 +881,13 @@ void CoordinatorDispatcher::send_run(const std::string& agent_id, const v1::RunR
   auto it = impl.by_agent.find(agent_id);
   v1::Envelope e;
   *e.mutable_run_request() = run;
+  if (it != impl.by_agent.end() && !run.has_task()) {
+    // The agent runs its own copy when it holds this revision; otherwise the config travels.
+    auto held = it->second->held.find(run.task_id());
+    auto task = impl.tasks.find(run.task_id());
+    if ((held == it->second->held.end() || held->second != run.task_revision()) && task != impl.tasks.end())
+      *e.mutable_run_request()->mutable_task() = task->second;
+  }
   const std::uint64_t id = it == impl.by_agent.end() ? 0 : it->second->writer.send(e);
   if (id == 0) {
     ++impl.stats.runs_refused;

@@ -230,8 +230,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     request.set_triggered_by(record.triggered_by());
     request.set_root_execution_id(record.root_execution_id());
     *request.mutable_params() = record.params();
-    *request.mutable_task() = task;
-    return request;
+    return request;  // the sink attaches the task's config when the agent does not hold it
   }
 
   /// The next attempt of a failed routed run, on another agent when there is one.
@@ -405,10 +404,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
                        [](error_code) {});
         return;
       }
-      if (slot.task.revision() != run->request.task_revision()) {
-        *run->request.mutable_task() = slot.task;
-        run->request.set_task_revision(slot.task.revision());
-      }
+      run->request.set_task_revision(slot.task.revision());  // it may have changed since
     }
     send(std::move(run), 0);
   }

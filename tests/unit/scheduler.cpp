@@ -27,8 +27,11 @@ struct FakeSink : qf::RunSink {
   std::set<std::string> refusing;
   std::vector<std::pair<std::string, v1::RunRequest>> sent;
   std::vector<v1::ExecutionStatus> status_when_sent;
+  std::vector<std::int64_t> sent_unix_ms;
   void send_run(const std::string& agent, const v1::RunRequest& run, std::function<void(bool)> done) override {
     sent.emplace_back(agent, run);
+    sent_unix_ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch()).count());
     // The record must already be durable when a run leaves: read it back right now.
     std::optional<v1::Execution> stored;
     bool read = false;
@@ -122,7 +125,12 @@ TEST_CASE("one-placement fires are recorded PENDING before they are sent, round-
   const auto& run = f.sink->sent[0].second;
   CHECK(run.execution_id() == "tick:" + std::to_string(run.scheduled_unix_ms()));
   CHECK(run.scheduled_unix_ms() % 1000 == 0);
-  CHECK(run.task().id() == "tick");
+  CHECK(run.task_id() == "tick");
+  CHECK(run.task_revision() == 1);
+  CHECK_FALSE(run.has_task());  // the sink attaches the config only for agents without it
+  // Recorded ahead, but never sent before the instant.
+  for (std::size_t i = 0; i < f.sink->sent.size(); ++i)
+    CHECK(f.sink->sent_unix_ms[i] >= f.sink->sent[i].second.scheduled_unix_ms());
   const auto stored = f.record(run.execution_id());
   REQUIRE(stored);
   CHECK(stored->agent_id() == f.sink->sent[0].first);
