@@ -616,6 +616,9 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     auto it = by_agent.find(session->agent.id());
     if (it == by_agent.end() || it->second != session) return;  // replaced by a newer session
     by_agent.erase(it);
+    // A stopping coordinator does not know the agents' fate: their runs stay open, and the
+    // next start reconciles them with what the agents report when they come back.
+    if (stopped) return;
     logger()->info("agent {} offline: {}", session->agent.id(), why);
     auto agent = session->agent;
     agent.set_state(v1::AGENT_STATE_OFFLINE);

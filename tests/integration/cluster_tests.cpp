@@ -597,3 +597,27 @@ TEST_CASE("agents converge on the catalog through lost pushes, updates and delet
   for (const auto& r : c.agents["a1"]->finals)
     if (r.execution_id() == *id) CHECK(r.output() == "v2\n");
 }
+
+TEST_CASE("a run in progress while the coordinator restarts keeps its real result", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("steady", "sleep 1; echo finished", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto id = c.trigger("steady").execution_ids.at(0);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
+  }));
+  c.coordinator->stop();  // a graceful stop: the agent is not lost
+  c.crash_coordinator();
+  c.run_for(300ms);
+  c.options.agent_grace = 1500ms;
+  c.open_coordinator();
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(id);
+    return e && qf::is_final(e->status());
+  }));
+  CHECK(c.execution(id)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(c.execution(id)->output() == "finished\n");
+}
