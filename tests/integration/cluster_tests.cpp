@@ -440,11 +440,14 @@ TEST_CASE("the coordinator closes sessions that break the protocol and stores a 
     auto peer = std::make_shared<Peer>();
     connector->connect([peer](qf::error_code, std::shared_ptr<qf::Connection> conn) {
       peer->connection = conn;
-      conn->start({[peer](std::string m) {
+      std::weak_ptr<Peer> weak = peer;  // the connection must not own its peer (a cycle)
+      conn->start({[weak](std::string m) {
                      qf::v1::Envelope e;
-                     if (e.ParseFromString(m)) peer->received.push_back(e);
+                     if (auto p = weak.lock(); p && e.ParseFromString(m)) p->received.push_back(e);
                    },
-                   [peer](std::string why) { peer->closed = why.empty() ? "closed" : why; }});
+                   [weak](std::string why) {
+                     if (auto p = weak.lock()) p->closed = why.empty() ? "closed" : why;
+                   }});
     });
     REQUIRE(c.run_until([&] { return peer->connection != nullptr; }));
     return peer;
@@ -461,7 +464,7 @@ TEST_CASE("the coordinator closes sessions that break the protocol and stores a 
   };
 
   auto garbage = open();
-  garbage->connection->send(std::string("\xff\xff\xff not protobuf", 20));
+  garbage->connection->send(std::string("\xff\xff\xff not protobuf"));
   REQUIRE(c.run_until([&] { return !garbage->closed.empty(); }));
   CHECK(error_of(*garbage) == qf::v1::PROTOCOL_ERROR_CODE_MALFORMED);
 
