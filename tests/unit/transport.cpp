@@ -40,17 +40,22 @@ std::string envelope(std::uint64_t id) {
 
 std::shared_ptr<Ends> connect(boost::asio::io_context& io, qf::InprocNetwork& net, const std::string& client) {
   auto ends = std::make_shared<Ends>();
-  net.listen("c", [ends](std::shared_ptr<qf::Connection> conn) {
-    ends->coordinator = conn;
-    conn->start({[ends](std::string m) { ends->at_coordinator.push_back(m); },
-                 [ends](std::string why) { ends->coordinator_closed = why; }});
+  std::weak_ptr<Ends> weak = ends;  // handlers must not own the connections' holder (a cycle)
+  net.listen("c", [weak](std::shared_ptr<qf::Connection> conn) {
+    weak.lock()->coordinator = conn;
+    conn->start({[weak](std::string m) { weak.lock()->at_coordinator.push_back(m); },
+                 [weak](std::string why) {
+                   if (auto e = weak.lock()) e->coordinator_closed = why;
+                 }});
   });
   auto connector = net.connector("c", client);
-  connector->connect([ends](qf::error_code ec, std::shared_ptr<qf::Connection> conn) {
+  connector->connect([weak](qf::error_code ec, std::shared_ptr<qf::Connection> conn) {
     REQUIRE_FALSE(ec);
-    ends->agent = conn;
-    conn->start({[ends](std::string m) { ends->at_agent.push_back(m); },
-                 [ends](std::string why) { ends->agent_closed = why; }});
+    weak.lock()->agent = conn;
+    conn->start({[weak](std::string m) { weak.lock()->at_agent.push_back(m); },
+                 [weak](std::string why) {
+                   if (auto e = weak.lock()) e->agent_closed = why;
+                 }});
   });
   REQUIRE(run_until(io, [&] { return ends->agent && ends->coordinator; }));
   return ends;
