@@ -16,6 +16,7 @@
 #include <quartzflow/task.hpp>
 #include <quartzflow/task_engine.hpp>
 
+#include "../common/utf8.hpp"
 #include "../cron/cron_fields.hpp"
 
 namespace quartzflow {
@@ -430,9 +431,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (outcome.exit_code) r.set_exit_code(*outcome.exit_code);
     r.set_signal(outcome.signal);
     r.set_http_status(outcome.http_status);
-    r.set_output(outcome.output);
+    // The record's text must be UTF-8 (it travels in protobuf strings); the full log keeps the bytes.
+    r.set_output(detail::valid_utf8(outcome.output));
     r.set_output_bytes(outcome.output_bytes);
-    r.set_error_message(outcome.error_message);
+    r.set_error_message(detail::valid_utf8(outcome.error_message));
     r.set_failure_reason(outcome.failure_reason);
     if (outcome.status == v1::EXECUTION_STATUS_CANCELLED) {
       r.set_cancelled_by(run->cancelled_by.empty() ? "user" : run->cancelled_by);

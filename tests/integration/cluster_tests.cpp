@@ -624,3 +624,52 @@ TEST_CASE("a run in progress while the coordinator restarts keeps its real resul
   CHECK(c.execution(id)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
   CHECK(c.execution(id)->output() == "finished\n");
 }
+
+TEST_CASE("random garbage from peers never disturbs the coordinator or other agents", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("still", "echo alive", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  std::mt19937_64 random(2026);
+  std::vector<std::shared_ptr<qf::Connection>> peers;
+  auto connector = c.network.connector("coordinator", "noise");
+  for (int i = 0; i < 60; ++i) {
+    connector->connect([&](qf::error_code ec, std::shared_ptr<qf::Connection> conn) {
+      if (ec) return;
+      conn->start({[](std::string) {}, [](std::string) {}});
+      // Half register first, so garbage also reaches a registered session.
+      if (i % 2 == 0) {
+        qf::v1::Envelope reg;
+        reg.set_protocol_version(1);
+        reg.set_message_id(1);
+        reg.mutable_register_request()->set_agent_id("noise-" + std::to_string(i));
+        conn->send(reg.SerializeAsString());
+      }
+      for (int m = 0; m < 5; ++m) {
+        std::string bytes(random() % 64, '\0');
+        for (auto& b : bytes) b = static_cast<char>(random());
+        if (m % 2 == 1) {  // a valid envelope with a random body field
+          qf::v1::Envelope e;
+          e.set_protocol_version(1);
+          e.set_message_id(2 + m);
+          for (auto& b : bytes) b = static_cast<char>('a' + static_cast<unsigned char>(b) % 26);
+          e.mutable_execution_result_batch()->add_results()->set_execution_id(bytes);
+          bytes = e.SerializeAsString();
+        }
+        conn->send(bytes);
+      }
+      peers.push_back(conn);
+    });
+    c.run_for(5ms);
+  }
+  c.run_for(500ms);
+  CHECK(c.coordinator->dispatcher().stats().protocol_errors > 0);
+  const auto r = c.trigger("still");
+  REQUIRE_FALSE(r.ec);
+  REQUIRE(c.run_until([&] {
+    auto e = c.execution(r.execution_ids.at(0));
+    return e && e->status() == qf::v1::EXECUTION_STATUS_SUCCESS;
+  }));
+  CHECK(c.execution(r.execution_ids.at(0))->agent_id() == "a1");
+}

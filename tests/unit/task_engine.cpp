@@ -574,3 +574,20 @@ TEST_CASE("a routed run whose policy retries on another agent is not retried her
   CHECK(f.final_of("flaky:1:r2") == nullptr);
   CHECK(f.finals.size() == 1);
 }
+
+TEST_CASE("a run's recorded output is valid UTF-8 however binary the program's output", "[engine]") {
+  Fixture f;
+  f.apply({shell_task("binary", R"(printf 'ok \303\251 \300\257 \355\240\200 \360\237\230\200 \342\202')")});
+  f.engine->start();
+  const auto id = f.trigger("binary");
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }));
+  const std::string fffd = "\xEF\xBF\xBD";
+  // Valid sequences stay; each byte of an invalid one (overlong, surrogate, cut short) is
+  // replaced by U+FFFD.
+  CHECK(f.final_of(id)->output() ==
+        "ok \xC3\xA9 " + fffd + fffd + " " + fffd + fffd + fffd + " \xF0\x9F\x98\x80 " + fffd + fffd);
+  qf::v1::Execution parsed;
+  CHECK(parsed.ParseFromString(f.final_of(id)->SerializeAsString()));  // a peer can read it
+  qf::error_code ec;
+  CHECK(f.store->full_log(id, ec)->size() == 20);  // the full log keeps the bytes as they were
+}
