@@ -404,12 +404,14 @@ class EmbeddedCluster {
     run_timer_.cancel();
     trigger_timer_.cancel();
     connect_timer_.cancel();
+    coordinator_->scheduler().stop();  // no new fires while the agents leave
     for (auto& agent : agents_) agent->dispatcher->stop();
     auto engines_left = std::make_shared<std::size_t>(agents_.size());
     for (auto& agent : agents_) {
       agent->engine->stop(k_shutdown_grace, [this, engines_left] {
         if (--*engines_left > 0) return;
         coordinator_->stop();
+        store_->flush();  // the summary reads what was written up to now
         if (exit_code_ == 0) return print_summary();
         io_.stop();
       });
@@ -469,12 +471,12 @@ class EmbeddedCluster {
 
   void print_figures(const qf::v1::Stats& total, const std::vector<qf::v1::Stats>& by_task,
                      const std::vector<qf::v1::Stats>& by_agent) {
-    std::cout << fmt::format("\nSummary: {} run(s) stored by the coordinator: {}\n", total.total(), status_counts(total));
+    std::cout << fmt::format("\nSummary, as the coordinator stored it: {} run(s) ran; {}\n", total.total(), status_counts(total));
     for (std::size_t i = 0; i < by_task.size() && i < task_names_.size(); ++i)
-      std::cout << fmt::format("  task  {:<10} placement {:<7} {:>3} run(s): {}\n", task_names_[i].name,
+      std::cout << fmt::format("  task  {:<10} placement {:<7} {:>3} ran: {}\n", task_names_[i].name,
                                task_names_[i].placement, by_task[i].total(), status_counts(by_task[i]));
     for (std::size_t i = 0; i < by_agent.size() && i < agents_.size(); ++i)
-      std::cout << fmt::format("  agent {:<10} group {:<11} {:>3} run(s): {}\n", agents_[i]->id, agents_[i]->group,
+      std::cout << fmt::format("  agent {:<10} group {:<11} {:>3} ran: {}\n", agents_[i]->id, agents_[i]->group,
                                by_agent[i].total(), status_counts(by_agent[i]));
     const std::string qfctl = qfctl_command();
     std::cout << fmt::format(

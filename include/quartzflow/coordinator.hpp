@@ -55,7 +55,8 @@ class Coordinator {
   void start(std::function<void(error_code)> ready);
   /// Takes an agent connection (from a transport listener).
   void accept(std::shared_ptr<Connection> connection);
-  /// Goodbye to every agent; no more fires.
+  /// No more fires (those recorded ahead of their instant become SKIPPED, reason SHUTDOWN);
+  /// Goodbye to every agent. Runs in progress stay open: the next start reconciles them.
   void stop();
 
   // Catalog operations (see Catalog), effective at once. `done` runs after the scheduler

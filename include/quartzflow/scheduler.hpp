@@ -84,6 +84,10 @@ class Scheduler {
   /// last fire, then arms the timer queue.
   void start(std::function<void()> ready = {});
 
+  /// Stops firing. Runs recorded ahead of an instant not reached yet are recorded SKIPPED
+  /// (reason SHUTDOWN), so none is left PENDING.
+  void stop();
+
   /// Runs a task now with `params` (trigger MANUAL): one agent, the shards, or every
   /// eligible agent for `all`. `done` gets the execution ids (empty + ec when refused).
   void trigger(const std::string& task_id, std::map<std::string, std::string> params, std::string triggered_by,

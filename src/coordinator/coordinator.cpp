@@ -199,6 +199,7 @@ void Coordinator::start(std::function<void(error_code)> ready) {
 void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
 void Coordinator::stop() {
   impl_->grace_timer.cancel();
+  impl_->scheduler.stop();
   impl_->dispatcher.stop();
 }
 

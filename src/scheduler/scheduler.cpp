@@ -558,6 +558,34 @@ void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::s
   impl.record_and_send(std::move(planned), {}, [done, ids](error_code ec) { done(ec, ec ? std::vector<std::string>{} : ids); });
 }
 
+void Scheduler::stop() {
+  auto& impl = *impl_;
+  if (impl.stopped) return;
+  impl.stopped = true;
+  impl.timer.cancel();
+  impl.send_timer.cancel();
+  for (const auto& t : impl.retry_timers) t->cancel();
+  // Fires recorded ahead of an instant this scheduler will not reach: none stays PENDING.
+  std::vector<v1::Execution> skipped;
+  for (; !impl.staged.empty(); impl.staged.pop()) {
+    auto record = impl.staged.top().run->record;
+    record.set_status(v1::EXECUTION_STATUS_SKIPPED);
+    record.set_skip_reason(v1::SKIP_REASON_SHUTDOWN);
+    record.set_skip_detail("the coordinator stopped before this fire's instant");
+    record.set_ended_unix_ms(now_ms());
+    record.set_updated_unix_ms(now_ms());
+    skipped.push_back(std::move(record));
+  }
+  if (skipped.empty()) return;
+  impl.store.transact(
+      [skipped = std::move(skipped)](StoreTransaction& tx, error_code&) {
+        for (const auto& r : skipped) tx.upsert_execution(r);
+      },
+      [](error_code ec) {
+        if (ec) logger()->error("recording fires skipped at shutdown failed: {}", ec.message());
+      });
+}
+
 void Scheduler::retry(const v1::Execution& failed, bool avoid_agent, std::chrono::milliseconds delay) {
   auto& impl = *impl_;
   auto timer = std::make_shared<asio::steady_timer>(impl.executor, delay);

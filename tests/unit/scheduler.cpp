@@ -246,3 +246,27 @@ TEST_CASE("removing or disabling a task stops its fires", "[scheduler]") {
   f.run_until([] { return false; }, 1500ms);
   CHECK(f.sink->sent.empty());
 }
+
+TEST_CASE("fires are recorded ahead of their instant; a stop leaves none of them PENDING", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("ahead", "* * * * * *"));
+  f.start();
+  REQUIRE(f.run_until([&] { return !f.sink->sent.empty(); }));
+  const auto first = f.sink->sent[0].second.scheduled_unix_ms();
+  // The next fire is already durable before its instant.
+  REQUIRE(f.run_until([&] {
+    auto next = f.record("ahead:" + std::to_string(first + 1000));
+    return next && next->status() == v1::EXECUTION_STATUS_PENDING;
+  }));
+  CHECK(f.sink->sent.size() == 1);
+  f.scheduler->stop();
+  f.store->flush();
+  const auto next = f.record("ahead:" + std::to_string(first + 1000));
+  REQUIRE(next);
+  CHECK(next->status() == v1::EXECUTION_STATUS_SKIPPED);
+  CHECK(next->skip_reason() == v1::SKIP_REASON_SHUTDOWN);
+  f.run_until([] { return false; }, 1500ms);
+  CHECK(f.sink->sent.size() == 1);  // nothing is sent after the stop
+  for (const auto& r : f.records("ahead").items)  // the one sent waits for its agent's report
+    if (r.execution_id() != f.sink->sent[0].second.execution_id()) CHECK(r.status() != v1::EXECUTION_STATUS_PENDING);
+}
