@@ -2,7 +2,9 @@
 // The agent side of the agent protocol. Final records are sent only after they are durable
 // in the LocalStore and leave the sync queue only when the coordinator acknowledged them;
 // only final records are synced (they never change, so marking one synced is always safe).
+#include <deque>
 #include <random>
+#include <unordered_map>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -80,6 +82,9 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   bool flush_posted = false;
   std::map<std::string, std::uint64_t> awaiting_reply;  // execution id -> RunRequest message id
   std::map<std::string, v1::Execution> active;          // last state of runs not final yet
+  static constexpr std::size_t k_recent_finals = 4096;
+  std::unordered_map<std::string, v1::Execution> recent_finals;
+  std::deque<std::string> recent_order;
   // Configuration.
   std::map<std::string, v1::Task> held;
   std::int64_t clock_offset_ms = 0;
@@ -355,9 +360,10 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   void on_run(const v1::RunRequest& request, std::uint64_t message_id) {
     ++stats.runs_received;
     const std::string& id = request.execution_id();
-    if (auto it = active.find(id); it != active.end()) return reply_update(it->second, message_id);  // re-sent
+    // A re-sent request (its answer was lost): answer with the run's state, do not run it twice.
+    if (auto it = active.find(id); it != active.end()) return reply_update(it->second, message_id);
+    if (auto it = recent_finals.find(id); it != recent_finals.end()) return reply_update(it->second, message_id);
     error_code ec;
-    if (auto done = store.execution(id, ec); done && is_final(done->status())) return reply_update(*done, message_id);
     awaiting_reply[id] = message_id;
     std::string detail;
     if (!engine.run(request, ec, &detail)) {
@@ -419,6 +425,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       active[id] = record;
     } else {
       active.erase(id);
+      remember_final(record);
     }
     if (auto waiting = awaiting_reply.find(id); waiting != awaiting_reply.end()) {
       reply_update(record, waiting->second);  // the run's first state answers its RunRequest
@@ -436,6 +443,18 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       }
     }
     if (options.on_execution) options.on_execution(record);
+  }
+
+  /// The last final records, to answer re-sent run requests without reading the store.
+  void remember_final(const v1::Execution& record) {
+    auto copy = record;
+    copy.clear_output();
+    if (!recent_finals.emplace(record.execution_id(), std::move(copy)).second) return;
+    recent_order.push_back(record.execution_id());
+    if (recent_order.size() > k_recent_finals) {
+      recent_finals.erase(recent_order.front());
+      recent_order.pop_front();
+    }
   }
 
   /// Sends this turn's final records in one batch.

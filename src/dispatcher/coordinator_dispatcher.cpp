@@ -195,6 +195,13 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     }
   }
 
+  /// Pushes what differs, one push in flight per session: changes made meanwhile wait for
+  /// its ACK and go in the next delta (a second delta on the same base would not apply).
+  void push_dirty(Session& session) {
+    if (!session.held_known || session.push || session.dirty.empty()) return;
+    send_config(session, true, 0, false);
+  }
+
   /// The agent applied `offer`: what it holds now, and what is still to send.
   void accept_offer(Session& session, ConfigOffer& offer) {
     if (offer.snapshot) {
@@ -456,6 +463,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
                        ack.result() == v1::CONFIG_APPLY_RESULT_APPLIED ? v1::CONFIG_PUSH_STATE_IN_SYNC
                                                                        : v1::CONFIG_PUSH_STATE_PARTIAL,
                        {}, errors);
+        push_dirty(session);  // changes made while this was in flight
         return;
       }
       case v1::CONFIG_APPLY_RESULT_BASE_MISMATCH:
@@ -781,7 +789,7 @@ void CoordinatorDispatcher::catalog_changed(std::function<void()> done) {
                           }
                           if (!session->held_known) continue;  // its pull will get the current set
                           self->recompute_dirty(*session);
-                          if (!session->dirty.empty()) self->send_config(*session, true, 0, false);
+                          self->push_dirty(*session);
                         }
                       }
                       if (done) done();
@@ -796,7 +804,7 @@ void CoordinatorDispatcher::task_changed(const v1::Task& task) {
     if (!session->held_known) continue;
     if (impl.in_sync(*session, task.id())) continue;
     session->dirty.insert(task.id());
-    impl.send_config(*session, true, 0, false);
+    impl.push_dirty(*session);
   }
 }
 
@@ -807,7 +815,7 @@ void CoordinatorDispatcher::task_removed(const std::string& task_id, std::int64_
   for (auto& [id, session] : impl.by_agent) {
     if (!session->held_known || !session->held.count(task_id)) continue;
     session->dirty.insert(task_id);
-    impl.send_config(*session, true, 0, false);
+    impl.push_dirty(*session);
   }
 }
 

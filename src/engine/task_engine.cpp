@@ -621,9 +621,15 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
   ec = {};
   if (request.execution_id().empty()) return fail(errc::invalid_argument, "execution_id: must not be empty");
   if (impl.stopping) return fail(errc::conflict, "the agent is stopping");
-  const auto active = active_executions();
-  if (std::find(active.begin(), active.end(), request.execution_id()) != active.end()) return true;  // re-sent
   auto it = impl.tasks.find(request.task_id());
+  // Re-sent: already running, queued (in its task's queue) or waiting for a retry.
+  if (impl.runs.count(request.execution_id()) || impl.retries.count(request.execution_id())) return true;
+  if (it != impl.tasks.end()) {
+    const auto& queue = it->second->queue;
+    if (std::any_of(queue.begin(), queue.end(),
+                    [&](const PendingRun& p) { return p.execution_id == request.execution_id(); }))
+      return true;
+  }
   if (!request.has_task() && it == impl.tasks.end())
     return fail(errc::not_found, fmt::format("task_id: no task with id \"{}\" on this agent", request.task_id()));
   if (request.has_task()) {

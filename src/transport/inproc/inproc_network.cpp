@@ -71,6 +71,8 @@ struct InprocNetwork::Impl {
 
 namespace {
 
+constexpr int k_messages_per_turn = 64;
+
 struct LinkState : std::enable_shared_from_this<LinkState> {
   LinkState(asio::any_io_executor ex, std::weak_ptr<InprocNetwork::Impl> n, std::string c, std::string a)
       : executor(ex), network(std::move(n)), client(std::move(c)), address(std::move(a)), sides{Side(ex), Side(ex)} {}
@@ -103,7 +105,10 @@ struct LinkState : std::enable_shared_from_this<LinkState> {
     auto& side = sides[to];
     auto& pipe = side.inbound;
     const auto now = Clock::now();
-    while (!pipe.queue.empty() && pipe.queue.front().deliver_at <= now && side.started) {
+    // A bounded number per handler, as a socket read would: timers and other links get turns.
+    for (int delivered = 0; delivered < k_messages_per_turn && !pipe.queue.empty() &&
+                            pipe.queue.front().deliver_at <= now && side.started;
+         ++delivered) {
       InFlight item = std::move(pipe.queue.front());
       pipe.queue.pop_front();
       if (item.data) {
