@@ -219,6 +219,14 @@ class Cluster {
     return out;
   }
 
+  /// Waits until the coordinator's store holds execution `id` with `status`.
+  bool reaches(const std::string& id, v1::ExecutionStatus status, std::chrono::milliseconds timeout = 10s) {
+    return run_until([&] {
+      auto e = execution(id);
+      return e && e->status() == status;
+    }, timeout);
+  }
+
   /// Final records of a task in the coordinator's store with `status`.
   std::size_t count(const std::string& task_id, v1::ExecutionStatus status) {
     std::size_t n = 0;

@@ -127,10 +127,7 @@ TEST_CASE("consistent hashing keeps a key on one agent; least-busy avoids the bu
   std::set<std::string> busy;
   for (int i = 0; i < 3; ++i) {
     const auto r = c.trigger("slow");
-    REQUIRE(c.run_until([&] {
-      auto e = c.execution(r.execution_ids.at(0));
-      return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
-    }));
+    REQUIRE(c.reaches(r.execution_ids.at(0), qf::v1::EXECUTION_STATUS_RUNNING));
     busy.insert(c.execution(r.execution_ids.at(0))->agent_id());
   }
   CHECK(busy.size() == 3);  // each went to an idle agent
@@ -186,21 +183,12 @@ TEST_CASE("a run whose agent is lost fails with `agent lost` and is retried on a
   task.mutable_retry()->set_interval_seconds(1);
   c.create_task(task);
   const auto id = c.trigger("long").execution_ids.at(0);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
-  }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   const std::string lost_agent = c.execution(id)->agent_id();
   c.network.isolate(lost_agent, true);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_FAILURE;
-  }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_FAILURE));
   CHECK(c.execution(id)->failure_reason() == "agent lost");
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id + ":r2");
-    return e && e->status() == qf::v1::EXECUTION_STATUS_SUCCESS;
-  }));
+  REQUIRE(c.reaches(id + ":r2", qf::v1::EXECUTION_STATUS_SUCCESS));
   const auto retry = c.execution(id + ":r2");
   CHECK(retry->agent_id() != lost_agent);
   CHECK(retry->attempt() == 2);
@@ -379,18 +367,12 @@ TEST_CASE("a routed run is cancelled on its agent; a never-dispatched one in the
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   c.create_task(shell_task("sleepy", "sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
   const auto id = c.trigger("sleepy").execution_ids.at(0);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
-  }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   std::optional<qf::error_code> cancelled;
   c.coordinator->cancel(id, "test", qf::Actor{"alice", ""}, [&](qf::error_code ec) { cancelled = ec; });
   REQUIRE(c.run_until([&] { return cancelled.has_value(); }));
   CHECK_FALSE(*cancelled);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_CANCELLED;
-  }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_CANCELLED));
   CHECK(c.execution(id)->cancelled_by() == "alice");
   std::optional<qf::error_code> unknown;
   c.coordinator->cancel("nope:1", "test", qf::Actor{}, [&](qf::error_code ec) { unknown = ec; });
@@ -529,10 +511,7 @@ TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims
   task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
   c.create_task(task);
   const auto running = c.trigger("job").execution_ids.at(0);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(running);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
-  }));
+  REQUIRE(c.reaches(running, qf::v1::EXECUTION_STATUS_RUNNING));
   const std::string holder = c.execution(running)->agent_id();
   // The next run request never arrives: it stays PENDING when the coordinator dies.
   qf::LinkFaults faults;
@@ -608,10 +587,7 @@ TEST_CASE("a run in progress while the coordinator restarts keeps its real resul
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   c.create_task(shell_task("steady", "sleep 1; echo finished", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
   const auto id = c.trigger("steady").execution_ids.at(0);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(id);
-    return e && e->status() == qf::v1::EXECUTION_STATUS_RUNNING;
-  }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   c.coordinator->stop();  // a graceful stop: the agent is not lost
   c.crash_coordinator();
   c.run_for(300ms);
@@ -667,9 +643,6 @@ TEST_CASE("random garbage from peers never disturbs the coordinator or other age
   CHECK(c.coordinator->dispatcher().stats().protocol_errors > 0);
   const auto r = c.trigger("still");
   REQUIRE_FALSE(r.ec);
-  REQUIRE(c.run_until([&] {
-    auto e = c.execution(r.execution_ids.at(0));
-    return e && e->status() == qf::v1::EXECUTION_STATUS_SUCCESS;
-  }));
+  REQUIRE(c.reaches(r.execution_ids.at(0), qf::v1::EXECUTION_STATUS_SUCCESS));
   CHECK(c.execution(r.execution_ids.at(0))->agent_id() == "a1");
 }
