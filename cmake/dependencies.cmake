@@ -9,3 +9,6 @@ find_package(Threads REQUIRED)
 find_package(OpenSSL REQUIRED)
 find_package(SQLite3 REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)
+# QUIC (agent protocol): ngtcp2 0.12 with its GnuTLS crypto backend; no CMake config files.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(QUIC REQUIRED IMPORTED_TARGET libngtcp2>=0.12 libngtcp2_crypto_gnutls>=0.12 gnutls)

@@ -44,6 +44,9 @@ class Connection {
   virtual bool is_open() const noexcept = 0;
   /// Who is at the other end (an address, or the in-process client name).
   virtual std::string remote_address() const = 0;
+  /// Who the peer proved to be (its certificate's common name); empty when the transport
+  /// does not authenticate peers (the in-process link).
+  virtual std::string peer_identity() const { return {}; }
 };
 
 using AcceptHandler = std::function<void(std::shared_ptr<Connection>)>;

@@ -338,6 +338,13 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     if (!valid_agent_id(reg.agent_id()))
       return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
                               "register.agent_id: must be 1-253 printable ASCII characters without spaces");
+    // An authenticated peer may only register as the name its certificate carries: one
+    // agent's certificate cannot be used to impersonate another.
+    if (const std::string identity = session->writer.connection().peer_identity();
+        !identity.empty() && identity != reg.agent_id())
+      return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
+                              fmt::format("register.agent_id: \"{}\" does not match the certificate's name \"{}\"",
+                                          reg.agent_id(), identity));
     const std::int64_t now = unix_ms_now();
     v1::Agent incoming;
     incoming.set_id(reg.agent_id());
