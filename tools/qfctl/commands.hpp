@@ -21,4 +21,7 @@ void add_cron_commands(CLI::App& app);
 /// `qfctl local stats|history|logs|export`.
 void add_local_commands(CLI::App& app);
 
+/// `qfctl certs init|issue`.
+void add_certs_commands(CLI::App& app);
+
 }  // namespace qfctl

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", quartzflow::version);
   qfctl::add_cron_commands(app);
   qfctl::add_local_commands(app);
+  qfctl::add_certs_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
