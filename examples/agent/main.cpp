@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// qf-agent (standalone): runs the tasks of a YAML manifest on this host with the TaskEngine,
-// records every run in the LocalStore. SIGTERM/SIGINT: graceful stop; SIGHUP: reload.
+// qf-agent: runs tasks on this host with the TaskEngine and records every run in the
+// LocalStore. Standalone (manifest_file, no coordinators): the tasks of a YAML manifest,
+// SIGHUP reloads it. Connected (coordinators): see connected.cpp. SIGTERM/SIGINT: graceful.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,8 @@
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
+
+#include "connected.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -132,6 +135,8 @@ int main(int argc, char** argv) {
     std::cerr << "qf-agent: log_level: \"" << level << "\" is not one of trace, debug, info, warn, error, critical, off\n";
     return k_exit_invalid_config;
   }
+  if (config.coordinators_size() > 0)
+    return qf::examples::run_connected_agent(config, agent.config_path, shutdown_grace, log_execution);
   const fs::path base = agent.config_path.parent_path();
   const fs::path data_dir = base / (config.data_dir().empty() ? "qf-agent-data" : config.data_dir());
   if (config.manifest_file().empty()) {

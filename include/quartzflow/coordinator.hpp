@@ -19,6 +19,7 @@
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/transport.hpp>
+#include <quartzflow/v1/config.pb.h>
 
 namespace quartzflow {
 
@@ -100,5 +101,26 @@ class Coordinator {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+/// What `apply_manifest` did, or where it stopped: `error.field` is the manifest's field
+/// path (`tasks[2].group_ids[0]`) and `error.reason` why.
+struct ManifestApplyResult {
+  error_code ec;
+  ValidationError error;
+  std::vector<std::string> created;    ///< `group web`, `task backup`
+  std::vector<std::string> updated;
+  std::vector<std::string> unchanged;
+};
+
+/**
+ * Applies a TaskManifest (as `load_task_manifest` returns it) through the coordinator's
+ * catalog operations, so agents receive the changes: groups are created or updated by
+ * name, then tasks by id, else by name. A task's `group_ids` may name groups by id or by
+ * name. Entries equal to what is stored are left alone (no new revision, no push). Stops at
+ * the first failure; what was applied before it stays. `force`: update tasks with runs in
+ * progress. `done` runs on the coordinator's executor.
+ */
+void apply_manifest(Coordinator& coordinator, const v1::TaskManifest& manifest, Actor actor, bool force,
+                    std::function<void(ManifestApplyResult)> done);
 
 }  // namespace quartzflow

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+// qf-coordinator: the catalog, the scheduler and the agent endpoint (QUIC, mutual TLS) over
+// a SQLite store, configured by a YAML file. SIGTERM/SIGINT: graceful stop, exit 0.
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <unordered_set>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <quartzflow/coordinator.hpp>
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/log.hpp>
+#include <quartzflow/quic.hpp>
+#include <quartzflow/store.hpp>
+#include <quartzflow/version.hpp>
+
+#include "settings.hpp"
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+namespace qf = quartzflow;
+
+namespace {
+
+constexpr int k_exit_failure = 1;
+constexpr int k_exit_invalid_config = 2;
+/// After Goodbye to the agents, before the endpoint closes: time for the frames to leave.
+constexpr auto k_goodbye_delay = std::chrono::milliseconds{300};
+constexpr std::size_t k_remembered_runs = 100'000;
+
+/// Logs each final run once (agents re-send results until acknowledged).
+class RunLog {
+ public:
+  void record(const qf::v1::Execution& run) {
+    if (!qf::is_final(run.status()) || !logged_.insert(run.execution_id()).second) return;
+    order_.push_back(run.execution_id());
+    if (order_.size() > k_remembered_runs) {
+      logged_.erase(order_.front());
+      order_.pop_front();
+    }
+    std::string task = run.task_name().empty() ? run.task_id() : run.task_name();
+    if (run.shard_total() > 0) task += fmt::format(" shard={}/{}", run.shard_index(), run.shard_total());
+    const std::string status = qf::v1::ExecutionStatus_Name(run.status()).substr(std::string("EXECUTION_STATUS_").size());
+    const std::string error = !run.error_message().empty() ? run.error_message() : run.skip_detail();
+    qf::logger()->info("run task={} execution={} agent={} status={} duration_ms={}{}", task, run.execution_id(),
+                       run.agent_id().empty() ? "-" : run.agent_id(), status, run.duration_ms(),
+                       error.empty() ? "" : fmt::format(" error=\"{}\"", error));
+  }
+
+ private:
+  std::unordered_set<std::string> logged_;
+  std::deque<std::string> order_;
+};
+
+std::string listen_text(const qf::examples::HostPort& address, std::uint16_t port) {
+  const bool ipv6 = address.host.find(':') != std::string::npos;
+  return ipv6 ? fmt::format("[{}]:{}", address.host, port) : fmt::format("{}:{}", address.host, port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qf-coordinator: schedule QuartzFlow tasks and dispatch them to agents over QUIC"};
+  std::string config_file;
+  std::string log_level;
+  app.add_option("--config", config_file, "coordinator configuration (YAML CoordinatorConfig)")->required();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error (overrides the config)");
+  app.set_version_flag("--version", qf::version);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : k_exit_invalid_config;
+  }
+
+  // Everything is checked before anything is created.
+  std::string error;
+  auto settings = qf::examples::load_coordinator_settings(config_file, log_level, error);
+  if (!settings) {
+    std::cerr << "qf-coordinator: " << error << "\n";
+    return k_exit_invalid_config;
+  }
+  for (const auto& warning : settings->warnings) qf::logger()->warn("{}", warning);
+
+  asio::io_context io;
+  // Registered first: a signal that arrives while starting waits for the loop, never kills us.
+  asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  int exit_code = 0;
+
+  // The endpoint first: a bad certificate or a port in use is found before a store exists.
+  // Agents that connect while the catalog loads wait in `early_connections`.
+  bool ready = false;
+  std::vector<std::shared_ptr<qf::Connection>> early_connections;
+  std::unique_ptr<qf::Store> store;  // destroyed after the coordinator that uses it
+  std::unique_ptr<qf::Coordinator> coordinator;
+  qf::QuicServer server(io.get_executor(), settings->quic);
+  std::string detail;
+  const auto listen_ec = server.listen(
+      settings->agent_listen.host, settings->agent_listen.port,
+      [&](std::shared_ptr<qf::Connection> connection) {
+        if (ready) coordinator->accept(std::move(connection));
+        else early_connections.push_back(std::move(connection));
+      },
+      detail);
+  if (listen_ec) {
+    std::cerr << fmt::format("qf-coordinator: {}: agent_listen / agent_tls: cannot listen on {}: {}\n",
+                             settings->config_file.string(),
+                             listen_text(settings->agent_listen, settings->agent_listen.port),
+                             detail.empty() ? listen_ec.message() : detail);
+    return k_exit_invalid_config;
+  }
+
+  std::error_code fs_error;
+  fs::create_directories(settings->data_dir, fs_error);
+  if (fs_error) {
+    std::cerr << fmt::format("qf-coordinator: data_dir: cannot create {}: {}\n", settings->data_dir.string(),
+                             fs_error.message());
+    return k_exit_failure;
+  }
+  qf::error_code ec;
+  qf::SqliteStoreOptions store_options;
+  store_options.path = settings->database_file.string();
+  store = qf::open_sqlite_store(io.get_executor(), store_options, ec, &detail);
+  if (!store) {
+    std::cerr << fmt::format("qf-coordinator: cannot open the store {}: {}\n", store_options.path,
+                             detail.empty() ? ec.message() : detail);
+    return k_exit_failure;
+  }
+  coordinator = std::make_unique<qf::Coordinator>(io.get_executor(), *store, settings->options);
+  RunLog run_log;
+  coordinator->on_execution([&](const qf::v1::Execution& run) { run_log.record(run); });
+
+  bool stopping = false;
+  asio::steady_timer goodbye_timer(io);
+  auto stop = [&](int code) {
+    if (stopping) return;
+    stopping = true;
+    exit_code = code;
+    stop_signals.cancel();
+    coordinator->stop();
+    goodbye_timer.expires_after(k_goodbye_delay);
+    goodbye_timer.async_wait([&](const qf::error_code&) {
+      server.close();
+      store->flush();
+      qf::logger()->info("stopped; the store is flushed");
+      io.stop();
+    });
+  };
+  stop_signals.async_wait([&](const qf::error_code& e, int signal) {
+    if (e) return;
+    qf::logger()->info("signal {}: stopping", signal);
+    stop(0);
+  });
+
+  coordinator->start([&](qf::error_code start_ec) {
+    if (stopping) return;
+    if (start_ec) {
+      std::cerr << fmt::format("qf-coordinator: the coordinator did not start: {}\n", start_ec.message());
+      return stop(k_exit_failure);
+    }
+    auto go = [&] {
+      ready = true;
+      for (auto& connection : early_connections) coordinator->accept(std::move(connection));
+      early_connections.clear();
+      qf::logger()->info("qf-coordinator {} ({}) listening for agents on {} (QUIC); store {}", qf::version,
+                         settings->options.dispatcher.coordinator_id,
+                         listen_text(settings->agent_listen, server.port()), settings->database_file.string());
+    };
+    if (!settings->manifest_file) return go();
+    qf::apply_manifest(*coordinator, settings->manifest, qf::Actor{"qf-coordinator", {}}, true,
+                       [&, go](qf::ManifestApplyResult result) {
+                         if (stopping) return;
+                         const std::string manifest = settings->manifest_file->string();
+                         if (result.ec) {
+                           std::cerr << fmt::format("qf-coordinator: {}: manifest_file: {}: {}: {}\n",
+                                                    settings->config_file.string(), manifest, result.error.field,
+                                                    result.error.reason);
+                           return stop(k_exit_invalid_config);
+                         }
+                         std::string changes;
+                         if (!result.created.empty()) changes += fmt::format("; created {}", fmt::join(result.created, ", "));
+                         if (!result.updated.empty()) changes += fmt::format("; updated {}", fmt::join(result.updated, ", "));
+                         qf::logger()->info("manifest {} applied: {} created, {} updated, {} unchanged{}", manifest,
+                                            result.created.size(), result.updated.size(), result.unchanged.size(),
+                                            changes);
+                         go();
+                       });
+  });
+  io.run();
+  return exit_code;
+}

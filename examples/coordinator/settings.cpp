@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// CoordinatorConfig -> CoordinatorSettings: defaults from config.proto, checks in file order.
+#include "settings.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <unistd.h>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/log.hpp>
+#include <quartzflow/yaml_config.hpp>
+
+namespace quartzflow::examples {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* k_default_data_dir = "/var/lib/quartzflow/coordinator";
+constexpr const char* k_default_agent_listen = "0.0.0.0:7443";
+
+std::string system_host_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host[0] != '\0' ? host : "coordinator";
+}
+
+}  // namespace
+
+std::string unreadable_reason(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return "is a directory";
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return std::strerror(errno);
+  std::fclose(file);
+  return {};
+}
+
+std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& config_file,
+                                                             const std::string& log_level_override,
+                                                             std::string& error) {
+  CoordinatorSettings settings;
+  settings.config_file = fs::absolute(config_file);
+  const std::string file = settings.config_file.string();
+  auto fail = [&](const std::string& field, const std::string& reason) {
+    error = fmt::format("{}: {}: {}", file, field, reason);
+    return std::nullopt;
+  };
+
+  v1::CoordinatorConfig config;
+  YamlError yaml_error;
+  if (!yaml_file_to_message(file, config, yaml_error)) {
+    error = yaml_error.message();
+    return std::nullopt;
+  }
+  const fs::path base = settings.config_file.parent_path();
+  auto resolve = [&](const std::string& path) { return (base / path).lexically_normal(); };
+
+  settings.log_level = !log_level_override.empty() ? log_level_override
+                                                   : (config.log_level().empty() ? "info" : config.log_level());
+  if (!set_log_level(settings.log_level))
+    return fail(log_level_override.empty() ? "log_level" : "--log-level",
+                fmt::format("\"{}\" is not one of trace, debug, info, warn, error, critical, off", settings.log_level));
+
+  settings.data_dir = resolve(config.data_dir().empty() ? k_default_data_dir : config.data_dir());
+  if (config.store().has_postgres_dsn())
+    return fail("store.postgres_dsn", "PostgreSQL is not supported by this build yet; use store.sqlite_path");
+  settings.database_file = config.store().has_sqlite_path() && !config.store().sqlite_path().empty()
+                               ? resolve(config.store().sqlite_path())
+                               : settings.data_dir / "coordinator.db";
+
+  const std::string listen = config.agent_listen().empty() ? k_default_agent_listen : config.agent_listen();
+  std::string reason;
+  auto address = parse_host_port(listen, true, reason);
+  if (!address) return fail("agent_listen", fmt::format("\"{}\": {}", listen, reason));
+  boost::system::error_code ip_error;
+  boost::asio::ip::make_address(address->host, ip_error);
+  if (ip_error)
+    return fail("agent_listen", fmt::format("\"{}\": \"{}\" is not an IP address (e.g. 0.0.0.0, 127.0.0.1, [::])",
+                                            listen, address->host));
+  settings.agent_listen = std::move(*address);
+
+  // Mutual TLS: the coordinator's own pair and the CA that signed the agents' certificates.
+  const auto& tls = config.agent_tls();
+  const std::pair<const char*, const std::string*> tls_files[] = {
+      {"agent_tls.ca_file", &tls.ca_file()}, {"agent_tls.cert_file", &tls.cert_file()}, {"agent_tls.key_file", &tls.key_file()}};
+  for (const auto& [field, value] : tls_files) {
+    if (value->empty()) return fail(field, "is required (agents and the coordinator authenticate each other)");
+    const fs::path path = resolve(*value);
+    if (auto why = unreadable_reason(path); !why.empty()) return fail(field, fmt::format("cannot read {}: {}", path.string(), why));
+  }
+  settings.quic.tls = TlsFiles{resolve(tls.ca_file()).string(), resolve(tls.cert_file()).string(),
+                               resolve(tls.key_file()).string()};
+  if (!tls.server_name().empty()) return fail("agent_tls.server_name", "is for agents only; remove it here");
+
+  auto& dispatcher = settings.options.dispatcher;
+  dispatcher.coordinator_id = config.coordinator_id().empty() ? system_host_name() : config.coordinator_id();
+  if (config.heartbeat_interval_seconds() > 3600)
+    return fail("heartbeat_interval_seconds", fmt::format("{} is out of range 1-3600", config.heartbeat_interval_seconds()));
+  if (config.heartbeat_interval_seconds() > 0)
+    dispatcher.heartbeat_interval = std::chrono::seconds{config.heartbeat_interval_seconds()};
+
+  if (!config.manifest_file().empty()) {
+    settings.manifest_file = resolve(config.manifest_file());
+    if (!load_task_manifest(settings.manifest_file->string(), settings.manifest, yaml_error)) {
+      error = fmt::format("{}: manifest_file: {}", file, yaml_error.message());
+      return std::nullopt;
+    }
+  }
+
+  if (!config.admin_listen().empty() || config.has_admin_tls() || config.session_ttl_seconds() != 0 ||
+      config.require_totp_for_admins() || !config.console_dir().empty())
+    settings.warnings.push_back(
+        "admin_listen, admin_tls, session_ttl_seconds, require_totp_for_admins, console_dir: the admin API is not "
+        "part of this build yet; they are ignored");
+  if (config.retention_days() != 0)
+    settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
+  return settings;
+}
+
+}  // namespace quartzflow::examples

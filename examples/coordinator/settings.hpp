@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+// qf-coordinator's configuration file checked as a whole before anything is created: every
+// bad value is reported with the field it is in and why.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <quartzflow/coordinator.hpp>
+#include <quartzflow/quic.hpp>
+#include <quartzflow/v1/config.pb.h>
+
+#include "../common/host_port.hpp"
+
+namespace quartzflow::examples {
+
+/// What qf-coordinator needs to start, with every path made absolute.
+struct CoordinatorSettings {
+  std::filesystem::path config_file;
+  std::string log_level;
+  std::filesystem::path data_dir;
+  std::filesystem::path database_file;
+  HostPort agent_listen;
+  QuicOptions quic;
+  CoordinatorOptions options;
+  std::optional<std::filesystem::path> manifest_file;
+  v1::TaskManifest manifest;
+  std::vector<std::string> warnings;  ///< fields read but not used by this build
+};
+
+/**
+ * Reads and checks `config_file` (YAML CoordinatorConfig); relative paths are relative to
+ * its directory. `log_level_override` (from --log-level) wins over the file's. On failure
+ * returns nullopt with `error` as `<file>: <field>: <reason>`.
+ */
+std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& config_file,
+                                                             const std::string& log_level_override,
+                                                             std::string& error);
+
+/// Empty when `path` can be opened for reading, else why not (`No such file or directory`).
+std::string unreadable_reason(const std::filesystem::path& path);
+
+}  // namespace quartzflow::examples
