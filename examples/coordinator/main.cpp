@@ -22,6 +22,7 @@
 #include <quartzflow/quic.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/version.hpp>
+#include <quartzflow/yaml_config.hpp>
 
 #include "settings.hpp"
 
@@ -66,6 +67,15 @@ std::string listen_text(const qf::examples::HostPort& address, std::uint16_t por
   return ipv6 ? fmt::format("[{}]:{}", address.host, port) : fmt::format("{}:{}", address.host, port);
 }
 
+/// One line saying what a manifest changed.
+void log_applied(const std::string& manifest, const qf::ManifestApplyResult& result) {
+  std::string changes;
+  if (!result.created.empty()) changes += fmt::format("; created {}", fmt::join(result.created, ", "));
+  if (!result.updated.empty()) changes += fmt::format("; updated {}", fmt::join(result.updated, ", "));
+  qf::logger()->info("manifest {} applied: {} created, {} updated, {} unchanged{}", manifest, result.created.size(),
+                     result.updated.size(), result.unchanged.size(), changes);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,6 +103,7 @@ int main(int argc, char** argv) {
   asio::io_context io;
   // Registered first: a signal that arrives while starting waits for the loop, never kills us.
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  asio::signal_set reload_signal(io, SIGHUP);
   int exit_code = 0;
 
   // The endpoint first: a bad certificate or a port in use is found before a store exists.
@@ -145,6 +156,7 @@ int main(int argc, char** argv) {
     stopping = true;
     exit_code = code;
     stop_signals.cancel();
+    reload_signal.cancel();
     coordinator->stop();
     goodbye_timer.expires_after(k_goodbye_delay);
     goodbye_timer.async_wait([&](const qf::error_code&) {
@@ -185,15 +197,40 @@ int main(int argc, char** argv) {
                                                     result.error.reason);
                            return stop(k_exit_invalid_config);
                          }
-                         std::string changes;
-                         if (!result.created.empty()) changes += fmt::format("; created {}", fmt::join(result.created, ", "));
-                         if (!result.updated.empty()) changes += fmt::format("; updated {}", fmt::join(result.updated, ", "));
-                         qf::logger()->info("manifest {} applied: {} created, {} updated, {} unchanged{}", manifest,
-                                            result.created.size(), result.updated.size(), result.unchanged.size(),
-                                            changes);
+                         log_applied(manifest, result);
                          go();
                        });
   });
+
+  // SIGHUP: the manifest file is read and applied again (the changes are pushed to the
+  // agents); a manifest with an error is refused and what is in force stays.
+  std::function<void()> wait_reload = [&] {
+    reload_signal.async_wait([&](const qf::error_code& e, int) {
+      if (e || stopping) return;
+      wait_reload();
+      if (!settings->manifest_file || !ready) {
+        qf::logger()->info("SIGHUP: {}", ready ? "no manifest_file to reload" : "still starting; ignored");
+        return;
+      }
+      const std::string manifest_path = settings->manifest_file->string();
+      qf::v1::TaskManifest manifest;
+      qf::YamlError yaml_error;
+      if (!qf::load_task_manifest(manifest_path, manifest, yaml_error)) {
+        qf::logger()->error("SIGHUP: manifest refused, the current tasks stay in force: {}", yaml_error.message());
+        return;
+      }
+      qf::apply_manifest(*coordinator, std::move(manifest), qf::Actor{"qf-coordinator", {}}, true,
+                         [&, manifest_path](qf::ManifestApplyResult result) {
+                           if (stopping) return;
+                           if (result.ec)
+                             return qf::logger()->error(
+                                 "SIGHUP: manifest {} refused, the current tasks stay in force: {}: {}", manifest_path,
+                                 result.error.field, result.error.reason);
+                           log_applied(manifest_path, result);
+                         });
+    });
+  };
+  wait_reload();
   io.run();
   return exit_code;
 }
