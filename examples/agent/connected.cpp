@@ -249,6 +249,8 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   dispatcher_options.labels = {config.labels().begin(), config.labels().end()};
   dispatcher_options.config_group = config.group_id();
   dispatcher_options.agent_version = version;
+  if (config.daily_stats_interval_seconds() > 0)
+    dispatcher_options.daily_stats_interval = std::chrono::seconds{config.daily_stats_interval_seconds()};
   dispatcher_options.on_execution = std::move(on_execution);
   AgentDispatcher dispatcher(io.get_executor(), engine, *store, connector, dispatcher_options);
   dispatcher.start();

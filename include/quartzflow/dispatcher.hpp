@@ -68,6 +68,7 @@ struct CoordinatorDispatcherStats {
   std::uint64_t records_duplicate = 0;  ///< of those, already stored with the same state
   std::uint64_t runs_lost = 0;
   std::uint64_t protocol_errors = 0;    ///< malformed or unexpected messages received
+  std::uint64_t daily_stats_stored = 0; ///< DailyStatsReports stored and acknowledged
 };
 
 /**
@@ -149,6 +150,8 @@ struct AgentDispatcherOptions {
   /// Unacknowledged records are sent again after this; also the session's answer timeout.
   std::chrono::milliseconds ack_timeout{5'000};
   std::uint32_t max_batch_records = 500;
+  /// How often the agent's daily stats are reported (also right after registering).
+  std::chrono::milliseconds daily_stats_interval{300'000};
   /// Every execution event, after the dispatcher saw it (the host's own sink).
   ExecutionSink on_execution;
 };

@@ -144,6 +144,13 @@ class StoreTransaction {
    * carry no failure reasons. A bad range, zone or granularity throws naming the field.
    */
   virtual v1::StatsResponse stats(const v1::StatsQuery& query) = 0;
+  /// Daily stats an agent reported (DailyStatsReport): each (agent, date, task) entry is the
+  /// agent's full count for that day and replaces the previous one.
+  virtual void put_agent_daily_stats(const v1::DailyStats& stats) = 0;
+  /// Reported daily stats for local dates in [from_date, to_date] (YYYY-MM-DD), of one agent
+  /// (or every agent when empty), by date then agent then task.
+  virtual std::vector<v1::DailyStats> agent_daily_stats(std::string_view agent_id, std::string_view from_date,
+                                                        std::string_view to_date) = 0;
   virtual void put_log(std::string_view execution_id, std::string_view text) = 0;
   virtual std::optional<std::string> log(std::string_view execution_id) = 0;
 

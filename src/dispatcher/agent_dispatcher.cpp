@@ -9,6 +9,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <date/date.h>
 #include <fmt/format.h>
 
 #include <quartzflow/dispatcher.hpp>
@@ -46,7 +47,7 @@ v1::ProtocolErrorCode protocol_code(error_code ec) {
 struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Impl> {
   Impl(asio::any_io_executor ex, TaskEngine& e, LocalStore& s, Connector& c, AgentDispatcherOptions o)
       : executor(ex), engine(e), store(s), connector(c), options(std::move(o)), reconnect_timer(ex),
-        heartbeat_timer(ex), sync_timer(ex), random(std::random_device{}()), backoff(options.reconnect_min),
+        heartbeat_timer(ex), sync_timer(ex), stats_timer(ex), random(std::random_device{}()), backoff(options.reconnect_min),
         heartbeat_interval(options.heartbeat_interval) {
     instance_id = fmt::format("{:016x}", random());
   }
@@ -60,6 +61,8 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   asio::steady_timer reconnect_timer;
   asio::steady_timer heartbeat_timer;
   asio::steady_timer sync_timer;
+  asio::steady_timer stats_timer;
+  bool stats_reported = false;  // the first report of this process covers the retention period
   std::mt19937_64 random;
   std::string instance_id;
   milliseconds backoff;
@@ -169,6 +172,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     unsent_results.clear();  // they stay in the sync queue
     heartbeat_timer.cancel();
     sync_timer.cancel();
+    stats_timer.cancel();
     schedule_reconnect(reconnect_after_ms);
   }
 
@@ -203,6 +207,40 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     beat->set_queued_executions(static_cast<std::uint32_t>(engine.queued_count()));
     writer->send(e);
     arm_heartbeat(heartbeat_interval);
+  }
+
+  // --- daily stats ----------------------------------------------------------------------
+
+  /// Sends the daily stats of recent local days (each entry replaces the coordinator's copy),
+  /// then again every `daily_stats_interval`.
+  void report_daily_stats() {
+    if (!registered || !writer) return;
+    stats_timer.expires_after(options.daily_stats_interval);
+    stats_timer.async_wait([weak = weak_from_this(), g = generation](const error_code& ec) {
+      auto self = weak.lock();
+      if (self && !ec && self->generation == g) self->report_daily_stats();
+    });
+    // Local dates are in the store's stats zone: a UTC window a day wider on each side holds
+    // them. After a restart the first report covers every kept day (days spent offline).
+    const auto now = std::chrono::system_clock::now();
+    const auto back = stats_reported ? std::chrono::hours{48} : store.options().retention + std::chrono::hours{24};
+    const auto day = [](std::chrono::system_clock::time_point t) {
+      return date::format("%F", std::chrono::floor<date::days>(t));
+    };
+    error_code ec;
+    auto entries = store.daily_stats(day(now - back), day(now + std::chrono::hours{24}), std::nullopt, ec);
+    if (ec) return logger()->warn("reading the daily stats failed: {}", ec.message());
+    stats_reported = true;
+    constexpr std::size_t k_entries_per_message = 1000;
+    for (std::size_t first = 0; first < entries.size(); first += k_entries_per_message) {
+      v1::Envelope e;
+      auto* report = e.mutable_daily_stats_report();
+      report->set_agent_id(options.agent_id);
+      report->set_generated_unix_ms(unix_ms_now());
+      for (std::size_t i = first; i < std::min(entries.size(), first + k_entries_per_message); ++i)
+        *report->add_stats() = std::move(entries[i]);
+      writer->send(e);
+    }
   }
 
   void update_clock_offset(std::int64_t coordinator_ms, std::int64_t echo_ms) {
@@ -273,6 +311,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     desired_version = result.desired_config_version();
     logger()->info("registered with coordinator {} (group \"{}\")", result.coordinator_id(), result.group_id());
     pull(false);
+    report_daily_stats();
     arm_heartbeat(heartbeat_interval);
   }
 
@@ -561,6 +600,7 @@ AgentDispatcher::~AgentDispatcher() {
   impl_->reconnect_timer.cancel();
   impl_->heartbeat_timer.cancel();
   impl_->sync_timer.cancel();
+  impl_->stats_timer.cancel();
   if (impl_->writer) impl_->writer->connection().close("agent stopping");
 }
 

@@ -301,12 +301,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
         return ingest(session, std::move(records), id);
       }
       case v1::Envelope::kCancelResult: return on_cancel_result(*session, envelope->cancel_result(), envelope->in_reply_to());
-      case v1::Envelope::kDailyStatsReport: {
-        v1::Envelope ack;
-        ack.mutable_ack();
-        session->writer.send(ack, id);
-        return;
-      }
+      case v1::Envelope::kDailyStatsReport: return on_daily_stats(session, envelope->daily_stats_report(), id);
       case v1::Envelope::kLogChunk: return;  // no log requests are made yet
       case v1::Envelope::kAck: return;
       case v1::Envelope::kGoodbye:
@@ -531,6 +526,42 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   /// Stores records (an upsert each, one transaction), then acknowledges them when asked.
+  /// Stores the agent's daily stats (each entry replaces the previous one), then ACKs; an
+  /// entry with a bad date or task is skipped with a warning, the others are kept.
+  void on_daily_stats(const std::shared_ptr<Session>& session, const v1::DailyStatsReport& report,
+                      std::uint64_t ack_to) {
+    auto entries = std::make_shared<std::vector<v1::DailyStats>>();
+    for (const auto& entry : report.stats()) {
+      if (entry.task_id().empty() || entry.date().size() != 10) {
+        logger()->warn("agent {}: daily stats entry skipped: task_id \"{}\", date \"{}\"", session->agent.id(),
+                       entry.task_id(), entry.date());
+        continue;
+      }
+      entries->push_back(entry);
+      entries->back().set_agent_id(session->agent.id());  // the session says who reports
+    }
+    store.transact(
+        [entries](StoreTransaction& tx, error_code&) {
+          for (const auto& entry : *entries) {
+            try {
+              tx.put_agent_daily_stats(entry);
+            } catch (const std::exception& e) {  // refused before writing: the others are kept
+              logger()->warn("agent {}: daily stats entry skipped: {}", entry.agent_id(), e.what());
+            }
+          }
+        },
+        [weak = weak_from_this(), session, ack_to, count = entries->size()](error_code ec) {
+          auto self = weak.lock();
+          if (!self || session->ended) return;
+          if (ec) return logger()->error("storing daily stats of agent {} failed: {}", session->agent.id(), ec.message());
+          ++self->stats.daily_stats_stored;
+          logger()->debug("agent {}: {} daily stats entries stored", session->agent.id(), count);
+          v1::Envelope ack;
+          ack.mutable_ack();
+          session->writer.send(ack, ack_to);
+        });
+  }
+
   void ingest(const std::shared_ptr<Session>& session, std::vector<v1::Execution> records, std::uint64_t ack_to) {
     auto rejected = std::make_shared<std::vector<v1::RejectedRecord>>();
     std::vector<v1::Execution> valid;

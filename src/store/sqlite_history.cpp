@@ -191,6 +191,44 @@ void SqliteStoreTransaction::put_log(std::string_view execution_id, std::string_
       .run();
 }
 
+namespace {
+bool is_date(std::string_view d) {
+  return d.size() == 10 && d[4] == '-' && d[7] == '-' &&
+         std::all_of(d.begin(), d.end(), [](char c) { return c == '-' || (c >= '0' && c <= '9'); });
+}
+}  // namespace
+
+void SqliteStoreTransaction::put_agent_daily_stats(const v1::DailyStats& stats) {
+  require_writable("put_agent_daily_stats");
+  if (stats.agent_id().empty()) throw_invalid("daily stats", "agent_id", "is empty");
+  if (stats.task_id().empty()) throw_invalid("daily stats", "task_id", "is empty");
+  if (!is_date(stats.date()))
+    throw_invalid("daily stats", "date", fmt::format("\"{}\" is not a date (YYYY-MM-DD)", stats.date()));
+  statement(
+      "INSERT OR REPLACE INTO agent_daily_stats (agent_id, date, task_id, total, success, updated_unix_ms, record) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+      .bind(1, stats.agent_id())
+      .bind(2, stats.date())
+      .bind(3, stats.task_id())
+      .bind(4, static_cast<std::int64_t>(stats.total()))
+      .bind(5, static_cast<std::int64_t>(stats.success()))
+      .bind(6, now_unix_ms())
+      .bind_blob(7, serialize_deterministic(stats))
+      .run();
+}
+
+std::vector<v1::DailyStats> SqliteStoreTransaction::agent_daily_stats(std::string_view agent_id,
+                                                                      std::string_view from_date,
+                                                                      std::string_view to_date) {
+  auto rows = statement(
+      "SELECT record FROM agent_daily_stats WHERE (?1 = '' OR agent_id = ?1) AND date >= ?2 AND date <= ?3 "
+      "ORDER BY date, agent_id, task_id");
+  rows.bind(1, agent_id).bind(2, from_date).bind(3, to_date);
+  std::vector<v1::DailyStats> out;
+  while (rows.next()) parse_record(rows.blob(0), out.emplace_back());
+  return out;
+}
+
 std::optional<std::string> SqliteStoreTransaction::log(std::string_view execution_id) {
   auto rows = statement("SELECT data FROM logs WHERE execution_id = ?1");
   rows.bind(1, execution_id);

@@ -144,12 +144,28 @@ CREATE TABLE fire_state (
 );
 )sql";
 
+// Version 2: the daily stats agents report (their own counts, kept beside the executions
+// the coordinator received, so the two can be compared).
+constexpr const char* k_schema_v2 = R"sql(
+CREATE TABLE agent_daily_stats (
+  agent_id TEXT NOT NULL,
+  date TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  total INTEGER NOT NULL,
+  success INTEGER NOT NULL,
+  updated_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY (agent_id, date, task_id)
+);
+CREATE INDEX agent_daily_stats_by_date ON agent_daily_stats (date, task_id);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 1; }
+int coordinator_store_schema_version() noexcept { return 2; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}};
   return migrate_schema(db, steps, ec, detail);
 }
 

@@ -91,6 +91,9 @@ class SqliteStoreTransaction final : public StoreTransaction {
   std::optional<v1::Execution> execution(std::string_view id) override;
   Listing<v1::Execution> list_executions(const v1::ListExecutionsRequest& request) override;
   v1::StatsResponse stats(const v1::StatsQuery& query) override;
+  void put_agent_daily_stats(const v1::DailyStats& stats) override;
+  std::vector<v1::DailyStats> agent_daily_stats(std::string_view agent_id, std::string_view from_date,
+                                                std::string_view to_date) override;
   void put_log(std::string_view execution_id, std::string_view text) override;
   std::optional<std::string> log(std::string_view execution_id) override;
 

@@ -116,6 +116,7 @@ class Cluster {
     agent_options.reconnect_max = 400ms;
     agent_options.heartbeat_interval = 200ms;
     agent_options.ack_timeout = 300ms;
+    agent_options.daily_stats_interval = 300ms;
     auto* raw = node.get();
     agent_options.on_execution = [raw](const v1::Execution& r) {
       if (is_final(r.status())) raw->finals.push_back(r);
@@ -215,6 +216,16 @@ class Cluster {
     std::optional<v1::Agent> out;
     bool done = false;
     store->read([&](StoreTransaction& tx, error_code&) { out = tx.agent(id); }, [&](error_code) { done = true; });
+    REQUIRE(run_until([&] { return done; }));
+    return out;
+  }
+
+  /// Daily stats the agent reported for its local dates in [from, to].
+  std::vector<v1::DailyStats> reported_stats(const std::string& agent_id, const std::string& from, const std::string& to) {
+    std::vector<v1::DailyStats> out;
+    bool done = false;
+    store->read([&](StoreTransaction& tx, error_code&) { out = tx.agent_daily_stats(agent_id, from, to); },
+                [&](error_code) { done = true; });
     REQUIRE(run_until([&] { return done; }));
     return out;
   }

@@ -226,6 +226,45 @@ TEST_CASE("disabling and enabling a task reaches the agents without a restart", 
   REQUIRE(c.run_until([&] { return c.agents["a1"]->finals.size() > before; }, 5s));
 }
 
+TEST_CASE("agents report their daily stats; they agree with the records the coordinator holds", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("tick", "true", {"web"}, qf::v1::PLACEMENT_MODE_ALL, 1));
+  REQUIRE(c.run_until([&] { return c.count("tick", qf::v1::EXECUTION_STATUS_SUCCESS) >= 6; }));
+  c.set_enabled("tick", false);  // the counts stop moving
+  c.run_for(1500ms);
+  const std::string from = "2000-01-01", to = "2999-12-31";
+  for (const char* agent : {"a1", "a2"}) {
+    INFO(agent);
+    qf::error_code ec;
+    std::uint32_t local_total = 0, local_success = 0;
+    for (const auto& s : c.agents[agent]->store->daily_stats(from, to, std::string("tick"), ec)) {
+      local_total += s.total();
+      local_success += s.success();
+    }
+    REQUIRE_FALSE(ec);
+    REQUIRE(local_total >= 2);
+    const auto totals = [&] {
+      std::pair<std::uint32_t, std::uint32_t> sum{0, 0};
+      for (const auto& s : c.reported_stats(agent, from, to))
+        if (s.task_id() == "tick") {
+          CHECK(s.agent_id() == agent);
+          sum.first += s.total();
+          sum.second += s.success();
+        }
+      return sum;
+    };
+    // Reports come every 300 ms here: the coordinator's copy catches up with the agent's.
+    CHECK(c.run_until([&] { return totals() == std::make_pair(local_total, local_success); }, 5s));
+    std::uint32_t stored = 0;
+    for (const auto& r : c.executions("tick")) stored += r.agent_id() == agent ? 1 : 0;
+    CHECK(stored == local_total);
+  }
+}
+
 TEST_CASE("a push never acknowledged is re-sent 3 times, then marked failed; the agent recovers", "[cluster]") {
   Cluster c;
   c.create_group("web");

@@ -147,7 +147,7 @@ struct ProcessCluster {
                            "coordinators: [\"127.0.0.1:{1}\"]\n"
                            "tls:\n  ca_file: certs/ca.pem\n"
                            "  cert_file: {2}/agent-{0}.pem\n  key_file: {2}/agent-{0}.key\n"
-                           "group_id: workers\nlog_level: debug\n",
+                           "group_id: workers\ndaily_stats_interval_seconds: 1\nlog_level: debug\n",
                            name, port, from.string()));
   }
 
@@ -265,6 +265,29 @@ TEST_CASE("while the coordinator is away agents keep running; afterwards every r
                Db(cluster.agent_db("agent-b")).number("SELECT count(*) FROM executions WHERE synced = 0 AND status > 1") == 0;
       },
       60s));
+  // Daily stats agree: disable `tick` (SIGHUP re-applies the manifest), let the last runs
+  // end, then the counts each agent reports equal its own and the records the coordinator got.
+  std::string disabled = k_tasks;
+  disabled.replace(disabled.find("enabled: true"), 13, "enabled: false");
+  write_text(cluster.dir.path() / "tasks.yaml", disabled);
+  cluster.coordinator->signal(SIGHUP);
+  std::this_thread::sleep_for(3s);
+  for (const char* name : {"agent-a", "agent-b"}) {
+    const auto local = [&] {
+      return Db(cluster.agent_db(name)).number("SELECT sum(total) FROM daily_stats WHERE task_id = 'tick'");
+    };
+    const auto reported = [&] {
+      return Db(cluster.coordinator_db())
+          .number(fmt::format("SELECT sum(total) FROM agent_daily_stats WHERE agent_id = '{}' AND task_id = 'tick'", name));
+    };
+    const auto received = [&] {
+      return Db(cluster.coordinator_db())
+          .number(fmt::format("SELECT count(*) FROM executions WHERE agent_id = '{}' AND task_name = 'tick'", name));
+    };
+    CHECK(wait_until([&] { return local() > 0 && reported() == local() && received() == local(); }, 20s));
+    INFO(fmt::format("{}: local {} reported {} received {}", name, local(), reported(), received()));
+    CHECK(reported() == local());
+  }
   for (auto& [name, agent] : cluster.agents) {
     agent->signal(SIGTERM);
     REQUIRE(agent->wait_for_exit(20s));

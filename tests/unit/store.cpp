@@ -327,6 +327,49 @@ TEST_CASE("logs, fire state and audit entries round-trip", "[store]") {
   CHECK(audit.items[0].after_json() == "{}");
 }
 
+TEST_CASE("agents' daily stats: each (agent, date, task) entry replaces the previous one", "[store]") {
+  boost::asio::io_context io;
+  auto store = open_store(io);
+  const auto entry = [](const char* agent, const char* date, const char* task, std::uint32_t total) {
+    v1::DailyStats s;
+    s.set_agent_id(agent);
+    s.set_date(date);
+    s.set_task_id(task);
+    s.set_total(total);
+    s.set_success(total - 1);
+    return s;
+  };
+  in_tx(io, *store, [&](qf::StoreTransaction& tx) {
+    tx.put_agent_daily_stats(entry("a1", "2026-11-24", "t1", 5));
+    tx.put_agent_daily_stats(entry("a1", "2026-11-25", "t1", 3));
+    tx.put_agent_daily_stats(entry("a2", "2026-11-25", "t1", 7));
+    tx.put_agent_daily_stats(entry("a1", "2026-11-25", "t1", 4));  // a later report of the same day
+    return 0;
+  });
+  const auto a1 = in_read(io, *store, [](qf::StoreTransaction& tx) {
+    return tx.agent_daily_stats("a1", "2026-11-01", "2026-11-30");
+  });
+  REQUIRE(a1.size() == 2);
+  CHECK(a1[0].date() == "2026-11-24");
+  CHECK(a1[1].total() == 4);
+  CHECK(a1[1].success() == 3);
+  const auto day = in_read(io, *store, [](qf::StoreTransaction& tx) {
+    return tx.agent_daily_stats("", "2026-11-25", "2026-11-25");
+  });
+  REQUIRE(day.size() == 2);
+  CHECK(day[0].agent_id() == "a1");
+  CHECK(day[1].agent_id() == "a2");
+
+  const auto bad_date = thrown_by(io, *store, [&](qf::StoreTransaction& tx) {
+    tx.put_agent_daily_stats(entry("a1", "25/11/2026", "t1", 1));
+  });
+  CHECK(std::string(bad_date.what()).find("date") != std::string::npos);
+  const auto no_task = thrown_by(io, *store, [&](qf::StoreTransaction& tx) {
+    tx.put_agent_daily_stats(entry("a1", "2026-11-25", "", 1));
+  });
+  CHECK(std::string(no_task.what()).find("task_id") != std::string::npos);
+}
+
 TEST_CASE("a name already used by another task or group is a conflict naming the field", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io);
