@@ -97,7 +97,7 @@ TEST_CASE("sharded placement splits a fire over the agents with QF_SHARD_INDEX a
   CHECK(agents.size() == 3);
 }
 
-TEST_CASE("consistent hashing keeps a key on one agent; least-busy avoids the busy one", "[cluster]") {
+TEST_CASE("consistent hashing keeps a key on one agent, least-busy avoids the busy one", "[cluster]") {
   Cluster c;
   c.create_group("web");
   for (auto id : {"a1", "a2", "a3"}) c.add_agent(id, "web");
@@ -226,7 +226,7 @@ TEST_CASE("disabling and enabling a task reaches the agents without a restart", 
   REQUIRE(c.run_until([&] { return c.agents["a1"]->finals.size() > before; }, 5s));
 }
 
-TEST_CASE("agents report their daily stats; they agree with the records the coordinator holds", "[cluster]") {
+TEST_CASE("agents report their daily stats, they agree with the records the coordinator holds", "[cluster]") {
   Cluster c;
   c.create_group("web");
   c.add_agent("a1", "web");
@@ -265,7 +265,7 @@ TEST_CASE("agents report their daily stats; they agree with the records the coor
   }
 }
 
-TEST_CASE("a push never acknowledged is re-sent 3 times, then marked failed; the agent recovers", "[cluster]") {
+TEST_CASE("a push never acknowledged is re-sent 3 times, then marked failed, the agent recovers", "[cluster]") {
   Cluster c;
   c.create_group("web");
   c.add_agent("a1", "web");
@@ -369,7 +369,7 @@ TEST_CASE("after a coordinator restart owed fires follow the misfire policy", "[
   REQUIRE(c.run_until([&] { return c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS) > successes; }));
 }
 
-TEST_CASE("group rules place agents at registration; a manual move pushes the new group's tasks", "[cluster]") {
+TEST_CASE("group rules place agents at registration, a manual move pushes the new group's tasks", "[cluster]") {
   Cluster c;
   qf::v1::GroupMembership by_network;
   by_network.add_cidrs("10.0.0.0/8");
@@ -399,7 +399,7 @@ TEST_CASE("group rules place agents at registration; a manual move pushes the ne
   CHECK(c.trigger("db-backup").execution_ids.size() == 2);
 }
 
-TEST_CASE("a routed run is cancelled on its agent; a never-dispatched one in the store", "[cluster]") {
+TEST_CASE("a routed run is cancelled on its agent, a never-dispatched one in the store", "[cluster]") {
   Cluster c;
   c.create_group("web");
   c.add_agent("a1", "web");
@@ -419,7 +419,7 @@ TEST_CASE("a routed run is cancelled on its agent; a never-dispatched one in the
   CHECK(*unknown == qf::errc::not_found);
 }
 
-TEST_CASE("trigger refuses missing and unknown params naming them; next fires follow the schedule", "[cluster]") {
+TEST_CASE("trigger refuses missing and unknown params naming them, next fires follow the schedule", "[cluster]") {
   Cluster c;
   c.create_group("web");
   auto task = shell_task("report", "echo $QF_PARAM_DAY", {"web"}, qf::v1::PLACEMENT_MODE_ONE);

@@ -231,7 +231,7 @@ TEST_CASE("200 agents in 4 processes register over QUIC and report their runs", 
                               static_cast<int>(qf::v1::AGENT_STATE_ONLINE))) == 0);
 }
 
-TEST_CASE("while the coordinator is away agents keep running; afterwards every run arrives exactly once",
+TEST_CASE("while the coordinator is away agents keep running, and afterwards every run arrives exactly once",
           "[processes][quic]") {
   const int offline_seconds = std::getenv("QF_OFFLINE_SECONDS") ? std::atoi(std::getenv("QF_OFFLINE_SECONDS")) : 12;
   ProcessCluster cluster(k_tasks, 2);

@@ -256,7 +256,7 @@ TEST_CASE("group resolution: manual, configured, then rules by priority", "[cata
   CHECK(qf::resolve_group(pinned, "operations", groups) == "gpu");
 }
 
-TEST_CASE("an agent holds its group's tasks and the global ones; changes are per agent", "[catalog]") {
+TEST_CASE("an agent holds its group's tasks and the global ones, changes are per agent", "[catalog]") {
   std::vector<v1::Task> tasks(3);
   tasks[0].set_id("a");
   tasks[0].add_group_ids("web");

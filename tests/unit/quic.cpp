@@ -3,6 +3,7 @@
 // with a reason, refusals (wrong CA, wrong name, nobody listening, oversized messages, a
 // peer that stops reading) and loss, duplication and reordering through a relay.
 #include <optional>
+#include <random>
 
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
@@ -12,6 +13,7 @@
 
 #include "../integration/udp_relay.hpp"
 #include "temp_dir.hpp"
+#include "transport/quic/framing.hpp"  // internal: the stream framing
 
 namespace qf = quartzflow;
 namespace asio = boost::asio;
@@ -175,7 +177,7 @@ TEST_CASE("QUIC: peers without a certificate of the cluster CA are refused", "[q
   CHECK(p.coordinator->connection->peer_identity() == "agent-1");
 }
 
-TEST_CASE("QUIC: nobody listening fails fast; bad TLS files name the field", "[quic]") {
+TEST_CASE("QUIC: nobody listening fails fast, bad TLS files name the field", "[quic]") {
   asio::io_context io;
   Pki pki;
   asio::ip::udp::socket probe(io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
@@ -268,4 +270,76 @@ TEST_CASE("QUIC: 5 % loss, duplication and reordering and a cut link lose nothin
   CHECK(relay.stats().duplicated > 0);
   CHECK(relay.stats().reordered > 0);
   CHECK_FALSE(p.agent->closed.has_value());
+}
+
+TEST_CASE("QUIC framing: varint length prefixes split anywhere, limits enforced", "[quic]") {
+  using qf::quic::FrameReader;
+  std::string stream;
+  const std::vector<std::string> messages{"", "a", std::string(127, 'b'), std::string(128, 'c'), std::string(70'000, 'd')};
+  for (const auto& m : messages) stream += qf::quic::frame_message(m);
+  SECTION("byte by byte") {
+    FrameReader reader(1 << 20);
+    std::vector<std::string> out;
+    for (char c : stream) REQUIRE(reader.feed(reinterpret_cast<const std::uint8_t*>(&c), 1, out));
+    CHECK(out == messages);
+    CHECK(reader.buffered() == 0);
+  }
+  SECTION("all at once") {
+    FrameReader reader(1 << 20);
+    std::vector<std::string> out;
+    REQUIRE(reader.feed(reinterpret_cast<const std::uint8_t*>(stream.data()), stream.size(), out));
+    CHECK(out == messages);
+  }
+  SECTION("a length over the limit is refused before the body arrives") {
+    FrameReader reader(1000);
+    std::vector<std::string> out;
+    const std::string framed = qf::quic::frame_message(std::string(1001, 'x')).substr(0, 3);
+    CHECK_FALSE(reader.feed(reinterpret_cast<const std::uint8_t*>(framed.data()), framed.size(), out));
+    CHECK(reader.error() == "message of 1001 bytes exceeds the limit of 1000");
+    CHECK_FALSE(reader.feed(reinterpret_cast<const std::uint8_t*>("\x01x"), 2, out));  // stays refused
+  }
+  SECTION("a prefix longer than a 64-bit varint is malformed") {
+    FrameReader reader(1000);
+    std::vector<std::string> out;
+    const std::string endless(12, '\x80');
+    CHECK_FALSE(reader.feed(reinterpret_cast<const std::uint8_t*>(endless.data()), endless.size(), out));
+    CHECK(reader.error() == "malformed length prefix");
+  }
+}
+
+TEST_CASE("QUIC: a flood of garbage and half-open handshakes leaves the server serving", "[quic]") {
+  qf::QuicOptions server_options;
+  server_options.max_connections = 20;
+  server_options.handshake_timeout = 1s;
+  Pair p(server_options);
+  asio::ip::udp::socket flooder(p.io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const asio::ip::udp::endpoint target(asio::ip::make_address("127.0.0.1"), p.server->port());
+  std::mt19937_64 random(5);
+  const auto bytes = [&](std::size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(random());
+    return s;
+  };
+  // Garbage of every size, then Initial packets (long header, version 1, 1200 bytes) whose
+  // contents cannot be decrypted: each may start a connection that never completes.
+  for (int i = 0; i < 2000; ++i) flooder.send_to(asio::buffer(bytes(1 + random() % 1400)), target);
+  for (int i = 0; i < 200; ++i) {
+    std::string initial = "\xc3\x00\x00\x00\x01";
+    initial += '\x12' + bytes(18) + '\x08' + bytes(8) + '\x00';  // DCID, SCID, no token
+    const std::size_t length = 1200 - initial.size() - 2;
+    initial += static_cast<char>(0x40 | (length >> 8));
+    initial += static_cast<char>(length & 0xff);
+    initial += bytes(length);
+    flooder.send_to(asio::buffer(initial), target);
+    if (i % 20 == 0) p.io.poll();
+  }
+  run_until(p.io, [] { return false; }, 200ms);
+  CHECK(p.server->stats().connections_open <= server_options.max_connections);
+  // Half-open connections end with the handshake timeout; a real agent then gets in.
+  REQUIRE(run_until(p.io, [&] { return p.server->stats().connections_open == 0; }, 5s));
+  REQUIRE(p.connect(p.pki.agent));
+  CHECK(p.coordinator->connection->peer_identity() == "agent-1");
+  REQUIRE(p.agent->connection->send("still here"));
+  REQUIRE(run_until(p.io, [&] { return p.coordinator->messages.size() == 1; }));
+  CHECK(p.server->stats().connections_accepted == 1);
 }

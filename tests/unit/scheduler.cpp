@@ -138,7 +138,7 @@ TEST_CASE("one-placement fires are recorded PENDING before they are sent, round-
   CHECK(f.scheduler->stats().dispatched >= 3);
 }
 
-TEST_CASE("a refusing agent makes the run fail over; when all refuse it is a FAILURE", "[scheduler]") {
+TEST_CASE("a refusing agent makes the run fail over, when all refuse it is a FAILURE", "[scheduler]") {
   Fixture f;
   f.sink->refusing = {"agent-a"};
   f.scheduler->upsert_task(one_task("job", ""));
@@ -247,7 +247,7 @@ TEST_CASE("removing or disabling a task stops its fires", "[scheduler]") {
   CHECK(f.sink->sent.empty());
 }
 
-TEST_CASE("fires are recorded ahead of their instant; a stop leaves none of them PENDING", "[scheduler]") {
+TEST_CASE("fires are recorded ahead of their instant, a stop leaves none of them PENDING", "[scheduler]") {
   Fixture f;
   f.scheduler->upsert_task(one_task("ahead", "* * * * * *"));
   f.start();

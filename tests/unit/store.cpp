@@ -244,7 +244,7 @@ TEST_CASE("tasks round-trip with their group bindings, labels and group names", 
   CHECK(in_read(io, *store, [&](qf::StoreTransaction& tx) { return tx.list_tasks(by_label); }).total == 0);
 }
 
-TEST_CASE("groups and agents round-trip; an agent shows its group's current name", "[store]") {
+TEST_CASE("groups and agents round-trip, an agent shows its group's current name", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io);
   auto group = make_group("db", "Databases", {"prod", "sql"});
@@ -1346,7 +1346,7 @@ TEST_CASE("statistics refuse a bad range, time zone or granularity, naming the f
 
 // ---- transactions ----
 
-TEST_CASE("a failing work item rolls back only itself; its batch companions commit", "[store]") {
+TEST_CASE("a failing work item rolls back only itself, its batch companions commit", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io, ":memory:", milliseconds{200});  // the five calls share one batch
   const QuietLog quiet;
@@ -1479,7 +1479,7 @@ TEST_CASE("a thousand concurrent transactions complete with far fewer commits", 
         k_threads * k_per_thread);
 }
 
-TEST_CASE("io_context::run() waits for the store's completions; destruction completes queued work", "[store]") {
+TEST_CASE("io_context::run() waits for the store's completions, destruction completes queued work", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io, ":memory:", milliseconds{50});
   bool done = false;

@@ -130,7 +130,7 @@ TEST_CASE("a shell run records SUCCESS with its output, exit code and times", "[
   CHECK(stored->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
 }
 
-TEST_CASE("a failing command records its exit code; a missing one is not retried", "[engine]") {
+TEST_CASE("a failing command records its exit code, a missing one is not retried", "[engine]") {
   Fixture f;
   auto missing = shell_task("missing", "");
   missing.mutable_shell()->clear_script();
@@ -267,7 +267,7 @@ TEST_CASE("retries follow the policy: attempts, ids, and which failures retry", 
   CHECK(f.final_of(other + ":r2") == nullptr);
 }
 
-TEST_CASE("retry delays follow the policy; 0 means the documented 60 seconds", "[engine]") {
+TEST_CASE("retry delays follow the policy, 0 means the documented 60 seconds", "[engine]") {
   qf::v1::RetryPolicy retry;
   CHECK(qf::retry_delay(retry, 1, "x") == 60s);
   retry.set_interval_seconds(2);
@@ -320,7 +320,7 @@ TEST_CASE("run variables describe the run", "[engine]") {
   CHECK(out.find("Z|1") != std::string::npos);
 }
 
-TEST_CASE("plugin functions run by name; failures and unknown names are recorded", "[engine]") {
+TEST_CASE("plugin functions run by name, failures and unknown names are recorded", "[engine]") {
   Fixture f;
   int calls = 0;
   f.engine->plugins().add("count", [&](const qf::PluginCall& call) {
@@ -503,7 +503,7 @@ TEST_CASE("run_as_user runs the command as that user, and only for a root agent"
   }
 }
 
-TEST_CASE("routed runs keep the coordinator's id, attempt, shard and params; a re-sent request runs once",
+TEST_CASE("routed runs keep the coordinator's id, attempt, shard and params, a re-sent request runs once",
           "[engine]") {
   Fixture f;
   f.apply({shell_task("held", "echo held")});

@@ -83,7 +83,7 @@ TEST_CASE("in-process links deliver whole messages in order, after the delay, th
   CHECK(net.stats().messages_delivered == 100);
 }
 
-TEST_CASE("in-process faults drop chosen messages; a cut link loses what is in flight", "[transport]") {
+TEST_CASE("in-process faults drop chosen messages, a cut link loses what is in flight", "[transport]") {
   boost::asio::io_context io;
   qf::InprocNetwork net(io.get_executor());
   qf::LinkFaults faults;

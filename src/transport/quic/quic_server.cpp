@@ -165,9 +165,17 @@ error_code QuicServer::listen(const std::string& host, std::uint16_t port, Accep
     detail = fmt::format("cannot listen on UDP {}: {}", quic::endpoint_text(endpoint), ec.message());
     return ec;
   }
-  // Room for bursts from many agents at once.
-  socket.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
-  socket.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+  // Room for bursts from many agents at once (thousands of ACKs after a push). The kernel
+  // caps the request at net.core.rmem_max: say so, since overflow shows up as slow pushes.
+  constexpr int k_socket_buffer = 4 << 20;
+  socket.set_option(asio::socket_base::receive_buffer_size(k_socket_buffer), ec);
+  socket.set_option(asio::socket_base::send_buffer_size(k_socket_buffer), ec);
+  asio::socket_base::receive_buffer_size granted;
+  socket.get_option(granted, ec);
+  if (!ec && granted.value() < k_socket_buffer)
+    logger()->warn("QUIC: UDP receive buffer is {} KiB, not {} KiB (net.core.rmem_max): with thousands of agents "
+                   "raise it, e.g. sysctl -w net.core.rmem_max={}",
+                   granted.value() / 1024, k_socket_buffer / 1024, k_socket_buffer);
   impl_->local = socket.local_endpoint();
   impl_->socket.emplace(std::move(socket));
   impl_->accept = std::move(accept);
