@@ -35,8 +35,8 @@
 #include <quartzflow/quic.hpp>
 #include <quartzflow/version.hpp>
 
-
 #include "../common/host_port.hpp"
+#include "../common/readable.hpp"
 
 namespace quartzflow::examples {
 
@@ -50,15 +50,6 @@ constexpr int k_exit_invalid_config = 2;
 constexpr auto k_unreachable_log_interval = std::chrono::seconds{30};
 /// After Goodbye, before the loop ends: time for the frames to leave.
 constexpr auto k_goodbye_delay = std::chrono::milliseconds{200};
-
-std::string unreadable_reason(const fs::path& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) return "is a directory";
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) return std::strerror(errno);
-  std::fclose(file);
-  return {};
-}
 
 /// The host's addresses (not loopback, not IPv6 link-local), for group CIDR rules.
 std::vector<std::string> host_ips() {

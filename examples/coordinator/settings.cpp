@@ -32,15 +32,6 @@ std::string system_host_name() {
 
 }  // namespace
 
-std::string unreadable_reason(const fs::path& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) return "is a directory";
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) return std::strerror(errno);
-  std::fclose(file);
-  return {};
-}
-
 std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& config_file,
                                                              const std::string& log_level_override,
                                                              std::string& error) {

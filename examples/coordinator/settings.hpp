@@ -12,6 +12,7 @@
 #include <quartzflow/v1/config.pb.h>
 
 #include "../common/host_port.hpp"
+#include "../common/readable.hpp"
 
 namespace quartzflow::examples {
 
@@ -37,8 +38,5 @@ struct CoordinatorSettings {
 std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& config_file,
                                                              const std::string& log_level_override,
                                                              std::string& error);
-
-/// Empty when `path` can be opened for reading, else why not (`No such file or directory`).
-std::string unreadable_reason(const std::filesystem::path& path);
 
 }  // namespace quartzflow::examples

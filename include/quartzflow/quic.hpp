@@ -36,8 +36,11 @@ struct QuicOptions {
   /// No packet from the peer this long: the connection is gone (both ends).
   std::chrono::milliseconds idle_timeout{45'000};
   std::chrono::milliseconds handshake_timeout{10'000};
-  /// Server only: connections beyond this are refused (a flood of handshakes).
+  /// Server only: connections beyond this are refused.
   std::size_t max_connections = 20'000;
+  /// Server only: handshakes in progress beyond this are refused (a flood of Initials
+  /// cannot take every connection slot; agents retry with backoff).
+  std::size_t max_handshakes = 1'000;
 };
 
 struct QuicServerStats {

@@ -155,14 +155,20 @@ error_code check_common_name(const char* field, const std::string& name, std::st
   return {};
 }
 
-X509Ptr read_certificate(const std::string& path, error_code& ec, std::string& detail) {
+/// The file opened for reading, or null with `ec` and `detail` saying why.
+BioPtr open_pem(const std::string& path, error_code& ec, std::string& detail) {
   BioPtr bio(BIO_new_file(path.c_str(), "r"));
   if (!bio) {
     const int saved_errno = errno;
     ERR_clear_error();
     ec = system_failure(detail, saved_errno != 0 ? saved_errno : ENOENT, path + ": cannot open");
-    return nullptr;
   }
+  return bio;
+}
+
+X509Ptr read_certificate(const std::string& path, error_code& ec, std::string& detail) {
+  BioPtr bio = open_pem(path, ec, detail);
+  if (!bio) return nullptr;
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
     ec = errc::invalid_argument;
@@ -173,13 +179,8 @@ X509Ptr read_certificate(const std::string& path, error_code& ec, std::string& d
 }
 
 PkeyPtr read_private_key(const std::string& path, error_code& ec, std::string& detail) {
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) {
-    const int saved_errno = errno;
-    ERR_clear_error();
-    ec = system_failure(detail, saved_errno != 0 ? saved_errno : ENOENT, path + ": cannot open");
-    return nullptr;
-  }
+  BioPtr bio = open_pem(path, ec, detail);
+  if (!bio) return nullptr;
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) {
     ec = errc::invalid_argument;

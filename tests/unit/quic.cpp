@@ -141,6 +141,18 @@ TEST_CASE("QUIC: mutual TLS, the agent's name, messages both ways in order", "[q
     CHECK_FALSE(p.coordinator->closed.has_value());
     CHECK_FALSE(p.coordinator->connection->send("late"));
   }
+  SECTION("what was sent before a close arrives before the close (a Goodbye is never lost)") {
+    for (int i = 0; i < 100; ++i) REQUIRE(p.agent->connection->send(pattern(8'000, 'g')));
+    REQUIRE(p.agent->connection->send("goodbye"));
+    p.agent->connection->close("agent stopping");
+    CHECK_FALSE(p.agent->connection->is_open());
+    CHECK_FALSE(p.agent->connection->send("after close"));
+    REQUIRE(run_until(p.io, [&] { return p.coordinator->closed.has_value(); }));
+    CHECK(p.coordinator->messages.size() == sent.size() + 101);
+    CHECK(p.coordinator->messages.back() == "goodbye");
+    CHECK(*p.coordinator->closed == "agent stopping");
+    CHECK_FALSE(p.agent->closed.has_value());  // the closing end hears nothing
+  }
   SECTION("stopping the server closes its connections") {
     p.server->close();
     REQUIRE(run_until(p.io, [&] { return p.agent->closed.has_value(); }));
@@ -310,6 +322,7 @@ TEST_CASE("QUIC framing: varint length prefixes split anywhere, limits enforced"
 TEST_CASE("QUIC: a flood of garbage and half-open handshakes leaves the server serving", "[quic]") {
   qf::QuicOptions server_options;
   server_options.max_connections = 20;
+  server_options.max_handshakes = 10;
   server_options.handshake_timeout = 1s;
   Pair p(server_options);
   asio::ip::udp::socket flooder(p.io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
@@ -334,7 +347,7 @@ TEST_CASE("QUIC: a flood of garbage and half-open handshakes leaves the server s
     if (i % 20 == 0) p.io.poll();
   }
   run_until(p.io, [] { return false; }, 200ms);
-  CHECK(p.server->stats().connections_open <= server_options.max_connections);
+  CHECK(p.server->stats().connections_open <= server_options.max_handshakes);
   // Half-open connections end with the handshake timeout; a real agent then gets in.
   REQUIRE(run_until(p.io, [&] { return p.server->stats().connections_open == 0; }, 5s));
   REQUIRE(p.connect(p.pki.agent));

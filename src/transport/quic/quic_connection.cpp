@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -88,6 +89,13 @@ ngtcp2_callbacks QuicConnection::callbacks(bool server) {
 
 namespace {
 
+/// The path between two endpoints (ngtcp2 copies the addresses it keeps).
+ngtcp2_path path_of(udp::endpoint& local, udp::endpoint& remote) {
+  return {{local.data(), static_cast<ngtcp2_socklen>(local.size())},
+          {remote.data(), static_cast<ngtcp2_socklen>(remote.size())},
+          nullptr};
+}
+
 void fill_settings(ngtcp2_settings& settings, const QuicOptions& options) {
   ngtcp2_settings_default(&settings);
   settings.initial_ts = now_ns();
@@ -119,9 +127,7 @@ bool QuicConnection::init_client(const udp::endpoint& local, const udp::endpoint
   random_bytes(dcid.data, dcid.datalen);
   scid.datalen = k_cid_length;
   random_bytes(scid.data, scid.datalen);
-  ngtcp2_path path{{local_.data(), static_cast<ngtcp2_socklen>(local_.size())},
-                   {remote_.data(), static_cast<ngtcp2_socklen>(remote_.size())},
-                   nullptr};
+  const ngtcp2_path path = path_of(local_, remote_);
   ngtcp2_settings settings;
   fill_settings(settings, options_);
   ngtcp2_transport_params params;
@@ -148,9 +154,7 @@ bool QuicConnection::init_server(const udp::endpoint& local, const udp::endpoint
   ngtcp2_cid scid{};
   scid.datalen = k_cid_length;
   random_bytes(scid.data, scid.datalen);
-  ngtcp2_path path{{local_.data(), static_cast<ngtcp2_socklen>(local_.size())},
-                   {remote_.data(), static_cast<ngtcp2_socklen>(remote_.size())},
-                   nullptr};
+  const ngtcp2_path path = path_of(local_, remote_);
   ngtcp2_settings settings;
   fill_settings(settings, options_);
   ngtcp2_transport_params params;
@@ -175,7 +179,10 @@ bool QuicConnection::init_server(const udp::endpoint& local, const udp::endpoint
 
 bool QuicConnection::finish_init(ngtcp2_conn* conn, const std::string& server_name, std::string& detail) {
   conn_ = conn;
-  tls_ = make_tls_session(ngtcp2_conn_is_server(conn) ? TlsRole::server : TlsRole::client, *credentials_, server_name,
+  server_name_ = server_name;  // "[::1]" names the address ::1
+  if (server_name_.size() > 2 && server_name_.front() == '[' && server_name_.back() == ']')
+    server_name_ = server_name_.substr(1, server_name_.size() - 2);
+  tls_ = make_tls_session(ngtcp2_conn_is_server(conn) ? TlsRole::server : TlsRole::client, *credentials_, server_name_,
                           &conn_ref_, detail);
   if (!tls_) return false;
   ngtcp2_conn_set_tls_native_handle(conn_, tls_);
@@ -283,9 +290,7 @@ void QuicConnection::on_datagram(const udp::endpoint& local, const udp::endpoint
   }
   udp::endpoint local_copy = local;
   udp::endpoint from_copy = from;
-  ngtcp2_path path{{local_copy.data(), static_cast<ngtcp2_socklen>(local_copy.size())},
-                   {from_copy.data(), static_cast<ngtcp2_socklen>(from_copy.size())},
-                   nullptr};
+  const ngtcp2_path path = path_of(local_copy, from_copy);
   ngtcp2_pkt_info info{};
   const int rv = ngtcp2_conn_read_pkt(conn_, &path, &info, data, size, now_ns());
   if (rv != 0) {
@@ -293,26 +298,35 @@ void QuicConnection::on_datagram(const udp::endpoint& local, const udp::endpoint
       ngtcp2_connection_close_error error{};
       ngtcp2_conn_get_connection_close_error(conn_, &error);
       std::string reason(reinterpret_cast<const char*>(error.reason), error.reasonlen);
-      if (error.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT && error.error_code >= NGTCP2_CRYPTO_ERROR)
-        reason = fmt::format("the peer refused the TLS handshake ({})",
-                             gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(error.error_code & 0xff)));
+      if (error.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT && error.error_code >= NGTCP2_CRYPTO_ERROR) {
+        // Any peer may send any code: GnuTLS has no name for most of them.
+        const char* alert = error.error_code <= NGTCP2_CRYPTO_ERROR + 0xff
+                                ? gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(error.error_code & 0xff))
+                                : nullptr;
+        reason = alert ? fmt::format("the peer refused the TLS handshake ({})", alert)
+                       : fmt::format("closed by the peer (transport error 0x{:x})", error.error_code);
+      }
       return broken(reason.empty() ? "closed by the peer" : reason, false);
     }
     if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) return broken("connection dropped", false);
     if (rv == NGTCP2_ERR_CRYPTO || state_ == State::handshaking) return broken(handshake_failure(tls_, rv), true);
     return broken(fmt::format("QUIC error: {}", ngtcp2_strerror(rv)), true);
   }
+  // The peer's address may change (NAT rebinding); ngtcp2 validates it, we follow.
+  if (const ngtcp2_path* current = ngtcp2_conn_get_path(conn_); current->remote.addrlen <= sizeof(sockaddr_in6)) {
+    std::memcpy(remote_.data(), current->remote.addr, current->remote.addrlen);
+    remote_.resize(current->remote.addrlen);
+  }
   after_read();
 }
 
 void QuicConnection::after_read() {
-  if (!fatal_.empty()) {
-    if (started_) deliver();  // the whole messages that came before the bad one
-    return broken(fatal_, true, k_app_protocol_error);
-  }
+  if (!fatal_.empty()) return broken(fatal_, true, k_app_protocol_error);
+  if (state_ == State::flushing && (queued_bytes_ == 0 || now_ns() >= flush_deadline_)) return send_close();
   if (state_ == State::established && !handshake_reported_) {
     handshake_reported_ = true;
-    if (hooks_.handshake_done) hooks_.handshake_done({});
+    auto handshake_done = hooks_.handshake_done;  // the hook may release this connection
+    if (handshake_done) handshake_done({});
     if (state_ != State::established) return;
   }
   if (!inbox_.empty() && started_ && !delivery_posted_) {
@@ -328,9 +342,11 @@ void QuicConnection::deliver() {
   delivery_posted_ = false;
   auto messages = std::move(inbox_);
   inbox_.clear();
+  // Messages that arrived before the link broke are still delivered; none after our close.
   for (auto& message : messages) {
-    if (state_ != State::established || !handlers_.on_message) return;
-    handlers_.on_message(std::move(message));
+    if (user_closed_ || !handlers_.on_message) return;
+    auto on_message = handlers_.on_message;  // the handler may replace or drop the handlers
+    on_message(std::move(message));
   }
 }
 
@@ -381,7 +397,7 @@ void QuicConnection::advance_unsent(std::size_t bytes) {
 }
 
 void QuicConnection::write() {
-  if (state_ != State::handshaking && state_ != State::established) return;
+  if (state_ != State::handshaking && state_ != State::established && state_ != State::flushing) return;
   auto keep = shared_from_this();
   std::array<std::uint8_t, k_max_datagram> buffer;
   ngtcp2_path_storage storage;
@@ -393,7 +409,7 @@ void QuicConnection::write() {
     std::array<ngtcp2_vec, 16> vectors;
     std::size_t count = 0;
     std::int64_t stream = -1;
-    if (stream_id_ >= 0 && !stream_blocked && state_ == State::established) {
+    if (stream_id_ >= 0 && !stream_blocked && (state_ == State::established || state_ == State::flushing)) {
       for (std::size_t i = unsent_chunk_; i < send_queue_.size() && count < vectors.size(); ++i) {
         const std::string& chunk = send_queue_[i];
         const std::size_t offset = i == unsent_chunk_ ? unsent_offset_ : 0;
@@ -419,7 +435,7 @@ void QuicConnection::write() {
     }
     if (accepted > 0) advance_unsent(static_cast<std::size_t>(accepted));
     if (n == 0) break;
-    if (hooks_.send) hooks_.send(remote_, {buffer.data(), static_cast<std::size_t>(n)});
+    if (hooks_.send) hooks_.send(destination(storage.path), {buffer.data(), static_cast<std::size_t>(n)});
     ++datagrams;
   }
   ngtcp2_conn_update_pkt_tx_time(conn_, ts);
@@ -427,7 +443,8 @@ void QuicConnection::write() {
 }
 
 void QuicConnection::arm_timer() {
-  const ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(conn_);
+  ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(conn_);
+  if (state_ == State::flushing) expiry = std::min(expiry, flush_deadline_);
   if (expiry == armed_expiry_) return;
   armed_expiry_ = expiry;
   if (expiry == UINT64_MAX) {
@@ -445,8 +462,9 @@ void QuicConnection::arm_timer() {
 
 void QuicConnection::on_timer() {
   armed_expiry_ = 0;
-  if (state_ != State::handshaking && state_ != State::established) return;
+  if (state_ != State::handshaking && state_ != State::established && state_ != State::flushing) return;
   auto keep = shared_from_this();
+  if (state_ == State::flushing && now_ns() >= flush_deadline_) return send_close();
   const int rv = ngtcp2_conn_handle_expiry(conn_, now_ns());
   if (rv != 0) {
     if (rv == NGTCP2_ERR_IDLE_CLOSE) return broken("idle timeout: no packet from the peer", false);
@@ -467,76 +485,99 @@ void QuicConnection::start(Handlers handlers) {
       if (auto self = weak.lock()) self->deliver();
     });
   }
+  if (!broken_reason_.empty() && handshake_reported_) notify_closed();  // it broke before start
 }
 
 void QuicConnection::close(std::string reason) {
   if (state_ != State::handshaking && state_ != State::established) return;
   auto keep = shared_from_this();
-  // Data still queued is flushed first, in the same burst as the close.
+  user_closed_ = true;
+  if (reason.size() > 200) reason.resize(200);
+  close_reason_ = std::move(reason);
   write();
   if (state_ != State::established && state_ != State::handshaking) return;
+  if (state_ == State::handshaking || queued_bytes_ == 0) return send_close();
+  // What was sent before the close (a Goodbye, an error) arrives first: keep sending and
+  // retransmitting until it is acknowledged, then close (at most 2 s).
+  state_ = State::flushing;
+  flush_deadline_ = now_ns() + 2 * NGTCP2_SECONDS;
+  armed_expiry_ = 0;
+  arm_timer();
+}
+
+void QuicConnection::close_now(std::string reason) {
+  if (state_ == State::closing || state_ == State::gone) return;
+  auto keep = shared_from_this();
+  user_closed_ = true;
+  if (reason.size() > 200) reason.resize(200);
+  close_reason_ = std::move(reason);
+  if (state_ != State::handshaking) write();  // what fits in this burst still goes out
+  if (state_ != State::closing && state_ != State::gone) send_close();
+}
+
+void QuicConnection::send_close() {
   ngtcp2_connection_close_error error;
   ngtcp2_connection_close_error_default(&error);
-  if (reason.size() > 200) reason.resize(200);
-  ngtcp2_connection_close_error_set_application_error(&error, k_app_closed,
-                                                      reinterpret_cast<const std::uint8_t*>(reason.data()), reason.size());
+  ngtcp2_connection_close_error_set_application_error(
+      &error, k_app_closed, reinterpret_cast<const std::uint8_t*>(close_reason_.data()), close_reason_.size());
+  write_close(error);
+  enter_closing(std::chrono::milliseconds{1000});
+}
+
+void QuicConnection::write_close(const ngtcp2_connection_close_error& error) {
+  if (!conn_ || ngtcp2_conn_is_in_closing_period(conn_) || ngtcp2_conn_is_in_draining_period(conn_)) return;
   std::array<std::uint8_t, k_max_datagram> buffer;
   ngtcp2_path_storage storage;
   ngtcp2_path_storage_zero(&storage);
   ngtcp2_pkt_info info{};
   const ngtcp2_ssize n =
       ngtcp2_conn_write_connection_close(conn_, &storage.path, &info, buffer.data(), buffer.size(), &error, now_ns());
-  if (n > 0) {
-    close_packet_.assign(reinterpret_cast<const char*>(buffer.data()), static_cast<std::size_t>(n));
-    if (hooks_.send) hooks_.send(remote_, {buffer.data(), static_cast<std::size_t>(n)});
-  }
-  enter_closing(std::chrono::milliseconds{1000});
+  if (n <= 0) return;
+  close_packet_.assign(reinterpret_cast<const char*>(buffer.data()), static_cast<std::size_t>(n));
+  if (hooks_.send) hooks_.send(remote_, {buffer.data(), static_cast<std::size_t>(n)});
 }
 
 void QuicConnection::broken(std::string reason, bool send_close, std::uint64_t app_error) {
   if (state_ == State::closing || state_ == State::gone) return;
-  const bool was_established = state_ == State::established;
-  if (send_close && conn_ && !ngtcp2_conn_is_in_closing_period(conn_) && !ngtcp2_conn_is_in_draining_period(conn_)) {
+  if (send_close) {
     ngtcp2_connection_close_error error;
     ngtcp2_connection_close_error_default(&error);
     const auto* text = reinterpret_cast<const std::uint8_t*>(reason.data());
     const std::size_t length = std::min<std::size_t>(reason.size(), 200);
-    if (state_ == State::handshaking && ngtcp2_conn_get_tls_alert(conn_) != 0)
+    if (state_ == State::handshaking && conn_ && ngtcp2_conn_get_tls_alert(conn_) != 0)
       ngtcp2_connection_close_error_set_transport_error_tls_alert(&error, ngtcp2_conn_get_tls_alert(conn_), text, length);
     else
       ngtcp2_connection_close_error_set_application_error(&error, app_error, text, length);
-    std::array<std::uint8_t, k_max_datagram> buffer;
-    ngtcp2_path_storage storage;
-    ngtcp2_path_storage_zero(&storage);
-    ngtcp2_pkt_info info{};
-    const ngtcp2_ssize n =
-        ngtcp2_conn_write_connection_close(conn_, &storage.path, &info, buffer.data(), buffer.size(), &error, now_ns());
-    if (n > 0 && hooks_.send) {
-      close_packet_.assign(reinterpret_cast<const char*>(buffer.data()), static_cast<std::size_t>(n));
-      hooks_.send(remote_, {buffer.data(), static_cast<std::size_t>(n)});
-    }
+    write_close(error);
   }
   enter_closing(std::chrono::milliseconds{send_close ? 1000 : 0});
+  broken_reason_ = reason.empty() ? "connection lost" : std::move(reason);
   if (!handshake_reported_) {
     handshake_reported_ = true;
-    if (hooks_.handshake_done) hooks_.handshake_done(reason.empty() ? "handshake failed" : reason);
+    auto handshake_done = hooks_.handshake_done;  // the hook may release this connection
+    if (handshake_done) handshake_done(broken_reason_);
     return;
   }
-  if (was_established && handlers_.on_closed) {
-    asio::post(executor_, [weak = weak_from_this(), reason = std::move(reason)]() mutable {
-      auto self = weak.lock();
-      if (self && self->handlers_.on_closed) {
-        auto on_closed = std::move(self->handlers_.on_closed);
-        self->handlers_ = {};
-        on_closed(std::move(reason));
-      }
-    });
-  }
+  if (started_) notify_closed();
+}
+
+void QuicConnection::notify_closed() {
+  if (user_closed_ || closed_notified_) return;
+  closed_notified_ = true;
+  // Posted: never inline from send or close. Messages that came before go first.
+  asio::post(executor_, [weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self || self->user_closed_) return;
+    self->deliver();
+    if (self->user_closed_ || !self->handlers_.on_closed) return;
+    auto on_closed = std::move(self->handlers_.on_closed);
+    self->handlers_ = {};
+    on_closed(self->broken_reason_);
+  });
 }
 
 void QuicConnection::enter_closing(std::chrono::milliseconds linger) {
   state_ = State::closing;
-  inbox_.clear();
   armed_expiry_ = 0;
   timer_.cancel();
   auto finish = [weak = weak_from_this()] {
@@ -546,13 +587,22 @@ void QuicConnection::enter_closing(std::chrono::milliseconds linger) {
     if (self->hooks_.route)
       for (const auto& cid : self->routed_cids_) self->hooks_.route(cid, false);
     self->routed_cids_.clear();
-    if (self->hooks_.finished) self->hooks_.finished();
+    auto finished = self->hooks_.finished;
+    if (finished) finished();
   };
   if (linger.count() == 0) return asio::post(executor_, finish);
   timer_.expires_after(linger);
   timer_.async_wait([finish](const error_code& ec) {
     if (!ec) finish();
   });
+}
+
+udp::endpoint QuicConnection::destination(const ngtcp2_path& path) const {
+  if (path.remote.addrlen == 0 || path.remote.addrlen > sizeof(sockaddr_in6)) return remote_;
+  udp::endpoint to;
+  std::memcpy(to.data(), path.remote.addr, path.remote.addrlen);
+  to.resize(path.remote.addrlen);
+  return to;
 }
 
 void QuicConnection::abandon() {

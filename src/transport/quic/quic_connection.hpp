@@ -58,6 +58,9 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   void on_datagram(const udp::endpoint& local, const udp::endpoint& from, const std::uint8_t* data, std::size_t size);
   /// Ends the connection without telling anyone (the owner is going away).
   void abandon();
+  /// Closes at once, without waiting for queued data to be acknowledged (shutdown).
+  void close_now(std::string reason);
+  bool handshaking() const noexcept { return state_ == State::handshaking; }
   /// The path failed (e.g. ICMP unreachable): ends the connection as broken.
   void fail(std::string reason) { broken(std::move(reason), false); }
   bool handshake_completed() const noexcept { return state_ == State::established; }
@@ -71,7 +74,8 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   std::string peer_identity() const override { return identity_; }
 
  private:
-  enum class State { handshaking, established, closing, gone };
+  /// flushing: closed by us, still sending what was queued before the close.
+  enum class State { handshaking, established, flushing, closing, gone };
 
   static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref);
   static int on_recv_stream_data(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_id, std::uint64_t offset,
@@ -94,6 +98,11 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   void after_read();
   /// The connection broke (peer closed, timeout, error): tell the user once, release.
   void broken(std::string reason, bool send_close, std::uint64_t app_error = 0);
+  void notify_closed();
+  void send_close();
+  void write_close(const ngtcp2_connection_close_error& error);
+  /// Where a datagram ngtcp2 wrote goes: the path it chose, else the peer's address.
+  udp::endpoint destination(const ngtcp2_path& path) const;
   void enter_closing(std::chrono::milliseconds linger);
   void deliver();
   void advance_unsent(std::size_t bytes);
@@ -109,6 +118,7 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   udp::endpoint local_;
   udp::endpoint remote_;
   std::string identity_;
+  std::string server_name_;  // the session keeps a pointer to it
   std::vector<std::string> routed_cids_;
 
   boost::asio::steady_timer timer_;
@@ -130,6 +140,11 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   std::string fatal_;                   // set inside callbacks, acted on after read_pkt
   std::string close_packet_;            // our CONNECTION_CLOSE, repeated while closing
   int close_repeats_ = 0;
+  bool user_closed_ = false;            // close() was called: no handler runs any more
+  bool closed_notified_ = false;
+  std::string broken_reason_;           // why the link broke (for a start() that comes late)
+  std::string close_reason_;
+  ngtcp2_tstamp flush_deadline_ = 0;
 };
 
 /// Nanoseconds on the steady clock, ngtcp2's time base.

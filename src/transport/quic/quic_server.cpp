@@ -34,6 +34,7 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
   AcceptHandler accept;
   std::unordered_map<std::string, std::shared_ptr<QuicConnection>> by_cid;
   std::unordered_set<std::shared_ptr<QuicConnection>> connections;
+  std::size_t handshaking = 0;  // connections not yet authenticated
   QuicServerStats stats;
   std::array<std::uint8_t, 65536> buffer{};
   udp::endpoint from;
@@ -68,10 +69,13 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
     }
     ngtcp2_pkt_hd hd{};
     if (ngtcp2_accept(&hd, data, size) != 0) return;  // not a client Initial: nothing to say
-    if (connections.size() >= options.max_connections) {
+    // Handshakes cost CPU and a slot each: a flood of them must not lock out agents that
+    // already hold sessions, nor grow without bound.
+    if (connections.size() >= options.max_connections || handshaking >= options.max_handshakes) {
       if (stats.connections_refused++ % 1000 == 0)
-        logger()->warn("QUIC: refusing connections beyond max_connections={} ({} refused so far)",
-                       options.max_connections, stats.connections_refused);
+        logger()->warn("QUIC: refusing new connections ({} open, {} in handshake; limits {} and {}); {} refused so far",
+                       connections.size(), handshaking, options.max_connections, options.max_handshakes,
+                       stats.connections_refused);
       return;
     }
     auto connection = std::make_shared<QuicConnection>(executor, options, credentials);
@@ -83,6 +87,7 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     connections.insert(connection);
+    ++handshaking;
     connection->on_datagram(local, from, data, size);
   }
 
@@ -110,9 +115,12 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
       auto self = weak.lock();
       auto conn = weak_conn.lock();
       if (!self || !conn) return;
+      --self->handshaking;
       if (!detail.empty()) {
-        ++self->stats.handshakes_failed;
-        logger()->warn("QUIC: refused {}: {}", conn->remote_address(), detail);
+        // Logged, but not one line per packet of a flood.
+        if (self->stats.handshakes_failed++ < 100 || self->stats.handshakes_failed % 1000 == 0)
+          logger()->warn("QUIC: refused {}: {} ({} refused so far)", conn->remote_address(), detail,
+                         self->stats.handshakes_failed);
         return;
       }
       ++self->stats.connections_accepted;
@@ -130,10 +138,11 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
     auto all = std::move(connections);
     connections.clear();
     for (const auto& connection : all) {
-      connection->close("the coordinator is shutting down");
+      connection->close_now("the coordinator is shutting down");
       connection->abandon();
     }
     by_cid.clear();
+    handshaking = 0;
     if (socket) {
       error_code ec;
       socket->close(ec);

@@ -82,6 +82,7 @@ gnutls_session_t make_tls_session(TlsRole role, const TlsCredentials& credential
   } else {
     if (!server_name.empty() && !is_ip_literal(server_name))
       gnutls_server_name_set(session, GNUTLS_NAME_DNS, server_name.data(), server_name.size());
+    // GnuTLS keeps the pointer: `server_name` must live as long as the session.
     gnutls_session_set_verify_cert(session, server_name.empty() ? nullptr : server_name.c_str(), 0);
   }
   gnutls_session_set_ptr(session, conn_ref);

@@ -33,7 +33,8 @@ enum class TlsRole { client, server };
 /**
  * Creates a TLS session for one QUIC connection: TLS 1.3 only, ALPN quartzflow/1, the
  * peer's certificate required and verified against the CA (the client also checks that it
- * names `server_name`). `conn_ref` must outlive the session.
+ * names `server_name`: a DNS name or an IP address without brackets). `conn_ref` and
+ * `server_name` must outlive the session.
  */
 gnutls_session_t make_tls_session(TlsRole role, const TlsCredentials& credentials, const std::string& server_name,
                                   ngtcp2_crypto_conn_ref* conn_ref, std::string& detail);
