@@ -36,7 +36,15 @@ void receive(const std::shared_ptr<ClientSocket>& client, std::weak_ptr<QuicConn
                                  auto conn = weak_conn.lock();
                                  if (!self || !conn || ec == asio::error::operation_aborted) return;
                                  if (ec == asio::error::connection_refused) {
-                                   // ICMP port unreachable: nobody listens there (any more).
+                                   // ICMP port unreachable: nobody listens there (any more). The
+                                   // error is reported before datagrams already queued, such as
+                                   // the server's CONNECTION_CLOSE with its reason: read those first.
+                                   for (int i = 0; i < 64; ++i) {
+                                     error_code e;
+                                     const std::size_t size = self->socket.receive(asio::buffer(self->buffer), 0, e);
+                                     if (e) break;
+                                     conn->on_datagram(self->local, self->remote, self->buffer.data(), size);
+                                   }
                                    conn->fail("nobody listens at " + quic::endpoint_text(self->remote) +
                                               " (connection refused)");
                                    return;

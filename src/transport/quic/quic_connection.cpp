@@ -406,7 +406,10 @@ void QuicConnection::write() {
   const ngtcp2_tstamp ts = now_ns();
   bool stream_blocked = false;
   for (std::size_t datagrams = 0; datagrams < k_max_datagrams_per_write;) {
-    std::array<ngtcp2_vec, 16> vectors;
+    // One message piece per call (WRITE_MORE still packs several into a packet): ngtcp2
+    // 0.12 leaks a stream frame with many pieces when a retransmission splits it below its
+    // pool threshold (ngtcp2 issue 1244, fixed in 1.6).
+    std::array<ngtcp2_vec, 1> vectors;
     std::size_t count = 0;
     std::int64_t stream = -1;
     if (stream_id_ >= 0 && !stream_blocked && (state_ == State::established || state_ == State::flushing)) {
