@@ -89,6 +89,13 @@ ngtcp2_callbacks QuicConnection::callbacks(bool server) {
 
 namespace {
 
+ngtcp2_cid random_cid() {
+  ngtcp2_cid cid{};
+  cid.datalen = k_cid_length;
+  random_bytes(cid.data, cid.datalen);
+  return cid;
+}
+
 /// The path between two endpoints (ngtcp2 copies the addresses it keeps).
 ngtcp2_path path_of(udp::endpoint& local, udp::endpoint& remote) {
   return {{local.data(), static_cast<ngtcp2_socklen>(local.size())},
@@ -121,12 +128,8 @@ bool QuicConnection::init_client(const udp::endpoint& local, const udp::endpoint
                                  std::string& detail) {
   local_ = local;
   remote_ = remote;
-  ngtcp2_cid dcid{};
-  ngtcp2_cid scid{};
-  dcid.datalen = k_cid_length;
-  random_bytes(dcid.data, dcid.datalen);
-  scid.datalen = k_cid_length;
-  random_bytes(scid.data, scid.datalen);
+  const ngtcp2_cid dcid = random_cid();
+  const ngtcp2_cid scid = random_cid();
   const ngtcp2_path path = path_of(local_, remote_);
   ngtcp2_settings settings;
   fill_settings(settings, options_);
@@ -151,9 +154,7 @@ bool QuicConnection::init_server(const udp::endpoint& local, const udp::endpoint
                                  std::string& detail) {
   local_ = local;
   remote_ = remote;
-  ngtcp2_cid scid{};
-  scid.datalen = k_cid_length;
-  random_bytes(scid.data, scid.datalen);
+  const ngtcp2_cid scid = random_cid();
   const ngtcp2_path path = path_of(local_, remote_);
   ngtcp2_settings settings;
   fill_settings(settings, options_);
