@@ -3,6 +3,7 @@
 // sessions are indexed by agent id. Store work (registration, ingest, liveness) goes
 // through Store::transact; replies are sent when the transaction has committed.
 #include <algorithm>
+#include <deque>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -95,6 +96,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   // Sessions.
   std::set<std::shared_ptr<Session>> sessions;
   std::map<std::string, std::shared_ptr<Session>> by_agent;
+  std::deque<std::weak_ptr<Session>> push_queue;  // sessions waiting for a push after a change
+  bool push_drain_posted = false;
 
   // --- catalog mirror --------------------------------------------------------------------
 
@@ -200,6 +203,33 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   void push_dirty(Session& session) {
     if (!session.held_known || session.push || session.dirty.empty()) return;
     send_config(session, true, 0, false);
+  }
+
+  /// A change for many agents is pushed k_pushes_per_turn sessions per handler turn: the
+  /// replies of the first agents are read while the last are still being sent (pushing to
+  /// 10,000 agents in one turn let their ACKs overflow the socket's receive buffer).
+  void queue_push(const std::shared_ptr<Session>& session) {
+    push_queue.push_back(session);
+    post_push_drain();
+  }
+
+  void post_push_drain() {
+    if (push_drain_posted || push_queue.empty()) return;
+    push_drain_posted = true;
+    asio::post(executor, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->drain_pushes();
+    });
+  }
+
+  void drain_pushes() {
+    push_drain_posted = false;
+    constexpr std::size_t k_pushes_per_turn = 64;
+    for (std::size_t n = 0; n < k_pushes_per_turn && !push_queue.empty(); ++n) {
+      auto session = push_queue.front().lock();
+      push_queue.pop_front();
+      if (session && !session->ended && !stopped) push_dirty(*session);
+    }
+    post_push_drain();
   }
 
   /// The agent applied `offer`: what it holds now, and what is still to send.
@@ -842,7 +872,7 @@ void CoordinatorDispatcher::task_changed(const v1::Task& task) {
     if (!session->held_known) continue;
     if (impl.in_sync(*session, task.id())) continue;
     session->dirty.insert(task.id());
-    impl.push_dirty(*session);
+    impl.queue_push(session);
   }
 }
 
@@ -853,7 +883,7 @@ void CoordinatorDispatcher::task_removed(const std::string& task_id, std::int64_
   for (auto& [id, session] : impl.by_agent) {
     if (!session->held_known || !session->held.count(task_id)) continue;
     session->dirty.insert(task_id);
-    impl.push_dirty(*session);
+    impl.queue_push(session);
   }
 }
 

@@ -20,7 +20,7 @@ using quic::udp;
 
 namespace {
 constexpr std::size_t k_server_cid_length = 18;
-constexpr std::size_t k_datagrams_per_turn = 64;
+constexpr std::size_t k_datagrams_per_turn = 256;
 }  // namespace
 
 struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
