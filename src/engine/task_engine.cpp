@@ -286,6 +286,17 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     return config.overlap_policy() == v1::OVERLAP_POLICY_ALLOW ? SIZE_MAX : 1;
   }
 
+  /// Shards of one fire sent to the same agent run side by side: they are one run split,
+  /// not overlapping runs (one agent holding both shards of a 2-shard task skipped one).
+  bool only_sibling_shards_running(const TaskSlot& slot, const PendingRun& p) const {
+    if (p.shard_total <= 1) return false;
+    for (const auto& [id, run] : runs)
+      if (run->pending.task_id == slot.config.id() &&
+          (run->pending.scheduled != p.scheduled || run->pending.shard_total != p.shard_total))
+        return false;
+    return true;
+  }
+
   /// Records a queued run that will never start as CANCELLED.
   void write_cancelled(const PendingRun& p, const v1::Task& config, const std::string& by) {
     auto r = base_record(p, config);
@@ -301,7 +312,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
                            "the task is disabled");
     const auto overlap = slot.config.overlap_policy();
-    if (slot.running < concurrency_limit(slot.config) && slot.queue.empty()) return start_run(slot, std::move(p));
+    if ((slot.running < concurrency_limit(slot.config) || only_sibling_shards_running(slot, p)) && slot.queue.empty())
+      return start_run(slot, std::move(p));
     switch (overlap) {
       case v1::OVERLAP_POLICY_QUEUE:
       case v1::OVERLAP_POLICY_ALLOW: {

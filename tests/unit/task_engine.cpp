@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <utility>
 #include <boost/asio/io_context.hpp>
@@ -553,6 +554,35 @@ TEST_CASE("routed runs keep the coordinator's id, attempt, shard and params, a r
   mismatch.set_task_id("other");
   CHECK_FALSE(f.engine->run(mismatch, ec, &detail));
   CHECK(detail == "task.id: differs from task_id");
+}
+
+TEST_CASE("shards of one fire on the same agent run side by side, the next fire still overlaps", "[engine]") {
+  Fixture f;
+  f.engine->start();
+  const auto shard = [](const std::string& fire, std::int64_t scheduled, std::uint32_t index) {
+    qf::v1::RunRequest request;
+    request.set_execution_id(fmt::format("{}:s{}", fire, index));
+    request.set_task_id("reindex");
+    request.set_trigger(qf::v1::TRIGGER_TYPE_SCHEDULED);
+    request.set_scheduled_unix_ms(scheduled);
+    request.set_root_execution_id(fire);
+    request.set_shard_index(index);
+    request.set_shard_total(2);
+    *request.mutable_task() = shell_task("reindex", "sleep 0.4; echo $QF_SHARD_INDEX");  // overlap: skip
+    return request;
+  };
+  qf::error_code ec;
+  std::string detail;
+  REQUIRE(f.engine->run(shard("reindex:1000", 1'000'000, 0), ec, &detail));
+  REQUIRE(f.engine->run(shard("reindex:1000", 1'000'000, 1), ec, &detail));
+  REQUIRE(f.engine->run(shard("reindex:2000", 2'000'000, 0), ec, &detail));  // the next fire, too early
+  REQUIRE(f.run_until([&] {
+    return f.final_of("reindex:1000:s0") && f.final_of("reindex:1000:s1") && f.final_of("reindex:2000:s0");
+  }));
+  CHECK(f.final_of("reindex:1000:s0")->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of("reindex:1000:s1")->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of("reindex:1000:s1")->output() == "1\n");
+  CHECK(f.final_of("reindex:2000:s0")->status() == qf::v1::EXECUTION_STATUS_SKIPPED);
 }
 
 TEST_CASE("a routed run whose policy retries on another agent is not retried here", "[engine]") {
