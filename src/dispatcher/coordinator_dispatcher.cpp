@@ -557,19 +557,11 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   /// Stores records (an upsert each, one transaction), then acknowledges them when asked.
   /// Stores the agent's daily stats (each entry replaces the previous one), then ACKs; an
-  /// entry with a bad date or task is skipped with a warning, the others are kept.
+  /// entry the store refuses (bad date, no task) is skipped with a warning, the others kept.
   void on_daily_stats(const std::shared_ptr<Session>& session, const v1::DailyStatsReport& report,
                       std::uint64_t ack_to) {
-    auto entries = std::make_shared<std::vector<v1::DailyStats>>();
-    for (const auto& entry : report.stats()) {
-      if (entry.task_id().empty() || entry.date().size() != 10) {
-        logger()->warn("agent {}: daily stats entry skipped: task_id \"{}\", date \"{}\"", session->agent.id(),
-                       entry.task_id(), entry.date());
-        continue;
-      }
-      entries->push_back(entry);
-      entries->back().set_agent_id(session->agent.id());  // the session says who reports
-    }
+    auto entries = std::make_shared<std::vector<v1::DailyStats>>(report.stats().begin(), report.stats().end());
+    for (auto& entry : *entries) entry.set_agent_id(session->agent.id());  // the session says who reports
     store.transact(
         [entries](StoreTransaction& tx, error_code&) {
           for (const auto& entry : *entries) {

@@ -23,6 +23,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "run_until.hpp"
+
 #include <utility>
 #include <boost/asio/buffers_iterator.hpp>
 #include <boost/asio/io_context.hpp>
@@ -46,18 +48,9 @@ using tcp = boost::asio::ip::tcp;
 using boost::system::error_code;
 using namespace std::chrono_literals;
 
-namespace {
+using quartzflow::testing::run_until;
 
-/// Runs `io` until `done` or the limit; bounded, never a bare sleep.
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred done, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    if (io.stopped()) io.restart();  // it stops whenever it runs out of work
-    io.run_one_for(20ms);
-  }
-  return done();
-}
+namespace {
 
 void run_for(asio::io_context& io, std::chrono::milliseconds span) {
   run_until(io, [] { return false; }, span);

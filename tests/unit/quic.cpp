@@ -11,6 +11,7 @@
 #include <quartzflow/certs.hpp>
 #include <quartzflow/quic.hpp>
 
+#include "run_until.hpp"
 #include "../integration/udp_relay.hpp"
 #include "temp_dir.hpp"
 #include "transport/quic/framing.hpp"  // internal: the stream framing
@@ -19,17 +20,9 @@ namespace qf = quartzflow;
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-namespace {
+using quartzflow::testing::run_until;
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred done, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    if (io.stopped()) io.restart();
-    io.run_one_for(10ms);
-  }
-  return done();
-}
+namespace {
 
 /// A CA with a coordinator certificate for 127.0.0.1 and one agent certificate.
 struct Pki {

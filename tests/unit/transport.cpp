@@ -4,10 +4,14 @@
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
+#include "run_until.hpp"
+
 #include <quartzflow/transport.hpp>
 
 namespace qf = quartzflow;
 using namespace std::chrono_literals;
+
+using quartzflow::testing::run_until;
 
 namespace {
 
@@ -19,16 +23,6 @@ struct Ends {
   std::string agent_closed;
   std::string coordinator_closed;
 };
-
-template <typename Pred>
-bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    if (io.stopped()) io.restart();
-    io.run_one_for(10ms);
-  }
-  return done();
-}
 
 std::string envelope(std::uint64_t id) {
   qf::v1::Envelope e;
