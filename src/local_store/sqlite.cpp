@@ -117,9 +117,12 @@ SqliteStatement& SqliteStatement::bind(int index, std::int64_t value) noexcept {
   return *this;
 }
 
+// SQLite binds a null pointer as NULL, not as an empty text: a default-constructed
+// string_view has one, and `column = ?` or `column <> ?` would then match nothing.
 SqliteStatement& SqliteStatement::bind(int index, std::string_view text) noexcept {
-  bind_status_ = first_failure(
-      bind_status_, sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  const char* data = text.data() != nullptr ? text.data() : "";
+  bind_status_ =
+      first_failure(bind_status_, sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   return *this;
 }
 
