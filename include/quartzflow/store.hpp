@@ -63,6 +63,35 @@ struct FireState {
 };
 
 /**
+ * A user with its login credentials, as the store keeps it. The admin API only ever shows
+ * `user`; the rest never leaves the coordinator.
+ */
+struct StoredUser {
+  v1::User user;
+  std::string password_hash;              ///< `pbkdf2-sha256$<iterations>$<salt>$<hash>` (auth.hpp)
+  std::string totp_secret;                ///< active TOTP secret, base32; empty = TOTP off
+  std::string totp_pending_secret;        ///< enrolled, not confirmed yet, base32; empty = none
+  std::int64_t totp_last_step = 0;        ///< the last 30 s step a code was accepted for (no replay)
+  std::uint32_t failed_logins = 0;        ///< consecutive failed logins
+  std::int64_t locked_until_unix_ms = 0;  ///< login refused until then; 0 = not locked
+};
+
+/// An API token with the SHA-256 (hex) of its secret; the secret itself is never stored.
+struct StoredApiToken {
+  v1::ApiToken token;
+  std::string secret_sha256;
+};
+
+/// A console session, keyed by the SHA-256 (hex) of its token; the token is never stored.
+struct StoredSession {
+  std::string token_sha256;
+  std::string user_id;
+  std::int64_t created_unix_ms = 0;
+  std::int64_t expires_at_unix_ms = 0;
+  std::string source_ip;
+};
+
+/**
  * One transaction. Only valid inside the function given to `Store::transact` or
  * `Store::read`, on the store's thread. Storage failures throw `quartzflow::error` (the
  * transaction then rolls back); "not found" is an empty optional or false, never a throw.
@@ -157,6 +186,37 @@ class StoreTransaction {
   // Scheduler state of coordinator-fired tasks.
   virtual FireState fire_state(std::string_view task_id) = 0;
   virtual void put_fire_state(std::string_view task_id, const FireState& state) = 0;
+
+  // Users, API tokens and sessions (the Authenticator's; secrets only as SHA-256 hashes).
+  virtual std::optional<StoredUser> user(std::string_view id) = 0;
+  virtual std::optional<StoredUser> user_by_username(std::string_view username) = 0;
+  /// Insert or replace by `user.id`. An empty id or username throws errc::invalid_argument;
+  /// a username another user has (case-sensitive) throws errc::conflict naming `username`.
+  virtual void put_user(const StoredUser& user) = 0;
+  /// Removes the user and its sessions; its API tokens are left to the caller (revoked
+  /// tokens stay for the audit trail).
+  virtual bool delete_user(std::string_view id) = 0;
+  /// Filters: keyword (username, display name, e-mail), role. Sorted by username.
+  virtual Listing<v1::User> list_users(const v1::ListUsersRequest& request) = 0;
+
+  virtual std::optional<StoredApiToken> api_token(std::string_view id) = 0;
+  virtual std::optional<StoredApiToken> api_token_by_hash(std::string_view secret_sha256) = 0;
+  /// Insert or replace by `token.id`. Empty id, user id, name or hash throw
+  /// errc::invalid_argument; a name the same user already gave another token throws
+  /// errc::conflict naming `name`; a hash another token has throws errc::conflict.
+  virtual void put_api_token(const StoredApiToken& token) = 0;
+  virtual bool delete_api_token(std::string_view id) = 0;
+  /// The tokens of one user (every user's when empty), by user id then name.
+  virtual std::vector<v1::ApiToken> api_tokens(std::string_view user_id) = 0;
+
+  virtual std::optional<StoredSession> session(std::string_view token_sha256) = 0;
+  /// Insert or replace by `token_sha256`; an empty hash or user id throws invalid_argument.
+  virtual void put_session(const StoredSession& session) = 0;
+  virtual bool delete_session(std::string_view token_sha256) = 0;
+  /// Removes the sessions of a user but `except_sha256` (when not empty); returns how many.
+  virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
+  /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
+  virtual std::size_t delete_expired_sessions(std::int64_t now_unix_ms) = 0;
 
   // Audit log (append-only).
   /// Appends `entry`; its `id` is assigned (increasing), `at_unix_ms` 0 = now.

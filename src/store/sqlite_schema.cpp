@@ -160,12 +160,51 @@ CREATE TABLE agent_daily_stats (
 CREATE INDEX agent_daily_stats_by_date ON agent_daily_stats (date, task_id);
 )sql";
 
+// Version 3: admin API users, API tokens and console sessions. Secrets are kept only as
+// SHA-256 hashes (hex); passwords as PBKDF2 strings. Usernames and token hashes are unique;
+// token names are unique per user.
+constexpr const char* k_schema_v3 = R"sql(
+CREATE TABLE users (
+  id TEXT PRIMARY KEY NOT NULL,
+  username TEXT NOT NULL UNIQUE,
+  display_name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  role INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  password_hash TEXT NOT NULL,
+  totp_secret TEXT NOT NULL,
+  totp_pending_secret TEXT NOT NULL,
+  totp_last_step INTEGER NOT NULL,
+  failed_logins INTEGER NOT NULL,
+  locked_until_unix_ms INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+  id TEXT PRIMARY KEY NOT NULL,
+  user_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  secret_sha256 TEXT NOT NULL UNIQUE,
+  record BLOB NOT NULL,
+  UNIQUE (user_id, name)
+);
+
+CREATE TABLE sessions (
+  token_sha256 TEXT PRIMARY KEY NOT NULL,
+  user_id TEXT NOT NULL,
+  expires_at_unix_ms INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  source_ip TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_user ON sessions (user_id);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at_unix_ms);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 2; }
+int coordinator_store_schema_version() noexcept { return 3; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}};
   return migrate_schema(db, steps, ec, detail);
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // StoreTransaction over one SQLite connection: the catalog (tasks, groups, agents, config
 // versions, fire state, audit) in sqlite_catalog.cpp, executions and logs in
-// sqlite_history.cpp, statistics in sqlite_stats.cpp.
+// sqlite_history.cpp, statistics in sqlite_stats.cpp, users/tokens/sessions in sqlite_auth.cpp.
 #pragma once
 
 #include <functional>
@@ -99,6 +99,22 @@ class SqliteStoreTransaction final : public StoreTransaction {
 
   FireState fire_state(std::string_view task_id) override;
   void put_fire_state(std::string_view task_id, const FireState& state) override;
+
+  std::optional<StoredUser> user(std::string_view id) override;
+  std::optional<StoredUser> user_by_username(std::string_view username) override;
+  void put_user(const StoredUser& user) override;
+  bool delete_user(std::string_view id) override;
+  Listing<v1::User> list_users(const v1::ListUsersRequest& request) override;
+  std::optional<StoredApiToken> api_token(std::string_view id) override;
+  std::optional<StoredApiToken> api_token_by_hash(std::string_view secret_sha256) override;
+  void put_api_token(const StoredApiToken& token) override;
+  bool delete_api_token(std::string_view id) override;
+  std::vector<v1::ApiToken> api_tokens(std::string_view user_id) override;
+  std::optional<StoredSession> session(std::string_view token_sha256) override;
+  void put_session(const StoredSession& session) override;
+  bool delete_session(std::string_view token_sha256) override;
+  std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) override;
+  std::size_t delete_expired_sessions(std::int64_t now_unix_ms) override;
 
   void append_audit(const v1::AuditEntry& entry) override;
   Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
