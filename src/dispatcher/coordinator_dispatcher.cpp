@@ -537,20 +537,22 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   void on_update(const std::shared_ptr<Session>& session, const v1::ExecutionUpdate& update, std::uint64_t in_reply_to) {
+    bool accepted = false;
     if (auto pending = session->pending_runs.find(in_reply_to); in_reply_to != 0 && pending != session->pending_runs.end()) {
       auto done = std::move(pending->second.done);
       session->pending_runs.erase(pending);
       ++stats.runs_accepted;
+      accepted = true;
       done(true);
     }
     v1::Execution record = update.execution();
     if (record.execution_id().empty() || record.task_id().empty()) return;
+    // A late answer to a run that already failed over (its pending entry is gone) is not
+    // routed here: the agent was told to cancel it, and ingest keeps the record the new
+    // agent's.
     if (!is_final(record.status())) {
-      if (auto it = session->routed.find(record.execution_id()); it != session->routed.end()) {
-        it->second = record;
-      } else if (in_reply_to != 0) {
-        session->routed.emplace(record.execution_id(), record);
-      }
+      if (auto it = session->routed.find(record.execution_id()); it != session->routed.end()) it->second = record;
+      else if (accepted) session->routed.emplace(record.execution_id(), record);
     }
     ingest(session, {std::move(record)}, 0);
   }
@@ -611,8 +613,21 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     auto stored = std::make_shared<std::vector<std::pair<v1::Execution, bool>>>();
     auto shared = std::make_shared<std::vector<v1::Execution>>(std::move(valid));
     store.transact(
-        [shared, stored](StoreTransaction& tx, error_code&) {
+        [shared, stored, agent_id = session->agent.id()](StoreTransaction& tx, error_code&) {
+          const std::string own_suffix = ":" + agent_id;
           for (const auto& r : *shared) {
+            // A coordinator-routed run (its id does not name the agent) that failed over to
+            // another agent belongs to that agent: this one's late records are acknowledged
+            // but never overwrite it (nor does its CANCELLED win as the first final state).
+            if (r.execution_id().find(own_suffix) == std::string::npos) {
+              const auto current = tx.execution(r.execution_id());
+              if (current && !current->agent_id().empty() && current->agent_id() != agent_id) {
+                logger()->info("agent {}: record of {} ignored: the run belongs to agent {}", agent_id,
+                               r.execution_id(), current->agent_id());
+                stored->emplace_back(r, false);
+                continue;
+              }
+            }
             const auto result = tx.upsert_execution(r);
             stored->emplace_back(r, result == UpsertResult::inserted || result == UpsertResult::merged);
           }
@@ -702,6 +717,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
           for (const auto& r : lost) {
             auto current = tx.execution(r.execution_id());
             if (current && is_final(current->status())) continue;  // its result arrived after all
+            if (current && current->agent_id() != agent.id()) continue;  // it failed over elsewhere
             v1::Execution record = current.value_or(r);
             record.set_status(v1::EXECUTION_STATUS_FAILURE);
             record.set_failure_reason("agent lost");

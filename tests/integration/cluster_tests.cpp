@@ -172,6 +172,43 @@ TEST_CASE("a run an agent never answers fails over to the next agent", "[cluster
   CHECK(c.coordinator->scheduler().stats().failovers >= 1);
 }
 
+TEST_CASE("an agent that answers a run too late keeps neither the record nor the outcome", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  c.add_agent("a2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto task = shell_task("late", "sleep 1; echo ran", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
+  c.create_task(task);
+  auto first = c.trigger("late");
+  REQUIRE(c.run_until([&] { return c.count("late", qf::v1::EXECUTION_STATUS_SUCCESS) == 1; }));
+  const std::string preferred = c.execution(first.execution_ids.at(0))->agent_id();
+  // The preferred agent starts the next run, but its answer is lost: the coordinator moves
+  // the run to the other agent and tells the first one to cancel. The first agent's own
+  // records of the run (RUNNING, then CANCELLED, which would be the first final state) must
+  // not overwrite the record of the agent that now holds it (seen with real processes: the
+  // late agent's RUNNING row made a test kill the wrong agent).
+  qf::LinkFaults faults;
+  int dropped = 0;
+  faults.drop_if = [&dropped, preferred](const qf::v1::Envelope& e, qf::LinkDirection d) {
+    if (d != qf::LinkDirection::to_coordinator || !e.has_execution_update() || e.in_reply_to() == 0 ||
+        e.execution_update().execution().agent_id() != preferred || dropped > 0)
+      return false;
+    ++dropped;
+    return true;
+  };
+  c.network.set_faults(faults);
+  const auto second = c.trigger("late");
+  REQUIRE(c.run_until([&] { return c.count("late", qf::v1::EXECUTION_STATUS_SUCCESS) == 2; }));
+  c.run_for(1500ms);  // the late agent's CANCELLED record has arrived by now
+  const auto record = c.execution(second.execution_ids.at(0));
+  CHECK(dropped == 1);
+  CHECK(record->agent_id() != preferred);
+  CHECK(record->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(c.count("late", qf::v1::EXECUTION_STATUS_CANCELLED) == 0);
+}
+
 TEST_CASE("a run whose agent is lost fails with `agent lost` and is retried on another agent", "[cluster]") {
   Cluster c;
   c.create_group("web");
