@@ -16,6 +16,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <quartzflow/admin.hpp>
+#include <quartzflow/auth.hpp>
 #include <quartzflow/coordinator.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
@@ -76,6 +78,27 @@ void log_applied(const std::string& manifest, const qf::ManifestApplyResult& res
                      result.updated.size(), result.unchanged.size(), changes);
 }
 
+/// `--init-admin NAME`: creates or resets an admin, then the process exits.
+int initialize_admin(asio::io_context& io, qf::Authenticator& auth, qf::Store& store, const std::string& username) {
+  std::string password;
+  if (const char* env = std::getenv("QF_ADMIN_PASSWORD"); env && *env) password = env;
+  else std::getline(std::cin, password);
+  int code = 0;
+  bool done = false;
+  auth.ensure_admin(username, password, [&](qf::ApiResult<qf::v1::User> r) {
+    done = true;
+    if (!r) {
+      std::cerr << fmt::format("qf-coordinator: --init-admin: {}\n", r.failure().message);
+      code = k_exit_invalid_config;
+    } else {
+      std::cout << fmt::format("admin user \"{}\" is ready (role ADMIN)\n", r.value().username());
+    }
+  });
+  while (!done) io.run_one();  // the agent endpoint is open too: run only until the answer
+  store.flush();
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,6 +107,10 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--config", config_file, "coordinator configuration (YAML CoordinatorConfig)")->required();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (overrides the config)");
+  std::string init_admin;
+  app.add_option("--init-admin", init_admin,
+                 "create (or reset) this admin user with the password in $QF_ADMIN_PASSWORD (else one line of "
+                 "stdin), then exit");
   app.set_version_flag("--version", qf::version);
   try {
     app.parse(argc, argv);
@@ -145,7 +172,23 @@ int main(int argc, char** argv) {
                              detail.empty() ? ec.message() : detail);
     return k_exit_failure;
   }
+  qf::Authenticator auth(*store, io.get_executor(), settings->auth);
+  if (!init_admin.empty()) return initialize_admin(io, auth, *store, init_admin);
   coordinator = std::make_unique<qf::Coordinator>(io.get_executor(), *store, settings->options);
+  qf::AdminServer admin(io.get_executor(), *coordinator, auth, settings->admin);
+  if (const auto admin_ec = admin.listen(detail)) {
+    std::cerr << fmt::format("qf-coordinator: {}: admin_listen / admin_tls: {}\n", settings->config_file.string(), detail);
+    return k_exit_invalid_config;
+  }
+  // First start: an admin with a one-time password, printed once.
+  auth.bootstrap([](qf::ApiResult<std::optional<std::string>> r) {
+    if (!r) return qf::logger()->error("creating the first admin failed: {}", r.failure().message);
+    if (!r.value()) return;
+    std::cerr << fmt::format("qf-coordinator: created user \"admin\" with the one-time password {}\n"
+                             "  log in (qfctl login --user admin) and change it (qfctl user passwd admin)\n",
+                             *r.value());
+    qf::logger()->warn("created user \"admin\" with a one-time password (printed on stderr); change it");
+  });
   RunLog run_log;
   coordinator->on_execution([&](const qf::v1::Execution& run) { run_log.record(run); });
 
@@ -161,6 +204,7 @@ int main(int argc, char** argv) {
     goodbye_timer.expires_after(k_goodbye_delay);
     goodbye_timer.async_wait([&](const qf::error_code&) {
       server.close();
+      admin.stop();
       store->flush();
       qf::logger()->info("stopped; the store is flushed");
       io.stop();
@@ -182,9 +226,13 @@ int main(int argc, char** argv) {
       ready = true;
       for (auto& connection : early_connections) coordinator->accept(std::move(connection));
       early_connections.clear();
+      admin.set_ready(true);
       qf::logger()->info("qf-coordinator {} ({}) listening for agents on {} (QUIC); store {}", qf::version,
                          settings->options.dispatcher.coordinator_id,
                          listen_text(settings->agent_listen, server.port()), settings->database_file.string());
+      qf::logger()->info("admin API on {}://{}/api/v1 (OpenAPI: /api/v1/openapi.json, metrics: /metrics)",
+                         settings->admin.tls_cert_file.empty() ? "http" : "https",
+                         listen_text({settings->admin.host, 0}, admin.port()));
     };
     if (!settings->manifest_file) return go();
     qf::apply_manifest(*coordinator, settings->manifest, qf::Actor{"qf-coordinator", {}}, true,

@@ -104,11 +104,46 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
     }
   }
 
-  if (!config.admin_listen().empty() || config.has_admin_tls() || config.session_ttl_seconds() != 0 ||
-      config.require_totp_for_admins() || !config.console_dir().empty())
-    settings.warnings.push_back(
-        "admin_listen, admin_tls, session_ttl_seconds, require_totp_for_admins, console_dir: the admin API is not "
-        "part of this build yet; they are ignored");
+  // The admin API: HTTPS with admin_tls; without it plain HTTP, by default on loopback only
+  // (passwords and tokens would cross the network in clear).
+  const auto& admin_tls = config.admin_tls();
+  const bool https = !admin_tls.cert_file().empty() || !admin_tls.key_file().empty();
+  if (https) {
+    const std::pair<const char*, const std::string*> admin_files[] = {{"admin_tls.cert_file", &admin_tls.cert_file()},
+                                                                       {"admin_tls.key_file", &admin_tls.key_file()}};
+    for (const auto& [field, value] : admin_files) {
+      if (value->empty()) return fail(field, "is required with the other admin_tls file");
+      const fs::path path = resolve(*value);
+      if (auto why = unreadable_reason(path); !why.empty()) return fail(field, fmt::format("cannot read {}: {}", path.string(), why));
+    }
+    settings.admin.tls_cert_file = resolve(admin_tls.cert_file()).string();
+    settings.admin.tls_key_file = resolve(admin_tls.key_file()).string();
+  }
+  if (!admin_tls.ca_file().empty() || !admin_tls.server_name().empty())
+    return fail("admin_tls", "takes cert_file and key_file only (clients authenticate with passwords and tokens)");
+  const std::string admin_listen =
+      config.admin_listen().empty() ? (https ? "0.0.0.0:8443" : "127.0.0.1:8443") : config.admin_listen();
+  auto admin_address = parse_host_port(admin_listen, true, reason);
+  if (!admin_address) return fail("admin_listen", fmt::format("\"{}\": {}", admin_listen, reason));
+  const auto admin_ip = boost::asio::ip::make_address(admin_address->host, ip_error);
+  if (ip_error)
+    return fail("admin_listen", fmt::format("\"{}\": \"{}\" is not an IP address (e.g. 127.0.0.1, 0.0.0.0, [::])",
+                                            admin_listen, admin_address->host));
+  if (!https && !admin_ip.is_loopback())
+    settings.warnings.push_back(fmt::format(
+        "admin_listen {}: plain HTTP off this host: passwords and tokens cross the network in clear; set admin_tls",
+        admin_listen));
+  settings.admin.host = admin_address->host;
+  settings.admin.port = admin_address->port;
+  if (config.session_ttl_seconds() > 30 * 86400)
+    return fail("session_ttl_seconds", fmt::format("{} is out of range 60-2592000", config.session_ttl_seconds()));
+  if (config.session_ttl_seconds() != 0 && config.session_ttl_seconds() < 60)
+    return fail("session_ttl_seconds", fmt::format("{} is out of range 60-2592000", config.session_ttl_seconds()));
+  if (config.session_ttl_seconds() != 0) settings.auth.session_ttl = std::chrono::seconds{config.session_ttl_seconds()};
+  settings.admin.session_ttl = settings.auth.session_ttl;
+  settings.auth.require_totp_for_admins = config.require_totp_for_admins();
+  if (!config.console_dir().empty())
+    settings.warnings.push_back("console_dir: the web console is not part of this build yet; ignored");
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
   return settings;

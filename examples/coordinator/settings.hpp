@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include <quartzflow/admin.hpp>
+#include <quartzflow/auth.hpp>
 #include <quartzflow/coordinator.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/v1/config.pb.h>
@@ -27,6 +29,8 @@ struct CoordinatorSettings {
   CoordinatorOptions options;
   std::optional<std::filesystem::path> manifest_file;
   v1::TaskManifest manifest;
+  AdminServerOptions admin;           ///< the admin API's endpoint (HTTPS with admin_tls)
+  AuthOptions auth;
   std::vector<std::string> warnings;  ///< fields read but not used by this build
 };
 

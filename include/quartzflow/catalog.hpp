@@ -20,8 +20,12 @@ namespace quartzflow {
 
 /// Who performs an operation, for the audit log.
 struct Actor {
-  std::string name = "system";  ///< username, token name or `system`
+  std::string name = "system";  ///< username or `system`
   std::string address;          ///< where the request came from (IP), if any
+  v1::ActorKind kind = v1::ACTOR_KIND_SYSTEM;
+  std::string token_name{};     ///< the API token used, if any
+  std::string user_agent{};
+  std::string request_id{};
 };
 
 /// The outcome of a catalog operation: `ec` and `error` (field path and reason) on failure.

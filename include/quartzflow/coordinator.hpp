@@ -19,6 +19,7 @@
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/transport.hpp>
+#include <quartzflow/v1/admin.pb.h>
 #include <quartzflow/v1/config.pb.h>
 
 namespace quartzflow {
@@ -30,6 +31,20 @@ struct CoordinatorOptions {
   /// the fires owed from the downtime find them (instead of being SKIPPED for no agent).
   /// Longer than the agents' reconnect backoff cap (8 s by default).
   std::chrono::milliseconds agent_grace{10'000};
+};
+
+/// What a host (the admin API's events and metrics) hears from a Coordinator; any member
+/// may be empty.
+struct CoordinatorObserver {
+  /// An execution record stored from an agent, or a `agent lost` verdict.
+  std::function<void(const v1::Execution&)> execution;
+  /// An agent came online or went offline (the stored record).
+  std::function<void(const v1::Agent&)> agent_state;
+  /// The config push status of an agent changed.
+  std::function<void(const std::string& agent_id, const v1::ConfigPushStatus&)> push_status;
+  /// A task was created, updated, enabled, disabled (`task` set) or deleted (`task` null).
+  std::function<void(const v1::Task* task, const std::string& task_id, v1::TaskChangeAction, const Actor&)>
+      task_changed;
 };
 
 /// The outcome of a manual trigger: the execution ids, or `ec` with the field and reason.
@@ -90,6 +105,8 @@ class Coordinator {
   /// Every execution record stored from an agent or a `agent lost` verdict (for hosts that
   /// print or stream them).
   void on_execution(std::function<void(const v1::Execution&)> observer);
+  /// Adds an observer (they are called in the order they were added).
+  void observe(CoordinatorObserver observer);
 
   Store& store() noexcept;
   Catalog& catalog() noexcept;

@@ -189,8 +189,7 @@ struct AuditActor {
 };
 
 AuditActor audit_actor(const Actor& actor) {
-  return {actor.name, actor.name == "system" ? v1::ACTOR_KIND_SYSTEM : v1::ACTOR_KIND_UNSPECIFIED, {},
-          actor.address, {}};
+  return {actor.name, actor.kind, actor.token_name, actor.address, actor.user_agent};
 }
 
 AuditActor audit_actor(const Principal& caller) {
@@ -199,7 +198,8 @@ AuditActor audit_actor(const Principal& caller) {
 
 /// The caller's kind and token, with the name and address the HTTP layer gave.
 AuditActor audit_actor(const Principal& caller, const Actor& actor) {
-  return {actor.name, caller.kind, caller.token_name, actor.address.empty() ? caller.source_ip : actor.address, {}};
+  return {actor.name, caller.kind, caller.token_name, actor.address.empty() ? caller.source_ip : actor.address,
+          actor.user_agent};
 }
 
 struct AuditTarget {

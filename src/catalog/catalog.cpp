@@ -37,6 +37,10 @@ void audit(StoreTransaction& tx, const Actor& actor, std::string action, std::st
   entry.set_at_unix_ms(now_ms());
   entry.set_actor(actor.name);
   entry.set_source_ip(actor.address);
+  entry.set_actor_kind(actor.kind);
+  entry.set_token_name(actor.token_name);
+  entry.set_user_agent(actor.user_agent);
+  entry.set_request_id(actor.request_id);
   entry.set_action(std::move(action));
   entry.set_target_type(std::move(type));
   entry.set_target_id(std::move(id));

@@ -42,8 +42,13 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   Catalog catalog;
   CoordinatorDispatcher dispatcher;
   Scheduler scheduler;
-  std::function<void(const v1::Execution&)> observer;
+  std::vector<CoordinatorObserver> observers;
   asio::steady_timer grace_timer;
+
+  void notify_task(const v1::Task* task, const std::string& id, v1::TaskChangeAction action, const Actor& actor) {
+    for (const auto& o : observers)
+      if (o.task_changed) o.task_changed(task, id, action, actor);
+  }
 
   /// After a committed change: the scheduler first (no fire of the old config after this),
   /// then the agents; then the caller.
@@ -151,7 +156,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
           auto self = weak.lock();
           if (!self || ec) return;
           for (const auto& r : *closed) {
-            if (self->observer) self->observer(r);
+            for (const auto& o : self->observers)
+              if (o.execution) o.execution(r);
             self->maybe_retry(r);
           }
         });
@@ -181,10 +187,21 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
   events.execution = [weak = impl_->weak_from_this()](const v1::Execution& record) {
     auto self = weak.lock();
     if (!self) return;
-    if (self->observer) self->observer(record);
+    for (const auto& o : self->observers)
+      if (o.execution) o.execution(record);
     self->maybe_retry(record);
   };
   events.run_lost = events.execution;
+  events.agent_state = [weak = impl_->weak_from_this()](const v1::Agent& agent) {
+    if (auto self = weak.lock())
+      for (const auto& o : self->observers)
+        if (o.agent_state) o.agent_state(agent);
+  };
+  events.push_status = [weak = impl_->weak_from_this()](const std::string& agent_id, const v1::ConfigPushStatus& s) {
+    if (auto self = weak.lock())
+      for (const auto& o : self->observers)
+        if (o.push_status) o.push_status(agent_id, s);
+  };
   impl_->dispatcher.set_events(std::move(events));
 }
 
@@ -204,37 +221,50 @@ void Coordinator::stop() {
 }
 
 void Coordinator::create_task(v1::Task task, Actor actor, Catalog::TaskHandler done) {
-  impl_->catalog.create_task(std::move(task), std::move(actor),
-                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
-                                                                                         const auto& r) {
-                               if (auto self = weak.lock()) self->task_changed(r.value);
+  impl_->catalog.create_task(std::move(task), actor,
+                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this(),
+                                                                                      actor](const auto& r) {
+                               auto self = weak.lock();
+                               if (!self) return;
+                               self->task_changed(r.value);
+                               self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_CREATED, actor);
                              }));
 }
 
 void Coordinator::update_task(v1::Task task, bool force, Actor actor, Catalog::TaskHandler done) {
-  impl_->catalog.update_task(std::move(task), force, std::move(actor),
-                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this()](
-                                                                                         const auto& r) {
-                               if (auto self = weak.lock()) self->task_changed(r.value);
+  impl_->catalog.update_task(std::move(task), force, actor,
+                             impl_->follow<CatalogResult<v1::Task>>(std::move(done), [weak = impl_->weak_from_this(),
+                                                                                      actor](const auto& r) {
+                               auto self = weak.lock();
+                               if (!self) return;
+                               self->task_changed(r.value);
+                               self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_UPDATED, actor);
                              }));
 }
 
 void Coordinator::delete_task(std::string id, Actor actor, Catalog::DoneHandler done) {
-  impl_->catalog.delete_task(id, std::move(actor),
+  impl_->catalog.delete_task(id, actor,
                              impl_->follow<CatalogResult<std::uint64_t>>(
-                                 std::move(done), [weak = impl_->weak_from_this(), id](const auto& r) {
+                                 std::move(done), [weak = impl_->weak_from_this(), id, actor](const auto& r) {
                                    auto self = weak.lock();
                                    if (!self) return;
                                    self->scheduler.remove_task(id);
                                    self->dispatcher.task_removed(id, static_cast<std::int64_t>(r.value));
+                                   self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
                                  }));
 }
 
 void Coordinator::set_task_enabled(std::string id, bool enabled, Actor actor, Catalog::TaskHandler done) {
-  impl_->catalog.set_task_enabled(std::move(id), enabled, std::move(actor),
+  impl_->catalog.set_task_enabled(std::move(id), enabled, actor,
                                   impl_->follow<CatalogResult<v1::Task>>(
-                                      std::move(done), [weak = impl_->weak_from_this()](const auto& r) {
-                                        if (auto self = weak.lock()) self->task_changed(r.value);
+                                      std::move(done), [weak = impl_->weak_from_this(), actor, enabled](const auto& r) {
+                                        auto self = weak.lock();
+                                        if (!self) return;
+                                        self->task_changed(r.value);
+                                        self->notify_task(&r.value, r.value.id(),
+                                                          enabled ? v1::TASK_CHANGE_ACTION_ENABLED
+                                                                  : v1::TASK_CHANGE_ACTION_DISABLED,
+                                                          actor);
                                       }));
 }
 
@@ -343,8 +373,12 @@ std::vector<Instant> Coordinator::next_fires(const std::string& task_id, std::si
 }
 
 void Coordinator::on_execution(std::function<void(const v1::Execution&)> observer) {
-  impl_->observer = std::move(observer);
+  CoordinatorObserver o;
+  o.execution = std::move(observer);
+  impl_->observers.push_back(std::move(o));
 }
+
+void Coordinator::observe(CoordinatorObserver observer) { impl_->observers.push_back(std::move(observer)); }
 
 Store& Coordinator::store() noexcept { return impl_->store; }
 Catalog& Coordinator::catalog() noexcept { return impl_->catalog; }

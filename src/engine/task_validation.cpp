@@ -252,8 +252,9 @@ std::string task_input(const v1::Task& task) {
 
 std::optional<ValidationError> validate_task(const v1::Task& task) {
   const Checker check(task_input(task));
-  if (auto problem = id_problem(task.id())) return check.fail("id", std::move(*problem));
+  // The name first: an empty id is derived from it, so its problem is the name's.
   if (auto problem = id_problem(task.name())) return check.fail("name", std::move(*problem));
+  if (auto problem = id_problem(task.id())) return check.fail("id", std::move(*problem));
   if (task.description().size() > k_max_description_length)
     return check.fail("description", fmt::format("is {} characters long; at most {} are allowed",
                                                  task.description().size(), k_max_description_length));

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// AdminServer: the coordinator's operator endpoint. REST under /api/v1 (JSON through the
+// protobuf mapping, {"code":0,"data":...}), the live events WebSocket, /metrics, /healthz,
+// /readyz and the OpenAPI document, over HTTP/1.1 or HTTPS on the coordinator's io_context.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/error.hpp>
+
+namespace quartzflow {
+
+class Coordinator;
+class Authenticator;
+
+struct AdminServerOptions {
+  std::string host = "127.0.0.1";               ///< an IP address to listen on
+  std::uint16_t port = 8443;                    ///< 0: any free port (see `port()`)
+  std::string tls_cert_file;                    ///< PEM; HTTPS when set (with the key)
+  std::string tls_key_file;
+  std::size_t max_header_bytes = 16 * 1024;     ///< larger: 431
+  std::size_t max_body_bytes = 1024 * 1024;     ///< larger: 413
+  std::chrono::milliseconds request_timeout{30'000};  ///< to read a request (and idle keep-alive)
+  std::size_t max_connections = 1024;           ///< beyond: accepted, answered 503, closed
+  std::size_t max_event_backlog = 1024;         ///< events queued for one WebSocket; beyond: dropped
+  std::chrono::seconds session_ttl{43'200};     ///< console session lifetime (cookie Max-Age)
+};
+
+/// Counters since start, for tests and /metrics.
+struct AdminServerStats {
+  std::uint64_t connections = 0;
+  std::uint64_t connections_refused = 0;    ///< over max_connections
+  std::uint64_t requests = 0;
+  std::uint64_t websocket_clients = 0;
+  std::uint64_t websocket_dropped = 0;      ///< slow consumers closed
+};
+
+/**
+ * The admin endpoint of a Coordinator. Every call is authenticated (session cookie or
+ * `Authorization: Bearer`) and checked against the caller's role (viewer: reads; operator:
+ * tasks, groups, agents, executions; admin: everything, users too), except `/healthz`,
+ * `/readyz`, `/metrics`, `/api/v1/openapi.json` and login. Mutations are audited with
+ * the caller, address, user agent and request id.
+ *
+ * Thread safety: not thread-safe; use from its executor (the coordinator's).
+ * Cancellation: `stop` closes the listener and every connection.
+ */
+class AdminServer {
+ public:
+  AdminServer(boost::asio::any_io_executor executor, Coordinator& coordinator, Authenticator& auth,
+              AdminServerOptions options = {});
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  /// Binds and starts accepting. On failure `detail` says why (bad TLS files, port in use).
+  error_code listen(std::string& detail);
+  /// The bound port (after listen).
+  std::uint16_t port() const noexcept;
+  /// `/readyz` answers 200 from now on (the coordinator has loaded its catalog).
+  void set_ready(bool ready) noexcept;
+  void stop();
+  AdminServerStats stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace quartzflow

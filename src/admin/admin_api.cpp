@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: Apache-2.0
+// The admin API's router: match a route, authenticate, check the role, parse the input,
+// run the handler; plus the coordinator's events for WebSocket clients and the metrics.
+#include "admin_api.hpp"
+
+#include <algorithm>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include <quartzflow/execution_status.hpp>
+#include <quartzflow/log.hpp>
+
+namespace quartzflow::detail {
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    const auto end = path.find('/', start);
+    out.emplace_back(path.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// The credential of a request: `Authorization: Bearer X`, else the `qf_session` cookie.
+std::string credential_of(const ApiRequest& request) {
+  constexpr std::string_view bearer = "Bearer ";
+  if (request.authorization.size() > bearer.size() && request.authorization.compare(0, bearer.size(), bearer) == 0)
+    return request.authorization.substr(bearer.size());
+  std::string_view cookies = request.cookie;
+  while (!cookies.empty()) {
+    const auto end = cookies.find(';');
+    auto item = cookies.substr(0, end);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (item.rfind("qf_session=", 0) == 0) return std::string(item.substr(11));
+    if (end == std::string_view::npos) break;
+    cookies.remove_prefix(end + 1);
+  }
+  return {};
+}
+
+}  // namespace
+
+int role_rank(v1::Role role) noexcept {
+  switch (role) {
+    case v1::ROLE_ADMIN: return 3;
+    case v1::ROLE_OPERATOR: return 2;
+    case v1::ROLE_VIEWER: return 1;
+    default: return 0;
+  }
+}
+
+void Histogram::observe(double seconds) {
+  for (std::size_t i = 0; i < bounds.size(); ++i)
+    if (seconds <= bounds[i]) ++counts[i];
+  ++count;
+  sum += seconds;
+}
+
+void Histogram::print(std::string& out, const std::string& name, const std::string& labels) const {
+  const std::string sep = labels.empty() ? "" : ",";
+  for (std::size_t i = 0; i < bounds.size(); ++i)
+    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, bounds[i], counts[i]);
+  out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, count);
+  const std::string braces = labels.empty() ? "" : "{" + labels + "}";
+  out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, braces, sum, name, braces, count);
+}
+
+void ApiCall::fail(v1::ApiErrorCode code, std::string message, std::string field, std::string reason) {
+  ApiFailureInfo f{code, std::move(message), {}};
+  if (!field.empty() || !reason.empty()) f.details.emplace_back(std::move(field), std::move(reason));
+  fail(f);
+}
+
+void ApiCall::fail(const ApiFailureInfo& failure) {
+  if (reply) std::exchange(reply, {})(error_response(failure, request.request_id));
+}
+
+void ApiCall::ok(const google::protobuf::Message& data, unsigned status) {
+  if (reply) std::exchange(reply, {})(data_response(data, status ? status : route ? route->success_status : 200));
+}
+
+AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinator, Authenticator& auth,
+                   AdminServerOptions options)
+    : executor_(std::move(executor)), coordinator_(coordinator), auth_(auth), options_(std::move(options)) {
+  add_catalog_routes();
+  add_history_routes();
+  add_auth_routes();
+  add("GET", "/api/v1/openapi.json", 0, nullptr, nullptr, "This document (OpenAPI 3.0)",
+      [this](std::shared_ptr<ApiCall> call) {
+        ApiResponse r;
+        r.body = openapi_json();
+        std::exchange(call->reply, {})(std::move(r));
+      });
+}
+
+void AdminApi::start() { observe_coordinator(); }
+
+void AdminApi::add(std::string method, std::string pattern, int min_rank, const google::protobuf::Descriptor* input,
+                   const google::protobuf::Descriptor* output, std::string summary, ApiHandler handler,
+                   unsigned success_status) {
+  Route r;
+  r.method = std::move(method);
+  r.segments = split_path(pattern);
+  r.pattern = std::move(pattern);
+  r.min_rank = min_rank;
+  r.input = input;
+  r.output = output;
+  r.summary = std::move(summary);
+  r.handler = std::move(handler);
+  r.success_status = success_status;
+  routes_.push_back(std::move(r));
+}
+
+void AdminApi::handle(ApiRequest request, ApiReply reply) {
+  ++request_counter_;
+  auto call = std::make_shared<ApiCall>();
+  call->started = std::chrono::steady_clock::now();
+  if (request.request_id.empty()) request.request_id = fmt::format("r{}", request_counter_);
+  call->request = std::move(request);
+  // Every reply passes here: metrics, and the request id on the response.
+  call->reply = [weak = weak_from_this(), started = call->started, reply = std::move(reply),
+                 id = call->request.request_id](ApiResponse response) {
+    if (auto self = weak.lock()) {
+      ++self->responses_by_code_[std::to_string(response.status)];
+      self->request_latency_.observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
+    response.headers.emplace_back("X-Request-Id", id);
+    reply(std::move(response));
+  };
+
+  const auto& req = call->request;
+  auto segments = split_path(req.path);
+  for (auto& segment : segments) {
+    auto decoded = percent_decode(segment, false);
+    if (!decoded)
+      return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid path: bad percent-encoding in \"{}\"", segment),
+                        "path", "bad percent-encoding");
+    segment = std::move(*decoded);
+  }
+  bool path_known = false;
+  for (const auto& route : routes_) {
+    if (route.segments.size() != segments.size()) continue;
+    std::map<std::string, std::string> params;
+    bool match = true;
+    for (std::size_t i = 0; i < segments.size() && match; ++i) {
+      const auto& want = route.segments[i];
+      if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+        if (segments[i].empty()) match = false;
+        else params[want.substr(1, want.size() - 2)] = segments[i];
+      } else {
+        match = want == segments[i];
+      }
+    }
+    if (!match) continue;
+    path_known = true;
+    if (route.method != req.method) continue;
+    call->route = &route;
+    call->params = std::move(params);
+    break;
+  }
+  if (!call->route) {
+    if (path_known)
+      return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("method {} is not allowed on {}", req.method, req.path),
+                        "method", "not allowed on this path");
+    return call->fail(v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no such endpoint: {} {}", req.method, req.path));
+  }
+  for (const auto& [name, value] : call->params) {
+    if (value.size() > 256 || value.find_first_of("/\\") != std::string::npos || value == "." || value == "..")
+      return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid path: {}: \"{}\"", name, value), name,
+                        "must be an id of at most 256 characters without '/' or '\\'");
+  }
+  if (call->route->min_rank == 0) return dispatch(call);
+
+  const std::string credential = credential_of(req);
+  if (credential.empty())
+    return call->fail(v1::API_ERROR_CODE_UNAUTHENTICATED,
+                      "authentication required: log in (POST /api/v1/auth/login) or send Authorization: Bearer <token>");
+  auth_.authenticate(credential, req.peer_ip, [weak = weak_from_this(), call](ApiResult<Principal> result) {
+    auto self = weak.lock();
+    if (!self) return;
+    if (!result) return call->fail(failure_of(result.failure()));
+    call->principal = std::move(result).value();
+    const auto& p = *call->principal;
+    call->actor = Actor{p.user.username(), call->request.peer_ip, p.kind, p.token_name, call->request.user_agent,
+                        call->request.request_id};
+    if (role_rank(p.role) < call->route->min_rank) {
+      const char* needed = call->route->min_rank >= 3 ? "admin" : call->route->min_rank == 2 ? "operator" : "viewer";
+      if (call->request.method != "GET")
+        self->audit(*call, "access.denied", "endpoint", call->route->pattern, call->request.method + " " + call->request.path,
+                    false, fmt::format("role {} is not allowed; needs {}", v1::Role_Name(p.role), needed));
+      return call->fail(v1::API_ERROR_CODE_PERMISSION_DENIED,
+                        fmt::format("permission denied: {} {} needs the {} role (you have {})", call->request.method,
+                                    call->route->pattern, needed, v1::Role_Name(p.role)));
+    }
+    self->dispatch(call);
+  });
+}
+
+void AdminApi::authenticate(const ApiRequest& request,
+                            std::function<void(std::optional<Principal>, ApiFailureInfo)> done) {
+  const std::string credential = credential_of(request);
+  if (credential.empty())
+    return boost::asio::post(executor_, [done = std::move(done)] {
+      done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_UNAUTHENTICATED, "authentication required", {}});
+    });
+  auth_.authenticate(credential, request.peer_ip, [done = std::move(done)](ApiResult<Principal> result) {
+    if (!result) return done(std::nullopt, failure_of(result.failure()));
+    if (!role_at_least(result.value().role, v1::ROLE_VIEWER))
+      return done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_PERMISSION_DENIED, "permission denied", {}});
+    done(std::move(result).value(), {});
+  });
+}
+
+void AdminApi::dispatch(std::shared_ptr<ApiCall> call) {
+  // Inputs are parsed by the handlers (each knows its message type); the body must be JSON.
+  if (!call->request.body.empty() && !call->request.content_type.empty() &&
+      call->request.content_type.find("json") == std::string::npos)
+    return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                      fmt::format("unsupported Content-Type \"{}\": send application/json", call->request.content_type),
+                      "Content-Type", "must be application/json");
+  try {
+    call->route->handler(call);
+  } catch (const std::exception& e) {
+    logger()->error("admin API {} {}: {}", call->request.method, call->request.path, e.what());
+    call->fail(v1::API_ERROR_CODE_INTERNAL, fmt::format("internal error: {}", e.what()));
+  }
+}
+
+void AdminApi::read(std::shared_ptr<ApiCall> call, ReadWork work,
+                    std::function<void(google::protobuf::Message&)> finish) {
+  auto failure = std::make_shared<std::optional<ApiFailureInfo>>();
+  auto result = std::make_shared<std::unique_ptr<google::protobuf::Message>>();
+  auto started = std::chrono::steady_clock::now();
+  coordinator_.store().read(
+      [call, work = std::move(work), failure, result](StoreTransaction& tx, error_code&) {
+        try {
+          *result = work(tx, *call);
+        } catch (const ApiException& e) {
+          *failure = e.failure;
+        } catch (const error& e) {
+          *failure = failure_of(e.code(), e.detail(), e.what());
+        }
+      },
+      [weak = weak_from_this(), call, failure, result, started, finish = std::move(finish)](error_code ec) {
+        if (auto self = weak.lock())
+          self->store_latency_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        if (*failure) return call->fail(**failure);
+        if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, fmt::format("store unavailable: {}", ec.message()));
+        if (!*result) return call->fail(v1::API_ERROR_CODE_INTERNAL, "the request produced no answer");
+        if (finish) finish(**result);
+        call->ok(**result);
+      });
+}
+
+void AdminApi::audit(const ApiCall& call, std::string action, std::string target_type, std::string target_id,
+                     std::string target_name, bool success, std::string detail) {
+  v1::AuditEntry entry;
+  entry.set_at_unix_ms(now_ms());
+  entry.set_actor(call.actor.name);
+  entry.set_actor_kind(call.actor.kind);
+  entry.set_token_name(call.actor.token_name);
+  entry.set_source_ip(call.request.peer_ip);
+  entry.set_user_agent(call.request.user_agent);
+  entry.set_request_id(call.request.request_id);
+  entry.set_action(std::move(action));
+  entry.set_target_type(std::move(target_type));
+  entry.set_target_id(std::move(target_id));
+  entry.set_target_name(std::move(target_name));
+  entry.set_success(success);
+  entry.set_detail(std::move(detail));
+  coordinator_.store().transact([entry](StoreTransaction& tx, error_code&) { tx.append_audit(entry); },
+                                [](error_code ec) {
+                                  if (ec) logger()->error("audit entry not recorded: {}", ec.message());
+                                });
+}
+
+void AdminApi::observe_coordinator() {
+  const auto to_json_fn = [](const v1::Event& e) { return to_json(e); };
+  CoordinatorObserver o;
+  o.execution = [weak = weak_from_this(), to_json_fn](const v1::Execution& record) {
+    auto self = weak.lock();
+    if (!self) return;
+    if (is_final(record.status()))
+      ++self->runs_by_status_[v1::ExecutionStatus_Name(record.status()).substr(std::string_view("EXECUTION_STATUS_").size())];
+    if (record.status() == v1::EXECUTION_STATUS_RUNNING && record.started_unix_ms() > 0 && record.scheduled_unix_ms() > 0)
+      self->dispatch_latency_.observe(
+          std::max<double>(0, static_cast<double>(record.started_unix_ms() - record.scheduled_unix_ms()) / 1000.0));
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_EXECUTION_UPDATED);
+    *e.mutable_execution() = record;
+    e.mutable_execution()->clear_output();
+    self->events_.publish(std::move(e), record.task_id(), record.agent_id(), to_json_fn);
+  };
+  o.agent_state = [weak = weak_from_this(), to_json_fn](const v1::Agent& agent) {
+    auto self = weak.lock();
+    if (!self) return;
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_AGENT_STATE_CHANGED);
+    auto* s = e.mutable_agent_state();
+    s->set_agent_id(agent.id());
+    s->set_hostname(agent.hostname());
+    s->set_group_id(agent.group_id());
+    s->set_state(agent.state());
+    self->events_.publish(std::move(e), {}, agent.id(), to_json_fn);
+  };
+  o.push_status = [weak = weak_from_this(), to_json_fn](const std::string& agent_id, const v1::ConfigPushStatus& status) {
+    auto self = weak.lock();
+    if (!self) return;
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_CONFIG_PUSH_CHANGED);
+    e.mutable_config_push()->set_agent_id(agent_id);
+    *e.mutable_config_push()->mutable_push_status() = status;
+    self->events_.publish(std::move(e), {}, agent_id, to_json_fn);
+  };
+  o.task_changed = [weak = weak_from_this(), to_json_fn](const v1::Task* task, const std::string& id,
+                                                          v1::TaskChangeAction action, const Actor& actor) {
+    auto self = weak.lock();
+    if (!self) return;
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_TASK_CHANGED);
+    auto* c = e.mutable_task_change();
+    c->set_task_id(id);
+    if (task) {
+      c->set_task_name(task->name());
+      c->set_revision(task->revision());
+    }
+    c->set_action(action);
+    c->set_actor(actor.token_name.empty() ? actor.name : actor.token_name);
+    self->events_.publish(std::move(e), id, {}, to_json_fn);
+  };
+  coordinator_.observe(std::move(o));
+}
+
+std::string AdminApi::metrics_text() const {
+  std::string out;
+  const auto& sched = coordinator_.scheduler().stats();
+  const auto& disp = coordinator_.dispatcher().stats();
+  const auto store = coordinator_.store().metrics();
+  const auto counter = [&out](std::string_view name, std::string_view help, std::uint64_t value) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help, value);
+  };
+  counter("qf_scheduler_fires_total", "Nominal fires the scheduler handled.", sched.fires);
+  counter("qf_scheduler_dispatched_total", "Runs an agent accepted.", sched.dispatched);
+  counter("qf_scheduler_failovers_total", "Refusals that moved a run to another agent.", sched.failovers);
+  counter("qf_scheduler_not_dispatched_total", "Runs no agent took.", sched.not_dispatched);
+  counter("qf_push_sent_total", "Config pushes sent, re-pushes included.", disp.pushes_sent);
+  counter("qf_push_failures_total", "Config pushes never acknowledged.", disp.pushes_failed);
+  counter("qf_records_ingested_total", "Execution records stored from agents.", disp.records_ingested);
+  counter("qf_runs_lost_total", "Runs failed as agent lost.", disp.runs_lost);
+  counter("qf_protocol_errors_total", "Malformed or unexpected agent messages.", disp.protocol_errors);
+  counter("qf_store_commits_total", "SQL transactions committed.", store.commits);
+  counter("qf_store_transactions_failed_total", "Store transactions rolled back.", store.transactions_failed);
+  out += "# HELP qf_runs_total Final execution records seen, by status.\n# TYPE qf_runs_total counter\n";
+  for (const char* status : {"SUCCESS", "FAILURE", "TIMEOUT", "CANCELLED", "SKIPPED", "MISSED"}) {
+    auto it = runs_by_status_.find(status);
+    out += fmt::format("qf_runs_total{{status=\"{}\"}} {}\n", status, it == runs_by_status_.end() ? 0 : it->second);
+  }
+  out += fmt::format("# HELP qf_agents_online Agents with an open session.\n# TYPE qf_agents_online gauge\nqf_agents_online {}\n",
+                     coordinator_.dispatcher().online_agents().size());
+  out += "# HELP qf_dispatch_latency_seconds From a run's scheduled instant to its start on an agent.\n"
+         "# TYPE qf_dispatch_latency_seconds histogram\n";
+  dispatch_latency_.print(out, "qf_dispatch_latency_seconds", "");
+  out += "# HELP qf_store_latency_seconds Store reads made by the admin API, queue to completion.\n"
+         "# TYPE qf_store_latency_seconds histogram\n";
+  store_latency_.print(out, "qf_store_latency_seconds", "");
+  out += "# HELP qf_http_request_duration_seconds Admin API requests, arrival to response.\n"
+         "# TYPE qf_http_request_duration_seconds histogram\n";
+  request_latency_.print(out, "qf_http_request_duration_seconds", "");
+  out += "# HELP qf_http_responses_total Admin API responses by HTTP status.\n# TYPE qf_http_responses_total counter\n";
+  for (const auto& [code, n] : responses_by_code_) out += fmt::format("qf_http_responses_total{{code=\"{}\"}} {}\n", code, n);
+  if (server_stats_) {
+    const auto s = server_stats_();
+    counter("qf_http_connections_total", "Admin connections accepted.", s.connections);
+    counter("qf_http_connections_refused_total", "Admin connections over the limit.", s.connections_refused);
+    counter("qf_events_clients_dropped_total", "Event WebSocket clients dropped for falling behind.", s.websocket_dropped);
+  }
+  out += fmt::format("# HELP qf_events_clients Event WebSocket clients connected.\n# TYPE qf_events_clients gauge\nqf_events_clients {}\n",
+                     events_.size());
+  return out;
+}
+
+}  // namespace quartzflow::detail

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// The admin API's routes and handlers over the Coordinator and the Authenticator, without
+// a socket: the HTTP server feeds it ApiRequests; tests and the OpenAPI document read the
+// same route table.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <utility>
+#include <boost/asio/any_io_executor.hpp>
+
+#include <quartzflow/admin.hpp>
+#include <quartzflow/auth.hpp>
+#include <quartzflow/coordinator.hpp>
+
+#include "api.hpp"
+#include "event_hub.hpp"
+
+namespace quartzflow::detail {
+
+/// Rank of a role: viewer 1 < operator 2 < admin 3; 0 for none.
+int role_rank(v1::Role role) noexcept;
+
+struct ApiCall;
+using ApiHandler = std::function<void(std::shared_ptr<ApiCall>)>;
+
+struct Route {
+  std::string method;
+  std::string pattern;                 ///< `/api/v1/tasks/{id}`
+  int min_rank = 1;                    ///< 0: no authentication
+  const google::protobuf::Descriptor* input = nullptr;   ///< query (GET/DELETE) or body
+  const google::protobuf::Descriptor* output = nullptr;  ///< the `data` of a success
+  std::string summary;
+  unsigned success_status = 200;
+  ApiHandler handler;
+  std::vector<std::string> segments;   ///< pattern split at '/'
+};
+
+/// One request on its way through a handler.
+struct ApiCall {
+  ApiRequest request;
+  std::map<std::string, std::string> params;   ///< `{id}` and friends
+  std::optional<Principal> principal;
+  Actor actor;                                 ///< for the catalog's audit entries
+  const Route* route = nullptr;
+  ApiReply reply;
+  std::chrono::steady_clock::time_point started;
+
+  void fail(v1::ApiErrorCode code, std::string message, std::string field = {}, std::string reason = {});
+  void fail(const ApiFailureInfo& failure);
+  void ok(const google::protobuf::Message& data, unsigned status = 0);
+};
+
+/// Thrown by work on the store's thread to fail the call with this body.
+struct ApiException {
+  ApiFailureInfo failure;
+};
+
+/// Prometheus histogram with fixed buckets (seconds).
+struct Histogram {
+  static constexpr std::array<double, 12> bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,   0.25,   0.5,   1,    2.5,   10};
+  std::array<std::uint64_t, bounds.size()> counts{};
+  std::uint64_t count = 0;
+  double sum = 0;
+  void observe(double seconds);
+  void print(std::string& out, const std::string& name, const std::string& labels) const;
+};
+
+class AdminApi : public std::enable_shared_from_this<AdminApi> {
+ public:
+  AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinator, Authenticator& auth,
+           AdminServerOptions options);
+  /// Starts following the coordinator's events (after construction: it needs weak_from_this).
+  void start();
+  void handle(ApiRequest request, ApiReply reply);
+  const std::vector<Route>& routes() const noexcept { return routes_; }
+  EventHub& events() noexcept { return events_; }
+  /// Authenticates a WebSocket upgrade (same credentials as the API); viewer or better.
+  void authenticate(const ApiRequest& request, std::function<void(std::optional<Principal>, ApiFailureInfo)> done);
+  void set_ready(bool ready) noexcept { ready_ = ready; }
+  void set_server_stats(std::function<AdminServerStats()> stats) { server_stats_ = std::move(stats); }
+  std::string openapi_json() const;
+  std::string metrics_text() const;
+
+ private:
+  void add(std::string method, std::string pattern, int min_rank, const google::protobuf::Descriptor* input,
+           const google::protobuf::Descriptor* output, std::string summary, ApiHandler handler,
+           unsigned success_status = 200);
+  void add_catalog_routes();
+  void add_history_routes();
+  void add_auth_routes();
+  void observe_coordinator();
+  void dispatch(std::shared_ptr<ApiCall> call);
+  /// Records an audited action the catalog does not record itself (trigger, cancel, retry).
+  void audit(const ApiCall& call, std::string action, std::string target_type, std::string target_id,
+             std::string target_name, bool success, std::string detail);
+  /// A read transaction for a handler: `work` (on the store's thread) returns the `data`
+  /// of the response, or throws ApiException / quartzflow::error.
+  using ReadWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
+  /// `finish` (optional) completes the data on the executor (coordinator state lives there).
+  void read(std::shared_ptr<ApiCall> call, ReadWork work,
+            std::function<void(google::protobuf::Message&)> finish = {});
+
+  // handlers (api_catalog.cpp, api_history.cpp, api_users.cpp)
+  void list_tasks(std::shared_ptr<ApiCall> call);
+  void get_task(std::shared_ptr<ApiCall> call);
+  void create_task(std::shared_ptr<ApiCall> call);
+  void update_task(std::shared_ptr<ApiCall> call);
+  void delete_task(std::shared_ptr<ApiCall> call);
+  void set_task_enabled(std::shared_ptr<ApiCall> call, bool enabled);
+  void trigger_task(std::shared_ptr<ApiCall> call);
+  void next_fires(std::shared_ptr<ApiCall> call);
+  void cron_parse(std::shared_ptr<ApiCall> call);
+  void list_groups(std::shared_ptr<ApiCall> call);
+  void get_group(std::shared_ptr<ApiCall> call);
+  void create_group(std::shared_ptr<ApiCall> call);
+  void update_group(std::shared_ptr<ApiCall> call);
+  void delete_group(std::shared_ptr<ApiCall> call);
+  void list_agents(std::shared_ptr<ApiCall> call, bool of_group);
+  void get_agent(std::shared_ptr<ApiCall> call);
+  void move_agents(std::shared_ptr<ApiCall> call);
+  void list_executions(std::shared_ptr<ApiCall> call);
+  void get_execution(std::shared_ptr<ApiCall> call);
+  void execution_logs(std::shared_ptr<ApiCall> call);
+  void cancel_execution(std::shared_ptr<ApiCall> call);
+  void retry_execution(std::shared_ptr<ApiCall> call);
+  void stats(std::shared_ptr<ApiCall> call);
+  void daily_stats(std::shared_ptr<ApiCall> call);
+  void list_audit(std::shared_ptr<ApiCall> call);
+
+  boost::asio::any_io_executor executor_;
+  Coordinator& coordinator_;
+  Authenticator& auth_;
+  AdminServerOptions options_;
+  std::vector<Route> routes_;
+  EventHub events_;
+  std::atomic<bool> ready_{false};
+  std::function<AdminServerStats()> server_stats_;
+
+  // metrics
+  std::map<std::string, std::uint64_t> responses_by_code_;     ///< "200" -> n
+  Histogram request_latency_;
+  Histogram dispatch_latency_;                                 ///< scheduled -> started
+  Histogram store_latency_;                                    ///< the API's store reads
+  std::map<std::string, std::uint64_t> runs_by_status_;        ///< final records seen
+  std::uint64_t request_counter_ = 0;
+};
+
+}  // namespace quartzflow::detail

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// The admin API without a socket: requests and responses as plain values, the JSON body
+// conventions, and the route table the HTTP server, the OpenAPI document and the tests share.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <google/protobuf/message.h>
+
+#include <quartzflow/auth.hpp>
+#include <quartzflow/error.hpp>
+#include <quartzflow/v1/admin.pb.h>
+
+namespace quartzflow::detail {
+
+/// One HTTP request as the router sees it (the server has already enforced the limits).
+struct ApiRequest {
+  std::string method;                               ///< GET, POST, PUT, DELETE
+  std::string path;                                 ///< as sent (percent-encoded), no query
+  std::vector<std::pair<std::string, std::string>> query;  ///< decoded, in order
+  std::string body;
+  std::string content_type;
+  std::string authorization;                        ///< the Authorization header
+  std::string cookie;                               ///< the Cookie header
+  std::string user_agent;
+  std::string peer_ip;
+  std::string request_id;
+  bool secure = false;                              ///< arrived over TLS (cookies get Secure)
+};
+
+struct ApiResponse {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  ///< extra, e.g. Set-Cookie
+};
+
+using ApiReply = std::function<void(ApiResponse)>;
+
+/// An API failure before it becomes a body: the code decides the HTTP status.
+struct ApiFailureInfo {
+  v1::ApiErrorCode code = v1::API_ERROR_CODE_INTERNAL;
+  std::string message;
+  std::vector<std::pair<std::string, std::string>> details;  ///< field, reason
+};
+
+/// `{"code":N,"message":"...","details":[{"field":"...","reason":"..."}],"request_id":"..."}`.
+ApiResponse error_response(const ApiFailureInfo& failure, std::string_view request_id);
+/// `{"code":0,"data":<message as JSON>}` with the given status.
+ApiResponse data_response(const google::protobuf::Message& data, unsigned status = 200);
+/// `{"code":0,"data":<json>}` around JSON text already made.
+ApiResponse raw_data_response(std::string_view json, unsigned status = 200);
+
+/// Percent-decoding; `plus_is_space` for query strings. nullopt on a broken escape or NUL.
+std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space);
+
+/// Protobuf JSON with proto field names and every field printed (defaults too).
+std::string to_json(const google::protobuf::Message& message);
+/// Parses a JSON body into `out` (unknown fields refused). nullopt when valid.
+std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out);
+/// Fills `out` from query parameters named like its fields: scalars, enums (full value name,
+/// the name without its prefix, any case, or the number), bools, repeated fields by
+/// repetition. Unknown names and bad values are refused naming the parameter.
+std::optional<ApiFailureInfo> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
+                                          google::protobuf::Message& out);
+/// The Authenticator's failure in the router's terms.
+ApiFailureInfo failure_of(const ApiFailure& failure);
+/// A library error (errc + ValidationError) as an API failure.
+ApiFailureInfo failure_of(error_code ec, const ValidationError& error, std::string_view fallback = {});
+
+}  // namespace quartzflow::detail

@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: Apache-2.0
+// Admin API bodies: protobuf's JSON mapping (proto field names), the {"code":0,"data":...}
+// envelope, error bodies with field details, and query parameters read into messages.
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "api.hpp"
+
+namespace quartzflow::detail {
+namespace {
+
+namespace pb = google::protobuf;
+
+std::string upper(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return out;
+}
+
+/// Enum values by full name (`EXECUTION_STATUS_SUCCESS`), short name (`success`) or number.
+const pb::EnumValueDescriptor* find_enum_value(const pb::EnumDescriptor& type, std::string_view text) {
+  const std::string wanted = upper(text);
+  if (const auto* v = type.FindValueByName(wanted)) return v;
+  // The prefix every value shares: the UNSPECIFIED value's name without "UNSPECIFIED".
+  const std::string first = type.value(0)->name();
+  const auto cut = first.rfind("UNSPECIFIED");
+  if (cut != std::string::npos)
+    if (const auto* v = type.FindValueByName(first.substr(0, cut) + wanted)) return v;
+  int number = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec == std::errc{} && end == text.data() + text.size()) return type.FindValueByNumber(number);
+  return nullptr;
+}
+
+template <typename T>
+bool parse_integer(std::string_view text, T& out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
+}
+
+/// Sets one field (or appends to a repeated one); the reason when the value does not fit.
+std::optional<std::string> set_field(pb::Message& out, const pb::FieldDescriptor& field, std::string_view value) {
+  const auto* reflection = out.GetReflection();
+  const bool repeated = field.is_repeated();
+  switch (field.cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      repeated ? reflection->AddString(&out, &field, std::string(value))
+               : reflection->SetString(&out, &field, std::string(value));
+      return std::nullopt;
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      const std::string v = upper(value);
+      if (v != "TRUE" && v != "FALSE" && v != "1" && v != "0") return "must be true or false";
+      const bool b = v == "TRUE" || v == "1";
+      repeated ? reflection->AddBool(&out, &field, b) : reflection->SetBool(&out, &field, b);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      std::int32_t n = 0;
+      if (!parse_integer(value, n)) return "must be an integer";
+      repeated ? reflection->AddInt32(&out, &field, n) : reflection->SetInt32(&out, &field, n);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      std::int64_t n = 0;
+      if (!parse_integer(value, n)) return "must be an integer";
+      repeated ? reflection->AddInt64(&out, &field, n) : reflection->SetInt64(&out, &field, n);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      std::uint32_t n = 0;
+      if (!parse_integer(value, n)) return "must be a non-negative integer";
+      repeated ? reflection->AddUInt32(&out, &field, n) : reflection->SetUInt32(&out, &field, n);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      std::uint64_t n = 0;
+      if (!parse_integer(value, n)) return "must be a non-negative integer";
+      repeated ? reflection->AddUInt64(&out, &field, n) : reflection->SetUInt64(&out, &field, n);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+      const std::string text(value);
+      char* end = nullptr;
+      const double d = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size()) return "must be a number";
+      if (field.cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE)
+        repeated ? reflection->AddDouble(&out, &field, d) : reflection->SetDouble(&out, &field, d);
+      else
+        repeated ? reflection->AddFloat(&out, &field, static_cast<float>(d))
+                 : reflection->SetFloat(&out, &field, static_cast<float>(d));
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const auto* v = find_enum_value(*field.enum_type(), value);
+      if (!v) {
+        std::vector<std::string> names;
+        for (int i = 1; i < field.enum_type()->value_count(); ++i) names.push_back(field.enum_type()->value(i)->name());
+        return fmt::format("\"{}\" is not one of {}", value, fmt::join(names, ", "));
+      }
+      repeated ? reflection->AddEnum(&out, &field, v) : reflection->SetEnum(&out, &field, v);
+      return std::nullopt;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
+  }
+  return "cannot be given as a query parameter";
+}
+
+/// Protobuf's parse errors name the field in their own words; keep the field for details.
+ApiFailureInfo body_failure(std::string_view status_message) {
+  std::string reason(status_message);
+  std::string field = "body";
+  // Protobuf 3.21 says `<field path>: <why>` (e.g. `colour: Cannot find field.`).
+  const auto colon = reason.find(": ");
+  if (colon != std::string::npos && colon > 0 && reason.find(' ') > colon) {
+    field = reason.substr(0, colon);
+    reason = reason.substr(colon + 2);
+    if (field.size() > 2 && field.front() == '(' && field.back() == ')') field = field.substr(1, field.size() - 2);
+    if (reason.rfind("Cannot find field", 0) == 0) reason = "unknown field";
+  }
+  while (!reason.empty() && reason.back() == '.') reason.pop_back();
+  return {v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid request body: {}: {}", field, reason),
+          {{field, reason}}};
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        else out += c;
+    }
+  }
+  out += '"';
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      c = ' ';
+    }
+    if (c == '\0') return std::nullopt;
+    out += c;
+  }
+  return out;
+}
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string out;
+  pb::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  (void)pb::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+ApiResponse raw_data_response(std::string_view json, unsigned status) {
+  ApiResponse r;
+  r.status = status;
+  r.body.reserve(json.size() + 20);
+  r.body += R"({"code":0,"data":)";
+  r.body += json;
+  r.body += '}';
+  return r;
+}
+
+ApiResponse data_response(const google::protobuf::Message& data, unsigned status) {
+  return raw_data_response(to_json(data), status);
+}
+
+ApiResponse error_response(const ApiFailureInfo& failure, std::string_view request_id) {
+  ApiResponse r;
+  r.status = http_status_of(failure.code);
+  r.body = fmt::format(R"({{"code":{},"error":"{}","message":)", static_cast<int>(failure.code),
+                       v1::ApiErrorCode_Name(failure.code).substr(std::string_view("API_ERROR_CODE_").size()));
+  append_json_string(r.body, failure.message);
+  r.body += R"(,"details":[)";
+  for (std::size_t i = 0; i < failure.details.size(); ++i) {
+    if (i) r.body += ',';
+    r.body += R"({"field":)";
+    append_json_string(r.body, failure.details[i].first);
+    r.body += R"(,"reason":)";
+    append_json_string(r.body, failure.details[i].second);
+    r.body += '}';
+  }
+  r.body += R"(],"request_id":)";
+  append_json_string(r.body, request_id);
+  r.body += '}';
+  return r;
+}
+
+std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid request body: body: a JSON object is required",
+                          {{"body", "a JSON object is required"}}};
+  pb::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status = pb::util::JsonStringToMessage(pb::StringPiece(body.data(), body.size()), &out, options);
+  if (!status.ok()) return body_failure(status.message().as_string());
+  return std::nullopt;
+}
+
+std::optional<ApiFailureInfo> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
+                                          google::protobuf::Message& out) {
+  const auto* descriptor = out.GetDescriptor();
+  for (const auto& [name, value] : query) {
+    const auto* field = descriptor->FindFieldByName(name);
+    std::optional<std::string> why;
+    if (!field) why = "unknown query parameter";
+    else if (!field->is_repeated() && out.GetReflection()->HasField(out, field)) why = "given more than once";
+    else why = set_field(out, *field, value);
+    if (why)
+      return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid query: {}: {}", name, *why),
+                            {{name, *why}}};
+  }
+  return std::nullopt;
+}
+
+ApiFailureInfo failure_of(const ApiFailure& failure) {
+  ApiFailureInfo f{failure.code, failure.message, {}};
+  for (const auto& v : failure.violations) f.details.emplace_back(v.field(), v.reason());
+  return f;
+}
+
+ApiFailureInfo failure_of(error_code ec, const ValidationError& error, std::string_view fallback) {
+  ApiFailureInfo f;
+  if (ec == errc::not_found) f.code = v1::API_ERROR_CODE_NOT_FOUND;
+  else if (ec == errc::conflict) f.code = v1::API_ERROR_CODE_CONFLICT;
+  else if (ec == errc::invalid_argument || ec == errc::never_fires || ec == errc::unknown_time_zone)
+    f.code = v1::API_ERROR_CODE_INVALID_ARGUMENT;
+  else if (ec == errc::store_failed) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
+  else f.code = v1::API_ERROR_CODE_INTERNAL;
+  f.message = !error.reason.empty() ? error.message() : !fallback.empty() ? std::string(fallback) : ec.message();
+  if (!error.field.empty() || !error.reason.empty()) f.details.emplace_back(error.field, error.reason);
+  return f;
+}
+
+}  // namespace quartzflow::detail

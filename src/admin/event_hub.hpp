@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+// Live events for WebSocket clients: each subscriber has a filter and a sink; publishing
+// never waits for a client (the sink queues, and drops a client that falls behind).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <quartzflow/v1/admin.pb.h>
+
+namespace quartzflow::detail {
+
+class EventHub {
+ public:
+  /// Takes the event's JSON text (already serialized once for every subscriber).
+  using Sink = std::function<void(const std::string& json)>;
+
+  std::uint64_t subscribe(Sink sink) {
+    const auto id = ++last_id_;
+    subscribers_[id] = Subscriber{std::move(sink), {}};
+    return id;
+  }
+  void unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
+  /// Replaces a subscriber's filter (an EventSubscription from the client).
+  void set_filter(std::uint64_t id, v1::EventSubscription filter) {
+    if (auto it = subscribers_.find(id); it != subscribers_.end()) it->second.filter = std::move(filter);
+  }
+  std::size_t size() const noexcept { return subscribers_.size(); }
+
+  /// `task_id` / `agent_id` say what the event is about (empty: not about one).
+  void publish(v1::Event event, const std::string& task_id, const std::string& agent_id,
+               const std::function<std::string(const v1::Event&)>& to_json) {
+    if (subscribers_.empty()) return;
+    event.set_at_unix_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    std::string json;
+    // A sink may unsubscribe (a dropped client) while we iterate: copy the ids first.
+    std::vector<std::uint64_t> ids;
+    for (const auto& [id, s] : subscribers_) ids.push_back(id);
+    for (const auto id : ids) {
+      auto it = subscribers_.find(id);
+      if (it == subscribers_.end() || !wanted(it->second.filter, event.type(), task_id, agent_id)) continue;
+      if (json.empty()) json = to_json(event);
+      it->second.sink(json);
+    }
+  }
+
+ private:
+  struct Subscriber {
+    Sink sink;
+    v1::EventSubscription filter;
+  };
+  static bool wanted(const v1::EventSubscription& f, v1::EventType type, const std::string& task_id,
+                     const std::string& agent_id) {
+    const auto has = [](const auto& list, const auto& value) {
+      return std::find(list.begin(), list.end(), value) != list.end();
+    };
+    if (f.types_size() > 0 ? !has(f.types(), type) : type == v1::EVENT_TYPE_EXECUTION_LOG) return false;
+    if (f.task_ids_size() > 0 && (task_id.empty() || !has(f.task_ids(), task_id))) return false;
+    if (f.agent_ids_size() > 0 && (agent_id.empty() || !has(f.agent_ids(), agent_id))) return false;
+    return true;
+  }
+  std::map<std::uint64_t, Subscriber> subscribers_;
+  std::uint64_t last_id_ = 0;
+};
+
+}  // namespace quartzflow::detail

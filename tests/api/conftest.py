@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: Apache-2.0
+# A real qf-coordinator (and one qf-agent) for the admin API tests: certificates from
+# qfctl, an admin from --init-admin, free loopback ports, stopped with SIGTERM at the end.
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def data(self):
+        assert self.json is not None and self.json.get("code") == 0, f"not a success: {self.status} {self.body}"
+        return self.json["data"]
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+class Api:
+    """A plain HTTP client (urllib) that remembers which route patterns it exercised."""
+
+    def __init__(self, base, token=None):
+        self.base = base
+        self.token = token
+        self.hits = set()
+
+    def with_token(self, token):
+        api = Api(self.base, token)
+        api.hits = self.hits
+        return api
+
+    def call(self, method, path, body=None, raw=None, headers=None, pattern=None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        self.hits.add((method, pattern or path.split("?")[0]))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return Response(r.status, r.headers, r.read().decode())
+        except urllib.error.HTTPError as e:
+            return Response(e.code, e.headers, e.read().decode())
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body if body is not None else {}, **kw)
+
+    def put(self, path, body, **kw):
+        return self.call("PUT", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.call("DELETE", path, **kw)
+
+
+class Cluster:
+    def __init__(self, build_dir):
+        self.build = build_dir
+        self.dir = tempfile.mkdtemp(prefix="qf-api-test-")
+        self.qfctl = os.path.join(build_dir, "tools", "qfctl", "qfctl")
+        self.coordinator_bin = os.path.join(build_dir, "examples", "coordinator", "qf-coordinator")
+        self.agent_bin = os.path.join(build_dir, "examples", "agent", "qf-agent")
+        self.admin_port = free_port()
+        self.agent_port = free_port(socket.SOCK_DGRAM)
+        self.processes = []
+        certs = os.path.join(self.dir, "certs")
+        for args in (["init", "--dir", certs], ["issue", "--dir", certs, "--coordinator", "127.0.0.1"],
+                     ["issue", "--dir", certs, "--agent", "api-agent"]):
+            subprocess.run([self.qfctl, "certs", *args], check=True, capture_output=True, timeout=30)
+        with open(os.path.join(self.dir, "tasks.yaml"), "w") as f:
+            f.write("groups:\n  - name: workers\n")
+        self.config = os.path.join(self.dir, "coordinator.yaml")
+        with open(self.config, "w") as f:
+            f.write(f"""coordinator_id: api-test
+data_dir: data
+agent_listen: 127.0.0.1:{self.agent_port}
+admin_listen: 127.0.0.1:{self.admin_port}
+agent_tls: {{ca_file: certs/ca.pem, cert_file: certs/coordinator-127.0.0.1.pem, key_file: certs/coordinator-127.0.0.1.key}}
+heartbeat_interval_seconds: 1
+manifest_file: tasks.yaml
+log_level: debug
+""")
+        with open(os.path.join(self.dir, "agent.yaml"), "w") as f:
+            f.write(f"""coordinators: ["127.0.0.1:{self.agent_port}"]
+tls: {{ca_file: certs/ca.pem, cert_file: certs/agent-api-agent.pem, key_file: certs/agent-api-agent.key}}
+data_dir: agent-data
+group_id: workers
+log_level: debug
+""")
+        env = dict(os.environ, QF_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        init = subprocess.run([self.coordinator_bin, "--config", self.config, "--init-admin", "admin"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert init.returncode == 0, init.stderr
+        self.base = f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self, name, argv):
+        log = open(os.path.join(self.dir, f"{name}.log"), "w")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.processes.append(p)
+        return p
+
+    def log(self, name):
+        with open(os.path.join(self.dir, f"{name}.log")) as f:
+            return f.read()
+
+    def start_all(self):
+        self.coordinator = self.start("coordinator", [self.coordinator_bin, "--config", self.config])
+        wait_for(lambda: self.ready(), 30, "the coordinator's /readyz")
+        self.agent = self.start("agent", [self.agent_bin, "--config", os.path.join(self.dir, "agent.yaml")])
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self):
+        for p in reversed(self.processes):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    build = os.environ.get("QF_BUILD_DIR")
+    assert build, "QF_BUILD_DIR must name the build directory"
+    c = Cluster(build)
+    c.start_all()
+    yield c
+    c.stop()
+    assert c.coordinator.returncode == 0, c.log("coordinator")[-3000:]
+    shutil.rmtree(c.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def anonymous(cluster):
+    return Api(cluster.base)
+
+
+@pytest.fixture(scope="session")
+def admin(anonymous):
+    r = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+    assert r.status == 200, r
+    return anonymous.with_token(r.data["session_token"])
