@@ -45,6 +45,14 @@ expect_refused(${QF_COORDINATOR} listen-ipv6.yaml "data_dir: data\nagent_listen:
   "agent_listen: .*IPv6 address must be in brackets")
 expect_refused(${QF_COORDINATOR} listen-name.yaml "data_dir: data\nagent_listen: example.com:7443\n${tls}"
   "agent_listen: .*\"example.com\" is not an IP address")
+# Coordinator: the admin API's address, TLS files and session lifetime.
+expect_refused(${QF_COORDINATOR} admin-name.yaml "${coordinator}${tls}admin_listen: localhost:8443\n"
+  "admin-name.yaml: admin_listen: .*\"localhost\" is not an IP address")
+expect_refused(${QF_COORDINATOR} admin-tls.yaml
+  "${coordinator}${tls}admin_tls:\n  cert_file: certs/nope.pem\n  key_file: certs/coordinator.key\n"
+  "admin-tls.yaml: admin_tls.cert_file: cannot read .*nope.pem: No such file or directory")
+expect_refused(${QF_COORDINATOR} admin-ttl.yaml "${coordinator}${tls}session_ttl_seconds: 5\n"
+  "admin-ttl.yaml: session_ttl_seconds: 5 is out of range 60-2592000")
 # Coordinator: unknown fields, bad values.
 expect_refused(${QF_COORDINATOR} unknown.yaml "${coordinator}${tls}agent_lisen: 1.2.3.4:5\n"
   "unknown.yaml:[0-9]+:[0-9]+: .*unknown field \"agent_lisen\"")
@@ -101,7 +109,7 @@ if(OPENSSL)
   file(WRITE ${WORK_DIR}/unknown-group.tasks.yaml
     "groups:\n  - name: web\ntasks:\n  - name: t\n    enabled: true\n    schedule: \"@every 5s\"\n    group_ids: [web, nowhere]\n    shell:\n      argv: [\"true\"]\n")
   file(WRITE ${WORK_DIR}/unknown-group.yaml
-    "data_dir: real-data\nagent_listen: 127.0.0.1:0\nagent_tls:\n  ca_file: real-certs/ca.pem\n  cert_file: real-certs/coordinator.pem\n  key_file: real-certs/coordinator.key\nmanifest_file: unknown-group.tasks.yaml\n")
+    "data_dir: real-data\nagent_listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nagent_tls:\n  ca_file: real-certs/ca.pem\n  cert_file: real-certs/coordinator.pem\n  key_file: real-certs/coordinator.key\nmanifest_file: unknown-group.tasks.yaml\n")
   execute_process(COMMAND ${QF_COORDINATOR} --config ${WORK_DIR}/unknown-group.yaml RESULT_VARIABLE status
                   ERROR_VARIABLE err OUTPUT_VARIABLE out TIMEOUT 30)
   if(NOT status EQUAL 2 OR NOT err MATCHES "manifest_file: .*unknown-group.tasks.yaml: tasks\\[0\\]\\.group_ids\\[1\\]: no group with id or name \"nowhere\"")

@@ -108,6 +108,7 @@ struct ProcessCluster {
                fmt::format("coordinator_id: test-coordinator\n"
                            "data_dir: coordinator-data\n"
                            "agent_listen: 127.0.0.1:{}\n"
+                           "admin_listen: 127.0.0.1:0\n"
                            "agent_tls:\n  ca_file: certs/ca.pem\n"
                            "  cert_file: certs/coordinator-127.0.0.1.pem\n"
                            "  key_file: certs/coordinator-127.0.0.1.key\n"
