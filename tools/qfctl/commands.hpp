@@ -2,11 +2,14 @@
 // qfctl sub-commands register themselves on the CLI11 app through these functions.
 #pragma once
 
+#include <memory>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace qfctl {
 
-/// Exit status for invalid input (bad flags, bad expressions, unknown zones).
+/// Exit status for invalid input (bad flags, bad expressions, unknown zones, API 4xx answers).
 inline constexpr int k_exit_invalid_input = 2;
 
 /// Thrown by a command to end with `status` after printing `message` on stderr.
@@ -23,5 +26,8 @@ void add_local_commands(CLI::App& app);
 
 /// `qfctl certs init|issue`.
 void add_certs_commands(CLI::App& app);
+
+/// `qfctl login`, `qfctl logout`, `qfctl token ...`, `qfctl user ...` (admin API).
+void add_auth_commands(CLI::App& app);
 
 }  // namespace qfctl

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// qfctl: the QuartzFlow command line. Invalid input exits with status 2, the error on stderr.
+// qfctl: the QuartzFlow command line. Invalid input (and requests the admin API refuses) exits
+// with status 2, server and connection failures with 1, the error on stderr.
 #include <iostream>
 
 #include <quartzflow/version.hpp>
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   qfctl::add_cron_commands(app);
   qfctl::add_local_commands(app);
   qfctl::add_certs_commands(app);
+  qfctl::add_auth_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
