@@ -27,6 +27,14 @@ void add_local_commands(CLI::App& app);
 /// `qfctl certs init|issue`.
 void add_certs_commands(CLI::App& app);
 
+struct ApiFlags;
+
+/// `qfctl task ls|get|create|apply|edit|rm|enable|disable|trigger|next` (admin API).
+void add_task_commands(CLI::App& app);
+
+/// `qfctl task apply` on the `task` command, sharing its API flags.
+void add_task_apply_command(CLI::App& task, std::shared_ptr<ApiFlags> flags);
+
 /// `qfctl login`, `qfctl logout`, `qfctl token ...`, `qfctl user ...` (admin API).
 void add_auth_commands(CLI::App& app);
 

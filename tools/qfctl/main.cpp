@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   qfctl::add_local_commands(app);
   qfctl::add_certs_commands(app);
   qfctl::add_auth_commands(app);
+  qfctl::add_task_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
