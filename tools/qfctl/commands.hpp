@@ -35,6 +35,12 @@ void add_task_commands(CLI::App& app);
 /// `qfctl task apply` on the `task` command, sharing its API flags.
 void add_task_apply_command(CLI::App& task, std::shared_ptr<ApiFlags> flags);
 
+/// `qfctl group ...` and `qfctl agent ...` (admin API).
+void add_catalog_commands(CLI::App& app);
+
+/// `qfctl exec ...`, `qfctl stats`, `qfctl audit` (admin API).
+void add_history_commands(CLI::App& app);
+
 /// `qfctl login`, `qfctl logout`, `qfctl token ...`, `qfctl user ...` (admin API).
 void add_auth_commands(CLI::App& app);
 

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   qfctl::add_certs_commands(app);
   qfctl::add_auth_commands(app);
   qfctl::add_task_commands(app);
+  qfctl::add_catalog_commands(app);
+  qfctl::add_history_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
