@@ -94,7 +94,7 @@ int initialize_admin(asio::io_context& io, qf::Authenticator& auth, qf::Store& s
       std::cout << fmt::format("admin user \"{}\" is ready (role ADMIN)\n", r.value().username());
     }
   });
-  while (!done) io.run_one();  // the agent endpoint is open too: run only until the answer
+  while (!done) io.run_one();
   store.flush();
   return code;
 }
@@ -141,7 +141,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<qf::Coordinator> coordinator;
   qf::QuicServer server(io.get_executor(), settings->quic);
   std::string detail;
-  const auto listen_ec = server.listen(
+  // --init-admin only touches the store: it works beside a running coordinator.
+  const auto listen_ec = !init_admin.empty() ? qf::error_code{} : server.listen(
       settings->agent_listen.host, settings->agent_listen.port,
       [&](std::shared_ptr<qf::Connection> connection) {
         if (ready) coordinator->accept(std::move(connection));

@@ -96,8 +96,9 @@ class TaskEngine {
    */
   bool run(const v1::RunRequest& request, error_code& ec, std::string* detail = nullptr);
 
-  /// Cancels a PENDING or RUNNING execution; false when there is none with that id.
-  bool cancel(std::string_view execution_id, std::string_view by = "user");
+  /// Cancels a PENDING or RUNNING execution; false when there is none with that id. The
+  /// record says `cancelled by <by>` and, when given, `: <reason>`.
+  bool cancel(std::string_view execution_id, std::string_view by = "user", std::string_view reason = {});
 
   /**
    * Stops firing, gives running attempts `grace` to end on their own, then stops them

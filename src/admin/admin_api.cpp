@@ -195,13 +195,17 @@ void AdminApi::handle(ApiRequest request, ApiReply reply) {
     call->actor = Actor{p.user.username(), call->request.peer_ip, p.kind, p.token_name, call->request.user_agent,
                         call->request.request_id};
     if (role_rank(p.role) < call->route->min_rank) {
-      const char* needed = call->route->min_rank >= 3 ? "admin" : call->route->min_rank == 2 ? "operator" : "viewer";
+      const auto role_name = [](int rank) { return rank >= 3 ? "admin" : rank == 2 ? "operator" : rank == 1 ? "viewer" : "no"; };
+      const char* needed = role_name(call->route->min_rank);
+      const char* held = role_name(role_rank(p.role));
+      const std::string via = p.kind == v1::ACTOR_KIND_API_TOKEN ? fmt::format("token \"{}\"", p.token_name) : "user";
       if (call->request.method != "GET")
         self->audit(*call, "access.denied", "endpoint", call->route->pattern, call->request.method + " " + call->request.path,
-                    false, fmt::format("role {} is not allowed; needs {}", v1::Role_Name(p.role), needed));
+                    false, fmt::format("{} role of {} is not allowed; needs {}", held, via, needed));
       return call->fail(v1::API_ERROR_CODE_PERMISSION_DENIED,
-                        fmt::format("permission denied: {} {} needs the {} role (you have {})", call->request.method,
-                                    call->route->pattern, needed, v1::Role_Name(p.role)));
+                        fmt::format("permission denied: {} {} needs the {} role; your {} has the {} role{}",
+                                    call->request.method, call->route->pattern, needed, via, held,
+                                    p.totp_enrollment_required ? " until you enrol TOTP (POST /api/v1/auth/totp/enroll)" : ""));
     }
     self->dispatch(call);
   });

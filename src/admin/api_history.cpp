@@ -204,7 +204,7 @@ void AdminApi::cancel_execution(CallPtr call) {
     if (auto failure = parse_body(call->request.body, request)) return call->fail(*failure);
   }
   const std::string id = call->params.at("id");
-  const std::string reason = request.reason().empty() ? "cancelled by " + call->actor.name : request.reason();
+  const std::string reason = request.reason();
   coordinator_.cancel(id, reason, call->actor, [weak = weak_from_this(), call, id, reason](error_code ec) {
     auto self = weak.lock();
     if (!self) return;

@@ -340,7 +340,7 @@ void Coordinator::cancel(const std::string& execution_id, std::string reason, Ac
               }
               record->set_status(v1::EXECUTION_STATUS_CANCELLED);
               record->set_cancelled_by(actor.name);
-              record->set_error_message(reason.empty() ? "cancelled by " + actor.name : reason);
+              record->set_error_message("cancelled by " + actor.name + (reason.empty() ? "" : ": " + reason));
               tx.upsert_execution(*record);
             },
             std::move(done));

@@ -423,7 +423,8 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     v1::Envelope e;
     auto* result = e.mutable_cancel_result();
     result->set_execution_id(request.execution_id());
-    if (engine.cancel(request.execution_id(), request.requested_by().empty() ? "coordinator" : request.requested_by())) {
+    if (engine.cancel(request.execution_id(), request.requested_by().empty() ? "coordinator" : request.requested_by(),
+                      request.reason())) {
       result->set_found(true);
       result->set_status(v1::EXECUTION_STATUS_CANCELLED);
     } else {

@@ -91,6 +91,7 @@ struct ActiveRun {
   asio::steady_timer progress_timer;
   std::chrono::steady_clock::time_point started_steady;
   std::string cancelled_by;
+  std::string cancel_reason;
 };
 
 struct TaskSlot {
@@ -298,11 +299,12 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   /// Records a queued run that will never start as CANCELLED.
-  void write_cancelled(const PendingRun& p, const v1::Task& config, const std::string& by) {
+  void write_cancelled(const PendingRun& p, const v1::Task& config, const std::string& by,
+                       std::string_view reason = {}) {
     auto r = base_record(p, config);
     r.set_status(v1::EXECUTION_STATUS_CANCELLED);
     r.set_cancelled_by(by);
-    r.set_error_message("cancelled by " + by + " while pending");
+    r.set_error_message("cancelled by " + by + " while pending" + (reason.empty() ? "" : ": " + std::string(reason)));
     r.set_ended_unix_ms(now_ms());
     write(std::move(r));
   }
@@ -450,7 +452,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     r.set_failure_reason(outcome.failure_reason);
     if (outcome.status == v1::EXECUTION_STATUS_CANCELLED) {
       r.set_cancelled_by(run->cancelled_by.empty() ? "user" : run->cancelled_by);
-      r.set_error_message("cancelled by " + r.cancelled_by());
+      r.set_error_message("cancelled by " + r.cancelled_by() +
+                          (run->cancel_reason.empty() ? "" : ": " + detail::valid_utf8(run->cancel_reason)));
     }
     write(r, std::move(outcome.output));
 
@@ -678,11 +681,14 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
   return true;
 }
 
-bool TaskEngine::cancel(std::string_view execution_id, std::string_view by) {
+bool TaskEngine::cancel(std::string_view execution_id, std::string_view by, std::string_view reason) {
   auto& impl = *impl_;
   if (auto it = impl.runs.find(execution_id); it != impl.runs.end()) {
     auto& run = *it->second;
-    if (run.cancelled_by.empty()) run.cancelled_by = std::string(by);
+    if (run.cancelled_by.empty()) {
+      run.cancelled_by = std::string(by);
+      run.cancel_reason = std::string(reason);
+    }
     if (run.handle) run.handle->stop(StopReason::cancel);
     return true;
   }
@@ -692,7 +698,7 @@ bool TaskEngine::cancel(std::string_view execution_id, std::string_view by) {
     if (found == q.end()) continue;
     const PendingRun p = std::move(*found);
     q.erase(found);
-    impl.write_cancelled(p, slot->config, std::string(by));
+    impl.write_cancelled(p, slot->config, std::string(by), reason);
     return true;
   }
   if (auto it = impl.retries.find(execution_id); it != impl.retries.end()) {

@@ -149,6 +149,8 @@ def test_cancel_a_running_execution(admin, workers):
     r = admin.post(path + "/cancel", {"reason": "pytest cancels"})
     assert r.status == 200, r
     wait_for(lambda: admin.get(path).data["status"] == "EXECUTION_STATUS_CANCELLED", 30, "the run cancelled")
+    record = admin.get(path).data
+    assert record["cancelled_by"] == "admin" and record["error_message"] == "cancelled by admin: pytest cancels"
 
 
 def test_cron_preview_and_next_fires(admin, echo_task):
