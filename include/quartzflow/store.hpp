@@ -158,6 +158,8 @@ class StoreTransaction {
   /// or an UNSPECIFIED status, throws errc::invalid_argument naming the field.
   virtual UpsertResult upsert_execution(const v1::Execution& execution) = 0;
   virtual std::optional<v1::Execution> execution(std::string_view id) = 0;
+  /// The execution of a task scheduled last (without `output`), if any.
+  virtual std::optional<v1::Execution> latest_execution(std::string_view task_id) = 0;
   /// Filters: task_id, agent_id, group_id (the agent's group when it ran), status (any of
   /// those listed), trigger, scheduled time range [from, to), keyword (task name, execution
   /// id, failure reason, error message). Sort: -scheduled_unix_ms (default),

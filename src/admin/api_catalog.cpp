@@ -118,7 +118,15 @@ void AdminApi::list_tasks(CallPtr call) {
       [request](StoreTransaction& tx, const ApiCall&) {
         auto listing = tx.list_tasks(request);
         auto out = std::make_unique<v1::ListTasksResponse>();
-        for (auto& task : listing.items) *out->add_items()->mutable_task() = std::move(task);
+        for (auto& task : listing.items) {
+          auto* summary = out->add_items();
+          if (auto last = tx.latest_execution(task.id())) {
+            summary->set_last_execution_id(last->execution_id());
+            summary->set_last_status(last->status());
+            summary->set_last_scheduled_unix_ms(last->scheduled_unix_ms());
+          }
+          *summary->mutable_task() = std::move(task);
+        }
         out->set_total(listing.total);
         out->set_page(std::max<std::uint32_t>(request.page(), 1));
         out->set_page_size(request.page_size() == 0 ? 20 : std::min<std::uint32_t>(request.page_size(), 500));
@@ -145,14 +153,10 @@ void AdminApi::get_task(CallPtr call) {
         if (!task) throw ApiException{{v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no task with id \"{}\"", id), {}}};
         auto out = std::make_unique<v1::TaskSummary>();
         *out->mutable_task() = std::move(*task);
-        v1::ListExecutionsRequest last;
-        last.set_task_id(id);
-        last.set_page_size(1);
-        auto latest = tx.list_executions(last);
-        if (!latest.items.empty()) {
-          out->set_last_execution_id(latest.items[0].execution_id());
-          out->set_last_status(latest.items[0].status());
-          out->set_last_scheduled_unix_ms(latest.items[0].scheduled_unix_ms());
+        if (auto last = tx.latest_execution(id)) {
+          out->set_last_execution_id(last->execution_id());
+          out->set_last_status(last->status());
+          out->set_last_scheduled_unix_ms(last->scheduled_unix_ms());
         }
         v1::StatsQuery query;
         query.set_task_id(id);

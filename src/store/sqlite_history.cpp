@@ -104,6 +104,17 @@ std::optional<v1::Execution> SqliteStoreTransaction::execution(std::string_view 
   return out;
 }
 
+std::optional<v1::Execution> SqliteStoreTransaction::latest_execution(std::string_view task_id) {
+  // The (task_id, scheduled_unix_ms) index answers this without a scan.
+  auto rows = statement("SELECT record FROM executions WHERE task_id = ?1 ORDER BY scheduled_unix_ms DESC LIMIT 1");
+  rows.bind(1, task_id);
+  if (!rows.next()) return std::nullopt;
+  v1::Execution out;
+  parse_record(rows.blob(0), out);
+  out.clear_output();
+  return out;
+}
+
 Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExecutionsRequest& request) {
   constexpr std::string_view input = "execution list request";
   SqlConditions where;  // every filter but the statuses

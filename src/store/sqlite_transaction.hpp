@@ -89,6 +89,7 @@ class SqliteStoreTransaction final : public StoreTransaction {
 
   UpsertResult upsert_execution(const v1::Execution& execution) override;
   std::optional<v1::Execution> execution(std::string_view id) override;
+  std::optional<v1::Execution> latest_execution(std::string_view task_id) override;
   Listing<v1::Execution> list_executions(const v1::ListExecutionsRequest& request) override;
   v1::StatsResponse stats(const v1::StatsQuery& query) override;
   void put_agent_daily_stats(const v1::DailyStats& stats) override;

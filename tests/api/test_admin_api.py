@@ -123,6 +123,8 @@ def test_trigger_runs_on_the_agent_and_the_execution_is_queryable(admin, echo_ta
     logs = admin.get(f"/api/v1/executions/{urllib.parse.quote(eid, safe='')}/logs",
                      pattern="/api/v1/executions/{id}/logs").data
     assert "hello from pytest" in logs["chunk"]["data"] and logs["truncated"] is False
+    summary = admin.get("/api/v1/tasks?keyword=api-echo").data["items"][0]
+    assert summary["last_execution_id"] == eid and summary["last_status"] == "EXECUTION_STATUS_SUCCESS"
     listed = admin.get(f"/api/v1/executions?task_id={tid}&status=success").data
     assert eid in [e["execution_id"] for e in listed["items"]]
     retry = admin.post(f"/api/v1/executions/{urllib.parse.quote(eid, safe='')}/retry",
