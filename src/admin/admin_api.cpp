@@ -85,6 +85,10 @@ void ApiCall::fail(const ApiFailureInfo& failure) {
   if (reply) std::exchange(reply, {})(error_response(failure, request.request_id));
 }
 
+void ApiCall::ok_json(std::string_view json) {
+  if (reply) std::exchange(reply, {})(raw_data_response(json, route ? route->success_status : 200));
+}
+
 void ApiCall::ok(const google::protobuf::Message& data, unsigned status) {
   if (reply) std::exchange(reply, {})(data_response(data, status ? status : route ? route->success_status : 200));
 }
@@ -241,29 +245,29 @@ void AdminApi::dispatch(std::shared_ptr<ApiCall> call) {
   }
 }
 
-void AdminApi::read(std::shared_ptr<ApiCall> call, ReadWork work,
-                    std::function<void(google::protobuf::Message&)> finish) {
+void AdminApi::read(std::shared_ptr<ApiCall> call, ReadWork work) {
   auto failure = std::make_shared<std::optional<ApiFailureInfo>>();
-  auto result = std::make_shared<std::unique_ptr<google::protobuf::Message>>();
+  auto json = std::make_shared<std::string>();
   auto started = std::chrono::steady_clock::now();
   coordinator_.store().read(
-      [call, work = std::move(work), failure, result](StoreTransaction& tx, error_code&) {
+      [call, work = std::move(work), failure, json](StoreTransaction& tx, error_code&) {
         try {
-          *result = work(tx, *call);
+          // The JSON is made here, on the store's reader thread: it is most of a read's CPU,
+          // and the io thread also runs the scheduler and the agents' sessions.
+          if (auto result = work(tx, *call)) *json = to_json(*result);
         } catch (const ApiException& e) {
           *failure = e.failure;
         } catch (const error& e) {
           *failure = failure_of(e.code(), e.detail(), e.what());
         }
       },
-      [weak = weak_from_this(), call, failure, result, started, finish = std::move(finish)](error_code ec) {
+      [weak = weak_from_this(), call, failure, json, started](error_code ec) {
         if (auto self = weak.lock())
           self->store_latency_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
         if (*failure) return call->fail(**failure);
         if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, fmt::format("store unavailable: {}", ec.message()));
-        if (!*result) return call->fail(v1::API_ERROR_CODE_INTERNAL, "the request produced no answer");
-        if (finish) finish(**result);
-        call->ok(**result);
+        if (json->empty()) return call->fail(v1::API_ERROR_CODE_INTERNAL, "the request produced no answer");
+        call->ok_json(*json);
       });
 }
 

@@ -57,6 +57,8 @@ struct ApiCall {
   void fail(v1::ApiErrorCode code, std::string message, std::string field = {}, std::string reason = {});
   void fail(const ApiFailureInfo& failure);
   void ok(const google::protobuf::Message& data, unsigned status = 0);
+  /// Success with `data` already as JSON.
+  void ok_json(std::string_view json);
 };
 
 /// Thrown by work on the store's thread to fail the call with this body.
@@ -106,9 +108,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   /// A read transaction for a handler: `work` (on the store's thread) returns the `data`
   /// of the response, or throws ApiException / quartzflow::error.
   using ReadWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
-  /// `finish` (optional) completes the data on the executor (coordinator state lives there).
-  void read(std::shared_ptr<ApiCall> call, ReadWork work,
-            std::function<void(google::protobuf::Message&)> finish = {});
+  void read(std::shared_ptr<ApiCall> call, ReadWork work);
 
   // handlers (api_catalog.cpp, api_history.cpp, api_users.cpp)
   void list_tasks(std::shared_ptr<ApiCall> call);

@@ -54,6 +54,16 @@ std::optional<bool> force_flag(ApiCall& call) {
   return force;
 }
 
+/// Next fire and description from the stored task (pure functions of it: this runs on the
+/// store's reader thread, like the coordinator's own `next_fires` it agrees with).
+void describe_schedule(v1::TaskSummary& summary, Instant now) {
+  const auto schedule = task_schedule(summary.task());
+  summary.set_schedule_description(schedule.describe());
+  const auto kind = summary.task().schedule().kind_case();
+  if (!summary.task().enabled() || kind == v1::Schedule::kManual || kind == v1::Schedule::KIND_NOT_SET) return;
+  if (auto fire = schedule.next(now, ScheduleState{now, now, 0})) summary.set_next_fire_unix_ms(unix_ms(fire->scheduled));
+}
+
 template <typename T>
 void reply_catalog(const CallPtr& call, const CatalogResult<T>& result) {
   if (!result) return call->fail(failure_of(result.ec, result.error));
@@ -113,35 +123,25 @@ void AdminApi::add_catalog_routes() {
 void AdminApi::list_tasks(CallPtr call) {
   v1::ListTasksRequest request;
   if (!query_into(*call, request)) return;
-  read(
-      call,
-      [request](StoreTransaction& tx, const ApiCall&) {
-        auto listing = tx.list_tasks(request);
-        auto out = std::make_unique<v1::ListTasksResponse>();
-        for (auto& task : listing.items) {
-          auto* summary = out->add_items();
-          if (auto last = tx.latest_execution(task.id())) {
-            summary->set_last_execution_id(last->execution_id());
-            summary->set_last_status(last->status());
-            summary->set_last_scheduled_unix_ms(last->scheduled_unix_ms());
-          }
-          *summary->mutable_task() = std::move(task);
-        }
-        out->set_total(listing.total);
-        out->set_page(std::max<std::uint32_t>(request.page(), 1));
-        out->set_page_size(request.page_size() == 0 ? 20 : std::min<std::uint32_t>(request.page_size(), 500));
-        return out;
-      },
-      [this](google::protobuf::Message& m) {
-        auto& response = static_cast<v1::ListTasksResponse&>(m);
-        const auto now = now_instant();
-        for (auto& summary : *response.mutable_items()) {
-          error_code ec;
-          const auto fires = coordinator_.next_fires(summary.task().id(), 1, now, ec);
-          if (!fires.empty() && summary.task().enabled()) summary.set_next_fire_unix_ms(unix_ms(fires.front()));
-          summary.set_schedule_description(task_schedule(summary.task()).describe());
-        }
-      });
+  read(call, [request](StoreTransaction& tx, const ApiCall&) {
+    auto listing = tx.list_tasks(request);
+    auto out = std::make_unique<v1::ListTasksResponse>();
+    const auto now = now_instant();
+    for (auto& task : listing.items) {
+      auto* summary = out->add_items();
+      if (auto last = tx.latest_execution(task.id())) {
+        summary->set_last_execution_id(last->execution_id());
+        summary->set_last_status(last->status());
+        summary->set_last_scheduled_unix_ms(last->scheduled_unix_ms());
+      }
+      *summary->mutable_task() = std::move(task);
+      describe_schedule(*summary, now);
+    }
+    out->set_total(listing.total);
+    out->set_page(std::max<std::uint32_t>(request.page(), 1));
+    out->set_page_size(request.page_size() == 0 ? 20 : std::min<std::uint32_t>(request.page_size(), 500));
+    return out;
+  });
 }
 
 void AdminApi::get_task(CallPtr call) {
@@ -166,14 +166,8 @@ void AdminApi::get_task(CallPtr call) {
         out->set_failure_count(stats.failure() + stats.timeout());
         out->set_run_count(stats.success() + stats.failure() + stats.timeout() + stats.cancelled());
         out->set_running_count(static_cast<std::uint32_t>(stats.running()));
+        describe_schedule(*out, now_instant());
         return out;
-      },
-      [this](google::protobuf::Message& m) {
-        auto& summary = static_cast<v1::TaskSummary&>(m);
-        error_code ec;
-        const auto fires = coordinator_.next_fires(summary.task().id(), 1, now_instant(), ec);
-        if (!fires.empty() && summary.task().enabled()) summary.set_next_fire_unix_ms(unix_ms(fires.front()));
-        summary.set_schedule_description(task_schedule(summary.task()).describe());
       });
 }
 
