@@ -308,7 +308,7 @@ void AdminApi::observe_coordinator() {
     e.set_type(v1::EVENT_TYPE_EXECUTION_UPDATED);
     *e.mutable_execution() = record;
     e.mutable_execution()->clear_output();
-    self->events_.publish(std::move(e), record.task_id(), record.agent_id(), to_json_fn);
+    self->events_.publish(std::move(e), record.task_id(), record.agent_id(), {record.group_id()}, to_json_fn);
   };
   o.agent_state = [weak = weak_from_this(), to_json_fn](const v1::Agent& agent) {
     auto self = weak.lock();
@@ -320,7 +320,7 @@ void AdminApi::observe_coordinator() {
     s->set_hostname(agent.hostname());
     s->set_group_id(agent.group_id());
     s->set_state(agent.state());
-    self->events_.publish(std::move(e), {}, agent.id(), to_json_fn);
+    self->events_.publish(std::move(e), {}, agent.id(), {agent.group_id()}, to_json_fn);
   };
   o.push_status = [weak = weak_from_this(), to_json_fn](const std::string& agent_id, const v1::ConfigPushStatus& status) {
     auto self = weak.lock();
@@ -329,7 +329,7 @@ void AdminApi::observe_coordinator() {
     e.set_type(v1::EVENT_TYPE_CONFIG_PUSH_CHANGED);
     e.mutable_config_push()->set_agent_id(agent_id);
     *e.mutable_config_push()->mutable_push_status() = status;
-    self->events_.publish(std::move(e), {}, agent_id, to_json_fn);
+    self->events_.publish(std::move(e), {}, agent_id, {}, to_json_fn);
   };
   o.task_changed = [weak = weak_from_this(), to_json_fn](const v1::Task* task, const std::string& id,
                                                           v1::TaskChangeAction action, const Actor& actor) {
@@ -345,7 +345,9 @@ void AdminApi::observe_coordinator() {
     }
     c->set_action(action);
     c->set_actor(actor.token_name.empty() ? actor.name : actor.token_name);
-    self->events_.publish(std::move(e), id, {}, to_json_fn);
+    std::vector<std::string> groups;
+    if (task) groups.assign(task->group_ids().begin(), task->group_ids().end());
+    self->events_.publish(std::move(e), id, {}, groups, to_json_fn);
   };
   coordinator_.observe(std::move(o));
 }

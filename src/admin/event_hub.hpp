@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <quartzflow/v1/admin.pb.h>
 
@@ -31,8 +32,9 @@ class EventHub {
   }
   std::size_t size() const noexcept { return subscribers_.size(); }
 
-  /// `task_id` / `agent_id` say what the event is about (empty: not about one).
+  /// `task_id` / `agent_id` / `group_ids` say what the event is about (empty: not about one).
   void publish(v1::Event event, const std::string& task_id, const std::string& agent_id,
+               const std::vector<std::string>& group_ids,
                const std::function<std::string(const v1::Event&)>& to_json) {
     if (subscribers_.empty()) return;
     event.set_at_unix_ms(
@@ -44,7 +46,7 @@ class EventHub {
     for (const auto& [id, s] : subscribers_) ids.push_back(id);
     for (const auto id : ids) {
       auto it = subscribers_.find(id);
-      if (it == subscribers_.end() || !wanted(it->second.filter, event.type(), task_id, agent_id)) continue;
+      if (it == subscribers_.end() || !wanted(it->second.filter, event.type(), task_id, agent_id, group_ids)) continue;
       if (json.empty()) json = to_json(event);
       it->second.sink(json);
     }
@@ -56,13 +58,16 @@ class EventHub {
     v1::EventSubscription filter;
   };
   static bool wanted(const v1::EventSubscription& f, v1::EventType type, const std::string& task_id,
-                     const std::string& agent_id) {
+                     const std::string& agent_id, const std::vector<std::string>& group_ids) {
     const auto has = [](const auto& list, const auto& value) {
       return std::find(list.begin(), list.end(), value) != list.end();
     };
     if (f.types_size() > 0 ? !has(f.types(), type) : type == v1::EVENT_TYPE_EXECUTION_LOG) return false;
     if (f.task_ids_size() > 0 && (task_id.empty() || !has(f.task_ids(), task_id))) return false;
     if (f.agent_ids_size() > 0 && (agent_id.empty() || !has(f.agent_ids(), agent_id))) return false;
+    if (f.group_ids_size() > 0 &&
+        std::none_of(group_ids.begin(), group_ids.end(), [&](const std::string& g) { return has(f.group_ids(), g); }))
+      return false;
     return true;
   }
   std::map<std::uint64_t, Subscriber> subscribers_;

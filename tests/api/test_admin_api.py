@@ -347,7 +347,14 @@ def test_events_websocket_streams_task_changes_and_runs_filtered_by_task(admin, 
     ws = WebSocket(cluster.admin_port, admin.token)
     assert ws.status == 101
     admin.hits.add(("GET", "/api/v1/events"))
+    elsewhere = WebSocket(cluster.admin_port, admin.token)  # subscribed to another group: hears nothing
+    elsewhere.send(json.dumps({"group_ids": ["no-such-group"]}))
+    by_group = WebSocket(cluster.admin_port, admin.token)
+    by_group.send(json.dumps({"group_ids": [workers], "types": ["EVENT_TYPE_TASK_CHANGED"]}))
+    time.sleep(0.3)
     task = admin.post("/api/v1/tasks", dict(SHELL_TASK, name="api-events", group_ids=[workers])).data
+    opcode, payload = by_group.receive()
+    assert json.loads(payload)["task_change"]["task_id"] == task["id"]
     ws.send(json.dumps({"task_ids": [task["id"]]}))
     time.sleep(0.3)  # the subscription is applied before the next change
     admin.post("/api/v1/tasks/other/disable")  # another task: filtered out (and 404 anyway)
@@ -367,6 +374,9 @@ def test_events_websocket_streams_task_changes_and_runs_filtered_by_task(admin, 
     assert "EVENT_TYPE_TASK_CHANGED" in kinds and "EVENT_TYPE_EXECUTION_UPDATED" in kinds
     assert all(e.get("task_change", {}).get("task_id", task["id"]) == task["id"] for e in seen)
     assert any(e.get("execution", {}).get("execution_id") == eid for e in seen)
+    elsewhere.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        elsewhere.receive()
     actions = [e["task_change"]["action"] for e in seen if "task_change" in e]
     assert actions[-2:] == ["TASK_CHANGE_ACTION_DISABLED", "TASK_CHANGE_ACTION_ENABLED"]
 
