@@ -153,6 +153,16 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   Histogram store_latency_;                                    ///< the API's store reads
   std::map<std::string, std::uint64_t> runs_by_status_;        ///< final records seen
   std::uint64_t request_counter_ = 0;
+
+  /// Failed logins by source address: each answer after a failure waits longer (250 ms,
+  /// doubling, at most 8 s), on top of the per-account lockout; a success clears it.
+  struct LoginFailures {
+    std::uint32_t count = 0;
+    std::chrono::steady_clock::time_point last;
+  };
+  std::map<std::string, LoginFailures> login_failures_;
+  std::chrono::milliseconds login_delay(const std::string& address);
+  void login_failed(const std::string& address);
 };
 
 }  // namespace quartzflow::detail

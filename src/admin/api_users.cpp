@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Admin API: login and logout (session cookie), TOTP enrolment, users and API tokens, all
 // through the Authenticator (which validates, checks ownership and audits).
+#include <algorithm>
+
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
 #include "admin_api.hpp"
@@ -38,16 +41,53 @@ std::string session_cookie(const std::string& token, std::chrono::seconds max_ag
                      secure ? "; Secure" : "");
 }
 
+constexpr std::chrono::milliseconds k_first_login_delay{250};
+constexpr std::chrono::milliseconds k_max_login_delay{8'000};
+constexpr std::size_t k_tracked_addresses = 10'000;
+
 }  // namespace
+
+std::chrono::milliseconds AdminApi::login_delay(const std::string& address) {
+  auto it = login_failures_.find(address);
+  if (it == login_failures_.end() || it->second.count == 0) return std::chrono::milliseconds{0};
+  // Forgotten after a quiet quarter of an hour.
+  if (std::chrono::steady_clock::now() - it->second.last > std::chrono::minutes{15}) {
+    login_failures_.erase(it);
+    return std::chrono::milliseconds{0};
+  }
+  const auto shift = std::min<std::uint32_t>(it->second.count - 1, 10);
+  return std::min(k_max_login_delay, k_first_login_delay * (1u << shift));
+}
+
+void AdminApi::login_failed(const std::string& address) {
+  if (login_failures_.size() >= k_tracked_addresses && !login_failures_.count(address)) {
+    // Bounded memory: drop the stalest address.
+    auto oldest = std::min_element(login_failures_.begin(), login_failures_.end(),
+                                   [](const auto& a, const auto& b) { return a.second.last < b.second.last; });
+    login_failures_.erase(oldest);
+  }
+  auto& entry = login_failures_[address];
+  ++entry.count;
+  entry.last = std::chrono::steady_clock::now();
+}
 
 void AdminApi::add_auth_routes() {
   add("POST", "/api/v1/auth/login", k_public, v1::LoginRequest::descriptor(), v1::LoginResponse::descriptor(),
       "Log in with a password (and TOTP code); sets the HttpOnly session cookie", [this](CallPtr call) {
         v1::LoginRequest request;
         if (!body_into(*call, request)) return;
-        auth_.login(std::move(request), call->request.peer_ip, call->request.user_agent,
-                    [call, ttl = options_.session_ttl](ApiResult<v1::LoginResponse> result) {
-                      if (!result) return call->fail(failure_of(result.failure()));
+        auto timer = std::make_shared<boost::asio::steady_timer>(executor_, login_delay(call->request.peer_ip));
+        timer->async_wait([this, weak = weak_from_this(), timer, call, request = std::move(request)](const error_code&) mutable {
+          if (!weak.lock()) return;
+          auth_.login(std::move(request), call->request.peer_ip, call->request.user_agent,
+                    [weak, call, ttl = options_.session_ttl](ApiResult<v1::LoginResponse> result) {
+                      auto self = weak.lock();
+                      if (!result) {
+                        if (self && result.failure().code != v1::API_ERROR_CODE_TOTP_REQUIRED)
+                          self->login_failed(call->request.peer_ip);
+                        return call->fail(failure_of(result.failure()));
+                      }
+                      if (self) self->login_failures_.erase(call->request.peer_ip);
                       auto response = data_response(result.value(), 200);
                       const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::milliseconds{result.value().expires_at_unix_ms()} -
@@ -58,6 +98,7 @@ void AdminApi::add_auth_routes() {
                                                        call->request.secure));
                       std::exchange(call->reply, {})(std::move(response));
                     });
+        });
       });
   add("POST", "/api/v1/auth/logout", k_viewer, nullptr, nullptr, "End the caller's session (clears the cookie)",
       [this](CallPtr call) {

@@ -82,6 +82,20 @@ def test_missing_forged_and_wrong_credentials_are_refused(anonymous, admin):
     assert int(audit["total"]) >= 1
 
 
+def test_failed_logins_from_one_address_are_answered_ever_later(anonymous):
+    for expected_delay in (0.0, 0.25, 0.5, 1.0):
+        started = time.monotonic()
+        r = anonymous.post("/api/v1/auth/login", {"username": "nobody-here", "password": "wrong password"})
+        assert r.status == 401
+        assert time.monotonic() - started >= expected_delay * 0.9
+    started = time.monotonic()
+    ok = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": "correct horse battery staple"})
+    assert ok.status == 200 and time.monotonic() - started >= 2.0 * 0.9  # the next one waits too
+    started = time.monotonic()
+    assert anonymous.post("/api/v1/auth/login", {"username": "nobody-here", "password": "x"}).status == 401
+    assert time.monotonic() - started < 1.0  # a success cleared the address's record
+
+
 def test_task_lifecycle_through_the_api(admin, echo_task, workers):
     tid = echo_task["id"]
     assert echo_task["revision"] == "1" and echo_task["created_by"] == "admin"
