@@ -228,6 +228,10 @@ def test_bad_input_gets_the_right_4xx_and_changes_nothing(admin, workers):
         s.sendall(f"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin.token}\r\n"
                   f"Content-Type: application/json\r\nContent-Length: {2 * 1024 * 1024}\r\n\r\n".encode())
         assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    # Headers over 16 KB: 431.
+    with socket.create_connection(("127.0.0.1", int(admin.base.rsplit(":", 1)[1])), timeout=10) as s:
+        s.sendall(b"GET /api/v1/tasks HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 20000 + b"\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 431")
     assert admin.get("/api/v1/tasks").data["total"] == before
 
 
