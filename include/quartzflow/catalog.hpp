@@ -93,6 +93,11 @@ class Catalog {
   Store& store_;
 };
 
+/// Clears the fields the coordinator sets (revisions, timestamps, authors, derived names),
+/// so a stored object compares equal to the manifest entry it came from.
+void clear_output_fields(v1::Group& group);
+void clear_output_fields(v1::Task& task);
+
 /// Checks a group: id/name syntax, CIDRs, globs, label selectors. nullopt when valid.
 std::optional<ValidationError> validate_group(const v1::Group& group);
 

@@ -298,4 +298,22 @@ void Catalog::move_agents(std::vector<std::string> agent_ids, std::string group_
       std::move(done));
 }
 
+void clear_output_fields(v1::Group& group) {
+  group.clear_revision();
+  group.clear_created_at_unix_ms();
+  group.clear_updated_at_unix_ms();
+  group.clear_created_by();
+}
+
+void clear_output_fields(v1::Task& task) {
+  task.clear_group_names();
+  task.clear_upstream_task_ids();
+  task.clear_revision();
+  task.clear_config_version();
+  task.clear_created_at_unix_ms();
+  task.clear_updated_at_unix_ms();
+  task.clear_created_by();
+  task.clear_updated_by();
+}
+
 }  // namespace quartzflow

@@ -13,6 +13,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include <quartzflow/catalog.hpp>
 #include <quartzflow/v1/admin.pb.h>
 #include <quartzflow/v1/config.pb.h>
 #include <quartzflow/yaml_config.hpp>
@@ -33,24 +34,6 @@ struct ApplyArgs {
   bool dry_run = false;
   bool force = false;
 };
-
-void clear_output_fields(v1::Group& group) {
-  group.clear_revision();
-  group.clear_created_at_unix_ms();
-  group.clear_updated_at_unix_ms();
-  group.clear_created_by();
-}
-
-void clear_output_fields(v1::Task& task) {
-  task.clear_group_names();
-  task.clear_upstream_task_ids();
-  task.clear_revision();
-  task.clear_config_version();
-  task.clear_created_at_unix_ms();
-  task.clear_updated_at_unix_ms();
-  task.clear_created_by();
-  task.clear_updated_by();
-}
 
 /// The manifest files `path` names: itself, or the *.yaml and *.yml files of a directory, sorted.
 std::vector<std::string> manifest_files(const std::string& path) {
@@ -137,8 +120,8 @@ Change plan_change(Entry<Message>& entry, const std::string& label) {
   if (!entry.stored) return {Change::Kind::create, label, {}};
   auto wanted = entry.wanted;
   auto stored = *entry.stored;
-  clear_output_fields(wanted);
-  clear_output_fields(stored);
+  qf::clear_output_fields(wanted);
+  qf::clear_output_fields(stored);
   auto details = describe_changes(stored, wanted);
   if (details.empty()) return {Change::Kind::unchanged, label, {}};
   return {Change::Kind::update, label, std::move(details)};
