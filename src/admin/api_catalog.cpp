@@ -109,6 +109,9 @@ void AdminApi::add_catalog_routes() {
       self(&AdminApi::delete_group));
   add("GET", "/api/v1/groups/{id}/agents", k_viewer, v1::ListAgentsRequest::descriptor(),
       v1::ListAgentsResponse::descriptor(), "The agents of a group", [this](CallPtr call) { list_agents(std::move(call), true); });
+  add("GET", "/api/v1/groups/{id}/clients", k_viewer, v1::ListAgentsRequest::descriptor(),
+      v1::ListAgentsResponse::descriptor(), "The agents of a group (the requirements' name for /agents)",
+      [this](CallPtr call) { list_agents(std::move(call), true); });
 
   add("GET", "/api/v1/agents", k_viewer, v1::ListAgentsRequest::descriptor(), v1::ListAgentsResponse::descriptor(),
       "List agents: online, last heartbeat, version, config version, clock offset",
