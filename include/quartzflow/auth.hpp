@@ -69,6 +69,9 @@ using ApiStatus = ApiResult<std::monostate>;
 
 // ---- roles -----------------------------------------------------------------------------
 
+/// Rank of a role: VIEWER 1 < OPERATOR 2 < ADMIN 3; 0 for UNSPECIFIED or an unknown value.
+int role_rank(v1::Role role) noexcept;
+
 /// True when `role` grants at least what `required` does (ADMIN > OPERATOR > VIEWER);
 /// ROLE_UNSPECIFIED (or an unknown value) grants nothing.
 bool role_at_least(v1::Role role, v1::Role required) noexcept;

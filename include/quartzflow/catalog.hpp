@@ -93,6 +93,12 @@ class Catalog {
   Store& store_;
 };
 
+/// An audit entry of `actor` doing `action` (`task.update`...) on a target, at the current
+/// time; the caller adds before/after and appends it (StoreTransaction::append_audit).
+v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::string target_type,
+                                std::string target_id, std::string target_name, bool success = true,
+                                std::string detail = {});
+
 /// Clears the fields the coordinator sets (revisions, timestamps, authors, derived names),
 /// so a stored object compares equal to the manifest entry it came from.
 void clear_output_fields(v1::Group& group);

@@ -26,11 +26,6 @@ std::vector<std::string> split_path(std::string_view path) {
   return out;
 }
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// The credential of a request: `Authorization: Bearer X`, else the `qf_session` cookie.
 std::string credential_of(const ApiRequest& request) {
   constexpr std::string_view bearer = "Bearer ";
@@ -49,15 +44,6 @@ std::string credential_of(const ApiRequest& request) {
 }
 
 }  // namespace
-
-int role_rank(v1::Role role) noexcept {
-  switch (role) {
-    case v1::ROLE_ADMIN: return 3;
-    case v1::ROLE_OPERATOR: return 2;
-    case v1::ROLE_VIEWER: return 1;
-    default: return 0;
-  }
-}
 
 void Histogram::observe(double seconds) {
   for (std::size_t i = 0; i < bounds.size(); ++i)
@@ -273,20 +259,8 @@ void AdminApi::read(std::shared_ptr<ApiCall> call, ReadWork work) {
 
 void AdminApi::audit(const ApiCall& call, std::string action, std::string target_type, std::string target_id,
                      std::string target_name, bool success, std::string detail) {
-  v1::AuditEntry entry;
-  entry.set_at_unix_ms(now_ms());
-  entry.set_actor(call.actor.name);
-  entry.set_actor_kind(call.actor.kind);
-  entry.set_token_name(call.actor.token_name);
-  entry.set_source_ip(call.request.peer_ip);
-  entry.set_user_agent(call.request.user_agent);
-  entry.set_request_id(call.request.request_id);
-  entry.set_action(std::move(action));
-  entry.set_target_type(std::move(target_type));
-  entry.set_target_id(std::move(target_id));
-  entry.set_target_name(std::move(target_name));
-  entry.set_success(success);
-  entry.set_detail(std::move(detail));
+  auto entry = make_audit_entry(call.actor, std::move(action), std::move(target_type), std::move(target_id),
+                                std::move(target_name), success, std::move(detail));
   coordinator_.store().transact([entry](StoreTransaction& tx, error_code&) { tx.append_audit(entry); },
                                 [](error_code ec) {
                                   if (ec) logger()->error("audit entry not recorded: {}", ec.message());

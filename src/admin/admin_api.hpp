@@ -26,9 +26,6 @@
 
 namespace quartzflow::detail {
 
-/// Rank of a role: viewer 1 < operator 2 < admin 3; 0 for none.
-int role_rank(v1::Role role) noexcept;
-
 struct ApiCall;
 using ApiHandler = std::function<void(std::shared_ptr<ApiCall>)>;
 

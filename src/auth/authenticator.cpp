@@ -166,13 +166,6 @@ void check_user_fields(const v1::User& user, std::vector<v1::FieldViolation>& ou
   }
 }
 
-int role_rank(v1::Role role) noexcept {
-  if (role_at_least(role, v1::ROLE_ADMIN)) return 3;
-  if (role_at_least(role, v1::ROLE_OPERATOR)) return 2;
-  if (role_at_least(role, v1::ROLE_VIEWER)) return 1;
-  return 0;
-}
-
 /// The less powerful of two roles.
 v1::Role lesser_role(v1::Role a, v1::Role b) noexcept {
   if (role_rank(a) == 0 || role_rank(b) == 0) return v1::ROLE_UNSPECIFIED;
@@ -211,19 +204,8 @@ struct AuditTarget {
 void audit(StoreTransaction& tx, const AuditActor& actor, std::string action, const AuditTarget& target, bool success,
            std::string detail, const google::protobuf::Message* before = nullptr,
            const google::protobuf::Message* after = nullptr) {
-  v1::AuditEntry entry;
-  entry.set_at_unix_ms(now_ms());
-  entry.set_actor(actor.name);
-  entry.set_actor_kind(actor.kind);
-  entry.set_token_name(actor.token_name);
-  entry.set_source_ip(actor.address);
-  entry.set_user_agent(actor.user_agent);
-  entry.set_action(std::move(action));
-  entry.set_target_type(target.type);
-  entry.set_target_id(target.id);
-  entry.set_target_name(target.name);
-  entry.set_success(success);
-  entry.set_detail(std::move(detail));
+  auto entry = make_audit_entry(Actor{actor.name, actor.address, actor.kind, actor.token_name, actor.user_agent},
+                                std::move(action), target.type, target.id, target.name, success, std::move(detail));
   if (before) entry.set_before_json(json_of(*before));
   if (after) entry.set_after_json(json_of(*after));
   tx.append_audit(entry);

@@ -125,14 +125,6 @@ std::string_view next_part(std::string_view& rest) {
   return part;
 }
 
-int role_rank(v1::Role role) noexcept {
-  switch (role) {
-    case v1::ROLE_ADMIN: return 3;
-    case v1::ROLE_OPERATOR: return 2;
-    case v1::ROLE_VIEWER: return 1;
-    default: return 0;
-  }
-}
 
 }  // namespace
 
@@ -183,6 +175,15 @@ std::string sha256_hex(std::string_view text) {
     throw error(boost::system::errc::make_error_code(boost::system::errc::not_enough_memory),
                 "OpenSSL EVP_Digest(SHA-256) failed");
   return detail::hex_encode(std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()));
+}
+
+int role_rank(v1::Role role) noexcept {
+  switch (role) {
+    case v1::ROLE_ADMIN: return 3;
+    case v1::ROLE_OPERATOR: return 2;
+    case v1::ROLE_VIEWER: return 1;
+    default: return 0;
+  }
 }
 
 bool role_at_least(v1::Role role, v1::Role required) noexcept {

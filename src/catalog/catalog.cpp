@@ -33,19 +33,7 @@ void fail(CatalogResult<T>& result, errc code, std::string input, std::string fi
 
 void audit(StoreTransaction& tx, const Actor& actor, std::string action, std::string type, std::string id,
            std::string name, const google::protobuf::Message* before, const google::protobuf::Message* after) {
-  v1::AuditEntry entry;
-  entry.set_at_unix_ms(now_ms());
-  entry.set_actor(actor.name);
-  entry.set_source_ip(actor.address);
-  entry.set_actor_kind(actor.kind);
-  entry.set_token_name(actor.token_name);
-  entry.set_user_agent(actor.user_agent);
-  entry.set_request_id(actor.request_id);
-  entry.set_action(std::move(action));
-  entry.set_target_type(std::move(type));
-  entry.set_target_id(std::move(id));
-  entry.set_target_name(std::move(name));
-  entry.set_success(true);
+  auto entry = make_audit_entry(actor, std::move(action), std::move(type), std::move(id), std::move(name));
   if (before) entry.set_before_json(json_of(*before));
   if (after) entry.set_after_json(json_of(*after));
   tx.append_audit(entry);
@@ -314,6 +302,25 @@ void clear_output_fields(v1::Task& task) {
   task.clear_updated_at_unix_ms();
   task.clear_created_by();
   task.clear_updated_by();
+}
+
+v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::string target_type,
+                                std::string target_id, std::string target_name, bool success, std::string detail) {
+  v1::AuditEntry entry;
+  entry.set_at_unix_ms(now_ms());
+  entry.set_actor(actor.name);
+  entry.set_source_ip(actor.address);
+  entry.set_actor_kind(actor.kind);
+  entry.set_token_name(actor.token_name);
+  entry.set_user_agent(actor.user_agent);
+  entry.set_request_id(actor.request_id);
+  entry.set_action(std::move(action));
+  entry.set_target_type(std::move(target_type));
+  entry.set_target_id(std::move(target_id));
+  entry.set_target_name(std::move(target_name));
+  entry.set_success(success);
+  entry.set_detail(std::move(detail));
+  return entry;
 }
 
 }  // namespace quartzflow
