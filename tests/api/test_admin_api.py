@@ -197,7 +197,7 @@ def test_groups_and_agent_moves(admin):
     members = admin.get(f"/api/v1/groups/{gid}/agents", pattern="/api/v1/groups/{id}/agents").data
     assert [a["id"] for a in members["items"]] == ["api-agent"]
     clients = admin.get(f"/api/v1/groups/{gid}/clients", pattern="/api/v1/groups/{id}/clients").data
-    assert clients == members
+    assert [a["id"] for a in clients["items"]] == ["api-agent"]  # (its versions may move meanwhile)
     assert admin.get("/api/v1/groups/nope/agents").status == 404
     back = admin.post("/api/v1/agents/move", {"agent_ids": ["api-agent"], "group_id": group_id(admin, "workers")})
     assert back.status == 200
