@@ -94,10 +94,12 @@ class Catalog {
 };
 
 /// An audit entry of `actor` doing `action` (`task.update`...) on a target, at the current
-/// time; the caller adds before/after and appends it (StoreTransaction::append_audit).
+/// time, with the object before and after as protobuf JSON (secrets must not be in them);
+/// the caller appends it (StoreTransaction::append_audit).
 v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::string target_type,
                                 std::string target_id, std::string target_name, bool success = true,
-                                std::string detail = {});
+                                std::string detail = {}, const google::protobuf::Message* before = nullptr,
+                                const google::protobuf::Message* after = nullptr);
 
 /// Clears the fields the coordinator sets (revisions, timestamps, authors, derived names),
 /// so a stored object compares equal to the manifest entry it came from.

@@ -86,14 +86,6 @@ ApiFailure failure_of(const error_code& ec, std::string message, const Validatio
   return failure(code, std::move(message), std::move(violations));
 }
 
-std::string json_of(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
-}
-
 /// Client-supplied text for a record: bounded, and valid UTF-8 (protobuf refuses to parse
 /// a record holding anything else).
 std::string clip(std::string_view text, std::size_t max_bytes) {
@@ -205,9 +197,8 @@ void audit(StoreTransaction& tx, const AuditActor& actor, std::string action, co
            std::string detail, const google::protobuf::Message* before = nullptr,
            const google::protobuf::Message* after = nullptr) {
   auto entry = make_audit_entry(Actor{actor.name, actor.address, actor.kind, actor.token_name, actor.user_agent},
-                                std::move(action), target.type, target.id, target.name, success, std::move(detail));
-  if (before) entry.set_before_json(json_of(*before));
-  if (after) entry.set_after_json(json_of(*after));
+                                std::move(action), target.type, target.id, target.name, success, std::move(detail),
+                                before, after);
   tx.append_audit(entry);
 }
 

@@ -33,10 +33,8 @@ void fail(CatalogResult<T>& result, errc code, std::string input, std::string fi
 
 void audit(StoreTransaction& tx, const Actor& actor, std::string action, std::string type, std::string id,
            std::string name, const google::protobuf::Message* before, const google::protobuf::Message* after) {
-  auto entry = make_audit_entry(actor, std::move(action), std::move(type), std::move(id), std::move(name));
-  if (before) entry.set_before_json(json_of(*before));
-  if (after) entry.set_after_json(json_of(*after));
-  tx.append_audit(entry);
+  tx.append_audit(
+      make_audit_entry(actor, std::move(action), std::move(type), std::move(id), std::move(name), true, {}, before, after));
 }
 
 /// Runs `body` in one transaction; a failure it reports (or a storage error) changes nothing.
@@ -305,7 +303,8 @@ void clear_output_fields(v1::Task& task) {
 }
 
 v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::string target_type,
-                                std::string target_id, std::string target_name, bool success, std::string detail) {
+                                std::string target_id, std::string target_name, bool success, std::string detail,
+                                const google::protobuf::Message* before, const google::protobuf::Message* after) {
   v1::AuditEntry entry;
   entry.set_at_unix_ms(now_ms());
   entry.set_actor(actor.name);
@@ -320,6 +319,8 @@ v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::str
   entry.set_target_name(std::move(target_name));
   entry.set_success(success);
   entry.set_detail(std::move(detail));
+  if (before) entry.set_before_json(json_of(*before));
+  if (after) entry.set_after_json(json_of(*after));
   return entry;
 }
 
