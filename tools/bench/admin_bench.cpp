@@ -50,6 +50,8 @@
 #include <quartzflow/store.hpp>
 #include <quartzflow/v1/admin.pb.h>
 
+#include "bench_support.hpp"
+
 namespace qf = quartzflow;
 namespace v1 = quartzflow::v1;
 namespace asio = boost::asio;
@@ -79,17 +81,7 @@ constexpr auto k_reconnect_delay = 50ms;  // after an I/O error, before connecti
 constexpr double k_target_per_s = 20'000;  // issue 6, GET task list / get, 2 cores
 constexpr double k_saturated = 0.9;        // of a core: this thread was the limit
 
-bool g_verbose = false;
-
-void progress(const char* format, ...) __attribute__((format(printf, 1, 2)));
-void progress(const char* format, ...) {
-  if (!g_verbose) return;
-  va_list args;
-  va_start(args, format);
-  std::vfprintf(stderr, format, args);
-  va_end(args);
-  std::fputc('\n', stderr);
-}
+using quartzflow::bench::progress;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -171,9 +163,7 @@ class Server {
   double create_s = 0;
 
   Server() {
-    std::string pattern = (fs::temp_directory_path() / "qf-bench-admin-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a temp dir");
-    dir = pattern;
+    dir = quartzflow::bench::make_temp_dir("qf-bench-admin");
   }
 
   ~Server() {
@@ -186,13 +176,7 @@ class Server {
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() > deadline) return false;
-      if (io.stopped()) io.restart();
-      io.run_for(5ms);
-    }
-    return true;
+    return quartzflow::bench::run_io_until(io, done, timeout);
   }
 
   /// Store, coordinator (started, then the admin API made ready), admin user and token,
@@ -500,14 +484,7 @@ class LoadGenerator {
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      const auto now = Clock::now();
-      if (now >= deadline) return false;
-      if (io_.stopped()) io_.restart();
-      io_.run_for(std::min<Clock::duration>(deadline - now, 5ms));
-    }
-    return true;
+    return quartzflow::bench::run_io_until(io_, done, timeout);
   }
 
   std::string target() {
@@ -752,7 +729,7 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"list", "get", "health"}))
       ->capture_default_str();
-  app.add_flag("--verbose", g_verbose, "progress on stderr (also QF_BENCH_VERBOSE=1)");
+  app.add_flag("--verbose", quartzflow::bench::verbose, "progress on stderr (also QF_BENCH_VERBOSE=1)");
   // `./tools/qf bench ARGS` passes Google Benchmark flags to every qf-bench-*: ignore them.
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i)
@@ -762,8 +739,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (std::getenv("QF_BENCH_VERBOSE") != nullptr) g_verbose = true;
-  qf::set_log_level(g_verbose ? "warn" : "error");
+  if (std::getenv("QF_BENCH_VERBOSE") != nullptr) quartzflow::bench::verbose = true;
+  qf::set_log_level(quartzflow::bench::verbose ? "warn" : "error");
 
   // Backstop: every wait below is bounded; should one not be, the process still ends.
   const double drain_s = std::chrono::duration<double>(k_drain_budget).count();

@@ -50,6 +50,8 @@
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/transport.hpp>
 
+#include "bench_support.hpp"
+
 namespace qf = quartzflow;
 namespace v1 = quartzflow::v1;
 namespace fs = std::filesystem;
@@ -135,9 +137,7 @@ class BenchCluster {
   }
 
   BenchCluster() {
-    std::string pattern = (fs::temp_directory_path() / "qf-bench-cluster-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a temp dir");
-    dir = pattern;
+    dir = quartzflow::bench::make_temp_dir("qf-bench-cluster");
   }
 
   ~BenchCluster() {
@@ -150,13 +150,7 @@ class BenchCluster {
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() > deadline) return false;
-      if (io.stopped()) io.restart();
-      io.run_for(5ms);
-    }
-    return true;
+    return quartzflow::bench::run_io_until(io, done, timeout);
   }
 
   void run_for(std::chrono::milliseconds span) {

@@ -49,6 +49,8 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/store.hpp>
+
+#include "bench_support.hpp"
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -69,17 +71,7 @@ namespace {
 
 constexpr const char* k_task_id = "bench-all";
 
-bool g_verbose = false;
-
-void progress(const char* format, ...) __attribute__((format(printf, 1, 2)));
-void progress(const char* format, ...) {
-  if (!g_verbose) return;
-  va_list args;
-  va_start(args, format);
-  std::vfprintf(stderr, format, args);
-  va_end(args);
-  std::fputc('\n', stderr);
-}
+using quartzflow::bench::progress;
 
 std::int64_t wall_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -186,7 +178,7 @@ bool parse_options(int argc, char** argv, BenchOptions& options) {
       std::exit(0);
     }
     if (arg == "--verbose") {
-      g_verbose = true;
+      quartzflow::bench::verbose = true;
       continue;
     }
     std::string value;
@@ -851,9 +843,7 @@ class CoordinatorSide {
  public:
   CoordinatorSide(int control_fd, pid_t child, const Pki& pki, const BenchOptions& options)
       : control_(control_fd), child_(child), pki_(pki), options_(options) {
-    std::string pattern = (fs::temp_directory_path() / "qf-bench-quic-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a temp dir");
-    dir_ = pattern;
+    dir_ = quartzflow::bench::make_temp_dir("qf-bench-quic");
   }
 
   ~CoordinatorSide() {
@@ -923,12 +913,7 @@ class CoordinatorSide {
   } ingest_;
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() > deadline) return false;
-      io_.run_for(2ms);
-    }
-    return true;
+    return quartzflow::bench::run_io_until(io_, done, timeout, std::chrono::milliseconds{2});
   }
 
   /// Runs the coordinator until the child answers `reply` (its words), or gives
@@ -1193,8 +1178,8 @@ class CoordinatorSide {
 int main(int argc, char** argv) {
   BenchOptions options;
   if (!parse_options(argc, argv, options)) return 2;
-  if (std::getenv("QF_BENCH_VERBOSE") != nullptr) g_verbose = true;
-  qf::set_log_level(g_verbose ? "warn" : "error");
+  if (std::getenv("QF_BENCH_VERBOSE") != nullptr) quartzflow::bench::verbose = true;
+  qf::set_log_level(quartzflow::bench::verbose ? "warn" : "error");
 
   Pki pki;
   double issue_s = 0;
