@@ -93,7 +93,9 @@ def test_failed_logins_from_one_address_are_answered_ever_later(anonymous):
     assert ok.status == 200 and time.monotonic() - started >= 2.0 * 0.9  # the next one waits too
     started = time.monotonic()
     assert anonymous.post("/api/v1/auth/login", {"username": "nobody-here", "password": "x"}).status == 401
-    assert time.monotonic() - started < 1.0  # a success cleared the address's record
+    # A success cleared the address's record: without that this answer would wait 4 s (the
+    # rest is the password hash, up to a second on a loaded machine).
+    assert time.monotonic() - started < 3.0
 
 
 def test_task_lifecycle_through_the_api(admin, echo_task, workers):
