@@ -168,6 +168,12 @@ std::optional<ConnectedSettings> check_config(const v1::AgentConfig& config, con
   std::string detail;
   const std::string common_name = certificate_common_name(settings.quic.tls.cert_file, ec, detail);
   if (ec) return fail("tls.cert_file", detail.empty() ? ec.message() : detail);
+  // An expired certificate would fail every handshake with a vague alert: refuse at start.
+  std::string warning;
+  if (auto problem = certificate_date_problem(settings.quic.tls.cert_file, std::chrono::system_clock::now(), warning))
+    return fail("tls.cert_file", *problem);
+  if (auto problem = key_file_permission_problem(settings.quic.tls.key_file, warning))
+    return fail("tls.key_file", *problem);
   if (settings.agent_id.empty()) settings.agent_id = common_name;
   else if (settings.agent_id != common_name)
     return fail("agent_id", fmt::format("\"{}\" differs from the common name \"{}\" of tls.cert_file; the coordinator "

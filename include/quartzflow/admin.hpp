@@ -29,6 +29,7 @@ struct AdminServerOptions {
   std::size_t max_body_bytes = 1024 * 1024;     ///< larger: 413
   std::chrono::milliseconds request_timeout{30'000};  ///< to read a request (and idle keep-alive)
   std::size_t max_connections = 1024;           ///< beyond: accepted, answered 503, closed
+  std::size_t max_connections_per_address = 64; ///< from one client address; beyond: 503 as above
   std::size_t max_event_backlog = 1024;         ///< events queued for one WebSocket; beyond: dropped
   std::chrono::seconds session_ttl{43'200};     ///< console session lifetime (cookie Max-Age)
 };
@@ -36,7 +37,7 @@ struct AdminServerOptions {
 /// Counters since start, for tests and /metrics.
 struct AdminServerStats {
   std::uint64_t connections = 0;
-  std::uint64_t connections_refused = 0;    ///< over max_connections
+  std::uint64_t connections_refused = 0;    ///< over max_connections or max_connections_per_address
   std::uint64_t requests = 0;
   std::uint64_t websocket_clients = 0;
   std::uint64_t websocket_dropped = 0;      ///< slow consumers closed

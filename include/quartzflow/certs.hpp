@@ -3,6 +3,8 @@
 // certificates it signs (EC P-256, SHA-256, PEM files), and the common name of a certificate.
 #pragma once
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,5 +98,18 @@ std::string certificate_common_name(const std::string& cert_file, error_code& ec
 
 /// Throwing form of `certificate_common_name`: throws `quartzflow::error` carrying the detail.
 std::string certificate_common_name(const std::string& cert_file);
+
+/**
+ * Why the certificate in `cert_file` cannot be used at `now`: not valid yet, or expired
+ * (the file and the dates named); nullopt when it can, or when the file is unreadable (the
+ * TLS library reports that). `warning` is set when it expires within 30 days.
+ */
+std::optional<std::string> certificate_date_problem(const std::string& cert_file,
+                                                    std::chrono::system_clock::time_point now, std::string& warning);
+
+/// Why `key_file` is unsafe to use: every user of the host may read or write it. nullopt
+/// otherwise (also when it cannot be read; the TLS library reports that); `warning` is set
+/// when its group may.
+std::optional<std::string> key_file_permission_problem(const std::string& key_file, std::string& warning);
 
 }  // namespace quartzflow

@@ -81,7 +81,10 @@ std::unique_ptr<Executor> make_shell_executor(boost::asio::any_io_executor execu
  * store or `ca_file`, with SNI and host name checks unless `insecure_skip_verify`.
  *
  * The request carries the spec's headers and body, `User-Agent: quartzflow/<version>`,
- * `X-QF-Execution-Id` and `X-QF-Task-Id`; dynamic params are not spliced into it. Up to
+ * `X-QF-Execution-Id` and `X-QF-Task-Id`. `${name}` in the URL, header values and body is
+ * replaced by the run's parameter `name`: percent-encoded in the URL, JSON-escaped in a body
+ * whose Content-Type names JSON (or, without one, that starts with `{` or `[`), as is
+ * elsewhere; `$${` is a literal `${`. Up to
  * `RunRequest::capture_limit` bytes of the final response body become the output; the rest
  * is read and counted in `output_bytes`, up to 64 MiB.
  *

@@ -48,6 +48,7 @@ struct QuicServerStats {
   std::uint64_t handshakes_failed = 0;     ///< TLS or certificate errors, timeouts
   std::uint64_t connections_refused = 0;   ///< over max_connections, or not a QUIC Initial
   std::uint64_t datagrams_received = 0;
+  std::uint64_t datagrams_malformed = 0;   ///< dropped before decoding: not shaped like QUIC
   std::uint64_t datagrams_sent = 0;
   std::size_t connections_open = 0;
 };

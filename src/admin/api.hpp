@@ -31,6 +31,8 @@ struct ApiRequest {
   std::string authorization;                        ///< the Authorization header
   std::string cookie;                               ///< the Cookie header
   std::string user_agent;
+  std::string origin;                               ///< the Origin header, when sent
+  std::string host;                                 ///< the Host header
   std::string peer_ip;
   std::string request_id;
   bool secure = false;                              ///< arrived over TLS (cookies get Secure)
@@ -64,7 +66,17 @@ std::optional<std::string> percent_decode(std::string_view in, bool plus_is_spac
 
 /// Protobuf JSON with proto field names and every field printed (defaults too).
 std::string to_json(const google::protobuf::Message& message);
-/// Parses a JSON body into `out` (unknown fields refused). nullopt when valid.
+/// Why a state-changing request (not GET, HEAD or OPTIONS) from a browser page of another
+/// origin is refused: its `Origin` is not this server's own (scheme://Host). nullopt when
+/// allowed, also when no Origin was sent (qfctl, curl). Besides SameSite=Strict cookies and
+/// the JSON content type, this stops cross-site request forgery.
+std::optional<std::string> cross_origin_problem(const ApiRequest& request);
+
+/// The most elements any repeated field or map of a request body may hold; the objects'
+/// own rules are tighter (a task's lists: see validate_task).
+inline constexpr std::size_t k_max_body_list_elements = 10000;
+/// Parses a JSON body into `out` (unknown fields, invalid UTF-8 and lists over
+/// k_max_body_list_elements refused). nullopt when valid.
 std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out);
 /// Fills `out` from query parameters named like its fields: scalars, enums (full value name,
 /// the name without its prefix, any case, or the number), bools, repeated fields by

@@ -18,6 +18,8 @@
 #include <google/protobuf/util/type_resolver.h>
 #include <google/protobuf/util/type_resolver_util.h>
 
+#include "../common/message_limits.hpp"
+#include "../common/utf8.hpp"
 #include "api.hpp"
 
 namespace quartzflow::detail {
@@ -138,7 +140,9 @@ ApiFailureInfo body_failure(std::string_view status_message) {
           {{field, reason}}};
 }
 
-void append_json_string(std::string& out, std::string_view text) {
+void append_json_string(std::string& out, std::string_view raw) {
+  // A message may quote what a client sent; the reply stays UTF-8, hence JSON, whatever it was.
+  const std::string text = valid_utf8(raw);
   out += '"';
   for (const char c : text) {
     switch (c) {
@@ -275,14 +279,38 @@ ApiResponse error_response(const ApiFailureInfo& failure, std::string_view reque
   return r;
 }
 
+std::optional<std::string> cross_origin_problem(const ApiRequest& request) {
+  if (request.origin.empty() || request.method == "GET" || request.method == "HEAD" || request.method == "OPTIONS")
+    return std::nullopt;
+  const std::string own = fmt::format("{}://{}", request.secure ? "https" : "http", request.host);
+  if (!request.host.empty() && request.origin.size() == own.size() &&
+      std::equal(own.begin(), own.end(), request.origin.begin(),
+                 [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b)); }))
+    return std::nullopt;
+  return fmt::format("cross-origin request refused: Origin {} is not this server ({})", valid_utf8(request.origin.substr(0, 200)),
+                     valid_utf8(own.substr(0, 200)));
+}
+
 std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
     return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid request body: body: a JSON object is required",
                           {{"body", "a JSON object is required"}}};
+  // JSON text is UTF-8 (RFC 8259 8.1); protobuf would keep invalid bytes in string fields.
+  if (const auto at = first_invalid_utf8(body); at != std::string_view::npos) {
+    const std::string reason = fmt::format("is not valid UTF-8 (byte {} of the body)", at);
+    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid request body: body: " + reason,
+                          {{"body", reason}}};
+  }
   pb::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   const auto status = pb::util::JsonStringToMessage(pb::StringPiece(body.data(), body.size()), &out, options);
   if (!status.ok()) return body_failure(status.message().as_string());
+  if (auto oversized = oversized_repeated_field(out, k_max_body_list_elements)) {
+    out.Clear();
+    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                          fmt::format("invalid request body: {}: {}", oversized->first, oversized->second),
+                          {{oversized->first, oversized->second}}};
+  }
   return std::nullopt;
 }
 

@@ -5,6 +5,7 @@
 #include <deque>
 #include <memory>
 #include <set>
+#include <unordered_map>
 #include <string>
 
 #include <utility>
@@ -19,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <quartzflow/admin.hpp>
+#include <quartzflow/certs.hpp>
 #include <quartzflow/log.hpp>
 
 #include "admin_api.hpp"
@@ -78,6 +80,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   std::unique_ptr<asio::ssl::context> tls;
   AdminServerStats stats;
   std::size_t active = 0;
+  std::unordered_map<std::string, std::size_t> active_by_address;
   bool stopped = false;
   bool ready = false;
   std::uint64_t next_request = 0;
@@ -95,6 +98,12 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   }
 
   void start_connection(tcp::socket socket);
+
+  void release_slot(const std::string& address) {
+    --active;
+    if (auto it = active_by_address.find(address); it != active_by_address.end() && --it->second == 0)
+      active_by_address.erase(it);
+  }
 };
 
 namespace {
@@ -108,7 +117,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
 
   ~HttpSession() {
     if (auto s = server_.lock()) {
-      --s->active;
+      s->release_slot(peer_);
       s->closers.erase(id_);
     }
   }
@@ -171,6 +180,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     if (auto it = req.find(http::field::cookie); it != req.end()) api.cookie = text_of(it->value());
     if (auto it = req.find(http::field::user_agent); it != req.end()) api.user_agent = text_of(it->value().substr(0, 256));
     if (auto it = req.find(http::field::content_type); it != req.end()) api.content_type = text_of(it->value());
+    if (auto it = req.find(http::field::origin); it != req.end()) api.origin = text_of(it->value());
+    if (auto it = req.find(http::field::host); it != req.end()) api.host = text_of(it->value());
+    if (const auto problem = detail::cross_origin_problem(api)) return send_error(403, *problem);
 
     if (api.path == "/healthz" && api.method == "GET") return send_text(200, "ok\n", "text/plain");
     if (api.path == "/readyz" && api.method == "GET") {
@@ -199,7 +211,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
 
   void send_error(unsigned status, const std::string& message) {
     keep_alive_ = false;
-    const auto code = status == 413 || status == 431 ? v1::API_ERROR_CODE_RESOURCE_EXHAUSTED : v1::API_ERROR_CODE_INVALID_ARGUMENT;
+    const auto code = status == 413 || status == 431 ? v1::API_ERROR_CODE_RESOURCE_EXHAUSTED
+                      : status == 403                ? v1::API_ERROR_CODE_PERMISSION_DENIED
+                                                     : v1::API_ERROR_CODE_INVALID_ARGUMENT;
     auto r = detail::error_response({code, message, {}}, "");
     r.status = status;
     send(std::move(r));
@@ -348,7 +362,10 @@ void AdminServer::Impl::start_connection(tcp::socket socket) {
   std::string peer = ec ? "" : remote.address().to_string();
   ++stats.connections;
   const auto id = ++next_connection;
-  if (active >= options.max_connections) {
+  // One client holding idle connections must not make the API answer 503 to everyone.
+  const auto from_address = active_by_address.find(peer);
+  const std::size_t held = from_address == active_by_address.end() ? 0 : from_address->second;
+  if (active >= options.max_connections || held >= options.max_connections_per_address) {
     ++stats.connections_refused;
     // Answered, not silently dropped: the client learns why.
     auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
@@ -363,6 +380,7 @@ void AdminServer::Impl::start_connection(tcp::socket socket) {
     return;
   }
   ++active;
+  ++active_by_address[peer];
   if (tls) {
     std::make_shared<HttpSession<beast::ssl_stream<beast::tcp_stream>>>(
         shared_from_this(), beast::ssl_stream<beast::tcp_stream>(std::move(socket), *tls), std::move(peer), id)
@@ -388,6 +406,17 @@ AdminServer::~AdminServer() { stop(); }
 error_code AdminServer::listen(std::string& detail) {
   auto& impl = *impl_;
   if (!impl.options.tls_cert_file.empty() || !impl.options.tls_key_file.empty()) {
+    std::string warning;
+    if (auto problem = certificate_date_problem(impl.options.tls_cert_file, std::chrono::system_clock::now(), warning)) {
+      detail = "admin_tls.cert_file: " + *problem;
+      return make_error_code(errc::invalid_argument);
+    }
+    if (!warning.empty()) logger()->warn("admin_tls.cert_file: {}", warning);
+    if (auto problem = key_file_permission_problem(impl.options.tls_key_file, warning)) {
+      detail = "admin_tls.key_file: " + *problem;
+      return make_error_code(errc::invalid_argument);
+    }
+    if (!warning.empty()) logger()->warn("admin_tls.key_file: {}", warning);
     try {
       auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
       context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |

@@ -2,12 +2,15 @@
 // The OpenAPI 3.0 document of the admin API, generated from the route table and the proto
 // descriptors, so it cannot drift from what the server does (a test calls every path).
 #include <set>
+#include <tuple>
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "../engine/task_limits.hpp"
 #include "admin_api.hpp"
+#include "api.hpp"
 // After the headers whose parameters are named `version` (-Wshadow).
 #include <quartzflow/version.hpp>
 
@@ -62,13 +65,28 @@ pb::Value field_schema(const pb::FieldDescriptor& f, std::set<const pb::Descript
     case pb::FieldDescriptor::CPPTYPE_MESSAGE:
       if (f.is_map()) {
         const auto* value_field = f.message_type()->map_value();
-        return object({{"type", text("object")}, {"additionalProperties", field_schema(*value_field, needed)}});
+        std::size_t max_properties = k_max_body_list_elements;
+        for (const auto& bound : k_task_list_bounds)
+          if (bound.field == f.full_name()) max_properties = bound.max_elements;
+        auto schema = object({{"type", text("object")}, {"additionalProperties", field_schema(*value_field, needed)}});
+        field(schema, "maxProperties").set_number_value(static_cast<double>(max_properties));
+        return schema;
       }
       needed.insert(f.message_type());
       item = ref(f.message_type());
       break;
   }
-  if (f.is_repeated()) return object({{"type", text("array")}, {"items", item}});
+  if (f.is_repeated()) {
+    // Every list of a request body is bounded (k_max_body_list_elements); a task's tighter.
+    std::size_t max_items = k_max_body_list_elements;
+    bool unique = false;
+    for (const auto& bound : k_task_list_bounds)
+      if (bound.field == f.full_name()) std::tie(max_items, unique) = std::pair{bound.max_elements, bound.unique};
+    auto schema = object({{"type", text("array")}, {"items", item}});
+    field(schema, "maxItems").set_number_value(static_cast<double>(max_items));
+    if (unique) field(schema, "uniqueItems").set_bool_value(true);
+    return schema;
+  }
   return item;
 }
 

@@ -138,10 +138,26 @@ std::optional<ValidationError> validate_group(const v1::Group& group) {
   if (!valid_name(group.name())) return fail("name", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
   if (!group.id().empty() && !valid_name(group.id())) return fail("id", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
   if (group.description().size() > 512) return fail("description", "is longer than 512 characters");
+  // Lists are bounded and free of repeats: each costs memory on every push and membership check.
+  const auto list_problem = [&](std::string_view field, const auto& values,
+                                std::size_t max) -> std::optional<ValidationError> {
+    if (static_cast<std::size_t>(values.size()) > max)
+      return fail(std::string(field), fmt::format("has {} elements; at most {} are allowed", values.size(), max));
+    for (int i = 0; i < values.size(); ++i)
+      for (int j = 0; j < i; ++j)
+        if (values[i] == values[j]) return fail(fmt::format("{}[{}]", field, i), fmt::format("repeats {}[{}]", field, j));
+    return std::nullopt;
+  };
+  const auto& m = group.membership();
+  if (auto e = list_problem("tags", group.tags(), 64)) return e;
+  if (auto e = list_problem("membership.cidrs", m.cidrs(), 256)) return e;
+  if (auto e = list_problem("membership.hostname_globs", m.hostname_globs(), 256)) return e;
+  if (m.label_selectors_size() > 64)
+    return fail("membership.label_selectors",
+                fmt::format("has {} elements; at most 64 are allowed", m.label_selectors_size()));
   for (int i = 0; i < group.tags_size(); ++i)
     if (group.tags(i).empty() || group.tags(i).size() > 64)
       return fail(fmt::format("tags[{}]", i), "must be 1-64 characters");
-  const auto& m = group.membership();
   for (int i = 0; i < m.cidrs_size(); ++i)
     if (!parse_cidr(m.cidrs(i)))
       return fail(fmt::format("membership.cidrs[{}]", i),
@@ -152,6 +168,8 @@ std::optional<ValidationError> validate_group(const v1::Group& group) {
   for (int i = 0; i < m.label_selectors_size(); ++i) {
     if (m.label_selectors(i).match_labels().empty())
       return fail(fmt::format("membership.label_selectors[{}].match_labels", i), "must name at least one label");
+    if (m.label_selectors(i).match_labels_size() > 64)
+      return fail(fmt::format("membership.label_selectors[{}].match_labels", i), "has more than 64 labels");
     for (const auto& [k, v] : m.label_selectors(i).match_labels())
       if (k.empty() || k.size() > 63)
         return fail(fmt::format("membership.label_selectors[{}].match_labels", i),

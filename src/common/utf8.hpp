@@ -11,4 +11,7 @@ namespace quartzflow::detail {
 /// `text` with every invalid UTF-8 sequence replaced by U+FFFD (valid text is unchanged).
 std::string valid_utf8(std::string_view text);
 
+/// Offset of the first byte that does not start a valid UTF-8 sequence, or npos.
+std::size_t first_invalid_utf8(std::string_view text);
+
 }  // namespace quartzflow::detail

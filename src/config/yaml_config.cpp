@@ -21,6 +21,8 @@
 #include <set>
 #include <vector>
 
+#include "../common/message_limits.hpp"
+
 namespace quartzflow {
 
 namespace {
@@ -28,6 +30,8 @@ namespace {
 namespace pb = google::protobuf;
 
 constexpr std::size_t k_max_file_bytes = 16 * 1024 * 1024;
+// Any list in a manifest (tasks, groups, a task's fields; those have tighter rules of their own).
+constexpr std::size_t k_max_manifest_list_elements = 100000;
 
 /// Field path -> where its key (or list element) was written.
 using PositionMap = std::map<std::string, YAML::Mark>;
@@ -586,6 +590,11 @@ bool load_task_manifest(const std::string& path, v1::TaskManifest& out, YamlErro
   v1::TaskManifest manifest;
   PositionMap positions;
   if (!read_yaml(text, path, manifest, error, &positions)) return false;
+  if (auto oversized = detail::oversized_repeated_field(manifest, k_max_manifest_list_elements)) {
+    error = {path, 0, 0, oversized->first, oversized->second};
+    if (const auto found = positions.find(oversized->first); found != positions.end()) set_position(error, found->second);
+    return false;
+  }
   for (auto& task : *manifest.mutable_tasks())
     if (task.id().empty()) task.set_id(task.name());
   const std::vector<v1::Task> tasks(manifest.tasks().begin(), manifest.tasks().end());

@@ -370,6 +370,14 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
                               fmt::format("register.agent_id: \"{}\" does not match the certificate's name \"{}\"",
                                           reg.agent_id(), identity));
+    // What an agent says about itself is stored and shown: bounded like any other input.
+    const std::pair<const char*, int> lists[] = {{"register.ips", reg.ips_size()},
+                                                 {"register.labels", reg.labels_size()},
+                                                 {"register.executors", reg.executors_size()}};
+    for (const auto& [field, size] : lists)
+      if (size > 64)
+        return protocol_failure(session, v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
+                                fmt::format("{}: has {} elements; at most 64 are allowed", field, size));
     const std::int64_t now = unix_ms_now();
     v1::Agent incoming;
     incoming.set_id(reg.agent_id());

@@ -10,6 +10,9 @@
 #include <quartzflow/task.hpp>
 #include <string_view>
 
+#include "../executors/placeholders.hpp"
+#include "task_limits.hpp"
+
 namespace quartzflow {
 
 namespace {
@@ -27,6 +30,9 @@ constexpr std::uint32_t k_max_concurrent_runs = 10000;
 constexpr std::uint32_t k_max_queued_runs = 100000;
 constexpr std::uint32_t k_max_misfire_fire_all_limit = 10000;
 constexpr std::uint32_t k_max_shard_count = 10000;
+// Lists and texts are bounded (task_limits.hpp) so that one task cannot cost the
+// coordinator and every agent megabytes on each list, push and sync.
+using namespace detail;  // the k_max_* bounds
 
 /// The failure being built: the caller's `input` plus field and reason.
 class Checker {
@@ -40,6 +46,33 @@ class Checker {
  private:
   std::string input_;
 };
+
+/// `size` elements are at most `max`.
+std::optional<ValidationError> check_count(const Checker& check, std::string_view field, std::size_t size,
+                                           std::size_t max) {
+  if (size <= max) return std::nullopt;
+  return check.fail(std::string(field), fmt::format("has {} elements; at most {} are allowed", size, max));
+}
+
+/// `text` is at most `max` bytes.
+std::optional<ValidationError> check_size(const Checker& check, const std::string& field, std::string_view text,
+                                          std::size_t max) {
+  if (text.size() <= max) return std::nullopt;
+  return check.fail(field, fmt::format("is {} bytes long; at most {} are allowed", text.size(), max));
+}
+
+/// No value appears twice in `values` (a repeated protobuf field).
+template <typename Values>
+std::optional<ValidationError> check_unique(const Checker& check, std::string_view field, const Values& values) {
+  std::map<typename Values::value_type, int> seen;
+  int i = 0;
+  for (const auto& value : values) {
+    if (const auto [it, inserted] = seen.emplace(value, i); !inserted)
+      return check.fail(fmt::format("{}[{}]", field, i), fmt::format("repeats {}[{}]", field, it->second));
+    ++i;
+  }
+  return std::nullopt;
+}
 
 bool is_id_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-'; }
 
@@ -106,6 +139,15 @@ std::optional<ValidationError> check_shell(const Checker& check, const v1::Shell
   if (shell.argv_size() != 0 && !shell.script().empty())
     return check.fail("shell.script", "must not be set together with argv; set one of argv and script");
   if (shell.argv_size() != 0 && shell.argv(0).empty()) return check.fail("shell.argv[0]", "the program is empty");
+  if (auto e = check_count(check, "shell.argv", shell.argv_size(), k_max_argv)) return e;
+  for (int i = 0; i < shell.argv_size(); ++i)
+    if (auto e = check_size(check, fmt::format("shell.argv[{}]", i), shell.argv(i), k_max_value_bytes)) return e;
+  if (auto e = check_count(check, "shell.interpreter", shell.interpreter_size(), k_max_interpreter)) return e;
+  for (int i = 0; i < shell.interpreter_size(); ++i)
+    if (auto e = check_size(check, fmt::format("shell.interpreter[{}]", i), shell.interpreter(i), k_max_value_bytes))
+      return e;
+  if (auto e = check_size(check, "shell.script", shell.script(), k_max_document_bytes)) return e;
+  if (auto e = check_count(check, "shell.env", shell.env_size(), k_max_env)) return e;
   if (shell.interpreter_size() != 0 && shell.interpreter(0).empty())
     return check.fail("shell.interpreter[0]", "the interpreter program is empty");
   if (!shell.working_dir().empty() && shell.working_dir().front() != '/')
@@ -113,6 +155,7 @@ std::optional<ValidationError> check_shell(const Checker& check, const v1::Shell
   for (const auto& [name, value] : shell.env()) {
     if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos)
       return check.fail(fmt::format("shell.env[\"{}\"]", name), "is not a valid environment variable name");
+    if (auto e = check_size(check, fmt::format("shell.env[\"{}\"]", name), value, k_max_value_bytes)) return e;
   }
   if (shell.kill_grace_seconds() > k_max_kill_grace_seconds)
     return check.fail("shell.kill_grace_seconds",
@@ -122,6 +165,7 @@ std::optional<ValidationError> check_shell(const Checker& check, const v1::Shell
 
 std::optional<ValidationError> check_status_codes(const Checker& check, std::string_view field,
                                                   const google::protobuf::RepeatedField<std::uint32_t>& codes) {
+  if (auto e = check_unique(check, field, codes)) return e;
   for (int i = 0; i < codes.size(); ++i)
     if (codes[i] < 100 || codes[i] > 599)
       return check.fail(fmt::format("{}[{}]", field, i), out_of_range(codes[i], 100, 599));
@@ -130,20 +174,46 @@ std::optional<ValidationError> check_status_codes(const Checker& check, std::str
 
 std::optional<ValidationError> check_status_classes(const Checker& check, std::string_view field,
                                                     const google::protobuf::RepeatedField<std::uint32_t>& classes) {
+  if (auto e = check_unique(check, field, classes)) return e;
   for (int i = 0; i < classes.size(); ++i)
     if (classes[i] < 1 || classes[i] > 5)
       return check.fail(fmt::format("{}[{}]", field, i), out_of_range(classes[i], 1, 5));
   return std::nullopt;
 }
 
-std::optional<ValidationError> check_http(const Checker& check, const v1::HttpSpec& http) {
+/// `${name}` placeholders in `text` are well formed and name declared parameters.
+std::optional<ValidationError> check_placeholders(const Checker& check, const std::string& field,
+                                                  std::string_view text, const v1::Task& task) {
+  std::string undeclared;
+  const auto problem = detail::placeholder_problem(text, [&](std::string_view name) {
+    if (!undeclared.empty()) return;
+    const auto& params = task.params();
+    if (std::none_of(params.begin(), params.end(), [&](const v1::ParamSpec& p) { return p.name() == name; }))
+      undeclared = name;
+  });
+  if (problem) return check.fail(field, *problem);
+  if (!undeclared.empty())
+    return check.fail(field, fmt::format("${{{}}} names no parameter declared in params", undeclared));
+  return std::nullopt;
+}
+
+std::optional<ValidationError> check_http(const Checker& check, const v1::Task& task) {
+  const v1::HttpSpec& http = task.http();
   static constexpr std::string_view methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
   if (!http.method().empty() && std::find(std::begin(methods), std::end(methods), http.method()) == std::end(methods))
     return check.fail("http.method",
                       fmt::format("\"{}\" is not one of GET, POST, PUT, PATCH, DELETE, HEAD", http.method()));
   if (auto problem = url_problem(http.url())) return check.fail("http.url", std::move(*problem));
-  for (const auto& [name, value] : http.headers())
+  if (auto e = check_placeholders(check, "http.url", http.url(), task)) return e;
+  if (auto e = check_size(check, "http.url", http.url(), k_max_value_bytes)) return e;
+  if (auto e = check_count(check, "http.headers", http.headers_size(), k_max_small_list)) return e;
+  for (const auto& [name, value] : http.headers()) {
     if (name.empty()) return check.fail("http.headers", "a header name is empty");
+    if (auto e = check_size(check, fmt::format("http.headers[\"{}\"]", name), value, k_max_value_bytes)) return e;
+    if (auto e = check_placeholders(check, fmt::format("http.headers[\"{}\"]", name), value, task)) return e;
+  }
+  if (auto e = check_placeholders(check, "http.body", http.body(), task)) return e;
+  if (auto e = check_size(check, "http.body", http.body(), k_max_document_bytes)) return e;
   if (http.timeout_seconds() > k_max_span_seconds)
     return check.fail("http.timeout_seconds", out_of_range(http.timeout_seconds(), 0, k_max_span_seconds, "seconds"));
   if (auto e = check_status_codes(check, "http.success_status_codes", http.success_status_codes())) return e;
@@ -214,6 +284,7 @@ std::optional<ValidationError> check_retry(const Checker& check, const v1::Retry
   if (retry.jitter_seconds() > k_max_retry_jitter_seconds)
     return check.fail("retry.jitter_seconds",
                       out_of_range(retry.jitter_seconds(), 0, k_max_retry_jitter_seconds, "seconds"));
+  if (auto e = check_unique(check, "retry.retry_on_exit_codes", retry.retry_on_exit_codes())) return e;
   for (int i = 0; i < retry.retry_on_exit_codes_size(); ++i) {
     const auto code = retry.retry_on_exit_codes(i);
     if (code < 1 || code > 255)
@@ -227,6 +298,7 @@ std::optional<ValidationError> check_retry(const Checker& check, const v1::Retry
 std::optional<ValidationError> check_params(const Checker& check, const v1::Task& task) {
   // Parameters reach shell runs as QF_PARAM_<NAME upper-cased>: names that differ only in
   // case would collide there.
+  if (auto e = check_count(check, "params", task.params_size(), k_max_small_list)) return e;
   std::map<std::string, int> seen;
   for (int i = 0; i < task.params_size(); ++i) {
     const std::string& name = task.params(i).name();
@@ -240,6 +312,12 @@ std::optional<ValidationError> check_params(const Checker& check, const v1::Task
       return check.fail(
           field,
           fmt::format("\"{}\" is already declared by params[{}] (names are compared ignoring case)", name, it->second));
+    if (auto e = check_size(check, fmt::format("params[{}].description", i), task.params(i).description(),
+                            k_max_description_length))
+      return e;
+    if (auto e = check_size(check, fmt::format("params[{}].default_value", i), task.params(i).default_value(),
+                            k_max_value_bytes))
+      return e;
   }
   return std::nullopt;
 }
@@ -266,7 +344,7 @@ std::optional<ValidationError> validate_task(const v1::Task& task) {
       if (auto e = check_shell(check, task.shell())) return e;
       break;
     case v1::Task::kHttp:
-      if (auto e = check_http(check, task.http())) return e;
+      if (auto e = check_http(check, task)) return e;
       break;
     case v1::Task::kPlugin:
       if (task.plugin().name().empty()) return check.fail("plugin.name", "is required");
@@ -313,16 +391,24 @@ std::optional<ValidationError> validate_task(const v1::Task& task) {
     return check.fail("misfire_fire_all_limit",
                       out_of_range(task.misfire_fire_all_limit(), 1, k_max_misfire_fire_all_limit));
 
-  for (int i = 0; i < task.group_ids_size(); ++i)
+  if (auto e = check_count(check, "group_ids", task.group_ids_size(), k_max_small_list)) return e;
+  for (int i = 0; i < task.group_ids_size(); ++i) {
     if (task.group_ids(i).empty()) return check.fail(fmt::format("group_ids[{}]", i), "is empty");
+    if (auto e = check_size(check, fmt::format("group_ids[{}]", i), task.group_ids(i), k_max_id_length)) return e;
+  }
+  if (auto e = check_unique(check, "group_ids", task.group_ids())) return e;
   if (auto e = check_params(check, task)) return e;
+  if (auto e = check_count(check, "downstream_task_ids", task.downstream_task_ids_size(), k_max_small_list)) return e;
+  if (auto e = check_unique(check, "downstream_task_ids", task.downstream_task_ids())) return e;
   for (int i = 0; i < task.downstream_task_ids_size(); ++i) {
     const std::string field = fmt::format("downstream_task_ids[{}]", i);
     if (auto problem = id_problem(task.downstream_task_ids(i))) return check.fail(field, std::move(*problem));
     if (task.downstream_task_ids(i) == task.id()) return check.fail(field, "a task cannot trigger itself");
   }
+  if (auto e = check_count(check, "labels", task.labels_size(), k_max_small_list)) return e;
   for (const auto& [key, value] : task.labels()) {
     if (key.empty()) return check.fail("labels", "a label key is empty");
+    if (auto e = check_size(check, fmt::format("labels[\"{}\"]", key), value, k_max_value_bytes)) return e;
     if (key.size() > k_max_label_key_length)
       return check.fail(
           fmt::format("labels[\"{}\"]", key),

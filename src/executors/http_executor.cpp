@@ -18,6 +18,7 @@
 #include <openssl/x509_vfy.h>
 
 #include <utility>
+#include <boost/algorithm/string/predicate.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -35,6 +36,8 @@
 
 #include <quartzflow/executor.hpp>
 #include <quartzflow/version.hpp>
+
+#include "placeholders.hpp"
 
 namespace quartzflow {
 namespace {
@@ -238,6 +241,17 @@ std::string connect_reason(const error_code& ec) {
   return "connect failed";
 }
 
+/// Whether placeholders in the body are JSON-escaped: a Content-Type naming JSON, or none
+/// and a body that starts like a JSON object or array.
+bool json_body(const v1::HttpSpec& spec) {
+  for (const auto& [name, value] : spec.headers()) {
+    if (!boost::iequals(name, "content-type")) continue;
+    return boost::icontains(value, "json");
+  }
+  const auto start = spec.body().find_first_not_of(" \t\r\n");
+  return start != std::string::npos && (spec.body()[start] == '{' || spec.body()[start] == '[');
+}
+
 /// One attempt: resolve, connect, handshake, write, read; again for each redirect.
 class HttpRun : public std::enable_shared_from_this<HttpRun> {
  public:
@@ -246,15 +260,19 @@ class HttpRun : public std::enable_shared_from_this<HttpRun> {
         execution_id_(request.execution_id), task_id_(request.task.id()), capture_limit_(request.capture_limit),
         done_(std::move(done)) {
     method_ = spec_.method().empty() ? "GET" : spec_.method();
-    body_ = spec_.body();
-    for (const auto& [name, value] : spec_.headers()) headers_.emplace_back(name, value);
+    using detail::PlaceholderEscape;
+    url_text_ = detail::expand_placeholders(spec_.url(), request.params, PlaceholderEscape::url);
+    for (const auto& [name, value] : spec_.headers())
+      headers_.emplace_back(name, detail::expand_placeholders(value, request.params, PlaceholderEscape::none));
+    body_ = detail::expand_placeholders(spec_.body(), request.params,
+                                        json_body(spec_) ? PlaceholderEscape::json : PlaceholderEscape::none);
     // The map's order is unspecified; a stable order keeps requests reproducible.
     std::sort(headers_.begin(), headers_.end());
   }
 
   void start() {
     std::string problem;
-    auto url = parse_url(spec_.url(), problem);
+    auto url = parse_url(url_text_, problem);
     if (!url) return fail("invalid request", fmt::format("http.url: {}", problem));
     for (const auto& [name, value] : headers_) {
       const auto bad = [](char c) { return c == '\r' || c == '\n' || c == '\0'; };
@@ -582,6 +600,7 @@ class HttpRun : public std::enable_shared_from_this<HttpRun> {
   RunCompletion done_;
 
   std::string method_;
+  std::string url_text_;  // the spec's URL with placeholders replaced
   std::string body_;
   std::vector<std::pair<std::string, std::string>> headers_;
   Url url_;

@@ -2,6 +2,10 @@
 // RAII wrappers over the SQLite C API; every failure is logged with SQLite's own message.
 #include "sqlite.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <utility>
 
 #include <fmt/format.h>
@@ -36,6 +40,16 @@ SqliteDatabase& SqliteDatabase::operator=(SqliteDatabase&& other) noexcept {
 }
 
 SqliteDatabase SqliteDatabase::open(const std::string& path, int flags, error_code& ec, std::string* detail) {
+  // The files hold run output, password hashes and TOTP secrets: owner only. SQLite creates
+  // a database 0644 (less the umask) and gives its -wal and -shm files the database's mode,
+  // so the database file is made (or narrowed to) 0600 before SQLite opens it.
+  if ((flags & SQLITE_OPEN_CREATE) != 0 && !path.empty() && path != ":memory:" && path.front() != '\0') {
+    if (const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); fd >= 0) {
+      struct stat info {};
+      if (::fstat(fd, &info) == 0 && (info.st_mode & 077) != 0) (void)::fchmod(fd, 0600);
+      ::close(fd);
+    }
+  }
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   SqliteDatabase owned(db);  // closes db on failure too: open_v2 may allocate it anyway

@@ -43,6 +43,16 @@ class UdpRelay {
   std::uint16_t port() const { return front_.local_endpoint().port(); }
   void set_faults(RelayFaults faults) { faults_ = faults; }
   const RelayStats& stats() const { return stats_; }
+  /// Sends `bytes` to every client as if the server had (a spoofed or corrupted datagram).
+  void inject_to_clients(const std::string& bytes) {
+    boost::system::error_code ignored;
+    for (auto& [_, peer] : peers_) front_.send_to(boost::asio::buffer(bytes), peer->client, 0, ignored);
+  }
+  /// The same towards the server, from each client's upstream socket.
+  void inject_to_server(const std::string& bytes) {
+    boost::system::error_code ignored;
+    for (auto& [_, peer] : peers_) peer->socket.send_to(boost::asio::buffer(bytes), upstream_, 0, ignored);
+  }
   void stop() {
     boost::system::error_code ec;
     front_.close(ec);

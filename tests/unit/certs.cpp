@@ -356,3 +356,35 @@ TEST_CASE("certificate_common_name reports unreadable files and non-certificates
   CHECK(qf::certificate_common_name(ca.cert_file, ec, detail) == "QuartzFlow cluster CA");
   CHECK_FALSE(ec);
 }
+
+TEST_CASE("certificates out of their dates and keys open to all are refused, naming file and dates", "[certs]") {
+  TempDir dir("qf-certs");
+  const auto d = dir.path().string();
+  qf::create_ca(d);
+  const auto issued = qf::issue_certificate(d, {qf::CertificateKind::agent, "agent-7", {}, 10});
+  const auto now = std::chrono::system_clock::now();
+  std::string warning;
+  // Valid now, but within 30 days of its end: a warning.
+  CHECK_FALSE(qf::certificate_date_problem(issued.cert_file, now, warning));
+  CHECK_THAT(warning, Catch::Contains(issued.cert_file) && Catch::Contains("expires in 9 day(s)"));
+  const auto expired = qf::certificate_date_problem(issued.cert_file, now + std::chrono::hours(24 * 11), warning);
+  REQUIRE(expired);
+  CHECK_THAT(*expired, Catch::Contains(issued.cert_file) && Catch::Contains("has expired") &&
+                           Catch::Contains("valid from") && Catch::Contains(" UTC"));
+  const auto early = qf::certificate_date_problem(issued.cert_file, now - std::chrono::hours(48), warning);
+  REQUIRE(early);
+  CHECK_THAT(*early, Catch::Contains("not valid yet") && Catch::Contains("clock"));
+  // The CA (ten years) is fine without a warning.
+  CHECK_FALSE(qf::certificate_date_problem(d + "/ca.pem", now, warning));
+  CHECK(warning.empty());
+
+  CHECK_FALSE(qf::key_file_permission_problem(issued.key_file, warning));
+  CHECK(warning.empty());
+  REQUIRE(::chmod(issued.key_file.c_str(), 0640) == 0);
+  CHECK_FALSE(qf::key_file_permission_problem(issued.key_file, warning));
+  CHECK_THAT(warning, Catch::Contains("0640"));
+  REQUIRE(::chmod(issued.key_file.c_str(), 0644) == 0);
+  const auto open_key = qf::key_file_permission_problem(issued.key_file, warning);
+  REQUIRE(open_key);
+  CHECK_THAT(*open_key, Catch::Contains(issued.key_file) && Catch::Contains("chmod 600"));
+}

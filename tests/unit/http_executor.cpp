@@ -450,6 +450,44 @@ TEST_CASE("a POST carries the spec's body and headers, and params stay out of th
   CHECK(seen.body.find("s3cr3t-param") == std::string::npos);
 }
 
+TEST_CASE("${name} placeholders take the run's params: URL-encoded, JSON-escaped, as is in headers", "[http]") {
+  asio::io_context io;
+  TestServer server(io, [](const SeenRequest&) { return reply(200, "OK"); });
+  Client client(io);
+  auto spec = get(server.url("/reports/${region}?day=${day}&literal=$${kept}"));
+  spec.set_method("POST");
+  spec.set_body(R"({"note":"${note}","day":"${day}","missing":"${absent}"})");
+  (*spec.mutable_headers())["X-Region"] = "r-${region}";
+  client.start(spec, 1 << 20, {{"region", "eu west/1"}, {"day", "2026-12-04"}, {"note", "say \"hi\"\n\\"}});
+  REQUIRE(client.wait());
+  CHECK(client.outcome->status == qf::v1::EXECUTION_STATUS_SUCCESS);
+  REQUIRE(server.requests().size() == 1);
+  const auto& seen = server.requests().front();
+  CHECK(seen.target == "/reports/eu%20west%2F1?day=2026-12-04&literal=${kept}");
+  CHECK(seen.header("x-region") == "r-eu west/1");
+  CHECK(seen.body == R"({"note":"say \"hi\"\n\\","day":"2026-12-04","missing":""})");
+
+  // A plain-text body takes values as they are.
+  Client plain(io);
+  auto text = get(server.url("/t"));
+  text.set_method("POST");
+  text.set_body("note: ${note}");
+  (*text.mutable_headers())["Content-Type"] = "text/plain";
+  plain.start(text, 1 << 20, {{"note", "a \"b\""}});
+  REQUIRE(plain.wait());
+  REQUIRE(server.requests().size() == 2);
+  CHECK(server.requests().back().body == "note: a \"b\"");
+
+  // A value that would split a header is refused, not sent.
+  Client split(io);
+  auto header = get(server.url("/h"));
+  (*header.mutable_headers())["X-Region"] = "${region}";
+  split.start(header, 1 << 20, {{"region", "x\r\nInjected: yes"}});
+  REQUIRE(split.wait());
+  CHECK(split.outcome->status == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(server.requests().size() == 2);
+}
+
 TEST_CASE("connection refused is a FAILURE with a transport reason and no status", "[http]") {
   asio::io_context io;
   unsigned short port = 0;

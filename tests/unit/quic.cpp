@@ -14,6 +14,7 @@
 #include "run_until.hpp"
 #include "../integration/udp_relay.hpp"
 #include "temp_dir.hpp"
+#include "transport/quic/datagram_check.hpp"  // internal: the first look at a datagram
 #include "transport/quic/framing.hpp"  // internal: the stream framing
 
 namespace qf = quartzflow;
@@ -348,4 +349,55 @@ TEST_CASE("QUIC: a flood of garbage and half-open handshakes leaves the server s
   REQUIRE(p.agent->connection->send("still here"));
   REQUIRE(run_until(p.io, [&] { return p.coordinator->messages.size() == 1; }));
   CHECK(p.server->stats().connections_accepted == 1);
+}
+
+TEST_CASE("QUIC: empty and truncated datagrams neither crash the server nor end live connections", "[quic]") {
+  Pair p;
+  qf::testing::UdpRelay relay(p.io, {asio::ip::make_address("127.0.0.1"), p.server->port()}, 3);
+  asio::ip::udp::socket stranger(p.io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const asio::ip::udp::endpoint target(asio::ip::make_address("127.0.0.1"), p.server->port());
+  // The report: two empty datagrams a second apart aborted qf-coordinator in
+  // ngtcp2_pkt_decode_version_cid. Then every prefix of a long header, and headers whose
+  // connection id lengths point past the end.
+  stranger.send_to(asio::buffer(std::string()), target);
+  run_until(p.io, [] { return false; }, 1s);
+  stranger.send_to(asio::buffer(std::string()), target);
+  const std::string long_header = std::string("\xc3\x00\x00\x00\x01\x12", 6) + std::string(18, 'd') + "\x08" + std::string(8, 's');
+  for (std::size_t n = 1; n < long_header.size(); ++n) stranger.send_to(asio::buffer(long_header.substr(0, n)), target);
+  stranger.send_to(asio::buffer(std::string("\xc3\x00\x00\x00\x01\xff", 6)), target);
+  stranger.send_to(asio::buffer(std::string("\xc3\x00\x00\x00\x01\x00\xff", 7)), target);
+  run_until(p.io, [] { return false; }, 200ms);
+  CHECK(p.server->stats().datagrams_malformed >= long_header.size() + 3);
+
+  // A live connection through the relay: empty and short datagrams injected both ways,
+  // as a spoofing stranger could, end nothing.
+  REQUIRE(p.connect(p.pki.agent, relay.port()));
+  for (std::size_t n = 0; n < 40; ++n) {
+    relay.inject_to_clients(std::string(n, '\x40'));
+    relay.inject_to_server(std::string(n, '\x40'));
+  }
+  REQUIRE(p.agent->connection->send("after the noise"));
+  REQUIRE(p.coordinator->connection->send("heard"));
+  REQUIRE(run_until(p.io, [&] { return p.coordinator->messages.size() == 1 && p.agent->messages.size() == 1; }));
+  CHECK_FALSE(p.agent->closed.has_value());
+  CHECK_FALSE(p.coordinator->closed.has_value());
+}
+
+TEST_CASE("QUIC datagram check: only what a QUIC header can hold goes to ngtcp2", "[quic]") {
+  using qf::quic::datagram_problem;
+  const auto check = [](const std::string& bytes) {
+    return datagram_problem({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+  };
+  CHECK(check("") != nullptr);
+  // Short header: flags, our 18-byte connection id, then at least 20 bytes to sample.
+  CHECK(check(std::string(1 + 18 + 19, '\x40')) != nullptr);
+  CHECK(check(std::string(1 + 18 + 20, '\x40')) == nullptr);
+  // Long header: a DCID length of 21 is refused, 20 accepted when the bytes are there.
+  const std::string version("\xc3\x00\x00\x00\x01", 5);
+  CHECK(check(version + '\x15' + std::string(21, 'd') + '\x00') != nullptr);
+  CHECK(check(version + '\x14' + std::string(20, 'd') + '\x00') == nullptr);
+  CHECK(check(version + '\x14' + std::string(20, 'd')) != nullptr);
+  CHECK(check(version + '\x00' + '\x15' + std::string(21, 's')) != nullptr);
+  CHECK(check(version + '\x00' + '\x08' + std::string(7, 's')) != nullptr);
+  CHECK(check(version + '\x00' + '\x08' + std::string(8, 's')) == nullptr);
 }

@@ -42,7 +42,10 @@ TEST_CASE("a complete shell, http and plugin task are each valid", "[task]") {
   v1::Task http = shell_task("ping");
   auto& spec = *http.mutable_http();
   spec.set_method("POST");
-  spec.set_url("https://user@example.com:8443/hook?x=${name}");
+  spec.set_url("https://user@example.com:8443/hook?x=${name}&literal=$${kept}");
+  (*spec.mutable_headers())["X-Name"] = "${name}";
+  spec.set_body(R"({"name":"${name}"})");
+  http.add_params()->set_name("name");
   spec.add_success_status_codes(204);
   spec.add_success_status_classes(2);
   spec.set_timeout_seconds(30);
@@ -235,6 +238,77 @@ TEST_CASE("every task rule rejects a bad value with the field and the reason", "
        "a task cannot trigger itself"},
       {"bad downstream id", [](v1::Task& t) { t.add_downstream_task_ids("a/b"); }, "downstream_task_ids[0]",
        "contains '/'"},
+      {"undeclared placeholder in the url", [](v1::Task& t) { t.mutable_http()->set_url("http://h/${region}"); },
+       "http.url", "${region} names no parameter declared in params"},
+      {"placeholder without its brace",
+       [](v1::Task& t) {
+         t.add_params()->set_name("region");
+         t.mutable_http()->set_url("http://h/");
+         t.mutable_http()->set_body("{\"r\":\"${region\"}");
+       },
+       "http.body", "is not a placeholder"},
+      {"unclosed placeholder",
+       [](v1::Task& t) {
+         t.mutable_http()->set_url("http://h/");
+         (*t.mutable_http()->mutable_headers())["X-A"] = "${a";
+       },
+       "http.headers[\"X-A\"]", "has no closing '}'"},
+      {"duplicate exit codes",
+       [](v1::Task& t) {
+         for (int i = 0; i < 3; ++i) t.mutable_retry()->add_retry_on_exit_codes(7);
+       },
+       "retry.retry_on_exit_codes[1]", "repeats retry.retry_on_exit_codes[0]"},
+      {"duplicate group ids",
+       [](v1::Task& t) {
+         t.add_group_ids("web");
+         t.add_group_ids("db");
+         t.add_group_ids("web");
+       },
+       "group_ids[2]", "repeats group_ids[0]"},
+      {"65 group ids",
+       [](v1::Task& t) {
+         for (int i = 0; i < 65; ++i) t.add_group_ids("g" + std::to_string(i));
+       },
+       "group_ids", "has 65 elements; at most 64 are allowed"},
+      {"duplicate success codes",
+       [](v1::Task& t) {
+         t.mutable_http()->set_url("http://h/");
+         t.mutable_http()->add_success_status_codes(200);
+         t.mutable_http()->add_success_status_codes(200);
+       },
+       "http.success_status_codes[1]", "repeats"},
+      {"duplicate downstream ids",
+       [](v1::Task& t) {
+         t.add_downstream_task_ids("next");
+         t.add_downstream_task_ids("next");
+       },
+       "downstream_task_ids[1]", "repeats downstream_task_ids[0]"},
+      {"1025 argv elements",
+       [](v1::Task& t) {
+         for (int i = 0; i < 1025; ++i) t.mutable_shell()->add_argv("x");
+       },
+       "shell.argv", "at most 1024"},
+      {"a huge script",
+       [](v1::Task& t) {
+         t.mutable_shell()->clear_argv();
+         t.mutable_shell()->set_script(std::string(256 * 1024 + 1, '#'));
+       },
+       "shell.script", "is 262145 bytes long; at most 262144"},
+      {"257 environment variables",
+       [](v1::Task& t) {
+         for (int i = 0; i < 257; ++i) (*t.mutable_shell()->mutable_env())["V" + std::to_string(i)] = "x";
+       },
+       "shell.env", "at most 256"},
+      {"65 labels",
+       [](v1::Task& t) {
+         for (int i = 0; i < 65; ++i) (*t.mutable_labels())["k" + std::to_string(i)] = "v";
+       },
+       "labels", "at most 64"},
+      {"65 params",
+       [](v1::Task& t) {
+         for (int i = 0; i < 65; ++i) t.add_params()->set_name("p" + std::to_string(i));
+       },
+       "params", "at most 64"},
       {"long label key", [](v1::Task& t) { (*t.mutable_labels())[std::string(64, 'k')] = "v"; },
        "labels[\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"]", "at most 63"},
   };

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "quic_connection.hpp"
 
+#include "datagram_check.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -18,7 +20,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-constexpr std::size_t k_cid_length = 18;
 constexpr std::size_t k_max_datagram = 1452;
 constexpr std::size_t k_max_datagrams_per_write = 64;
 // Application close codes on the wire (our own space; 0 = closed normally).
@@ -91,7 +92,7 @@ namespace {
 
 ngtcp2_cid random_cid() {
   ngtcp2_cid cid{};
-  cid.datalen = k_cid_length;
+  cid.datalen = k_connection_id_length;
   random_bytes(cid.data, cid.datalen);
   return cid;
 }
@@ -282,6 +283,9 @@ int QuicConnection::on_remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid,
 void QuicConnection::on_datagram(const udp::endpoint& local, const udp::endpoint& from, const std::uint8_t* data,
                                  std::size_t size) {
   if (state_ == State::gone) return;
+  // Anybody can send a datagram to our address; one that is not shaped like a packet must
+  // neither reach ngtcp2's asserts nor end the connection (read_pkt fails on an empty one).
+  if (datagram_problem({data, size}) != nullptr) return;
   auto keep = shared_from_this();
   if (state_ == State::closing) {
     // RFC 9000 10.2.1: answer a peer that did not hear our close, a few times.

@@ -10,6 +10,7 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>
 
+#include "datagram_check.hpp"
 #include "quic_connection.hpp"
 
 namespace quartzflow {
@@ -19,7 +20,6 @@ using quic::QuicConnection;
 using quic::udp;
 
 namespace {
-constexpr std::size_t k_server_cid_length = 18;
 constexpr std::size_t k_datagrams_per_turn = 256;
 }  // namespace
 
@@ -59,8 +59,15 @@ struct QuicServer::Impl : std::enable_shared_from_this<Impl> {
   void datagram(std::size_t size) {
     ++stats.datagrams_received;
     const std::uint8_t* data = buffer.data();
+    if (const char* problem = quic::datagram_problem({data, size})) {
+      // Unauthenticated input: counted, and logged rarely so a flood cannot fill the disk.
+      if (stats.datagrams_malformed++ % 10000 == 0)
+        logger()->info("QUIC: dropped a datagram from {}: {} ({} dropped so far)", from.address().to_string(), problem,
+                       stats.datagrams_malformed);
+      return;
+    }
     ngtcp2_version_cid vc{};
-    if (ngtcp2_pkt_decode_version_cid(&vc, data, size, k_server_cid_length) != 0) return;
+    if (ngtcp2_pkt_decode_version_cid(&vc, data, size, quic::k_connection_id_length) != 0) return;
     const std::string key(reinterpret_cast<const char*>(vc.dcid), vc.dcidlen);
     if (auto it = by_cid.find(key); it != by_cid.end()) {
       auto connection = it->second;  // it may remove itself while reading

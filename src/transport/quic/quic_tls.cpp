@@ -8,6 +8,9 @@
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include <quartzflow/certs.hpp>
+#include <quartzflow/log.hpp>
+
 namespace quartzflow::quic {
 
 namespace {
@@ -32,6 +35,17 @@ std::shared_ptr<TlsCredentials> TlsCredentials::load(const TlsFiles& files, std:
       detail = fmt::format("tls.{}: is required (mutual TLS)", field);
       return nullptr;
     }
+  std::string warning;
+  if (auto problem = certificate_date_problem(files.cert_file, std::chrono::system_clock::now(), warning)) {
+    detail = "tls.cert_file: " + *problem;
+    return nullptr;
+  }
+  if (!warning.empty()) logger()->warn("tls.cert_file: {}", warning);
+  if (auto problem = key_file_permission_problem(files.key_file, warning)) {
+    detail = "tls.key_file: " + *problem;
+    return nullptr;
+  }
+  if (!warning.empty()) logger()->warn("tls.key_file: {}", warning);
   std::shared_ptr<TlsCredentials> result(new TlsCredentials);
   if (int rv = gnutls_certificate_allocate_credentials(&result->credentials_); rv < 0) {
     detail = fmt::format("TLS credentials: {}", gnutls_strerror(rv));
