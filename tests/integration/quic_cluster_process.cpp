@@ -459,7 +459,9 @@ TEST_CASE("an agent whose certificate the cluster CA did not sign is refused and
   CHECK(db.number("SELECT count(*) FROM agents WHERE id = 'agent-a'") == 1);
   CHECK(cluster.agents.at("intruder")->wait_for_exit(0ms) == std::nullopt);  // it keeps retrying, nothing crashed
   INFO(read_text(cluster.dir.path() / "intruder.log"));
-  CHECK(read_text(cluster.dir.path() / "intruder.log").find("refused the TLS handshake") != std::string::npos);
+  // The agent learns why: the coordinator's alert names the unknown CA, not only "bad certificate".
+  CHECK(read_text(cluster.dir.path() / "intruder.log").find("refused the TLS handshake (CA is unknown)") !=
+        std::string::npos);
   cluster.stop_coordinator();
 }
 

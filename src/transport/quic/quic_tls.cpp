@@ -25,6 +25,23 @@ bool is_ip_literal(const std::string& host) {
   return ::inet_pton(AF_INET, host.c_str(), buffer) == 1 || ::inet_pton(AF_INET6, host.c_str(), buffer) == 1;
 }
 
+/// Sends the alert GnuTLS chose, made precise for a refused peer certificate: GnuTLS says
+/// bad_certificate for every verification failure, and the peer could then only log that.
+/// With certificate_expired or unknown_ca an agent's log says what to fix. Replaces
+/// ngtcp2's function of the same role (RFC 9001 4.8: the alert becomes the close code).
+int send_precise_alert(gnutls_session_t session, gnutls_record_encryption_level_t, gnutls_alert_level_t,
+                       gnutls_alert_description_t alert) {
+  if (alert == GNUTLS_A_BAD_CERTIFICATE) {
+    const unsigned status = gnutls_session_get_verify_cert_status(session);
+    if ((status & GNUTLS_CERT_EXPIRED) != 0) alert = GNUTLS_A_CERTIFICATE_EXPIRED;
+    else if ((status & GNUTLS_CERT_REVOKED) != 0) alert = GNUTLS_A_CERTIFICATE_REVOKED;
+    else if ((status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA)) != 0) alert = GNUTLS_A_UNKNOWN_CA;
+  }
+  auto* conn_ref = static_cast<ngtcp2_crypto_conn_ref*>(gnutls_session_get_ptr(session));
+  ngtcp2_conn_set_tls_alert(conn_ref->get_conn(conn_ref), static_cast<std::uint8_t>(alert));
+  return 0;
+}
+
 }  // namespace
 
 std::shared_ptr<TlsCredentials> TlsCredentials::load(const TlsFiles& files, std::string& detail) {
@@ -84,6 +101,7 @@ gnutls_session_t make_tls_session(TlsRole role, const TlsCredentials& credential
   rv = role == TlsRole::server ? ngtcp2_crypto_gnutls_configure_server_session(session)
                                : ngtcp2_crypto_gnutls_configure_client_session(session);
   if (rv != 0) return fail("configuring the QUIC TLS session");
+  gnutls_alert_set_read_function(session, send_precise_alert);
   if ((rv = gnutls_priority_set_direct(session, k_priority, nullptr)) < 0) return fail("TLS priority");
   if ((rv = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, credentials.get())) < 0) return fail("TLS credentials");
   gnutls_datum_t alpn{reinterpret_cast<unsigned char*>(const_cast<char*>(k_alpn.data())),
