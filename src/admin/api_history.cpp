@@ -9,6 +9,7 @@
 #include <quartzflow/schedule.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/zone_rules.hpp"
 #include "admin_api.hpp"
 
 namespace quartzflow::detail {
@@ -75,7 +76,7 @@ v1::CronParseResponse preview(const Schedule& schedule, Instant from, std::size_
     if (cron) {
       fire = cron->explain_next(after);
     } else if (auto next = schedule.next(after, {after, after, i})) {
-      const auto info = zone ? zone->get_info(next->scheduled) : date::sys_info{};
+      const auto info = zone ? detail::zone_info(zone, next->scheduled) : date::sys_info{};
       fire = ExplainedFire{next->scheduled, zone ? info.offset : std::chrono::seconds{0}, zone ? info.abbrev : "UTC",
                            DstRule::none, false};
     }

@@ -6,6 +6,7 @@
 
 #include <date/tz.h>
 
+#include "../common/zone_rules.hpp"
 #include "cron_fields.hpp"
 
 namespace quartzflow {
@@ -41,11 +42,11 @@ struct ZoneWalker {
 
   Segment segment_at(Instant t) const {
     if (zone == nullptr) return {k_far_past, k_far_future, seconds{0}, seconds{0}, seconds{0}, "UTC"};
-    const date::sys_info info = zone->get_info(t);
+    const date::sys_info info = zone_info(zone, t);
     Segment s{std::max(Instant{info.begin}, k_far_past), std::min(Instant{info.end}, k_far_future),
               info.offset, info.offset, info.offset, info.abbrev};
-    if (s.begin > k_far_past) s.previous_offset = zone->get_info(s.begin - seconds{1}).offset;
-    if (s.end < k_far_future) s.next_offset = zone->get_info(s.end).offset;
+    if (s.begin > k_far_past) s.previous_offset = zone_info(zone, s.begin - seconds{1}).offset;
+    if (s.end < k_far_future) s.next_offset = zone_info(zone, s.end).offset;
     return s;
   }
 };
