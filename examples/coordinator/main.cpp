@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // qf-coordinator: the catalog, the scheduler and the agent endpoint (QUIC, mutual TLS) over
 // a SQLite store, configured by a YAML file. SIGTERM/SIGINT: graceful stop, exit 0.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <iostream>
@@ -99,6 +105,40 @@ int initialize_admin(asio::io_context& io, qf::Authenticator& auth, qf::Store& s
   return code;
 }
 
+/**
+ * The first start's one-time password goes to the terminal that started the process, never
+ * to a log: when stderr is not a terminal (a service manager, a redirection into a file),
+ * it is written to `<data_dir>/initial-admin-password` (mode 0600) and stderr names the file.
+ */
+void give_out_one_time_password(const std::string& password, const fs::path& data_dir) {
+  const char* change = "log in (qfctl login --user admin) and change it (qfctl user passwd admin): until it is "
+                       "changed, the admin API refuses everything else";
+  if (::isatty(STDERR_FILENO)) {
+    std::cerr << fmt::format("qf-coordinator: created user \"admin\" with the one-time password {}\n  {}\n", password,
+                             change);
+    return;
+  }
+  const auto path = data_dir / "initial-admin-password";
+  std::error_code ignored;
+  fs::remove(path, ignored);  // a stale one, and never a link planted in its place
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
+  const std::string line = password + "\n";
+  bool written = fd >= 0 && ::fchmod(fd, S_IRUSR | S_IWUSR) == 0 &&
+                 ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  const int saved_errno = errno;
+  if (fd >= 0 && ::close(fd) != 0) written = false;
+  if (!written) {
+    fs::remove(path, ignored);
+    qf::logger()->error("created user \"admin\" with a one-time password, but cannot write it to {}: {}; set a "
+                        "password with qf-coordinator --init-admin admin",
+                        path.string(), std::strerror(saved_errno));
+    return;
+  }
+  std::cerr << fmt::format("qf-coordinator: created user \"admin\"; its one-time password is in {} (mode 0600; not "
+                           "printed, stderr is not a terminal)\n  {}; then delete the file\n",
+                           path.string(), change);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,14 +221,13 @@ int main(int argc, char** argv) {
     std::cerr << fmt::format("qf-coordinator: {}: admin_listen / admin_tls: {}\n", settings->config_file.string(), detail);
     return k_exit_invalid_config;
   }
-  // First start: an admin with a one-time password, printed once.
-  auth.bootstrap([](qf::ApiResult<std::optional<std::string>> r) {
+  // First start: an admin with a one-time password, shown once and never logged.
+  auth.bootstrap([data_dir = settings->data_dir](qf::ApiResult<std::optional<std::string>> r) {
     if (!r) return qf::logger()->error("creating the first admin failed: {}", r.failure().message);
     if (!r.value()) return;
-    std::cerr << fmt::format("qf-coordinator: created user \"admin\" with the one-time password {}\n"
-                             "  log in (qfctl login --user admin) and change it (qfctl user passwd admin)\n",
-                             *r.value());
-    qf::logger()->warn("created user \"admin\" with a one-time password (printed on stderr); change it");
+    give_out_one_time_password(*r.value(), data_dir);
+    qf::logger()->warn("created user \"admin\" with a one-time password (not logged); it must be changed at first "
+                       "login");
   });
   RunLog run_log;
   coordinator->on_execution([&](const qf::v1::Execution& run) { run_log.record(run); });

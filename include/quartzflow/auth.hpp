@@ -98,6 +98,25 @@ std::string hash_password(std::string_view password, std::uint32_t iterations = 
 /// malformed string. Constant-time comparison. Thread safety: safe to call concurrently.
 bool verify_password(std::string_view password, std::string_view encoded) noexcept;
 
+/// Fewest characters (Unicode code points) a new password may have.
+inline constexpr std::size_t k_min_password_characters = 12;
+/// Most bytes a password may have (a bound on hashing work, not a policy).
+inline constexpr std::size_t k_max_password_bytes = 1024;
+
+/**
+ * Why `password` may not be chosen, as NIST SP 800-63B 5.1.1.2 asks a verifier to check,
+ * or nullopt when it may be: shorter than k_min_password_characters or longer than
+ * k_max_password_bytes; one character repeated, or fewer than 5 different ones; a short
+ * pattern repeated (`abcabcabcabc`); a run of neighbouring keys or characters
+ * (`123456789012`, `abcdefghijkl`, `qwertyuiop[]`, `1qaz2wsx3edc`); containing `username`
+ * (from 3 characters; also the part of an e-mail username before `@`) or "quartzflow";
+ * one of the few hundred most common passwords shipped with the library, also with
+ * digits or symbols around it or common substitutions (`P@ssw0rd2024!`). Case-insensitive.
+ * The reason never quotes the password: it is shown as a FieldViolation reason.
+ * Thread safety: safe to call concurrently.
+ */
+std::optional<std::string> password_weakness(std::string_view password, std::string_view username = {});
+
 /// `prefix` + 32 random bytes in base64url without padding (43 characters), e.g. an API
 /// token (`qf_`) or a session token (`qfs_`). @throws quartzflow::error when OpenSSL fails.
 std::string generate_secret(std::string_view prefix);
@@ -151,8 +170,10 @@ struct AuthOptions {
   std::chrono::seconds session_ttl{43200};               ///< a session's life from login (12 h)
   std::uint32_t pbkdf2_iterations = k_default_pbkdf2_iterations;  ///< of new password hashes
   bool require_totp_for_admins = false;                  ///< see Principal::totp_enrollment_required
-  std::uint32_t max_failed_logins = 5;                   ///< consecutive failures before a lock; 0 = never
-  std::chrono::seconds lockout{900};                     ///< how long a lock lasts
+  /// Consecutive failures of one account from one source address before that address is
+  /// locked out of that account; 0 = never.
+  std::uint32_t max_failed_logins = 5;
+  std::chrono::seconds lockout{900};  ///< how long a lock lasts; also how long a failure is remembered
 };
 
 /**
@@ -202,10 +223,15 @@ class Authenticator {
   /**
    * Password login, creating a session of `session_ttl`. A wrong username or password is
    * UNAUTHENTICATED "invalid username or password" either way, after the same hashing time.
-   * `max_failed_logins` consecutive failures lock the account for `lockout`:
-   * RESOURCE_EXHAUSTED "too many failed logins; try again in N s" (also for the attempt that
-   * locks it). With TOTP enabled: no code is TOTP_REQUIRED, a wrong or reused one is
-   * UNAUTHENTICATED and counts as a failure. Audited as `auth.login` / `auth.login_failed`.
+   * `max_failed_logins` consecutive failures of an account from one `source_ip` lock that
+   * address (only) out of that account for `lockout`; a locked account answers exactly as
+   * an unknown one (same code, message and hashing time), even to the right password. Other
+   * addresses are not affected: nobody can lock an account out for everyone. The locks are
+   * kept in memory (a restart lifts them); unlock_user, a password change and ensure_admin
+   * lift them. With TOTP enabled: no code is TOTP_REQUIRED, a wrong or reused one is
+   * UNAUTHENTICATED "invalid TOTP code" and counts as a failure. The response's user has
+   * `password_change_required` when it must change its password before anything else.
+   * Audited as `auth.login` / `auth.login_failed` (the detail says when a lock began).
    * Completion: `void(ApiResult<v1::LoginResponse>)`.
    */
   void login(v1::LoginRequest request, std::string source_ip, std::string user_agent,
@@ -217,9 +243,10 @@ class Authenticator {
 
   /**
    * Creates a user: username 1-64 characters of `[A-Za-z0-9._@-]`, unique (else
-   * ALREADY_EXISTS); password at least 12 characters (at most 1024 bytes); role set; e-mail
-   * with an `@`. Violations name the field (`user.username`, `password`, `user.role`...)
-   * and change nothing. Output-only fields are ignored. Audited as `user.create`.
+   * ALREADY_EXISTS); a password password_weakness accepts; role set; e-mail with an `@`.
+   * Violations name the field (`user.username`, `password`, `user.role`...) and change
+   * nothing. Output-only fields are ignored; `require_password_change` sets the user's
+   * `password_change_required`. Audited as `user.create`.
    */
   void create_user(v1::CreateUserRequest request, Actor actor, Handler<v1::User> done);
   /// NOT_FOUND when there is no such user.
@@ -237,11 +264,16 @@ class Authenticator {
   /// Deletes a user, its sessions, and revokes its tokens. Not the last enabled admin
   /// (FAILED_PRECONDITION). Audited as `user.delete`.
   void delete_user(std::string id, Actor actor, Handler<std::monostate> done);
+  /// Lifts every login lock of the user (from every source address) and forgets its failed
+  /// logins; NOT_FOUND when there is no such user. The HTTP layer lets only admins call it.
+  /// Audited as `user.unlock` (how many addresses were locked). Completion: the user.
+  void unlock_user(std::string id, Actor actor, Handler<v1::User> done);
   /**
    * Sets a password. One's own needs `current_password` (INVALID_ARGUMENT naming it when
-   * wrong); an ADMIN caller may set anyone's without it; others get PERMISSION_DENIED. Ends
-   * the user's other sessions (the caller's own session stays) and clears a login lock.
-   * Audited as `user.password`.
+   * wrong) and a different new one, and clears `password_change_required`; an ADMIN caller
+   * may set anyone's without it; others get PERMISSION_DENIED. `new_password` must pass
+   * password_weakness (with the user's name). Ends the user's other sessions (the caller's
+   * own session stays) and lifts the user's login locks. Audited as `user.password`.
    */
   void change_password(const Principal& caller, std::string user_id, v1::ChangePasswordRequest request,
                        Handler<std::monostate> done);
@@ -272,15 +304,18 @@ class Authenticator {
 
   /**
    * `qf-coordinator --init-admin`: creates `username` as an ADMIN with `password`, or resets
-   * that user: ADMIN, enabled, the new password, TOTP off, unlocked, sessions ended.
+   * that user: ADMIN, enabled, the new password, TOTP off, unlocked, sessions ended. The
+   * password must pass password_weakness (INVALID_ARGUMENT naming `password`); the operator
+   * chose it, so `password_change_required` is not set (it is cleared on a reset).
    * Audited as `user.create` or `user.password` by `system`.
    */
   void ensure_admin(std::string username, std::string password, Handler<v1::User> done);
 
   /**
    * First start: when there are no users at all, creates `admin` (ADMIN) with a random
-   * one-time password of 24 characters and returns it, to be printed once; otherwise
-   * nullopt. The password works for login like any other.
+   * one-time password of 24 characters and returns it, to be shown once (never logged);
+   * otherwise nullopt. The password works for login, but the user has
+   * `password_change_required` until it changes it (the admin API refuses everything else).
    */
   void bootstrap(Handler<std::optional<std::string>> done);
 

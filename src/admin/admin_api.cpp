@@ -43,6 +43,22 @@ std::string credential_of(const ApiRequest& request) {
   return {};
 }
 
+/// What a user who must change its password may still do: read itself, log out, and
+/// change its own password.
+bool allowed_before_password_change(const ApiCall& call) {
+  const auto& pattern = call.route->pattern;
+  if (pattern == "/api/v1/auth/me" || pattern == "/api/v1/auth/logout") return true;
+  if (pattern != "/api/v1/users/{id}/password") return false;
+  const auto id = call.params.find("id");
+  return id != call.params.end() && id->second == call.principal->user.id();
+}
+
+std::string password_change_message(const v1::User& user) {
+  return fmt::format("the password must be changed first: change it (PUT /api/v1/users/{}/password, or qfctl user "
+                     "passwd {}) before anything else",
+                     user.id(), user.username());
+}
+
 }  // namespace
 
 void Histogram::observe(double seconds) {
@@ -184,6 +200,8 @@ void AdminApi::handle(ApiRequest request, ApiReply reply) {
     const auto& p = *call->principal;
     call->actor = Actor{p.user.username(), call->request.peer_ip, p.kind, p.token_name, call->request.user_agent,
                         call->request.request_id};
+    if (p.user.password_change_required() && !allowed_before_password_change(*call))
+      return call->fail(v1::API_ERROR_CODE_PERMISSION_DENIED, password_change_message(p.user));
     if (role_rank(p.role) < call->route->min_rank) {
       const auto role_name = [](int rank) { return rank >= 3 ? "admin" : rank == 2 ? "operator" : rank == 1 ? "viewer" : "no"; };
       const char* needed = role_name(call->route->min_rank);
@@ -210,6 +228,9 @@ void AdminApi::authenticate(const ApiRequest& request,
     });
   auth_.authenticate(credential, request.peer_ip, [done = std::move(done)](ApiResult<Principal> result) {
     if (!result) return done(std::nullopt, failure_of(result.failure()));
+    if (result.value().user.password_change_required())
+      return done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_PERMISSION_DENIED,
+                                               password_change_message(result.value().user), {}});
     if (!role_at_least(result.value().role, v1::ROLE_VIEWER))
       return done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_PERMISSION_DENIED, "permission denied", {}});
     done(std::move(result).value(), {});

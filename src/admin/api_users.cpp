@@ -161,6 +161,9 @@ void AdminApi::add_auth_routes() {
       });
   add("DELETE", "/api/v1/users/{id}", k_admin, nullptr, nullptr, "Delete a user (its tokens are revoked)",
       [this](CallPtr call) { auth_.delete_user(call->params.at("id"), call->actor, answer<std::monostate>(call)); });
+  add("POST", "/api/v1/users/{id}/unlock", k_admin, nullptr, v1::User::descriptor(),
+      "Lift the user's login locks (failed logins lock one source address out of one account)",
+      [this](CallPtr call) { auth_.unlock_user(call->params.at("id"), call->actor, answer<v1::User>(call)); });
   add("PUT", "/api/v1/users/{id}/password", k_viewer, v1::ChangePasswordRequest::descriptor(), nullptr,
       "Set a password (one's own with the current one; any user's as admin)", [this](CallPtr call) {
         v1::ChangePasswordRequest request;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers shared by the auth sources: random bytes and base64 (standard and URL alphabets).
+// Helpers shared by the auth sources: random bytes, base64 (standard and URL alphabets),
+// hex and UTF-8 lengths.
 #pragma once
 
 #include <cstddef>
@@ -19,5 +20,8 @@ std::optional<std::string> base64_decode(std::string_view text, bool url);
 
 /// Lower-case hex of `bytes`.
 std::string hex_encode(std::string_view bytes);
+
+/// Characters (code points) of UTF-8 `text`: the bytes that do not continue a sequence.
+std::size_t utf8_characters(std::string_view text) noexcept;
 
 }  // namespace quartzflow::detail

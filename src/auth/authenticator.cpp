@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -30,8 +31,6 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr auto k_cache_ttl = std::chrono::seconds(5);
 constexpr std::size_t k_max_cached_credentials = 10000;
 constexpr std::int64_t k_last_used_interval_ms = 60'000;
-constexpr std::size_t k_min_password_characters = 12;
-constexpr std::size_t k_max_password_bytes = 1024;
 constexpr std::size_t k_max_username_characters = 64;
 constexpr std::size_t k_max_token_name_characters = 64;
 constexpr std::size_t k_max_display_name_characters = 128;
@@ -43,6 +42,8 @@ constexpr std::size_t k_max_credential_bytes = 512;
 constexpr std::size_t k_one_time_password_bytes = 18;  // 24 base64url characters
 constexpr const char* k_bad_login = "invalid username or password";
 constexpr const char* k_bootstrap_username = "admin";
+/// (account, source address) pairs whose failed logins are remembered: a bound on memory.
+constexpr std::size_t k_max_tracked_login_failures = 10'000;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -92,10 +93,7 @@ std::string clip(std::string_view text, std::size_t max_bytes) {
   return detail::valid_utf8(text.substr(0, std::min(text.size(), max_bytes)));
 }
 
-std::size_t utf8_characters(std::string_view text) {
-  return static_cast<std::size_t>(
-      std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
+using detail::utf8_characters;
 
 bool has_control_character(std::string_view text) {
   return std::any_of(text.begin(), text.end(), [](char c) {
@@ -121,11 +119,11 @@ void check_username(const std::string& field, std::string_view username, std::ve
                                                clip(username, k_max_username_characters))));
 }
 
-void check_password(const std::string& field, std::string_view password, std::vector<v1::FieldViolation>& out) {
-  if (password.size() > k_max_password_bytes)
-    out.push_back(violation(field, fmt::format("is longer than {} bytes", k_max_password_bytes)));
-  else if (utf8_characters(password) < k_min_password_characters)
-    out.push_back(violation(field, fmt::format("must be at least {} characters", k_min_password_characters)));
+/// A new password against the policy (password_weakness); `username` may be empty when
+/// not known yet (checked again once it is).
+void check_password(const std::string& field, std::string_view password, std::string_view username,
+                    std::vector<v1::FieldViolation>& out) {
+  if (auto weakness = password_weakness(password, username)) out.push_back(violation(field, std::move(*weakness)));
 }
 
 /// The fields of a User a caller sets besides the username (role required).
@@ -313,6 +311,7 @@ struct TxContext {
   std::vector<std::string> evict_credentials;  ///< SHA-256 of credentials to drop from the cache
   std::vector<std::string> evict_users;        ///< user ids whose cached credentials to drop
   std::vector<std::string> forget_tokens;      ///< token ids whose last-use throttle to drop
+  std::vector<std::string> unlock_users;       ///< user ids whose login locks to lift
 };
 
 }  // namespace
@@ -443,6 +442,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
     for (const auto& user_id : context.evict_users)
       std::erase_if(cache_, [&](const auto& entry) { return entry.second.principal.user.id() == user_id; });
     for (const auto& token_id : context.forget_tokens) last_used_written_.erase(token_id);
+    for (const auto& user_id : context.unlock_users) unlock_locked(user_id);
     if (!context.evict_credentials.empty() || !context.evict_users.empty()) ++generation_;
   }
 
@@ -450,6 +450,75 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
     std::lock_guard lock(mutex_);
     cache_.clear();
     ++generation_;
+  }
+
+  // ---- failed logins, by (account, source address) ----
+  // In memory: a lock is never shared by the addresses that did not earn it, so nobody can
+  // lock an account out for everyone else; a restart forgets the locks.
+
+  struct LoginFailures {
+    std::uint32_t count = 0;  // consecutive, since the last lock or the last quiet lockout period
+    SteadyClock::time_point last_failure;
+    SteadyClock::time_point locked_until;  // the epoch: not locked
+  };
+  using LoginKey = std::pair<std::string, std::string>;  // user id, source address
+
+  bool locked_out(const std::string& user_id, const std::string& address) {
+    std::lock_guard lock(mutex_);
+    const auto it = login_failures_.find(LoginKey{user_id, address});
+    return it != login_failures_.end() && it->second.locked_until > SteadyClock::now();
+  }
+
+  /// Counts a failed login of `user_id` from `address`; true when it locks the pair.
+  bool count_login_failure(const std::string& user_id, const std::string& address) {
+    if (options_.max_failed_logins == 0) return false;
+    std::lock_guard lock(mutex_);
+    const auto now = SteadyClock::now();
+    auto it = login_failures_.find(LoginKey{user_id, address});
+    if (it == login_failures_.end()) {
+      if (login_failures_.size() >= k_max_tracked_login_failures) evict_login_failure_locked(now);
+      it = login_failures_.emplace(LoginKey{user_id, address}, LoginFailures{}).first;
+    }
+    auto& entry = it->second;
+    if (now - entry.last_failure > options_.lockout) entry.count = 0;  // a quiet period forgives
+    entry.last_failure = now;
+    if (++entry.count < options_.max_failed_logins) return false;
+    entry.count = 0;
+    entry.locked_until = now + options_.lockout;
+    return true;
+  }
+
+  void forget_login_failures(const std::string& user_id, const std::string& address) {
+    std::lock_guard lock(mutex_);
+    login_failures_.erase(LoginKey{user_id, address});
+  }
+
+  /// Addresses `user_id` is locked out from now.
+  std::size_t locked_addresses(const std::string& user_id) {
+    std::lock_guard lock(mutex_);
+    const auto now = SteadyClock::now();
+    std::size_t count = 0;
+    for (auto it = login_failures_.lower_bound(LoginKey{user_id, {}});
+         it != login_failures_.end() && it->first.first == user_id; ++it)
+      count += it->second.locked_until > now ? 1 : 0;
+    return count;
+  }
+
+  /// Lifts every lock of `user_id` and forgets its failures. mutex_ held.
+  void unlock_locked(const std::string& user_id) {
+    auto it = login_failures_.lower_bound(LoginKey{user_id, {}});
+    while (it != login_failures_.end() && it->first.first == user_id) it = login_failures_.erase(it);
+  }
+
+  /// Bounded memory: drops the stalest unlocked entry, else the lock that ends first. mutex_ held.
+  void evict_login_failure_locked(SteadyClock::time_point now) {
+    const auto rank = [now](const LoginFailures& f) {
+      const bool locked = f.locked_until > now;
+      return std::pair{locked, locked ? f.locked_until : f.last_failure};
+    };
+    const auto victim = std::min_element(login_failures_.begin(), login_failures_.end(),
+                                         [&](const auto& a, const auto& b) { return rank(a.second) < rank(b.second); });
+    if (victim != login_failures_.end()) login_failures_.erase(victim);
   }
 
   /// Whether to write a token's last use now (at most once a minute per token).
@@ -593,9 +662,8 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
          done = std::move(done)](ApiResult<std::optional<StoredUser>> found) mutable {
           if (!found) return done(found.failure());
           const auto& user = found.value();
-          // A locked account is refused without spending the hash.
-          if (user && user->locked_until_unix_ms > now_ms())
-            return self->finish_login(shared_request, source_ip, user_agent, false, {}, std::move(done));
+          // The hash is spent for a locked account too: it answers as an unknown one does,
+          // in the same time.
           std::string checked_hash = user ? user->password_hash : std::string();
           self->offload<bool>(
               [self, shared_request, checked_hash]() -> ApiResult<bool> {
@@ -615,24 +683,14 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
         });
   }
 
-  ApiFailure locked_failure(std::int64_t locked_until, std::int64_t now) const {
-    return failure(v1::API_ERROR_CODE_RESOURCE_EXHAUSTED,
-                   fmt::format("too many failed logins; try again in {} s", (locked_until - now + 999) / 1000));
-  }
-
-  /// A failed password or TOTP code: counted, and the account locked after too many.
-  ApiFailure count_failure(StoreTransaction& tx, StoredUser& stored, const AuditActor& who, std::string detail,
-                           std::string message, std::int64_t now) const {
-    ++stored.failed_logins;
-    const bool lock = options_.max_failed_logins > 0 && stored.failed_logins >= options_.max_failed_logins;
-    if (lock) {
-      detail += fmt::format("; locked for {} s after {} failed logins", options_.lockout.count(), stored.failed_logins);
-      stored.failed_logins = 0;
-      stored.locked_until_unix_ms = now + std::chrono::duration_cast<std::chrono::milliseconds>(options_.lockout).count();
-    }
-    tx.put_user(stored);
+  /// A failed password or TOTP code: counted for (account, address), which is locked after
+  /// too many. The answer does not tell: a locked account answers as an unknown one.
+  ApiFailure count_failure(StoreTransaction& tx, const StoredUser& stored, const AuditActor& who, std::string detail,
+                           std::string message) {
+    if (count_login_failure(stored.user.id(), who.address))
+      detail += fmt::format("; locked for {} s for this address after {} failed logins", options_.lockout.count(),
+                            options_.max_failed_logins);
     audit(tx, who, "auth.login_failed", user_target(stored.user), false, std::move(detail));
-    if (lock) return locked_failure(stored.locked_until_unix_ms, now);
     return unauthenticated(std::move(message));
   }
 
@@ -650,13 +708,14 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
             audit(tx, who, "auth.login_failed", {"user", "", username}, false, "unknown user");
             return unauthenticated(k_bad_login);
           }
-          if (stored->locked_until_unix_ms > now) {
-            audit(tx, who, "auth.login_failed", user_target(stored->user), false, "account locked");
-            return self->locked_failure(stored->locked_until_unix_ms, now);
+          if (self->locked_out(stored->user.id(), source_ip)) {
+            audit(tx, who, "auth.login_failed", user_target(stored->user), false,
+                  "locked for this address after too many failed logins");
+            return unauthenticated(k_bad_login);
           }
           // A password changed since it was checked counts as wrong: the check was against the old one.
           if (!password_ok || stored->password_hash != checked_hash)
-            return self->count_failure(tx, *stored, who, "wrong password", k_bad_login, now);
+            return self->count_failure(tx, *stored, who, "wrong password", k_bad_login);
           if (stored->user.disabled()) {
             audit(tx, who, "auth.login_failed", user_target(stored->user), false, "user is disabled");
             return unauthenticated("user is disabled");
@@ -668,13 +727,14 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
             const auto step = secret ? match_totp(*secret, request->totp_code(), now / 1000) : std::nullopt;
             if (!step || *step <= stored->totp_last_step)
               return self->count_failure(tx, *stored, who, step ? "reused TOTP code" : "wrong TOTP code",
-                                         "invalid TOTP code", now);
+                                         "invalid TOTP code");
             stored->totp_last_step = *step;
           }
           stored->failed_logins = 0;
           stored->locked_until_unix_ms = 0;
           stored->user.set_last_login_unix_ms(now);
           tx.put_user(*stored);
+          self->forget_login_failures(stored->user.id(), source_ip);
           tx.delete_expired_sessions(now);
           const auto token = generate_secret(k_session_token_prefix);
           const auto ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(self->options_.session_ttl).count();
@@ -711,7 +771,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   void create_user(v1::CreateUserRequest request, Actor actor, Handler<v1::User> done) {
     std::vector<v1::FieldViolation> violations;
     check_username("user.username", request.user().username(), violations);
-    check_password("password", request.password(), violations);
+    check_password("password", request.password(), request.user().username(), violations);
     check_user_fields(request.user(), violations);
     const auto input = fmt::format("user \"{}\"", clip(request.user().username(), k_max_username_characters));
     if (!violations.empty()) return post_result<v1::User>(std::move(done), invalid(input, std::move(violations)));
@@ -737,6 +797,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                       if (tx.user_by_username(shared_request->user().username()))
                         return already_taken(shared_request->user());
                       auto stored = new_user(shared_request->user(), hash);
+                      stored.user.set_password_change_required(shared_request->require_password_change());
                       tx.put_user(stored);
                       audit(tx, audit_actor(actor), "user.create", user_target(stored.user), true, {}, nullptr,
                             &stored.user);
@@ -853,14 +914,20 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
     std::vector<v1::FieldViolation> violations;
     if (own && request.current_password().empty())
       violations.push_back(violation("current_password", "is required to change one's own password"));
-    check_password("new_password", request.new_password(), violations);
+    check_password("new_password", request.new_password(), {}, violations);
+    if (own && !request.current_password().empty() && request.new_password() == request.current_password())
+      violations.push_back(violation("new_password", "must differ from the current password"));
     if (!violations.empty())
       return post_result<std::monostate>(std::move(done), invalid("password change", std::move(violations)));
     auto shared_request = std::make_shared<const v1::ChangePasswordRequest>(std::move(request));
     read<std::string>(
-        [user_id](StoreTransaction& tx) -> ApiResult<std::string> {
+        [user_id, shared_request](StoreTransaction& tx) -> ApiResult<std::string> {
           auto stored = tx.user(user_id);
           if (!stored) return no_user(user_id);
+          // The username is known only now.
+          std::vector<v1::FieldViolation> weak;
+          check_password("new_password", shared_request->new_password(), stored->user.username(), weak);
+          if (!weak.empty()) return invalid("password change", std::move(weak));
           return stored->password_hash;
         },
         [self = shared_from_this(), caller, user_id, own, shared_request,
@@ -885,8 +952,11 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                       stored->password_hash = new_hash;
                       stored->failed_logins = 0;
                       stored->locked_until_unix_ms = 0;
+                      // Only the user's own choice ends the must-change state, not an admin's.
+                      if (own) stored->user.set_password_change_required(false);
                       stored->user.set_updated_at_unix_ms(now_ms());
                       tx.put_user(*stored);
+                      context.unlock_users.push_back(user_id);
                       // The caller's own session survives its own password change.
                       const std::string keep = own && caller.kind == v1::ACTOR_KIND_USER ? caller.credential_id : "";
                       const auto ended = tx.delete_sessions_of(user_id, keep);
@@ -898,6 +968,26 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                     std::move(done));
               });
         });
+  }
+
+  void unlock_user(std::string id, Actor actor, Handler<v1::User> done) {
+    write<v1::User>(
+        [self = shared_from_this(), id = std::move(id), actor = std::move(actor)](
+            StoreTransaction& tx, TxContext& context) -> ApiResult<v1::User> {
+          auto stored = tx.user(id);
+          if (!stored) return no_user(id);
+          if (stored->failed_logins != 0 || stored->locked_until_unix_ms != 0) {
+            stored->failed_logins = 0;
+            stored->locked_until_unix_ms = 0;
+            tx.put_user(*stored);
+          }
+          const auto locked = self->locked_addresses(id);
+          context.unlock_users.push_back(id);
+          audit(tx, audit_actor(actor), "user.unlock", user_target(stored->user), true,
+                fmt::format("login locks lifted for {} source address{}", locked, locked == 1 ? "" : "es"));
+          return stored->user;
+        },
+        std::move(done));
   }
 
   // ---- API tokens ----
@@ -1069,7 +1159,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   void ensure_admin(std::string username, std::string password, Handler<v1::User> done) {
     std::vector<v1::FieldViolation> violations;
     check_username("username", username, violations);
-    check_password("password", password, violations);
+    check_password("password", password, username, violations);
     if (!violations.empty())
       return post_result<v1::User>(
           std::move(done),
@@ -1101,6 +1191,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                 stored->user.set_role(v1::ROLE_ADMIN);
                 stored->user.set_disabled(false);
                 stored->user.set_totp_enabled(false);
+                stored->user.set_password_change_required(false);  // the operator chose this password
                 stored->user.set_updated_at_unix_ms(now_ms());
                 stored->password_hash = hash;
                 stored->totp_secret.clear();
@@ -1111,6 +1202,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                 tx.put_user(*stored);
                 const auto ended = tx.delete_sessions_of(stored->user.id(), {});
                 context.evict_users.push_back(stored->user.id());
+                context.unlock_users.push_back(stored->user.id());
                 audit(tx, system, "user.password", user_target(stored->user), true,
                       fmt::format("--init-admin: reset to an enabled ADMIN, new password, TOTP off, {} sessions ended",
                                   ended),
@@ -1143,9 +1235,11 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                              user.set_display_name("Administrator");
                              user.set_role(v1::ROLE_ADMIN);
                              auto created = new_user(user, made.second);
+                             created.user.set_password_change_required(true);
                              tx.put_user(created);
                              audit(tx, {"system", v1::ACTOR_KIND_SYSTEM, {}, {}, {}}, "user.create",
-                                   user_target(created.user), true, "first start: a one-time password was printed",
+                                   user_target(created.user), true,
+                                   "first start: a one-time password was given out; it must be changed at first login",
                                    nullptr, &created.user);
                              return std::optional<std::string>{made.first};
                            },
@@ -1177,6 +1271,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   std::unordered_map<std::string, CachedCredential> cache_;     // by the credential's SHA-256
   std::uint64_t generation_ = 0;                                // bumped by every eviction
   std::unordered_map<std::string, std::int64_t> last_used_written_;  // token id -> last write, unix ms
+  std::map<LoginKey, LoginFailures> login_failures_;  // by (user id, source address)
 };
 
 // ---- Authenticator ----
@@ -1224,6 +1319,10 @@ void Authenticator::delete_user(std::string id, Actor actor, Handler<std::monost
 void Authenticator::change_password(const Principal& caller, std::string user_id, v1::ChangePasswordRequest request,
                                     Handler<std::monostate> done) {
   impl_->change_password(caller, std::move(user_id), std::move(request), std::move(done));
+}
+
+void Authenticator::unlock_user(std::string id, Actor actor, Handler<v1::User> done) {
+  impl_->unlock_user(std::move(id), std::move(actor), std::move(done));
 }
 
 void Authenticator::create_token(const Principal& caller, v1::CreateApiTokenRequest request, Actor actor,

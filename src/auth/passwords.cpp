@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// Password hashes (PBKDF2-HMAC-SHA256 with a random salt), random secrets, SHA-256, base64,
+// Password hashes (PBKDF2-HMAC-SHA256 with a random salt), the password policy (NIST SP
+// 800-63B: length, common passwords, trivial patterns), random secrets, SHA-256, base64,
 // roles and the API error mapping: the auth primitives that need no store.
 #include <quartzflow/auth.hpp>
 
+#include <algorithm>
 #include <array>
+#include <bitset>
 #include <charconv>
 #include <climits>
+#include <iterator>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
@@ -99,6 +104,11 @@ std::string hex_encode(std::string_view bytes) {
   return out;
 }
 
+std::size_t utf8_characters(std::string_view text) noexcept {
+  return static_cast<std::size_t>(
+      std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
 }  // namespace detail
 
 namespace {
@@ -115,6 +125,100 @@ bool pbkdf2(std::string_view password, std::string_view salt, std::uint32_t iter
                            reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
                            static_cast<int>(iterations), EVP_sha256(), static_cast<int>(key.size()),
                            reinterpret_cast<unsigned char*>(key.data())) == 1;
+}
+
+// ---- the password policy ----
+
+constexpr std::string_view k_common_passwords[] = {
+#include "common_passwords.inc"
+};
+
+/// The service's own name: NIST's "context-specific words".
+constexpr std::string_view k_service_name = "quartzflow";
+/// Shorter usernames are found inside too many good passwords by chance.
+constexpr std::size_t k_min_context_word = 3;
+constexpr std::size_t k_min_distinct_characters = 5;
+
+/// Rows along which a finger or the alphabet walks; each character and its neighbours.
+constexpr std::string_view k_sequences[] = {
+    "01234567890",  "abcdefghijklmnopqrstuvwxyz", "qwertyuiop[]\\", "asdfghjkl;'", "zxcvbnm,./",
+    "`1234567890-=", "~!@#$%^&*()_+", "qwertyuiopasdfghjklzxcvbnm", "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik,9ol.0p;/-['=]",
+    "qwertzuiop",   "azertyuiop",
+};
+
+std::string lower_ascii(std::string_view text) {
+  std::string out(text);
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+/// What people write instead of letters to get past composition rules: `p@ssw0rd`.
+std::string unleet(std::string_view text) {
+  std::string out(text);
+  for (auto& c : out) {
+    switch (c) {
+      case '@': case '4': c = 'a'; break;
+      case '3': c = 'e'; break;
+      case '1': case '!': c = 'i'; break;
+      case '0': c = 'o'; break;
+      case '$': case '5': c = 's'; break;
+      case '7': c = 't'; break;
+      default: break;
+    }
+  }
+  return out;
+}
+
+/// Without the digits, symbols and spaces around it: `2024 summer!!` -> `summer`.
+std::string_view core_of(std::string_view text) {
+  const auto decoration = [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x80 && !(b >= 'a' && b <= 'z') && !(b >= 'A' && b <= 'Z');
+  };
+  while (!text.empty() && decoration(text.front())) text.remove_prefix(1);
+  while (!text.empty() && decoration(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+bool is_common(std::string_view lowered) {
+  static const std::unordered_set<std::string_view> common(std::begin(k_common_passwords),
+                                                           std::end(k_common_passwords));
+  return common.count(lowered) > 0;
+}
+
+/// Every character next to the one before it (either way) along one of k_sequences.
+bool is_walk(std::string_view lowered) {
+  if (lowered.size() < 2) return false;
+  const auto neighbours = [](char a, char b) {
+    for (const auto row : k_sequences)
+      for (std::size_t i = 0; i + 1 < row.size(); ++i)
+        if ((row[i] == a && row[i + 1] == b) || (row[i] == b && row[i + 1] == a)) return true;
+    return false;
+  };
+  for (std::size_t i = 1; i < lowered.size(); ++i)
+    if (!neighbours(lowered[i - 1], lowered[i])) return false;
+  return true;
+}
+
+/// The shortest p <= size/2 such that the text repeats itself every p bytes; 0 when none.
+std::size_t repetition_period(std::string_view text) {
+  for (std::size_t period = 1; period * 2 <= text.size(); ++period) {
+    bool repeats = true;
+    for (std::size_t i = period; i < text.size() && repeats; ++i) repeats = text[i] == text[i - period];
+    if (repeats) return period;
+  }
+  return 0;
+}
+
+/// The words of `username` a password must not contain: itself, and an e-mail's local part.
+std::vector<std::string> context_words(std::string_view username) {
+  std::vector<std::string> out{std::string(k_service_name)};
+  const auto name = lower_ascii(username);
+  if (name.size() >= k_min_context_word) out.push_back(name);
+  const auto at = name.find('@');
+  if (at != std::string::npos && at >= k_min_context_word) out.push_back(name.substr(0, at));
+  return out;
 }
 
 /// The next `$`-separated part of `rest`.
@@ -162,6 +266,34 @@ bool verify_password(std::string_view password, std::string_view encoded) noexce
   } catch (...) {  // allocation failure: not a match
     return false;
   }
+}
+
+std::optional<std::string> password_weakness(std::string_view password, std::string_view username) {
+  if (password.size() > k_max_password_bytes) return fmt::format("is longer than {} bytes", k_max_password_bytes);
+  if (detail::utf8_characters(password) < k_min_password_characters)
+    return fmt::format("must be at least {} characters", k_min_password_characters);
+  const auto lowered = lower_ascii(password);
+  const auto period = repetition_period(lowered);
+  if (period == 1) return std::string("is one character repeated");
+  if (period > 0) return std::string("is a short pattern repeated; choose something less predictable");
+  std::bitset<256> seen;
+  for (const char c : lowered) seen.set(static_cast<unsigned char>(c));
+  if (seen.count() < k_min_distinct_characters)
+    return fmt::format("uses fewer than {} different characters", k_min_distinct_characters);
+  if (is_walk(lowered))
+    return std::string("is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)");
+  const auto unleeted = unleet(lowered);
+  for (const auto& word : context_words(username)) {
+    if (lowered.find(word) == std::string::npos && unleeted.find(word) == std::string::npos) continue;
+    if (word == k_service_name) return fmt::format("must not contain the name of the service ({})", k_service_name);
+    return std::string("must not contain the username");
+  }
+  if (is_common(lowered) || is_common(unleeted)) return std::string("is one of the most commonly used passwords");
+  for (const auto core : {core_of(lowered), core_of(unleeted)}) {
+    if (!core.empty() && (is_common(core) || is_common(unleet(core))))
+      return std::string("is a commonly used password with digits or symbols around it");
+  }
+  return std::nullopt;
 }
 
 std::string generate_secret(std::string_view prefix) {

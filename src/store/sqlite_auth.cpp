@@ -9,7 +9,8 @@ namespace quartzflow::detail {
 namespace {
 
 constexpr std::string_view k_user_columns =
-    "record, password_hash, totp_secret, totp_pending_secret, totp_last_step, failed_logins, locked_until_unix_ms";
+    "record, password_hash, totp_secret, totp_pending_secret, totp_last_step, failed_logins, locked_until_unix_ms, "
+    "password_change_required";
 
 std::optional<StoredUser> read_user(BorrowedStatement& rows) {
   if (!rows.next()) return std::nullopt;
@@ -21,6 +22,8 @@ std::optional<StoredUser> read_user(BorrowedStatement& rows) {
   out.totp_last_step = rows.int64(4);
   out.failed_logins = static_cast<std::uint32_t>(rows.int64(5));
   out.locked_until_unix_ms = rows.int64(6);
+  // The column decides (an operator may clear it with SQL); the record's copy follows it.
+  out.user.set_password_change_required(rows.int64(7) != 0);
   return out;
 }
 
@@ -64,12 +67,14 @@ void SqliteStoreTransaction::put_user(const StoredUser& stored) {
   }
   statement(
       "INSERT INTO users (id, username, display_name, email, role, record, password_hash, totp_secret, "
-      "totp_pending_secret, totp_last_step, failed_logins, locked_until_unix_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-      "?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO UPDATE SET username = excluded.username, display_name = "
+      "totp_pending_secret, totp_last_step, failed_logins, locked_until_unix_ms, password_change_required) VALUES (?1, "
+      "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO UPDATE SET username = "
+      "excluded.username, display_name = "
       "excluded.display_name, email = excluded.email, role = excluded.role, record = excluded.record, password_hash "
       "= excluded.password_hash, totp_secret = excluded.totp_secret, totp_pending_secret = "
       "excluded.totp_pending_secret, totp_last_step = excluded.totp_last_step, failed_logins = "
-      "excluded.failed_logins, locked_until_unix_ms = excluded.locked_until_unix_ms")
+      "excluded.failed_logins, locked_until_unix_ms = excluded.locked_until_unix_ms, password_change_required = "
+      "excluded.password_change_required")
       .bind(1, user.id())
       .bind(2, user.username())
       .bind(3, user.display_name())
@@ -82,6 +87,7 @@ void SqliteStoreTransaction::put_user(const StoredUser& stored) {
       .bind(10, stored.totp_last_step)
       .bind(11, static_cast<std::int64_t>(stored.failed_logins))
       .bind(12, stored.locked_until_unix_ms)
+      .bind(13, static_cast<std::int64_t>(user.password_change_required() ? 1 : 0))
       .run();
 }
 

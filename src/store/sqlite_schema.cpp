@@ -199,12 +199,20 @@ CREATE INDEX sessions_by_user ON sessions (user_id);
 CREATE INDEX sessions_by_expiry ON sessions (expires_at_unix_ms);
 )sql";
 
+// Version 4: users who must change their password before anything else (the one-time
+// password of the first start). Login locks are kept per (account, source address) in the
+// coordinator's memory from now on: the account-wide ones end here.
+constexpr const char* k_schema_v4 = R"sql(
+ALTER TABLE users ADD COLUMN password_change_required INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET failed_logins = 0, locked_until_unix_ms = 0;
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 3; }
+int coordinator_store_schema_version() noexcept { return 4; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}};
   return migrate_schema(db, steps, ec, detail);
 }
 

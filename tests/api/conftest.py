@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # A real qf-coordinator (and one qf-agent) for the admin API tests: certificates from
 # qfctl, an admin from --init-admin, free loopback ports, stopped with SIGTERM at the end.
+import http.client
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -53,15 +55,22 @@ class Response:
 
 
 class Api:
-    """A plain HTTP client (urllib) that remembers which route patterns it exercised."""
+    """A plain HTTP client (urllib) that remembers which route patterns it exercised. With a
+    `source` address (another 127.0.0.x), it connects from there (http.client)."""
 
-    def __init__(self, base, token=None):
+    def __init__(self, base, token=None, source=None):
         self.base = base
         self.token = token
+        self.source = source
         self.hits = set()
 
     def with_token(self, token):
-        api = Api(self.base, token)
+        api = Api(self.base, token, self.source)
+        api.hits = self.hits
+        return api
+
+    def from_address(self, source):
+        api = Api(self.base, self.token, source)
         api.hits = self.hits
         return api
 
@@ -75,11 +84,23 @@ class Api:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         self.hits.add((method, pattern or path.split("?")[0]))
+        if self.source:
+            return self._call_from_source(method, path, data, req.header_items())
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return Response(r.status, r.headers, r.read().decode())
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read().decode())
+
+    def _call_from_source(self, method, path, data, headers):
+        url = urllib.parse.urlsplit(self.base)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30, source_address=(self.source, 0))
+        try:
+            connection.request(method, path, body=data, headers=dict(headers))
+            r = connection.getresponse()
+            return Response(r.status, r.headers, r.read().decode())
+        finally:
+            connection.close()
 
     def get(self, path, **kw):
         return self.call("GET", path, **kw)

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Authentication: password hashes, secrets, base32 and TOTP against the RFC vectors, and the
-// Authenticator over a SQLite store (logins, lockout, sessions, API tokens, users, TOTP).
+// Authenticator over a SQLite store (logins, lockout, sessions, API tokens, users, TOTP), and
+// the password policy.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -8,6 +9,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/io_context.hpp>
@@ -98,12 +100,20 @@ struct Fixture {
   }
 
   qf::ApiResult<v1::LoginResponse> login(const std::string& username, const std::string& password,
-                                         const std::string& totp_code = {}) {
+                                         const std::string& totp_code = {}, const std::string& ip = "10.0.0.7") {
     v1::LoginRequest request;
     request.set_username(username);
     request.set_password(password);
     request.set_totp_code(totp_code);
-    return wait<v1::LoginResponse>([&](auto done) { auth->login(request, "10.0.0.7", "test-agent/1.0", done); });
+    return wait<v1::LoginResponse>([&](auto done) { auth->login(request, ip, "test-agent/1.0", done); });
+  }
+
+  qf::ApiResult<std::monostate> change_password(const qf::Principal& caller, const std::string& user_id,
+                                                const std::string& current, const std::string& next) {
+    v1::ChangePasswordRequest request;
+    request.set_current_password(current);
+    request.set_new_password(next);
+    return wait<std::monostate>([&](auto done) { auth->change_password(caller, user_id, request, done); });
   }
 
   qf::ApiResult<qf::Principal> authenticate(const std::string& credential, const std::string& ip = "10.0.0.7") {
@@ -147,6 +157,8 @@ struct Fixture {
     return total;
   }
 };
+
+std::string fmt_row(const std::string& name, int value) { return name + "=" + std::to_string(value); }
 
 std::string field_of(const qf::ApiFailure& failure) {
   return failure.violations.empty() ? std::string() : failure.violations.front().field();
@@ -446,27 +458,42 @@ TEST_CASE("an unknown username costs the same hashing time as a wrong password",
   CHECK(unknown <= known * 2);
 }
 
-TEST_CASE("consecutive failed logins lock the account and say for how long", "[auth]") {
+TEST_CASE("failed logins lock one address out of one account, and a locked account answers as an unknown one",
+          "[auth]") {
   auto options = fast_options();
   options.max_failed_logins = 3;
   options.lockout = std::chrono::seconds(900);
   Fixture f(options);
-  f.create_user("alice", v1::ROLE_VIEWER);
+  const auto alice = f.create_user("alice", v1::ROLE_VIEWER);
   f.create_user("bob", v1::ROLE_VIEWER);
+  const std::string attacker = "192.0.2.66";
 
-  CHECK(f.login("alice", "wrong password 1").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
-  CHECK(f.login("alice", "wrong password 2").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
-  auto locked = f.login("alice", "wrong password 3");
-  REQUIRE(locked.code() == v1::API_ERROR_CODE_RESOURCE_EXHAUSTED);
-  CHECK(locked.failure().message == "too many failed logins; try again in 900 s");
-  // Even the right password is refused while locked.
-  auto still = f.login("alice", k_password);
-  REQUIRE(still.code() == v1::API_ERROR_CODE_RESOURCE_EXHAUSTED);
-  CHECK(still.failure().message.rfind("too many failed logins; try again in ", 0) == 0);
+  for (const char* wrong : {"wrong password 1", "wrong password 2", "wrong password 3"}) {
+    auto refused = f.login("alice", wrong, {}, attacker);
+    REQUIRE(refused.code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
+    CHECK(refused.failure().message == "invalid username or password");
+  }
+  // Locked now, from that address: even the right password gets the unknown user's answer.
+  const auto locked = f.login("alice", k_password, {}, attacker);
+  const auto unknown = f.login("nobody-here", k_password, {}, attacker);
+  REQUIRE_FALSE(locked);
+  REQUIRE_FALSE(unknown);
+  CHECK(locked.code() == unknown.code());
+  CHECK(locked.failure().message == unknown.failure().message);
+  CHECK(locked.failure().violations.size() == unknown.failure().violations.size());
+  CHECK(locked.failure().to_api_error().SerializeAsString() == unknown.failure().to_api_error().SerializeAsString());
+
+  // Nobody else is locked out: alice from another address, bob from the attacker's.
+  CHECK(f.login("alice", k_password));
+  CHECK(f.login("bob", k_password, {}, attacker));
+
   const auto failed = f.audit("auth.login_failed");
-  REQUIRE(failed.size() == 4);
-  CHECK(failed[2].detail().find("locked for 900 s after 3 failed logins") != std::string::npos);
-  CHECK(failed[3].detail() == "account locked");
+  REQUIRE(failed.size() == 5);
+  CHECK(failed[0].target_id() == alice.id());
+  CHECK(failed[2].detail() == "wrong password; locked for 900 s for this address after 3 failed logins");
+  CHECK(failed[2].source_ip() == attacker);
+  CHECK(failed[3].detail() == "locked for this address after too many failed logins");
+  CHECK(failed[4].detail() == "unknown user");
 
   // A success in between starts the count again.
   CHECK(f.login("bob", "wrong password 1").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
@@ -477,6 +504,31 @@ TEST_CASE("consecutive failed logins lock the account and say for how long", "[a
   CHECK(f.login("bob", k_password));
 }
 
+TEST_CASE("a locked account costs the same hashing time as an unknown username", "[auth]") {
+  auto options = fast_options();
+  options.pbkdf2_iterations = 100000;  // ~50 ms: measurable, still quick
+  options.max_failed_logins = 1;
+  Fixture f(options);
+  f.create_user("alice", v1::ROLE_VIEWER);
+  REQUIRE_FALSE(f.login("alice", "not the password!"));  // locks 10.0.0.7 out of alice
+  auto fastest = [&](const char* username) {
+    auto best = std::chrono::steady_clock::duration::max();
+    for (int i = 0; i < 3; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      REQUIRE_FALSE(f.login(username, k_password));
+      best = std::min(best, std::chrono::steady_clock::now() - start);
+    }
+    return best;
+  };
+  const auto locked = fastest("alice");
+  const auto unknown = fastest("nobody-here");
+  INFO("locked account " << std::chrono::duration_cast<milliseconds>(locked).count() << " ms, unknown user "
+                         << std::chrono::duration_cast<milliseconds>(unknown).count() << " ms");
+  CHECK(unknown * 2 >= locked);
+  CHECK(unknown <= locked * 2);
+  CHECK(locked >= milliseconds(10));  // the hash was spent, not skipped
+}
+
 TEST_CASE("a lock ends after the lockout and the password works again", "[auth]") {
   auto options = fast_options();
   options.max_failed_logins = 2;
@@ -484,10 +536,37 @@ TEST_CASE("a lock ends after the lockout and the password works again", "[auth]"
   Fixture f(options);
   f.create_user("alice", v1::ROLE_VIEWER);
   CHECK(f.login("alice", "wrong password 1").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
-  CHECK(f.login("alice", "wrong password 2").code() == v1::API_ERROR_CODE_RESOURCE_EXHAUSTED);
-  CHECK(f.login("alice", k_password).code() == v1::API_ERROR_CODE_RESOURCE_EXHAUSTED);
+  CHECK(f.login("alice", "wrong password 2").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
+  CHECK(f.login("alice", k_password).code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
   f.pause(milliseconds(1100));
   CHECK(f.login("alice", k_password));
+}
+
+TEST_CASE("an admin lifts a user's login locks from every address, audited", "[auth]") {
+  auto options = fast_options();
+  options.max_failed_logins = 2;
+  Fixture f(options);
+  const auto alice = f.create_user("alice", v1::ROLE_VIEWER);
+  for (const char* ip : {"192.0.2.1", "192.0.2.2"})
+    for (int i = 0; i < 2; ++i) REQUIRE_FALSE(f.login("alice", "wrong password", {}, ip));
+  CHECK_FALSE(f.login("alice", k_password, {}, "192.0.2.1"));
+  CHECK_FALSE(f.login("alice", k_password, {}, "192.0.2.2"));
+
+  auto missing = f.wait<v1::User>([&](auto done) { f.auth->unlock_user("usr_missing", f.root, done); });
+  CHECK(missing.code() == v1::API_ERROR_CODE_NOT_FOUND);
+  auto unlocked = f.wait<v1::User>([&](auto done) { f.auth->unlock_user(alice.id(), f.root, done); });
+  REQUIRE(unlocked);
+  CHECK(unlocked.value().id() == alice.id());
+  CHECK(f.login("alice", k_password, {}, "192.0.2.1"));
+  CHECK(f.login("alice", k_password, {}, "192.0.2.2"));
+  const auto audited = f.audit("user.unlock");
+  REQUIRE(audited.size() == 1);
+  CHECK(audited[0].actor() == "root");
+  CHECK(audited[0].target_id() == alice.id());
+  CHECK(audited[0].detail() == "login locks lifted for 2 source addresses");
+  // The failures before the unlock are forgotten too: one more does not lock again.
+  REQUIRE_FALSE(f.login("alice", "wrong password", {}, "192.0.2.1"));
+  CHECK(f.login("alice", k_password, {}, "192.0.2.1"));
 }
 
 TEST_CASE("an expired session is refused even right after it was validated", "[auth]") {
@@ -1051,7 +1130,8 @@ TEST_CASE("ensure_admin creates the admin or resets it to an enabled, unlocked a
   demoted.set_disabled(true);
   REQUIRE(f.wait<v1::User>([&](auto done) { f.auth->update_user(demoted, f.root, done); }));
   CHECK(f.login("root", "wrong password 1").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
-  CHECK(f.login("root", "wrong password 2").code() == v1::API_ERROR_CODE_RESOURCE_EXHAUSTED);
+  CHECK(f.login("root", "wrong password 2").code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
+  CHECK_FALSE(f.login("root", k_password));  // locked out from this address
 
   auto reset = f.wait<v1::User>([&](auto done) { f.auth->ensure_admin("root", k_other_password, done); });
   REQUIRE(reset);
@@ -1062,4 +1142,154 @@ TEST_CASE("ensure_admin creates the admin or resets it to an enabled, unlocked a
   REQUIRE(in);
   CHECK(in.value().user().role() == v1::ROLE_ADMIN);
   CHECK(f.audit("user.password").size() == 1);
+}
+
+// ---- the password policy (NIST SP 800-63B 5.1.1.2) ----
+
+TEST_CASE("the password policy refuses short, common, patterned and contextual passwords", "[auth]") {
+  struct Case {
+    const char* password;
+    const char* username;
+    const char* reason;
+  };
+  const Case refused[] = {
+      {"short", "", "must be at least 12 characters"},
+      {"aaaaaaaaaaaa", "", "is one character repeated"},
+      {"abcabcabcabc", "", "is a short pattern repeated; choose something less predictable"},
+      {"passwordpassword", "", "is a short pattern repeated; choose something less predictable"},
+      {"aabbaabbabab", "", "uses fewer than 5 different characters"},
+      {"234567890123", "", "is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)"},
+      {"abcdefghijkl", "", "is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)"},
+      {"ZYXWVUTSRQPO", "", "is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)"},
+      {"qwertyuiop[]", "", "is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)"},
+      {"1qaz2wsx3edc", "", "is a sequence of neighbouring keys or characters (like 123456789012 or qwertyuiop)"},
+      {"my QuartzFlow pass", "", "must not contain the name of the service (quartzflow)"},
+      {"Qu4rtzFl0w rocks!", "", "must not contain the name of the service (quartzflow)"},
+      {"xx-Alice-1987-xx", "alice", "must not contain the username"},
+      {"dear jo.smith of mine", "jo.smith@example.com", "must not contain the username"},
+      {"password1234", "", "is one of the most commonly used passwords"},
+      {"IloveYou1234", "", "is one of the most commonly used passwords"},
+      {"p@ssw0rd1234", "", "is one of the most commonly used passwords"},
+      {"Sunshine2024!!", "", "is a commonly used password with digits or symbols around it"},
+      {"2024 Football 2024", "", "is a commonly used password with digits or symbols around it"},
+      {"$$P@ssw0rd$$99", "", "is a commonly used password with digits or symbols around it"},
+  };
+  for (const auto& c : refused) {
+    INFO(c.password);
+    const auto weakness = qf::password_weakness(c.password, c.username);
+    REQUIRE(weakness);
+    CHECK(*weakness == c.reason);
+    CHECK(weakness->find(c.password) == std::string::npos);  // never quoted
+  }
+  CHECK(qf::password_weakness(std::string(1025, 'x') + "yz123") == "is longer than 1024 bytes");
+  // Twelve characters, not bytes: four 3-byte characters are too short.
+  CHECK(qf::password_weakness("\u5bc6\u7801\u5bc6\u7801") == "must be at least 12 characters");
+
+  for (const char* good : {"correct horse battery staple", "staple paper clip 42", "viewer password 1",
+                           "operator password", "a unique password 0xC0FFEE", "T7#kq!2vLp9@zR"}) {
+    INFO(good);
+    CHECK_FALSE(qf::password_weakness(good, "admin"));
+  }
+  // A short username is not looked for: it is inside too many passwords by chance.
+  CHECK_FALSE(qf::password_weakness("jotted down somewhere", "jo"));
+}
+
+TEST_CASE("creating a user, changing a password and ensure_admin refuse weak passwords naming the field",
+          "[auth]") {
+  Fixture f;
+  const auto alice = f.create_user("alice", v1::ROLE_ADMIN);
+  const auto audits = f.audit().size();
+  v1::CreateUserRequest request;
+  request.mutable_user()->set_username("bob");
+  request.mutable_user()->set_role(v1::ROLE_VIEWER);
+  request.set_password("password1234");
+  auto common = f.wait<v1::User>([&](auto done) { f.auth->create_user(request, f.root, done); });
+  REQUIRE(common.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(field_of(common.failure()) == "password");
+  CHECK(common.failure().message == "invalid user \"bob\": password: is one of the most commonly used passwords");
+  request.set_password("i am bob the builder");
+  auto with_name = f.wait<v1::User>([&](auto done) { f.auth->create_user(request, f.root, done); });
+  REQUIRE(with_name.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(with_name.failure().violations[0].reason() == "must not contain the username");
+
+  const auto [me, session] = f.sign_in("alice");
+  auto sequence = f.change_password(me, alice.id(), k_password, "abcdefghijklmnop");
+  REQUIRE(sequence.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(field_of(sequence.failure()) == "new_password");
+  // The username is checked once the user is read.
+  auto named = f.change_password(me, alice.id(), k_password, "alice in wonderland");
+  REQUIRE(named.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(field_of(named.failure()) == "new_password");
+  CHECK(named.failure().violations[0].reason() == "must not contain the username");
+  auto same = f.change_password(me, alice.id(), k_password, k_password);
+  REQUIRE(same.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(same.failure().violations[0].reason() == "must differ from the current password");
+
+  auto admin = f.wait<v1::User>([&](auto done) { f.auth->ensure_admin("root", "quartzflow admin pass", done); });
+  REQUIRE(admin.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+  CHECK(field_of(admin.failure()) == "password");
+  CHECK(f.user_count() == 1);
+  CHECK(f.audit().size() == audits + 1);  // only alice's login
+  CHECK(f.login("alice", k_password));
+}
+
+TEST_CASE("the one-time password of the first start must be changed, and only the user's own change clears that",
+          "[auth]") {
+  TempDir dir;
+  const auto path = dir.file("coordinator.db");
+  Fixture f(fast_options(), path);
+  auto first = f.wait<std::optional<std::string>>([&](auto done) { f.auth->bootstrap(done); });
+  REQUIRE(first);
+  REQUIRE(first.value());
+  const auto one_time = *first.value();
+  auto login = f.login("admin", one_time);
+  REQUIRE(login);
+  CHECK(login.value().user().password_change_required());
+  auto admin = f.authenticate(login.value().session_token());
+  REQUIRE(admin);
+  CHECK(admin.value().user.password_change_required());
+
+  // An admin-created user may be made to change its password too; an admin's reset keeps that.
+  v1::CreateUserRequest request;
+  request.mutable_user()->set_username("vera");
+  request.mutable_user()->set_role(v1::ROLE_VIEWER);
+  request.set_password(k_password);
+  request.set_require_password_change(true);
+  auto vera = f.wait<v1::User>([&](auto done) { f.auth->create_user(request, f.root, done); });
+  REQUIRE(vera);
+  CHECK(vera.value().password_change_required());
+  REQUIRE(f.change_password(admin.value(), vera.value().id(), "", k_other_password));
+  auto vera_login = f.login("vera", k_other_password);
+  REQUIRE(vera_login);
+  CHECK(vera_login.value().user().password_change_required());
+
+  REQUIRE(f.change_password(admin.value(), admin.value().user.id(), one_time, k_other_password));
+  auto after = f.authenticate(login.value().session_token());  // the session survives, the flag is gone
+  REQUIRE(after);
+  CHECK_FALSE(after.value().user.password_change_required());
+  CHECK(f.login("admin", one_time).code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
+  auto again = f.login("admin", k_other_password);
+  REQUIRE(again);
+  CHECK_FALSE(again.value().user().password_change_required());
+
+  // ensure_admin chooses the password itself: no change is asked for.
+  REQUIRE(f.wait<v1::User>([&](auto done) { f.auth->ensure_admin("vera", k_password, done); }));
+  auto reset = f.login("vera", k_password);
+  REQUIRE(reset);
+  CHECK_FALSE(reset.value().user().password_change_required());
+
+  // Kept in its own column of the users table (schema version 4).
+  f.store->flush();
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* statement = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT username, password_change_required FROM users ORDER BY username", -1,
+                             &statement, nullptr) == SQLITE_OK);
+  std::vector<std::string> rows;
+  while (sqlite3_step(statement) == SQLITE_ROW)
+    rows.push_back(fmt_row(reinterpret_cast<const char*>(sqlite3_column_text(statement, 0)),
+                           sqlite3_column_int(statement, 1)));
+  sqlite3_finalize(statement);
+  sqlite3_close(db);
+  CHECK(rows == std::vector<std::string>{"admin=0", "vera=0"});
 }

@@ -32,6 +32,7 @@ struct AuthArgs {
   std::string expires;
   std::string display_name;
   std::string email;
+  bool require_password_change = false;
 };
 
 std::string role_text(v1::Role role) { return short_enum_name(v1::Role_descriptor(), role); }
@@ -96,6 +97,9 @@ void run_login(const ApiFlags& flags, const AuthArgs& args) {
   std::cout << fmt::format("logged in to {} as {} ({}); the session ends at {}; saved in {}\n", connection.server.text,
                            response.user().username(), role_text(response.user().role()),
                            time_text(response.expires_at_unix_ms()), config_path.string());
+  if (response.user().password_change_required())
+    std::cerr << fmt::format("qfctl: this password must be changed before anything else: qfctl user passwd {}\n",
+                             response.user().username());
 }
 
 void run_logout(const ApiFlags& flags) {
@@ -197,6 +201,7 @@ void print_user(const ApiFlags& flags, const v1::User& u) {
       {"role", role_text(u.role())},
       {"disabled", yes_no(u.disabled())},
       {"totp", yes_no(u.totp_enabled())},
+      {"must change password", yes_no(u.password_change_required())},
       {"created", time_text(u.created_at_unix_ms())},
       {"last login", u.last_login_unix_ms() == 0 ? "never" : time_text(u.last_login_unix_ms())},
   });
@@ -219,6 +224,7 @@ void run_user_create(const ApiFlags& flags, const AuthArgs& args) {
   request.mutable_user()->set_role(parse_role(args.role));
   request.mutable_user()->set_display_name(args.display_name);
   request.mutable_user()->set_email(args.email);
+  request.set_require_password_change(args.require_password_change);
   auto api = ApiClient::from_flags(flags);
   request.set_password(new_password(args.name, args.password_stdin));
   const auto user = api.post<v1::User>("/users", &request);
@@ -247,6 +253,15 @@ void run_user_rm(const ApiFlags& flags, const AuthArgs& args) {
   api.remove("/users/" + url_encode(user.id()));
   if (flags.format() == OutputFormat::table)
     std::cout << fmt::format("deleted user {} (its tokens are revoked)\n", user.username());
+}
+
+void run_user_unlock(const ApiFlags& flags, const AuthArgs& args) {
+  auto api = ApiClient::from_flags(flags);
+  const auto user = find_user(api, args.name);
+  v1::User unlocked;
+  api.call("POST", "/users/" + url_encode(user.id()) + "/unlock", {}, nullptr, &unlocked);
+  if (flags.format() != OutputFormat::table) return print_message(unlocked, flags.format());
+  std::cout << fmt::format("unlocked user {}: failed logins forgotten from every address\n", user.username());
 }
 
 void run_user_passwd(const ApiFlags& flags, const AuthArgs& args) {
@@ -307,6 +322,8 @@ void add_auth_commands(CLI::App& app) {
   user_create->add_option("--display-name", args->display_name, "name shown in the console");
   user_create->add_option("--email", args->email, "e-mail address");
   user_create->add_flag("--password-stdin", args->password_stdin, "read the password as one line of stdin");
+  user_create->add_flag("--require-password-change", args->require_password_change,
+                        "the user must change this password at first login");
   user_create->callback([user_flags, args] { run_user_create(*user_flags, *args); });
   auto* get = user->add_subcommand("get", "a user");
   get->add_option("name", args->name, "user name")->required();
@@ -320,6 +337,9 @@ void add_auth_commands(CLI::App& app) {
   auto* rm = user->add_subcommand("rm", "delete a user (its tokens are revoked)");
   rm->add_option("name", args->name, "user name")->required();
   rm->callback([user_flags, args] { run_user_rm(*user_flags, *args); });
+  auto* unlock = user->add_subcommand("unlock", "lift a user's login locks (after too many failed logins)");
+  unlock->add_option("name", args->name, "user name")->required();
+  unlock->callback([user_flags, args] { run_user_unlock(*user_flags, *args); });
   auto* passwd = user->add_subcommand("passwd", "set a password: one's own (asks the current one) or, as admin, anyone's");
   passwd->add_option("name", args->name, "user name")->required();
   passwd->add_flag("--password-stdin", args->password_stdin,
