@@ -65,6 +65,16 @@ struct LocalStoreMetrics {
   std::uint64_t writes_committed = 0;   ///< write operations whose transaction committed
   std::uint64_t batches_committed = 0;  ///< transactions committed (one per group commit)
   std::uint64_t writes_failed = 0;      ///< write operations completed with an error
+  /// Of `writes_failed`, those whose batch failed because the disk (or the database) was
+  /// full: SQLITE_FULL, which SQLite reports for ENOSPC.
+  std::uint64_t writes_failed_disk_full = 0;
+};
+
+/// Why the last batch of writes failed (see `LocalStore::last_write_error`).
+struct LocalStoreWriteError {
+  bool disk_full = false;      ///< SQLITE_FULL: no space on the disk (ENOSPC) or in the database
+  std::string message;         ///< SQLite's message, e.g. `database or disk is full`
+  std::int64_t unix_ms = 0;    ///< when the batch failed
 };
 
 /**
@@ -89,7 +99,11 @@ struct LocalStoreMetrics {
  * one transaction; when it fails, every write of the batch completes with
  * `errc::store_failed` and none of it is stored. Invalid records (no execution_id or
  * task_id, UNSPECIFIED status) are refused alone with `errc::invalid_argument`; a store
- * opened `read_only` completes writes with `errc::store_read_only`.
+ * opened `read_only` completes writes with `errc::store_read_only`. A full disk (SQLITE_FULL,
+ * which SQLite reports for ENOSPC) fails batches like any other error (`errc::store_failed`);
+ * `last_write_error()` and `metrics().writes_failed_disk_full` tell it apart, and
+ * `async_probe` tells when commits succeed again. Nothing of a failed batch is kept: the
+ * caller holds what it must write again.
  *
  * Cancellation: none; a queued write is always committed (or fails) and completes. A pending
  * completion counts as outstanding work on the executor, as an Asio operation does.
@@ -154,6 +168,17 @@ class LocalStore {
         token, now);
   }
 
+  /**
+   * Checks that a transaction that needs space can commit now: writes and deletes a 4 KB
+   * row in one transaction (nothing stays). Completes with `errc::store_failed` while the
+   * disk is full (see `last_write_error`); used to notice that space has returned.
+   */
+  template <typename CompletionToken>
+  auto async_probe(CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(error_code)>(
+        [this](auto handler) { enqueue_probe(wrap(std::move(handler))); }, token);
+  }
+
   /// Blocks until every write queued so far is committed (its completion is posted).
   void flush();
 
@@ -181,6 +206,11 @@ class LocalStore {
   boost::asio::any_io_executor get_executor() const noexcept;
   /// Thread safety: may be called from any thread.
   LocalStoreMetrics metrics() const noexcept;
+  /// Why the last batch failed; nullopt once a batch has committed since (or none failed).
+  /// A failing batch is logged at error level once; while the same failure repeats, at
+  /// debug level (the engine says loudly that the store is unavailable).
+  /// Thread safety: may be called from any thread.
+  std::optional<LocalStoreWriteError> last_write_error() const;
 
   struct Impl;
 
@@ -200,6 +230,7 @@ class LocalStore {
   void enqueue_mark_synced(std::vector<std::string> ids, WriteHandler done);
   void enqueue_save_config(CachedConfig config, WriteHandler done);
   void enqueue_purge(Instant now, PurgeHandler done);
+  void enqueue_probe(WriteHandler done);
 
   std::unique_ptr<Impl> impl_;
 };

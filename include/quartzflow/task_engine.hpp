@@ -36,10 +36,44 @@ struct TaskEngineOptions {
   /// Longest single timer wait; the engine re-reads the wall clock at least this often,
   /// so a clock step never leaves a task waiting for the wrong instant.
   std::chrono::seconds max_timer_wait{60};
+  /// While the LocalStore cannot commit (full disk, write error), how often the engine
+  /// retries the final records it holds and probes the store; the first success ends the
+  /// outage.
+  std::chrono::milliseconds store_probe_interval{5000};
+  /// Fires not started during an outage are recorded as SKIPPED once the store can write
+  /// again, up to this many (the rest are counted and logged).
+  std::size_t max_recorded_store_skips = 1000;
 };
 
+/**
+ * The engine's view of its LocalStore: whether it can commit, and what an outage cost.
+ * While a commit fails (full disk, write error) the store is unavailable: no new run starts
+ * (scheduled fires and retries are counted, then recorded SKIPPED with the detail `local
+ * store full: ...` or `local store unavailable: ...` once the store writes again; `trigger`
+ * and `run` are refused), runs in progress go on and their final records wait in memory,
+ * reported only once committed. A probe every `store_probe_interval` ends the outage.
+ */
+struct StoreHealth {
+  bool available = true;                       ///< false during an outage
+  bool disk_full = false;                      ///< the outage is a full disk (SQLITE_FULL / ENOSPC)
+  std::string error;                           ///< the store's message; empty while available
+  std::int64_t unavailable_since_unix_ms = 0;  ///< start of the outage; 0 while available
+  std::uint64_t fires_not_started = 0;         ///< fires not started during the current outage
+  std::uint64_t uncommitted_records = 0;       ///< final records held in memory until they commit
+  // Totals since the engine was made.
+  std::uint64_t outages = 0;                   ///< times the store became unavailable
+  std::uint64_t fires_not_started_total = 0;   ///< fires not started during any outage
+  std::uint64_t failed_commits = 0;            ///< record writes whose commit failed
+};
+
+/// Called on the engine's executor when the store becomes unavailable or available again.
+using StoreHealthHandler = std::function<void(const StoreHealth&)>;
+
 /// Every state change of every execution: PENDING, RUNNING (and progress), final states.
-/// Final states are delivered after they are durable in the LocalStore.
+/// Final states are delivered only after they are durable in the LocalStore: a final record
+/// whose commit failed is held and written again, and delivered when it commits (or never,
+/// when the process ends first; the next start then records the run FAILURE, `agent
+/// restarted`, as for any crash).
 using ExecutionSink = std::function<void(const v1::Execution&)>;
 
 /**
@@ -60,6 +94,8 @@ class TaskEngine {
   TaskEngine& operator=(const TaskEngine&) = delete;
 
   void set_sink(ExecutionSink sink);
+  /// Told when the store becomes unavailable or available again (see `StoreHealth`).
+  void set_store_health_handler(StoreHealthHandler handler);
   /// C++ task bodies for `plugin` tasks.
   PluginExecutor& plugins();
   /// Replaces the executor of one kind (e.g. an HTTP executor, or a fake in tests).
@@ -81,7 +117,7 @@ class TaskEngine {
   void start();
 
   /// Runs a task now (trigger MANUAL); returns the execution id, or nullopt with `ec` set
-  /// (unknown task) and `detail`.
+  /// (unknown task: invalid_argument; stopping or the store unavailable: conflict) and `detail`.
   std::optional<std::string> trigger(std::string_view task_id, std::map<std::string, std::string> params,
                                      error_code& ec, std::string* detail = nullptr);
 
@@ -91,7 +127,8 @@ class TaskEngine {
    * id, attempt, shard and params. The config is `request.task` when set, else the held
    * config of the task. Retries stay on this agent unless the task's retry policy says
    * `retry_on_another_agent` (the coordinator then retries). Returns false with `ec` and
-   * `detail` when refused (unknown task, invalid config, stopping); an execution id that is
+   * `detail` when refused (unknown task, invalid config, stopping, the store unavailable:
+   * `errc::conflict`); an execution id that is
    * already pending or running here is accepted again without a second run.
    */
   bool run(const v1::RunRequest& request, error_code& ec, std::string* detail = nullptr);
@@ -103,9 +140,13 @@ class TaskEngine {
   /**
    * Stops firing, gives running attempts `grace` to end on their own, then stops them
    * (they end CANCELLED, reason `agent shutdown`), waits for every record to be durable and
-   * calls `done` (posted).
+   * calls `done` (posted). Final records the store could not commit (an outage) are tried
+   * once more, then logged as lost: the next start records those runs FAILURE.
    */
   void stop(std::chrono::seconds grace, std::function<void()> done);
+
+  /// Whether the LocalStore can commit, and the counters of its outages.
+  StoreHealth store_health() const;
 
   std::size_t running_count() const noexcept;
   std::size_t queued_count() const noexcept;

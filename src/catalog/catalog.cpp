@@ -86,6 +86,7 @@ void Catalog::create_task(v1::Task task, Actor actor, TaskHandler done) {
       store_,
       [task = std::move(task), actor](StoreTransaction& tx, CatalogResult<v1::Task>& result) mutable {
         if (task.id().empty()) task.set_id(task.name());
+        if (!task.has_enabled()) task.set_enabled(true);  // a new task runs unless it says otherwise
         if (auto problem = validate_task(task)) {
           result.ec = errc::invalid_argument;
           result.error = std::move(*problem);
@@ -119,6 +120,7 @@ void Catalog::update_task(v1::Task task, bool force, Actor actor, TaskHandler do
         const std::string input = fmt::format("task \"{}\"", task.name());
         auto before = tx.task(task.id());
         if (!before) return fail(result, errc::not_found, input, "id", fmt::format("no task with id \"{}\"", task.id()));
+        if (!task.has_enabled()) task.set_enabled(before->enabled());  // an edit that does not say keeps it
         if (auto problem = validate_task(task)) {
           result.ec = errc::invalid_argument;
           result.error = std::move(*problem);

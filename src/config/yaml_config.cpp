@@ -595,8 +595,10 @@ bool load_task_manifest(const std::string& path, v1::TaskManifest& out, YamlErro
     if (const auto found = positions.find(oversized->first); found != positions.end()) set_position(error, found->second);
     return false;
   }
-  for (auto& task : *manifest.mutable_tasks())
+  for (auto& task : *manifest.mutable_tasks()) {
     if (task.id().empty()) task.set_id(task.name());
+    if (!task.has_enabled()) task.set_enabled(true);  // declarative: a listed task runs unless it says otherwise
+  }
   const std::vector<v1::Task> tasks(manifest.tasks().begin(), manifest.tasks().end());
   if (auto problem = validate_tasks(tasks)) {
     error = {path, 0, 0, problem->field, problem->reason};

@@ -2,6 +2,7 @@
 // The agent side of the agent protocol. Final records are sent only after they are durable
 // in the LocalStore and leave the sync queue only when the coordinator acknowledged them;
 // only final records are synced (they never change, so marking one synced is always safe).
+// Heartbeats carry the store's health: an agent whose store cannot commit says so at once.
 #include <deque>
 #include <random>
 #include <unordered_map>
@@ -205,8 +206,21 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     beat->set_clock_offset_ms(clock_offset_ms);
     beat->set_running_executions(static_cast<std::uint32_t>(engine.running_count()));
     beat->set_queued_executions(static_cast<std::uint32_t>(engine.queued_count()));
+    const auto health = engine.store_health();
+    beat->set_local_store_unavailable(!health.available);
+    beat->set_local_store_disk_full(health.disk_full);
+    beat->set_local_store_error(health.error);
+    beat->set_local_store_unavailable_since_unix_ms(health.unavailable_since_unix_ms);
+    beat->set_fires_not_started(health.fires_not_started);
+    beat->set_uncommitted_records(health.uncommitted_records);
     writer->send(e);
     arm_heartbeat(heartbeat_interval);
+  }
+
+  /// The store became unavailable or available again: the coordinator hears it now, not at
+  /// the next heartbeat.
+  void on_store_health(const StoreHealth&) {
+    if (connected()) arm_heartbeat(milliseconds{0});
   }
 
   // --- daily stats ----------------------------------------------------------------------
@@ -593,6 +607,9 @@ AgentDispatcher::AgentDispatcher(asio::any_io_executor executor, TaskEngine& eng
     : impl_(std::make_shared<Impl>(executor, engine, store, connector, std::move(options))) {
   engine.set_sink([weak = impl_->weak_from_this()](const v1::Execution& record) {
     if (auto self = weak.lock()) self->on_execution(record);
+  });
+  engine.set_store_health_handler([weak = impl_->weak_from_this()](const StoreHealth& health) {
+    if (auto self = weak.lock()) self->on_store_health(health);
   });
 }
 

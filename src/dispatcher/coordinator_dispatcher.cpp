@@ -528,6 +528,18 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     agent.set_load_average_1m(beat.load_average_1m());
     agent.set_pending_sync_records(beat.pending_sync_records());
     agent.set_applied_config_version(beat.applied_config_version());
+    if (beat.local_store_unavailable() != agent.local_store_unavailable())
+      logger()->log(beat.local_store_unavailable() ? spdlog::level::err : spdlog::level::info,
+                    "agent {}: {}", agent.id(),
+                    beat.local_store_unavailable()
+                        ? fmt::format("its local store cannot commit ({}); it starts no new runs", beat.local_store_error())
+                        : std::string("its local store commits again"));
+    agent.set_local_store_unavailable(beat.local_store_unavailable());
+    agent.set_local_store_disk_full(beat.local_store_disk_full());
+    agent.set_local_store_error(beat.local_store_error());
+    agent.set_local_store_unavailable_since_unix_ms(beat.local_store_unavailable_since_unix_ms());
+    agent.set_fires_not_started(beat.fires_not_started());
+    agent.set_uncommitted_records(beat.uncommitted_records());
     save_agent(agent);
     // The agent applied a version whose ACK was lost: the heartbeat says so.
     if (beat.applied_config_version() > session.acked_version && session.offers.count(beat.applied_config_version())) {

@@ -107,9 +107,22 @@ struct TaskSlot {
   std::uint64_t generation = 0;
 };
 
+/// A final record whose commit failed: written again until it commits, reported only then.
+struct UncommittedRecord {
+  v1::Execution record;
+  std::string full_log;
+};
+
+/// A fire that came due while the store could not commit: recorded SKIPPED afterwards.
+struct HeldFire {
+  PendingRun pending;
+  std::shared_ptr<const v1::Task> config;
+};
+
 struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   Impl(asio::any_io_executor ex, LocalStore& s, TaskEngineOptions o)
-      : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)) {
+      : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)),
+        probe_timer(ex) {
     executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
     executors[v1::Task::kHttp] = make_http_executor(ex);
   }
@@ -130,6 +143,13 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   bool stopping = false;
   std::function<void()> stopped_handler;
   std::unique_ptr<asio::steady_timer> grace_timer;
+  // Store outages (see StoreHealth).
+  StoreHealth health;
+  StoreHealthHandler health_handler;
+  std::map<std::string, UncommittedRecord, std::less<>> uncommitted;  // by execution id
+  std::vector<HeldFire> held_fires;
+  asio::steady_timer probe_timer;
+  bool probe_in_flight = false;
 
   // --- records -------------------------------------------------------------------------
 
@@ -162,26 +182,199 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     }
   }
 
-  /// Writes a record; final ones reach the sink once durable, others at once.
+  /// Writes a record; final ones reach the sink once durable (a failed commit holds them
+  /// for the next try), others at once.
   void write(v1::Execution record, std::string full_log = {}) {
     record.set_updated_unix_ms(now_ms());
     if (!is_final(record.status())) {
       emit(record);
-      store.async_record(record, std::string{}, [](error_code ec) {
-        if (ec) logger()->error("recording a state change failed: {}", ec.message());
-      });
+      write_state(record);
       return;
     }
+    commit_final(std::move(record), std::move(full_log));
+  }
+
+  /// Stores a PENDING or RUNNING record without reporting it again.
+  void write_state(const v1::Execution& record) {
+    store.async_record(record, std::string{}, [weak = weak_from_this()](error_code ec) {
+      if (!ec) return;
+      auto self = weak.lock();
+      if (!self) return logger()->error("recording a state change failed: {}", ec.message());
+      self->on_commit_failed(ec);
+    });
+  }
+
+  void commit_final(v1::Execution record, std::string full_log) {
     ++pending_writes;
-    store.async_record(record, std::move(full_log),
-                       [weak = weak_from_this(), record](error_code ec) {
+    // The log is kept until the commit is known: a failed one is written again with it.
+    // (Copied before the call: the handler's capture may be made before the arguments.)
+    std::string log_to_store = full_log;
+    store.async_record(record, std::move(log_to_store),
+                       [weak = weak_from_this(), record, log = std::move(full_log)](error_code ec) mutable {
                          auto self = weak.lock();
                          if (!self) return;
-                         if (ec) logger()->error("recording {} failed: {}", record.execution_id(), ec.message());
                          --self->pending_writes;
-                         self->emit(record);
+                         self->on_final_written(std::move(record), std::move(log), ec);
                          self->maybe_finish_stop();
                        });
+  }
+
+  void on_final_written(v1::Execution record, std::string full_log, error_code ec) {
+    std::string id = record.execution_id();
+    if (!ec) {
+      uncommitted.erase(id);
+      emit(record);
+      return;
+    }
+    if (ec != errc::store_failed) {
+      // Refused alone (an invalid record): writing it again cannot help, reporting it would
+      // report what the store does not hold.
+      logger()->error("recording {} failed: {}", id, ec.message());
+      uncommitted.erase(id);
+      return;
+    }
+    uncommitted.insert_or_assign(std::move(id), UncommittedRecord{std::move(record), std::move(full_log)});
+    on_commit_failed(ec);
+  }
+
+  // --- store outages -------------------------------------------------------------------
+
+  StoreHealth health_now() const {
+    StoreHealth h = health;
+    h.uncommitted_records = uncommitted.size();
+    return h;
+  }
+
+  void notify_health() {
+    if (!health_handler) return;
+    try {
+      health_handler(health_now());
+    } catch (const std::exception& e) {
+      logger()->error("store health handler threw: {}", e.what());
+    }
+  }
+
+  std::string outage_reason() const {
+    return fmt::format("local store {}: {}", health.disk_full ? "full" : "unavailable", health.error);
+  }
+
+  /// A commit failed: no new run starts until a probe commits (one loud line, not one per fire).
+  void on_commit_failed(error_code ec) {
+    ++health.failed_commits;
+    if (!health.available) return;
+    const auto error = store.last_write_error();
+    health.available = false;
+    health.disk_full = error && error->disk_full;
+    health.error = error ? error->message : ec.message();
+    health.unavailable_since_unix_ms = now_ms();
+    health.fires_not_started = 0;
+    ++health.outages;
+    logger()->error("{}; no new runs start until the store can commit again (retried every {} ms); {} run(s) in "
+                    "progress go on and their results are reported once committed",
+                    outage_reason(), options.store_probe_interval.count(), runs.size());
+    if (!stopping) arm_probe();
+    notify_health();
+  }
+
+  /// A fire that comes due during an outage: not started; counted, and recorded once the
+  /// store can write again.
+  void hold_fire(TaskSlot& slot, PendingRun p) {
+    ++health.fires_not_started;
+    ++health.fires_not_started_total;
+    if (held_fires.size() >= options.max_recorded_store_skips) return;
+    auto config = p.config ? p.config : std::make_shared<const v1::Task>(slot.config);
+    held_fires.push_back({std::move(p), std::move(config)});
+  }
+
+  void arm_probe() {
+    probe_timer.expires_after(options.store_probe_interval);
+    probe_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      if (auto self = weak.lock(); self && !ec) self->probe();
+    });
+  }
+
+  /// Writes the held final records again and probes the store; when every write commits,
+  /// the outage ends.
+  void probe() {
+    if (probe_in_flight) return;
+    probe_in_flight = true;
+    struct Round {
+      std::size_t remaining = 0;
+      bool failed = false;
+    };
+    auto round = std::make_shared<Round>();
+    round->remaining = uncommitted.size() + 1;
+    auto done = [weak = weak_from_this(), round](bool failed) {
+      auto self = weak.lock();
+      if (!self) return;
+      round->failed = round->failed || failed;
+      if (--round->remaining > 0) return;
+      self->probe_in_flight = false;
+      self->on_probe_done(!round->failed);
+    };
+    for (const auto& [id, held] : uncommitted) {
+      ++pending_writes;
+      store.async_record(held.record, held.full_log, [weak = weak_from_this(), id = id, done](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        --self->pending_writes;
+        if (auto it = self->uncommitted.find(id); it != self->uncommitted.end() && ec != errc::store_failed) {
+          auto held_record = std::move(it->second);
+          self->uncommitted.erase(it);
+          if (!ec) {
+            self->emit(held_record.record);
+          } else {
+            logger()->error("recording {} failed: {}", id, ec.message());
+          }
+        }
+        if (ec == errc::store_failed) ++self->health.failed_commits;
+        done(ec == errc::store_failed);
+        self->maybe_finish_stop();
+      });
+    }
+    ++pending_writes;
+    store.async_probe([weak = weak_from_this(), done](error_code ec) {
+      auto self = weak.lock();
+      if (!self) return;
+      --self->pending_writes;
+      done(static_cast<bool>(ec));
+      self->maybe_finish_stop();
+    });
+  }
+
+  void on_probe_done(bool committed) {
+    if (stopping) return;
+    if (!committed) {
+      if (!health.available) arm_probe();
+      return;
+    }
+    if (!health.available) end_outage();
+  }
+
+  void end_outage() {
+    const std::string reason = outage_reason();
+    const auto lasted_s = (now_ms() - health.unavailable_since_unix_ms) / 1000;
+    const auto not_started = health.fires_not_started;
+    auto fires = std::exchange(held_fires, {});
+    health.available = true;
+    health.disk_full = false;
+    health.error.clear();
+    health.unavailable_since_unix_ms = 0;
+    health.fires_not_started = 0;
+    logger()->warn("local store can commit again after {} s: new runs start again; {} fire(s) were not started "
+                   "meanwhile ({} recorded SKIPPED)",
+                   lasted_s, not_started, fires.size());
+    if (not_started > fires.size())
+      logger()->warn("{} further fires not started during the outage are not recorded one by one",
+                     not_started - fires.size());
+    for (auto& fire : fires)
+      write_not_run(fire.pending, *fire.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_UNSPECIFIED,
+                    reason + "; the fire was not started");
+    // A RUNNING record written during the outage may be missing: a crash from here on must
+    // still find the run and record it FAILURE. (A final record already stored wins.)
+    for (auto& [id, run] : runs) write_state(run->record);
+    for (auto& [id, slot] : tasks) start_queued(*slot);
+    notify_health();
   }
 
   void write_not_run(const PendingRun& p, const v1::Task& config, v1::ExecutionStatus status,
@@ -310,6 +503,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void dispatch(TaskSlot& slot, PendingRun p, bool scheduled) {
+    if (!health.available) return hold_fire(slot, std::move(p));
     if (scheduled && !slot.config.enabled())
       return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
                            "the task is disabled");
@@ -362,7 +556,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_queued(TaskSlot& slot) {
-    while (!stopping && !slot.queue.empty() && slot.running < concurrency_limit(slot.config)) {
+    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config)) {
       PendingRun p = std::move(slot.queue.front());
       slot.queue.pop_front();
       start_run(slot, std::move(p));
@@ -495,6 +689,17 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   void maybe_finish_stop() {
     if (!stopping || !stopped_handler || !runs.empty() || pending_writes > 0) return;
     if (grace_timer) grace_timer->cancel();
+    probe_timer.cancel();
+    if (!uncommitted.empty()) {
+      std::vector<std::string> ids;
+      for (const auto& [id, held] : uncommitted) ids.push_back(id);
+      logger()->error("stopping with {} final record(s) the {} could not take: {}; they were not reported, and the "
+                      "next start records them FAILURE (agent restarted)",
+                      ids.size(), outage_reason(), fmt::join(ids, ", "));
+    }
+    if (!held_fires.empty() || health.fires_not_started > 0)
+      logger()->error("stopping with {} fire(s) not started during the store outage and not recorded",
+                      health.fires_not_started);
     asio::post(executor, std::exchange(stopped_handler, nullptr));
   }
 };
@@ -506,9 +711,12 @@ TaskEngine::~TaskEngine() {
   // Timers hold only weak references; cancel them so nothing waits on a dead engine.
   for (auto& [id, slot] : impl_->tasks) slot->timer.cancel();
   for (auto& [id, retry] : impl_->retries) retry.first->cancel();
+  impl_->probe_timer.cancel();
 }
 
 void TaskEngine::set_sink(ExecutionSink sink) { impl_->sink = std::move(sink); }
+void TaskEngine::set_store_health_handler(StoreHealthHandler handler) { impl_->health_handler = std::move(handler); }
+StoreHealth TaskEngine::store_health() const { return impl_->health_now(); }
 PluginExecutor& TaskEngine::plugins() { return *impl_->plugin_executor; }
 void TaskEngine::set_executor(v1::Task::ExecutorCase kind, std::unique_ptr<Executor> executor) {
   impl_->executors[kind] = std::move(executor);
@@ -516,6 +724,9 @@ void TaskEngine::set_executor(v1::Task::ExecutorCase kind, std::unique_ptr<Execu
 std::uint64_t TaskEngine::config_version() const noexcept { return impl_->version; }
 
 bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, ValidationError* error) {
+  // Declarative: a task that does not say is enabled (a pushed or cached one always says).
+  for (auto& task : tasks)
+    if (!task.has_enabled()) task.set_enabled(true);
   if (auto problem = validate_tasks(tasks)) {
     if (error) *error = std::move(*problem);
     return false;
@@ -597,6 +808,11 @@ std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::ma
   };
   if (it == impl.tasks.end()) return fail(fmt::format("no task with id \"{}\"", task_id));
   if (impl.stopping) return fail("the agent is stopping");
+  if (!impl.health.available) {
+    ec = errc::conflict;
+    if (detail) *detail = impl.outage_reason() + "; no new runs start until it can record them";
+    return std::nullopt;
+  }
   TaskSlot& slot = *it->second;
   for (const auto& spec : slot.config.params()) {
     if (params.count(spec.name())) continue;
@@ -645,6 +861,8 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
                     [&](const PendingRun& p) { return p.execution_id == request.execution_id(); }))
       return true;
   }
+  if (!impl.health.available)
+    return fail(errc::conflict, impl.outage_reason() + "; no new runs start until it can record them");
   if (!request.has_task() && it == impl.tasks.end())
     return fail(errc::not_found, fmt::format("task_id: no task with id \"{}\" on this agent", request.task_id()));
   if (request.has_task()) {
@@ -720,6 +938,8 @@ void TaskEngine::stop(std::chrono::seconds grace, std::function<void()> done) {
   }
   for (auto& [id, retry] : impl.retries) retry.first->cancel();
   impl.retries.clear();
+  impl.probe_timer.cancel();
+  if (!impl.uncommitted.empty()) impl.probe();  // one more try for the held final records
   if (!impl.runs.empty()) {
     impl.grace_timer = std::make_unique<asio::steady_timer>(impl.executor, grace);
     impl.grace_timer->async_wait([weak = impl_->weak_from_this()](const error_code& ec) {

@@ -133,6 +133,11 @@ struct SaveConfigWrite {
 struct PurgeWrite {
   Instant now;
 };
+/// Needs a page of space and leaves nothing behind: tells whether a commit can succeed.
+struct ProbeWrite {};
+
+/// Probe rows use an execution id no execution has (ids are never empty).
+constexpr std::size_t k_probe_bytes = 4096;
 
 /// One daily_stats row while it is being updated.
 struct StatsRow {
@@ -183,7 +188,7 @@ std::uint32_t to_count(std::int64_t n) {
 
 struct LocalStore::Impl {
   struct Op {
-    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, PurgeWrite> write;
+    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, PurgeWrite, ProbeWrite> write;
     WriteHandler done;        // every write but purge
     PurgeHandler purge_done;  // purge
     std::uint64_t purged = 0;
@@ -318,8 +323,10 @@ struct LocalStore::Impl {
       while (!checkpoint_stop) {
         checkpoint_wake.wait_for(lock, std::chrono::milliseconds(500), [&] { return checkpoint_stop; });
         lock.unlock();
-        error_code ignored;
-        checkpoint_db.exec("PRAGMA wal_checkpoint(PASSIVE)", ignored);
+        error_code failed;
+        checkpoint_db.exec("PRAGMA wal_checkpoint(PASSIVE)", failed);
+        // A full disk fails every checkpoint: said once, then quiet until one succeeds.
+        detail::set_sqlite_failures_quiet(static_cast<bool>(failed));
         lock.lock();
       }
     });
@@ -437,6 +444,10 @@ struct LocalStore::Impl {
 
   void run_batch(std::vector<Op>& batch) {
     error_code ec;
+    detail::SqliteFailure failure;
+    // A failure that repeats the previous batch's (a disk that stays full) was logged loudly
+    // once; the engine says the rest.
+    detail::set_sqlite_failures_quiet(repeating_failure);
     {
       std::unique_lock<std::mutex> shared_lock;
       if (shared_connection) shared_lock = std::unique_lock(read_mutex);
@@ -454,18 +465,34 @@ struct LocalStore::Impl {
           ResetOnExit reset(prune);
           prune.bind(1, task_id).bind(2, static_cast<std::int64_t>(options.full_logs_per_task)).run(ec);
         }
+        detail::last_sqlite_failure() = {};
         if (!ec) transaction.commit(ec);
+        // Before the transaction's rollback: what failed, not what the rollback said.
+        if (ec) failure = detail::last_sqlite_failure();
       } catch (const std::exception& e) {
         logger()->error("local store: batch of {} writes failed: {}", batch.size(), e.what());
         ec = errc::store_failed;
+        failure.message = e.what();
       }
     }
+    detail::set_sqlite_failures_quiet(false);
     if (ec) {
-      logger()->error("local store: batch of {} writes rolled back: {}", batch.size(), ec.message());
+      const bool disk_full = (failure.code & 0xff) == SQLITE_FULL;
+      if (failure.message.empty()) failure.message = ec.message();
+      logger()->log(repeating_failure ? spdlog::level::debug : spdlog::level::err,
+                    "local store: batch of {} writes rolled back: {}", batch.size(), failure.message);
       writes_failed.fetch_add(batch.size(), std::memory_order_relaxed);
+      if (disk_full) writes_failed_disk_full.fetch_add(batch.size(), std::memory_order_relaxed);
+      std::lock_guard lock(error_mutex);
+      repeating_failure = last_error && last_error->message == failure.message;
+      last_error = LocalStoreWriteError{disk_full, failure.message, now_unix_ms()};
     } else {
       writes_committed.fetch_add(batch.size(), std::memory_order_relaxed);
       batches_committed.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard lock(error_mutex);
+      if (last_error) logger()->info("local store: commits succeed again");
+      last_error.reset();
+      repeating_failure = false;
     }
     for (auto& op : batch) complete(op, ec);
   }
@@ -606,6 +633,15 @@ struct LocalStore::Impl {
     replace.bind(1, clamp_to_int64(write.config.version)).bind_blob(2, serialize_deterministic(manifest)).run(ec);
   }
 
+  void apply(ProbeWrite&, Op&, BatchState&, error_code& ec) {
+    auto insert = write_db.prepare(
+        "INSERT OR REPLACE INTO logs (execution_id, task_id, scheduled_unix_ms, data, created_unix_ms) "
+        "VALUES ('', '', 0, zeroblob(?1), 0)",
+        ec);
+    if (ec || !insert.bind(1, static_cast<std::int64_t>(k_probe_bytes)).run(ec)) return;
+    write_db.exec("DELETE FROM logs WHERE execution_id = ''", ec);
+  }
+
   void apply(PurgeWrite& write, Op& op, BatchState&, error_code& ec) {
     const std::int64_t cutoff_ms =
         to_unix_ms(write.now) - std::chrono::duration_cast<std::chrono::milliseconds>(options.retention).count();
@@ -668,6 +704,11 @@ struct LocalStore::Impl {
   std::atomic<std::uint64_t> writes_committed{0};
   std::atomic<std::uint64_t> batches_committed{0};
   std::atomic<std::uint64_t> writes_failed{0};
+  std::atomic<std::uint64_t> writes_failed_disk_full{0};
+
+  mutable std::mutex error_mutex;
+  std::optional<LocalStoreWriteError> last_error;  // guarded by error_mutex
+  bool repeating_failure = false;                  // the store thread's; set under error_mutex
 };
 
 namespace {
@@ -746,7 +787,13 @@ const LocalStoreOptions& LocalStore::options() const noexcept { return impl_->op
 LocalStoreMetrics LocalStore::metrics() const noexcept {
   return {impl_->writes_committed.load(std::memory_order_relaxed),
           impl_->batches_committed.load(std::memory_order_relaxed),
-          impl_->writes_failed.load(std::memory_order_relaxed)};
+          impl_->writes_failed.load(std::memory_order_relaxed),
+          impl_->writes_failed_disk_full.load(std::memory_order_relaxed)};
+}
+
+std::optional<LocalStoreWriteError> LocalStore::last_write_error() const {
+  std::lock_guard lock(impl_->error_mutex);
+  return impl_->last_error;
 }
 
 void LocalStore::flush() { impl_->flush(); }
@@ -781,6 +828,8 @@ void LocalStore::enqueue_save_config(CachedConfig config, WriteHandler done) {
 void LocalStore::enqueue_purge(Instant now, PurgeHandler done) {
   impl_->enqueue(Impl::Op{PurgeWrite{now}, {}, std::move(done), 0});
 }
+
+void LocalStore::enqueue_probe(WriteHandler done) { impl_->enqueue(Impl::Op{ProbeWrite{}, std::move(done), {}, 0}); }
 
 std::vector<v1::Execution> LocalStore::executions(const ExecutionQuery& query, error_code& ec) const {
   return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
@@ -923,6 +972,9 @@ CachedConfig LocalStore::cached_config(error_code& ec) const {
       ec = errc::store_failed;
       return {};
     }
+    // Cached before `enabled` had presence, a disabled task omits it: say so explicitly, or
+    // TaskEngine::apply would take the absence for "enabled".
+    for (auto& task : *manifest.mutable_tasks()) task.set_enabled(task.enabled());
     config.tasks.assign(std::make_move_iterator(manifest.mutable_tasks()->begin()),
                         std::make_move_iterator(manifest.mutable_tasks()->end()));
     return config;

@@ -16,13 +16,22 @@
 namespace quartzflow::detail {
 namespace {
 
+thread_local SqliteFailure t_last_failure;
+thread_local bool t_quiet_failures = false;
+
 error_code fail(sqlite3* db, int rc, std::string_view what) {
   const char* message = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  logger()->error("local store: SQLite error {} ({}) in: {}", rc, message, what);
+  t_last_failure.code = rc;
+  t_last_failure.message = message;
+  logger()->log(t_quiet_failures ? spdlog::level::debug : spdlog::level::err,
+                "local store: SQLite error {} ({}) in: {}", rc, message, what);
   return errc::store_failed;
 }
 
 }  // namespace
+
+SqliteFailure& last_sqlite_failure() noexcept { return t_last_failure; }
+void set_sqlite_failures_quiet(bool quiet) noexcept { t_quiet_failures = quiet; }
 
 SqliteDatabase::~SqliteDatabase() {
   // close_v2 defers the close until statements still alive are finalized.

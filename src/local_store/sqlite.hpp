@@ -107,6 +107,18 @@ class SqliteTransaction {
   bool active_ = false;
 };
 
+/// The last SQLite failure on the calling thread (any connection), kept so that a caller
+/// can tell a full disk (SQLITE_FULL) from other failures after the statement is gone.
+struct SqliteFailure {
+  int code = 0;         ///< extended result code; 0 = none since the last reset
+  std::string message;  ///< SQLite's message, e.g. `database or disk is full`
+};
+/// Thread safety: per thread (thread-local).
+SqliteFailure& last_sqlite_failure() noexcept;
+/// While true on the calling thread, failures are logged at debug level, not error: for a
+/// caller that already said loudly that the same failure is going on (a full disk).
+void set_sqlite_failures_quiet(bool quiet) noexcept;
+
 /// One step of a schema: the SQL that brings a database to `version`.
 struct SchemaStep {
   int version;

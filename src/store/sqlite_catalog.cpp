@@ -100,7 +100,12 @@ std::vector<v1::Task> SqliteStoreTransaction::read_tasks(BorrowedStatement& rows
   std::vector<v1::Task> out;
   while (rows.next()) parse_record(rows.blob(0), out.emplace_back());
   std::unordered_map<std::string, std::string> names_seen;
-  for (auto& task : out) fill_group_names(task, names_seen);
+  for (auto& task : out) {
+    // Records written before `enabled` had presence omit it when false: say so explicitly,
+    // so that nothing downstream reads "absent" as "enabled by default".
+    task.set_enabled(task.enabled());
+    fill_group_names(task, names_seen);
+  }
   return out;
 }
 

@@ -4,14 +4,16 @@
 import base64
 import json
 import os
+import signal
 import socket
+import stat
 import struct
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import Api, wait_for
+from conftest import ADMIN_PASSWORD, Api, free_port, wait_for
 
 SHELL_TASK = {
     "name": "api-echo",
@@ -63,7 +65,7 @@ def test_health_ready_metrics(anonymous):
 
 
 def test_login_sets_a_strict_http_only_cookie_and_the_cookie_authenticates(anonymous):
-    r = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": "correct horse battery staple"})
+    r = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
     assert r.status == 200
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and cookie.startswith("qf_session=qfs_")
@@ -89,7 +91,7 @@ def test_failed_logins_from_one_address_are_answered_ever_later(anonymous):
         assert r.status == 401
         assert time.monotonic() - started >= expected_delay * 0.9
     started = time.monotonic()
-    ok = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": "correct horse battery staple"})
+    ok = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
     assert ok.status == 200 and time.monotonic() - started >= 2.0 * 0.9  # the next one waits too
     started = time.monotonic()
     assert anonymous.post("/api/v1/auth/login", {"username": "nobody-here", "password": "x"}).status == 401
@@ -249,8 +251,9 @@ def test_a_viewer_reads_but_cannot_write_and_the_attempt_is_audited(viewer, admi
     assert viewer.get("/api/v1/users").status == 403
     assert viewer.get("/api/v1/audit").status == 403
     assert admin.get(f"/api/v1/tasks/{tid}").status == 200
-    denied = admin.get("/api/v1/audit?action=access.denied&actor=vera").data
-    assert int(denied["total"]) >= 2
+    # The entries are written after the 403 went out: a moment later at most.
+    wait_for(lambda: int(admin.get("/api/v1/audit?action=access.denied&actor=vera").data["total"]) >= 2, 10,
+             "the access.denied audit entries")
 
 
 def test_users_tokens_and_passwords(admin, anonymous):
@@ -364,6 +367,131 @@ class WebSocket:
         return b0 & 0x0F, self._read(length)
 
 
+def without_request_id(response):
+    body = dict(response.json)
+    body.pop("request_id", None)
+    return response.status, body
+
+
+def test_a_locked_account_answers_like_an_unknown_one_locks_one_address_only_and_an_admin_unlocks(admin, anonymous):
+    r = admin.post("/api/v1/users", {"user": {"username": "lou", "role": "ROLE_VIEWER"}, "password": "a locked user's pass"})
+    assert r.status == 201, r
+    uid = r.data["id"]
+    attacker = anonymous.from_address("127.0.0.3")
+    for _ in range(5):  # the coordinator's default max_failed_logins
+        bad = attacker.post("/api/v1/auth/login", {"username": "lou", "password": "not lou's password"})
+        assert bad.status == 401 and bad.json["message"] == "invalid username or password", bad
+    # Locked from 127.0.0.3: the right password gets exactly what an unknown user gets.
+    locked = attacker.post("/api/v1/auth/login", {"username": "lou", "password": "a locked user's pass"})
+    unknown = anonymous.from_address("127.0.0.4").post("/api/v1/auth/login",
+                                                       {"username": "nobody-at-all", "password": "a locked user's pass"})
+    assert without_request_id(locked) == without_request_id(unknown)
+    assert locked.status == 401 and locked.json["error"] == "UNAUTHENTICATED"
+    assert locked.json["message"] == "invalid username or password"
+    # Another address is not locked out.
+    elsewhere = anonymous.from_address("127.0.0.2").post("/api/v1/auth/login",
+                                                         {"username": "lou", "password": "a locked user's pass"})
+    assert elsewhere.status == 200, elsewhere
+    failed = admin.get(f"/api/v1/audit?action=auth.login_failed&target_id={uid}&page_size=50").data["items"]
+    assert any("locked for 900 s for this address" in e["detail"] and e["source_ip"] == "127.0.0.3" for e in failed)
+    # Only an admin lifts the lock; then the locked address gets in.
+    lou = anonymous.with_token(elsewhere.data["session_token"])
+    assert lou.post(f"/api/v1/users/{uid}/unlock").status == 403
+    assert admin.post("/api/v1/users/usr_missing/unlock", pattern="/api/v1/users/{id}/unlock").status == 404
+    unlocked = admin.post(f"/api/v1/users/{uid}/unlock", pattern="/api/v1/users/{id}/unlock")
+    assert unlocked.status == 200 and unlocked.data["username"] == "lou"
+    audited = admin.get(f"/api/v1/audit?action=user.unlock&target_id={uid}").data["items"]
+    assert len(audited) == 1 and audited[0]["actor"] == "admin"
+    assert audited[0]["detail"] == "login locks lifted for 1 source address"
+    ok = attacker.post("/api/v1/auth/login", {"username": "lou", "password": "a locked user's pass"})
+    assert ok.status == 200, ok
+
+
+def test_a_weak_password_is_refused_naming_the_field(admin):
+    for password, reason in (("password1234", "is one of the most commonly used passwords"),
+                             ("Sunshine2024!!", "is a commonly used password with digits or symbols around it"),
+                             ("123456789012345", "is a sequence of neighbouring keys or characters"),
+                             ("weakling's own pass", "must not contain the username"),
+                             ("quartzflow is great", "must not contain the name of the service (quartzflow)"),
+                             ("short", "must be at least 12 characters")):
+        r = admin.post("/api/v1/users", {"user": {"username": "weakling", "role": "ROLE_VIEWER"}, "password": password})
+        assert r.status == 400 and r.json["error"] == "INVALID_ARGUMENT", (password, r)
+        assert [d["field"] for d in r.json["details"]] == ["password"], r
+        assert r.json["details"][0]["reason"].startswith(reason), r
+        assert password not in r.body
+    assert not any(u["username"] == "weakling" for u in admin.get("/api/v1/users").data["items"])
+    me = admin.get("/api/v1/auth/me").data
+    r = admin.put(f"/api/v1/users/{me['id']}/password", {"current_password": ADMIN_PASSWORD,
+                                                          "new_password": "qwertyuiop1234"},
+                  pattern="/api/v1/users/{id}/password")
+    assert r.status == 400 and [d["field"] for d in r.json["details"]] == ["new_password"], r
+
+
+def test_a_user_who_must_change_the_password_can_do_nothing_else_first(admin, anonymous):
+    r = admin.post("/api/v1/users", {"user": {"username": "mona", "role": "ROLE_OPERATOR"},
+                                     "password": "first day password", "require_password_change": True})
+    assert r.status == 201 and r.data["password_change_required"] is True, r
+    uid = r.data["id"]
+    login = anonymous.post("/api/v1/auth/login", {"username": "mona", "password": "first day password"})
+    assert login.status == 200 and login.data["user"]["password_change_required"] is True
+    mona = anonymous.with_token(login.data["session_token"])
+    for refused in (mona.get("/api/v1/tasks"), mona.post("/api/v1/tokens", {"name": "sneaky"}),
+                    mona.put(f"/api/v1/users/{admin.get('/api/v1/auth/me').data['id']}/password",
+                             {"new_password": "an admin's new password"})):
+        assert refused.status == 403 and refused.json["error"] == "PERMISSION_DENIED", refused
+        assert "password must be changed first" in refused.json["message"]
+    me = mona.get("/api/v1/auth/me")
+    assert me.status == 200 and me.data["password_change_required"] is True
+    same = mona.put(f"/api/v1/users/{uid}/password", {"current_password": "first day password",
+                                                      "new_password": "first day password"})
+    assert same.status == 400 and same.json["details"][0]["field"] == "new_password"
+    changed = mona.put(f"/api/v1/users/{uid}/password", {"current_password": "first day password",
+                                                         "new_password": "my very own passphrase"})
+    assert changed.status == 200, changed
+    assert mona.get("/api/v1/tasks").status == 200
+    assert mona.get("/api/v1/auth/me").data["password_change_required"] is False
+    assert mona.post("/api/v1/auth/logout").status == 200
+
+
+def test_the_first_start_password_goes_to_a_0600_file_not_the_log_and_must_be_changed(cluster):
+    data_dir = os.path.join(cluster.dir, "bootstrap-data")
+    admin_port = free_port()
+    config = os.path.join(cluster.dir, "bootstrap.yaml")
+    with open(cluster.config) as f:
+        text = f.read()
+    text = (text.replace("data_dir: data", "data_dir: bootstrap-data")
+            .replace(f"127.0.0.1:{cluster.admin_port}", f"127.0.0.1:{admin_port}")
+            .replace(f"agent_listen: 127.0.0.1:{cluster.agent_port}",
+                     f"agent_listen: 127.0.0.1:{free_port(socket.SOCK_DGRAM)}"))
+    with open(config, "w") as f:
+        f.write(text)
+    password = None
+    process = cluster.start("bootstrap", [cluster.coordinator_bin, "--config", config])  # stderr: a file
+    try:
+        api = Api(f"http://127.0.0.1:{admin_port}")
+        path = os.path.join(data_dir, "initial-admin-password")
+        wait_for(lambda: os.path.exists(path) and api.get("/readyz").status == 200, 30, "the first start")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with open(path) as f:
+            password = f.read().strip()
+        assert len(password) == 24
+        log = cluster.log("bootstrap")
+        assert password not in log and "initial-admin-password" in log
+        login = api.post("/api/v1/auth/login", {"username": "admin", "password": password})
+        assert login.status == 200 and login.data["user"]["password_change_required"] is True
+        first = api.with_token(login.data["session_token"])
+        denied = first.get("/api/v1/tasks")
+        assert denied.status == 403 and "password must be changed first" in denied.json["message"]
+        uid = login.data["user"]["id"]
+        assert first.put(f"/api/v1/users/{uid}/password", {"current_password": password,
+                                                           "new_password": "the operator's own choice"}).status == 200
+        assert first.get("/api/v1/tasks").status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert password and password not in cluster.log("bootstrap")
+
+
 def test_events_websocket_streams_task_changes_and_runs_filtered_by_task(admin, cluster, workers):
     anonymous_ws = WebSocket(cluster.admin_port, "qf_forged")
     assert anonymous_ws.status == 401
@@ -423,3 +551,20 @@ def test_zz_openapi_lists_every_route_and_each_was_exercised(anonymous, admin):
         for op in item.values():
             ref = op["responses"]
             assert "default" in ref
+
+
+def test_a_task_created_without_enabled_runs_and_an_edit_without_it_keeps_it(admin, workers):
+    # Issue: a task left without `enabled` was created disabled, silently.
+    body = {"name": "api-implicit", "group_ids": [workers], "schedule": {"cron": "0 3 * * *"},
+            "shell": {"argv": ["/bin/true"]}}
+    created = admin.post("/api/v1/tasks", body)
+    assert created.status == 201, created
+    assert created.data["enabled"] is True
+    tid = created.data["id"]
+    assert admin.post(f"/api/v1/tasks/{tid}/disable").data["enabled"] is False
+    edited = admin.put(f"/api/v1/tasks/{tid}", dict(body, description="edited, enabled not said"))
+    assert edited.status == 200, edited
+    assert edited.data["enabled"] is False  # an edit that does not say keeps the state
+    explicit = admin.put(f"/api/v1/tasks/{tid}", dict(body, enabled=True))
+    assert explicit.data["enabled"] is True
+    assert admin.delete(f"/api/v1/tasks/{tid}").status in (200, 204)

@@ -16,16 +16,21 @@
 #include <thread>
 #include <vector>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <utility>
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "child_process.hpp"
 
@@ -610,4 +615,141 @@ TEST_CASE("qfctl local reads the store while the agent runs and names a missing 
     CHECK(contains(result.err, "no agent store at " + missing.string()));
   }
   CHECK_FALSE(fs::exists(missing));
+}
+
+namespace {
+
+/// A small tmpfs mounted for one test (root, or a permitted mount namespace), unmounted after.
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const fs::path& where, const std::string& size) : path_(where) {
+    fs::create_directories(where);
+    mounted_ = ::mount("tmpfs", where.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, ("size=" + size).c_str()) == 0;
+    if (!mounted_) why_ = std::strerror(errno);
+  }
+  ~SmallTmpfs() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  bool mounted() const noexcept { return mounted_; }
+  const std::string& why() const noexcept { return why_; }
+
+  /// Writes a file until the filesystem has no space left; returns the bytes written.
+  std::size_t fill(const fs::path& file) {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    const std::string chunk(4096, 'x');
+    std::size_t written = 0;
+    for (;;) {
+      const auto n = ::write(fd, chunk.data(), chunk.size());
+      if (n <= 0) break;
+      written += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    return written;
+  }
+
+ private:
+  fs::path path_;
+  bool mounted_ = false;
+  std::string why_;
+};
+
+std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+std::vector<std::string> lines_in(const fs::path& file) {
+  std::istringstream in(read_text(file));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("an agent whose data disk fills stops starting runs, reports only what it committed, and recovers",
+          "[agent][integration][slow]") {
+  TempDir outside;  // the side-effect file lives off the small disk
+  const fs::path ran_file = outside.path() / "ran.txt";
+  AgentFixture fixture(fmt::format(R"(tasks:
+  - name: tick
+    enabled: true
+    schedule: "* * * * * *"
+    shell:
+      script: "echo $QF_EXECUTION_ID >> '{}'; head -c 6000 /dev/zero | tr '\\0' x"
+)",
+                                   ran_file.string()));
+  SmallTmpfs disk(fixture.dir.path() / "data", "3m");
+  if (!disk.mounted()) {
+    WARN("skipped: mounting a 3 MB tmpfs is not permitted here (" << disk.why() << ")");
+    return;
+  }
+  auto agent = fixture.start({"--shutdown-grace", "2"});
+  REQUIRE(wait_until([&] { return finals_of(fixture.log(), "tick", "SUCCESS").size() >= 2; }, seconds{10}));
+
+  // Fill the disk: the store fails to commit (SQLITE_FULL) within a few runs.
+  const fs::path filler = fixture.dir.path() / "data" / "filler";
+  disk.fill(filler);
+  const std::string entered = "local store full: ";
+  const bool noticed = wait_until(
+      [&] {
+        disk.fill(fixture.dir.path() / "data" / "filler2");  // space SQLite gave back is taken again
+        return contains(fixture.log(), "no new runs start until the store can commit again");
+      },
+      seconds{60});
+  INFO(fixture.log());
+  REQUIRE(noticed);
+  CHECK(contains(fixture.log(), entered));
+  std::this_thread::sleep_for(seconds{1});  // a run in progress ends (it prints 6 KB)
+  const auto ran_when_full = lines_in(ran_file).size();
+  std::this_thread::sleep_for(seconds{4});
+  CHECK(lines_in(ran_file).size() == ran_when_full);  // no run started on a full disk
+
+  // Space returns: the agent finds out by itself and runs again.
+  fs::remove(filler);
+  fs::remove(fixture.dir.path() / "data" / "filler2");
+  REQUIRE(wait_until([&] { return contains(fixture.log(), "local store can commit again"); }, seconds{15}));
+  REQUIRE(wait_until([&] { return lines_in(ran_file).size() >= ran_when_full + 2; }, seconds{10}));
+  agent->signal(SIGTERM);
+  const auto status = agent->wait_for_exit(seconds{10});
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  const std::string log = fixture.log();
+  INFO(log);
+  CHECK(count_of(log, "no new runs start until the store can commit again") == 1);
+  CHECK(count_of(log, "local store can commit again") == 1);
+
+  StoreReader reader(fixture.store_file);
+  const auto records = reader.by_id();
+  qf::error_code ec;
+  CHECK(reader.store->unfinished(ec).empty());
+  // Every final state the agent reported is the one in its store.
+  for (const auto& report : reports_in(log)) {
+    if (report.status == "RUNNING") continue;
+    INFO(report.execution_id);
+    const auto it = records.find(report.execution_id);
+    REQUIRE(it != records.end());
+    CHECK(status_name(it->second.status()) == report.status);
+  }
+  // Every run that happened is on record as SUCCESS; every run on record happened.
+  const auto ran = lines_in(ran_file);
+  const std::set<std::string> ran_ids(ran.begin(), ran.end());
+  for (const auto& id : ran) {
+    INFO(id);
+    const auto it = records.find(id);
+    REQUIRE(it != records.end());
+    CHECK(it->second.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  }
+  std::size_t skipped_full = 0;
+  for (const auto& [id, record] : records) {
+    if (record.started_unix_ms() != 0) CHECK(ran_ids.count(id) == 1);
+    if (record.status() == qf::v1::EXECUTION_STATUS_SKIPPED && record.skip_detail().rfind(entered, 0) == 0)
+      ++skipped_full;
+  }
+  CHECK(skipped_full >= 3);  // the fires of the outage, each on record with why
 }

@@ -21,6 +21,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "full_disk_vfs.hpp"
 #include "temp_dir.hpp"
 #include <date/tz.h>
 #include <fmt/format.h>
@@ -719,6 +720,65 @@ TEST_CASE("a failing batch fails every write in it and writes none of them", "[l
   REQUIRE_FALSE(record(io, *store, good1));
   CHECK(get(*store, good1.execution_id()));
   CHECK(stats(*store).at(0).total() == 1);
+}
+
+TEST_CASE("a full disk fails writes as disk full, keeps what was committed, and a probe commits once space returns",
+          "[local_store]") {
+  quartzflow::testing::FullDiskVfs disk;  // before the store: its connections go through it
+  TempDir dir;
+  boost::asio::io_context io;
+  qf::LocalStoreOptions options;
+  options.path = dir.file("agent.db");
+  auto store = open_store(io, options);
+  struct QuietLog {
+    spdlog::level::level_enum saved = qf::logger()->level();
+    QuietLog() { qf::logger()->set_level(spdlog::level::off); }
+    ~QuietLog() { qf::logger()->set_level(saved); }
+    QuietLog(const QuietLog&) = delete;
+    QuietLog& operator=(const QuietLog&) = delete;
+  } quiet;
+  const auto before = make_record("t", 1000, v1::EXECUTION_STATUS_SUCCESS, 1000, 5);
+  const auto during = make_record("t", 2000, v1::EXECUTION_STATUS_SUCCESS, 2000, 5);
+  REQUIRE_FALSE(record(io, *store, before, "log before"));
+  CHECK_FALSE(store->last_write_error());
+
+  disk.set_full(true);
+  CHECK(record(io, *store, during, "log during") == qf::errc::store_failed);
+  CHECK(disk.refused_writes() > 0);
+  const auto error = store->last_write_error();
+  REQUIRE(error);
+  CHECK(error->disk_full);
+  CHECK(error->message.find("full") != std::string::npos);
+  CHECK(error->unix_ms > 0);
+  CHECK(store->metrics().writes_failed_disk_full == 1);
+  std::optional<qf::error_code> probed;
+  store->async_probe([&](qf::error_code ec) { probed = ec; });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(probed);
+  CHECK(*probed == qf::errc::store_failed);
+  CHECK(store->metrics().writes_failed_disk_full == 2);
+  // What was committed stays readable; what failed is not there, not even in part.
+  CHECK(get(*store, before.execution_id()));
+  CHECK_FALSE(get(*store, during.execution_id()));
+  qf::error_code ec;
+  CHECK(store->full_log(before.execution_id(), ec) == std::optional<std::string>("log before"));
+  CHECK(stats(*store).at(0).total() == 1);
+
+  disk.set_full(false);
+  probed.reset();
+  store->async_probe([&](qf::error_code e) { probed = e; });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(probed);
+  CHECK_FALSE(*probed);
+  CHECK_FALSE(store->last_write_error());
+  CHECK(store->count_executions({}, ec) == 1);  // the probe leaves nothing behind
+  CHECK_FALSE(store->full_log("", ec));
+  REQUIRE_FALSE(record(io, *store, during, "log during"));
+  CHECK(get(*store, during.execution_id()));
+  CHECK(stats(*store).at(0).total() == 2);
+  store.reset();  // closes its connections before the VFS goes
 }
 
 // ---- crash test ----

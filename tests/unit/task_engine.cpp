@@ -6,6 +6,10 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -13,8 +17,13 @@
 #include <utility>
 #include <boost/asio/io_context.hpp>
 
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 #include <quartzflow/task_engine.hpp>
+
+#include "full_disk_vfs.hpp"
 
 namespace qf = quartzflow;
 namespace fs = std::filesystem;
@@ -30,6 +39,7 @@ struct Fixture {
   std::vector<qf::v1::Execution> finals;
   std::vector<qf::v1::Execution> events;
   fs::path dir;
+  std::function<void(qf::TaskEngineOptions&)> configure;  ///< applied by make_engine
 
   explicit Fixture(std::string store_path = ":memory:") {
     dir = fs::temp_directory_path() / ("qf-engine-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
@@ -56,6 +66,7 @@ struct Fixture {
     qf::TaskEngineOptions options;
     options.agent_id = "agent-1";
     options.progress_interval = 1s;
+    if (configure) configure(options);
     engine = std::make_unique<qf::TaskEngine>(io.get_executor(), *store, options);
     engine->set_sink([this](const qf::v1::Execution& e) {
       events.push_back(e);
@@ -620,4 +631,158 @@ TEST_CASE("a run's recorded output is valid UTF-8 however binary the program's o
   CHECK(parsed.ParseFromString(f.final_of(id)->SerializeAsString()));  // a peer can read it
   qf::error_code ec;
   CHECK(f.store->full_log(id, ec)->size() == 20);  // the full log keeps the bytes as they were
+}
+
+namespace {
+
+/// The library's log captured for a test (and restored after it).
+struct CapturedLog {
+  std::ostringstream text;
+  std::shared_ptr<spdlog::logger> saved = qf::logger();
+  CapturedLog() {
+    auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(text));
+    logger->set_level(spdlog::level::debug);
+    logger->set_pattern("[%l] %v");
+    qf::set_logger(logger);
+  }
+  ~CapturedLog() { qf::set_logger(saved); }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  std::size_t count(const std::string& part) {
+    const std::string all = text.str();
+    std::size_t n = 0;
+    for (auto at = all.find(part); at != std::string::npos; at = all.find(part, at + 1)) ++n;
+    return n;
+  }
+};
+
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("while the store cannot commit no run starts and nothing uncommitted is reported, then runs resume",
+          "[engine]") {
+  qf::testing::FullDiskVfs disk;  // before the store: its connections write through it
+  CapturedLog log;
+  Fixture f;
+  f.configure = [](qf::TaskEngineOptions& options) { options.store_probe_interval = 300ms; };
+  f.make_engine();
+  std::vector<qf::StoreHealth> changes;
+  f.engine->set_store_health_handler([&](const qf::StoreHealth& h) { changes.push_back(h); });
+  // The side effect each run leaves: its execution id, appended to a file.
+  const fs::path ran_file = f.dir / "ran.txt";
+  auto task = shell_task("tick", fmt::format("echo \"$QF_EXECUTION_ID\" | tee -a '{}'", ran_file.string()));
+  task.mutable_schedule()->set_cron("* * * * * *");
+  f.apply({task});
+  f.engine->start();
+  REQUIRE(f.run_until([&] { return f.finals.size() >= 2; }, 10s));
+  CHECK(f.engine->store_health().available);
+
+  disk.set_full(true);
+  // The next run's RUNNING record cannot be committed: the engine notices.
+  REQUIRE(f.run_until([&] { return !f.engine->store_health().available; }, 5s));
+  const auto down = f.engine->store_health();
+  CHECK(down.disk_full);
+  CHECK(down.error.find("full") != std::string::npos);
+  CHECK(down.unavailable_since_unix_ms > 0);
+  CHECK(down.outages == 1);
+  REQUIRE(changes.size() == 1);
+  CHECK_FALSE(changes.back().available);
+  REQUIRE(f.run_until([&] { return f.engine->running_count() == 0; }, 5s));  // an echo ends at once
+  const auto ran_before_outage = lines_of(ran_file).size();
+  f.run_until([] { return false; }, 3500ms);
+  CHECK(lines_of(ran_file).size() == ran_before_outage);  // no run started while full
+  CHECK(f.engine->store_health().fires_not_started >= 3);
+  CHECK_FALSE(f.engine->store_health().available);
+  qf::error_code ec;
+  std::string detail;
+  CHECK_FALSE(f.engine->trigger("tick", {}, ec, &detail));
+  CHECK(ec == qf::errc::conflict);
+  CHECK(detail.find("local store full") != std::string::npos);
+  // Nothing reported that the store lacks.
+  for (const auto& reported : f.finals) {
+    INFO(reported.execution_id());
+    const auto stored = f.store->execution(reported.execution_id(), ec);
+    REQUIRE(stored);
+    CHECK(stored->status() == reported.status());
+  }
+
+  disk.set_full(false);
+  REQUIRE(f.run_until([&] { return f.engine->store_health().available; }, 5s));
+  REQUIRE(changes.size() == 2);
+  CHECK(changes.back().available);
+  const auto ran_at_recovery = lines_of(ran_file).size();
+  REQUIRE(f.run_until([&] { return lines_of(ran_file).size() >= ran_at_recovery + 2; }, 10s));
+  bool stopped = false;
+  f.engine->stop(2s, [&] { stopped = true; });
+  REQUIRE(f.run_until([&] { return stopped; }));
+  f.store->flush();
+
+  const auto health = f.engine->store_health();
+  CHECK(health.available);
+  CHECK(health.uncommitted_records == 0);
+  CHECK(health.outages == 1);
+  qf::ExecutionQuery all;
+  all.limit = 100000;
+  std::map<std::string, qf::v1::Execution> stored;
+  for (auto& r : f.store->executions(all, ec)) stored[r.execution_id()] = r;
+  REQUIRE_FALSE(ec);
+  CHECK(f.store->unfinished(ec).empty());
+  // Every run that happened (its side effect) is in the store as SUCCESS and was reported
+  // once; every record of a run that started is one of them.
+  const auto ran = lines_of(ran_file);
+  std::set<std::string> ran_ids(ran.begin(), ran.end());
+  CHECK(ran_ids.size() == ran.size());
+  for (const auto& id : ran) {
+    INFO(id);
+    REQUIRE(stored.count(id));
+    CHECK(stored[id].status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+    CHECK(f.store->full_log(id, ec) == std::optional<std::string>(id + "\n"));  // held ones keep their log
+    CHECK(std::count_if(f.finals.begin(), f.finals.end(), [&](auto& e) { return e.execution_id() == id; }) == 1);
+  }
+  std::size_t started = 0, skipped_full = 0;
+  for (const auto& [id, r] : stored) {
+    if (r.started_unix_ms() != 0) {
+      ++started;
+      CHECK(ran_ids.count(id));
+    }
+    if (r.status() == qf::v1::EXECUTION_STATUS_SKIPPED && r.skip_detail().rfind("local store full: ", 0) == 0)
+      ++skipped_full;
+  }
+  CHECK(started == ran.size());
+  // Each fire not started is on record, with why.
+  CHECK(skipped_full == health.fires_not_started_total);
+  CHECK(skipped_full >= 3);
+  for (const auto& reported : f.finals) {
+    INFO(reported.execution_id());
+    REQUIRE(stored.count(reported.execution_id()));
+    CHECK(stored[reported.execution_id()].status() == reported.status());
+  }
+  // Said loudly, once each way, not once per fire or probe.
+  INFO(log.text.str());
+  CHECK(log.count("[error] local store full: database or disk is full; no new runs start") == 1);
+  CHECK(log.count("[warning] local store can commit again") == 1);
+  CHECK(log.count("[error]") <= 6);
+}
+
+TEST_CASE("a task applied without enabled is scheduled, enabled false is not", "[engine]") {
+  Fixture f;
+  auto implicit = shell_task("implicit", "true");
+  implicit.clear_enabled();
+  implicit.mutable_schedule()->set_interval_seconds(1);
+  auto off = shell_task("off", "true");
+  off.set_enabled(false);
+  off.mutable_schedule()->set_interval_seconds(1);
+  f.apply({implicit, off});
+  f.engine->start();
+  REQUIRE(f.run_until([&] {
+    return std::any_of(f.finals.begin(), f.finals.end(), [](auto& e) { return e.task_id() == "implicit"; });
+  }));
+  CHECK(std::none_of(f.finals.begin(), f.finals.end(), [](auto& e) { return e.task_id() == "off"; }));
 }

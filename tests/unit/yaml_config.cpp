@@ -372,3 +372,29 @@ TEST_CASE("the demo's sample manifest loads and schedules what the demo shows", 
   CHECK(qf::effective_timeout(sleepy) == std::chrono::seconds{2});
   CHECK(sleepy.shell().argv(1) == "30");
 }
+
+TEST_CASE("a manifest task that does not say enabled is enabled, one that says false is not", "[yaml]") {
+  TempFile file("tasks.yaml",
+                "tasks:\n  - name: implicit\n    shell: {argv: [/bin/true]}\n"
+                "  - name: off\n    enabled: false\n    shell: {argv: [/bin/true]}\n");
+  v1::TaskManifest manifest;
+  qf::YamlError error;
+  REQUIRE(qf::load_task_manifest(file.path(), manifest, error));
+  REQUIRE(manifest.tasks_size() == 2);
+  CHECK(manifest.tasks(0).has_enabled());
+  CHECK(manifest.tasks(0).enabled());
+  CHECK(manifest.tasks(1).has_enabled());
+  CHECK_FALSE(manifest.tasks(1).enabled());
+}
+
+TEST_CASE("lists longer than any manifest may hold are refused with their path", "[yaml]") {
+  std::string yaml = "tasks:\n  - name: a\n    shell: {argv: [/bin/true]}\n    retry:\n      retry_on_exit_codes: [";
+  for (int i = 0; i < 100001; ++i) yaml += i ? ",3" : "3";
+  yaml += "]\n";
+  TempFile file("big.yaml", yaml);
+  v1::TaskManifest manifest;
+  qf::YamlError error;
+  REQUIRE_FALSE(qf::load_task_manifest(file.path(), manifest, error));
+  CHECK_THAT(error.message(), Catch::Contains("tasks[0].retry.retry_on_exit_codes") &&
+                                  Catch::Contains("has 100001 elements; at most 100000"));
+}
