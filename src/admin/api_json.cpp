@@ -18,6 +18,7 @@
 #include <google/protobuf/util/type_resolver.h>
 #include <google/protobuf/util/type_resolver_util.h>
 
+#include "../common/json_text.hpp"
 #include "../common/message_limits.hpp"
 #include "../common/utf8.hpp"
 #include "api.hpp"
@@ -142,20 +143,8 @@ ApiFailureInfo body_failure(std::string_view status_message) {
 
 void append_json_string(std::string& out, std::string_view raw) {
   // A message may quote what a client sent; the reply stays UTF-8, hence JSON, whatever it was.
-  const std::string text = valid_utf8(raw);
   out += '"';
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        else out += c;
-    }
-  }
+  append_json_escaped(out, valid_utf8(raw));
   out += '"';
 }
 

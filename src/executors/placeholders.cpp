@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "placeholders.hpp"
 
+#include "../common/json_text.hpp"
+
 #include <cctype>
 
 #include <fmt/format.h>
@@ -27,18 +29,7 @@ void append_escaped(std::string& out, std::string_view value, PlaceholderEscape 
       }
       return;
     case PlaceholderEscape::json:
-      for (const char c : value) {
-        switch (c) {
-          case '"': out += "\\\""; break;
-          case '\\': out += "\\\\"; break;
-          case '\n': out += "\\n"; break;
-          case '\r': out += "\\r"; break;
-          case '\t': out += "\\t"; break;
-          default:
-            if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-            else out += c;
-        }
-      }
+      append_json_escaped(out, value);
       return;
   }
 }

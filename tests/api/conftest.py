@@ -189,12 +189,18 @@ log_level: debug
                 p.wait()
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def started_cluster():
+    """A new Cluster from QF_BUILD_DIR, started."""
     build = os.environ.get("QF_BUILD_DIR")
     assert build, "QF_BUILD_DIR must name the build directory"
     c = Cluster(build)
     c.start_all()
+    return c
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    c = started_cluster()
     yield c
     c.stop()
     assert c.coordinator.returncode == 0, c.log("coordinator")[-3000:]

@@ -2,7 +2,6 @@
 # Faults with real processes, counted through side effects: kill -9 of the coordinator
 # during admin API writes and during a config push, SIGSTOP/SIGCONT of the coordinator and
 # of the agent. A cluster of its own, since these tests kill it.
-import json
 import os
 import signal
 import threading
@@ -10,17 +9,14 @@ import time
 
 import pytest
 
-from conftest import ADMIN_PASSWORD, Api, Cluster, wait_for
+from conftest import ADMIN_PASSWORD, Api, started_cluster, wait_for
 
 EVERY_SECOND = {"interval_seconds": 1}
 
 
 @pytest.fixture(scope="module")
 def own():
-    build = os.environ.get("QF_BUILD_DIR")
-    assert build, "QF_BUILD_DIR must name the build directory"
-    c = Cluster(build)
-    c.start_all()
+    c = started_cluster()
     yield c
     c.stop()
 
