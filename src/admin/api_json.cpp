@@ -219,6 +219,8 @@ std::optional<std::string> percent_decode(std::string_view in, bool plus_is_spac
     if (c == '\0') return std::nullopt;
     out += c;
   }
+  // Ids and query values reach protobuf strings and replies: UTF-8 only, like bodies.
+  if (first_invalid_utf8(out) != std::string_view::npos) return std::nullopt;
   return out;
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // RFC 3339 instants and Go-style durations.
+#include <cctype>
 #include <charconv>
 #include <sstream>
 
@@ -13,7 +14,22 @@ namespace quartzflow {
 std::string format_rfc3339(Instant t) { return date::format("%FT%TZ", t); }
 
 std::optional<Instant> parse_rfc3339(std::string_view text) {
-  if (text.size() < 20 || text.size() > 25) return std::nullopt;
+  if (text.size() != 20 && text.size() != 25) return std::nullopt;
+  // The shape first: date::parse misreads some near misses (`00:00.00Z` reaches a NaN).
+  constexpr std::string_view k_shape = "dddd-dd-ddTdd:dd:dd";
+  for (std::size_t i = 0; i < k_shape.size(); ++i) {
+    const char c = text[i];
+    const bool ok = k_shape[i] == 'd' ? (c >= '0' && c <= '9')
+                    : k_shape[i] == 'T' ? (c == 'T' || c == 't' || c == ' ')
+                                        : c == k_shape[i];
+    if (!ok) return std::nullopt;
+  }
+  const std::string_view zone = text.substr(k_shape.size());
+  const bool utc = zone == "Z" || zone == "z";
+  const bool offset = zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':' &&
+                      std::isdigit(static_cast<unsigned char>(zone[1])) && std::isdigit(static_cast<unsigned char>(zone[2])) &&
+                      std::isdigit(static_cast<unsigned char>(zone[4])) && std::isdigit(static_cast<unsigned char>(zone[5]));
+  if (!utc && !offset) return std::nullopt;
   std::string normal(text);
   if (normal[10] == ' ' || normal[10] == 't') normal[10] = 'T';
   if (normal.back() == 'Z' || normal.back() == 'z') normal.replace(normal.size() - 1, 1, "+00:00");

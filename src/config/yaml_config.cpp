@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -19,9 +20,11 @@
 #include <quartzflow/task.hpp>
 #include <quartzflow/yaml_config.hpp>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "../common/message_limits.hpp"
+#include "../common/utf8.hpp"
 
 namespace quartzflow {
 
@@ -491,6 +494,43 @@ void set_position(YamlError& error, const YAML::Mark& mark) {
   error.column = mark.is_null() ? 0 : mark.column + 1;
 }
 
+/// Counts parse events and gives up past a budget. yaml-cpp 0.7 loops forever, allocating,
+/// on a ',' where a block node should start (`,` alone is enough; found by fuzzing): a
+/// document cannot hold more nodes than about one per byte, so a first pass with this
+/// handler stops such input before LoadAll builds it.
+class EventBudget : public YAML::EventHandler {
+ public:
+  explicit EventBudget(std::size_t events) : left_(events) {}
+  void OnDocumentStart(const YAML::Mark& mark) override { spend(mark); }
+  void OnDocumentEnd() override { spend({}); }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { spend(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { spend(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { spend(mark); }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    spend(mark);
+  }
+  void OnSequenceEnd() override { spend({}); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    spend(mark);
+  }
+  void OnMapEnd() override { spend({}); }
+
+ private:
+  void spend(const YAML::Mark& mark) {
+    if (left_-- == 0) throw YAML::ParserException(mark, "the YAML parser did not make progress here (a stray ','?)");
+  }
+  std::size_t left_;
+};
+
+/// Runs the event-budget pass over `text`; throws YAML::Exception like LoadAll.
+void check_parse_terminates(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  EventBudget budget(2 * text.size() + 16);
+  while (parser.HandleNextDocument(budget)) {
+  }
+}
+
 /// Schedules are where YAML's indicators bite: `@every 90s` and `*/5 * * * *` unquoted.
 std::string syntax_hint(std::string_view text, const YAML::Mark& mark) {
   if (mark.is_null() || mark.pos < 0 || static_cast<std::size_t>(mark.pos) >= text.size()) return {};
@@ -508,8 +548,18 @@ std::string syntax_hint(std::string_view text, const YAML::Mark& mark) {
 bool read_yaml(std::string_view yaml_text, std::string_view file_name, pb::Message& out, YamlError& error,
                PositionMap* positions) {
   const std::string file = display_name(file_name);
+  // Strings become protobuf strings, which must be UTF-8 (a peer refuses to parse them).
+  if (const auto bad = detail::first_invalid_utf8(yaml_text); bad != std::string_view::npos) {
+    const auto before = yaml_text.substr(0, bad);
+    const auto line_start = before.rfind('\n');
+    error = {file, static_cast<int>(std::count(before.begin(), before.end(), '\n')) + 1,
+             static_cast<int>(line_start == std::string_view::npos ? bad + 1 : bad - line_start), "",
+             "the text is not valid UTF-8"};
+    return false;
+  }
   std::vector<YAML::Node> documents;
   try {
+    check_parse_terminates(std::string(yaml_text));
     documents = YAML::LoadAll(std::string(yaml_text));
   } catch (const YAML::Exception& e) {
     error = {file, 0, 0, "", e.msg + syntax_hint(yaml_text, e.mark)};

@@ -46,6 +46,14 @@ def test_a_body_that_is_not_utf8_is_refused_with_a_json_reply(admin):
     assert "not valid UTF-8" in r.json["message"]
 
 
+def test_query_values_and_path_ids_that_are_not_utf8_are_refused(admin):
+    # Found by fuzzing: an overlong sequence in a query value reached a reply that was not UTF-8.
+    for path in ("/api/v1/executions?task_id=%E0%8C%8B", "/api/v1/executions?task_id=%FF", "/api/v1/tasks/%FF%FE"):
+        r = admin.get(path)
+        assert r.status == 400, (path, r)
+        assert r.json is not None, r.body
+
+
 def test_error_messages_quoting_input_stay_utf8(admin):
     # A name with a valid but unusual character is echoed; the reply is still JSON.
     r = admin.post("/api/v1/tasks", dict(TASK, name="caf\u00e9 \u0000x"))

@@ -398,3 +398,17 @@ TEST_CASE("lists longer than any manifest may hold are refused with their path",
   CHECK_THAT(error.message(), Catch::Contains("tasks[0].retry.retry_on_exit_codes") &&
                                   Catch::Contains("has 100001 elements; at most 100000"));
 }
+
+TEST_CASE("inputs found by fuzzing: a stray comma and bytes that are not UTF-8 are refused at once", "[yaml]") {
+  // yaml-cpp 0.7 looped forever, allocating gigabytes, on a ',' where a node should start.
+  for (const char* text : {",\n", "---\n,\n", "\"x\"\n,\n", "&x ,\n", "%Y\n,\n", "name: a\n...\n,\n"}) {
+    INFO(text);
+    CHECK_THAT(yaml_error(text), Catch::Contains("t.yaml:") && Catch::Contains("did not make progress"));
+  }
+  CHECK(yaml_error<v1::TaskManifest>("tasks:\n  - name: o\n    shell:\n     script: \xff\n") ==
+        "t.yaml:4:14: the text is not valid UTF-8");
+  // What a valid document holds still reads, however many small nodes it has.
+  std::string many = "tasks:\n";
+  for (int i = 0; i < 500; ++i) many += "  - {name: t" + std::to_string(i) + ", labels: {a: b}}\n";
+  CHECK(yaml_error<v1::TaskManifest>(many).empty());
+}
