@@ -37,6 +37,11 @@ struct CoordinatorDispatcherOptions {
   std::chrono::milliseconds heartbeat_interval{15'000};
   std::uint32_t missed_heartbeats = 3;                   ///< silent this long: the agent is offline
   std::chrono::milliseconds ack_timeout{5'000};          ///< config push ACK, run acceptance
+  /// Longest wait for the answer to a run while its agent's session lives (a slow answer is
+  /// not a refusal: the request is sent again every `ack_timeout` to ask for the run's
+  /// state); 0 = 4 x `ack_timeout`. Then the run is re-routed (at_least_once, fenced by the
+  /// request's start deadline) or recorded FAILURE `agent lost` (at_most_once).
+  std::chrono::milliseconds acceptance_wait_max{0};
   std::uint32_t max_repushes = 3;                        ///< then the push is marked FAILED
   std::uint32_t max_batch_records = 500;                 ///< told to agents at registration
   std::size_t max_message_bytes = 4 << 20;               ///< larger messages end the session
@@ -64,6 +69,9 @@ struct CoordinatorDispatcherStats {
   std::uint64_t runs_sent = 0;
   std::uint64_t runs_accepted = 0;
   std::uint64_t runs_refused = 0;       ///< refused, unanswered or the session ended first
+  std::uint64_t runs_reasked = 0;       ///< run requests sent again to ask a slow agent for the state
+  std::uint64_t runs_unconfirmed = 0;   ///< at_least_once runs re-routed without an answer (fenced)
+  std::uint64_t duplicate_executions = 0;  ///< records of a run executed by an agent it no longer belongs to
   std::uint64_t records_ingested = 0;   ///< execution records stored (counting duplicates)
   std::uint64_t records_duplicate = 0;  ///< of those, already stored with the same state
   std::uint64_t runs_lost = 0;
@@ -119,7 +127,7 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   /// Agent ids with an open, registered session.
   std::vector<std::string> online_agents() const;
   /// True when an online agent holds the execution (it was routed there, or the agent
-  /// reported it running when it registered).
+  /// reported it running when it registered, or its answer is awaited).
   bool held_by_online_agent(const std::string& execution_id) const;
   /// A task as last loaded from the store.
   std::optional<v1::Task> task(const std::string& task_id) const;
@@ -129,6 +137,17 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   std::vector<AgentLoad> eligible_agents(const v1::Task& task) override;
   // RunSink
   void send_run(const std::string& agent_id, const v1::RunRequest& run, std::function<void(bool)> done) override;
+  /**
+   * Sends `run` with a start deadline (now + `ack_timeout` less a clock margin) and waits
+   * for the agent's answer: any state of the run (an update, a result) accepts it, a
+   * refusal refuses it. A session that stays silent, or no answer within
+   * `acceptance_wait_max`, ends it by the task's delivery guarantee: at_least_once re-routes
+   * (`refused`, after the deadline, with a cancel to the agent), at_most_once records
+   * FAILURE `agent lost` (`lost`). A session that ends while waiting: at_least_once is
+   * refused once the deadline has passed, at_most_once is lost.
+   */
+  void deliver_run(const std::string& agent_id, const v1::RunRequest& run,
+                   std::function<void(RunDelivery)> done) override;
 
   struct Impl;
 

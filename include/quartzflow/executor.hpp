@@ -71,7 +71,17 @@ class Executor {
   virtual std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) = 0;
 };
 
-/// Shell commands in their own process group, reaped through a pidfd on the io_context.
+/**
+ * Shell commands in their own process group, reaped through a pidfd on the io_context.
+ *
+ * The processes die with the agent: each is started with a parent-death signal (SIGKILL),
+ * so a killed agent (kill -9, crash) leaves no run going unknown to it. Linux sends that
+ * signal when the *thread* that started the process ends: run the io_context on threads
+ * that live as long as the runs (the host's main thread or a long-lived pool); a thread
+ * that ends kills the shell runs it started. Processes of the run started in the background
+ * escape the signal but not the next start: `TaskEngine::start` kills what is left of a run
+ * it finds unfinished (by `QF_EXECUTION_ID` in their environment) and records it.
+ */
 std::unique_ptr<Executor> make_shell_executor(boost::asio::any_io_executor executor,
                                               std::chrono::seconds default_kill_grace);
 

@@ -41,6 +41,16 @@ struct LocalStoreOptions {
   /// How long a write may wait for companions. 0: none; writes that arrive during a commit
   /// still form the next batch together (natural group commit), at the lowest latency.
   std::chrono::milliseconds max_batch_delay{0};
+  /// Bound of the write queue, in bytes: each queued write counts its record's encoded size,
+  /// its full log and a fixed 256 bytes, from `async_record` until its completion is posted
+  /// (the batch being committed included). A record that would pass the bound is not queued:
+  /// it completes at once (posted) with `boost::system::errc::resource_unavailable_try_again`
+  /// (EAGAIN), and the caller still holds it. The other writes (mark synced, config, purge,
+  /// probe) are small and rare: always queued, and counted. 0: unbounded. The TaskEngine
+  /// starts no new run while more than half of it is queued (see `StoreHealth::backlogged`),
+  /// so that the records of runs in progress always find room. Destruction and
+  /// `TaskEngine::stop` drain at most this much.
+  std::size_t max_queued_bytes = 64u << 20;
 };
 
 /// Filters for execution queries; all optional, combined with AND.
@@ -68,6 +78,10 @@ struct LocalStoreMetrics {
   /// Of `writes_failed`, those whose batch failed because the disk (or the database) was
   /// full: SQLITE_FULL, which SQLite reports for ENOSPC.
   std::uint64_t writes_failed_disk_full = 0;
+  /// Records refused because the write queue was at `max_queued_bytes` (not in `writes_failed`).
+  std::uint64_t writes_refused_queue_full = 0;
+  std::uint64_t queued_writes = 0;  ///< writes queued or being committed now
+  std::uint64_t queued_bytes = 0;   ///< their size as counted against `max_queued_bytes`
 };
 
 /// Why the last batch of writes failed (see `LocalStore::last_write_error`).
@@ -104,6 +118,10 @@ struct LocalStoreWriteError {
  * `last_write_error()` and `metrics().writes_failed_disk_full` tell it apart, and
  * `async_probe` tells when commits succeed again. Nothing of a failed batch is kept: the
  * caller holds what it must write again.
+ *
+ * Bounded queue: at most `max_queued_bytes` of record writes wait for the store thread; a
+ * record beyond that completes with EAGAIN without being queued (back-pressure: the
+ * caller decides; the TaskEngine stops starting runs well before).
  *
  * Cancellation: none; a queued write is always committed (or fails) and completes. A pending
  * completion counts as outstanding work on the executor, as an Asio operation does.
@@ -181,6 +199,10 @@ class LocalStore {
 
   /// Blocks until every write queued so far is committed (its completion is posted).
   void flush();
+
+  /// Bytes of writes queued or being committed now (see `max_queued_bytes`).
+  /// Thread safety: may be called from any thread.
+  std::size_t queued_bytes() const noexcept;
 
   // Reads (calling thread; see the class note).
   std::vector<v1::Execution> executions(const ExecutionQuery& query, error_code& ec) const;

@@ -31,6 +31,13 @@ class AgentDirectory {
   virtual std::vector<AgentLoad> eligible_agents(const v1::Task& task) = 0;
 };
 
+/// How the delivery of one routed run to one agent ended.
+enum class RunDelivery {
+  accepted,  ///< the agent took it (it answered with the run's state)
+  refused,   ///< the agent did not start it and will not (refused, never received, fenced): fail over
+  lost,      ///< unknown whether it started (at_most_once): the sink recorded FAILURE `agent lost`
+};
+
 /// Sends runs to agents (the Dispatcher implements it over a transport).
 class RunSink {
  public:
@@ -39,6 +46,15 @@ class RunSink {
   /// hold `run.task_revision()`; `done(true)` once the agent accepted it, `done(false)`
   /// when it refused or could not be reached (the Scheduler then fails over).
   virtual void send_run(const std::string& agent_id, const v1::RunRequest& run, std::function<void(bool)> done) = 0;
+  /// As `send_run`, with the third outcome: `RunDelivery::lost` when the sink cannot know
+  /// whether the agent started the run and the task's guarantee forbids re-routing it (the
+  /// sink has then recorded the run's final state). The default maps `send_run`'s answer.
+  virtual void deliver_run(const std::string& agent_id, const v1::RunRequest& run,
+                           std::function<void(RunDelivery)> done) {
+    send_run(agent_id, run, [done = std::move(done)](bool accepted) {
+      done(accepted ? RunDelivery::accepted : RunDelivery::refused);
+    });
+  }
 };
 
 struct SchedulerOptions {
@@ -61,6 +77,7 @@ struct SchedulerStats {
   std::uint64_t dispatched = 0;     ///< runs accepted by an agent
   std::uint64_t failovers = 0;      ///< refusals that moved a run to the next agent
   std::uint64_t not_dispatched = 0; ///< runs no agent took (recorded SKIPPED or FAILURE)
+  std::uint64_t lost = 0;           ///< at_most_once runs whose start could not be known (FAILURE `agent lost`)
 };
 
 /**

@@ -43,6 +43,10 @@ struct TaskEngineOptions {
   /// Fires not started during an outage are recorded as SKIPPED once the store can write
   /// again, up to this many (the rest are counted and logged).
   std::size_t max_recorded_store_skips = 1000;
+  /// Fires not started because the store's write queue is over half its bound
+  /// (`LocalStoreOptions::max_queued_bytes`) are held, up to this many, and recorded SKIPPED
+  /// once the writer catches up; beyond it they are counted (`StoreHealth`) and logged.
+  std::size_t max_recorded_backlog_skips = 20000;
 };
 
 /**
@@ -64,6 +68,17 @@ struct StoreHealth {
   std::uint64_t outages = 0;                   ///< times the store became unavailable
   std::uint64_t fires_not_started_total = 0;   ///< fires not started during any outage
   std::uint64_t failed_commits = 0;            ///< record writes whose commit failed
+  // Back-pressure: the store's write queue (LocalStoreOptions::max_queued_bytes).
+  /// More than half the queue's bound waits to commit: fires (scheduled, retries, routed
+  /// runs) are not started, `trigger` is refused, queued runs wait; each fire not started is
+  /// counted and recorded SKIPPED (`local store backlog: ...`) once the queue is below a
+  /// quarter of its bound, which ends the backlog.
+  bool backlogged = false;
+  std::uint64_t backlog_fires_not_started = 0;        ///< during the current (or last) backlog
+  std::uint64_t backlogs = 0;                         ///< backlogs since the engine was made
+  std::uint64_t backlog_fires_not_started_total = 0;  ///< fires not started for a backlog, ever
+  /// Of those, the fires beyond `max_recorded_backlog_skips` held at once: counted, not recorded.
+  std::uint64_t backlog_fires_not_recorded_total = 0;
 };
 
 /// Called on the engine's executor when the store becomes unavailable or available again.

@@ -171,6 +171,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
     if (record.attempt() > retry.max_retries()) return;
     const bool lost = record.failure_reason() == "agent lost";
     if (lost && task->placement().no_failover()) return;
+    // It may have run on the lost agent: at_most_once never runs it a second time.
+    if (lost && task->delivery_guarantee() == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE) return;
     if (!lost && !retry.retry_on_another_agent()) return;  // the agent retried it locally
     std::optional<int> exit_code;
     if (record.has_exit_code()) exit_code = record.exit_code();

@@ -89,6 +89,11 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   static constexpr std::size_t k_recent_finals = 4096;
   std::unordered_map<std::string, v1::Execution> recent_finals;
   std::deque<std::string> recent_order;
+  // Cancels of runs not (yet) here: a late request for one of them is refused, never started.
+  static constexpr std::size_t k_cancelled_unstarted = 4096;
+  std::set<std::string> cancelled_unstarted;
+  std::deque<std::string> cancelled_order;
+  bool draining = false;  // stopping with runs in progress: the session stays until they reported
   // Configuration.
   std::map<std::string, v1::Task> held;
   std::int64_t clock_offset_ms = 0;
@@ -175,6 +180,21 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     sync_timer.cancel();
     stats_timer.cancel();
     schedule_reconnect(reconnect_after_ms);
+  }
+
+  /// Draining ends when every run in progress is final and its result acknowledged.
+  void finish_drain_if_done() {
+    if (!draining || !writer) return;
+    if (!active.empty() || !in_flight.empty() || !unsent_results.empty()) return;
+    finish_stop();
+  }
+
+  void finish_stop() {
+    draining = false;
+    if (!writer) return;
+    writer->goodbye(v1::GOODBYE_REASON_SHUTDOWN, "the agent is stopping");
+    writer->connection().close("agent stopping");
+    on_disconnected("stopped", 0);
   }
 
   void drop_connection(const std::string& reason) {
@@ -417,9 +437,23 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     if (auto it = active.find(id); it != active.end()) return reply_update(it->second, message_id);
     if (auto it = recent_finals.find(id); it != recent_finals.end()) return reply_update(it->second, message_id);
     error_code ec;
+    if (request.delivery_attempt() > 1) {
+      // Asked again: a run this agent knows is answered with its state, whatever its age.
+      if (auto record = store.execution(id, ec)) return reply_update(*record, message_id);
+    }
+    if (cancelled_unstarted.count(id))
+      return writer->error(v1::PROTOCOL_ERROR_CODE_CONFLICT, "cancelled before it started here; not started", false,
+                           message_id);
+    if (stopping) return writer->error(v1::PROTOCOL_ERROR_CODE_CONFLICT, "the agent is stopping", false, message_id);
+    // The start deadline is in the coordinator's clock; the engine checks it in its own.
+    v1::RunRequest local = request;
+    if (request.start_deadline_unix_ms() != 0)
+      local.set_start_deadline_unix_ms(request.start_deadline_unix_ms() + clock_offset_ms);
     awaiting_reply[id] = message_id;
     std::string detail;
-    if (!engine.run(request, ec, &detail)) {
+    if (!engine.run(local, ec, &detail)) {
+      if (request.start_deadline_unix_ms() != 0)
+        logger()->info("run {} refused: {}", id, detail);
       awaiting_reply.erase(id);
       writer->error(protocol_code(ec), detail, false, message_id);
     }
@@ -446,6 +480,14 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       auto record = store.execution(request.execution_id(), ec);
       result->set_found(record.has_value());
       if (record) result->set_status(record->status());
+      // Not here yet: the cancel wins over a request that arrives later.
+      if (!record && cancelled_unstarted.insert(request.execution_id()).second) {
+        cancelled_order.push_back(request.execution_id());
+        if (cancelled_order.size() > k_cancelled_unstarted) {
+          cancelled_unstarted.erase(cancelled_order.front());
+          cancelled_order.pop_front();
+        }
+      }
     }
     writer->send(e, message_id);
   }
@@ -550,6 +592,9 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       for (const auto& x : it->second.ids) in_flight_ids.erase(x);
       in_flight.erase(it);
     }
+    if (draining) asio::post(executor, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->finish_drain_if_done();
+    });
     stats.records_acked += ids.size();
     store.async_mark_synced(std::move(ids), [weak = weak_from_this(), was_sync, g = generation](error_code ec) {
       auto self = weak.lock();
@@ -646,11 +691,16 @@ void AgentDispatcher::stop() {
   auto& impl = *impl_;
   impl.stopping = true;
   impl.reconnect_timer.cancel();
-  if (impl.writer) {
-    impl.writer->goodbye(v1::GOODBYE_REASON_SHUTDOWN, "the agent is stopping");
-    impl.writer->connection().close("agent stopping");
-    impl.on_disconnected("stopped", 0);
+  if (impl.connected() && !impl.active.empty()) {
+    // Runs in progress finish within the engine's grace: the coordinator hears that this
+    // agent takes no new runs, and waits for their results instead of declaring them lost.
+    impl.draining = true;
+    logger()->info("stopping: {} run(s) in progress report to the coordinator before the session closes",
+                   impl.active.size());
+    impl.writer->goodbye(v1::GOODBYE_REASON_DRAINING, "the agent is stopping; finishing its runs in progress");
+    return;
   }
+  impl.finish_stop();
   impl.reconnect_timer.cancel();
 }
 

@@ -41,10 +41,19 @@ bool bound_to(const v1::Agent& agent, const v1::Task& task) {
           std::find(task.group_ids().begin(), task.group_ids().end(), agent.group_id()) != task.group_ids().end());
 }
 
+/// A run sent to an agent whose answer is awaited (keyed by execution id).
 struct PendingRunSend {
   std::string execution_id;
-  std::function<void(bool)> done;
+  v1::Envelope request;  ///< the RunRequest, sent again to ask a slow agent for the run's state
+  v1::DeliveryGuarantee guarantee = v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE;
+  std::function<void(RunDelivery)> done;
   std::unique_ptr<asio::steady_timer> timer;
+  std::uint64_t wake = 0;                 ///< tells a stale timer handler apart
+  std::vector<std::uint64_t> message_ids; ///< every send of the request on this session
+  Clock::time_point sent_at;
+  Clock::time_point last_check;           ///< traffic after this shows the session alive
+  std::int64_t start_deadline_unix_ms = 0;
+  std::uint32_t sends = 0;
 };
 
 struct Session {
@@ -66,7 +75,9 @@ struct Session {
   std::uint32_t push_sends = 0;
   asio::steady_timer push_timer;
   // Runs.
-  std::map<std::uint64_t, PendingRunSend> pending_runs;         ///< by RunRequest message id
+  std::map<std::string, PendingRunSend> pending_runs;           ///< by execution id
+  std::map<std::uint64_t, std::string> run_messages;            ///< RunRequest message id -> execution id
+  bool draining = false;  ///< said Goodbye DRAINING: no new runs; its runs in progress still report
   std::map<std::string, v1::Execution> routed;                  ///< accepted, not final yet
   std::map<std::uint64_t, std::function<void(error_code, v1::ExecutionStatus)>> pending_cancels;
 };
@@ -335,6 +346,14 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       case v1::Envelope::kLogChunk: return;  // no log requests are made yet
       case v1::Envelope::kAck: return;
       case v1::Envelope::kGoodbye:
+        if (envelope->goodbye().reason() == v1::GOODBYE_REASON_DRAINING) {
+          // Stopping with runs in progress: they finish within the agent's grace and report
+          // here. A goodbye is not a loss; only what is still open when it closes is.
+          session->draining = true;
+          logger()->info("agent {} is draining ({} run(s) in progress): no new runs; waiting for their results: {}",
+                         session->agent.id(), session->routed.size(), envelope->goodbye().message());
+          return;
+        }
         logger()->info("agent {} says goodbye: {}", session->agent.id(), envelope->goodbye().message());
         session->writer.connection().close("goodbye");
         return end_session(session, "goodbye: " + envelope->goodbye().message());
@@ -442,6 +461,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   void open_session(const std::shared_ptr<Session>& session, v1::Agent agent, std::vector<v1::Execution> running,
                     std::uint64_t message_id, std::int64_t echo) {
+    std::map<std::string, PendingRunSend> moved_pending;
     session->agent = std::move(agent);
     session->registered = true;
     session->desired_version = version;
@@ -452,6 +472,16 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       by_agent.erase(old);
       for (auto& [exec_id, record] : previous->routed) session->routed.emplace(exec_id, record);
       previous->routed.clear();
+      // Runs awaiting its answer: the new session asks again (the agent answers with their
+      // state, or refuses what it never got once the start deadline has passed).
+      for (auto& [exec_id, pending] : previous->pending_runs) {
+        pending.timer->cancel();
+        ++pending.wake;
+        pending.message_ids.clear();
+        moved_pending.emplace(exec_id, std::move(pending));
+      }
+      previous->pending_runs.clear();
+      previous->run_messages.clear();
       previous->writer.goodbye(v1::GOODBYE_REASON_SESSION_REPLACED, "a newer session of this agent replaced this one");
       previous->writer.connection().close("session replaced");
       end_session(previous, "session replaced");
@@ -473,6 +503,11 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     session->writer.send(e, message_id);
     logger()->info("agent {} online ({}, group \"{}\")", id, session->writer.connection().remote_address(),
                    session->agent.group_id());
+    for (auto& [exec_id, pending] : moved_pending) {
+      auto& moved = session->pending_runs[exec_id] = std::move(pending);
+      send_pending(*session, moved);
+      arm_pending(*session, moved);
+    }
     if (events.agent_state) events.agent_state(session->agent);
   }
 
@@ -558,12 +593,14 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   void on_update(const std::shared_ptr<Session>& session, const v1::ExecutionUpdate& update, std::uint64_t in_reply_to) {
     bool accepted = false;
-    if (auto pending = session->pending_runs.find(in_reply_to); in_reply_to != 0 && pending != session->pending_runs.end()) {
-      auto done = std::move(pending->second.done);
-      session->pending_runs.erase(pending);
-      ++stats.runs_accepted;
+    std::string answered;
+    if (auto m = session->run_messages.find(in_reply_to); in_reply_to != 0 && m != session->run_messages.end())
+      answered = m->second;
+    else if (session->pending_runs.count(update.execution().execution_id()))
+      answered = update.execution().execution_id();  // any state of the run answers it
+    if (!answered.empty() && session->pending_runs.count(answered)) {
+      resolve_pending(*session, answered, RunDelivery::accepted);
       accepted = true;
-      done(true);
     }
     v1::Execution record = update.execution();
     if (record.execution_id().empty() || record.task_id().empty()) return;
@@ -627,13 +664,19 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       r.set_agent_id(session->agent.id());
       if (r.group_id().empty()) r.set_group_id(session->agent.group_id());
       r.set_reported_unix_ms(unix_ms_now());
+      // A result of a run whose answer is awaited (the answer was lost): it was accepted.
+      if (session->pending_runs.count(r.execution_id())) {
+        resolve_pending(*session, r.execution_id(), RunDelivery::accepted);
+        if (!is_final(r.status())) session->routed.emplace(r.execution_id(), r);
+      }
       valid.push_back(std::move(r));
     }
     // Which records changed state (for events): a re-sent final record is not news.
     auto stored = std::make_shared<std::vector<std::pair<v1::Execution, bool>>>();
     auto shared = std::make_shared<std::vector<v1::Execution>>(std::move(valid));
+    auto second_executions = std::make_shared<std::uint64_t>(0);
     store.transact(
-        [shared, stored, agent_id = session->agent.id()](StoreTransaction& tx, error_code&) {
+        [shared, stored, second_executions, agent_id = session->agent.id()](StoreTransaction& tx, error_code&) {
           const std::string own_suffix = ":" + agent_id;
           for (const auto& r : *shared) {
             // A coordinator-routed run (its id does not name the agent) that failed over to
@@ -642,8 +685,19 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
             if (r.execution_id().find(own_suffix) == std::string::npos) {
               const auto current = tx.execution(r.execution_id());
               if (current && !current->agent_id().empty() && current->agent_id() != agent_id) {
-                logger()->info("agent {}: record of {} ignored: the run belongs to agent {}", agent_id,
-                               r.execution_id(), current->agent_id());
+                // This agent started it although it was re-assigned: a second execution, which
+                // the one row per id cannot show. Said loudly, and counted.
+                const bool executed = r.started_unix_ms() > 0 || r.status() == v1::EXECUTION_STATUS_RUNNING;
+                if (executed) {
+                  ++*second_executions;
+                  logger()->warn("agent {}: run {} was executed here ({}) although it was re-assigned to agent {} "
+                                 "(recorded there as {}): a second execution",
+                                 agent_id, r.execution_id(), v1::ExecutionStatus_Name(r.status()),
+                                 current->agent_id(), v1::ExecutionStatus_Name(current->status()));
+                } else {
+                  logger()->info("agent {}: record of {} ({}, never started here) ignored: the run belongs to agent {}",
+                                 agent_id, r.execution_id(), v1::ExecutionStatus_Name(r.status()), current->agent_id());
+                }
                 stored->emplace_back(r, false);
                 continue;
               }
@@ -652,9 +706,10 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
             stored->emplace_back(r, result == UpsertResult::inserted || result == UpsertResult::merged);
           }
         },
-        [weak = weak_from_this(), session, stored, rejected, ack_to](error_code ec) {
+        [weak = weak_from_this(), session, stored, rejected, ack_to, second_executions](error_code ec) {
           auto self = weak.lock();
           if (!self) return;
+          self->stats.duplicate_executions += *second_executions;
           if (ec) {
             logger()->error("storing {} record(s) of agent {} failed: {}", stored->size(), session->agent.id(), ec.message());
             return;  // no ACK: the agent sends them again
@@ -684,18 +739,155 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   void on_error(Session& session, const v1::ProtocolError& error, std::uint64_t in_reply_to) {
-    if (auto it = session.pending_runs.find(in_reply_to); in_reply_to != 0 && it != session.pending_runs.end()) {
-      logger()->info("agent {} refused run {}: {}", session.agent.id(), it->second.execution_id, error.message());
-      auto done = std::move(it->second.done);
-      session.pending_runs.erase(it);
-      ++stats.runs_refused;
-      done(false);
+    if (auto m = session.run_messages.find(in_reply_to); in_reply_to != 0 && m != session.run_messages.end()) {
+      const std::string execution_id = m->second;
+      if (session.pending_runs.count(execution_id)) {
+        // A refusal is certain: the agent did not start the run and will not.
+        logger()->info("agent {} refused run {}: {}", session.agent.id(), execution_id, error.message());
+        resolve_pending(session, execution_id, RunDelivery::refused);
+      } else {
+        logger()->info("agent {} refused run {} after it was re-routed: {}", session.agent.id(), execution_id,
+                       error.message());
+        session.run_messages.erase(m);
+      }
       return;
     }
     logger()->warn("agent {} reports a protocol error: {}", session.agent.id(), error.message());
     if (error.fatal()) {
       session.writer.connection().close("peer error");
     }
+  }
+
+  // --- routed runs awaiting their answer ---------------------------------------------
+
+  v1::DeliveryGuarantee guarantee_of(const v1::RunRequest& run) const {
+    auto guarantee = run.has_task() ? run.task().delivery_guarantee() : v1::DELIVERY_GUARANTEE_UNSPECIFIED;
+    if (auto task = tasks.find(run.task_id()); task != tasks.end()) guarantee = task->second.delivery_guarantee();
+    return guarantee == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE ? v1::DELIVERY_GUARANTEE_AT_MOST_ONCE
+                                                             : v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE;
+  }
+
+  /// The store's record of a run awaiting its answer, when the store has none better.
+  static v1::Execution pending_record(const std::string& agent_id, const PendingRunSend& pending) {
+    const auto& run = pending.request.run_request();
+    v1::Execution r;
+    r.set_execution_id(run.execution_id());
+    r.set_task_id(run.task_id());
+    r.set_agent_id(agent_id);
+    r.set_trigger(run.trigger());
+    r.set_scheduled_unix_ms(run.scheduled_unix_ms());
+    r.set_attempt(run.attempt());
+    r.set_shard_index(run.shard_index());
+    r.set_shard_total(run.shard_total());
+    r.set_root_execution_id(run.root_execution_id());
+    r.set_task_revision(run.task_revision());
+    r.set_status(v1::EXECUTION_STATUS_PENDING);
+    return r;
+  }
+
+  void send_pending(Session& session, PendingRunSend& pending) {
+    pending.request.mutable_run_request()->set_delivery_attempt(++pending.sends);
+    if (const auto id = session.writer.send(pending.request)) {
+      session.run_messages[id] = pending.execution_id;
+      pending.message_ids.push_back(id);
+    }
+  }
+
+  void arm_pending(Session& session, PendingRunSend& pending, std::optional<Clock::duration> after = {}) {
+    const auto wake = ++pending.wake;
+    pending.timer->expires_after(after.value_or(options.ack_timeout));
+    pending.timer->async_wait([weak = weak_from_this(), agent = session.agent.id(), id = pending.execution_id,
+                               wake](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      auto s = self->by_agent.find(agent);
+      if (s == self->by_agent.end()) return;
+      auto p = s->second->pending_runs.find(id);
+      if (p == s->second->pending_runs.end() || p->second.wake != wake) return;
+      self->on_pending_timer(*s->second, p->second);
+    });
+  }
+
+  void resolve_pending(Session& session, const std::string& execution_id, RunDelivery outcome) {
+    auto it = session.pending_runs.find(execution_id);
+    if (it == session.pending_runs.end()) return;
+    it->second.timer->cancel();
+    for (auto id : it->second.message_ids) session.run_messages.erase(id);
+    auto done = std::move(it->second.done);
+    session.pending_runs.erase(it);
+    if (outcome == RunDelivery::accepted) ++stats.runs_accepted;
+    if (outcome == RunDelivery::refused) ++stats.runs_refused;
+    if (done) done(outcome);
+  }
+
+  /// No answer for `ack_timeout`. A live session (anything heard meanwhile) is asked again;
+  /// so is a silent one under at_most_once, up to the bound. Else the run is settled by its
+  /// guarantee, with a cancel to the agent that wins over a late start.
+  void on_pending_timer(Session& session, PendingRunSend& pending) {
+    const auto now = Clock::now();
+    const bool heard = session.last_seen > pending.last_check;
+    pending.last_check = now;
+    const auto bound = options.acceptance_wait_max.count() > 0 ? options.acceptance_wait_max : options.ack_timeout * 4;
+    const bool at_most_once = pending.guarantee == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE;
+    const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - pending.sent_at).count();
+    if (now - pending.sent_at < bound && (heard || at_most_once)) {
+      ++stats.runs_reasked;
+      logger()->debug("agent {}: no answer to run {} after {} ms; asking again", session.agent.id(),
+                      pending.execution_id, waited_ms);
+      send_pending(session, pending);
+      return arm_pending(session, pending);
+    }
+    if (const auto early = pending.start_deadline_unix_ms - unix_ms_now(); !at_most_once && early >= 0)
+      return arm_pending(session, pending, std::chrono::milliseconds{early + 1});  // fenced only after it
+    v1::Envelope cancel;
+    cancel.mutable_cancel_request()->set_execution_id(pending.execution_id);
+    cancel.mutable_cancel_request()->set_reason(at_most_once ? "not acknowledged in time; recorded as agent lost"
+                                                             : "not acknowledged in time; sent to another agent");
+    cancel.mutable_cancel_request()->set_requested_by("coordinator");
+    session.writer.send(cancel);
+    const std::string execution_id = pending.execution_id;
+    if (!at_most_once) {
+      ++stats.runs_unconfirmed;
+      logger()->warn("agent {} did not answer run {} in {} ms ({}); re-routed: its start deadline has passed and it "
+                     "is told to cancel",
+                     session.agent.id(), execution_id, waited_ms, heard ? "bound reached" : "session silent");
+      return resolve_pending(session, execution_id, RunDelivery::refused);
+    }
+    logger()->warn("agent {} did not answer run {} in {} ms: whether it started is unknown; at_most_once: recorded "
+                   "FAILURE agent lost, not re-routed",
+                   session.agent.id(), execution_id, waited_ms);
+    auto record = pending_record(session.agent.id(), pending);
+    resolve_pending(session, execution_id, RunDelivery::lost);
+    record_unanswered_lost(session.agent.id(), std::move(record), waited_ms);
+  }
+
+  /// Stores FAILURE `agent lost` for an at_most_once run its agent never answered.
+  void record_unanswered_lost(const std::string& agent_id, v1::Execution fallback, std::int64_t waited_ms) {
+    auto marked = std::make_shared<std::optional<v1::Execution>>();
+    store.transact(
+        [agent_id, fallback, marked, waited_ms](StoreTransaction& tx, error_code&) {
+          auto current = tx.execution(fallback.execution_id());
+          if (current && (is_final(current->status()) || current->agent_id() != agent_id)) return;
+          v1::Execution record = current.value_or(fallback);
+          record.set_status(v1::EXECUTION_STATUS_FAILURE);
+          record.set_failure_reason("agent lost");
+          record.set_error_message(fmt::format(
+              "agent {} did not answer the run request in {} ms; whether it started the run is unknown "
+              "(delivery guarantee at_most_once: not re-routed)",
+              agent_id, waited_ms));
+          record.set_ended_unix_ms(unix_ms_now());
+          record.set_updated_unix_ms(unix_ms_now());
+          tx.upsert_execution(record);
+          *marked = std::move(record);
+        },
+        [weak = weak_from_this(), marked](error_code ec) {
+          auto self = weak.lock();
+          if (!self) return;
+          if (ec) return logger()->error("recording a run as agent lost failed: {}", ec.message());
+          if (!*marked) return;
+          ++self->stats.runs_lost;
+          if (self->events.run_lost) self->events.run_lost(**marked);
+        });
   }
 
   // --- session end ---------------------------------------------------------------------
@@ -705,13 +897,28 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     session->ended = true;
     session->push_timer.cancel();
     sessions.erase(session);
+    std::vector<v1::Execution> lost_unanswered;  // at_most_once runs it may have started
     for (auto& [id, pending] : session->pending_runs) {
       pending.timer->cancel();
-      ++stats.runs_refused;
       auto done = std::move(pending.done);
-      asio::post(executor, [done] { done(false); });
+      if (pending.guarantee == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE && !stopped) {
+        lost_unanswered.push_back(pending_record(session->agent.id(), pending));
+        asio::post(executor, [done] { done(RunDelivery::lost); });
+        continue;
+      }
+      ++stats.runs_refused;
+      if (stopped) {  // as before: the runs are settled by the next start's reconciliation
+        asio::post(executor, [done] { done(RunDelivery::refused); });
+        continue;
+      }
+      // at_least_once: re-routed once the first agent can no longer start it (its deadline).
+      const auto wait = std::chrono::milliseconds{
+          std::clamp<std::int64_t>(pending.start_deadline_unix_ms - unix_ms_now() + 1, 0, 3'600'000)};
+      auto timer = std::make_shared<asio::steady_timer>(executor, wait);
+      timer->async_wait([timer, done](const error_code&) { done(RunDelivery::refused); });
     }
     session->pending_runs.clear();
+    session->run_messages.clear();
     for (auto& [id, done] : session->pending_cancels)
       asio::post(executor, [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
     session->pending_cancels.clear();
@@ -727,7 +934,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     agent.set_state(v1::AGENT_STATE_OFFLINE);
     agent.set_state_changed_unix_ms(unix_ms_now());
     agent.mutable_push_status()->set_state(v1::CONFIG_PUSH_STATE_OFFLINE);
-    std::vector<v1::Execution> lost;
+    std::vector<v1::Execution> lost = std::move(lost_unanswered);
     for (auto& [id, record] : session->routed) lost.push_back(std::move(record));
     session->routed.clear();
     auto marked = std::make_shared<std::vector<v1::Execution>>();
@@ -918,7 +1125,9 @@ void CoordinatorDispatcher::task_removed(const std::string& task_id, std::int64_
 void CoordinatorDispatcher::cancel(const std::string& execution_id, std::string reason, std::string requested_by,
                                    std::function<void(error_code, v1::ExecutionStatus)> done) {
   for (auto& [agent, session] : impl_->by_agent) {
-    if (!session->routed.count(execution_id)) continue;
+    // Also a run whose answer is awaited: the agent remembers the cancel, so it wins over
+    // a late start.
+    if (!session->routed.count(execution_id) && !session->pending_runs.count(execution_id)) continue;
     v1::Envelope e;
     auto* request = e.mutable_cancel_request();
     request->set_execution_id(execution_id);
@@ -954,9 +1163,7 @@ std::vector<std::string> CoordinatorDispatcher::online_agents() const {
 
 bool CoordinatorDispatcher::held_by_online_agent(const std::string& execution_id) const {
   for (const auto& [id, s] : impl_->by_agent) {
-    if (s->routed.count(execution_id)) return true;
-    for (const auto& [m, pending] : s->pending_runs)
-      if (pending.execution_id == execution_id) return true;
+    if (s->routed.count(execution_id) || s->pending_runs.count(execution_id)) return true;
   }
   return false;
 }
@@ -972,6 +1179,7 @@ const CoordinatorDispatcherStats& CoordinatorDispatcher::stats() const noexcept 
 std::vector<AgentLoad> CoordinatorDispatcher::eligible_agents(const v1::Task& task) {
   std::vector<AgentLoad> out;
   for (const auto& [id, s] : impl_->by_agent) {
+    if (s->draining) continue;  // stopping: it only finishes what it runs
     const auto& group = s->agent.group_id();
     const bool bound = task.all_agents() || (!group.empty() && std::find(task.group_ids().begin(),
                                                                          task.group_ids().end(), group) !=
@@ -984,49 +1192,63 @@ std::vector<AgentLoad> CoordinatorDispatcher::eligible_agents(const v1::Task& ta
 
 void CoordinatorDispatcher::send_run(const std::string& agent_id, const v1::RunRequest& run,
                                      std::function<void(bool)> done) {
+  deliver_run(agent_id, run, [done = std::move(done)](RunDelivery outcome) { done(outcome == RunDelivery::accepted); });
+}
+
+void CoordinatorDispatcher::deliver_run(const std::string& agent_id, const v1::RunRequest& run,
+                                        std::function<void(RunDelivery)> done) {
   auto& impl = *impl_;
   auto it = impl.by_agent.find(agent_id);
-  v1::Envelope e;
-  *e.mutable_run_request() = run;
-  if (it != impl.by_agent.end() && !run.has_task()) {
-    // The agent runs its own copy when it holds this revision; otherwise the config travels.
-    auto held = it->second->held.find(run.task_id());
-    auto task = impl.tasks.find(run.task_id());
-    if ((held == it->second->held.end() || held->second != run.task_revision()) && task != impl.tasks.end())
-      *e.mutable_run_request()->mutable_task() = task->second;
+  if (it == impl.by_agent.end() || it->second->draining) {
+    ++impl.stats.runs_refused;  // never sent: certainly not started there
+    asio::post(impl.executor, [done = std::move(done)] { done(RunDelivery::refused); });
+    return;
   }
-  const std::uint64_t id = it == impl.by_agent.end() ? 0 : it->second->writer.send(e);
-  if (id == 0) {
+  auto& session = *it->second;
+  v1::Envelope e;
+  auto& request = *e.mutable_run_request() = run;
+  if (!run.has_task()) {
+    // The agent runs its own copy when it holds this revision; otherwise the config travels.
+    auto held = session.held.find(run.task_id());
+    auto task = impl.tasks.find(run.task_id());
+    if ((held == session.held.end() || held->second != run.task_revision()) && task != impl.tasks.end())
+      *request.mutable_task() = task->second;
+  }
+  // Fencing: the agent does not start the run after this instant, so the run can be
+  // re-routed once it has passed without the first agent starting it late. The margin
+  // absorbs the error of the agent's clock offset estimate.
+  const auto margin = std::min<std::chrono::milliseconds>(std::chrono::milliseconds{1'000}, impl.options.ack_timeout / 4);
+  const std::int64_t start_deadline = unix_ms_now() + (impl.options.ack_timeout - margin).count();
+  request.set_start_deadline_unix_ms(start_deadline);
+  auto [pending_it, inserted] = session.pending_runs.try_emplace(run.execution_id());
+  auto& pending = pending_it->second;
+  if (!inserted) {
+    // Sent here again while the first answer is awaited: one answer settles both.
+    auto first = std::move(pending.done);
+    pending.done = [first = std::move(first), done = std::move(done)](RunDelivery outcome) {
+      if (first) first(outcome);
+      done(outcome);
+    };
+    return;
+  }
+  pending.execution_id = run.execution_id();
+  pending.request = std::move(e);
+  pending.guarantee = impl.guarantee_of(run);
+  pending.done = std::move(done);
+  pending.sent_at = pending.last_check = Clock::now();
+  pending.start_deadline_unix_ms = start_deadline;
+  pending.timer = std::make_unique<asio::steady_timer>(impl.executor);
+  impl.send_pending(session, pending);
+  if (pending.message_ids.empty()) {
+    // The connection is closed: it never left, so it cannot have started there.
+    auto refused = std::move(pending.done);
+    session.pending_runs.erase(pending_it);
     ++impl.stats.runs_refused;
-    asio::post(impl.executor, [done = std::move(done)] { done(false); });
+    asio::post(impl.executor, [refused = std::move(refused)] { refused(RunDelivery::refused); });
     return;
   }
   ++impl.stats.runs_sent;
-  auto& session = *it->second;
-  auto& pending = session.pending_runs[id];
-  pending.execution_id = run.execution_id();
-  pending.done = std::move(done);
-  pending.timer = std::make_unique<asio::steady_timer>(impl.executor, impl.options.ack_timeout);
-  pending.timer->async_wait([weak = impl_->weak_from_this(), agent_id, id](const error_code& ec) {
-    auto self = weak.lock();
-    if (!self || ec) return;
-    auto s = self->by_agent.find(agent_id);
-    if (s == self->by_agent.end()) return;
-    auto p = s->second->pending_runs.find(id);
-    if (p == s->second->pending_runs.end()) return;
-    auto refused = std::move(p->second.done);
-    const std::string execution_id = p->second.execution_id;
-    s->second->pending_runs.erase(p);
-    ++self->stats.runs_refused;
-    // It may still arrive: make sure it does not run there as well as on the next agent.
-    v1::Envelope cancel;
-    cancel.mutable_cancel_request()->set_execution_id(execution_id);
-    cancel.mutable_cancel_request()->set_reason("not acknowledged in time; sent to another agent");
-    cancel.mutable_cancel_request()->set_requested_by("coordinator");
-    s->second->writer.send(cancel);
-    logger()->warn("agent {} did not answer run {} in time", agent_id, execution_id);
-    refused(false);
-  });
+  impl.arm_pending(session, pending);
 }
 
 }  // namespace quartzflow

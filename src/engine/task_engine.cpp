@@ -5,6 +5,8 @@
 #include <deque>
 #include <map>
 
+#include <signal.h>
+
 #include <utility>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -17,6 +19,7 @@
 #include <quartzflow/task_engine.hpp>
 
 #include "../common/utf8.hpp"
+#include "../executors/process_environment.hpp"
 #include "../cron/cron_fields.hpp"
 
 namespace quartzflow {
@@ -26,6 +29,9 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 namespace {
+
+/// Room kept in the store's write queue for the final record of each run in progress.
+constexpr std::size_t k_final_record_reserve = 1024;
 
 /// Fires later than this after their start time count as owed from downtime (misfires).
 constexpr seconds k_misfire_threshold{5};
@@ -122,7 +128,7 @@ struct HeldFire {
 struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   Impl(asio::any_io_executor ex, LocalStore& s, TaskEngineOptions o)
       : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)),
-        probe_timer(ex) {
+        probe_timer(ex), backlog_timer(ex) {
     executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
     executors[v1::Task::kHttp] = make_http_executor(ex);
   }
@@ -150,6 +156,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::vector<HeldFire> held_fires;
   asio::steady_timer probe_timer;
   bool probe_in_flight = false;
+  bool outage_is_full_queue = false;  // the outage began with a record the full write queue refused
+  // Back-pressure from the store's bounded write queue (see StoreHealth::backlogged).
+  std::deque<PendingRun> backlog_fires;  // not started; recorded SKIPPED once the writer catches up
+  asio::steady_timer backlog_timer;
+  std::int64_t backlog_since_ms = 0;
 
   // --- records -------------------------------------------------------------------------
 
@@ -226,7 +237,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       emit(record);
       return;
     }
-    if (ec != errc::store_failed) {
+    if (ec != errc::store_failed && !queue_full(ec)) {
       // Refused alone (an invalid record): writing it again cannot help, reporting it would
       // report what the store does not hold.
       logger()->error("recording {} failed: {}", id, ec.message());
@@ -238,6 +249,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   // --- store outages -------------------------------------------------------------------
+
+  /// The store refused a record because its write queue is at its bound.
+  static bool queue_full(error_code ec) { return ec == boost::system::errc::resource_unavailable_try_again; }
 
   StoreHealth health_now() const {
     StoreHealth h = health;
@@ -264,15 +278,18 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (!health.available) return;
     const auto error = store.last_write_error();
     health.available = false;
-    health.disk_full = error && error->disk_full;
-    health.error = error ? error->message : ec.message();
+    outage_is_full_queue = queue_full(ec);
+    health.disk_full = !queue_full(ec) && error && error->disk_full;
+    health.error = queue_full(ec) ? fmt::format("write queue full ({} bytes waiting)", store.queued_bytes())
+                                  : error ? error->message : ec.message();
     health.unavailable_since_unix_ms = now_ms();
     health.fires_not_started = 0;
     ++health.outages;
     logger()->error("{}; no new runs start until the store can commit again (retried every {} ms); {} run(s) in "
                     "progress go on and their results are reported once committed",
-                    outage_reason(), options.store_probe_interval.count(), runs.size());
-    if (!stopping) arm_probe();
+                    outage_reason(), outage_is_full_queue ? 50 : options.store_probe_interval.count(), runs.size());
+    // A full queue drains by itself within a second or so: probe soon.
+    if (!stopping) arm_probe(queue_full(ec) ? milliseconds{50} : options.store_probe_interval);
     notify_health();
   }
 
@@ -286,8 +303,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     held_fires.push_back({std::move(p), std::move(config)});
   }
 
-  void arm_probe() {
-    probe_timer.expires_after(options.store_probe_interval);
+  void arm_probe(milliseconds interval) {
+    probe_timer.expires_after(interval);
     probe_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
       if (auto self = weak.lock(); self && !ec) self->probe();
     });
@@ -318,7 +335,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         auto self = weak.lock();
         if (!self) return;
         --self->pending_writes;
-        if (auto it = self->uncommitted.find(id); it != self->uncommitted.end() && ec != errc::store_failed) {
+        if (auto it = self->uncommitted.find(id);
+            it != self->uncommitted.end() && ec != errc::store_failed && !queue_full(ec)) {
           auto held_record = std::move(it->second);
           self->uncommitted.erase(it);
           if (!ec) {
@@ -327,8 +345,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
             logger()->error("recording {} failed: {}", id, ec.message());
           }
         }
-        if (ec == errc::store_failed) ++self->health.failed_commits;
-        done(ec == errc::store_failed);
+        if (ec == errc::store_failed || queue_full(ec)) ++self->health.failed_commits;
+        done(ec == errc::store_failed || queue_full(ec));
         self->maybe_finish_stop();
       });
     }
@@ -345,7 +363,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   void on_probe_done(bool committed) {
     if (stopping) return;
     if (!committed) {
-      if (!health.available) arm_probe();
+      if (!health.available) arm_probe(outage_is_full_queue ? milliseconds{50} : options.store_probe_interval);
       return;
     }
     if (!health.available) end_outage();
@@ -385,6 +403,92 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     r.set_skip_detail(std::move(detail));
     r.set_ended_unix_ms(now_ms());
     write(std::move(r));
+  }
+
+  // --- back-pressure: the store's write queue -------------------------------------------
+
+  /// New runs start only while less than this is queued in the store: the rest of the bound
+  /// is room for the records of runs in progress and of the fires held meanwhile.
+  std::size_t backlog_start_bytes() const {
+    const auto bound = store.options().max_queued_bytes;
+    return bound == 0 ? SIZE_MAX : bound / 2;
+  }
+
+  /// Whether a fire must not start now because the store cannot record it in time. Each run
+  /// in progress still owes its final record: room for it is counted as taken.
+  bool store_backlogged() {
+    if (store.queued_bytes() + runs.size() * k_final_record_reserve < backlog_start_bytes()) return false;
+    if (!health.backlogged) begin_backlog();
+    return true;
+  }
+
+  void begin_backlog() {
+    health.backlogged = true;
+    health.backlog_fires_not_started = 0;
+    ++health.backlogs;
+    backlog_since_ms = now_ms();
+    logger()->warn("local store: {} bytes of writes are waiting to commit and {} run(s) in progress owe a final "
+                   "record (queue bound {} bytes): fires are not started until it catches up; they are recorded "
+                   "SKIPPED then",
+                   store.queued_bytes(), runs.size(), store.options().max_queued_bytes);
+    arm_backlog_timer();
+    notify_health();
+  }
+
+  /// A fire not started for the backlog: counted, and recorded SKIPPED once the writer has
+  /// caught up (beyond `max_recorded_backlog_skips` held, counted and logged only).
+  void hold_backlog_fire(PendingRun p, const TaskSlot& slot) {
+    ++health.backlog_fires_not_started;
+    ++health.backlog_fires_not_started_total;
+    if (backlog_fires.size() >= options.max_recorded_backlog_skips) {
+      ++health.backlog_fires_not_recorded_total;
+      return;
+    }
+    if (!p.config && slot.config.id() != p.task_id) return;  // cannot happen: the slot is the task's
+    backlog_fires.push_back(std::move(p));
+  }
+
+  void arm_backlog_timer() {
+    backlog_timer.expires_after(milliseconds{10});
+    backlog_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      if (auto self = weak.lock(); self && !ec) self->on_backlog_timer();
+    });
+  }
+
+  /// Writes the held fires' SKIPPED records while the queue has room (below a quarter of its
+  /// bound, so that runs start again meanwhile), and ends the backlog once all are written.
+  void on_backlog_timer() {
+    const std::size_t resume_bytes =
+        backlog_start_bytes() / 2 > runs.size() * k_final_record_reserve
+            ? backlog_start_bytes() / 2 - runs.size() * k_final_record_reserve
+            : 0;
+    const std::string detail = "local store backlog: the fire was not started because its records could not be "
+                               "written in time";
+    while (!backlog_fires.empty() && store.queued_bytes() < resume_bytes) {
+      PendingRun p = std::move(backlog_fires.front());
+      backlog_fires.pop_front();
+      const v1::Task* config = p.config.get();
+      v1::Task bare;
+      if (!config) {
+        if (auto it = tasks.find(p.task_id); it != tasks.end()) {
+          config = &it->second->config;
+        } else {
+          bare.set_id(p.task_id);
+          config = &bare;
+        }
+      }
+      write_not_run(p, *config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_UNSPECIFIED, detail);
+    }
+    if (!stopping) for (auto& [id, slot] : tasks) start_queued(*slot);
+    if (!backlog_fires.empty() || store.queued_bytes() >= resume_bytes || resume_bytes == 0)
+      return arm_backlog_timer();
+    health.backlogged = false;
+    logger()->warn("local store caught up after {} ms: {} fire(s) were not started meanwhile ({} in all; {} of "
+                   "those only counted, beyond max_recorded_backlog_skips)",
+                   now_ms() - backlog_since_ms, health.backlog_fires_not_started,
+                   health.backlog_fires_not_started_total, health.backlog_fires_not_recorded_total);
+    notify_health();
+    maybe_finish_stop();
   }
 
   // --- schedules -----------------------------------------------------------------------
@@ -431,7 +535,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     }
     slot.next_fire.reset();
     if (owed.size() == 1 || now - owed.front().start_at <= k_misfire_threshold) {
-      for (const auto& fire : owed) fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_SCHEDULED);
+      // Owed fires of one stall form a chain: each waits for the one before it (see dispatch).
+      bool previous_taken = false;
+      for (const auto& fire : owed)
+        previous_taken = fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_SCHEDULED, previous_taken);
       slot.cursor = owed.back().scheduled;
     } else {
       apply_misfires(slot, owed.front().scheduled - seconds{1}, now, "the agent was not running them on time");
@@ -455,11 +562,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (plan.missed_total > plan.missed.size())
       logger()->warn("task {}: {}{} further missed fires are not listed one by one", slot.config.id(),
                      plan.missed_total_capped ? "at least " : "", plan.missed_total - plan.missed.size());
-    for (const auto& fire : plan.run) fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+    bool previous_taken = false;
+    for (const auto& fire : plan.run)
+      previous_taken = fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_MISFIRE_CATCHUP, previous_taken);
     slot.cursor = now;
   }
 
-  void fire_scheduled(TaskSlot& slot, Instant scheduled, v1::TriggerType trigger) {
+  /// Fires one instant; true when the run started or waits in the queue. `behind_previous`:
+  /// the fire before it in the same catch-up was started or queued.
+  bool fire_scheduled(TaskSlot& slot, Instant scheduled, v1::TriggerType trigger, bool behind_previous = false) {
     ++slot.runs;
     PendingRun p;
     p.execution_id = execution_id(slot.config.id(), scheduled);
@@ -469,7 +580,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     for (const auto& param : slot.config.params())
       if (!param.default_value().empty()) p.params[param.name()] = param.default_value();
     p.root_execution_id = p.execution_id;
-    dispatch(slot, std::move(p), /*scheduled=*/true);
+    return dispatch(slot, std::move(p), /*scheduled=*/true, behind_previous) != Dispatched::not_run;
   }
 
   // --- policies ------------------------------------------------------------------------
@@ -502,24 +613,52 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     write(std::move(r));
   }
 
-  void dispatch(TaskSlot& slot, PendingRun p, bool scheduled) {
-    if (!health.available) return hold_fire(slot, std::move(p));
-    if (scheduled && !slot.config.enabled())
-      return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
-                           "the task is disabled");
+  enum class Dispatched { started, queued, not_run };
+
+  /**
+   * Starts, queues or records as not run one fire or request under the task's policies.
+   * `behind_previous`: a catch-up fire (several instants owed at once, after a stall or a
+   * restart with `fire_all`) whose predecessor in the same catch-up was started or queued.
+   * It waits for that run (PENDING) instead of meeting the overlap policy: the policy is
+   * for a run still going from an earlier instant, not for the fires owed together, which
+   * run once each, in order, within the task's concurrency limit. (The catch-up is bounded
+   * by the misfire threshold and `misfire_fire_all_limit`, so it may pass `max_queued_runs`.)
+   */
+  Dispatched dispatch(TaskSlot& slot, PendingRun p, bool scheduled, bool behind_previous = false) {
+    if (!health.available) {
+      hold_fire(slot, std::move(p));
+      return Dispatched::not_run;
+    }
+    if (scheduled && !slot.config.enabled()) {
+      write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+                    "the task is disabled");
+      return Dispatched::not_run;
+    }
+    if (store_backlogged()) {
+      hold_backlog_fire(std::move(p), slot);
+      return Dispatched::not_run;
+    }
     const auto overlap = slot.config.overlap_policy();
-    if ((slot.running < concurrency_limit(slot.config) || only_sibling_shards_running(slot, p)) && slot.queue.empty())
-      return start_run(slot, std::move(p));
+    if ((slot.running < concurrency_limit(slot.config) || only_sibling_shards_running(slot, p)) && slot.queue.empty()) {
+      start_run(slot, std::move(p));
+      return Dispatched::started;
+    }
+    if (behind_previous) {
+      queue(slot, std::move(p), false);
+      return Dispatched::queued;
+    }
     switch (overlap) {
       case v1::OVERLAP_POLICY_QUEUE:
       case v1::OVERLAP_POLICY_ALLOW: {
         const std::size_t max_queued =
             slot.config.max_queued_runs() > 0 ? slot.config.max_queued_runs() : options.default_max_queued;
-        if (slot.queue.size() >= max_queued)
-          return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_QUEUE_FULL,
-                               fmt::format("{} runs are already queued", slot.queue.size()));
+        if (slot.queue.size() >= max_queued) {
+          write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_QUEUE_FULL,
+                        fmt::format("{} runs are already queued", slot.queue.size()));
+          return Dispatched::not_run;
+        }
         queue(slot, std::move(p), false);
-        return;
+        return Dispatched::queued;
       }
       case v1::OVERLAP_POLICY_REPLACE: {
         std::shared_ptr<ActiveRun> oldest;
@@ -532,16 +671,18 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
           oldest->handle->stop(StopReason::cancel);
         }
         queue(slot, std::move(p), true);
-        return;
+        return Dispatched::queued;
       }
       default: {
         std::vector<std::string> ids;
         for (auto& [id, run] : runs)
           if (run->pending.task_id == slot.config.id()) ids.push_back(id);
-        return write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
-                             fmt::format("still running: {}", fmt::join(ids, ", ")));
+        write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
+                      fmt::format("still running: {}", fmt::join(ids, ", ")));
+        return Dispatched::not_run;
       }
     }
+    return Dispatched::not_run;
   }
 
   void queue(TaskSlot& slot, PendingRun p, bool front) {
@@ -556,7 +697,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_queued(TaskSlot& slot) {
-    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config)) {
+    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config) &&
+           !store_backlogged()) {
       PendingRun p = std::move(slot.queue.front());
       slot.queue.pop_front();
       start_run(slot, std::move(p));
@@ -687,8 +829,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   // --- stop ----------------------------------------------------------------------------
 
   void maybe_finish_stop() {
-    if (!stopping || !stopped_handler || !runs.empty() || pending_writes > 0) return;
+    if (!stopping || !stopped_handler || !runs.empty() || pending_writes > 0 || !backlog_fires.empty()) return;
     if (grace_timer) grace_timer->cancel();
+    backlog_timer.cancel();
     probe_timer.cancel();
     if (!uncommitted.empty()) {
       std::vector<std::string> ids;
@@ -712,6 +855,7 @@ TaskEngine::~TaskEngine() {
   for (auto& [id, slot] : impl_->tasks) slot->timer.cancel();
   for (auto& [id, retry] : impl_->retries) retry.first->cancel();
   impl_->probe_timer.cancel();
+  impl_->backlog_timer.cancel();
 }
 
 void TaskEngine::set_sink(ExecutionSink sink) { impl_->sink = std::move(sink); }
@@ -776,10 +920,30 @@ void TaskEngine::start() {
   if (impl.started) return;
   impl.started = true;
   error_code ec;
-  for (auto record : impl.store.unfinished(ec)) {
+  auto unfinished = impl.store.unfinished(ec);
+  // Shell processes die with their agent (parent-death signal), but what they started in the
+  // background may still run: found by their QF_EXECUTION_ID and killed, so that a run the
+  // record calls failed does not go on (and a retry does not run it twice).
+  std::vector<std::string> running_ids;
+  for (const auto& record : unfinished)
+    if (record.status() == v1::EXECUTION_STATUS_RUNNING) running_ids.push_back(record.execution_id());
+  auto leftovers = detail::processes_of_executions(running_ids);
+  for (auto record : unfinished) {
+    std::string message = "the agent stopped while this run was pending or running";
+    if (auto it = leftovers.find(record.execution_id()); it != leftovers.end()) {
+      std::vector<std::string> killed;
+      for (const auto& process : it->second)
+        if (::kill(process.pid, SIGKILL) == 0) killed.push_back(fmt::format("{} ({})", process.pid, process.command));
+      message += fmt::format("; agent restarted: {} process(es) it left running were killed: {}", killed.size(),
+                             fmt::join(killed, ", "));
+      logger()->warn("{}: {} process(es) left running by the previous agent were killed: {}", record.execution_id(),
+                     killed.size(), fmt::join(killed, ", "));
+    } else if (record.status() == v1::EXECUTION_STATUS_RUNNING) {
+      message += "; agent restarted: no process of it was left running (its processes die with the agent)";
+    }
     record.set_status(v1::EXECUTION_STATUS_FAILURE);
     record.set_failure_reason("agent restarted");
-    record.set_error_message("the agent stopped while this run was pending or running");
+    record.set_error_message(message);
     record.set_ended_unix_ms(now_ms());
     impl.write(std::move(record));
   }
@@ -811,6 +975,14 @@ std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::ma
   if (!impl.health.available) {
     ec = errc::conflict;
     if (detail) *detail = impl.outage_reason() + "; no new runs start until it can record them";
+    return std::nullopt;
+  }
+  if (impl.store_backlogged()) {
+    ec = errc::conflict;
+    if (detail)
+      *detail = fmt::format("the local store is behind ({} bytes of writes waiting); no new runs start until it "
+                            "catches up",
+                            impl.store.queued_bytes());
     return std::nullopt;
   }
   TaskSlot& slot = *it->second;
@@ -861,6 +1033,11 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
                     [&](const PendingRun& p) { return p.execution_id == request.execution_id(); }))
       return true;
   }
+  // Fencing: after its start deadline the coordinator may have sent the run to another agent.
+  if (request.start_deadline_unix_ms() != 0 && now_ms() > request.start_deadline_unix_ms())
+    return fail(errc::conflict, fmt::format("start deadline passed {} ms ago; not started (the coordinator may have "
+                                            "sent the run to another agent)",
+                                            now_ms() - request.start_deadline_unix_ms()));
   if (!impl.health.available)
     return fail(errc::conflict, impl.outage_reason() + "; no new runs start until it can record them");
   if (!request.has_task() && it == impl.tasks.end())

@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Environment and command lookup for shell runs, prepared before fork.
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -67,6 +73,40 @@ std::string resolve_command(const std::string& command, const std::vector<std::s
     start = end + 1;
   }
   return command;
+}
+
+}  // namespace quartzflow::detail
+
+namespace quartzflow::detail {
+
+std::map<std::string, std::vector<LeftoverProcess>, std::less<>> processes_of_executions(
+    const std::vector<std::string>& execution_ids) {
+  std::map<std::string, std::vector<LeftoverProcess>, std::less<>> found;
+  if (execution_ids.empty()) return found;
+  const std::set<std::string, std::less<>> wanted(execution_ids.begin(), execution_ids.end());
+  const std::string_view prefix = "QF_EXECUTION_ID=";
+  const pid_t self = ::getpid();
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    const int pid = std::atoi(name.c_str());
+    if (pid == self) continue;
+    std::ifstream environ_file(entry.path() / "environ", std::ios::binary);
+    if (!environ_file) continue;
+    std::string variable;
+    while (std::getline(environ_file, variable, '\0')) {
+      if (variable.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string_view id = std::string_view(variable).substr(prefix.size());
+      if (auto it = wanted.find(id); it != wanted.end()) {
+        std::string command;
+        std::ifstream(entry.path() / "comm") >> command;
+        found[*it].push_back({pid, std::move(command)});
+      }
+      break;
+    }
+  }
+  return found;
 }
 
 }  // namespace quartzflow::detail

@@ -2,6 +2,7 @@
 // The environment a shell run sees: dynamic params only as QF_PARAM_<NAME> variables.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,5 +19,23 @@ std::vector<std::string> process_environment(const RunRequest& request, char** i
 
 /// Absolute path of `command` via PATH from `environment` (as execvp would), else `command`.
 std::string resolve_command(const std::string& command, const std::vector<std::string>& environment);
+
+}  // namespace quartzflow::detail
+
+namespace quartzflow::detail {
+
+/// A process found by `processes_of_executions`.
+struct LeftoverProcess {
+  int pid = 0;
+  std::string command;  ///< its name, from /proc/<pid>/comm
+};
+
+/**
+ * Processes other than this one whose environment says `QF_EXECUTION_ID=<id>` for one of
+ * `execution_ids` (every process a shell run starts inherits it), by execution id: what a
+ * killed agent's runs left. Reads /proc; processes of other users are not seen.
+ */
+std::map<std::string, std::vector<LeftoverProcess>, std::less<>> processes_of_executions(
+    const std::vector<std::string>& execution_ids);
 
 }  // namespace quartzflow::detail

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shell executor: fork/exec into a new process group, output and exit observed through
-// pipes and a pidfd on the io_context (no reaper thread, no SIGCHLD handler).
+// Shell executor: fork/exec into a new process group tied to the agent (parent-death
+// signal), output and exit observed through pipes and a pidfd on the io_context.
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -143,32 +145,86 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
  private:
-  /// posix_spawn (vfork-like: no page-table copy) for the common case; exec errors come
-  /// back as its return value. Needs no run_as_user (posix_spawn cannot switch users).
+  /// What the vfork-like child reads and writes: it shares the parent's memory until exec.
+  struct CloneChild {
+    const SpawnPlan* plan;
+    char** argv;
+    char** envp;
+    int out;
+    int err;
+    pid_t agent;
+    int child_errno;
+  };
+
+  /**
+   * The child of `spawn_exec`, on its own stack in the parent's memory (the parent thread is
+   * suspended until exec). Only system calls: no allocation, no locks. It dies with the
+   * agent: PR_SET_PDEATHSIG(SIGKILL), checked against a parent already gone. (The signal
+   * follows the thread that spawned: the io_context thread, which lives as long as the
+   * engine's runs; see `make_shell_executor`.)
+   */
+  static int clone_child(void* argument) {
+    auto& a = *static_cast<CloneChild*>(argument);
+    // Handlers are the agent's (and would run here, in its memory): back to the defaults.
+    struct sigaction defaults {};
+    defaults.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      struct sigaction current {};
+      if (::sigaction(sig, nullptr, &current) != 0) continue;
+      const bool reset_even_if_ignored =
+          sig == SIGPIPE || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGCHLD;
+      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_DFL) continue;
+      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_IGN && !reset_even_if_ignored) continue;
+      ::sigaction(sig, &defaults, nullptr);
+    }
+    auto die = [&a]() {
+      a.child_errno = errno != 0 ? errno : ECHILD;
+      ::_exit(127);
+    };
+    if (::setpgid(0, 0) != 0) die();
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die();
+    if (::getppid() != a.agent) ::_exit(127);  // the agent died before the line above
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(a.out, 1) < 0 || ::dup2(a.err, 2) < 0) die();
+    if (!a.plan->working_dir.empty() && ::chdir(a.plan->working_dir.c_str()) != 0) die();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(a.plan->path.c_str(), a.argv, a.envp);
+    die();
+    return 127;
+  }
+
+  /// clone(CLONE_VM | CLONE_VFORK), as posix_spawn does (no page-table copy, so a large agent
+  /// spawns fast), but with a child that can set its parent-death signal. Exec errors come
+  /// back through the shared CloneChild. Not for run_as_user (see fork_exec).
   static pid_t spawn_exec(const SpawnPlan& plan, std::vector<char*>& argv, std::vector<char*>& envp, int out,
                           int err, int& child_errno) {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attributes;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawnattr_init(&attributes);
-    ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    ::posix_spawn_file_actions_adddup2(&actions, out, 1);
-    ::posix_spawn_file_actions_adddup2(&actions, err, 2);
-    if (!plan.working_dir.empty()) ::posix_spawn_file_actions_addchdir_np(&actions, plan.working_dir.c_str());
-    sigset_t none;
-    sigset_t defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&defaults, sig);
-    ::posix_spawnattr_setsigmask(&attributes, &none);
-    ::posix_spawnattr_setsigdefault(&attributes, &defaults);
-    ::posix_spawnattr_setpgroup(&attributes, 0);  // its own process group
-    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid = -1;
-    child_errno = ::posix_spawn(&pid, plan.path.c_str(), &actions, &attributes, argv.data(), envp.data());
-    ::posix_spawn_file_actions_destroy(&actions);
-    ::posix_spawnattr_destroy(&attributes);
-    return child_errno == 0 ? pid : -1;
+    constexpr std::size_t k_stack_bytes = 64 * 1024;
+    auto stack = std::make_unique<std::max_align_t[]>(k_stack_bytes / sizeof(std::max_align_t));
+    CloneChild child{&plan, argv.data(), envp.data(), out, err, ::getpid(), 0};
+    // No handler of the agent may run in the child before its dispositions are reset.
+    sigset_t all, previous;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+    const int saved_errno = errno;
+    const pid_t pid = ::clone(&clone_child, reinterpret_cast<char*>(stack.get()) + k_stack_bytes,
+                              CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+    const int clone_errno = errno;
+    errno = saved_errno;  // the child shared this thread's errno
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    if (pid < 0) {
+      child_errno = clone_errno;
+      return -1;
+    }
+    if (child.child_errno != 0) {
+      child_errno = child.child_errno;
+      ::waitpid(pid, nullptr, 0);
+      return -1;
+    }
+    child_errno = 0;
+    return pid;
   }
 
   /// fork + exec, for run_as_user: the child drops to the user before exec. Exec errors
@@ -180,12 +236,13 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
       child_errno = errno;
       return -1;
     }
+    const pid_t agent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
       child_errno = errno;
       return -1;
     }
-    if (pid == 0) exec_child(plan, argv, envp, out, err, status_write.get());
+    if (pid == 0) exec_child(plan, argv, envp, out, err, status_write.get(), agent);
     // Both sides set the group, so a kill right after fork reaches it whoever runs first.
     ::setpgid(pid, pid);
     status_write.reset();
@@ -202,7 +259,7 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
   [[noreturn]] static void exec_child(const SpawnPlan& plan, std::vector<char*>& argv,
-                                      std::vector<char*>& envp, int out, int err, int status) {
+                                      std::vector<char*>& envp, int out, int err, int status, pid_t agent) {
     auto die = [status]() {
       const int e = errno;
       [[maybe_unused]] auto ignored = ::write(status, &e, sizeof e);
@@ -220,6 +277,9 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
       if (::setgroups(plan.groups.size(), plan.groups.data()) != 0) die();
       if (::setgid(*plan.gid) != 0 || ::setuid(*plan.uid) != 0) die();
     }
+    // After the credentials change, which clears it; dies with the agent.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die();
+    if (::getppid() != agent) ::_exit(127);
     ::execve(plan.path.c_str(), argv.data(), envp.data());
     die();
     ::_exit(127);

@@ -195,6 +195,7 @@ struct LocalStore::Impl {
     // Counts as outstanding work on the executor while queued, as any Asio operation does,
     // so that io_context::run() does not return before the completion is delivered.
     boost::asio::any_io_executor work{};
+    std::size_t bytes = 0;  // counted against max_queued_bytes while queued or committing
   };
 
   /// Statements of the store thread, prepared once after the migration.
@@ -387,14 +388,41 @@ struct LocalStore::Impl {
     op.work = {};  // the posted completion holds the executor's work from here on
   }
 
+  static std::size_t size_of(const Op& op) {
+    constexpr std::size_t k_overhead = 256;  // the Op, its handler and the message objects
+    if (const auto* record = std::get_if<RecordWrite>(&op.write))
+      return k_overhead + record->record.ByteSizeLong() + record->full_log.size();
+    if (const auto* synced = std::get_if<MarkSyncedWrite>(&op.write)) {
+      std::size_t n = k_overhead;
+      for (const auto& id : synced->execution_ids) n += id.size() + 32;
+      return n;
+    }
+    if (const auto* config = std::get_if<SaveConfigWrite>(&op.write)) {
+      std::size_t n = k_overhead;
+      for (const auto& task : config->config.tasks) n += task.ByteSizeLong();
+      return n;
+    }
+    return k_overhead;
+  }
+
   void enqueue(Op op) {
     if (options.read_only) {
       writes_failed.fetch_add(1, std::memory_order_relaxed);
       complete(op, errc::store_read_only);
       return;
     }
+    op.bytes = size_of(op);
+    const bool bounded = options.max_queued_bytes > 0 && std::holds_alternative<RecordWrite>(op.write);
+    std::unique_lock lock(queue_mutex);
+    if (bounded && queued_bytes_now.load(std::memory_order_relaxed) + op.bytes > options.max_queued_bytes) {
+      lock.unlock();
+      writes_refused_queue_full.fetch_add(1, std::memory_order_relaxed);
+      complete(op, make_error_code(boost::system::errc::resource_unavailable_try_again));
+      return;
+    }
     op.work = boost::asio::prefer(executor, boost::asio::execution::outstanding_work.tracked);
-    std::lock_guard lock(queue_mutex);
+    queued_bytes_now.fetch_add(op.bytes, std::memory_order_relaxed);
+    queued_writes_now.fetch_add(1, std::memory_order_relaxed);
     const bool was_empty = queue.empty();
     queue.push_back(std::move(op));
     ++enqueued;
@@ -414,10 +442,16 @@ struct LocalStore::Impl {
       }
       std::vector<Op> batch(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.end()));
       queue.clear();
+      const std::size_t batch_size = batch.size();
       lock.unlock();
       run_batch(batch);
+      std::size_t bytes = 0;
+      for (const auto& op : batch) bytes += op.bytes;
+      batch.clear();  // the records' memory goes before the bytes are given back
       lock.lock();
-      finished += batch.size();
+      queued_bytes_now.fetch_sub(bytes, std::memory_order_relaxed);
+      queued_writes_now.fetch_sub(batch_size, std::memory_order_relaxed);
+      finished += batch_size;
       progress.notify_all();
     }
   }
@@ -705,6 +739,9 @@ struct LocalStore::Impl {
   std::atomic<std::uint64_t> batches_committed{0};
   std::atomic<std::uint64_t> writes_failed{0};
   std::atomic<std::uint64_t> writes_failed_disk_full{0};
+  std::atomic<std::uint64_t> writes_refused_queue_full{0};
+  std::atomic<std::size_t> queued_bytes_now{0};   // changed under queue_mutex, read anywhere
+  std::atomic<std::size_t> queued_writes_now{0};
 
   mutable std::mutex error_mutex;
   std::optional<LocalStoreWriteError> last_error;  // guarded by error_mutex
@@ -788,8 +825,13 @@ LocalStoreMetrics LocalStore::metrics() const noexcept {
   return {impl_->writes_committed.load(std::memory_order_relaxed),
           impl_->batches_committed.load(std::memory_order_relaxed),
           impl_->writes_failed.load(std::memory_order_relaxed),
-          impl_->writes_failed_disk_full.load(std::memory_order_relaxed)};
+          impl_->writes_failed_disk_full.load(std::memory_order_relaxed),
+          impl_->writes_refused_queue_full.load(std::memory_order_relaxed),
+          impl_->queued_writes_now.load(std::memory_order_relaxed),
+          impl_->queued_bytes_now.load(std::memory_order_relaxed)};
 }
+
+std::size_t LocalStore::queued_bytes() const noexcept { return impl_->queued_bytes_now.load(std::memory_order_relaxed); }
 
 std::optional<LocalStoreWriteError> LocalStore::last_write_error() const {
   std::lock_guard lock(impl_->error_mutex);

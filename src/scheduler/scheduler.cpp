@@ -423,11 +423,17 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       return;
     }
     const std::string agent = run->agents[position];
-    sink.send_run(agent, run->request, [weak = weak_from_this(), run, position, agent](bool accepted) {
+    sink.deliver_run(agent, run->request, [weak = weak_from_this(), run, position, agent](RunDelivery outcome) {
       auto self = weak.lock();
       if (!self) return;
-      if (accepted) {
+      if (outcome == RunDelivery::accepted) {
         ++self->stats.dispatched;
+        return;
+      }
+      if (outcome == RunDelivery::lost) {
+        // The agent may have started it: under at_most_once it is never sent elsewhere (the
+        // sink recorded it FAILURE `agent lost`).
+        ++self->stats.lost;
         return;
       }
       ++self->stats.failovers;

@@ -753,3 +753,51 @@ TEST_CASE("an agent whose data disk fills stops starting runs, reports only what
   }
   CHECK(skipped_full >= 3);  // the fires of the outage, each on record with why
 }
+
+TEST_CASE("a shell run of an agent killed with -9 does not go on, and the restart records why",
+          "[agent][integration]") {
+  TempDir side;
+  const fs::path ran_file = side.path() / "ran.txt";
+  AgentFixture fixture(fmt::format(R"(tasks:
+  - name: slow
+    enabled: true
+    schedule: "* * * * * *"
+    shell:
+      script: 'sleep 3; echo "$QF_EXECUTION_ID" >> {}'
+)",
+                                   ran_file.string()));
+  std::string id;
+  {
+    auto agent = fixture.start();
+    REQUIRE(wait_until(
+        [&] {
+          for (const auto& r : reports_in(fixture.log()))
+            if (r.status == "RUNNING" && r.execution_id.rfind("slow:", 0) == 0) {
+              id = r.execution_id;
+              return true;
+            }
+          return false;
+        },
+        seconds{10}));
+    agent->signal(SIGKILL);  // the agent only: its children are on their own now
+    REQUIRE(agent->wait_for_exit(seconds{5}).has_value());
+  }
+  INFO("run " << id);
+  auto agent = fixture.start();
+  // Longer than the run would have lasted: its echo never comes.
+  std::this_thread::sleep_for(seconds{4});
+  CHECK_FALSE(contains(read_text(ran_file), id));
+  agent->signal(SIGTERM);
+  REQUIRE(agent->wait_for_exit(seconds{10}).has_value());
+  CHECK_FALSE(contains(read_text(ran_file), id));
+  StoreReader reader(fixture.store_file);
+  const auto records = reader.by_id();
+  REQUIRE(records.count(id));
+  const auto& record = records.at(id);
+  INFO(record.error_message());
+  CHECK(record.status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(record.failure_reason() == "agent restarted");
+  // sh died with the agent; its `sleep` was left and is killed by the restart, which says so.
+  CHECK(contains(record.error_message(), "agent restarted: 1 process(es) it left running were killed: "));
+  CHECK(contains(record.error_message(), "(sleep)"));
+}

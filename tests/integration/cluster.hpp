@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,8 +29,61 @@ namespace quartzflow::testing {
 
 using namespace std::chrono_literals;
 
+/// What a frozen agent (SIGSTOP) neither handles nor sends yet, in order.
+struct AgentFreeze {
+  bool frozen = false;
+  std::deque<std::function<void()>> held;
+};
+
+/// An agent's end of its link that can be frozen like a stopped process: while frozen,
+/// nothing it sends leaves and nothing sent to it is handled; afterwards both are replayed
+/// in order.
+class FreezableConnection final : public Connection {
+ public:
+  FreezableConnection(std::shared_ptr<Connection> inner, std::shared_ptr<AgentFreeze> freeze)
+      : inner_(std::move(inner)), freeze_(std::move(freeze)) {}
+  void start(Handlers handlers) override {
+    inner_->start(Handlers{[f = freeze_, on = handlers.on_message](std::string m) {
+                             if (f->frozen || !f->held.empty()) f->held.push_back([on, m] { on(m); });
+                             else on(std::move(m));
+                           },
+                           [f = freeze_, on = handlers.on_closed](std::string r) {
+                             if (f->frozen || !f->held.empty()) f->held.push_back([on, r] { on(r); });
+                             else on(std::move(r));
+                           }});
+  }
+  bool send(std::string message) override {
+    if (!freeze_->frozen && freeze_->held.empty()) return inner_->send(std::move(message));
+    freeze_->held.push_back([inner = inner_, m = std::move(message)] { inner->send(m); });
+    return inner_->is_open();
+  }
+  void close(std::string reason) override { inner_->close(std::move(reason)); }
+  bool is_open() const noexcept override { return inner_->is_open(); }
+  std::string remote_address() const override { return inner_->remote_address(); }
+
+ private:
+  std::shared_ptr<Connection> inner_;
+  std::shared_ptr<AgentFreeze> freeze_;
+};
+
+class FreezableConnector final : public Connector {
+ public:
+  FreezableConnector(std::unique_ptr<Connector> inner, std::shared_ptr<AgentFreeze> freeze)
+      : inner_(std::move(inner)), freeze_(std::move(freeze)) {}
+  void connect(ConnectHandler handler) override {
+    inner_->connect([f = freeze_, handler = std::move(handler)](error_code ec, std::shared_ptr<Connection> c) {
+      handler(ec, c ? std::make_shared<FreezableConnection>(std::move(c), f) : nullptr);
+    });
+  }
+
+ private:
+  std::unique_ptr<Connector> inner_;
+  std::shared_ptr<AgentFreeze> freeze_;
+};
+
 struct AgentNode {
   std::string id;
+  std::shared_ptr<AgentFreeze> freeze = std::make_shared<AgentFreeze>();
   std::unique_ptr<LocalStore> store;
   std::unique_ptr<TaskEngine> engine;
   std::unique_ptr<Connector> connector;
@@ -105,7 +160,7 @@ class Cluster {
     engine_options.agent_id = id;
     engine_options.hostname = id + ".example";
     node->engine = std::make_unique<TaskEngine>(io.get_executor(), *node->store, engine_options);
-    node->connector = network.connector("coordinator", id);
+    node->connector = std::make_unique<FreezableConnector>(network.connector("coordinator", id), node->freeze);
     AgentDispatcherOptions agent_options;
     agent_options.agent_id = id;
     agent_options.hostname = id + ".example";
@@ -128,6 +183,23 @@ class Cluster {
     auto& ref = *node;
     agents[id] = std::move(node);
     return ref;
+  }
+
+  /// The agent stops handling and sending messages, as a SIGSTOPped process would (its
+  /// runs already started go on).
+  void freeze(const std::string& id) { agents.at(id)->freeze->frozen = true; }
+
+  /// The agent catches up: what it was sent and what it meant to send go through in order,
+  /// one message every `gap` (a process working through its backlog).
+  void thaw(const std::string& id, std::chrono::milliseconds gap = 20ms) {
+    auto freeze = agents.at(id)->freeze;
+    freeze->frozen = false;
+    while (!freeze->held.empty()) {
+      auto next = std::move(freeze->held.front());
+      freeze->held.pop_front();
+      next();
+      run_for(gap);
+    }
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
@@ -245,6 +317,15 @@ class Cluster {
     return n;
   }
 };
+
+/// Execution ids a task's runs appended to `file`, with how often each ran.
+inline std::map<std::string, int> executions_in(const std::filesystem::path& file) {
+  std::map<std::string, int> out;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) ++out[line];
+  return out;
+}
 
 /// A shell task bound to `groups`, with the given placement and an interval schedule
 /// (0 = manual only).

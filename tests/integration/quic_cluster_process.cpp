@@ -9,6 +9,7 @@
 #include <thread>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -489,5 +490,127 @@ TEST_CASE("a config push an agent never acknowledges is re-sent 3 times, then ma
   // Thawed, its next heartbeat shows the stale version: it pulls and is in sync again.
   agent.signal(SIGCONT);
   CHECK(wait_until([&] { return push_state() == qf::v1::CONFIG_PUSH_STATE_IN_SYNC; }, 40s));
+  cluster.stop_coordinator();
+}
+
+namespace {
+
+/// `count` `one` tasks firing every second (or once at `once_at_ms`), round-robin over the
+/// workers, each run appending its execution id to `file`; every other one at_most_once.
+std::string counting_tasks(int count, const fs::path& file, const std::string& schedule, const std::string& then,
+                           const std::string& extra = {}) {
+  std::string yaml = "groups:\n  - name: workers\ntasks:\n";
+  for (int i = 0; i < count; ++i)
+    yaml += fmt::format("  - name: count-{0}\n    enabled: true\n    schedule: {1}\n"
+                        "    placement: {{mode: one, routing: round_robin}}\n    group_ids: [workers]\n"
+                        "    delivery_guarantee: {2}\n{5}"
+                        "    shell: {{argv: [\"/bin/sh\", \"-c\", \"echo $QF_EXECUTION_ID >> {3}{4}\"]}}\n"
+                        "    timeout_seconds: 30\n",
+                        i, schedule, i % 2 == 0 ? "at_least_once" : "at_most_once", file.string(), then, extra);
+  return yaml;
+}
+
+std::map<std::string, int> executions_in(const fs::path& file) {
+  std::map<std::string, int> out;
+  std::istringstream in(read_text(file));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) ++out[line];
+  return out;
+}
+
+std::vector<std::string> twice(const std::map<std::string, int>& runs) {
+  std::vector<std::string> out;
+  for (const auto& [id, n] : runs)
+    if (n > 1) out.push_back(fmt::format("{} x{}", id, n));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("SIGSTOP of an agent for 7 s while one tasks fire every second: no run executes twice",
+          "[processes][quic][slow]") {
+  TempDir scratch;
+  const auto file = scratch.path() / "runs.txt";
+  // Heartbeats every 5 s: the frozen agent's session outlives the 7 s (a slow agent, not a lost one).
+  ProcessCluster cluster(counting_tasks(20, file, "\"* * * * * *\"", ""), 5);
+  cluster.start_coordinator();
+  for (const char* name : {"agent-a", "agent-b"}) {
+    cluster.configure_agent(name);
+    cluster.start_agent(name);
+  }
+  REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
+  REQUIRE(wait_until([&] { return executions_in(file).size() >= 100; }, 40s));
+  cluster.agents.at("agent-a")->signal(SIGSTOP);
+  std::this_thread::sleep_for(7s);
+  cluster.agents.at("agent-a")->signal(SIGCONT);
+  // The at_most_once runs sent to the frozen agent wait up to 4 acceptance timeouts (20 s).
+  std::this_thread::sleep_for(22s);
+  const auto runs = executions_in(file);
+  const auto duplicated = twice(runs);
+  INFO(fmt::format("{} executions; run twice: {}", runs.size(), fmt::join(duplicated, ", ")));
+  CHECK(runs.size() >= 400);
+  CHECK(duplicated.empty());
+  Db db(cluster.coordinator_db());
+  // at_least_once runs are not lost: none ends FAILURE (they were re-routed, fenced).
+  for (const auto& row : db.rows(fmt::format(
+           "SELECT execution_id, agent_id, failure_reason, error_message FROM executions WHERE status = {} AND "
+           "task_name IN ('count-0','count-2','count-4','count-6','count-8','count-10','count-12','count-14',"
+           "'count-16','count-18')",
+           status_value(qf::v1::EXECUTION_STATUS_FAILURE))))
+    FAIL_CHECK(fmt::format("{}", fmt::join(row, " | ")));
+  // Every run the store records SUCCESS ran exactly once, on the agent it names.
+  std::int64_t success_not_run = 0;
+  for (const auto& row : db.rows(fmt::format("SELECT execution_id FROM executions WHERE status = {}",
+                                             status_value(qf::v1::EXECUTION_STATUS_SUCCESS))))
+    success_not_run += runs.count(row[0]) ? 0 : 1;
+  CHECK(success_not_run == 0);
+  CHECK(read_text(cluster.coordinator_log()).find("a second execution") == std::string::npos);
+  cluster.stop_coordinator();
+}
+
+TEST_CASE("SIGTERM of an agent with runs in progress: each run executes once, the record is its SUCCESS",
+          "[processes][quic]") {
+  TempDir scratch;
+  const auto file = scratch.path() / "runs.txt";
+  const auto at = std::chrono::duration_cast<std::chrono::seconds>(
+                      (std::chrono::system_clock::now() + 13s).time_since_epoch()).count() * 1000;
+  ProcessCluster cluster(counting_tasks(8, file, fmt::format("{{once_at_unix_ms: {}}}", at), "; sleep 4",
+                                        "    retry: {max_retries: 1, interval_seconds: 1, retry_on_another_agent: true}\n"),
+                         1);
+  cluster.start_coordinator();
+  for (const char* name : {"agent-a", "agent-b"}) {
+    cluster.configure_agent(name);
+    cluster.start_agent(name);
+  }
+  REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
+  const std::string running = fmt::format("SELECT count(*) FROM executions WHERE agent_id = 'agent-a' AND status = {}",
+                                          status_value(qf::v1::EXECUTION_STATUS_RUNNING));
+  REQUIRE(wait_until([&] { return Db(cluster.coordinator_db()).number(running) >= 2; }, 40s));
+  std::this_thread::sleep_for(1s);
+  const auto on_a = Db(cluster.coordinator_db())
+                        .column("SELECT execution_id FROM executions WHERE agent_id = 'agent-a' AND task_name LIKE 'count-%'");
+  cluster.agents.at("agent-a")->signal(SIGTERM);
+  const auto status = cluster.agents.at("agent-a")->wait_for_exit(20s);
+  REQUIRE(status);
+  const std::string open = fmt::format("SELECT count(*) FROM executions WHERE task_name LIKE 'count-%' AND status IN ({}, {})",
+                                       status_value(qf::v1::EXECUTION_STATUS_PENDING),
+                                       status_value(qf::v1::EXECUTION_STATUS_RUNNING));
+  REQUIRE(wait_until([&] { return Db(cluster.coordinator_db()).number(open) == 0; }, 30s));
+  std::this_thread::sleep_for(7s);  // a retry, had one been made, has run by now
+  Db db(cluster.coordinator_db());
+  for (const auto& row : db.rows("SELECT execution_id, agent_id, status, attempt, failure_reason, error_message "
+                                 "FROM executions WHERE task_name LIKE 'count-%'"))
+    UNSCOPED_INFO(fmt::format("{}", fmt::join(row, " | ")));
+  const auto runs = executions_in(file);
+  CHECK(runs.size() == 8);
+  CHECK(twice(runs).empty());
+  CHECK(db.number("SELECT count(*) FROM executions WHERE task_name LIKE 'count-%'") == 8);
+  CHECK(db.number(fmt::format("SELECT count(*) FROM executions WHERE task_name LIKE 'count-%' AND status = {}",
+                              status_value(qf::v1::EXECUTION_STATUS_SUCCESS))) == 8);
+  CHECK(on_a.size() >= 2);
+  for (const auto& id : on_a)
+    CHECK(db.number(fmt::format("SELECT count(*) FROM executions WHERE execution_id = '{}' AND agent_id = 'agent-a' "
+                                "AND status = {}",
+                                id, status_value(qf::v1::EXECUTION_STATUS_SUCCESS))) == 1);
   cluster.stop_coordinator();
 }

@@ -943,3 +943,54 @@ TEST_CASE("every acknowledged write survives kill -9 and stats match the records
     CHECK(std::vector<std::uint32_t>(s.runs_per_hour().begin(), s.runs_per_hour().end()) == e.hours);
   }
 }
+
+TEST_CASE("the write queue is bounded: a record beyond max_queued_bytes is refused at once and not stored",
+          "[local_store]") {
+  TempDir dir;
+  boost::asio::io_context io;
+  qf::LocalStoreOptions options;
+  options.path = dir.file("agent.db");
+  options.max_queued_bytes = 32 * 1024;
+  options.max_batch_delay = milliseconds{500};  // the writer waits: the queue fills
+  auto store = open_store(io, options);
+  const std::string log(1024, 'x');
+  int committed = 0, refused = 0, other = 0;
+  std::size_t most_queued = 0;
+  std::vector<std::string> refused_ids;
+  for (int i = 0; i < 200; ++i) {
+    auto r = make_record("t", 1000 * (i + 1), v1::EXECUTION_STATUS_SUCCESS);
+    store->async_record(r, log, [&, id = r.execution_id()](qf::error_code ec) {
+      if (!ec) {
+        ++committed;
+      } else if (ec == boost::system::errc::resource_unavailable_try_again) {
+        ++refused;
+        refused_ids.push_back(id);
+      } else {
+        ++other;
+      }
+    });
+    most_queued = std::max<std::size_t>(most_queued, store->queued_bytes());
+  }
+  CHECK(most_queued <= options.max_queued_bytes);
+  CHECK(store->metrics().queued_writes < 200);
+  io.run_for(std::chrono::seconds(3));
+  CHECK(other == 0);
+  CHECK(committed + refused == 200);
+  CHECK(committed >= 10);
+  CHECK(refused >= 100);
+  const auto metrics = store->metrics();
+  CHECK(metrics.writes_refused_queue_full == static_cast<std::uint64_t>(refused));
+  CHECK(metrics.writes_failed == 0);
+  CHECK(metrics.queued_bytes == 0);
+  CHECK(metrics.queued_writes == 0);
+  qf::error_code ec;
+  CHECK(store->count_executions({}, ec) == static_cast<std::uint64_t>(committed));
+  for (const auto& id : refused_ids) CHECK_FALSE(get(*store, id));
+  // Once the queue has drained, records are taken again.
+  bool taken = false;
+  store->async_record(make_record("t", 999'000, v1::EXECUTION_STATUS_SUCCESS), log,
+                      [&](qf::error_code e) { taken = !e; });
+  io.restart();
+  io.run_for(std::chrono::seconds(2));
+  CHECK(taken);
+}

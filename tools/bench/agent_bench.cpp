@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Agent benchmarks: LocalStore write latency under a steady 1,000 runs/s, `qfctl local
 // stats` over 7 days of 100,000 runs a day, engine overhead per trivial plugin run, and how
-// many concurrent `sleep 30` shell runs one engine holds.
+// many concurrent `sleep 30` shell runs one engine holds, and memory and stop time when
+// scheduled fires outrun the store (back-pressure).
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <sys/resource.h>
@@ -237,6 +239,74 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
   state.counters["fd_limit"] = static_cast<double>(files.rlim_cur);
 }
 BENCHMARK(BM_concurrent_sleep_runs)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+
+/// Resident memory of this process now, bytes (VmRSS).
+std::size_t resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+  return 0;
+}
+
+/// Overload: N trivial plugin tasks every second (N fires/s, durable records) for 10 s, run
+/// by one engine on a store with the default 64 MiB write queue. Above the sustainable rate
+/// the queue stays bounded, the fires not started are counted and recorded SKIPPED, and stop
+/// is prompt. Counters: peak RSS growth, peak queue, runs, skips, stop time.
+void BM_engine_overload_bounded(benchmark::State& state) {
+  const auto task_count = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    boost::asio::io_context io;
+    auto store = open_store(io, scratch("overload.db"), true);
+    qf::TaskEngine engine(io.get_executor(), *store);
+    engine.plugins().add("noop", [](const qf::PluginCall&) { return qf::PluginResult{}; });
+    std::vector<qf::v1::Task> tasks;
+    for (int i = 0; i < task_count; ++i) {
+      qf::v1::Task task;
+      task.set_id("t" + std::to_string(i));
+      task.set_name(task.id());
+      task.set_enabled(true);
+      task.mutable_plugin()->set_name("noop");
+      task.mutable_schedule()->set_cron("* * * * * *");
+      tasks.push_back(std::move(task));
+    }
+    engine.apply(std::move(tasks), 1);
+    std::uint64_t succeeded = 0, skipped = 0;
+    engine.set_sink([&](const qf::v1::Execution& e) {
+      if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) ++succeeded;
+      if (e.status() == qf::v1::EXECUTION_STATUS_SKIPPED) ++skipped;
+    });
+    const std::size_t rss_before = resident_bytes();
+    std::size_t rss_peak = rss_before, queue_peak = 0;
+    engine.start();
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    auto next_sample = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() < until) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+      queue_peak = std::max(queue_peak, store->queued_bytes());
+      if (std::chrono::steady_clock::now() >= next_sample) {
+        rss_peak = std::max(rss_peak, resident_bytes());
+        next_sample += 100ms;
+      }
+    }
+    bool stopped = false;
+    const auto stop_started = std::chrono::steady_clock::now();
+    engine.stop(1s, [&] { stopped = true; });
+    while (!stopped) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+    const auto health = engine.store_health();
+    state.counters["stop_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_started).count();
+    state.counters["rss_growth_MB"] = static_cast<double>(rss_peak - rss_before) / (1 << 20);
+    state.counters["queue_peak_MB"] = static_cast<double>(queue_peak) / (1 << 20);
+    state.counters["runs_per_s"] = static_cast<double>(succeeded) / 10.0;
+    state.counters["skipped"] = static_cast<double>(skipped);
+    state.counters["not_started"] = static_cast<double>(health.backlog_fires_not_started_total);
+    state.counters["not_recorded"] = static_cast<double>(health.backlog_fires_not_recorded_total);
+  }
+}
+BENCHMARK(BM_engine_overload_bounded)->Arg(10'000)->Arg(20'000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 }  // namespace
 
