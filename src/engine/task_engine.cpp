@@ -10,13 +10,13 @@
 #include <utility>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/system_timer.hpp>
 #include <fmt/format.h>
 
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 #include <quartzflow/task_engine.hpp>
+#include <quartzflow/time.hpp>
 
 #include "../common/utf8.hpp"
 #include "../executors/process_environment.hpp"
@@ -104,13 +104,16 @@ struct TaskSlot {
   explicit TaskSlot(asio::any_io_executor ex) : timer(ex) {}
   v1::Task config;
   std::optional<Schedule> schedule;  // set for locally fired tasks with a timed schedule
-  asio::system_timer timer;
+  // Steady, with the wait computed from the wall clock at each arm (capped by
+  // max_timer_wait): a wall clock stepped back cannot hold it until the old deadline.
+  asio::steady_timer timer;
   std::optional<Instant> cursor;     // the last nominal fire handled
   std::optional<Fire> next_fire;
   std::deque<PendingRun> queue;
   std::size_t running = 0;
   std::uint64_t runs = 0;
   std::uint64_t generation = 0;
+  bool clock_behind_warned = false;  // the wall clock stepped back behind `cursor`: said once
 };
 
 /// A final record whose commit failed: written again until it commits, reported only then.
@@ -505,10 +508,24 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       slot.next_fire = slot.schedule->next(slot.cursor.value_or(now), state);
       if (!slot.next_fire) return;  // the schedule has ended
     }
+    // A wall clock stepped back behind the last fire handled: the next fire stays after
+    // that one (no instant runs twice, execution ids stay unique), so the task waits until
+    // the clock catches up. Said once, loudly, rather than a silent pause.
+    if (slot.cursor && *slot.cursor > now + k_misfire_threshold) {
+      if (!slot.clock_behind_warned)
+        logger()->warn("task {}: the wall clock is {} s behind its last fire ({}; a clock step back?): it waits "
+                       "for its next fire at {} so that no instant runs twice",
+                       slot.config.id(), (*slot.cursor - now).count(), format_rfc3339(*slot.cursor),
+                       format_rfc3339(slot.next_fire->scheduled));
+      slot.clock_behind_warned = true;
+    } else {
+      slot.clock_behind_warned = false;
+    }
     // Measured against the precise clock, not the whole second, so fires start on the second.
     const auto wait = std::min<std::chrono::system_clock::duration>(
         slot.next_fire->start_at - std::chrono::system_clock::now(), options.max_timer_wait);
-    slot.timer.expires_after(std::max<std::chrono::system_clock::duration>(wait, seconds{0}));
+    slot.timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::max<std::chrono::system_clock::duration>(wait, seconds{0})));
     slot.timer.async_wait([weak = weak_from_this(), id = slot.config.id(), generation = slot.generation](
                               const error_code& ec) {
       auto self = weak.lock();

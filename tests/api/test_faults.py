@@ -3,6 +3,7 @@
 # during admin API writes and during a config push, SIGSTOP/SIGCONT of the coordinator and
 # of the agent. A cluster of its own, since these tests kill it.
 import os
+import subprocess
 import signal
 import threading
 import time
@@ -149,3 +150,47 @@ def test_kill_9_during_a_config_push_converges_after_restart(own, tmp_path):
     wait_for(lambda: eid in ledger_ids(ledger), 30, "the last pushed task running on the agent")
     agent = api.get("/api/v1/agents/api-agent").data
     assert int(agent.get("applied_config_version", "0")) >= version
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+@pytest.mark.skipif(not os.path.exists(FAKETIME), reason="libfaketime is not installed (./tools/qf test installs it)")
+def test_wall_clock_steps_under_a_real_agent(tmp_path):
+    # The agent's wall clock is stepped through libfaketime (its steady clock stays real):
+    # forward 1 h, then back 1 h. Each run appends its id to a ledger.
+    build = os.environ["QF_BUILD_DIR"]
+    ledger, offset = tmp_path / "ledger", tmp_path / "offset"
+    (tmp_path / "agent.yaml").write_text("data_dir: data\nmanifest_file: tasks.yaml\n")
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - name: tick\n    schedule: \"* * * * * *\"\n"
+        f"    shell: {{script: 'echo $QF_EXECUTION_ID >> {ledger}'}}\n")
+    offset.write_text("+0\n")
+    env = dict(os.environ, LD_PRELOAD=FAKETIME, FAKETIME_TIMESTAMP_FILE=str(offset), FAKETIME_CACHE_DURATION="1",
+               FAKETIME_DONT_FAKE_MONOTONIC="1")
+    log = open(tmp_path / "agent.log", "w")
+    agent = subprocess.Popen([os.path.join(build, "examples", "agent", "qf-agent"), "--config",
+                              str(tmp_path / "agent.yaml")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(ledger_ids(str(ledger))) >= 2, 20, "the first runs")
+        offset.write_text("+3600\n")
+        time.sleep(4)
+        offset.write_text("+0\n")
+        # Stepped back: the agent says so at once instead of pausing silently.
+        wait_for(lambda: "behind its last fire" in (tmp_path / "agent.log").read_text(), 10,
+                 "the warning about a clock stepped back")
+        time.sleep(0.5)
+        before_back = ledger_ids(str(ledger))
+        time.sleep(3)
+        ran = ledger_ids(str(ledger))
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)
+    assert len(ran) == len(set(ran)), "an instant ran twice"
+    # The forward hour ran once (fire_once), not 3,600 times; nothing ran again after the step back.
+    assert len(before_back) < 14, before_back
+    assert ran == before_back
+    history = subprocess.run([os.path.join(build, "tools", "qfctl", "qfctl"), "local", "--store",
+                              str(tmp_path / "data" / "agent.db"), "history", "--status", "missed", "--limit", "10"],
+                             capture_output=True, text=True, timeout=30)
+    assert "missed" in history.stdout, history  # the skipped hour is on the record
