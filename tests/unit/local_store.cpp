@@ -22,6 +22,7 @@
 #include <catch2/catch.hpp>
 
 #include "full_disk_vfs.hpp"
+#include "quiet_log.hpp"
 #include "temp_dir.hpp"
 #include <date/tz.h>
 #include <fmt/format.h>
@@ -692,13 +693,7 @@ TEST_CASE("a failing batch fails every write in it and writes none of them", "[l
   }
   auto store = open_store(io, options);
   // The failure is expected: keep its error lines out of the test output.
-  struct QuietLog {
-    spdlog::level::level_enum saved = qf::logger()->level();
-    QuietLog() { qf::logger()->set_level(spdlog::level::off); }
-    ~QuietLog() { qf::logger()->set_level(saved); }
-    QuietLog(const QuietLog&) = delete;
-    QuietLog& operator=(const QuietLog&) = delete;
-  } quiet;
+  const quartzflow::testing::QuietLog quiet;
   const auto good1 = make_record("t", 1000, v1::EXECUTION_STATUS_SUCCESS, 1000, 5);
   const auto good2 = make_record("t", 2000, v1::EXECUTION_STATUS_SUCCESS, 2000, 5);
   auto poison = make_record("t", 3000, v1::EXECUTION_STATUS_SUCCESS, 3000, 5);
@@ -730,13 +725,7 @@ TEST_CASE("a full disk fails writes as disk full, keeps what was committed, and 
   qf::LocalStoreOptions options;
   options.path = dir.file("agent.db");
   auto store = open_store(io, options);
-  struct QuietLog {
-    spdlog::level::level_enum saved = qf::logger()->level();
-    QuietLog() { qf::logger()->set_level(spdlog::level::off); }
-    ~QuietLog() { qf::logger()->set_level(saved); }
-    QuietLog(const QuietLog&) = delete;
-    QuietLog& operator=(const QuietLog&) = delete;
-  } quiet;
+  const quartzflow::testing::QuietLog quiet;
   const auto before = make_record("t", 1000, v1::EXECUTION_STATUS_SUCCESS, 1000, 5);
   const auto during = make_record("t", 2000, v1::EXECUTION_STATUS_SUCCESS, 2000, 5);
   REQUIRE_FALSE(record(io, *store, before, "log before"));

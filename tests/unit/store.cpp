@@ -17,6 +17,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "quiet_log.hpp"
 #include "temp_dir.hpp"
 #include <date/tz.h>
 #include <fmt/format.h>
@@ -35,14 +36,7 @@ namespace {
 
 using quartzflow::testing::TempDir;
 
-/// Keeps expected error lines out of the test output.
-struct QuietLog {
-  spdlog::level::level_enum saved = qf::logger()->level();
-  QuietLog() { qf::logger()->set_level(spdlog::level::off); }
-  ~QuietLog() { qf::logger()->set_level(saved); }
-  QuietLog(const QuietLog&) = delete;
-  QuietLog& operator=(const QuietLog&) = delete;
-};
+using quartzflow::testing::QuietLog;
 
 std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, std::string path = ":memory:",
                                       milliseconds max_batch_delay = milliseconds{0}) {
