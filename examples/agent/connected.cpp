@@ -50,6 +50,8 @@ constexpr int k_exit_invalid_config = 2;
 constexpr auto k_unreachable_log_interval = std::chrono::seconds{30};
 /// After Goodbye, before the loop ends: time for the frames to leave.
 constexpr auto k_goodbye_delay = std::chrono::milliseconds{200};
+// At most this long after the engine stopped for the coordinator to acknowledge the last results.
+constexpr auto k_drain_wait = std::chrono::milliseconds{5000};
 
 /// The host's addresses (not loopback, not IPv6 link-local), for group CIDR rules.
 std::vector<std::string> host_ips() {
@@ -286,12 +288,27 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
     purge_timer.cancel();
     dispatcher.stop();
     engine.stop(std::chrono::seconds{shutdown_grace_seconds}, [&] {
-      goodbye_timer.expires_after(k_goodbye_delay);
-      goodbye_timer.async_wait([&](const error_code&) {
-        store->flush();
-        logger()->info("stopped; every record is flushed (unsent ones stay queued for the next start)");
-        io.stop();
-      });
+      // The session closes once the last results are acknowledged (a drain): wait for it, a
+      // bounded time, so that the coordinator sees a goodbye rather than a silent peer.
+      auto waited = std::make_shared<std::chrono::milliseconds>(0);
+      auto check = std::make_shared<std::function<void()>>();
+      *check = [&, waited, check] {
+        if (dispatcher.connected() && *waited < k_drain_wait) {
+          *waited += k_goodbye_delay;
+          goodbye_timer.expires_after(k_goodbye_delay);
+          goodbye_timer.async_wait([check](const error_code&) { (*check)(); });
+          return;
+        }
+        dispatcher.close_now();
+        goodbye_timer.expires_after(k_goodbye_delay);  // time for the close to leave
+        goodbye_timer.async_wait([&, check](const error_code&) {
+          *check = nullptr;
+          store->flush();
+          logger()->info("stopped; every record is flushed (unsent ones stay queued for the next start)");
+          io.stop();
+        });
+      };
+      (*check)();
     });
   });
   io.run();

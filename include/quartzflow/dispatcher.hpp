@@ -203,8 +203,12 @@ class AgentDispatcher {
   /// Applies the cached configuration when the engine holds none, then connects (and keeps
   /// reconnecting with exponential backoff and jitter).
   void start();
-  /// Goodbye (SHUTDOWN), close, no more reconnects.
+  /// Goodbye (SHUTDOWN), close, no more reconnects. With runs in progress: Goodbye
+  /// DRAINING, and the session closes once their results are acknowledged.
   void stop();
+  /// Ends a drain that has not finished (Goodbye SHUTDOWN, close); results not acknowledged
+  /// stay in the sync queue for the next start. For owners about to stop their io_context.
+  void close_now();
   /// True while a registered session is open.
   bool connected() const noexcept;
   const AgentDispatcherStats& stats() const noexcept;

@@ -704,6 +704,13 @@ void AgentDispatcher::stop() {
   impl.reconnect_timer.cancel();
 }
 
+void AgentDispatcher::close_now() {
+  auto& impl = *impl_;
+  impl.stopping = true;
+  impl.reconnect_timer.cancel();
+  if (impl.writer) impl.finish_stop();
+}
+
 bool AgentDispatcher::connected() const noexcept { return impl_->connected(); }
 const AgentDispatcherStats& AgentDispatcher::stats() const noexcept { return impl_->stats; }
 

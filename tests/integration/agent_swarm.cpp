@@ -5,7 +5,9 @@
 //   quartzflow_agent_swarm --coordinator 127.0.0.1:PORT --certs DIR --data-dir DIR
 //                          --prefix swarm- --first 0 --count 50
 // Agent i is "<prefix><i>" with DIR/agent-<prefix><i>.pem/.key; SIGTERM stops them all.
+#include <algorithm>
 #include <csignal>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -14,6 +16,7 @@
 #include <utility>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <CLI/CLI.hpp>
 
 #include <quartzflow/dispatcher.hpp>
@@ -97,10 +100,28 @@ int main(int argc, char** argv) {
     for (auto& agent : agents) {
       agent->dispatcher->stop();
       agent->engine->stop(std::chrono::seconds{2}, [&, remaining] {
-        if (--*remaining == 0) {
-          for (auto& a : agents) a->store->flush();
-          io.stop();
-        }
+        if (--*remaining != 0) return;
+        // Drains end when the coordinator acknowledged the last results: wait for them
+        // (at most 5 s), then close what is left, and give the closes time to leave.
+        auto waited = std::make_shared<int>(0);
+        auto timer = std::make_shared<asio::steady_timer>(io);
+        auto check = std::make_shared<std::function<void()>>();
+        *check = [&, waited, timer, check] {
+          const bool draining = std::any_of(agents.begin(), agents.end(), [](auto& a) { return a->dispatcher->connected(); });
+          if (draining && ++*waited < 25) {
+            timer->expires_after(std::chrono::milliseconds{200});
+            timer->async_wait([check](const qf::error_code&) { (*check)(); });
+            return;
+          }
+          for (auto& a : agents) a->dispatcher->close_now();
+          timer->expires_after(std::chrono::milliseconds{200});
+          timer->async_wait([&, check](const qf::error_code&) {
+            *check = nullptr;
+            for (auto& a : agents) a->store->flush();
+            io.stop();
+          });
+        };
+        (*check)();
       });
     }
   });
