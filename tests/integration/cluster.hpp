@@ -216,6 +216,14 @@ class Cluster {
     run_until([] { return false; }, span);
   }
 
+  /// Group `group` with agents a1 and a2 in it, both connected: the set-up of the delivery tests.
+  bool two_agents_in(const std::string& group) {
+    create_group(group);
+    add_agent("a1", group);
+    add_agent("a2", group);
+    return run_until([&] { return all_connected(); });
+  }
+
   bool all_connected() {
     for (auto& [id, a] : agents)
       if (!a->dispatcher->connected()) return false;

@@ -200,10 +200,7 @@ TEST_CASE("a dropped acceptance is not a refusal: the run stays on its agent and
   const auto guarantee = GENERATE(qf::v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE, qf::v1::DELIVERY_GUARANTEE_AT_MOST_ONCE);
   INFO(guarantee_name(guarantee));
   Cluster c;
-  c.create_group("web");
-  c.add_agent("a1", "web");
-  c.add_agent("a2", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  REQUIRE(c.two_agents_in("web"));
   const auto file = c.dir.path() / "runs.txt";
   c.create_task(counting_task("late", file.string(), guarantee, "; sleep 1"));
   auto first = c.trigger("late");
@@ -282,10 +279,7 @@ TEST_CASE("a frozen agent that catches up late never starts runs that were sent 
 TEST_CASE("at_most_once: a run whose fate cannot be known ends FAILURE agent lost and never runs again",
           "[cluster]") {
   Cluster c;
-  c.create_group("web");
-  c.add_agent("a1", "web");
-  c.add_agent("a2", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  REQUIRE(c.two_agents_in("web"));
   const auto file = c.dir.path() / "runs.txt";
   auto task = counting_task("amo", file.string(), qf::v1::DELIVERY_GUARANTEE_AT_MOST_ONCE);
   task.mutable_retry()->set_max_retries(2);
@@ -342,10 +336,7 @@ TEST_CASE("at_most_once: a run whose fate cannot be known ends FAILURE agent los
 TEST_CASE("an agent that stops with runs in progress reports them, they are neither lost nor run again",
           "[cluster]") {
   Cluster c;
-  c.create_group("web");
-  c.add_agent("a1", "web");
-  c.add_agent("a2", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  REQUIRE(c.two_agents_in("web"));
   const auto file = c.dir.path() / "runs.txt";
   auto task = counting_task("drain", file.string(), qf::v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE, "; sleep 2");
   task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_ROUND_ROBIN);
