@@ -100,9 +100,16 @@ class Scheduler {
   /// Loads each task's fire state, applies the misfire policy to what is owed since the
   /// last fire, then arms the timer queue.
   void start(std::function<void()> ready = {});
+  /**
+   * As `start`, with the routed runs a previous coordinator recorded PENDING that no agent
+   * claimed: they are owed (same ids) and follow the misfire policy with the fires owed
+   * since; an `at_most_once` run that may have reached an agent not online now ends
+   * FAILURE `agent lost`.
+   */
+  void start(std::vector<v1::Execution> unclaimed, std::function<void()> ready);
 
-  /// Stops firing. Runs recorded ahead of an instant not reached yet are recorded SKIPPED
-  /// (reason SHUTDOWN), so none is left PENDING.
+  /// Stops firing. Runs recorded ahead of an instant not reached yet stay PENDING and owed:
+  /// each task's fire state is moved back before them, so the next start fires them.
   void stop();
 
   /// Runs a task now with `params` (trigger MANUAL): one agent, the shards, or every

@@ -93,7 +93,6 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
                    auto again = weak.lock();
                    if (!again || timer_ec) return;
                    again->reconcile(started);
-                   again->scheduler.start();
                  });
                  ready({});
                });
@@ -101,8 +100,9 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
 
   /**
    * Routed runs a previous coordinator left PENDING or RUNNING, that no agent claimed
-   * within the grace: RUNNING ones become FAILURE `agent lost` (and are retried per policy),
-   * PENDING ones FAILURE `not dispatched`. Nothing recorded stays open forever.
+   * within the grace: RUNNING ones become FAILURE `agent lost` (and are retried per policy);
+   * PENDING ones never started anywhere that is known: the scheduler, which starts then,
+   * owes them (see Scheduler::start). Nothing recorded stays open forever.
    */
   void reconcile(std::int64_t started_ms) {
     auto open = std::make_shared<std::vector<v1::Execution>>();
@@ -122,13 +122,18 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
         },
         [weak = weak_from_this(), open](error_code ec) {
           auto self = weak.lock();
-          if (!self || ec) return;
+          if (!self) return;
+          if (ec) logger()->error("reading the runs left open by the previous coordinator failed: {}", ec.message());
           std::vector<v1::Execution> orphans;
+          std::vector<v1::Execution> unsent;
           for (auto& e : *open) {
             auto task = self->dispatcher.task(e.task_id());
             if (!task || !routed(*task) || self->dispatcher.held_by_online_agent(e.execution_id())) continue;
-            orphans.push_back(std::move(e));
+            (e.status() == v1::EXECUTION_STATUS_PENDING ? unsent : orphans).push_back(std::move(e));
           }
+          if (!unsent.empty())
+            logger()->warn("{} routed run(s) left PENDING by the previous coordinator: owed again", unsent.size());
+          self->scheduler.start(std::move(unsent), {});
           if (!orphans.empty()) self->close_orphans(std::move(orphans));
         });
   }
@@ -141,11 +146,9 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
           for (const auto& orphan : orphans) {
             auto record = tx.execution(orphan.execution_id());
             if (!record || is_final(record->status())) continue;
-            const bool running = record->status() == v1::EXECUTION_STATUS_RUNNING;
             record->set_status(v1::EXECUTION_STATUS_FAILURE);
-            record->set_failure_reason(running ? "agent lost" : "not dispatched");
-            record->set_error_message(running ? "its agent did not come back after the coordinator restarted"
-                                              : "the coordinator stopped before the run was dispatched");
+            record->set_failure_reason("agent lost");
+            record->set_error_message("its agent did not come back after the coordinator restarted");
             record->set_ended_unix_ms(unix_ms_now());
             record->set_updated_unix_ms(unix_ms_now());
             tx.upsert_execution(*record);

@@ -174,12 +174,17 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     arm();
   }
 
-  void misfire(std::size_t slot_index, Instant last, Instant now, std::vector<PlannedRun>& planned) {
+  /// Fires owed since `last` (and `unclaimed` runs recorded before it, older than those)
+  /// follow the task's misfire policy: the newest run, the others are MISSED.
+  void misfire(std::size_t slot_index, Instant last, Instant now, std::vector<PlannedRun>& planned,
+               std::vector<v1::Execution> unclaimed = {}) {
     auto& slot = slots[slot_index];
     const auto policy = misfire_policy(slot.task);
     const std::size_t limit = slot.task.misfire_fire_all_limit() > 0 ? slot.task.misfire_fire_all_limit()
                                                                      : options.misfire_fire_all_limit;
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
+    const std::size_t keep = policy == MisfirePolicy::fire_all ? limit : policy == MisfirePolicy::fire_once ? 1 : 0;
+    settle_unclaimed(slot, std::move(unclaimed), now, keep - std::min(keep, plan.run.size()), planned);
     for (const auto& fire : plan.missed) {
       PlannedRun run;
       run.record = base_record(slot.task, fire_id(slot.task.id(), fire.scheduled), fire.scheduled,
@@ -313,7 +318,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         for (const auto& a : eligible) ids.push_back(a.agent_id);
         const auto shards = assign_shards(task.placement().shard_count(), ids);
         if (shards.empty()) make(base_id, {}, 0, 0);
-        for (const auto& s : shards) make(fmt::format("{}:s{}", base_id, s.index), {s.agent_id}, s.index, s.total);
+        for (const auto& s : shards)
+          make(fmt::format("{}:s{}", base_id, s.index), shard_candidates(task, ids, s.agent_id), s.index, s.total);
         break;
       }
       case v1::PLACEMENT_MODE_ONE: {
@@ -326,6 +332,105 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         if (eligible.empty()) make(base_id, {}, 0, 0);
         for (const auto& a : eligible) make(fmt::format("{}:{}", base_id, a.agent_id), {a.agent_id}, 0, 0);
         break;
+    }
+  }
+
+  /// The agents to try for a shard: its own, then (unless `no_failover`) the other eligible
+  /// agents after it in id order, so that the shards of a lost agent spread over the rest.
+  static std::vector<std::string> shard_candidates(const v1::Task& task, std::vector<std::string> ids,
+                                                   const std::string& own) {
+    if (task.placement().no_failover()) return {own};
+    std::sort(ids.begin(), ids.end());
+    auto at = std::find(ids.begin(), ids.end(), own);
+    if (at == ids.end()) return {own};
+    std::rotate(ids.begin(), at, ids.end());
+    return ids;
+  }
+
+  /// The agents to try for a recorded run, chosen again now (its first agent may be gone).
+  std::vector<std::string> candidates_for(const v1::Task& task, const v1::Execution& record) {
+    auto eligible = directory.eligible_agents(task);
+    if (task.placement().mode() == v1::PLACEMENT_MODE_SHARDED) {
+      std::vector<std::string> ids;
+      for (const auto& a : eligible) ids.push_back(a.agent_id);
+      for (const auto& s : assign_shards(record.shard_total(), ids))
+        if (s.index == record.shard_index()) return shard_candidates(task, ids, s.agent_id);
+      return {};
+    }
+    std::string key = task.placement().hash_key();
+    if (auto it = record.params().find(key); it != record.params().end()) key = it->second;
+    return router.route(task, std::move(eligible), key);
+  }
+
+  // --- runs a previous coordinator left unsent ---------------------------------------------
+
+  bool is_online(const v1::Task& task, const std::string& agent_id) {
+    for (const auto& a : directory.eligible_agents(task))
+      if (a.agent_id == agent_id) return true;
+    return false;
+  }
+
+  static bool scheduled_fire(const v1::Execution& r) {
+    return r.trigger() == v1::TRIGGER_TYPE_SCHEDULED || r.trigger() == v1::TRIGGER_TYPE_MISFIRE_CATCHUP;
+  }
+
+  /**
+   * Runs recorded PENDING by a previous coordinator that no agent claimed after the grace:
+   * sent or not, nobody runs them. They are owed like any fire (their ids are kept), but an
+   * `at_most_once` run that may have reached an agent that did not come back ends FAILURE
+   * `agent lost`. Scheduled fires follow the misfire policy with the fires owed since the
+   * last recorded one: `free_runs` is how many of the newest may still run (the rest are
+   * MISSED); manual triggers and retries run unless the policy is `skip` and they are late.
+   */
+  void settle_unclaimed(const TaskSlotState& slot, std::vector<v1::Execution> records, Instant now,
+                        std::size_t free_runs, std::vector<PlannedRun>& planned) {
+    const auto& task = slot.task;
+    std::sort(records.begin(), records.end(),
+              [](const auto& a, const auto& b) { return a.scheduled_unix_ms() > b.scheduled_unix_ms(); });
+    const bool skip_late = misfire_policy(task) == MisfirePolicy::skip;
+    for (auto& record : records) {
+      PlannedRun run;
+      run.record = std::move(record);
+      run.record.set_updated_unix_ms(now_ms());
+      auto end = [&](v1::ExecutionStatus status, v1::SkipReason reason, std::string detail) {
+        run.record.set_status(status);
+        run.record.set_skip_reason(reason);
+        run.record.set_skip_detail(std::move(detail));
+        run.record.set_ended_unix_ms(now_ms());
+      };
+      const Instant scheduled{seconds{run.record.scheduled_unix_ms() / 1000}};
+      const bool late = now - scheduled > options.misfire_threshold;
+      if (slot.removed || !task.enabled()) {
+        end(v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+            "the task was disabled or deleted while the coordinator was down");
+      } else if (task.delivery_guarantee() == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE &&
+                 !is_online(task, run.record.agent_id())) {
+        run.record.set_status(v1::EXECUTION_STATUS_FAILURE);
+        run.record.set_failure_reason("agent lost");
+        run.record.set_error_message(fmt::format(
+            "the coordinator stopped after it may have sent this run to {}, which did not come back "
+            "(delivery guarantee at_most_once: not re-routed)",
+            run.record.agent_id()));
+        run.record.set_ended_unix_ms(now_ms());
+      } else if (scheduled_fire(run.record) ? free_runs == 0 : (skip_late && late)) {
+        end(v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
+            "owed while the coordinator was not firing; misfire policy");
+      } else {
+        if (scheduled_fire(run.record)) {
+          --free_runs;
+          run.record.set_trigger(v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+          run.record.set_triggered_by("misfire policy");
+        }
+        run.agents = candidates_for(task, run.record);
+        if (run.agents.empty()) {
+          end(v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_NO_AGENT, "no online agent in the task's groups");
+        } else {
+          run.record.set_agent_id(run.agents.front());
+          run.request = run_request(task, run.record);
+          run.slot = index.at(task.id());
+        }
+      }
+      planned.push_back(std::move(run));
     }
   }
 
@@ -501,8 +606,11 @@ void Scheduler::remove_task(const std::string& task_id) {
   slot.next.reset();
 }
 
-void Scheduler::start(std::function<void()> ready) {
+void Scheduler::start(std::function<void()> ready) { start({}, std::move(ready)); }
+
+void Scheduler::start(std::vector<v1::Execution> unclaimed_runs, std::function<void()> ready) {
   auto& impl = *impl_;
+  auto unclaimed = std::make_shared<std::vector<v1::Execution>>(std::move(unclaimed_runs));
   // Read every fire state in one transaction, then decide what is owed.
   auto states = std::make_shared<std::map<std::string, FireState>>();
   std::vector<std::string> ids;
@@ -512,7 +620,7 @@ void Scheduler::start(std::function<void()> ready) {
       [states, ids](StoreTransaction& tx, error_code&) {
         for (const auto& id : ids) (*states)[id] = tx.fire_state(id);
       },
-      [weak = impl_->weak_from_this(), states, ready = std::move(ready)](error_code ec) {
+      [weak = impl_->weak_from_this(), states, unclaimed, ready = std::move(ready)](error_code ec) {
         auto self = weak.lock();
         if (!self) return;
         if (ec) logger()->error("reading fire states failed: {}", ec.message());
@@ -520,14 +628,26 @@ void Scheduler::start(std::function<void()> ready) {
         const Instant now = std::chrono::floor<seconds>(std::chrono::system_clock::now());
         std::vector<PlannedRun> planned;
         std::vector<std::pair<std::string, FireState>> fire_states;
+        std::map<std::string, std::vector<v1::Execution>, std::less<>> owed;
+        for (auto& r : *unclaimed) owed[r.task_id()].push_back(std::move(r));
         for (std::size_t i = 0; i < self->slots.size(); ++i) {
           auto& slot = self->slots[i];
-          if (!slot.schedule || !slot.task.enabled() || slot.removed) continue;
+          std::vector<v1::Execution> mine;
+          if (auto it = owed.find(slot.task.id()); it != owed.end()) mine = std::move(it->second);
+          if (!slot.schedule || !slot.task.enabled() || slot.removed) {
+            self->settle_unclaimed(slot, std::move(mine), now, 1, planned);
+            continue;
+          }
           const auto state = states->count(slot.task.id()) ? (*states)[slot.task.id()] : FireState{};
+          // Fires after the last recorded one were held back at a stop: the schedule owes them.
+          std::erase_if(mine, [&](const v1::Execution& r) {
+            return Impl::scheduled_fire(r) && state.last_fire && r.scheduled_unix_ms() > to_ms(*state.last_fire);
+          });
           if (state.last_fire && *state.last_fire < now) {
-            self->misfire(i, *state.last_fire, now, planned);
+            self->misfire(i, *state.last_fire, now, planned, std::move(mine));
             fire_states.emplace_back(slot.task.id(), FireState{now, slot.next});
           } else {
+            self->settle_unclaimed(slot, std::move(mine), now, 1, planned);
             self->plan_next(i, state.last_fire.value_or(now));
           }
         }
@@ -571,24 +691,24 @@ void Scheduler::stop() {
   impl.timer.cancel();
   impl.send_timer.cancel();
   for (const auto& t : impl.retry_timers) t->cancel();
-  // Fires recorded ahead of an instant this scheduler will not reach: none stays PENDING.
-  std::vector<v1::Execution> skipped;
+  // Fires recorded ahead of an instant this scheduler will not reach stay owed: each task's
+  // fire state goes back to before the first of them, so the next start fires them (same
+  // ids, PENDING records reused) or applies the misfire policy if their instant has passed.
+  std::map<std::string, Instant> first_unsent;
   for (; !impl.staged.empty(); impl.staged.pop()) {
-    auto record = impl.staged.top().run->record;
-    record.set_status(v1::EXECUTION_STATUS_SKIPPED);
-    record.set_skip_reason(v1::SKIP_REASON_SHUTDOWN);
-    record.set_skip_detail("the coordinator stopped before this fire's instant");
-    record.set_ended_unix_ms(now_ms());
-    record.set_updated_unix_ms(now_ms());
-    skipped.push_back(std::move(record));
+    const auto& record = impl.staged.top().run->record;
+    if (!Impl::scheduled_fire(record)) continue;
+    const Instant scheduled{seconds{record.scheduled_unix_ms() / 1000}};
+    auto [it, added] = first_unsent.emplace(record.task_id(), scheduled);
+    if (!added) it->second = std::min(it->second, scheduled);
   }
-  if (skipped.empty()) return;
+  if (first_unsent.empty()) return;
   impl.store.transact(
-      [skipped = std::move(skipped)](StoreTransaction& tx, error_code&) {
-        for (const auto& r : skipped) tx.upsert_execution(r);
+      [first_unsent = std::move(first_unsent)](StoreTransaction& tx, error_code&) {
+        for (const auto& [task, scheduled] : first_unsent) tx.put_fire_state(task, FireState{scheduled - seconds{1}, scheduled});
       },
       [](error_code ec) {
-        if (ec) logger()->error("recording fires skipped at shutdown failed: {}", ec.message());
+        if (ec) logger()->error("recording the fires owed at shutdown failed: {}", ec.message());
       });
 }
 

@@ -10,6 +10,13 @@
 
 #include "cluster.hpp"
 
+namespace {
+std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 namespace qf = quartzflow;
 using namespace std::chrono_literals;
 using qf::testing::Cluster;
@@ -575,6 +582,40 @@ TEST_CASE("after a coordinator restart owed fires follow the misfire policy", "[
   REQUIRE(c.run_until([&] { return c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS) > successes; }));
 }
 
+TEST_CASE("a fire recorded ahead of a coordinator stop runs after the restart, once", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  const std::string ran = c.dir.file("ran.txt");
+  auto task = shell_task("tick", "echo \"$QF_EXECUTION_ID\" >> '" + ran + "'", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
+  task.mutable_schedule()->set_cron("*/2 * * * * *");
+  c.create_task(task);
+  // Wait until the next fire is recorded PENDING ahead of its instant, then stop cleanly.
+  std::string ahead;
+  REQUIRE(c.run_until([&] {
+    for (const auto& r : c.executions("tick"))
+      if (r.status() == qf::v1::EXECUTION_STATUS_PENDING && r.scheduled_unix_ms() > unix_ms_now()) ahead = r.execution_id();
+    return !ahead.empty();
+  }));
+  const auto instant = c.execution(ahead)->scheduled_unix_ms();
+  c.coordinator->stop();
+  c.run_for(50ms);
+  c.crash_coordinator();
+  // Restart after the instant, before the next one: fire_once runs the owed fire.
+  c.run_for(std::chrono::milliseconds{std::max<std::int64_t>(0, instant - unix_ms_now() + 300)});
+  c.options.agent_grace = 300ms;
+  c.open_coordinator();
+  REQUIRE(c.reaches(ahead, qf::v1::EXECUTION_STATUS_SUCCESS));
+  c.run_for(2500ms);
+  std::map<std::string, int> runs;
+  std::ifstream in(ran);
+  for (std::string line; std::getline(in, line);) ++runs[line];
+  CHECK(runs[ahead] == 1);
+  for (const auto& [id, n] : runs) CHECK(n == 1);
+  for (const auto& r : c.executions("tick")) CHECK(r.failure_reason() != "not dispatched");
+}
+
 TEST_CASE("group rules place agents at registration, a manual move pushes the new group's tasks", "[cluster]") {
   Cluster c;
   qf::v1::GroupMembership by_network;
@@ -746,7 +787,9 @@ TEST_CASE("the coordinator closes sessions that break the protocol and stores a 
   CHECK(agent->closed.empty());  // a bad record is refused alone, the session stays
 }
 
-TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims them", "[cluster]") {
+TEST_CASE("runs left open by a crashed coordinator: RUNNING ones are lost, PENDING ones owed", "[cluster]") {
+  const bool at_most_once = GENERATE(false, true);
+  CAPTURE(at_most_once);
   Cluster c;
   c.create_group("web");
   c.add_agent("a1", "web");
@@ -754,6 +797,8 @@ TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   auto task = shell_task("job", "sleep 1", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
   task.mutable_placement()->set_routing(qf::v1::ROUTING_STRATEGY_CONSISTENT_HASH);
+  task.set_delivery_guarantee(at_most_once ? qf::v1::DELIVERY_GUARANTEE_AT_MOST_ONCE
+                                           : qf::v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE);
   c.create_task(task);
   const auto running = c.trigger("job").execution_ids.at(0);
   REQUIRE(c.reaches(running, qf::v1::EXECUTION_STATUS_RUNNING));
@@ -775,7 +820,15 @@ TEST_CASE("runs left open by a crashed coordinator are closed when nobody claims
     return a && b && qf::is_final(a->status()) && qf::is_final(b->status());
   }));
   CHECK(c.execution(running)->failure_reason() == "agent lost");
-  CHECK(c.execution(pending)->failure_reason() == "not dispatched");
+  if (at_most_once) {
+    // It may have reached the agent that did not come back: never run a second time.
+    CHECK(c.execution(pending)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+    CHECK(c.execution(pending)->failure_reason() == "agent lost");
+  } else {
+    // It never started anywhere known: owed, it runs on the agent that is there.
+    CHECK(c.execution(pending)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+    CHECK(c.execution(pending)->agent_id() != holder);
+  }
 }
 
 TEST_CASE("agents converge on the catalog through lost pushes, updates and deletes", "[cluster]") {

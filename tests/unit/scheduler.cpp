@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include <quartzflow/execution_status.hpp>
 #include <quartzflow/scheduler.hpp>
 
 namespace qf = quartzflow;
@@ -247,26 +248,148 @@ TEST_CASE("removing or disabling a task stops its fires", "[scheduler]") {
   CHECK(f.sink->sent.empty());
 }
 
-TEST_CASE("fires are recorded ahead of their instant, a stop leaves none of them PENDING", "[scheduler]") {
+TEST_CASE("a fire recorded ahead of a stop is owed: the next start fires it, same id", "[scheduler]") {
   Fixture f;
-  f.scheduler->upsert_task(one_task("ahead", "* * * * * *"));
+  auto task = one_task("ahead", "* * * * * *");
+  task.set_misfire_policy(v1::MISFIRE_POLICY_FIRE_ALL);
+  f.scheduler->upsert_task(task);
   f.start();
   REQUIRE(f.run_until([&] { return !f.sink->sent.empty(); }));
   const auto first = f.sink->sent[0].second.scheduled_unix_ms();
+  const std::string next_id = "ahead:" + std::to_string(first + 1000);
   // The next fire is already durable before its instant.
   REQUIRE(f.run_until([&] {
-    auto next = f.record("ahead:" + std::to_string(first + 1000));
+    auto next = f.record(next_id);
     return next && next->status() == v1::EXECUTION_STATUS_PENDING;
   }));
   CHECK(f.sink->sent.size() == 1);
   f.scheduler->stop();
   f.store->flush();
-  const auto next = f.record("ahead:" + std::to_string(first + 1000));
-  REQUIRE(next);
-  CHECK(next->status() == v1::EXECUTION_STATUS_SKIPPED);
-  CHECK(next->skip_reason() == v1::SKIP_REASON_SHUTDOWN);
-  f.run_until([] { return false; }, 1500ms);
+  CHECK(f.record(next_id)->status() == v1::EXECUTION_STATUS_PENDING);  // owed, not SKIPPED
+  f.run_until([] { return false; }, 1200ms);
   CHECK(f.sink->sent.size() == 1);  // nothing is sent after the stop
-  for (const auto& r : f.records("ahead").items)  // the one sent waits for its agent's report
-    if (r.execution_id() != f.sink->sent[0].second.execution_id()) CHECK(r.status() != v1::EXECUTION_STATUS_PENDING);
+  // A new scheduler on the same store (a restart after the instant) fires it.
+  f.scheduler = std::make_unique<qf::Scheduler>(f.io.get_executor(), *f.store, f.agents, *f.sink);
+  f.scheduler->upsert_task(task);
+  f.start();
+  REQUIRE(f.run_until([&] {
+    for (const auto& [agent, run] : f.sink->sent)
+      if (run.execution_id() == next_id) return true;
+    return false;
+  }));
+  std::size_t sent_twice = 0;
+  std::set<std::string> ids;
+  for (const auto& [agent, run] : f.sink->sent) sent_twice += !ids.insert(run.execution_id()).second;
+  CHECK(sent_twice == 0);
+  CHECK(f.record(next_id)->status() == v1::EXECUTION_STATUS_PENDING);  // sent, waiting for its agent
+}
+
+namespace {
+
+/// A run a crashed coordinator recorded PENDING (fire state at its instant) and no agent claimed.
+v1::Execution unclaimed_fire(Fixture& f, const std::string& task, std::chrono::system_clock::time_point at,
+                             const std::string& agent) {
+  const auto instant = std::chrono::floor<std::chrono::seconds>(at);
+  v1::Execution r;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(instant.time_since_epoch()).count();
+  r.set_execution_id(task + ":" + std::to_string(ms));
+  r.set_task_id(task);
+  r.set_status(v1::EXECUTION_STATUS_PENDING);
+  r.set_trigger(v1::TRIGGER_TYPE_SCHEDULED);
+  r.set_scheduled_unix_ms(ms);
+  r.set_attempt(1);
+  r.set_agent_id(agent);
+  bool written = false;
+  f.store->transact(
+      [&](qf::StoreTransaction& tx, qf::error_code&) {
+        tx.upsert_execution(r);
+        tx.put_fire_state(task, {instant, std::nullopt});
+      },
+      [&](qf::error_code ec) { written = !ec; });
+  REQUIRE(f.run_until([&] { return written; }));
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a fire left PENDING by a crashed coordinator runs again per the misfire policy", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("yearly", "0 0 0 1 1 *");  // nothing else is owed since
+  const auto owed = unclaimed_fire(f, "yearly", std::chrono::system_clock::now() - 30s, "agent-a");
+  f.scheduler->upsert_task(task);
+  bool ready = false;
+  f.scheduler->start({owed}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].second.execution_id() == owed.execution_id());
+  CHECK(f.sink->sent[0].second.trigger() == v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
+  REQUIRE(f.run_until([&] { return f.scheduler->stats().dispatched == 1; }));
+  const auto record = f.record(owed.execution_id());
+  CHECK(record->status() == v1::EXECUTION_STATUS_PENDING);
+  CHECK(record->failure_reason().empty());
+}
+
+TEST_CASE("an unclaimed fire older than the newest owed one is MISSED under fire_once, not a failure", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("tens", "*/10 * * * * *");
+  const auto owed = unclaimed_fire(f, "tens", std::chrono::system_clock::now() - 35s, "agent-a");
+  f.scheduler->upsert_task(task);
+  bool ready = false;
+  f.scheduler->start({owed}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].second.execution_id() != owed.execution_id());  // the newest owed fire runs
+  REQUIRE(f.run_until([&] { return qf::is_final(f.record(owed.execution_id())->status()); }));
+  const auto record = f.record(owed.execution_id());
+  CHECK(record->status() == v1::EXECUTION_STATUS_MISSED);
+  CHECK(record->skip_reason() == v1::SKIP_REASON_MISFIRE);
+}
+
+TEST_CASE("an at_most_once fire that may have reached an agent now gone is agent lost, never re-sent", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("once", "0 0 0 1 1 *");
+  task.set_delivery_guarantee(v1::DELIVERY_GUARANTEE_AT_MOST_ONCE);
+  const auto gone = unclaimed_fire(f, "once", std::chrono::system_clock::now() - 30s, "agent-gone");
+  f.scheduler->upsert_task(task);
+  bool ready = false;
+  f.scheduler->start({gone}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && qf::is_final(f.record(gone.execution_id())->status()); }));
+  CHECK(f.record(gone.execution_id())->status() == v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.record(gone.execution_id())->failure_reason() == "agent lost");
+  f.run_until([] { return false; }, 300ms);
+  CHECK(f.sink->sent.empty());
+}
+
+TEST_CASE("an at_most_once fire whose agent is back and does not hold it never started: it runs", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("once", "0 0 0 1 1 *");
+  task.set_delivery_guarantee(v1::DELIVERY_GUARANTEE_AT_MOST_ONCE);
+  const auto owed = unclaimed_fire(f, "once", std::chrono::system_clock::now() - 30s, "agent-b");
+  f.scheduler->upsert_task(task);
+  bool ready = false;
+  f.scheduler->start({owed}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].second.execution_id() == owed.execution_id());
+}
+
+TEST_CASE("a shard refused by its agent fails over to another agent unless no_failover", "[scheduler]") {
+  Fixture f;
+  f.sink->refusing = {"agent-a"};  // e.g. killed: its session is gone, the send fails
+  auto task = one_task("split", "", v1::PLACEMENT_MODE_SHARDED);
+  task.mutable_placement()->set_shard_count(2);
+  f.scheduler->upsert_task(task);
+  auto pinned = task;
+  pinned.set_id("pinned");
+  pinned.mutable_placement()->set_no_failover(true);
+  f.scheduler->upsert_task(pinned);
+  f.start();
+  std::vector<std::string> ids;
+  f.scheduler->trigger("split", {}, "alice", [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.scheduler->stats().dispatched == 2; }));
+  REQUIRE(ids.size() == 2);
+  for (const auto& id : ids) CHECK(f.record(id)->agent_id() == "agent-b");
+  std::vector<std::string> pinned_ids;
+  f.scheduler->trigger("pinned", {}, "alice", [&](qf::error_code, std::vector<std::string> out) { pinned_ids = out; });
+  REQUIRE(f.run_until([&] { return pinned_ids.size() == 2 && f.scheduler->stats().not_dispatched == 1; }));
+  REQUIRE(f.run_until([&] { return f.record(pinned_ids[0])->status() == v1::EXECUTION_STATUS_FAILURE; }));
+  CHECK(f.record(pinned_ids[0])->error_message() == "no agent accepted the run (tried: agent-a)");
+  CHECK(f.scheduler->stats().dispatched == 3);  // shard 1 of the pinned task, on agent-b
 }
