@@ -70,6 +70,13 @@ struct CachedConfig {
   std::uint64_t version = 0;
 };
 
+/// A change to the cached configuration: what a `v1::ConfigDelta` changed, as applied.
+struct CachedConfigDelta {
+  std::vector<v1::Task> upserts;               ///< tasks added or replaced
+  std::vector<std::string> removed_task_ids;   ///< tasks no longer held
+  std::uint64_t version = 0;                   ///< the configuration version after the change
+};
+
 /// Counters of the store thread, for metrics and tests. Totals since open.
 struct LocalStoreMetrics {
   std::uint64_t writes_committed = 0;   ///< write operations whose transaction committed
@@ -82,6 +89,9 @@ struct LocalStoreMetrics {
   std::uint64_t writes_refused_queue_full = 0;
   std::uint64_t queued_writes = 0;  ///< writes queued or being committed now
   std::uint64_t queued_bytes = 0;   ///< their size as counted against `max_queued_bytes`
+  /// Rows of the cached configuration written or deleted (one per task; committed or not).
+  /// A delta costs what it changes: tests use it to see that saving stays O(changed tasks).
+  std::uint64_t config_rows_written = 0;
 };
 
 /// Why the last batch of writes failed (see `LocalStore::last_write_error`).
@@ -171,6 +181,18 @@ class LocalStore {
         token, std::move(config));
   }
 
+  /**
+   * Changes the cached task configuration by a delta: writes only the rows of the tasks it
+   * upserts or removes, and the version, in one transaction (kill -9 at any moment leaves
+   * the previous or the new version, never a mix). Completion: `void(error_code)`.
+   */
+  template <typename CompletionToken>
+  auto async_save_config_delta(CachedConfigDelta delta, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(error_code)>(
+        [this](auto handler, CachedConfigDelta d) { enqueue_save_config_delta(std::move(d), wrap(std::move(handler))); },
+        token, std::move(delta));
+  }
+
   /// Deletes final records scheduled before `now - retention`, their logs, and stats of
   /// local dates before that instant's; completes with the number of records deleted.
   /// PENDING and RUNNING records stay: a restart still owes them a final state. Records not
@@ -251,6 +273,7 @@ class LocalStore {
   void enqueue_record(v1::Execution record, std::string full_log, WriteHandler done);
   void enqueue_mark_synced(std::vector<std::string> ids, WriteHandler done);
   void enqueue_save_config(CachedConfig config, WriteHandler done);
+  void enqueue_save_config_delta(CachedConfigDelta delta, WriteHandler done);
   void enqueue_purge(Instant now, PurgeHandler done);
   void enqueue_probe(WriteHandler done);
 

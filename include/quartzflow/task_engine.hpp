@@ -101,6 +101,20 @@ using ExecutionSink = std::function<void(const v1::Execution&)>;
  *
  * Thread safety: not thread-safe; use from the executor given at construction.
  */
+/// A task a configuration delta left out, and why (see `TaskEngine::apply_delta`).
+struct TaskConfigProblem {
+  std::string task_id;
+  ValidationError error;
+};
+
+/// Counters of configuration work, for tests and metrics: they show that a delta costs what
+/// it changes (O(changed tasks)), not what the engine holds. Totals since construction.
+struct TaskEngineConfigStats {
+  std::uint64_t tasks_validated = 0;  ///< tasks checked by validate_task (apply, apply_delta)
+  std::uint64_t slots_built = 0;      ///< task slots built or rebuilt (schedule parsed, timer armed)
+  std::uint64_t deltas_applied = 0;   ///< apply_delta calls
+};
+
 class TaskEngine {
  public:
   TaskEngine(boost::asio::any_io_executor executor, LocalStore& store, TaskEngineOptions options = {});
@@ -122,7 +136,25 @@ class TaskEngine {
    * tasks are CANCELLED. Safe before or after `start`.
    */
   bool apply(std::vector<v1::Task> tasks, std::uint64_t version, ValidationError* error = nullptr);
+
+  /**
+   * Changes the configuration by a delta, in time proportional to the tasks it names (not
+   * to the tasks held): each upsert is validated once and only its slot is rebuilt; the
+   * other tasks keep their slots and timers. An upsert that is invalid, or whose name
+   * another task holds, is left out (a held task of that id is removed, as `apply` of the
+   * whole configuration without it would) and returned with why; the rest is applied.
+   * A later upsert of the same id wins. Removed ids not held are ignored. Queued fires of
+   * removed tasks are CANCELLED; runs in progress keep the config they started with.
+   * @return the tasks left out; empty when the whole delta applied.
+   */
+  std::vector<TaskConfigProblem> apply_delta(std::vector<v1::Task> upserts,
+                                             const std::vector<std::string>& removed_task_ids,
+                                             std::uint64_t version);
   std::uint64_t config_version() const noexcept;
+  /// Tasks held now.
+  std::size_t task_count() const noexcept;
+  /// See `TaskEngineConfigStats`.
+  const TaskEngineConfigStats& config_stats() const noexcept;
 
   /**
    * Recovers from the store (records left RUNNING or PENDING by a crash become FAILURE with

@@ -94,8 +94,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   std::set<std::string> cancelled_unstarted;
   std::deque<std::string> cancelled_order;
   bool draining = false;  // stopping with runs in progress: the session stays until they reported
-  // Configuration.
-  std::map<std::string, v1::Task> held;
+  // Configuration: the engine holds it (one copy per task); a delta names what changed.
   std::int64_t clock_offset_ms = 0;
 
   bool connected() const { return writer && registered && writer->connection().is_open(); }
@@ -375,10 +374,49 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       pull_in_flight = false;
       return pull(true);
     }
-    auto next = held;
-    for (const auto& t : delta.upserts()) next[t.id()] = t;
-    for (const auto& id : delta.removed_task_ids()) next.erase(id);
-    apply(std::move(next), delta.config_version());
+    // O(changed tasks): the engine validates and rebuilds only what the delta names, and the
+    // cache writes only those rows (a full copy per delta made registration quadratic).
+    pull_in_flight = false;
+    std::vector<v1::Task> upserts(delta.upserts().begin(), delta.upserts().end());
+    for (auto& task : upserts)
+      if (!task.has_enabled()) task.set_enabled(true);  // as the engine reads it, cached alike
+    std::vector<std::string> removed(delta.removed_task_ids().begin(), delta.removed_task_ids().end());
+    const auto problems = engine.apply_delta(upserts, removed, static_cast<std::uint64_t>(delta.config_version()));
+    std::vector<v1::TaskConfigError> errors;
+    if (!problems.empty()) {
+      std::set<std::string_view> left_out;
+      for (const auto& problem : problems) {
+        left_out.insert(problem.task_id);
+        removed.push_back(problem.task_id);
+        v1::TaskConfigError error;
+        error.set_task_id(problem.task_id);
+        error.set_field(problem.error.field);
+        error.set_reason(problem.error.reason);
+        errors.push_back(std::move(error));
+      }
+      std::erase_if(upserts, [&](const v1::Task& t) { return left_out.count(t.id()) > 0; });
+    }
+    ++stats.configs_applied;
+    const auto version = delta.config_version();
+    store.async_save_config_delta(
+        CachedConfigDelta{std::move(upserts), std::move(removed), static_cast<std::uint64_t>(version)},
+        saved_handler(version, std::move(errors)));
+  }
+
+  /// After the configuration is cached: ACK it (APPLIED, or PARTIAL with the tasks left out),
+  /// then, the first time in a session, start syncing the backlog.
+  std::function<void(error_code)> saved_handler(std::int64_t version, std::vector<v1::TaskConfigError> errors) {
+    return [weak = weak_from_this(), g = generation, version, errors = std::move(errors)](error_code ec) {
+      auto self = weak.lock();
+      if (!self || self->generation != g) return;
+      if (ec) logger()->error("caching configuration version {} failed: {}", version, ec.message());
+      self->ack_config(version, errors.empty() ? v1::CONFIG_APPLY_RESULT_APPLIED : v1::CONFIG_APPLY_RESULT_PARTIAL,
+                       errors, {});
+      if (!self->synced_config) {
+        self->synced_config = true;  // configuration first, then the backlog
+        self->sync_tick();
+      }
+    };
   }
 
   /// Applies every valid task (an invalid one is reported, not run), saves, then ACKs.
@@ -387,6 +425,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     std::vector<v1::Task> valid;
     std::vector<v1::TaskConfigError> errors;
     for (auto& [id, task] : next) {
+      if (!task.has_enabled()) task.set_enabled(true);  // as the engine reads it, cached alike
       if (auto problem = validate_task(task)) {
         v1::TaskConfigError error;
         error.set_task_id(id);
@@ -395,27 +434,14 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
         errors.push_back(std::move(error));
         continue;
       }
-      valid.push_back(task);
+      valid.push_back(std::move(task));
     }
     ValidationError problem;
     if (!engine.apply(valid, static_cast<std::uint64_t>(version), &problem))
       return ack_config(version, v1::CONFIG_APPLY_RESULT_REJECTED, {}, problem.message());
-    held.clear();
-    for (const auto& t : valid) held[t.id()] = t;
     ++stats.configs_applied;
-    store.async_save_config(
-        CachedConfig{std::move(valid), static_cast<std::uint64_t>(version)},
-        [weak = weak_from_this(), g = generation, version, errors = std::move(errors)](error_code ec) {
-          auto self = weak.lock();
-          if (!self || self->generation != g) return;
-          if (ec) logger()->error("caching configuration version {} failed: {}", version, ec.message());
-          self->ack_config(version,
-                           errors.empty() ? v1::CONFIG_APPLY_RESULT_APPLIED : v1::CONFIG_APPLY_RESULT_PARTIAL, errors, {});
-          if (!self->synced_config) {
-            self->synced_config = true;  // configuration first, then the backlog
-            self->sync_tick();
-          }
-        });
+    store.async_save_config(CachedConfig{std::move(valid), static_cast<std::uint64_t>(version)},
+                            saved_handler(version, std::move(errors)));
   }
 
   void ack_config(std::int64_t version, v1::ConfigApplyResult result, const std::vector<v1::TaskConfigError>& errors,
@@ -675,10 +701,10 @@ void AgentDispatcher::start() {
     if (ec) logger()->error("reading the cached configuration failed: {}", ec.message());
     if (cached.version > 0) {
       ValidationError problem;
-      if (impl.engine.apply(cached.tasks, cached.version, &problem)) {
-        for (const auto& t : cached.tasks) impl.held[t.id()] = t;
+      const auto count = cached.tasks.size();
+      if (impl.engine.apply(std::move(cached.tasks), cached.version, &problem)) {
         logger()->info("running cached configuration version {} ({} tasks) until the coordinator answers",
-                       cached.version, cached.tasks.size());
+                       cached.version, count);
       } else {
         logger()->error("the cached configuration is not valid: {}", problem.message());
       }

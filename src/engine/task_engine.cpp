@@ -143,6 +143,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::shared_ptr<PluginExecutor> plugin_executor;
   std::map<v1::Task::ExecutorCase, std::unique_ptr<Executor>> executors;
   std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> tasks;
+  std::map<std::string, std::string, std::less<>> task_ids_by_name;  // names are unique
+  TaskEngineConfigStats config_stats;
   std::map<std::string, std::shared_ptr<ActiveRun>, std::less<>> runs;
   std::map<std::string, std::pair<std::shared_ptr<asio::steady_timer>, PendingRun>, std::less<>> retries;
   std::uint64_t version = 0;
@@ -492,6 +494,49 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
                    health.backlog_fires_not_started_total, health.backlog_fires_not_recorded_total);
     notify_health();
     maybe_finish_stop();
+  }
+
+  // --- configuration -------------------------------------------------------------------
+
+  /// A slot for a validated task; it takes over the state of the slot it replaces (cursor,
+  /// runs in progress, queued fires), whose timer is cancelled.
+  std::unique_ptr<TaskSlot> build_slot(v1::Task task) {
+    ++config_stats.slots_built;
+    auto slot = std::make_unique<TaskSlot>(executor);
+    if (auto old = tasks.find(task.id()); old != tasks.end()) {
+      TaskSlot& previous = *old->second;
+      previous.timer.cancel();
+      const bool same_schedule = previous.config.schedule().SerializeAsString() == task.schedule().SerializeAsString();
+      slot->cursor = previous.cursor;
+      slot->runs = same_schedule ? previous.runs : 0;
+      slot->running = previous.running;
+      slot->queue = std::move(previous.queue);
+      slot->generation = previous.generation + 1;
+    }
+    if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
+        task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
+      slot->schedule = task_schedule(task);
+    slot->config = std::move(task);
+    return slot;
+  }
+
+  /// A task no longer held: its timer stops and its queued fires are CANCELLED.
+  void retire_slot(TaskSlot& old) {
+    old.timer.cancel();
+    for (auto& p : old.queue) write_cancelled(p, old.config, "task removal");
+    old.queue.clear();
+  }
+
+  /// After a (re)build: arms the timer and starts what may start.
+  void settle_slot(TaskSlot& slot) {
+    if (!slot.config.enabled()) {
+      for (auto& p : slot.queue)
+        write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+                      "the task was disabled while this run waited");
+      slot.queue.clear();
+    }
+    arm(slot);
+    start_queued(slot);
   }
 
   // --- schedules -----------------------------------------------------------------------
@@ -884,53 +929,102 @@ void TaskEngine::set_executor(v1::Task::ExecutorCase kind, std::unique_ptr<Execu
 }
 std::uint64_t TaskEngine::config_version() const noexcept { return impl_->version; }
 
+namespace {
+
+/// Declarative: a task that does not say is enabled (a pushed or cached one always says).
+void default_enabled(v1::Task& task) {
+  if (!task.has_enabled()) task.set_enabled(true);
+}
+
+}  // namespace
+
 bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, ValidationError* error) {
-  // Declarative: a task that does not say is enabled (a pushed or cached one always says).
-  for (auto& task : tasks)
-    if (!task.has_enabled()) task.set_enabled(true);
+  for (auto& task : tasks) default_enabled(task);
+  auto& impl = *impl_;
+  impl.config_stats.tasks_validated += tasks.size();
   if (auto problem = validate_tasks(tasks)) {
     if (error) *error = std::move(*problem);
     return false;
   }
-  auto& impl = *impl_;
   std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> next;
   for (auto& task : tasks) {
-    auto slot = std::make_unique<TaskSlot>(impl.executor);
-    if (auto old = impl.tasks.find(task.id()); old != impl.tasks.end()) {
-      TaskSlot& previous = *old->second;
-      previous.timer.cancel();
-      const bool same_schedule = previous.config.schedule().SerializeAsString() == task.schedule().SerializeAsString();
-      slot->cursor = previous.cursor;
-      slot->runs = same_schedule ? previous.runs : 0;
-      slot->running = previous.running;
-      slot->queue = std::move(previous.queue);
-      slot->generation = previous.generation + 1;
-    }
-    if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
-        task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
-      slot->schedule = task_schedule(task);
-    slot->config = std::move(task);
+    auto slot = impl.build_slot(std::move(task));
     next[slot->config.id()] = std::move(slot);
   }
-  for (auto& [id, old] : impl.tasks) {
-    if (next.count(id)) continue;
-    old->timer.cancel();
-    for (auto& p : old->queue) impl.write_cancelled(p, old->config, "task removal");
-  }
+  for (auto& [id, old] : impl.tasks)
+    if (!next.count(id)) impl.retire_slot(*old);
   impl.tasks = std::move(next);
+  impl.task_ids_by_name.clear();
+  for (const auto& [id, slot] : impl.tasks) impl.task_ids_by_name.emplace(slot->config.name(), id);
   impl.version = version;
-  for (auto& [id, slot] : impl.tasks) {
-    if (!slot->config.enabled()) {
-      for (auto& p : slot->queue)
-        impl.write_not_run(p, slot->config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
-                           "the task was disabled while this run waited");
-      slot->queue.clear();
-    }
-    impl.arm(*slot);
-    impl.start_queued(*slot);
-  }
+  for (auto& [id, slot] : impl.tasks) impl.settle_slot(*slot);
   return true;
 }
+
+std::vector<TaskConfigProblem> TaskEngine::apply_delta(std::vector<v1::Task> upserts,
+                                                       const std::vector<std::string>& removed_task_ids,
+                                                       std::uint64_t version) {
+  auto& impl = *impl_;
+  ++impl.config_stats.deltas_applied;
+  std::vector<TaskConfigProblem> problems;
+  // The last upsert of an id wins.
+  std::map<std::string, std::size_t, std::less<>> last_of_id;
+  for (std::size_t i = 0; i < upserts.size(); ++i) last_of_id[upserts[i].id()] = i;
+
+  // Every id the delta names gives up its name first: a rename or a swap of names within
+  // one delta is not a conflict.
+  auto release_name = [&](std::string_view id) {
+    auto held = impl.tasks.find(id);
+    if (held == impl.tasks.end()) return;
+    if (auto it = impl.task_ids_by_name.find(held->second->config.name());
+        it != impl.task_ids_by_name.end() && it->second == id)
+      impl.task_ids_by_name.erase(it);
+  };
+  for (const auto& id : removed_task_ids) release_name(id);
+  for (const auto& [id, index] : last_of_id) release_name(id);
+
+  std::vector<std::string> to_remove(removed_task_ids.begin(), removed_task_ids.end());
+  std::vector<v1::Task> accepted;
+  accepted.reserve(last_of_id.size());
+  for (std::size_t i = 0; i < upserts.size(); ++i) {
+    v1::Task& task = upserts[i];
+    if (last_of_id.find(task.id())->second != i) continue;
+    default_enabled(task);
+    ++impl.config_stats.tasks_validated;
+    std::optional<ValidationError> problem = validate_task(task);
+    if (!problem) {
+      if (const auto [it, inserted] = impl.task_ids_by_name.emplace(task.name(), task.id()); !inserted)
+        problem = ValidationError{{}, "name", fmt::format("\"{}\" is already the name of task \"{}\"", task.name(),
+                                                          it->second)};
+    }
+    if (problem) {
+      problems.push_back(TaskConfigProblem{task.id(), std::move(*problem)});
+      to_remove.push_back(task.id());
+      continue;
+    }
+    accepted.push_back(std::move(task));
+  }
+  for (const auto& id : to_remove) {
+    auto it = impl.tasks.find(id);
+    if (it == impl.tasks.end()) continue;
+    impl.retire_slot(*it->second);
+    impl.tasks.erase(it);
+  }
+  std::vector<TaskSlot*> changed;
+  changed.reserve(accepted.size());
+  for (auto& task : accepted) {
+    auto slot = impl.build_slot(std::move(task));
+    auto& place = impl.tasks[slot->config.id()];
+    place = std::move(slot);
+    changed.push_back(place.get());
+  }
+  impl.version = version;
+  for (auto* slot : changed) impl.settle_slot(*slot);
+  return problems;
+}
+
+std::size_t TaskEngine::task_count() const noexcept { return impl_->tasks.size(); }
+const TaskEngineConfigStats& TaskEngine::config_stats() const noexcept { return impl_->config_stats; }
 
 void TaskEngine::start() {
   auto& impl = *impl_;

@@ -130,6 +130,9 @@ struct MarkSyncedWrite {
 struct SaveConfigWrite {
   CachedConfig config;
 };
+struct SaveConfigDeltaWrite {
+  CachedConfigDelta delta;
+};
 struct PurgeWrite {
   Instant now;
 };
@@ -188,7 +191,7 @@ std::uint32_t to_count(std::int64_t n) {
 
 struct LocalStore::Impl {
   struct Op {
-    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, PurgeWrite, ProbeWrite> write;
+    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, SaveConfigDeltaWrite, PurgeWrite, ProbeWrite> write;
     WriteHandler done;        // every write but purge
     PurgeHandler purge_done;  // purge
     std::uint64_t purged = 0;
@@ -208,6 +211,8 @@ struct LocalStore::Impl {
     SqliteStatement select_stats;
     SqliteStatement replace_stats;
     SqliteStatement mark_synced;
+    SqliteStatement upsert_config_task;
+    SqliteStatement delete_config_task;
   };
 
   /// What one batch touched, settled before its commit.
@@ -373,6 +378,8 @@ struct LocalStore::Impl {
     prepare(statements.replace_stats, "INSERT OR REPLACE INTO daily_stats (date, task_id, " + stats_columns() +
                                           ", updated_unix_ms) VALUES (" + placeholders + ")");
     prepare(statements.mark_synced, "UPDATE executions SET synced = 1 WHERE execution_id = ?1");
+    prepare(statements.upsert_config_task, "INSERT OR REPLACE INTO config_tasks (id, task) VALUES (?1, ?2)");
+    prepare(statements.delete_config_task, "DELETE FROM config_tasks WHERE id = ?1");
     return !ec;
   }
 
@@ -400,6 +407,12 @@ struct LocalStore::Impl {
     if (const auto* config = std::get_if<SaveConfigWrite>(&op.write)) {
       std::size_t n = k_overhead;
       for (const auto& task : config->config.tasks) n += task.ByteSizeLong();
+      return n;
+    }
+    if (const auto* delta = std::get_if<SaveConfigDeltaWrite>(&op.write)) {
+      std::size_t n = k_overhead;
+      for (const auto& task : delta->delta.upserts) n += task.ByteSizeLong();
+      for (const auto& id : delta->delta.removed_task_ids) n += id.size() + 32;
       return n;
     }
     return k_overhead;
@@ -658,13 +671,58 @@ struct LocalStore::Impl {
     }
   }
 
+  // The cached configuration: one `config_tasks` row per task and the version in the
+  // `config` row, whose `tasks` blob (schema 1 kept every task there) stays empty.
+
+  bool write_config_version(std::uint64_t version, error_code& ec) {
+    auto replace = write_db.prepare("INSERT OR REPLACE INTO config (id, version, tasks) VALUES (1, ?1, x'')", ec);
+    if (ec) return false;
+    return replace.bind(1, clamp_to_int64(version)).run(ec);
+  }
+
+  bool upsert_config_task(const v1::Task& task, error_code& ec) {
+    auto& upsert = statements.upsert_config_task;
+    ResetOnExit reset(upsert);
+    config_rows_written.fetch_add(1, std::memory_order_relaxed);
+    return upsert.bind(1, task.id()).bind_blob(2, serialize_deterministic(task)).run(ec);
+  }
+
   void apply(SaveConfigWrite& write, Op&, BatchState&, error_code& ec) {
-    // The tasks travel as a TaskManifest: its field 2 is `repeated Task tasks`.
-    v1::TaskManifest manifest;
-    for (auto& task : write.config.tasks) *manifest.add_tasks() = std::move(task);
-    auto replace = write_db.prepare("INSERT OR REPLACE INTO config (id, version, tasks) VALUES (1, ?1, ?2)", ec);
-    if (ec) return;
-    replace.bind(1, clamp_to_int64(write.config.version)).bind_blob(2, serialize_deterministic(manifest)).run(ec);
+    if (!write_db.exec("DELETE FROM config_tasks", ec)) return;
+    for (const auto& task : write.config.tasks)
+      if (!upsert_config_task(task, ec)) return;
+    write_config_version(write.config.version, ec);
+  }
+
+  void apply(SaveConfigDeltaWrite& write, Op&, BatchState&, error_code& ec) {
+    // A blob cached by schema 1 becomes rows first (once): the delta applies to those.
+    {
+      auto legacy = write_db.prepare("SELECT tasks FROM config WHERE id = 1 AND length(tasks) > 0", ec);
+      if (ec) return;
+      if (legacy.step(ec)) {
+        const auto bytes = legacy.blob(0);
+        v1::TaskManifest manifest;
+        if (!manifest.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+          ec = errc::store_failed;
+          return logger()->error("local store: the cached configuration does not parse");
+        }
+        legacy.reset();
+        for (auto& task : *manifest.mutable_tasks()) {
+          task.set_enabled(task.enabled());  // see cached_config
+          if (!upsert_config_task(task, ec)) return;
+        }
+      }
+      if (ec) return;
+    }
+    for (const auto& task : write.delta.upserts)
+      if (!upsert_config_task(task, ec)) return;
+    auto& remove = statements.delete_config_task;
+    for (const auto& id : write.delta.removed_task_ids) {
+      ResetOnExit reset(remove);
+      config_rows_written.fetch_add(1, std::memory_order_relaxed);
+      if (!remove.bind(1, id).run(ec)) return;
+    }
+    write_config_version(write.delta.version, ec);
   }
 
   void apply(ProbeWrite&, Op&, BatchState&, error_code& ec) {
@@ -735,6 +793,7 @@ struct LocalStore::Impl {
   std::condition_variable checkpoint_wake;
   bool checkpoint_stop = false;
 
+  std::atomic<std::uint64_t> config_rows_written{0};
   std::atomic<std::uint64_t> writes_committed{0};
   std::atomic<std::uint64_t> batches_committed{0};
   std::atomic<std::uint64_t> writes_failed{0};
@@ -828,7 +887,8 @@ LocalStoreMetrics LocalStore::metrics() const noexcept {
           impl_->writes_failed_disk_full.load(std::memory_order_relaxed),
           impl_->writes_refused_queue_full.load(std::memory_order_relaxed),
           impl_->queued_writes_now.load(std::memory_order_relaxed),
-          impl_->queued_bytes_now.load(std::memory_order_relaxed)};
+          impl_->queued_bytes_now.load(std::memory_order_relaxed),
+          impl_->config_rows_written.load(std::memory_order_relaxed)};
 }
 
 std::size_t LocalStore::queued_bytes() const noexcept { return impl_->queued_bytes_now.load(std::memory_order_relaxed); }
@@ -865,6 +925,10 @@ void LocalStore::enqueue_mark_synced(std::vector<std::string> ids, WriteHandler 
 
 void LocalStore::enqueue_save_config(CachedConfig config, WriteHandler done) {
   impl_->enqueue(Impl::Op{SaveConfigWrite{std::move(config)}, std::move(done), {}, 0});
+}
+
+void LocalStore::enqueue_save_config_delta(CachedConfigDelta delta, WriteHandler done) {
+  impl_->enqueue(Impl::Op{SaveConfigDeltaWrite{std::move(delta)}, std::move(done), {}, 0});
 }
 
 void LocalStore::enqueue_purge(Instant now, PurgeHandler done) {
@@ -1019,6 +1083,23 @@ CachedConfig LocalStore::cached_config(error_code& ec) const {
     for (auto& task : *manifest.mutable_tasks()) task.set_enabled(task.enabled());
     config.tasks.assign(std::make_move_iterator(manifest.mutable_tasks()->begin()),
                         std::make_move_iterator(manifest.mutable_tasks()->end()));
+    statement.reset();
+    // Schema 2: one row per task (the blob above is empty, or a schema 1 store's until a
+    // delta is saved, and then the rows are empty).
+    auto rows = db.prepare("SELECT task FROM config_tasks ORDER BY id", ec);
+    if (ec) return {};
+    while (rows.step(ec)) {
+      const auto task_bytes = rows.blob(0);
+      v1::Task task;
+      if (!task.ParseFromArray(task_bytes.data(), static_cast<int>(task_bytes.size()))) {
+        logger()->error("local store: a cached task does not parse");
+        ec = errc::store_failed;
+        return {};
+      }
+      task.set_enabled(task.enabled());
+      config.tasks.push_back(std::move(task));
+    }
+    if (ec) return {};
     return config;
   });
 }

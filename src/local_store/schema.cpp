@@ -79,9 +79,22 @@ CREATE TABLE config (
 )sql";
 }
 
+// Version 2: the cached configuration one row per task, so that a config delta writes only
+// the tasks it changes (version 1's single blob was rewritten whole on every delta). The
+// `config` row keeps the version; its `tasks` blob is empty once the rows hold the tasks (a
+// blob left by version 1 is moved into rows by the first delta saved, see LocalStore).
+std::string schema_v2() {
+  return R"sql(
+CREATE TABLE config_tasks (
+  id TEXT PRIMARY KEY NOT NULL,
+  task BLOB NOT NULL
+) WITHOUT ROWID;
+)sql";
+}
+
 }  // namespace
 
-int local_store_schema_version() noexcept { return 1; }
+int local_store_schema_version() noexcept { return 2; }
 
 const std::string& hour_columns() {
   static const std::string columns = [] {
@@ -93,7 +106,7 @@ const std::string& hour_columns() {
 }
 
 bool migrate_local_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, schema_v1()}};
+  static const std::vector<SchemaStep> steps{{1, schema_v1()}, {2, schema_v2()}};
   return migrate_schema(db, steps, ec, detail);
 }
 

@@ -2,11 +2,15 @@
 // Helper of the LocalStore crash test: records executions as fast as the store commits them
 // and prints each execution id (one line, unbuffered) only after its completion succeeded.
 // Usage: quartzflow_store_crash_writer <store file> <stats time zone> [chains]
+//        quartzflow_store_crash_writer <store file> config
+// The second form saves configuration versions one after another instead (every tenth one
+// whole, the others as deltas that change every task) and prints each version once saved.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/executor_work_guard.hpp>
@@ -114,9 +118,60 @@ class Chain {
   std::size_t step_ = 0;
 };
 
+constexpr int k_config_tasks = 300;
+
+/// The tasks of configuration version v: every one carries v as its revision, and the task
+/// "odd" exists in odd versions only, so that a mix of two versions shows.
+v1::Task config_task(const std::string& id, std::uint64_t version) {
+  v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.set_enabled(true);
+  task.set_revision(static_cast<std::int64_t>(version));
+  task.mutable_shell()->set_script(fmt::format("echo {} {}", id, version));
+  task.mutable_schedule()->set_cron("0 0 * * *");
+  return task;
+}
+
+void save_config_version(qf::LocalStore& store, std::uint64_t version) {
+  auto done = [&store, version](qf::error_code ec) {
+    if (ec) die("config save failed: " + ec.message());
+    print_line(std::to_string(version));
+    save_config_version(store, version + 1);
+  };
+  std::vector<v1::Task> tasks;
+  for (int i = 0; i < k_config_tasks; ++i) tasks.push_back(config_task(fmt::format("task-{}", i), version));
+  if (version % 10 == 0) {
+    if (version % 2 == 1) tasks.push_back(config_task("odd", version));
+    return store.async_save_config(qf::CachedConfig{std::move(tasks), version}, done);
+  }
+  std::vector<std::string> removed;
+  if (version % 2 == 1) {
+    tasks.push_back(config_task("odd", version));
+  } else {
+    removed.push_back("odd");
+  }
+  store.async_save_config_delta(qf::CachedConfigDelta{std::move(tasks), std::move(removed), version}, done);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[2]) == "config") {
+    boost::asio::io_context io;
+    qf::LocalStoreOptions options;
+    options.path = argv[1];
+    qf::error_code ec;
+    std::string detail;
+    auto store = qf::LocalStore::open(io.get_executor(), options, ec, &detail);
+    if (!store) die("open: " + ec.message() + ": " + detail);
+    const auto cached = store->cached_config(ec);
+    if (ec) die("cached_config: " + ec.message());
+    save_config_version(*store, cached.version + 1);
+    auto keep_running = boost::asio::make_work_guard(io);
+    io.run();  // until killed
+    return 0;
+  }
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s <store file> <stats time zone> [chains]\n", argv[0]);
     return 1;

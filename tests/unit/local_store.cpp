@@ -11,6 +11,7 @@
 #include <array>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -31,6 +32,7 @@
 
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/log.hpp>
+#include <quartzflow/v1/config.pb.h>
 
 extern char** environ;
 
@@ -515,6 +517,119 @@ TEST_CASE("the cached configuration is replaced as a whole and survives a reopen
   CHECK(config.tasks[0].name() == "backup");
 }
 
+namespace {
+
+v1::Task config_task(const std::string& id, std::int64_t revision = 1) {
+  v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.set_enabled(true);
+  task.set_revision(revision);
+  task.mutable_shell()->set_script("true");
+  return task;
+}
+
+void wait_saved(boost::asio::io_context& io, const std::optional<qf::error_code>& result) {
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(result);
+  REQUIRE_FALSE(*result);
+}
+
+}  // namespace
+
+TEST_CASE("a config delta writes only the rows of the tasks it changes and survives a reopen", "[local_store]") {
+  TempDir dir;
+  boost::asio::io_context io;
+  qf::LocalStoreOptions options;
+  options.path = dir.file("agent.db");
+  {
+    auto store = open_store(io, options);
+    qf::CachedConfig full;
+    full.version = 1;
+    for (int i = 0; i < 1000; ++i) full.tasks.push_back(config_task(fmt::format("t{:04}", i)));
+    std::optional<qf::error_code> result;
+    store->async_save_config(std::move(full), [&](qf::error_code ec) { result = ec; });
+    wait_saved(io, result);
+    CHECK(store->metrics().config_rows_written == 1000);
+    // 100 deltas of one task each (registration one task at a time): 100 rows, not 100 x 1,000.
+    for (int i = 0; i < 100; ++i) {
+      result.reset();
+      store->async_save_config_delta(
+          qf::CachedConfigDelta{{config_task(fmt::format("n{:04}", i))}, {}, static_cast<std::uint64_t>(2 + i)},
+          [&](qf::error_code ec) { result = ec; });
+      wait_saved(io, result);
+    }
+    CHECK(store->metrics().config_rows_written == 1100);
+    result.reset();
+    store->async_save_config_delta(qf::CachedConfigDelta{{config_task("t0001", 7)}, {"t0000", "n0000"}, 200},
+                                   [&](qf::error_code ec) { result = ec; });
+    wait_saved(io, result);
+    CHECK(store->metrics().config_rows_written == 1103);
+  }
+  options.read_only = true;
+  auto reopened = open_store(io, options);
+  qf::error_code ec;
+  const auto config = reopened->cached_config(ec);
+  REQUIRE_FALSE(ec);
+  CHECK(config.version == 200);
+  REQUIRE(config.tasks.size() == 1098);
+  std::map<std::string, std::int64_t> revisions;
+  for (const auto& t : config.tasks) revisions[t.id()] = t.revision();
+  CHECK(revisions.count("t0000") == 0);
+  CHECK(revisions.count("n0000") == 0);
+  CHECK(revisions["t0001"] == 7);
+  CHECK(revisions.count("n0099") == 1);
+  CHECK(config.tasks.front().enabled());
+}
+
+TEST_CASE("a configuration cached by schema 1 as one blob is read, and a delta turns it into rows", "[local_store]") {
+  TempDir dir;
+  const std::string path = dir.file("agent.db");
+  {
+    // A store as schema 1 left it: the whole configuration in the `config` row's blob (a
+    // new store taken back to schema 1: its one change is the config_tasks table).
+    boost::asio::io_context make_io;
+    qf::LocalStoreOptions make_options;
+    make_options.path = path;
+    open_store(make_io, make_options).reset();
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    v1::TaskManifest manifest;
+    *manifest.add_tasks() = config_task("a");
+    *manifest.add_tasks() = config_task("b");
+    const std::string blob = manifest.SerializeAsString();
+    REQUIRE(sqlite3_exec(db, "DROP TABLE config_tasks; PRAGMA user_version = 1;", nullptr, nullptr, nullptr) ==
+            SQLITE_OK);
+    sqlite3_stmt* insert = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO config (id, version, tasks) VALUES (1, 5, ?1)", -1, &insert,
+                               nullptr) == SQLITE_OK);
+    sqlite3_bind_blob(insert, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    CHECK(sqlite3_step(insert) == SQLITE_DONE);
+    sqlite3_finalize(insert);
+    sqlite3_close(db);
+  }
+  boost::asio::io_context io;
+  qf::LocalStoreOptions options;
+  options.path = path;
+  auto store = open_store(io, options);  // migrates to schema 2
+  qf::error_code ec;
+  auto config = store->cached_config(ec);
+  REQUIRE_FALSE(ec);
+  CHECK(config.version == 5);
+  CHECK(config.tasks.size() == 2);
+  std::optional<qf::error_code> result;
+  store->async_save_config_delta(qf::CachedConfigDelta{{config_task("c")}, {"a"}, 6},
+                                 [&](qf::error_code e) { result = e; });
+  wait_saved(io, result);
+  config = store->cached_config(ec);
+  REQUIRE_FALSE(ec);
+  CHECK(config.version == 6);
+  REQUIRE(config.tasks.size() == 2);
+  CHECK(config.tasks[0].id() == "b");
+  CHECK(config.tasks[1].id() == "c");
+}
+
 TEST_CASE("purge removes records, logs and stats older than the retention", "[local_store]") {
   boost::asio::io_context io;
   auto options = memory_options();
@@ -779,7 +894,8 @@ constexpr const char* k_crash_zone = "America/New_York";
 /// Runs the crash writer on `path` for `run_time`, then kills it with SIGKILL. Appends the
 /// ids it printed; `before_kill` runs while the writer is still alive.
 void run_writer_then_kill(const std::string& path, milliseconds run_time, std::vector<std::string>& printed,
-                          const std::function<void(const std::vector<std::string>&)>& before_kill) {
+                          const std::function<void(const std::vector<std::string>&)>& before_kill,
+                          std::string second_arg = k_crash_zone) {
   int fds[2];
   REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
   posix_spawn_file_actions_t actions;
@@ -787,7 +903,7 @@ void run_writer_then_kill(const std::string& path, milliseconds run_time, std::v
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   std::string program = QUARTZFLOW_STORE_CRASH_WRITER;
   std::string path_arg = path;
-  std::string zone_arg = k_crash_zone;
+  std::string zone_arg = std::move(second_arg);
   char* argv[] = {program.data(), path_arg.data(), zone_arg.data(), nullptr};
   pid_t pid = 0;
   const int spawned = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, environ);
@@ -982,4 +1098,45 @@ TEST_CASE("the write queue is bounded: a record beyond max_queued_bytes is refus
   io.restart();
   io.run_for(std::chrono::seconds(2));
   CHECK(taken);
+}
+
+TEST_CASE("kill -9 while configuration deltas are saved leaves one whole version, never a mix",
+          "[local_store][integration]") {
+  TempDir dir;
+  const std::string path = dir.file("agent.db");
+  std::random_device seed_source;
+  const auto seed = seed_source();
+  INFO("seed " << seed);
+  std::mt19937 random(seed);
+  std::uniform_int_distribution<int> run_ms(150, 400);
+  boost::asio::io_context io;
+  qf::LocalStoreOptions reader_options;
+  reader_options.path = path;
+  reader_options.read_only = true;
+  std::vector<std::string> printed;
+  for (int round = 0; round < 8; ++round) {
+    const auto printed_before = printed.size();
+    run_writer_then_kill(path, milliseconds{run_ms(random)}, printed, [](const std::vector<std::string>&) {},
+                         "config");
+    REQUIRE(printed.size() > printed_before);  // it saved versions in this round
+    auto store = open_store(io, reader_options);
+    qf::error_code ec;
+    const auto config = store->cached_config(ec);
+    REQUIRE_FALSE(ec);
+    // Every acknowledged version is kept; the one being saved at the kill may be, whole.
+    const auto acknowledged = std::stoull(printed.back());
+    CHECK(config.version >= acknowledged);
+    CHECK(config.version <= acknowledged + 1);
+    const bool odd = config.version % 2 == 1;
+    CHECK(config.tasks.size() == 300u + (odd ? 1u : 0u));
+    std::size_t mixed = 0;
+    bool has_odd = false;
+    for (const auto& t : config.tasks) {
+      if (static_cast<std::uint64_t>(t.revision()) != config.version) ++mixed;
+      if (t.id() == "odd") has_odd = true;
+    }
+    CHECK(mixed == 0);
+    CHECK(has_odd == odd);
+  }
+  REQUIRE(printed.size() > 20);
 }

@@ -941,3 +941,83 @@ TEST_CASE("under overload the store's queue stays bounded, fires not started are
   per_instant.erase(std::prev(per_instant.end()));
   for (const auto& [instant, records] : per_instant) CHECK(records == 400);
 }
+
+TEST_CASE("a config delta validates and rebuilds only the tasks it names", "[engine]") {
+  // Registration one task at a time must stay O(changed tasks): before apply_delta each
+  // delta re-validated and rebuilt every task held (quadratic in the number of tasks).
+  Fixture f;
+  std::vector<qf::v1::Task> tasks;
+  for (int i = 0; i < 500; ++i) tasks.push_back(shell_task(fmt::format("t{}", i), "true"));
+  f.apply(tasks);
+  const auto after_full = f.engine->config_stats();
+  CHECK(after_full.tasks_validated == 500);
+  CHECK(after_full.slots_built == 500);
+
+  for (int i = 500; i < 600; ++i) {
+    auto problems = f.engine->apply_delta({shell_task(fmt::format("t{}", i), "true")}, {},
+                                          static_cast<std::uint64_t>(i));
+    REQUIRE(problems.empty());
+  }
+  auto stats = f.engine->config_stats();
+  CHECK(stats.tasks_validated - after_full.tasks_validated == 100);
+  CHECK(stats.slots_built - after_full.slots_built == 100);
+  CHECK(stats.deltas_applied == 100);
+  CHECK(f.engine->task_count() == 600);
+  CHECK(f.engine->config_version() == 599);
+  CHECK_FALSE(f.trigger("t599").empty());
+
+  // Removal, an invalid upsert (left out; the task it replaced goes, as a full apply without
+  // it would), a name another task holds (left out), and two tasks swapping names.
+  auto bad = shell_task("t1", "true");
+  bad.set_timeout_seconds(999999);
+  auto taken = shell_task("new", "true");
+  taken.set_name("t3");
+  auto swap_a = shell_task("t4", "true");
+  swap_a.set_name("t5");
+  auto swap_b = shell_task("t5", "true");
+  swap_b.set_name("t4");
+  const auto before = f.engine->config_stats();
+  auto problems = f.engine->apply_delta({bad, taken, swap_a, swap_b}, {"t0", "no-such-task"}, 600);
+  REQUIRE(problems.size() == 2);
+  CHECK(problems[0].task_id == "t1");
+  CHECK(problems[0].error.field.find("timeout_seconds") != std::string::npos);
+  CHECK(problems[1].task_id == "new");
+  CHECK(problems[1].error.field == "name");
+  CHECK(f.engine->config_stats().tasks_validated - before.tasks_validated == 4);
+  CHECK(f.engine->config_stats().slots_built - before.slots_built == 2);
+  CHECK(f.engine->task_count() == 598);  // t0 and t1 gone, "new" never held
+  CHECK(f.engine->config_version() == 600);
+  qf::error_code ec;
+  CHECK_FALSE(f.engine->trigger("t0", {}, ec));
+  CHECK_FALSE(f.engine->trigger("t1", {}, ec));
+  CHECK_FALSE(f.engine->trigger("new", {}, ec));
+  CHECK_FALSE(f.trigger("t4").empty());
+  // The names stay unique across deltas: t1's name is free again, t3's is still taken.
+  auto renamed = shell_task("t1", "true");
+  CHECK(f.engine->apply_delta({renamed}, {}, 601).empty());
+  auto clash = shell_task("t6", "true");
+  clash.set_name("t3");
+  CHECK(f.engine->apply_delta({clash}, {}, 602).size() == 1);
+  CHECK_FALSE(f.engine->trigger("t6", {}, ec));  // replaced by nothing: left out, so removed
+}
+
+TEST_CASE("a config delta keeps the schedule of the tasks it does not name", "[engine]") {
+  Fixture f;
+  auto every_second = shell_task("tick", "true");
+  every_second.mutable_schedule()->set_cron("* * * * * *");
+  f.apply({every_second});
+  f.engine->start();
+  // Deltas that name other tasks, arriving faster than the task fires, must not re-arm
+  // (and so postpone) its timer.
+  const auto deadline = std::chrono::steady_clock::now() + 2500ms;
+  int n = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    REQUIRE(f.engine->apply_delta({shell_task(fmt::format("other{}", n), "true")}, {},
+                                  static_cast<std::uint64_t>(2 + n))
+                .empty());
+    ++n;
+    f.run_until([] { return false; }, 50ms);
+  }
+  CHECK(f.finals.size() >= 2);
+  for (const auto& e : f.finals) CHECK(e.task_id() == "tick");
+}

@@ -256,7 +256,8 @@ class BenchCluster {
 
   /// Creates `count` tasks (see create_task), keeping several calls in flight.
   /// Returns how many were created before `budget` ran out (or an error stopped it).
-  std::size_t create_tasks(std::size_t count, std::chrono::milliseconds budget, std::string& error) {
+  std::size_t create_tasks(std::size_t count, std::chrono::milliseconds budget, std::string& error,
+                           const std::string& cron = "* * * * * *") {
     std::size_t next = 0;
     std::size_t in_flight = 0;
     std::size_t created = 0;
@@ -271,7 +272,7 @@ class BenchCluster {
         task.mutable_plugin()->set_name(k_plugin);
         task.mutable_placement()->set_mode(v1::PLACEMENT_MODE_ONE);
         task.mutable_placement()->set_routing(v1::ROUTING_STRATEGY_ROUND_ROBIN);
-        task.mutable_schedule()->set_cron("* * * * * *");
+        task.mutable_schedule()->set_cron(cron);
         ++in_flight;
         create_task(std::move(task), [&](qf::CatalogResult<v1::Task> r) {
           --in_flight;
@@ -523,6 +524,57 @@ void BM_cluster_one_placement_fires_every_second(benchmark::State& state) {
   state.counters["cpu_cores"] = cpu_s / wall_s;
   cluster.stop();
 }
+/// Registration alone (issue 12, defect 4): N `one` tasks created one by one through the
+/// Coordinator with the 4 agents connected, until every agent's engine holds all of them
+/// (`total_s` = create_s + converge_s). The tasks fire once a year, so that what is measured
+/// is the config path (catalog, store, scheduler, pushes, agent apply and cache), not runs.
+void BM_cluster_create_tasks(benchmark::State& state) {
+  const auto tasks = static_cast<std::size_t>(state.range(0));
+  qf::set_log_level(verbose() ? "info" : "error");
+  BenchCluster cluster;
+  auto fail = [&](const std::string& message) {
+    state.SkipWithError(message.c_str());
+    cluster.stop();
+  };
+  if (auto error = cluster.open_store(); !error.empty()) return fail(error);
+  if (auto error = cluster.start_coordinator(); !error.empty()) return fail(error);
+  if (auto error = cluster.make_group(); !error.empty()) return fail(error);
+  for (int i = 0; i < k_agents; ++i)
+    if (auto error = cluster.add_agent("agent-" + std::to_string(i)); !error.empty()) return fail(error);
+  if (!cluster.run_until([&] { return cluster.all_connected(); }, 60s)) return fail("the agents did not connect");
+  for (auto _ : state) {
+    const auto phase = Clock::now();
+    std::string create_error;
+    const auto created = cluster.create_tasks(tasks, k_create_budget, create_error, "0 0 0 1 1 *");
+    const double create_s = seconds_since(phase);
+    state.counters["create_s"] = create_s;
+    state.counters["created"] = static_cast<double>(created);
+    if (!create_error.empty()) return fail("create_task failed: " + create_error);
+    if (created != tasks) {
+      char message[160];
+      std::snprintf(message, sizeof message, "creating the tasks is too slow: %zu of %zu created in %.0f s", created,
+                    tasks, create_s);
+      return fail(message);
+    }
+    const auto converge_start = Clock::now();
+    std::uint64_t nudges = 0;
+    if (!cluster.converge(nudges)) return fail("the agents did not receive every task in time");
+    state.counters["converge_s"] = seconds_since(converge_start);
+    state.counters["total_s"] = seconds_since(phase);
+    state.counters["nudges"] = static_cast<double>(nudges);
+    state.counters["configs_applied"] = static_cast<double>(cluster.configs_applied());
+  }
+  cluster.stop();
+}
+BENCHMARK(BM_cluster_create_tasks)
+    ->ArgNames({"tasks"})
+    ->Arg(1'000)
+    ->Arg(10'000)
+    ->Arg(100'000)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
+
 BENCHMARK(BM_cluster_one_placement_fires_every_second)
     ->ArgNames({"tasks", "preloaded"})
     ->Args({1'000, 0})
