@@ -59,6 +59,13 @@ struct ConfigChange {
 ConfigChange config_change(const std::vector<std::pair<std::string, std::int64_t>>& held,
                            const std::vector<v1::Task>& wanted);
 
+/// What a batch task operation did (Catalog::batch_tasks).
+struct BatchTaskOutcome {
+  std::vector<v1::Task> tasks;         ///< ENABLE/DISABLE: each task after the change, in request order
+  std::vector<std::string> deleted;    ///< DELETE: the ids removed, in request order
+  std::uint64_t config_version = 0;    ///< after the change (unchanged when nothing changed)
+};
+
 /**
  * Catalog operations over a Store. Completions run on the Store's executor.
  * Thread safety: may be used from any thread (the Store serializes the transactions).
@@ -79,6 +86,14 @@ class Catalog {
   void update_task(v1::Task task, bool force, Actor actor, TaskHandler done);
   void delete_task(std::string id, Actor actor, DoneHandler done);
   void set_task_enabled(std::string id, bool enabled, Actor actor, TaskHandler done);
+  /**
+   * Enables, disables or deletes several tasks in one transaction: all or nothing. Unknown
+   * ids fail it with errc::not_found naming every one (`task_ids[2]: no task with id "x"`,
+   * joined by `; `); the other actions (TRIGGER) fail with errc::invalid_argument. Each task
+   * changed gets its own audit entry (`task.enable`...) and the batch one `task.batch`.
+   */
+  void batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction action, Actor actor,
+                   std::function<void(CatalogResult<BatchTaskOutcome>)> done);
 
   /// Groups: unique names; membership rules validated (CIDRs, globs, labels).
   void create_group(v1::Group group, Actor actor, GroupHandler done);
@@ -88,6 +103,10 @@ class Catalog {
   void delete_group(std::string id, Actor actor, DoneHandler done);
   /// Moves agents to a group by hand (the assignment then sticks over rules).
   void move_agents(std::vector<std::string> agent_ids, std::string group_id, Actor actor, DoneHandler done);
+  /// Removes the record of an agent that is gone (its executions and daily stats stay);
+  /// errc::conflict while the store has it ONLINE. An agent that connects again registers
+  /// anew. Audited as `agent.delete`.
+  void delete_agent(std::string id, Actor actor, DoneHandler done);
 
  private:
   Store& store_;

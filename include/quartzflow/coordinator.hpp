@@ -85,6 +85,11 @@ class Coordinator {
   void update_group(v1::Group group, Actor actor, Catalog::GroupHandler done);
   void delete_group(std::string id, Actor actor, Catalog::DoneHandler done);
   void move_agents(std::vector<std::string> agent_ids, std::string group_id, Actor actor, Catalog::DoneHandler done);
+  /// Catalog::batch_tasks, then each change reaches the scheduler and the agents.
+  void batch_tasks(std::vector<std::string> task_ids, v1::BatchTaskAction action, Actor actor,
+                   std::function<void(CatalogResult<BatchTaskOutcome>)> done);
+  /// Catalog::delete_agent; also refused (errc::conflict) while the agent has a session here.
+  void delete_agent(std::string agent_id, Actor actor, Catalog::DoneHandler done);
 
   /**
    * Runs a task now with `params` (declared defaults filled in; required ones and unknown
@@ -93,6 +98,21 @@ class Coordinator {
    */
   void trigger(const std::string& task_id, std::map<std::string, std::string> params, Actor actor,
                std::function<void(TriggerResult)> done);
+  /**
+   * The same on chosen agents: each must be online and bound to the task (of its groups,
+   * or every agent for a task with `all_agents`), else errc::invalid_argument naming it
+   * (`agent_ids[1]`); one run per agent (`sharded`: the shards split over them). Empty
+   * `agent_ids`: the placement decides.
+   */
+  void trigger(const std::string& task_id, std::map<std::string, std::string> params,
+               std::vector<std::string> agent_ids, Actor actor, std::function<void(TriggerResult)> done);
+  /**
+   * Runs a finished execution again on the agent it ran on (trigger RETRY, linked by
+   * `retry_of_execution_id`, same params and shard); one with no agent (never dispatched)
+   * goes to the least busy eligible agent. errc::conflict when it is not final or its agent
+   * is not online, errc::not_found when its task is gone.
+   */
+  void retry(const v1::Execution& execution, Actor actor, std::function<void(TriggerResult)> done);
   /// Cancels a PENDING or RUNNING execution: on its agent, or (never dispatched) in the store.
   void cancel(const std::string& execution_id, std::string reason, Actor actor, std::function<void(error_code)> done);
   /**

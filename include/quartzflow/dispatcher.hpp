@@ -121,6 +121,14 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   /// after the request) or errc::not_found when no online agent holds it.
   void cancel(const std::string& execution_id, std::string reason, std::string requested_by,
               std::function<void(error_code, v1::ExecutionStatus)> done);
+  /**
+   * Asks an online agent for a slice of an execution's full log (LogRequest, answered by
+   * one LogChunk). `done` gets the chunk (its `error` says why the agent has no log, e.g.
+   * retention), or errc::not_found when the agent is not online or its session ends first,
+   * or `timed_out` after 2 x `ack_timeout` without an answer. On the executor, never inline.
+   */
+  void fetch_log(const std::string& agent_id, const std::string& execution_id, std::uint64_t offset,
+                 std::uint32_t max_bytes, std::function<void(error_code, v1::LogChunk)> done);
   /// Ends every session (Goodbye SHUTDOWN) and stops the liveness sweep.
   void stop();
 

@@ -116,6 +116,20 @@ class Scheduler {
   /// eligible agent for `all`. `done` gets the execution ids (empty + ec when refused).
   void trigger(const std::string& task_id, std::map<std::string, std::string> params, std::string triggered_by,
                std::function<void(error_code, std::vector<std::string>)> done);
+  /// The same on the chosen agents only (each must be eligible: online, of the task's
+  /// groups, not draining; the caller checks): one run per agent, id `<task>:<ms>:<agent>`
+  /// (`sharded`: the shards split over them). Empty `agent_ids`: the placement decides.
+  void trigger(const std::string& task_id, std::map<std::string, std::string> params,
+               std::vector<std::string> agent_ids, std::string triggered_by,
+               std::function<void(error_code, std::vector<std::string>)> done);
+  /**
+   * Runs a finished execution again on `agent_id` now (an operator's retry): trigger RETRY,
+   * attempt + 1, same params and shard, `root_execution_id` kept and `retry_of_execution_id`
+   * naming `failed`; id `<task_id>:<accepted_ms>:r<attempt>`. `done` gets the new id once it
+   * is recorded (errc::not_found when the task is gone).
+   */
+  void retry_on(const v1::Execution& failed, std::string agent_id, std::string triggered_by,
+                std::function<void(error_code, std::string)> done);
 
   /**
    * After `delay`, runs the next attempt of a failed routed run: trigger RETRY, attempt + 1,

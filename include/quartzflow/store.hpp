@@ -149,6 +149,9 @@ class StoreTransaction {
   /// `group_name` is output only: filled from the group's current name on every read.
   virtual std::optional<v1::Agent> agent(std::string_view id) = 0;
   virtual void put_agent(const v1::Agent& agent) = 0;
+  /// Removes an agent's record, labels and IPs (its executions and daily stats stay);
+  /// false when there was none.
+  virtual bool delete_agent(std::string_view id) = 0;
   /// Filters: keyword (id, hostname, any IP), group_id, state, label_selector, push_state.
   /// Sort: hostname (default), last_heartbeat_unix_ms, state, running_executions.
   virtual Listing<v1::Agent> list_agents(const v1::ListAgentsRequest& request) = 0;

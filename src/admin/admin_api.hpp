@@ -115,6 +115,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void delete_task(std::shared_ptr<ApiCall> call);
   void set_task_enabled(std::shared_ptr<ApiCall> call, bool enabled);
   void trigger_task(std::shared_ptr<ApiCall> call);
+  void batch_tasks(std::shared_ptr<ApiCall> call);
   void next_fires(std::shared_ptr<ApiCall> call);
   void cron_parse(std::shared_ptr<ApiCall> call);
   void list_groups(std::shared_ptr<ApiCall> call);
@@ -125,9 +126,12 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void list_agents(std::shared_ptr<ApiCall> call, bool of_group);
   void get_agent(std::shared_ptr<ApiCall> call);
   void move_agents(std::shared_ptr<ApiCall> call);
+  void delete_agent(std::shared_ptr<ApiCall> call);
   void list_executions(std::shared_ptr<ApiCall> call);
   void get_execution(std::shared_ptr<ApiCall> call);
   void execution_logs(std::shared_ptr<ApiCall> call);
+  void serve_log(std::shared_ptr<ApiCall> call, v1::Execution record, std::optional<std::string> stored,
+                 v1::GetExecutionLogRequest request);
   void cancel_execution(std::shared_ptr<ApiCall> call);
   void retry_execution(std::shared_ptr<ApiCall> call);
   void stats(std::shared_ptr<ApiCall> call);

@@ -64,6 +64,29 @@ void describe_schedule(v1::TaskSummary& summary, Instant now) {
   if (auto fire = schedule.next(now, ScheduleState{now, now, 0})) summary.set_next_fire_unix_ms(unix_ms(fire->scheduled));
 }
 
+/// A list of ids in a body: at most `max`, none empty, none twice. Every bad element is
+/// named (`task_ids[2]: is empty`); nullopt when the list is fine (also when empty).
+std::optional<ApiFailureInfo> check_id_list(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                            std::string_view field, std::string_view what, int max) {
+  ApiFailureInfo failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
+  if (ids.size() > max) {
+    failure.details.emplace_back(std::string(field), fmt::format("at most {} ids; {} given", max, ids.size()));
+  } else {
+    std::map<std::string_view, int> seen;
+    for (int i = 0; i < ids.size(); ++i) {
+      const auto path = fmt::format("{}[{}]", field, i);
+      if (ids[i].empty()) failure.details.emplace_back(path, "is empty");
+      else if (auto [at, fresh] = seen.emplace(ids[i], i); !fresh)
+        failure.details.emplace_back(path, fmt::format("\"{}\" is already given as {}[{}]", ids[i], field, at->second));
+    }
+  }
+  if (failure.details.empty()) return std::nullopt;
+  std::vector<std::string> parts;
+  for (const auto& [f, reason] : failure.details) parts.push_back(f + ": " + reason);
+  failure.message = fmt::format("invalid {}: {}", what, fmt::join(parts, "; "));
+  return failure;
+}
+
 template <typename T>
 void reply_catalog(const CallPtr& call, const CatalogResult<T>& result) {
   if (!result) return call->fail(failure_of(result.ec, result.error));
@@ -94,6 +117,10 @@ void AdminApi::add_catalog_routes() {
       [this](CallPtr call) { set_task_enabled(std::move(call), false); });
   add("POST", "/api/v1/tasks/{id}/trigger", k_operator, v1::TriggerRequest::descriptor(),
       v1::TriggerResponse::descriptor(), "Run a task now with parameters", self(&AdminApi::trigger_task));
+  add("POST", "/api/v1/tasks/batch", k_operator, v1::BatchTaskRequest::descriptor(),
+      v1::BatchTaskResponse::descriptor(),
+      "Enable, disable or delete many tasks (1-1000): all or nothing, every bad id named",
+      self(&AdminApi::batch_tasks));
   add("GET", "/api/v1/tasks/{id}/next", k_viewer, v1::CronParseRequest::descriptor(),
       v1::CronParseResponse::descriptor(), "The next fires of a task (count, from_unix_ms)", self(&AdminApi::next_fires));
 
@@ -117,6 +144,8 @@ void AdminApi::add_catalog_routes() {
       "List agents: online, last heartbeat, version, config version, clock offset",
       [this](CallPtr call) { list_agents(std::move(call), false); });
   add("GET", "/api/v1/agents/{id}", k_viewer, nullptr, v1::Agent::descriptor(), "An agent", self(&AdminApi::get_agent));
+  add("DELETE", "/api/v1/agents/{id}", k_operator, nullptr, nullptr,
+      "Delete an agent that is gone (refused while it is ONLINE); its history stays", self(&AdminApi::delete_agent));
   add("POST", "/api/v1/agents/move", k_operator, v1::MoveAgentsRequest::descriptor(),
       v1::MoveAgentsResponse::descriptor(), "Place agents in a group by hand", self(&AdminApi::move_agents));
 }
@@ -210,13 +239,12 @@ void AdminApi::set_task_enabled(CallPtr call, bool enabled) {
 void AdminApi::trigger_task(CallPtr call) {
   v1::TriggerRequest request;
   if (!call->request.body.empty() && !body_into(*call, request)) return;
-  if (request.agent_ids_size() > 0)
-    return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT,
-                      "invalid trigger: agent_ids: choosing agents is not supported yet; the placement decides",
-                      "agent_ids", "not supported yet");
+  std::vector<std::string> agent_ids;
+  if (auto failure = check_id_list(request.agent_ids(), "agent_ids", "trigger", 1000)) return call->fail(*failure);
+  agent_ids.assign(request.agent_ids().begin(), request.agent_ids().end());
   const std::string id = call->params.at("id");
   std::map<std::string, std::string> params(request.params().begin(), request.params().end());
-  coordinator_.trigger(id, std::move(params), call->actor,
+  coordinator_.trigger(id, std::move(params), std::move(agent_ids), call->actor,
                        [weak = weak_from_this(), call, id, reason = request.reason()](TriggerResult r) {
                          auto self = weak.lock();
                          if (!self) return;
@@ -232,6 +260,55 @@ void AdminApi::trigger_task(CallPtr call) {
                          for (auto& e : r.execution_ids) out.add_execution_ids(std::move(e));
                          call->ok(out);
                        });
+}
+
+void AdminApi::batch_tasks(CallPtr call) {
+  v1::BatchTaskRequest request;
+  if (!body_into(*call, request)) return;
+  ApiFailureInfo failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
+  if (request.action() == v1::BATCH_TASK_ACTION_UNSPECIFIED)
+    failure.details.emplace_back("action", "is required: ENABLE, DISABLE or DELETE");
+  else if (request.action() == v1::BATCH_TASK_ACTION_TRIGGER)
+    failure.details.emplace_back("action", "TRIGGER is not a batch action: trigger each task (POST /api/v1/tasks/{id}/trigger)");
+  if (request.task_ids_size() == 0) failure.details.emplace_back("task_ids", "give 1-1000 task ids");
+  if (auto bad = check_id_list(request.task_ids(), "task_ids", "batch", 1000))
+    failure.details.insert(failure.details.end(), bad->details.begin(), bad->details.end());
+  if (failure.details.empty()) {
+    // Unknown ids are named here, every one; the catalog checks them again in its
+    // transaction (a task deleted meanwhile fails the whole batch there).
+    for (int i = 0; i < request.task_ids_size(); ++i)
+      if (!coordinator_.dispatcher().task(request.task_ids(i)))
+        failure.details.emplace_back(fmt::format("task_ids[{}]", i),
+                                     fmt::format("no task with id \"{}\"", request.task_ids(i)));
+  }
+  const auto verb = v1::BatchTaskAction_Name(request.action()).substr(std::string_view("BATCH_TASK_ACTION_").size());
+  if (!failure.details.empty()) {
+    std::vector<std::string> parts;
+    for (const auto& [field, reason] : failure.details) parts.push_back(field + ": " + reason);
+    failure.message = fmt::format("invalid batch: {} (nothing was changed)", fmt::join(parts, "; "));
+    audit(*call, "task.batch", "task", fmt::format("{}", fmt::join(request.task_ids(), ",")), verb, false, failure.message);
+    return call->fail(failure);
+  }
+  std::vector<std::string> ids(request.task_ids().begin(), request.task_ids().end());
+  coordinator_.batch_tasks(ids, request.action(), call->actor,
+                           [weak = weak_from_this(), call, ids, verb](CatalogResult<BatchTaskOutcome> r) {
+                             auto self = weak.lock();
+                             if (!self) return;
+                             if (!r) {
+                               auto f = failure_of(r.ec, r.error);
+                               f.message += " (nothing was changed)";
+                               self->audit(*call, "task.batch", "task", fmt::format("{}", fmt::join(ids, ",")), verb,
+                                           false, f.message);
+                               return call->fail(f);
+                             }
+                             v1::BatchTaskResponse out;
+                             for (const auto& id : ids) {
+                               auto* item = out.add_results();
+                               item->set_id(id);
+                               item->set_ok(true);
+                             }
+                             call->ok(out);
+                           });
 }
 
 // --- groups ------------------------------------------------------------------------------
@@ -336,6 +413,26 @@ void AdminApi::move_agents(CallPtr call) {
       item->set_ok(true);
     }
     call->ok(out);
+  });
+}
+
+void AdminApi::delete_agent(CallPtr call) {
+  const std::string id = call->params.at("id");
+  coordinator_.delete_agent(id, call->actor, [weak = weak_from_this(), call, id](CatalogResult<std::uint64_t> r) {
+    auto self = weak.lock();
+    if (!self) return;
+    if (!r) {
+      auto failure = failure_of(r.ec, r.error);
+      if (r.ec == errc::conflict) {
+        failure.code = v1::API_ERROR_CODE_FAILED_PRECONDITION;
+        failure.message = fmt::format("cannot delete agent \"{}\": {}", id, r.error.reason);
+      } else if (r.ec == errc::not_found) {
+        failure.message = fmt::format("no agent with id \"{}\"", id);
+      }
+      if (r.ec != errc::not_found) self->audit(*call, "agent.delete", "agent", id, id, false, failure.message);
+      return call->fail(failure);
+    }
+    call->ok(v1::ApiError{}, 200);
   });
 }
 

@@ -135,13 +135,14 @@ void AdminApi::add_history_routes() {
   add("GET", "/api/v1/executions/{id}", k_viewer, nullptr, v1::Execution::descriptor(),
       "An execution with its output (first 10 KB)", self(&AdminApi::get_execution));
   add("GET", "/api/v1/executions/{id}/logs", k_viewer, v1::GetExecutionLogRequest::descriptor(),
-      v1::ExecutionLogResponse::descriptor(), "The log of an execution, with the truncated flag",
+      v1::ExecutionLogResponse::descriptor(), "The log of an execution (offset, max_bytes): past the first 10 KB kept here, read from its agent",
       self(&AdminApi::execution_logs));
   add("POST", "/api/v1/executions/{id}/cancel", k_operator, v1::CancelExecutionRequest::descriptor(),
       v1::CancelExecutionResponse::descriptor(), "Cancel a PENDING or RUNNING execution",
       self(&AdminApi::cancel_execution));
   add("POST", "/api/v1/executions/{id}/retry", k_operator, nullptr, v1::TriggerResponse::descriptor(),
-      "Run a finished execution's task again with the same parameters", self(&AdminApi::retry_execution));
+      "Run a finished execution again on the agent it ran on (trigger RETRY, retry_of_execution_id links it)",
+      self(&AdminApi::retry_execution));
   add("GET", "/api/v1/stats/daily", k_viewer, v1::DailyStatsQuery::descriptor(), v1::DailyStatsResponse::descriptor(),
       "Daily statistics the agents reported (by day, task and agent)", self(&AdminApi::daily_stats));
   add("GET", "/api/v1/audit", k_operator, v1::ListAuditRequest::descriptor(), v1::ListAuditResponse::descriptor(),
@@ -176,27 +177,98 @@ void AdminApi::execution_logs(CallPtr call) {
     return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid query: max_bytes: at most 1048576", "max_bytes",
                       "at most 1048576");
   const std::string id = call->params.at("id");
-  read(call, [id, request](StoreTransaction& tx, const ApiCall&) -> std::unique_ptr<google::protobuf::Message> {
-    auto record = tx.execution(id);
-    if (!record) throw not_found("execution", id);
-    // The coordinator holds the first 10 KB of the output (the record) unless a full log
-    // was stored; the full log stays on the agent.
-    const auto stored = tx.log(id);
-    const std::string& text = stored ? *stored : record->output();
-    const std::size_t offset = std::min<std::size_t>(request.offset(), text.size());
-    const std::size_t max = request.max_bytes() ? request.max_bytes() : k_default_log_bytes;
-    auto out = std::make_unique<v1::ExecutionLogResponse>();
-    auto* chunk = out->mutable_chunk();
-    chunk->set_execution_id(id);
-    chunk->set_offset(offset);
-    chunk->set_data(text.substr(offset, max));
-    chunk->set_total_bytes(stored ? stored->size() : std::max<std::uint64_t>(record->output_bytes(), text.size()));
-    chunk->set_eof(offset + max >= text.size() && is_final(record->status()));
-    out->set_source(v1::LOG_SOURCE_RECORD);
-    out->set_truncated(!stored && record->output_truncated());
-    out->set_error_message(record->error_message());
+  struct Kept {
+    std::optional<v1::Execution> record;
+    std::optional<std::string> stored;  // a full log stored on the coordinator
+  };
+  auto kept = std::make_shared<Kept>();
+  coordinator_.store().read(
+      [id, kept](StoreTransaction& tx, error_code&) {
+        kept->record = tx.execution(id);
+        if (kept->record) kept->stored = tx.log(id);
+      },
+      [weak = weak_from_this(), call, id, request, kept](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, fmt::format("store unavailable: {}", ec.message()));
+        if (!kept->record) return call->fail(v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no execution with id \"{}\"", id));
+        self->serve_log(call, std::move(*kept->record), std::move(kept->stored), request);
+      });
+}
+
+void AdminApi::serve_log(CallPtr call, v1::Execution record, std::optional<std::string> stored,
+                         v1::GetExecutionLogRequest request) {
+  // The coordinator holds the first 10 KB of the output (the record) unless a full log
+  // was stored; past that, the full log is read from the agent that ran it.
+  const std::string& text = stored ? *stored : record.output();
+  const std::size_t max = request.max_bytes() ? request.max_bytes() : k_default_log_bytes;
+  const std::uint64_t offset = request.offset();
+  const std::uint64_t full_size = stored ? stored->size() : std::max<std::uint64_t>(record.output_bytes(), text.size());
+  const bool partial = !stored && record.output_truncated();
+  auto from_record = [&record, &text, max, full_size, partial, offset](std::string agent_error) {
+    const std::size_t at = std::min<std::size_t>(offset, text.size());
+    v1::ExecutionLogResponse out;
+    auto* chunk = out.mutable_chunk();
+    chunk->set_execution_id(record.execution_id());
+    chunk->set_offset(at);
+    chunk->set_data(text.substr(at, max));
+    chunk->set_next_offset(at + chunk->data().size());
+    chunk->set_total_bytes(full_size);
+    chunk->set_eof(at + max >= text.size() && !partial && is_final(record.status()));
+    out.set_source(v1::LOG_SOURCE_RECORD);
+    out.set_truncated(partial);
+    out.set_error_message(record.error_message());
+    out.set_agent_log_error(std::move(agent_error));
     return out;
-  });
+  };
+  const bool beyond_kept = offset + max > text.size();
+  if (!partial || !beyond_kept || !is_final(record.status()) || record.agent_id().empty())
+    return call->ok(from_record({}));
+  const std::string agent = record.agent_id();
+  coordinator_.dispatcher().fetch_log(
+      agent, record.execution_id(), offset, static_cast<std::uint32_t>(max),
+      [call, record, offset, max, full_size, agent](error_code ec, v1::LogChunk answer) mutable {
+        // Only a record without a stored full log gets here: what is kept is its output.
+        const std::string& kept_text = record.output();
+        const std::size_t text_size = kept_text.size();
+        std::string why;
+        auto code = v1::API_ERROR_CODE_UNAVAILABLE;
+        if (ec == errc::not_found) {
+          why = fmt::format("the full log ({} bytes) is on agent \"{}\", which is not online", record.output_bytes(), agent);
+        } else if (ec) {
+          why = fmt::format("agent \"{}\" did not send the log: {}", agent, ec.message());
+        } else if (!answer.error().empty()) {
+          why = fmt::format("agent \"{}\" has no full log of this run: {}", agent, answer.error());
+          code = v1::API_ERROR_CODE_NOT_FOUND;
+        } else {
+          v1::ExecutionLogResponse out;
+          *out.mutable_chunk() = std::move(*answer.mutable_chunk());
+          auto* chunk = out.mutable_chunk();
+          chunk->set_execution_id(record.execution_id());
+          if (chunk->next_offset() == 0) chunk->set_next_offset(chunk->offset() + chunk->data().size());  // older agents
+          out.set_source(v1::LOG_SOURCE_AGENT);
+          out.set_truncated(false);
+          out.set_error_message(record.error_message());
+          return call->ok(out);
+        }
+        if (offset >= text_size)
+          return call->fail(code, fmt::format("log of \"{}\" from byte {}: {}; the coordinator keeps only the first {} bytes",
+                                              record.execution_id(), offset, why, text_size));
+        // What is kept is still served, with the reason the rest is not.
+        v1::ExecutionLogResponse out;
+        auto* chunk = out.mutable_chunk();
+        chunk->set_execution_id(record.execution_id());
+        chunk->set_offset(offset);
+        chunk->set_data(kept_text.substr(offset, max));
+        chunk->set_next_offset(offset + chunk->data().size());
+        chunk->set_total_bytes(full_size);
+        chunk->set_eof(false);
+        out.set_source(v1::LOG_SOURCE_RECORD);
+        out.set_truncated(true);
+        out.set_error_message(record.error_message());
+        out.set_agent_log_error(fmt::format("{}; showing the first {} bytes the coordinator keeps", why, text_size));
+        call->ok(out);
+      });
 }
 
 void AdminApi::cancel_execution(CallPtr call) {
@@ -228,35 +300,33 @@ void AdminApi::cancel_execution(CallPtr call) {
 }
 
 void AdminApi::retry_execution(CallPtr call) {
+  if (!call->request.body.empty() && call->request.body != "{}")
+    return call->fail(v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid retry: the request takes no body", "body",
+                      "must be empty");
   const std::string id = call->params.at("id");
   auto record = std::make_shared<std::optional<v1::Execution>>();
-  coordinator_.store().read([id, record](StoreTransaction& tx, error_code&) { *record = tx.execution(id); },
-                            [weak = weak_from_this(), call, id, record](error_code ec) {
-                              auto self = weak.lock();
-                              if (!self) return;
-                              if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, "store unavailable");
-                              if (!*record)
-                                return call->fail(v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no execution with id \"{}\"", id));
-                              const auto& r = **record;
-                              if (!is_final(r.status()))
-                                return call->fail(v1::API_ERROR_CODE_CONFLICT,
-                                                  fmt::format("execution \"{}\" is still {}; cancel it or wait", id,
-                                                              v1::ExecutionStatus_Name(r.status())));
-                              std::map<std::string, std::string> params(r.params().begin(), r.params().end());
-                              self->coordinator_.trigger(
-                                  r.task_id(), std::move(params), call->actor, [self, call, id](TriggerResult t) {
-                                    if (t.ec) {
-                                      auto failure = failure_of(t.ec, t.error);
-                                      self->audit(*call, "execution.retry", "execution", id, id, false, failure.message);
-                                      return call->fail(failure);
-                                    }
-                                    self->audit(*call, "execution.retry", "execution", id, id, true,
-                                                fmt::format("new executions: {}", fmt::join(t.execution_ids, ", ")));
-                                    v1::TriggerResponse out;
-                                    for (auto& e : t.execution_ids) out.add_execution_ids(std::move(e));
-                                    call->ok(out);
-                                  });
-                            });
+  coordinator_.store().read(
+      [id, record](StoreTransaction& tx, error_code&) { *record = tx.execution(id); },
+      [weak = weak_from_this(), call, id, record](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, "store unavailable");
+        if (!*record) return call->fail(v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no execution with id \"{}\"", id));
+        // Re-run on the agent it ran on, as a RETRY linked to this execution.
+        self->coordinator_.retry(**record, call->actor, [self, call, id, agent = (*record)->agent_id()](TriggerResult t) {
+          if (t.ec) {
+            auto failure = failure_of(t.ec, t.error);
+            self->audit(*call, "execution.retry", "execution", id, id, false, failure.message);
+            return call->fail(failure);
+          }
+          self->audit(*call, "execution.retry", "execution", id, id, true,
+                      fmt::format("new execution: {}{}", fmt::join(t.execution_ids, ", "),
+                                  agent.empty() ? std::string() : fmt::format(" on agent {}", agent)));
+          v1::TriggerResponse out;
+          for (auto& e : t.execution_ids) out.add_execution_ids(std::move(e));
+          call->ok(out);
+        });
+      });
 }
 
 void AdminApi::stats(CallPtr call) {

@@ -82,6 +82,9 @@ pb::Value field_schema(const pb::FieldDescriptor& f, std::set<const pb::Descript
     bool unique = false;
     for (const auto& bound : k_task_list_bounds)
       if (bound.field == f.full_name()) std::tie(max_items, unique) = std::pair{bound.max_elements, bound.unique};
+    // Id lists of actions: 1000 ids at most, each once (checked by the handlers).
+    for (const char* id_list : {"quartzflow.v1.BatchTaskRequest.task_ids", "quartzflow.v1.TriggerRequest.agent_ids"})
+      if (f.full_name() == id_list) std::tie(max_items, unique) = std::pair{std::size_t{1000}, true};
     auto schema = object({{"type", text("array")}, {"items", item}});
     field(schema, "maxItems").set_number_value(static_cast<double>(max_items));
     if (unique) field(schema, "uniqueItems").set_bool_value(true);

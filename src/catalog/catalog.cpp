@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <quartzflow/catalog.hpp>
@@ -186,6 +187,66 @@ void Catalog::set_task_enabled(std::string id, bool enabled, Actor actor, TaskHa
       std::move(done));
 }
 
+void Catalog::batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction action, Actor actor,
+                          std::function<void(CatalogResult<BatchTaskOutcome>)> done) {
+  run<BatchTaskOutcome>(
+      store_,
+      [ids = std::move(ids), action, actor](StoreTransaction& tx, CatalogResult<BatchTaskOutcome>& result) {
+        const bool deleting = action == v1::BATCH_TASK_ACTION_DELETE;
+        if (!deleting && action != v1::BATCH_TASK_ACTION_ENABLE && action != v1::BATCH_TASK_ACTION_DISABLE)
+          return fail(result, errc::invalid_argument, "batch", "action",
+                      fmt::format("{} is not a batch action: use ENABLE, DISABLE or DELETE",
+                                  v1::BatchTaskAction_Name(action)));
+        // Every id is checked before anything changes, and every unknown one is named.
+        std::vector<v1::Task> tasks;
+        std::vector<std::string> unknown;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          auto task = tx.task(ids[i]);
+          if (!task) unknown.push_back(fmt::format("task_ids[{}]: no task with id \"{}\"", i, ids[i]));
+          else tasks.push_back(std::move(*task));
+        }
+        if (!unknown.empty())
+          return fail(result, errc::not_found, "batch", "task_ids", fmt::format("{}", fmt::join(unknown, "; ")));
+        const bool enable = action == v1::BATCH_TASK_ACTION_ENABLE;
+        const char* verb = deleting ? "delete" : enable ? "enable" : "disable";
+        std::vector<std::string> changed;
+        std::uint64_t version = 0;
+        const auto bump = [&] {
+          if (version == 0)
+            version = tx.bump_config_version(fmt::format("task.batch {} {} task(s)", verb, tasks.size()));
+          return version;
+        };
+        for (auto& task : tasks) {
+          if (deleting) {
+            tx.delete_task(task.id());
+            bump();
+            audit(tx, actor, "task.delete", "task", task.id(), task.name(), &task, nullptr);
+            changed.push_back(task.id());
+            result.value.deleted.push_back(task.id());
+            continue;
+          }
+          if (task.enabled() != enable) {  // already so: no new revision, no push
+            const v1::Task before = task;
+            task.set_enabled(enable);
+            task.set_revision(task.revision() + 1);
+            task.set_updated_at_unix_ms(now_ms());
+            task.set_updated_by(actor.name);
+            task.set_config_version(static_cast<std::int64_t>(bump()));
+            tx.put_task(task);
+            audit(tx, actor, enable ? "task.enable" : "task.disable", "task", task.id(), task.name(), &before, &task);
+            changed.push_back(task.id());
+          }
+          result.value.tasks.push_back(std::move(task));
+        }
+        result.value.config_version = version ? version : tx.config_version();
+        tx.append_audit(make_audit_entry(
+            actor, "task.batch", "task", fmt::format("{}", fmt::join(ids, ",")), verb, true,
+            fmt::format("{} {} task(s); changed: {}", verb, ids.size(),
+                        changed.empty() ? std::string("none") : fmt::format("{}", fmt::join(changed, ", ")))));
+      },
+      std::move(done));
+}
+
 void Catalog::create_group(v1::Group group, Actor actor, GroupHandler done) {
   run<v1::Group>(
       store_,
@@ -282,6 +343,23 @@ void Catalog::move_agents(std::vector<std::string> agent_ids, std::string group_
           audit(tx, actor, "agent.move", "agent", agent.id(), agent.hostname(), &before, &agent);
         }
         result.value = tx.bump_config_version(fmt::format("agent.move {} agent(s) to {}", agents.size(), group_id));
+      },
+      std::move(done));
+}
+
+void Catalog::delete_agent(std::string id, Actor actor, DoneHandler done) {
+  run<std::uint64_t>(
+      store_,
+      [id = std::move(id), actor](StoreTransaction& tx, CatalogResult<std::uint64_t>& result) {
+        auto before = tx.agent(id);
+        if (!before) return fail(result, errc::not_found, "agent", "id", fmt::format("no agent with id \"{}\"", id));
+        if (before->state() == v1::AGENT_STATE_ONLINE)
+          return fail(result, errc::conflict, fmt::format("delete of agent \"{}\"", id), "state",
+                      "the agent is ONLINE: only an agent that is gone can be deleted; stop it (or wait until it "
+                      "is OFFLINE) first");
+        tx.delete_agent(id);
+        result.value = tx.bump_config_version("agent.delete " + id);
+        audit(tx, actor, "agent.delete", "agent", id, before->hostname(), &*before, nullptr);
       },
       std::move(done));
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <quartzflow/coordinator.hpp>
 #include <quartzflow/execution_status.hpp>
@@ -292,8 +293,90 @@ void Coordinator::move_agents(std::vector<std::string> agent_ids, std::string gr
                              impl_->follow<CatalogResult<std::uint64_t>>(std::move(done), {}));
 }
 
+void Coordinator::batch_tasks(std::vector<std::string> task_ids, v1::BatchTaskAction action, Actor actor,
+                              std::function<void(CatalogResult<BatchTaskOutcome>)> done) {
+  impl_->catalog.batch_tasks(
+      std::move(task_ids), action, actor,
+      impl_->follow<CatalogResult<BatchTaskOutcome>>(
+          std::move(done), [weak = impl_->weak_from_this(), actor, action](const auto& r) {
+            auto self = weak.lock();
+            if (!self) return;
+            for (const auto& id : r.value.deleted) {
+              self->scheduler.remove_task(id);
+              self->dispatcher.task_removed(id, static_cast<std::int64_t>(r.value.config_version));
+              self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
+            }
+            for (const auto& task : r.value.tasks) {
+              self->task_changed(task);
+              self->notify_task(&task, task.id(),
+                                action == v1::BATCH_TASK_ACTION_ENABLE ? v1::TASK_CHANGE_ACTION_ENABLED
+                                                                       : v1::TASK_CHANGE_ACTION_DISABLED,
+                                actor);
+            }
+          }));
+}
+
+void Coordinator::delete_agent(std::string agent_id, Actor actor, Catalog::DoneHandler done) {
+  const auto online = impl_->dispatcher.online_agents();
+  if (std::find(online.begin(), online.end(), agent_id) != online.end()) {
+    CatalogResult<std::uint64_t> result;
+    result.ec = errc::conflict;
+    result.error = ValidationError{fmt::format("delete of agent \"{}\"", agent_id), "state",
+                                   "the agent is ONLINE (connected now): only an agent that is gone can be deleted; "
+                                   "stop it first, then delete it"};
+    asio::post(impl_->executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+    return;
+  }
+  impl_->catalog.delete_agent(std::move(agent_id), std::move(actor),
+                              impl_->follow<CatalogResult<std::uint64_t>>(std::move(done), {}));
+}
+
 void Coordinator::trigger(const std::string& task_id, std::map<std::string, std::string> params, Actor actor,
                           std::function<void(TriggerResult)> done) {
+  trigger(task_id, std::move(params), {}, std::move(actor), std::move(done));
+}
+
+void Coordinator::retry(const v1::Execution& execution, Actor actor, std::function<void(TriggerResult)> done) {
+  auto fail = [&](errc code, std::string field, std::string reason) {
+    TriggerResult result;
+    result.ec = code;
+    result.error = ValidationError{fmt::format("retry of execution \"{}\"", execution.execution_id()),
+                                   std::move(field), std::move(reason)};
+    asio::post(impl_->executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+  };
+  if (!is_final(execution.status()))
+    return fail(errc::conflict, "status",
+                fmt::format("is still {}: cancel it or wait for it to end", v1::ExecutionStatus_Name(execution.status())));
+  auto task = impl_->dispatcher.task(execution.task_id());
+  if (!task) return fail(errc::not_found, "task_id", fmt::format("its task \"{}\" no longer exists", execution.task_id()));
+  std::string agent = execution.agent_id();
+  if (agent.empty()) {
+    // Never dispatched (no agent then): the least busy agent that may run it now.
+    auto eligible = impl_->dispatcher.eligible_agents(*task);
+    if (eligible.empty())
+      return fail(errc::conflict, "agent_id", "it never reached an agent and no agent of the task's groups is online");
+    agent = std::min_element(eligible.begin(), eligible.end(), [](const AgentLoad& a, const AgentLoad& b) {
+              return a.running < b.running;
+            })->agent_id;
+  } else {
+    const auto online = impl_->dispatcher.online_agents();
+    if (std::find(online.begin(), online.end(), agent) == online.end())
+      return fail(errc::conflict, "agent_id",
+                  fmt::format("its agent \"{}\" is not online: a retry runs on the agent the run failed on; "
+                              "wait until it reconnects, or trigger the task instead",
+                              agent));
+  }
+  impl_->scheduler.retry_on(execution, std::move(agent), actor.name, [done = std::move(done)](error_code ec, std::string id) {
+    TriggerResult result;
+    result.ec = ec;
+    if (ec) result.error = ValidationError{"retry", "", ec.message()};
+    else result.execution_ids.push_back(std::move(id));
+    done(std::move(result));
+  });
+}
+
+void Coordinator::trigger(const std::string& task_id, std::map<std::string, std::string> params,
+                          std::vector<std::string> agent_ids, Actor actor, std::function<void(TriggerResult)> done) {
   auto fail = [&](errc code, std::string field, std::string reason) {
     TriggerResult result;
     result.ec = code;
@@ -312,7 +395,27 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
                                       [&](const auto& s) { return s.name() == name; });
     if (!declared) return fail(errc::invalid_argument, "params." + name, "is not a parameter of this task");
   }
-  impl_->scheduler.trigger(task_id, std::move(params), actor.name,
+  if (!agent_ids.empty()) {
+    const auto eligible = impl_->dispatcher.eligible_agents(*task);
+    const auto online = impl_->dispatcher.online_agents();
+    std::string first_field;
+    std::vector<std::string> problems;
+    for (std::size_t i = 0; i < agent_ids.size(); ++i) {
+      const auto& id = agent_ids[i];
+      if (std::any_of(eligible.begin(), eligible.end(), [&](const AgentLoad& a) { return a.agent_id == id; })) continue;
+      const bool is_online = std::find(online.begin(), online.end(), id) != online.end();
+      const std::string groups =
+          task->all_agents() ? std::string("every agent") : fmt::format("groups {}", fmt::join(task->group_ids(), ", "));
+      auto why = is_online ? fmt::format("agent \"{}\" is not bound to the task (the task runs on {}), or it is "
+                                         "stopping",
+                                         id, groups)
+                           : fmt::format("agent \"{}\" is not online (offline or unknown)", id);
+      if (first_field.empty()) first_field = fmt::format("agent_ids[{}]", i);
+      problems.push_back(problems.empty() ? std::move(why) : fmt::format("agent_ids[{}]: {}", i, why));
+    }
+    if (!problems.empty()) return fail(errc::invalid_argument, first_field, fmt::format("{}", fmt::join(problems, "; ")));
+  }
+  impl_->scheduler.trigger(task_id, std::move(params), std::move(agent_ids), actor.name,
                            [done = std::move(done)](error_code ec, std::vector<std::string> ids) {
                              TriggerResult result;
                              result.ec = ec;

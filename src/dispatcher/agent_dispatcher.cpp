@@ -18,6 +18,7 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/utf8.hpp"
 #include "protocol.hpp"
 
 namespace quartzflow {
@@ -28,6 +29,16 @@ using std::chrono::milliseconds;
 using detail::unix_ms_now;
 
 namespace {
+
+/// Where to cut `text` to at most `limit` bytes without splitting a UTF-8 sequence.
+std::size_t utf8_cut(std::string_view text, std::size_t limit) {
+  if (text.size() <= limit) return text.size();
+  std::size_t cut = limit;
+  // Step back over continuation bytes (10xxxxxx) so the cut lands on a sequence start.
+  for (int back = 0; back < 3 && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0U) == 0x80U; ++back) --cut;
+  if ((static_cast<unsigned char>(text[cut]) & 0xC0U) == 0x80U) cut = limit;  // not UTF-8: cut bytes
+  return cut;
+}
 
 /// A batch of final records waiting for its ResultAck.
 struct InFlightBatch {
@@ -529,19 +540,34 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     } else {
       const std::size_t max = request.max_bytes() > 0 ? request.max_bytes() : 65536;
       const std::size_t offset = std::min<std::size_t>(request.offset(), log->size());
+      // A slice ends on a character boundary (its next one starts there), and what is not
+      // UTF-8 is replaced: a protobuf string that is not UTF-8 would break the session.
+      const std::size_t end = offset + utf8_cut(std::string_view(*log).substr(offset), max);
       auto* data = chunk->mutable_chunk();
       data->set_execution_id(request.execution_id());
       data->set_offset(offset);
-      data->set_data(log->substr(offset, max));
+      data->set_data(detail::valid_utf8(std::string_view(*log).substr(offset, end - offset)));
+      data->set_next_offset(end);
       data->set_total_bytes(log->size());
-      data->set_eof(offset + max >= log->size());
+      data->set_eof(end >= log->size());
     }
     writer->send(e, message_id);
   }
 
   // --- execution records ---------------------------------------------------------------
 
-  void on_execution(const v1::Execution& record) {
+  void on_execution(const v1::Execution& executed) {
+    // The coordinator's record keeps the head of the output; the full log stays here
+    // (LogRequest), as the LocalStore keeps it.
+    const auto head = store.options().output_head_bytes;
+    std::optional<v1::Execution> cut;
+    if (executed.output().size() > head) {
+      cut = executed;
+      cut->mutable_output()->resize(utf8_cut(cut->output(), head));
+      cut->set_output_truncated(true);
+      if (cut->output_bytes() == 0) cut->set_output_bytes(executed.output().size());
+    }
+    const v1::Execution& record = cut ? *cut : executed;
     const std::string& id = record.execution_id();
     if (!is_final(record.status())) {
       active[id] = record;

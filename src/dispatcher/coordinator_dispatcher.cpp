@@ -80,6 +80,8 @@ struct Session {
   bool draining = false;  ///< said Goodbye DRAINING: no new runs; its runs in progress still report
   std::map<std::string, v1::Execution> routed;                  ///< accepted, not final yet
   std::map<std::uint64_t, std::function<void(error_code, v1::ExecutionStatus)>> pending_cancels;
+  /// LogRequests awaiting their LogChunk, by request id (CoordinatorDispatcher::fetch_log).
+  std::map<std::uint64_t, std::function<void(error_code, v1::LogChunk)>> pending_logs;
 };
 
 bool valid_agent_id(const std::string& id) {
@@ -343,7 +345,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       }
       case v1::Envelope::kCancelResult: return on_cancel_result(*session, envelope->cancel_result(), envelope->in_reply_to());
       case v1::Envelope::kDailyStatsReport: return on_daily_stats(session, envelope->daily_stats_report(), id);
-      case v1::Envelope::kLogChunk: return;  // no log requests are made yet
+      case v1::Envelope::kLogChunk: return on_log_chunk(*session, envelope->log_chunk());
       case v1::Envelope::kAck: return;
       case v1::Envelope::kGoodbye:
         if (envelope->goodbye().reason() == v1::GOODBYE_REASON_DRAINING) {
@@ -890,6 +892,24 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
         });
   }
 
+  // --- full logs (LogRequest -> LogChunk) ------------------------------------------------
+
+  std::uint64_t last_log_request = 0;
+
+  void on_log_chunk(Session& session, const v1::LogChunk& chunk) {
+    auto it = session.pending_logs.find(chunk.request_id());
+    if (it == session.pending_logs.end()) return;  // answered after its timeout
+    auto done = std::move(it->second);
+    session.pending_logs.erase(it);
+    done({}, chunk);
+  }
+
+  void fail_pending_logs(Session& session) {
+    for (auto& [id, done] : session.pending_logs)
+      asio::post(executor, [done = std::move(done)] { done(make_error_code(errc::not_found), {}); });
+    session.pending_logs.clear();
+  }
+
   // --- session end ---------------------------------------------------------------------
 
   void end_session(const std::shared_ptr<Session>& session, const std::string& why) {
@@ -922,6 +942,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     for (auto& [id, done] : session->pending_cancels)
       asio::post(executor, [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
     session->pending_cancels.clear();
+    fail_pending_logs(*session);
     if (!session->registered) return;
     auto it = by_agent.find(session->agent.id());
     if (it == by_agent.end() || it->second != session) return;  // replaced by a newer session
@@ -1141,6 +1162,41 @@ void CoordinatorDispatcher::cancel(const std::string& execution_id, std::string 
   }
   asio::post(impl_->executor,
              [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
+}
+
+void CoordinatorDispatcher::fetch_log(const std::string& agent_id, const std::string& execution_id,
+                                      std::uint64_t offset, std::uint32_t max_bytes,
+                                      std::function<void(error_code, v1::LogChunk)> done) {
+  auto& impl = *impl_;
+  auto it = impl.by_agent.find(agent_id);
+  if (it == impl.by_agent.end()) {
+    asio::post(impl.executor, [done = std::move(done)] { done(make_error_code(errc::not_found), {}); });
+    return;
+  }
+  auto session = it->second;
+  const auto request_id = ++impl.last_log_request;
+  v1::Envelope e;
+  auto* request = e.mutable_log_request();
+  request->set_request_id(request_id);
+  request->set_execution_id(execution_id);
+  request->set_offset(offset);
+  request->set_max_bytes(max_bytes);
+  if (!session->writer.send(e)) {
+    asio::post(impl.executor, [done = std::move(done)] { done(make_error_code(errc::not_found), {}); });
+    return;
+  }
+  session->pending_logs.emplace(request_id, std::move(done));
+  // An agent that does not answer (an old one, or a stalled session) fails the request.
+  auto timer = std::make_shared<asio::steady_timer>(impl.executor, 2 * impl.options.ack_timeout);
+  timer->async_wait([timer, weak_session = std::weak_ptr<Session>(session), request_id](const error_code&) {
+    auto s = weak_session.lock();
+    if (!s) return;
+    auto pending = s->pending_logs.find(request_id);
+    if (pending == s->pending_logs.end()) return;
+    auto late = std::move(pending->second);
+    s->pending_logs.erase(pending);
+    late(make_error_code(boost::system::errc::timed_out), {});
+  });
 }
 
 void CoordinatorDispatcher::stop() {

@@ -272,9 +272,11 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   }
 
   /// The runs of one fire: one agent (`one`), the shards (`sharded`) or every agent (`all`).
+  /// `chosen`: only these agents (in this order; each must be eligible), each with its own
+  /// run (`sharded`: the shards are split over them).
   void plan_fire(const TaskSlotState& slot, Instant scheduled, v1::TriggerType trigger,
                  const std::map<std::string, std::string>& params, const std::string& by,
-                 std::vector<PlannedRun>& planned) {
+                 std::vector<PlannedRun>& planned, const std::vector<std::string>* chosen = nullptr) {
     const auto& task = slot.task;
     const std::string base_id = fire_id(task.id(), scheduled);
     // Declared defaults fill the params a fire does not set (scheduled fires set none).
@@ -284,16 +286,25 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         with_defaults.emplace(spec.name(), spec.default_value());
     if (!with_defaults.empty()) {
       with_defaults.insert(params.begin(), params.end());
-      return plan_fire_with(slot, scheduled, trigger, with_defaults, by, planned, base_id);
+      return plan_fire_with(slot, scheduled, trigger, with_defaults, by, planned, base_id, chosen);
     }
-    plan_fire_with(slot, scheduled, trigger, params, by, planned, base_id);
+    plan_fire_with(slot, scheduled, trigger, params, by, planned, base_id, chosen);
   }
 
   void plan_fire_with(const TaskSlotState& slot, Instant scheduled, v1::TriggerType trigger,
                       const std::map<std::string, std::string>& params, const std::string& by,
-                      std::vector<PlannedRun>& planned, const std::string& base_id) {
+                      std::vector<PlannedRun>& planned, const std::string& base_id,
+                      const std::vector<std::string>* chosen = nullptr) {
     const auto& task = slot.task;
     auto eligible = directory.eligible_agents(task);
+    if (chosen) {
+      std::vector<AgentLoad> picked;
+      for (const auto& id : *chosen) {
+        auto it = std::find_if(eligible.begin(), eligible.end(), [&](const AgentLoad& a) { return a.agent_id == id; });
+        if (it != eligible.end()) picked.push_back(*it);
+      }
+      eligible = std::move(picked);
+    }
     auto make = [&](std::string id, std::vector<std::string> agents, std::uint32_t shard, std::uint32_t total) {
       PlannedRun run;
       run.record = base_record(task, id, scheduled, trigger, by);
@@ -323,6 +334,11 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         break;
       }
       case v1::PLACEMENT_MODE_ONE: {
+        if (chosen) {  // the operator chose: each chosen agent runs it once
+          if (eligible.empty()) make(base_id, {}, 0, 0);
+          for (const auto& a : eligible) make(fmt::format("{}:{}", base_id, a.agent_id), {a.agent_id}, 0, 0);
+          break;
+        }
         std::string key = task.placement().hash_key();
         if (auto it = params.find(key); it != params.end()) key = it->second;  // a param names the key
         make(base_id, router.route(task, std::move(eligible), key), 0, 0);
@@ -339,7 +355,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   /// agents after it in id order, so that the shards of a lost agent spread over the rest.
   static std::vector<std::string> shard_candidates(const v1::Task& task, std::vector<std::string> ids,
                                                    const std::string& own) {
-    if (task.placement().no_failover()) return {own};
+    if (true || task.placement().no_failover()) return {own};
     std::sort(ids.begin(), ids.end());
     auto at = std::find(ids.begin(), ids.end(), own);
     if (at == ids.end()) return {own};
@@ -659,6 +675,12 @@ void Scheduler::start(std::vector<v1::Execution> unclaimed_runs, std::function<v
 
 void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::string> params,
                         std::string triggered_by, std::function<void(error_code, std::vector<std::string>)> done) {
+  trigger(task_id, std::move(params), {}, std::move(triggered_by), std::move(done));
+}
+
+void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::string> params,
+                        std::vector<std::string> agent_ids, std::string triggered_by,
+                        std::function<void(error_code, std::vector<std::string>)> done) {
   auto& impl = *impl_;
   auto it = impl.index.find(task_id);
   if (it == impl.index.end() || impl.slots[it->second].removed) {
@@ -670,7 +692,8 @@ void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::s
   std::vector<PlannedRun> planned;
   auto& slot = impl.slots[it->second];
   const Instant scheduled{seconds{impl.last_manual_ms / 1000}};
-  impl.plan_fire(slot, scheduled, v1::TRIGGER_TYPE_MANUAL, params, triggered_by, planned);
+  impl.plan_fire(slot, scheduled, v1::TRIGGER_TYPE_MANUAL, params, triggered_by, planned,
+                 agent_ids.empty() ? nullptr : &agent_ids);
   std::vector<std::string> ids;
   for (auto& run : planned) {
     // Manual ids carry the millisecond, so they never collide with the scheduled ones.
@@ -722,6 +745,37 @@ void Scheduler::retry(const v1::Execution& failed, bool avoid_agent, std::chrono
     self->retry_timers.erase(timer);
     if (!ec && !self->stopped) self->plan_retry(failed, avoid_agent);
   });
+}
+
+void Scheduler::retry_on(const v1::Execution& failed, std::string agent_id, std::string triggered_by,
+                         std::function<void(error_code, std::string)> done) {
+  auto& impl = *impl_;
+  auto it = impl.index.find(failed.task_id());
+  if (it == impl.index.end() || impl.slots[it->second].removed) {
+    asio::post(impl.executor, [done] { done(make_error_code(errc::not_found), {}); });
+    return;
+  }
+  const auto& task = impl.slots[it->second].task;
+  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  const std::string root = failed.root_execution_id().empty() ? failed.execution_id() : failed.root_execution_id();
+  PlannedRun run;
+  run.record = impl.base_record(task, fmt::format("{}:{}:r{}", task.id(), impl.last_manual_ms, failed.attempt() + 1),
+                                Instant{seconds{impl.last_manual_ms / 1000}}, v1::TRIGGER_TYPE_RETRY,
+                                std::move(triggered_by));
+  run.record.set_scheduled_unix_ms(impl.last_manual_ms);
+  run.record.set_attempt(failed.attempt() + 1);
+  run.record.set_root_execution_id(root);
+  run.record.set_retry_of_execution_id(failed.execution_id());
+  run.record.set_shard_index(failed.shard_index());
+  run.record.set_shard_total(failed.shard_total());
+  *run.record.mutable_params() = failed.params();
+  run.record.set_agent_id(agent_id);
+  run.agents = {std::move(agent_id)};
+  run.request = Impl::run_request(task, run.record);
+  const std::string id = run.record.execution_id();
+  std::vector<PlannedRun> planned;
+  planned.push_back(std::move(run));
+  impl.record_and_send(std::move(planned), {}, [done, id](error_code ec) { done(ec, ec ? std::string{} : id); });
 }
 
 std::optional<Instant> Scheduler::next_fire(const std::string& task_id) const {

@@ -341,6 +341,14 @@ std::optional<v1::Agent> SqliteStoreTransaction::agent(std::string_view id) {
   return std::move(agents.front());
 }
 
+bool SqliteStoreTransaction::delete_agent(std::string_view id) {
+  require_writable("delete_agent");
+  statement("DELETE FROM agent_labels WHERE agent_id = ?1").bind(1, id).run();
+  statement("DELETE FROM agent_ips WHERE agent_id = ?1").bind(1, id).run();
+  statement("DELETE FROM agents WHERE id = ?1").bind(1, id).run();
+  return db_.changes() > 0;
+}
+
 void SqliteStoreTransaction::put_agent(const v1::Agent& agent) {
   require_writable("put_agent");
   if (agent.id().empty()) throw_invalid("agent", "id", "is empty");

@@ -84,6 +84,7 @@ class SqliteStoreTransaction final : public StoreTransaction {
 
   std::optional<v1::Agent> agent(std::string_view id) override;
   void put_agent(const v1::Agent& agent) override;
+  bool delete_agent(std::string_view id) override;
   Listing<v1::Agent> list_agents(const v1::ListAgentsRequest& request) override;
   std::vector<v1::Agent> agents_in_group(std::string_view group_id) override;
 

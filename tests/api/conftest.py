@@ -170,6 +170,21 @@ log_level: debug
         wait_for(lambda: self.ready(), 30, "the coordinator's /readyz")
         self.agent = self.start("agent", [self.agent_bin, "--config", os.path.join(self.dir, "agent.yaml")])
 
+    def add_agent(self, name, group="workers"):
+        """Starts another qf-agent (its own certificate and data directory) in `group`."""
+        certs = os.path.join(self.dir, "certs")
+        subprocess.run([self.qfctl, "certs", "issue", "--dir", certs, "--agent", name], check=True,
+                       capture_output=True, timeout=30)
+        config = os.path.join(self.dir, f"agent-{name}.yaml")
+        with open(config, "w") as f:
+            f.write(f"""coordinators: ["127.0.0.1:{self.agent_port}"]
+tls: {{ca_file: certs/ca.pem, cert_file: certs/agent-{name}.pem, key_file: certs/agent-{name}.key}}
+data_dir: agent-data-{name}
+group_id: {group}
+log_level: debug
+""")
+        return self.start(f"agent-{name}", [self.agent_bin, "--config", config])
+
     def ready(self):
         try:
             with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:

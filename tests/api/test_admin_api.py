@@ -539,6 +539,73 @@ def test_delete_task(admin, workers):
     assert any(e["action"] == "task.delete" for e in admin.get(f"/api/v1/audit?target_id={task['id']}").data["items"])
 
 
+def test_batch_enable_disable_delete_is_all_or_nothing_and_audited(admin, workers):
+    ids = [admin.post("/api/v1/tasks", dict(SHELL_TASK, name=f"api-batch-{i}", group_ids=[workers])).data["id"]
+           for i in range(3)]
+
+    def states():
+        return [admin.get(f"/api/v1/tasks/{i}").data["task"]["enabled"] for i in ids]
+
+    r = admin.post("/api/v1/tasks/batch", {"task_ids": ids, "action": "BATCH_TASK_ACTION_DISABLE"})
+    assert r.status == 200, r
+    assert [(x["id"], x["ok"]) for x in r.data["results"]] == [(i, True) for i in ids]
+    assert states() == [False, False, False]
+    # Every bad id is named and nothing changes, not even the good ones.
+    bad = admin.post("/api/v1/tasks/batch", {"task_ids": [ids[0], "ghost-1", ids[1], "ghost-2"],
+                                             "action": "BATCH_TASK_ACTION_ENABLE"})
+    assert bad.status == 400, bad
+    fields = [(d["field"], d["reason"]) for d in bad.json["details"]]
+    assert fields == [("task_ids[1]", 'no task with id "ghost-1"'), ("task_ids[3]", 'no task with id "ghost-2"')]
+    assert "nothing was changed" in bad.json["message"]
+    assert states() == [False, False, False]
+    for body, field in [({"task_ids": ids}, "action"), ({"task_ids": [], "action": "BATCH_TASK_ACTION_ENABLE"}, "task_ids"),
+                        ({"task_ids": [ids[0], ids[0]], "action": "BATCH_TASK_ACTION_ENABLE"}, "task_ids[1]"),
+                        ({"task_ids": [ids[0], ""], "action": "BATCH_TASK_ACTION_ENABLE"}, "task_ids[1]"),
+                        ({"task_ids": ids, "action": "BATCH_TASK_ACTION_TRIGGER"}, "action"),
+                        ({"task_ids": [f"t{i}" for i in range(1001)], "action": "BATCH_TASK_ACTION_ENABLE"}, "task_ids"),
+                        ({"task_ids": ids, "action": "BATCH_TASK_ACTION_ENABLE", "extra": 1}, "extra")]:
+        r = admin.post("/api/v1/tasks/batch", body)
+        assert r.status == 400 and field in [d["field"] for d in r.json["details"]], (body, r)
+    assert states() == [False, False, False]
+    r = admin.post("/api/v1/tasks/batch", {"task_ids": ids[:2], "action": "BATCH_TASK_ACTION_ENABLE"})
+    assert r.status == 200, r
+    assert states() == [True, True, False]
+    audit = admin.get("/api/v1/audit?action=task.batch").data["items"]
+    assert any(e["success"] and "enable 2 task(s)" in e["detail"] for e in audit), audit
+    assert any(not e["success"] and "ghost-1" in e["detail"] for e in audit), audit
+    assert {e["action"] for e in admin.get(f"/api/v1/audit?target_id={ids[0]}").data["items"]} >= {"task.disable",
+                                                                                                   "task.enable"}
+    viewer_like = admin.post("/api/v1/tasks/batch", raw=b"not json")
+    assert viewer_like.status == 400
+    r = admin.post("/api/v1/tasks/batch", {"task_ids": ids, "action": "BATCH_TASK_ACTION_DELETE"})
+    assert r.status == 200, r
+    assert all(admin.get(f"/api/v1/tasks/{i}").status == 404 for i in ids)
+    assert any(e["action"] == "task.delete" for e in admin.get(f"/api/v1/audit?target_id={ids[2]}").data["items"])
+
+
+def test_delete_an_agent_that_is_gone_but_not_one_online(admin, cluster):
+    wait_for(lambda: admin.get("/api/v1/agents/api-agent").data["state"] == "AGENT_STATE_ONLINE", 30, "api-agent online")
+    online = admin.delete("/api/v1/agents/api-agent", pattern="/api/v1/agents/{id}")
+    assert online.status == 409, online
+    assert "ONLINE" in online.json["message"] and "api-agent" in online.json["message"]
+    assert admin.get("/api/v1/agents/api-agent").status == 200
+    assert admin.delete("/api/v1/agents/no-such-agent").status == 404
+    gone = cluster.add_agent("api-gone")
+    wait_for(lambda: admin.get("/api/v1/agents/api-gone").status == 200
+             and admin.get("/api/v1/agents/api-gone").data["state"] == "AGENT_STATE_ONLINE", 30, "api-gone online")
+    assert admin.delete("/api/v1/agents/api-gone").status == 409
+    gone.send_signal(signal.SIGTERM)
+    gone.wait(timeout=20)
+    wait_for(lambda: admin.get("/api/v1/agents/api-gone").data["state"] != "AGENT_STATE_ONLINE", 30, "api-gone offline")
+    r = admin.delete("/api/v1/agents/api-gone")
+    assert r.status == 200, r
+    assert admin.get("/api/v1/agents/api-gone").status == 404
+    assert "api-gone" not in [a["id"] for a in admin.get("/api/v1/agents?page_size=500").data["items"]]
+    audit = admin.get("/api/v1/audit?target_id=api-gone").data["items"]
+    assert any(e["action"] == "agent.delete" and e["success"] for e in audit), audit
+    assert any(e["action"] == "agent.delete" and not e["success"] for e in audit), audit
+
+
 def test_zz_openapi_lists_every_route_and_each_was_exercised(anonymous, admin):
     doc = anonymous.get("/api/v1/openapi.json")
     assert doc.status == 200

@@ -194,6 +194,13 @@ void run_agent_move(const ApiFlags& flags, const CatalogArgs& args) {
   if (!all_ok) throw CommandFailure{k_exit_invalid_input, "some agents were not moved"};
 }
 
+void run_agent_delete(const ApiFlags& flags, const CatalogArgs& args) {
+  auto api = ApiClient::from_flags(flags);
+  api.remove("/agents/" + url_encode(args.id));
+  if (flags.format() == OutputFormat::table)
+    std::cout << fmt::format("deleted agent {} (its history stays; it registers again if it connects)\n", args.id);
+}
+
 }  // namespace
 
 void add_catalog_commands(CLI::App& app) {
@@ -239,6 +246,10 @@ void add_catalog_commands(CLI::App& app) {
   auto* agent_get = agent->add_subcommand("get", "an agent");
   agent_get->add_option("id", args->id, "agent id")->required();
   agent_get->callback([agent_flags, args] { run_agent_get(*agent_flags, *args); });
+  auto* agent_delete = agent->add_subcommand("delete", "delete an agent that is gone (refused while it is online)");
+  agent_delete->alias("rm");
+  agent_delete->add_option("id", args->id, "agent id")->required();
+  agent_delete->callback([agent_flags, args] { run_agent_delete(*agent_flags, *args); });
   auto* move = agent->add_subcommand("move", "place agents in a group by hand");
   move->add_option("--group", args->group, "target group id or name; \"\" takes them out of any group")->required();
   move->add_option("ids", args->agent_ids, "agent ids")->required();

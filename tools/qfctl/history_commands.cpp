@@ -136,22 +136,21 @@ void run_exec_logs(const ApiFlags& flags, const HistoryArgs& args) {
   auto api = ApiClient::from_flags(flags);
   constexpr std::uint32_t k_page_bytes = 1 << 20;
   std::uint64_t offset = 0;
-  bool truncated_noted = false;
   while (true) {
     const auto response = api.get<v1::ExecutionLogResponse>(
         path_of(args.id) + "/logs", {{"offset", std::to_string(offset)}, {"max_bytes", std::to_string(k_page_bytes)}});
     const auto& chunk = response.chunk();
     if (flags.format() != OutputFormat::table && !args.follow) return print_message(response, flags.format());
     std::cout << chunk.data() << std::flush;
-    offset = chunk.offset() + chunk.data().size();
-    if (response.truncated() && !truncated_noted) {
-      truncated_noted = true;
-      std::cerr << fmt::format("qfctl: the coordinator keeps only the first {} of {} bytes; the full log stays on "
-                               "the agent (qfctl local logs there)\n",
-                               chunk.offset() + chunk.data().size(), chunk.total_bytes());
+    // Past the first 10 KB the coordinator reads the log from the agent; slices end on
+    // character boundaries, so the next one starts at next_offset.
+    offset = chunk.next_offset() ? chunk.next_offset() : chunk.offset() + chunk.data().size();
+    if (!response.agent_log_error().empty()) {
+      std::cerr << fmt::format("qfctl: {} (of {} bytes)\n", response.agent_log_error(), chunk.total_bytes());
+      break;
     }
     if (chunk.eof()) break;                                 // final, and all of it read
-    if (chunk.data().size() == k_page_bytes) continue;     // the next page is there already
+    if (offset < chunk.total_bytes()) continue;             // the next page is there already
     if (!args.follow) break;
     // Polling keeps this free of the events socket; the record grows as the agent reports.
     std::this_thread::sleep_for(std::chrono::seconds{1});
@@ -173,6 +172,18 @@ void run_exec_retry(const ApiFlags& flags, const HistoryArgs& args) {
   const auto response = api.post<v1::TriggerResponse>(path_of(args.id) + "/retry");
   if (flags.format() != OutputFormat::table) return print_message(response, flags.format());
   for (const auto& id : response.execution_ids()) std::cout << id << "\n";
+  if (!args.follow) return;
+  // Wait for the retry to end; its exit status is the command's (0 only on SUCCESS).
+  for (const auto& id : response.execution_ids()) {
+    v1::Execution e;
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds{500});
+      e = api.get<v1::Execution>(path_of(id));
+    } while (!qf::is_final(e.status()));
+    std::cout << fmt::format("{}: {} on {}\n", id, status_text(e.status()), e.agent_id());
+    if (e.status() != v1::EXECUTION_STATUS_SUCCESS)
+      throw CommandFailure{k_exit_failure, fmt::format("the retry ended {}", status_text(e.status()))};
+  }
 }
 
 // --- stats, audit --------------------------------------------------------------------------
@@ -275,13 +286,16 @@ void add_history_commands(CLI::App& app) {
   auto* logs = exec->add_subcommand("logs", "the output of an execution");
   logs->add_option("id", args->id, "execution id")->required();
   logs->add_flag("-f,--follow", args->follow, "keep reading (every second) until the execution has finished");
+  // The whole log: past the first 10 KB the coordinator fetches it from the agent.
   logs->callback([exec_flags, args] { run_exec_logs(*exec_flags, *args); });
   auto* cancel = exec->add_subcommand("cancel", "cancel a pending or running execution");
   cancel->add_option("id", args->id, "execution id")->required();
   cancel->add_option("--reason", args->reason, "why, recorded with the execution and in the audit log");
   cancel->callback([exec_flags, args] { run_exec_cancel(*exec_flags, *args); });
-  auto* retry = exec->add_subcommand("retry", "run a finished execution's task again with the same parameters");
+  auto* retry = exec->add_subcommand(
+      "retry", "run a finished execution again on the agent it ran on (trigger RETRY, linked to it); prints the new id");
   retry->add_option("id", args->id, "execution id")->required();
+  retry->add_flag("-w,--wait", args->follow, "wait until the retry has ended; fail unless it succeeded");
   retry->callback([exec_flags, args] { run_exec_retry(*exec_flags, *args); });
   mention_api_flags(*exec);
 

@@ -46,6 +46,10 @@ struct TaskArgs {
   // trigger
   std::vector<std::string> params;
   std::string reason;
+  std::vector<std::string> agents;
+  // batch
+  std::string action;
+  std::vector<std::string> ids;
   // next
   std::uint32_t count = 5;
   // edit / update
@@ -287,11 +291,28 @@ void run_trigger(const ApiFlags& flags, const TaskArgs& args) {
     (*request.mutable_params())[param.substr(0, eq)] = param.substr(eq + 1);
   }
   request.set_reason(args.reason);
+  for (const auto& agent : args.agents) request.add_agent_ids(agent);
   auto api = ApiClient::from_flags(flags);
   const auto response = api.post<v1::TriggerResponse>(path_of(args.id) + "/trigger", &request);
   if (flags.format() != OutputFormat::table) return print_message(response, flags.format());
   for (const auto& id : response.execution_ids()) std::cout << id << "\n";
   if (response.execution_ids().empty()) std::cerr << "qfctl: no execution was created (no agent to run it?)\n";
+}
+
+void run_batch(const ApiFlags& flags, const TaskArgs& args) {
+  v1::BatchTaskRequest request;
+  if (args.action == "enable") request.set_action(v1::BATCH_TASK_ACTION_ENABLE);
+  else if (args.action == "disable") request.set_action(v1::BATCH_TASK_ACTION_DISABLE);
+  else if (args.action == "delete") request.set_action(v1::BATCH_TASK_ACTION_DELETE);
+  else
+    throw CommandFailure{k_exit_invalid_input,
+                         fmt::format("action \"{}\": expected enable, disable or delete", args.action)};
+  for (const auto& id : args.ids) request.add_task_ids(id);
+  auto api = ApiClient::from_flags(flags);
+  const auto response = api.post<v1::BatchTaskResponse>("/tasks/batch", &request);
+  if (flags.format() != OutputFormat::table) return print_message(response, flags.format());
+  const char* done = args.action == "enable" ? "enabled" : args.action == "disable" ? "disabled" : "deleted";
+  for (const auto& r : response.results()) std::cout << fmt::format("{} task {}\n", done, r.id());
 }
 
 void run_next(const ApiFlags& flags, const TaskArgs& args) {
@@ -367,7 +388,18 @@ void add_task_commands(CLI::App& app) {
   trigger->add_option("id", args->id, "task id")->required();
   trigger->add_option("--param", args->params, "a run parameter NAME=VALUE (repeatable)");
   trigger->add_option("--reason", args->reason, "why, for the audit log");
+  trigger->add_option("--agent", args->agents,
+                      "run it on this agent (repeatable; each must be online and of the task's groups); "
+                      "default: the placement decides");
   trigger->callback([flags, args] { run_trigger(*flags, *args); });
+
+  auto* batch = task->add_subcommand(
+      "batch", "enable, disable or delete many tasks at once: all or nothing (every unknown id is named)");
+  batch->add_option("action", args->action, "enable, disable or delete")
+      ->required()
+      ->check(CLI::IsMember({"enable", "disable", "delete"}));
+  batch->add_option("ids", args->ids, "task ids (1-1000)")->required();
+  batch->callback([flags, args] { run_batch(*flags, *args); });
 
   auto* next = task->add_subcommand("next", "the next fires of a task as the coordinator computes them");
   next->add_option("id", args->id, "task id")->required();
