@@ -32,6 +32,7 @@
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
 
+#include "console_embedded.hpp"
 #include "settings.hpp"
 
 namespace asio = boost::asio;
@@ -216,6 +217,7 @@ int main(int argc, char** argv) {
   qf::Authenticator auth(*store, io.get_executor(), settings->auth);
   if (!init_admin.empty()) return initialize_admin(io, auth, *store, init_admin);
   coordinator = std::make_unique<qf::Coordinator>(io.get_executor(), *store, settings->options);
+  settings->admin.console_files = qf::examples::embedded_console_files();
   qf::AdminServer admin(io.get_executor(), *coordinator, auth, settings->admin);
   if (const auto admin_ec = admin.listen(detail)) {
     std::cerr << fmt::format("qf-coordinator: {}: admin_listen / admin_tls: {}\n", settings->config_file.string(), detail);

@@ -142,8 +142,14 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
   if (config.session_ttl_seconds() != 0) settings.auth.session_ttl = std::chrono::seconds{config.session_ttl_seconds()};
   settings.admin.session_ttl = settings.auth.session_ttl;
   settings.auth.require_totp_for_admins = config.require_totp_for_admins();
-  if (!config.console_dir().empty())
-    settings.warnings.push_back("console_dir: the web console is not part of this build yet; ignored");
+  if (!config.console_dir().empty()) {
+    const auto console_dir = resolve(config.console_dir());
+    std::error_code exists_error;
+    if (!std::filesystem::exists(console_dir / "index.html", exists_error))
+      return fail("console_dir", fmt::format("{}: no index.html (a built console: src/admin/console/dist after "
+                                             "npm run build)", console_dir.string()));
+    settings.admin.console_dir = console_dir.string();
+  }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
   return settings;

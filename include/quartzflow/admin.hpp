@@ -8,7 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/any_io_executor.hpp>
@@ -19,6 +21,14 @@ namespace quartzflow {
 
 class Coordinator;
 class Authenticator;
+
+/// One file of the web console: its path under `/` and its bytes, with a gzip copy when
+/// one was made at build time. The bytes outlive the server (static storage).
+struct ConsoleFile {
+  std::string_view path;  ///< relative, e.g. `index.html`, `assets/index-3f2a1b9c.js`
+  std::string_view body;
+  std::string_view gzip;  ///< the same bytes gzip-compressed; empty = none
+};
 
 struct AdminServerOptions {
   std::string host = "127.0.0.1";               ///< an IP address to listen on
@@ -32,6 +42,12 @@ struct AdminServerOptions {
   std::size_t max_connections_per_address = 64; ///< from one client address; beyond: 503 as above
   std::size_t max_event_backlog = 1024;         ///< events queued for one WebSocket; beyond: dropped
   std::chrono::seconds session_ttl{43'200};     ///< console session lifetime (cookie Max-Age)
+  /// The web console served at `/`: the files built into the binary (empty: none; GET /
+  /// then says the console was not built) ...
+  std::span<const ConsoleFile> console_files;
+  /// ... or, when set, a directory with a built console (index.html, assets/, `.gz`
+  /// copies), read once by `listen`; it wins over `console_files`.
+  std::string console_dir;
 };
 
 /// Counters since start, for tests and /metrics.
@@ -48,7 +64,9 @@ struct AdminServerStats {
  * `Authorization: Bearer`) and checked against the caller's role (viewer: reads; operator:
  * tasks, groups, agents, executions; admin: everything, users too), except `/healthz`,
  * `/readyz`, `/metrics`, `/api/v1/openapi.json` and login. Mutations are audited with
- * the caller, address, user agent and request id.
+ * the caller, address, user agent and request id. Other GET paths serve the web console
+ * (see `AdminServerOptions::console_files`): hashed assets cached for a year, `index.html`
+ * (never cached) for the console's own routes, gzip when accepted, a strict CSP.
  *
  * Thread safety: not thread-safe; use from its executor (the coordinator's).
  * Cancellation: `stop` closes the listener and every connection.

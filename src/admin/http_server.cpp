@@ -2,6 +2,7 @@
 // The admin endpoint's sockets (Beast): HTTP/1.1 with keep-alive or HTTPS, limits on header,
 // body, request time and connections, /healthz /readyz /metrics, and the events WebSocket.
 // The only Beast-heavy translation unit of the admin API; the routes live in AdminApi.
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <set>
@@ -24,6 +25,7 @@
 #include <quartzflow/log.hpp>
 
 #include "admin_api.hpp"
+#include "console_files.hpp"
 
 namespace quartzflow {
 namespace {
@@ -76,6 +78,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   asio::any_io_executor executor;
   AdminServerOptions options;
   std::shared_ptr<AdminApi> api;
+  detail::ConsoleFiles console;
   tcp::acceptor acceptor;
   std::unique_ptr<asio::ssl::context> tls;
   AdminServerStats stats;
@@ -192,6 +195,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     if (api.path == "/metrics" && api.method == "GET")
       return send_text(200, s->api->metrics_text(), "text/plain; version=0.0.4");
     if (api.path == "/api/v1/events" && websocket::is_upgrade(req)) return upgrade(std::move(api));
+    if (api.method == "GET") {
+      const auto accept_encoding = req.find(http::field::accept_encoding);
+      if (auto file = s->console.serve(api.path, accept_encoding == req.end() ? "" : text_of(accept_encoding->value())))
+        return send(std::move(*file));
+    }
 
     api.body = std::move(req.body());
     // The session lives until its answer is written (the handler may wait for the store
@@ -223,7 +231,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), 11);
     res->set(http::field::server, "quartzflow");
     res->set(http::field::content_type, r.content_type);
-    res->set(http::field::cache_control, "no-store");
+    // API answers are never cached; console files say otherwise in their own headers.
+    const bool has_cache_control = std::any_of(r.headers.begin(), r.headers.end(),
+                                               [](const auto& h) { return beast::iequals(h.first, "Cache-Control"); });
+    if (!has_cache_control) res->set(http::field::cache_control, "no-store");
     res->set("X-Content-Type-Options", "nosniff");
     for (auto& [name, value] : r.headers) res->insert(name, value);
     res->keep_alive(keep_alive_);
@@ -429,6 +440,21 @@ error_code AdminServer::listen(std::string& detail) {
                            e.code().message());
       return e.code();
     }
+  }
+  if (!impl.options.console_dir.empty()) {
+    std::string problem;
+    impl.console = detail::ConsoleFiles::read_directory(impl.options.console_dir, problem);
+    if (impl.console.empty()) {
+      detail = "console_dir: " + problem;
+      return make_error_code(errc::invalid_argument);
+    }
+    logger()->info("web console: {} files from {}", impl.console.size(), impl.options.console_dir);
+  } else {
+    impl.console = detail::ConsoleFiles(impl.options.console_files);
+    if (!impl.console.empty()) logger()->info("web console: {} files built in, served at /", impl.console.size());
+    else
+      logger()->warn("web console: not built into this qf-coordinator (no Node.js at build time); GET / says so, "
+                     "the API is served");
   }
   beast::error_code ec;
   const auto address = asio::ip::make_address(impl.options.host, ec);

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+// The API's objects as the console reads them (protobuf JSON, proto field names; int64
+// values arrive as strings, enums as their full names).
+export type Int64 = string | number
+
+export interface Schedule {
+  cron?: string
+  interval_seconds?: number
+  fixed_delay_seconds?: number
+  once_at_unix_ms?: Int64
+  manual?: Record<string, never>
+  time_zone?: string
+}
+
+export interface Task {
+  id?: string
+  name: string
+  description?: string
+  enabled?: boolean
+  shell?: { argv?: string[]; script?: string; interpreter?: string[]; working_dir?: string }
+  http?: { method?: string; url?: string; body?: string; timeout_seconds?: number }
+  plugin?: { name?: string }
+  schedule?: Schedule
+  placement?: { mode?: string; routing?: string; shard_count?: number }
+  timeout_seconds?: number
+  retry?: { max_retries?: number; interval_seconds?: number }
+  overlap_policy?: string
+  misfire_policy?: string
+  group_ids?: string[]
+  group_names?: string[]
+  all_agents?: boolean
+  labels?: Record<string, string>
+  revision?: Int64
+  updated_at_unix_ms?: Int64
+}
+
+export interface TaskSummary {
+  task: Task
+  next_fire_unix_ms: Int64
+  schedule_description: string
+  last_execution_id: string
+  last_status: string
+  last_scheduled_unix_ms: Int64
+  run_count: Int64
+  success_count: Int64
+  failure_count: Int64
+  running_count: number
+  target_agent_count: number
+  online_agent_count: number
+}
+
+export interface Page<T> {
+  items: T[]
+  total: Int64
+  page: number
+  page_size: number
+}
+
+export interface Execution {
+  execution_id: string
+  task_id: string
+  agent_id: string
+  status: string
+  trigger: string
+  scheduled_unix_ms: Int64
+  started_unix_ms: Int64
+  ended_unix_ms: Int64
+  duration_ms: Int64
+  exit_code?: number
+  output?: string
+  output_truncated?: boolean
+  error_message: string
+  attempt: number
+  task_name: string
+  agent_hostname: string
+  group_id: string
+  shard_index: number
+  shard_total: number
+  skip_reason: string
+  skip_detail: string
+  failure_reason: string
+  output_bytes: Int64
+  params?: Record<string, string>
+  triggered_by: string
+}
+
+export interface ExecutionLog {
+  chunk: { execution_id: string; offset: Int64; data: string; total_bytes: Int64; eof: boolean }
+  source: string
+  truncated: boolean
+  error_message: string
+}
+
+export interface NextFire {
+  unix_ms: Int64
+  local_time: string
+  utc_offset_seconds: number
+  zone_abbreviation: string
+  dst_rule: string
+  near_dst_transition: boolean
+}
+
+export interface CronPreview {
+  next_fires: NextFire[]
+  description: string
+  fixed_time: boolean
+  dst_notes: string[]
+  time_zone: string
+}
+
+export interface Group {
+  id: string
+  name: string
+  description?: string
+  tags?: string[]
+}
+
+export interface GroupSummary {
+  group: Group
+  agent_count: number
+  online_agent_count: number
+  task_count: number
+}
+
+export interface Agent {
+  id: string
+  hostname: string
+  ips: string[]
+  group_id: string
+  group_name: string
+  version: string
+  platform: string
+  state: string
+  last_heartbeat_unix_ms: Int64
+  clock_offset_ms: Int64
+  desired_config_version: Int64
+  applied_config_version: Int64
+  running_executions: number
+  pending_sync_records: Int64
+  local_store_disk_full?: boolean
+}
+
+export interface FailureReasonCount {
+  reason: string
+  count: Int64
+  example_error_message: string
+}
+
+export interface Stats {
+  from_unix_ms: Int64
+  to_unix_ms: Int64
+  total: Int64
+  success: Int64
+  failure: Int64
+  timeout: Int64
+  cancelled: Int64
+  skipped: Int64
+  missed: Int64
+  running: Int64
+  pending: Int64
+  success_rate_percent: number
+  avg_duration_ms: Int64
+  p50_duration_ms: Int64
+  p95_duration_ms: Int64
+  max_duration_ms: Int64
+  top_failure_reasons: FailureReasonCount[]
+}
+
+export interface StatsResponse {
+  summary: Stats
+  series: Stats[]
+  top_failing_tasks: {
+    task_id: string
+    task_name: string
+    failure_count: Int64
+    total: Int64
+    success_rate_percent: number
+  }[]
+}
+
+export interface User {
+  id: string
+  username: string
+  display_name: string
+  email: string
+  role: string
+  disabled: boolean
+  totp_enabled: boolean
+  settings?: Record<string, string>
+  last_login_unix_ms: Int64
+  password_change_required: boolean
+}
+
+export interface ApiToken {
+  id: string
+  name: string
+  role: string
+  user_id: string
+  token_prefix: string
+  expires_at_unix_ms: Int64
+  created_at_unix_ms: Int64
+  last_used_unix_ms: Int64
+  revoked: boolean
+}
+
+export interface AuditEntry {
+  id: Int64
+  at_unix_ms: Int64
+  actor: string
+  action: string
+  target_type: string
+  target_id: string
+  target_name: string
+  source_ip: string
+  success: boolean
+  detail: string
+  before_json: string
+  after_json: string
+}
