@@ -510,6 +510,11 @@ std::string counting_tasks(int count, const fs::path& file, const std::string& s
   return yaml;
 }
 
+std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::map<std::string, int> executions_in(const fs::path& file) {
   std::map<std::string, int> out;
   std::istringstream in(read_text(file));
@@ -612,5 +617,55 @@ TEST_CASE("SIGTERM of an agent with runs in progress: each run executes once, th
     CHECK(db.number(fmt::format("SELECT count(*) FROM executions WHERE execution_id = '{}' AND agent_id = 'agent-a' "
                                 "AND status = {}",
                                 id, status_value(qf::v1::EXECUTION_STATUS_SUCCESS))) == 1);
+  cluster.stop_coordinator();
+}
+
+TEST_CASE("kill -9 of one agent while sharded tasks fire every second: its shards run on the other agent",
+          "[processes][quic][slow]") {
+  TempDir scratch;
+  const auto file = scratch.path() / "runs.txt";
+  std::string yaml = "groups:\n  - name: workers\ntasks:\n";
+  for (int i = 0; i < 4; ++i)
+    yaml += fmt::format("  - name: split-{}\n    enabled: true\n    schedule: \"* * * * * *\"\n"
+                        "    placement: {{mode: sharded, shard_count: 2}}\n    group_ids: [workers]\n"
+                        "    shell: {{argv: [\"/bin/sh\", \"-c\", \"echo $QF_EXECUTION_ID >> {}\"]}}\n"
+                        "    timeout_seconds: 30\n",
+                        i, file.string());
+  ProcessCluster cluster(yaml, 1);
+  cluster.start_coordinator();
+  for (const char* name : {"agent-a", "agent-b"}) {
+    cluster.configure_agent(name);
+    cluster.start_agent(name);
+  }
+  REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
+  REQUIRE(wait_until([&] { return executions_in(file).size() >= 24; }, 40s));
+  const auto killed_ms = unix_ms_now();
+  cluster.agents.at("agent-a")->kill_tree();
+  std::this_thread::sleep_for(10s);
+  const auto restarted_ms = unix_ms_now();
+  cluster.start_agent("agent-a");
+  REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
+  std::this_thread::sleep_for(8s);  // re-routed shards wait for their start deadline to pass
+  const auto runs = executions_in(file);
+  INFO(fmt::format("{} executions; run twice: {}", runs.size(), fmt::join(twice(runs), ", ")));
+  CHECK(twice(runs).empty());
+  // Every shard of every fire while agent-a was gone ran (on agent-b).
+  Db db(cluster.coordinator_db());
+  const auto tasks = db.rows("SELECT DISTINCT task_id FROM executions");
+  REQUIRE(tasks.size() == 4);
+  std::vector<std::string> missing;
+  for (std::int64_t s = killed_ms / 1000 + 2; s < restarted_ms / 1000 - 1; ++s)
+    for (const auto& task : tasks)
+      for (int shard = 0; shard < 2; ++shard) {
+        const auto id = fmt::format("{}:{}:s{}", task.at(0), s * 1000, shard);
+        if (!runs.count(id)) missing.push_back(id);
+      }
+  for (const auto& row : db.rows(fmt::format("SELECT execution_id, agent_id, failure_reason, error_message FROM "
+                                             "executions WHERE status = {}",
+                                             status_value(qf::v1::EXECUTION_STATUS_FAILURE))))
+    UNSCOPED_INFO(fmt::format("{}", fmt::join(row, " | ")));
+  CHECK(missing.empty());
+  INFO(fmt::format("shards that never ran: {}", fmt::join(missing, ", ")));
+  CHECK(db.number("SELECT count(*) FROM executions WHERE failure_reason = 'not dispatched'") == 0);
   cluster.stop_coordinator();
 }
