@@ -308,6 +308,104 @@ void BM_engine_overload_bounded(benchmark::State& state) {
 }
 BENCHMARK(BM_engine_overload_bounded)->Arg(10'000)->Arg(20'000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
+/// Start skew of locally fired tasks (issue 12): N trivial plugin tasks every second, all due
+/// at the same instants; skew = the wall clock at the body's start - the scheduled instant,
+/// in microseconds, over the fires of 5 s after 1 s of warm-up.
+void BM_engine_start_skew(benchmark::State& state) {
+  const auto task_count = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    boost::asio::io_context io;
+    auto store = open_store(io, scratch("skew.db"), true);
+    qf::TaskEngine engine(io.get_executor(), *store);
+    std::vector<double> skew_us;
+    skew_us.reserve(static_cast<std::size_t>(task_count) * 6);
+    bool collecting = false;
+    engine.plugins().add("stamp", [&](const qf::PluginCall& call) {
+      if (collecting)
+        skew_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::system_clock::now() -
+                                                                    call.request->scheduled)
+                              .count());
+      return qf::PluginResult{};
+    });
+    std::vector<qf::v1::Task> tasks;
+    for (int i = 0; i < task_count; ++i) {
+      qf::v1::Task task;
+      task.set_id("t" + std::to_string(i));
+      task.set_name(task.id());
+      task.set_enabled(true);
+      task.mutable_plugin()->set_name("stamp");
+      task.mutable_schedule()->set_cron("* * * * * *");
+      tasks.push_back(std::move(task));
+    }
+    engine.apply(std::move(tasks), 1);
+    engine.start();
+    auto run_for = [&](std::chrono::steady_clock::duration span) {
+      const auto until = std::chrono::steady_clock::now() + span;
+      while (std::chrono::steady_clock::now() < until) {
+        if (io.stopped()) io.restart();
+        io.run_one_for(10ms);
+      }
+    };
+    run_for(1s);
+    collecting = true;
+    run_for(5s);
+    collecting = false;
+    bool stopped = false;
+    engine.stop(1s, [&] { stopped = true; });
+    while (!stopped) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+    std::sort(skew_us.begin(), skew_us.end());
+    auto at = [&](double p) {
+      return skew_us.empty() ? 0.0 : skew_us[std::min(skew_us.size() - 1, static_cast<std::size_t>(p * skew_us.size()))];
+    };
+    state.counters["fires"] = static_cast<double>(skew_us.size());
+    state.counters["skew_min_us"] = skew_us.empty() ? 0 : skew_us.front();
+    state.counters["skew_p50_us"] = at(0.5);
+    state.counters["skew_p99_us"] = at(0.99);
+    state.counters["skew_max_us"] = skew_us.empty() ? 0 : skew_us.back();
+  }
+}
+BENCHMARK(BM_engine_start_skew)->Arg(1'000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+
+/// Memory per task an agent holds (issue 12): N shell tasks (a cron schedule, a one-line
+/// script) applied to an engine and armed; the growth of this process's RSS / N. The tasks
+/// fire every 6 hours, so nothing runs while it is measured.
+void BM_engine_memory_per_task(benchmark::State& state) {
+  const auto task_count = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    boost::asio::io_context io;
+    auto store = open_store(io, scratch("memory.db"), true);
+    const std::size_t rss_before = resident_bytes();
+    {
+      qf::TaskEngine engine(io.get_executor(), *store);
+      std::vector<qf::v1::Task> tasks;
+      tasks.reserve(static_cast<std::size_t>(task_count));
+      for (int i = 0; i < task_count; ++i) {
+        qf::v1::Task task;
+        task.set_id("task-" + std::to_string(i));
+        task.set_name("nightly clean-up " + std::to_string(i));
+        task.set_enabled(true);
+        task.add_group_ids("web");
+        task.mutable_shell()->set_script("/usr/local/bin/cleanup --older-than 7d");
+        task.mutable_schedule()->set_cron("0 */6 * * *");
+        task.mutable_schedule()->set_time_zone("UTC");
+        tasks.push_back(std::move(task));
+      }
+      engine.apply(std::move(tasks), 1);
+      engine.start();
+      io.poll();
+      const std::size_t rss_after = resident_bytes();
+      state.counters["tasks"] = task_count;
+      state.counters["bytes_per_task"] =
+          static_cast<double>(rss_after - rss_before) / static_cast<double>(task_count);
+      state.counters["rss_growth_MB"] = static_cast<double>(rss_after - rss_before) / (1 << 20);
+    }
+  }
+}
+BENCHMARK(BM_engine_memory_per_task)->Arg(100'000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+
 }  // namespace
 
 BENCHMARK_MAIN();
