@@ -355,7 +355,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   /// agents after it in id order, so that the shards of a lost agent spread over the rest.
   static std::vector<std::string> shard_candidates(const v1::Task& task, std::vector<std::string> ids,
                                                    const std::string& own) {
-    if (true || task.placement().no_failover()) return {own};
+    if (task.placement().no_failover()) return {own};
     std::sort(ids.begin(), ids.end());
     auto at = std::find(ids.begin(), ids.end(), own);
     if (at == ids.end()) return {own};
