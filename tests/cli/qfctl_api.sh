@@ -132,6 +132,23 @@ run 0 exec get "$execution_id"
 has "$out" "^param region: +test$" "exec get"
 run 2 task trigger report --param region
 has "$err" "expected NAME=VALUE" "trigger with a bad --param"
+run 2 task trigger report --agent ghost
+has "$err" 'agent_ids\[0\]: agent "ghost" is not online' "trigger on an agent that is not online"
+run 2 exec retry "$execution_id"
+has "$err" "no agent of the task's groups is online" "retry of a run that reached no agent, with none online"
+
+# --- batch, agent delete ------------------------------------------------------------------------
+run 2 task batch disable reindex ghost
+has "$err" 'task_ids\[1\]: no task with id "ghost"' "task batch with an unknown id"
+run 0 task get reindex -o json
+has "$out" '"enabled": true' "a refused batch changes nothing"
+run 0 task batch disable reindex
+has "$out" "^disabled task reindex$" "task batch disable"
+run 0 task batch enable reindex
+has "$out" "^enabled task reindex$" "task batch enable"
+run 2 task batch pause reindex
+run 2 agent delete nobody
+has "$err" 'no agent with id "nobody"' "agent delete of an unknown agent"
 
 # --- API tokens --------------------------------------------------------------------------------
 run 0 token create ci --role operator --expires 1d
