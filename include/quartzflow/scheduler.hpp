@@ -62,6 +62,9 @@ struct SchedulerOptions {
   std::chrono::seconds max_timer_wait{60};
   /// Fires handled per turn of the io_context (the rest continue in the next turn).
   std::size_t fires_per_turn = 20'000;
+  /// Runs handed to the store and not committed yet beyond this: planning waits for the
+  /// store, so its queue stays bounded; fires that become late follow the misfire policy.
+  std::size_t max_unrecorded_runs = 100'000;
   /// fire_all bound when the task sets none.
   std::size_t misfire_fire_all_limit = 100;
   /// Late by more than this: the fire counts as owed from downtime (misfire policy).
@@ -74,6 +77,8 @@ struct SchedulerOptions {
 /// Counters for benchmarks and metrics.
 struct SchedulerStats {
   std::uint64_t fires = 0;          ///< nominal fires handled
+  std::uint64_t store_waits = 0;    ///< turns that waited for the store (max_unrecorded_runs)
+  std::size_t unrecorded_peak = 0;  ///< most runs handed to the store and not committed at once
   std::uint64_t dispatched = 0;     ///< runs accepted by an agent
   std::uint64_t failovers = 0;      ///< refusals that moved a run to the next agent
   std::uint64_t not_dispatched = 0; ///< runs no agent took (recorded SKIPPED or FAILURE)

@@ -98,6 +98,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   bool started = false;
   bool stopped = false;
   std::int64_t last_manual_ms = 0;
+  std::size_t unrecorded = 0;      // runs handed to the store, not committed yet
+  bool waiting_for_store = false;  // on_timer returned early: unrecorded was at the bound
   std::set<std::shared_ptr<asio::steady_timer>> retry_timers;
 
   // --- planning --------------------------------------------------------------------------
@@ -136,13 +138,21 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   }
 
   void on_timer() {
+    if (stopped) return;
+    if (unrecorded >= options.max_unrecorded_runs) {
+      // The store is behind: plan nothing more until it catches up (record_and_send resumes).
+      if (!waiting_for_store) ++stats.store_waits;
+      waiting_for_store = true;
+      return;
+    }
     const auto now_precise = std::chrono::system_clock::now();
     const Instant now = std::chrono::floor<seconds>(now_precise);
     std::vector<PlannedRun> planned;
     std::vector<std::pair<std::string, FireState>> fire_states;
     std::size_t handled = 0;
     const auto horizon = now_precise + options.record_ahead;
-    while (!heap.empty() && heap.top().start_at <= horizon && handled < options.fires_per_turn) {
+    while (!heap.empty() && heap.top().start_at <= horizon && handled < options.fires_per_turn &&
+           unrecorded + planned.size() < options.max_unrecorded_runs) {
       const HeapEntry entry = heap.top();
       heap.pop();
       auto& slot = slots[entry.slot];
@@ -460,6 +470,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       return;
     }
     auto runs = std::make_shared<std::vector<PlannedRun>>(std::move(planned));
+    unrecorded += runs->size();
+    stats.unrecorded_peak = std::max(stats.unrecorded_peak, unrecorded);
     store.transact(
         [runs, fire_states = std::move(fire_states)](StoreTransaction& tx, error_code&) {
           for (const auto& run : *runs) tx.upsert_execution(run.record);
@@ -469,6 +481,13 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
           auto self = weak.lock();
           if (recorded) recorded(ec);
           if (!self) return;
+          self->unrecorded -= runs->size();
+          if (self->waiting_for_store && self->unrecorded < self->options.max_unrecorded_runs) {
+            self->waiting_for_store = false;
+            asio::post(self->executor, [weak] {
+              if (auto again = weak.lock()) again->on_timer();
+            });
+          }
           if (ec) {
             logger()->error("recording {} fire(s) failed, they are not sent: {}", runs->size(), ec.message());
             return;

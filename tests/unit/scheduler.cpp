@@ -393,3 +393,29 @@ TEST_CASE("a shard refused by its agent fails over to another agent unless no_fa
   CHECK(f.record(pinned_ids[0])->error_message() == "no agent accepted the run (tried: agent-a)");
   CHECK(f.scheduler->stats().dispatched == 3);  // shard 1 of the pinned task, on agent-b
 }
+
+TEST_CASE("the store is handed at most max_unrecorded_runs runs at once, and no fire is skipped", "[scheduler]") {
+  Fixture f;
+  qf::SchedulerOptions options;
+  options.max_unrecorded_runs = 8;
+  f.scheduler = std::make_unique<qf::Scheduler>(f.io.get_executor(), *f.store, f.agents, *f.sink, options);
+  for (int i = 0; i < 100; ++i) f.scheduler->upsert_task(one_task("t" + std::to_string(i), "* * * * * *"));
+  f.start();
+  f.run_until([] { return false; }, 2500ms);
+  f.scheduler->stop();
+  f.store->flush();
+  const auto& stats = f.scheduler->stats();
+  CHECK(stats.unrecorded_peak <= 8);
+  CHECK(stats.store_waits > 0);
+  // Every task's fires are consecutive seconds: none skipped, none twice.
+  for (int i = 0; i < 100; ++i) {
+    const auto records = f.records("t" + std::to_string(i));
+    std::vector<std::int64_t> instants;
+    for (const auto& r : records.items) instants.push_back(r.scheduled_unix_ms());
+    std::sort(instants.begin(), instants.end());
+    REQUIRE(instants.size() >= 2);
+    for (std::size_t k = 1; k < instants.size(); ++k) CHECK(instants[k] - instants[k - 1] == 1000);
+  }
+  std::set<std::string> sent;
+  for (const auto& [agent, run] : f.sink->sent) CHECK(sent.insert(run.execution_id()).second);
+}
