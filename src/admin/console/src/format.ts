@@ -40,16 +40,17 @@ export function formatBytes(value: unknown): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`
 }
 
-/** Relative time for recent instants ("12 s ago"), absolute beyond a day. */
-export function formatAgo(unixMs: unknown, now = Date.now()): string {
+/** Relative time for recent instants ("12 s ago", "12 秒前"), absolute beyond a day. */
+export function formatAgo(unixMs: unknown, now = Date.now(), locale = 'en'): string {
   const ms = num(unixMs)
   if (!ms) return '—'
-  const seconds = Math.round((now - ms) / 1000)
-  if (seconds < 0) return `in ${-seconds} s`
-  if (seconds < 60) return `${seconds} s ago`
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`
-  return formatTime(ms)
+  const seconds = Math.round((ms - now) / 1000)
+  const abs = Math.abs(seconds)
+  if (abs >= 86400) return formatTime(ms)
+  const rtf = new Intl.RelativeTimeFormat(locale, { numeric: 'always', style: 'short' })
+  if (abs < 60) return rtf.format(seconds, 'second')
+  if (abs < 3600) return rtf.format(Math.trunc(seconds / 60), 'minute')
+  return rtf.format(Math.trunc(seconds / 3600), 'hour')
 }
 
 export const STATUS_TYPES: Record<string, 'success' | 'danger' | 'warning' | 'info' | 'primary'> = {

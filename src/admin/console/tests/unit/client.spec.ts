@@ -31,7 +31,7 @@ describe('api client', () => {
         request_id: 'r1',
       }),
     )
-    const error = await api.post('/tasks', { name: 'x' }).catch((e) => e)
+    const error = (await api.post('/tasks', { name: 'x' }).catch((e) => e)) as ApiError
     expect(error).toBeInstanceOf(ApiError)
     expect(error.message).toBe('invalid task: schedule.cron: minute: 61 is out of range 0-59')
     expect(error.status).toBe(400)

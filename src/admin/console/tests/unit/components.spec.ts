@@ -77,7 +77,7 @@ describe('CronPreview', () => {
     await vi.advanceTimersByTimeAsync(300)
     await flushPromises()
     expect(w.find('[data-testid="cron-preview-error"]').text()).toBe('minute: 61 is out of range 0-59')
-    expect(w.emitted('error')?.at(-1)).toEqual(['minute: 61 is out of range 0-59'])
+    expect(w.emitted('error')?.slice(-1)[0]).toEqual(['minute: 61 is out of range 0-59'])
   })
 })
 

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: Apache-2.0
+// The console in headless Chromium (playwright-core, Debian's chromium) against a running
+// qf-coordinator and qf-agent (test_console.py starts them): log in, create a task through
+// the form (a validation error first), see it run, read its log, disable it, switch
+// language and theme, a viewer sees no write controls; screenshots of every page in both
+// themes; first load and 100-row render times. The last stdout line is the measures (JSON).
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+
+const env = (name) => {
+  const value = process.env[name]
+  if (!value) throw new Error(`${name} is not set`)
+  return value
+}
+const base = env('QF_CONSOLE_URL')
+const shots = env('QF_SCREENSHOTS')
+const require = createRequire(join(env('QF_CONSOLE_DIR'), 'package.json'))
+const { chromium } = require('playwright-core')
+
+const step = (text) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${text}`)
+const problems = []
+
+const browser = await chromium.launch({
+  executablePath: env('QF_CHROMIUM'),
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+  timeout: 30000,
+})
+
+async function newPage(theme = 'light', locale = 'zh-CN') {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale })
+  await context.addInitScript(([t, l]) => {
+    if (!localStorage.getItem('qf.theme')) localStorage.setItem('qf.theme', t)
+    if (!localStorage.getItem('qf.locale')) localStorage.setItem('qf.locale', l)
+  }, [theme, locale])
+  const page = await context.newPage()
+  page.setDefaultTimeout(15000)
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/401|Unauthorized|status of 40[0-9]/.test(m.text())) problems.push(`console: ${m.text()}`)
+  })
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`))
+  return page
+}
+
+async function login(page, username, password) {
+  await page.goto(base + '/login')
+  await page.fill('input[name=username]', username)
+  await page.fill('input[name=password]', password)
+  await page.click('[data-testid=login-submit]')
+  await page.waitForSelector('[data-nav="/tasks"]')
+}
+
+async function shot(page, name) {
+  await page.waitForTimeout(600) // charts animate in (250 ms)
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false })
+}
+
+async function confirmDialog(page) {
+  await page.locator('.el-message-box .el-button--primary').click()
+}
+
+const measures = {}
+try {
+  // First load: a fresh browser context, from navigation to the login form usable.
+  const page = await newPage('light', 'zh-CN')
+  const started = Date.now()
+  await page.goto(base + '/login')
+  await page.waitForSelector('[data-testid=login-submit]')
+  measures.first_load_ms = Date.now() - started
+  measures.navigation = await page.evaluate(() => {
+    const n = performance.getEntriesByType('navigation')[0]
+    return { dom_content_loaded_ms: Math.round(n.domContentLoadedEventEnd), load_ms: Math.round(n.loadEventEnd) }
+  })
+  const encoded = await page.evaluate(() =>
+    performance.getEntriesByType('resource').reduce((sum, r) => sum + (r.transferSize || 0), 0))
+  measures.first_load_transfer_kib = Math.round(encoded / 1024)
+  step(`first load ${measures.first_load_ms} ms (${measures.first_load_transfer_kib} KiB transferred)`)
+  await shot(page, 'login-light')
+
+  // A wrong password shows the API's message.
+  await page.fill('input[name=username]', 'admin')
+  await page.fill('input[name=password]', 'not the password')
+  await page.click('[data-testid=login-submit]')
+  await page.waitForSelector('[data-testid=login-error]')
+  step(`wrong password: "${await page.textContent('[data-testid=login-error]')}"`)
+
+  await login(page, 'admin', env('QF_ADMIN_PASSWORD'))
+  await page.waitForSelector('[data-testid=card-agents]')
+  step('logged in as admin: dashboard')
+
+  // Create a task through the form: a validation error first, shown at the field.
+  await page.click('[data-nav="/tasks"]')
+  await page.click('[data-testid=new-task]')
+  await page.fill('[data-testid=task-name]', 'console-e2e')
+  await page.fill('[data-testid=task-cron]', '61 * * * *')
+  await page.waitForSelector('[data-testid=cron-preview-error]')
+  step(`cron preview says: "${(await page.textContent('[data-testid=cron-preview-error]')).trim()}"`)
+  await page.fill('[data-testid=task-script]', 'echo "hello from the console"; for i in 1 2 3; do echo "line $i"; done')
+  await page.locator('[data-testid=task-groups]').click()
+  await page.locator('.el-select-dropdown__item', { hasText: 'workers' }).click()
+  await page.keyboard.press('Escape')
+  await page.click('[data-testid=save-task]')
+  await page.waitForSelector('[data-testid=form-error]')
+  const fieldError = await page.locator('.el-form-item__error').first().textContent()
+  step(`the API refused the task; at the field: "${fieldError.trim()}"`)
+  if (!/61/.test(fieldError)) throw new Error(`the field error does not name the bad minute: ${fieldError}`)
+  await shot(page, 'task-form-error-light')
+  await page.fill('[data-testid=task-cron]', '*/5 * * * * *')
+  await page.waitForSelector('[data-testid=cron-preview] ol li')
+  await shot(page, 'task-form-light')
+  await page.click('[data-testid=save-task]')
+  await page.waitForURL(base + '/tasks')
+  await page.fill('input[data-search]', 'console-e2e')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('[data-testid=tasks-table] >> text=console-e2e')
+  step('task created through the form')
+
+  // See it run (every 5 s on the agent) and open a run's log.
+  await page.goto(base + '/runs?task_id=')
+  const row = page.locator('[data-testid=runs-table] .el-table__row', { hasText: 'console-e2e' })
+  const runDeadline = Date.now() + 30000
+  while (!(await row.filter({ has: page.locator('[data-status=SUCCESS]') }).count())) {
+    if (Date.now() > runDeadline) throw new Error('no successful run of console-e2e within 30 s')
+    await page.waitForTimeout(1000)
+  }
+  step('a run of console-e2e succeeded (live list)')
+  await shot(page, 'runs-light')
+  await row.filter({ has: page.locator('[data-status=SUCCESS]') }).first().locator('a').first().click()
+  await page.waitForSelector('[data-testid=log-text] >> text=hello from the console')
+  const log = await page.textContent('[data-testid=log-text]')
+  if (!log.includes('line 3')) throw new Error(`the log misses its last line: ${log}`)
+  step('run detail: the log reads "hello from the console" ... "line 3"')
+  await page.fill('[data-testid=log-search]', 'line')
+  await page.waitForSelector('[data-testid=log-text] mark')
+  await shot(page, 'run-detail-light')
+
+  // Disable the task (confirmation first).
+  await page.click('[data-nav="/tasks"]')
+  await page.fill('input[data-search]', 'console-e2e')
+  await page.keyboard.press('Enter')
+  const taskRow = page.locator('[data-testid=tasks-table] .el-table__row', { hasText: 'console-e2e' })
+  await taskRow.locator('[data-action=disable]').first().click()
+  await confirmDialog(page)
+  await page.waitForSelector('[data-testid=tasks-table] .el-table__row:has-text("console-e2e") [data-action=enable]')
+  step('task disabled')
+
+  // 100 rows: from asking for a 100-row page to the rows on screen.
+  await page.fill('input[data-search]', 'bulk-')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('[data-testid=tasks-table] >> text=bulk-019')
+  await page.locator('.el-pagination .el-select').click()
+  const renderStarted = await page.evaluate(() => performance.now())
+  await page.locator('.el-select-dropdown__item', { hasText: '100' }).last().click()
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper tr.el-table__row').length >= 100)
+  measures.render_100_rows_ms = Math.round((await page.evaluate(() => performance.now())) - renderStarted)
+  await page.waitForFunction(() => document.body.dataset.taskLoadMs)
+  measures.render_100_rows_dom_ms = Number(await page.evaluate(() => document.body.dataset.taskRenderMs))
+  measures.load_and_render_100_rows_ms = Number(await page.evaluate(() => document.body.dataset.taskLoadMs))
+  measures.tasks_api_100_ms = await page.evaluate(async () => {
+    const t0 = performance.now()
+    await fetch('/api/v1/tasks?keyword=bulk-&page_size=100').then((r) => r.json())
+    return Math.round(performance.now() - t0)
+  })
+  step(`100-row list: ${measures.load_and_render_100_rows_ms} ms from asking the API to the rows painted ` +
+    `(${measures.render_100_rows_dom_ms} ms of it from the answer to the paint; the API alone: ` +
+    `${measures.tasks_api_100_ms} ms); ${measures.render_100_rows_ms} ms from the page-size click, ` +
+    `dropdown animation included`)
+  await shot(page, 'tasks-100-light')
+
+  // Every page in both themes (Chinese light, English dark), through the switches.
+  const pages = [['dashboard', '/'], ['tasks', '/tasks'], ['task-new', '/tasks/new'], ['runs', '/runs'],
+    ['groups', '/groups'], ['stats', '/stats'], ['settings', '/settings']]
+  for (const [name, path] of pages) {
+    await page.goto(base + path)
+    await page.waitForSelector('.page-header h1')
+    await shot(page, `${name}-light`)
+  }
+  await page.goto(base + '/')
+  await page.locator('[data-testid=locale]').click()
+  await page.locator('.el-select-dropdown__item', { hasText: 'English' }).click()
+  await page.waitForSelector('[data-nav="/tasks"] >> text=Tasks')
+  await page.click('[data-testid=theme]')
+  await page.waitForFunction(() => document.documentElement.classList.contains('dark'))
+  step('switched to English and the dark theme')
+  for (const [name, path] of pages) {
+    await page.goto(base + path)
+    await page.waitForSelector('.page-header h1')
+    await shot(page, `${name}-dark`)
+  }
+  await page.goto(base + '/runs')
+  await page.locator('[data-testid=runs-table] .el-table__row a').first().click()
+  await page.waitForSelector('[data-testid=log-text]')
+  await shot(page, 'run-detail-dark')
+  if (!(await page.evaluate(() => document.documentElement.classList.contains('dark'))))
+    throw new Error('the dark theme did not survive a reload')
+  await page.context().close()
+
+  const dark = await newPage('dark', 'en')
+  await dark.goto(base + '/login')
+  await dark.waitForSelector('[data-testid=login-submit]')
+  await shot(dark, 'login-dark')
+  await dark.context().close()
+
+  // A viewer reads everything and changes nothing.
+  const viewer = await newPage('light', 'en')
+  await login(viewer, 'viewer', env('QF_VIEWER_PASSWORD'))
+  await viewer.click('[data-nav="/tasks"]')
+  await viewer.waitForSelector('[data-testid=tasks-table] .el-table__row')
+  const writeControls = await viewer.locator('[data-testid=new-task], [data-action], .el-table-column--selection').count()
+  if (writeControls) throw new Error(`the viewer sees ${writeControls} write controls on the tasks page`)
+  await viewer.goto(base + '/runs')
+  await viewer.locator('[data-testid=runs-table] .el-table__row a').first().click()
+  await viewer.waitForSelector('[data-testid=run-record]')
+  if (await viewer.locator('[data-testid=retry], [data-testid=cancel]').count())
+    throw new Error('the viewer sees retry or cancel')
+  await viewer.goto(base + '/settings')
+  await viewer.waitForSelector('.el-tabs')
+  if (await viewer.locator('#tab-users, #tab-audit').count()) throw new Error('the viewer sees users or audit tabs')
+  step('viewer: no write controls on tasks, runs, settings')
+  await shot(viewer, 'tasks-viewer-light')
+  await viewer.context().close()
+
+  const csp = problems.filter((p) => /Content Security Policy|Refused to/.test(p))
+  if (csp.length) throw new Error(`CSP violations:\n${csp.join('\n')}`)
+  if (problems.length) step(`browser console errors (not failing):\n  ${problems.join('\n  ')}`)
+} catch (e) {
+  console.error(`FAILED: ${e.stack ?? e}`)
+  if (problems.length) console.error(problems.join('\n'))
+  await browser.close()
+  process.exit(1)
+}
+await browser.close()
+console.log(JSON.stringify(measures))

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+# The web console end to end: a real qf-coordinator (serving the built console) and a real
+# qf-agent (conftest's cluster), headless Chromium driven by console_e2e.mjs (playwright-core
+# from the console's node_modules, Debian's chromium). Skipped when Node, the console's
+# packages, its build or Chromium are missing (./tools/qf test provides them).
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "api"))
+import conftest  # noqa: E402  (tests/api: the cluster and the HTTP client)
+
+CONSOLE = os.path.join(ROOT, "src", "admin", "console")
+VIEWER_PASSWORD = "reads the console only 42"
+
+
+def chromium():
+    for name in (os.environ.get("QF_CHROMIUM", ""), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def bundle_size():
+    raw = gz = 0
+    dist = os.path.join(CONSOLE, "dist")
+    for folder, _, files in os.walk(dist):
+        for name in files:
+            size = os.path.getsize(os.path.join(folder, name))
+            if name.endswith(".gz"):
+                gz += size
+            else:
+                raw += size
+                if not os.path.exists(os.path.join(folder, name + ".gz")):
+                    gz += size
+    return raw, gz
+
+
+def test_console_in_chromium():
+    node = shutil.which("node")
+    browser = chromium()
+    missing = [what for what, ok in (
+        ("node", node),
+        ("chromium", browser),
+        ("src/admin/console/node_modules (npm ci)", os.path.isdir(os.path.join(CONSOLE, "node_modules", "playwright-core"))),
+        ("src/admin/console/dist (npm run build)", os.path.exists(os.path.join(CONSOLE, "dist", "index.html"))),
+    ) if not ok]
+    if missing:
+        pytest.skip("console test needs: " + ", ".join(missing))
+
+    cluster = conftest.started_cluster()
+    try:
+        api = conftest.Api(cluster.base)
+        login = api.post("/api/v1/auth/login", {"username": "admin", "password": conftest.ADMIN_PASSWORD})
+        admin = api.with_token(login.data["session_token"])
+        assert "built in" in cluster.log("coordinator") or "web console" in cluster.log("coordinator")
+        # A viewer, and 100 manual tasks for the list's render time (disabled: they never run).
+        r = admin.post("/api/v1/users", {"user": {"username": "viewer", "role": "ROLE_VIEWER"},
+                                         "password": VIEWER_PASSWORD})
+        assert r.status in (200, 201), r
+        groups = admin.get("/api/v1/groups").data["items"]
+        workers = next(g["group"]["id"] for g in groups if g["group"]["name"] == "workers")
+        for i in range(100):
+            r = admin.post("/api/v1/tasks", {
+                "name": f"bulk-{i:03d}", "description": "a manual task for the list test", "enabled": False,
+                "schedule": {"manual": {}}, "shell": {"script": "true"}, "group_ids": [workers]})
+            assert r.status == 201, r
+        conftest.wait_for(lambda: any(a["state"] == "AGENT_STATE_ONLINE"
+                                      for a in admin.get("/api/v1/agents").data["items"]), 30, "the agent online")
+
+        screenshots = os.path.join(os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")), "console-screenshots")
+        os.makedirs(screenshots, exist_ok=True)
+        env = dict(os.environ, QF_CONSOLE_URL=cluster.base, QF_ADMIN_PASSWORD=conftest.ADMIN_PASSWORD,
+                   QF_VIEWER_PASSWORD=VIEWER_PASSWORD, QF_CHROMIUM=browser, QF_SCREENSHOTS=screenshots,
+                   QF_CONSOLE_DIR=CONSOLE)
+        run = subprocess.run([node, os.path.join(HERE, "console_e2e.mjs")], env=env, capture_output=True, text=True,
+                             timeout=150)
+        sys.stdout.write(run.stdout)
+        sys.stderr.write(run.stderr[-4000:])
+        raw, gz = bundle_size()
+        print(f"console bundle: {raw / 1024:.0f} KiB, {gz / 1024:.0f} KiB with gzip")
+        assert run.returncode == 0, f"console_e2e.mjs failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+
+        # What the browser did is what the API recorded.
+        tasks = admin.get("/api/v1/tasks?keyword=console-e2e").data["items"]
+        assert len(tasks) == 1 and tasks[0]["task"]["enabled"] is False, tasks
+        audit = admin.get("/api/v1/audit?action=task.&actor=admin&page_size=200").data["items"]
+        assert {"task.create", "task.disable"} <= {a["action"] for a in audit}, [a["action"] for a in audit]
+        metrics = json.loads(run.stdout.strip().splitlines()[-1])
+        assert metrics["first_load_ms"] < 2000, metrics
+        # The rows painted after the API's answer (the answer's own time is the API's, printed).
+        assert metrics["render_100_rows_dom_ms"] < 500, metrics
+    finally:
+        cluster.stop()
