@@ -79,7 +79,7 @@ TEST_CASE("console files: / and client-side routes answer index.html, never cach
   CHECK(files.serve("/", "gzip")->body == "GZ-INDEX");
 }
 
-TEST_CASE("console files: the API's paths are not the console's; a missing asset is a 404, not HTML", "[admin]") {
+TEST_CASE("console files: the API's paths are not the console's, and a missing asset is a 404, not HTML", "[admin]") {
   const ConsoleFiles files(k_files);
   CHECK_FALSE(files.serve("/api/v1/tasks", ""));
   CHECK_FALSE(files.serve("/api", ""));
