@@ -45,6 +45,8 @@ struct CoordinatorObserver {
   /// A task was created, updated, enabled, disabled (`task` set) or deleted (`task` null).
   std::function<void(const v1::Task* task, const std::string& task_id, v1::TaskChangeAction, const Actor&)>
       task_changed;
+  /// Output of a running execution as its agent streams it (live logs; not stored).
+  std::function<void(const v1::Execution&, std::uint64_t offset, const std::string& delta)> output;
 };
 
 /// The outcome of a manual trigger: the execution ids, or `ec` with the field and reason.

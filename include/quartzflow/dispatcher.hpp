@@ -58,6 +58,9 @@ struct CoordinatorDispatcherEvents {
   std::function<void(const v1::Execution&)> run_lost;
   /// The push status of an agent changed (IN_SYNC, PENDING, PARTIAL, FAILED).
   std::function<void(const std::string& agent_id, const v1::ConfigPushStatus&)> push_status;
+  /// Output of a running execution as its agent streams it (`delta` starts `offset` bytes
+  /// into its log); not stored.
+  std::function<void(const v1::Execution&, std::uint64_t offset, const std::string& delta)> output;
 };
 
 /// Counters for tests, benchmarks and metrics.

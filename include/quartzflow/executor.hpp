@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
@@ -31,6 +32,9 @@ struct RunRequest {
   std::uint32_t shard_index = 0;
   std::uint32_t shard_total = 0;
   std::size_t capture_limit = 1 << 20;         ///< output kept beyond this is counted, not kept
+  /// Output as it is produced (shell: each read of the pipe, captured or not), for live
+  /// logs; called on the executor's executor, never after the completion. Empty: not wanted.
+  std::function<void(std::string_view)> on_output{};
 };
 
 /// How an attempt ended.

@@ -91,6 +91,10 @@ using StoreHealthHandler = std::function<void(const StoreHealth&)>;
 /// restarted`, as for any crash).
 using ExecutionSink = std::function<void(const v1::Execution&)>;
 
+/// Output of a running execution as it is produced: `data` starts `offset` bytes into its
+/// log (raw bytes, not yet checked as UTF-8). For live logs; not durable.
+using OutputSink = std::function<void(const std::string& execution_id, std::uint64_t offset, std::string_view data)>;
+
 /**
  * The agent's engine. Tasks with placement `all` (or unspecified) are fired locally from
  * their schedule; every task may also be run on request (`trigger`, `run`).
@@ -123,6 +127,8 @@ class TaskEngine {
   TaskEngine& operator=(const TaskEngine&) = delete;
 
   void set_sink(ExecutionSink sink);
+  /// Told of the output of running executions as it comes (shell tasks), for live logs.
+  void set_output_sink(OutputSink sink);
   /// Told when the store becomes unavailable or available again (see `StoreHealth`).
   void set_store_health_handler(StoreHealthHandler handler);
   /// C++ task bodies for `plugin` tasks.

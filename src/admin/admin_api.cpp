@@ -344,6 +344,20 @@ void AdminApi::observe_coordinator() {
     if (task) groups.assign(task->group_ids().begin(), task->group_ids().end());
     self->events_.publish(std::move(e), id, {}, groups, to_json_fn);
   };
+  o.output = [weak = weak_from_this(), to_json_fn](const v1::Execution& record, std::uint64_t offset,
+                                                  const std::string& delta) {
+    auto self = weak.lock();
+    if (!self) return;
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_EXECUTION_LOG);
+    auto* chunk = e.mutable_log();
+    chunk->set_execution_id(record.execution_id());
+    chunk->set_offset(offset);
+    chunk->set_data(delta);
+    chunk->set_next_offset(offset + delta.size());
+    chunk->set_total_bytes(offset + delta.size());
+    self->events_.publish_log(std::move(e), record.execution_id(), to_json_fn);
+  };
   coordinator_.observe(std::move(o));
 }
 

@@ -52,6 +52,32 @@ class EventHub {
     }
   }
 
+  /// An EXECUTION_LOG event: only to subscribers that follow its execution
+  /// (`follow_execution_ids`) and take that type (or did not name types).
+  void publish_log(v1::Event event, const std::string& execution_id,
+                   const std::function<std::string(const v1::Event&)>& to_json) {
+    std::string json;
+    std::vector<std::uint64_t> ids;
+    for (const auto& [id, s] : subscribers_) {
+      const auto& f = s.filter;
+      const bool follows = std::find(f.follow_execution_ids().begin(), f.follow_execution_ids().end(),
+                                     execution_id) != f.follow_execution_ids().end();
+      const bool typed = f.types_size() == 0 ||
+                         std::find(f.types().begin(), f.types().end(), v1::EVENT_TYPE_EXECUTION_LOG) != f.types().end();
+      if (follows && typed) ids.push_back(id);
+    }
+    if (ids.empty()) return;
+    event.set_at_unix_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    for (const auto id : ids) {
+      auto it = subscribers_.find(id);
+      if (it == subscribers_.end()) continue;
+      if (json.empty()) json = to_json(event);
+      it->second.sink(json);
+    }
+  }
+
  private:
   struct Subscriber {
     Sink sink;

@@ -203,6 +203,12 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
       for (const auto& o : self->observers)
         if (o.agent_state) o.agent_state(agent);
   };
+  events.output = [weak = impl_->weak_from_this()](const v1::Execution& record, std::uint64_t offset,
+                                                   const std::string& delta) {
+    if (auto self = weak.lock())
+      for (const auto& o : self->observers)
+        if (o.output) o.output(record, offset, delta);
+  };
   events.push_status = [weak = impl_->weak_from_this()](const std::string& agent_id, const v1::ConfigPushStatus& s) {
     if (auto self = weak.lock())
       for (const auto& o : self->observers)

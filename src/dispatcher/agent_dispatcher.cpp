@@ -40,6 +40,18 @@ std::size_t utf8_cut(std::string_view text, std::size_t limit) {
   return cut;
 }
 
+/// How much of `text` is whole UTF-8 sequences: an incomplete one at its end (the rest is
+/// still to be read) is left out; bytes that are not UTF-8 at all are kept (replaced later).
+std::size_t complete_utf8_prefix(std::string_view text) {
+  for (std::size_t back = 1; back <= 3 && back <= text.size(); ++back) {
+    const auto byte = static_cast<unsigned char>(text[text.size() - back]);
+    if ((byte & 0xC0U) == 0x80U) continue;  // a continuation byte: look further back
+    const std::size_t length = byte >= 0xF0U ? 4 : byte >= 0xE0U ? 3 : byte >= 0xC0U ? 2 : 1;
+    return length > back ? text.size() - back : text.size();
+  }
+  return text.size();
+}
+
 /// A batch of final records waiting for its ResultAck.
 struct InFlightBatch {
   std::vector<std::string> ids;
@@ -105,6 +117,17 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   std::set<std::string> cancelled_unstarted;
   std::deque<std::string> cancelled_order;
   bool draining = false;  // stopping with runs in progress: the session stays until they reported
+  // Live output of running executions, sent as ExecutionUpdate deltas every 200 ms while
+  // connected (the full log is kept by the LocalStore anyway).
+  struct LiveOutput {
+    std::uint64_t offset = 0;  // of `pending` in the run's log
+    std::string pending;
+  };
+  std::map<std::string, LiveOutput> live_output;
+  asio::steady_timer output_timer{executor};
+  bool output_flush_armed = false;
+  static constexpr std::size_t k_live_delta_bytes = 64 * 1024;     // per ExecutionUpdate
+  static constexpr std::size_t k_live_pending_bytes = 1 << 20;     // per run; beyond, live output is dropped
   // Configuration: the engine holds it (one copy per task); a delta names what changed.
   std::int64_t clock_offset_ms = 0;
 
@@ -554,6 +577,54 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     writer->send(e, message_id);
   }
 
+  // --- live output ---------------------------------------------------------------------
+
+  void on_output(const std::string& id, std::uint64_t offset, std::string_view data) {
+    if (!connected() || !synced_config) return;
+    auto& live = live_output[id];
+    if (live.pending.empty()) live.offset = offset;
+    if (live.offset + live.pending.size() != offset || live.pending.size() + data.size() > k_live_pending_bytes) {
+      // A gap (output while disconnected) or a session that cannot keep up: followers see
+      // the offset jump; the full log has it all.
+      live.pending.clear();
+      live.offset = offset;
+      if (data.size() > k_live_pending_bytes) return;
+    }
+    live.pending.append(data);
+    if (output_flush_armed) return;
+    output_flush_armed = true;
+    output_timer.expires_after(milliseconds{200});
+    output_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      self->output_flush_armed = false;
+      for (auto it = self->live_output.begin(); it != self->live_output.end();) {
+        self->send_output(it->first, it->second, false);
+        it = it->second.pending.empty() ? self->live_output.erase(it) : std::next(it);
+      }
+    });
+  }
+
+  /// Sends what is pending of one run's output; `all`: the run has ended, send the rest too.
+  void send_output(const std::string& id, LiveOutput& live, bool all) {
+    if (!connected()) return live.pending.clear();
+    const std::size_t whole = all ? live.pending.size() : complete_utf8_prefix(live.pending);
+    std::size_t sent = 0;
+    while (sent < whole) {
+      const std::size_t n = utf8_cut(std::string_view(live.pending).substr(sent, whole - sent), k_live_delta_bytes);
+      v1::Envelope e;
+      auto* update = e.mutable_execution_update();
+      // Only the id: the output is all that is new (the coordinator stores no record for it).
+      update->mutable_execution()->set_execution_id(id);
+      update->set_output_offset(live.offset + sent);
+      update->set_output_delta(detail::valid_utf8(std::string_view(live.pending).substr(sent, n)));
+      writer->send(e);
+      sent += n;
+    }
+    live.pending.erase(0, sent);
+    live.offset += sent;
+  }
+
   // --- execution records ---------------------------------------------------------------
 
   void on_execution(const v1::Execution& executed) {
@@ -569,6 +640,10 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     }
     const v1::Execution& record = cut ? *cut : executed;
     const std::string& id = record.execution_id();
+    if (auto live = live_output.find(id); live != live_output.end() && is_final(record.status())) {
+      send_output(id, live->second, true);  // the last output before the final state
+      live_output.erase(live);
+    }
     if (!is_final(record.status())) {
       active[id] = record;
     } else {
@@ -705,6 +780,10 @@ AgentDispatcher::AgentDispatcher(asio::any_io_executor executor, TaskEngine& eng
   engine.set_sink([weak = impl_->weak_from_this()](const v1::Execution& record) {
     if (auto self = weak.lock()) self->on_execution(record);
   });
+  engine.set_output_sink([weak = impl_->weak_from_this()](const std::string& id, std::uint64_t offset,
+                                                          std::string_view data) {
+    if (auto self = weak.lock()) self->on_output(id, offset, data);
+  });
   engine.set_store_health_handler([weak = impl_->weak_from_this()](const StoreHealth& health) {
     if (auto self = weak.lock()) self->on_store_health(health);
   });
@@ -716,6 +795,7 @@ AgentDispatcher::~AgentDispatcher() {
   impl_->heartbeat_timer.cancel();
   impl_->sync_timer.cancel();
   impl_->stats_timer.cancel();
+  impl_->output_timer.cancel();
   if (impl_->writer) impl_->writer->connection().close("agent stopping");
 }
 

@@ -604,6 +604,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       resolve_pending(*session, answered, RunDelivery::accepted);
       accepted = true;
     }
+    if (!update.output_delta().empty() && events.output)
+      events.output(update.execution(), update.output_offset(), update.output_delta());  // live logs
     v1::Execution record = update.execution();
     if (record.execution_id().empty() || record.task_id().empty()) return;
     // A late answer to a run that already failed over (its pending entry is gone) is not

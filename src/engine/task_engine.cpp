@@ -140,6 +140,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   LocalStore& store;
   TaskEngineOptions options;
   ExecutionSink sink;
+  OutputSink output_sink;  // live output of running executions (set_output_sink)
   std::shared_ptr<PluginExecutor> plugin_executor;
   std::map<v1::Task::ExecutorCase, std::unique_ptr<Executor>> executors;
   std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> tasks;
@@ -788,6 +789,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     request.shard_index = run->pending.shard_index;
     request.shard_total = run->pending.shard_total;
     request.capture_limit = options.capture_limit;
+    request.on_output = [weak = weak_from_this(), id, written = std::uint64_t{0}](std::string_view data) mutable {
+      auto self = weak.lock();
+      if (self && self->output_sink) self->output_sink(id, written, data);
+      written += data.size();
+    };
     auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
       if (auto self = weak.lock()) self->on_done(id, std::move(outcome));
     };
@@ -921,6 +927,7 @@ TaskEngine::~TaskEngine() {
 }
 
 void TaskEngine::set_sink(ExecutionSink sink) { impl_->sink = std::move(sink); }
+void TaskEngine::set_output_sink(OutputSink sink) { impl_->output_sink = std::move(sink); }
 void TaskEngine::set_store_health_handler(StoreHealthHandler handler) { impl_->health_handler = std::move(handler); }
 StoreHealth TaskEngine::store_health() const { return impl_->health_now(); }
 PluginExecutor& TaskEngine::plugins() { return *impl_->plugin_executor; }

@@ -84,6 +84,8 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
       : executor_(executor), output_pipe_(executor), pidfd_(executor), kill_timer_(executor),
         drain_timer_(executor), grace_(grace), capture_limit_(capture_limit), done_(std::move(done)) {}
 
+  std::function<void(std::string_view)> on_output;  ///< live output (RunRequest::on_output)
+
   /// Forks and execs; on failure the completion reports it (posted, never inline).
   void spawn(const SpawnPlan& plan) {
     // One pipe for stdout and stderr: their lines stay in the order they were written, and
@@ -289,6 +291,7 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     output_pipe_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](boost::system::error_code ec,
                                                                                   std::size_t n) {
       if (n > 0) {
+        if (self->on_output) self->on_output(std::string_view(self->buffer_.data(), n));
         self->output_bytes_ += n;
         const std::size_t room = self->capture_limit_ - std::min(self->capture_limit_, self->output_.size());
         self->output_.append(self->buffer_.data(), std::min(room, n));
@@ -393,6 +396,7 @@ class ShellExecutor final : public Executor {
     const auto& spec = request.task.shell();
     const seconds grace = spec.kill_grace_seconds() > 0 ? seconds{spec.kill_grace_seconds()} : grace_;
     auto run = std::make_shared<ShellRun>(executor_, grace, request.capture_limit, std::move(done));
+    run->on_output = request.on_output;
     auto handle = std::make_unique<ShellHandle>(run);
     std::string problem;
     auto plan = make_plan(request, problem);

@@ -3,13 +3,16 @@
 # `workers`, one in `edge`): trigger on chosen agents, retry on the agent a run failed on,
 # the full log of a run read from its agent (300 KB, paged) and what is served when that
 # agent is offline.
+import json
 import shutil
 import signal
+import time
 import urllib.parse
 
 import pytest
 
 from conftest import ADMIN_PASSWORD, Api, started_cluster, wait_for
+from test_admin_api import WebSocket
 
 SECOND = "api-second"
 EDGE = "api-edge"
@@ -143,6 +146,42 @@ def test_retry_reruns_a_failed_run_on_its_agent_linked_to_it(admin, workers):
     assert admin.post(execution_path(running) + "/cancel").status == 200
     assert admin.post(execution_path("nope:1") + "/retry").status == 404
     assert admin.post(execution_path(retry_id) + "/retry", {"agent_id": "x"}).status == 400
+
+
+def test_a_running_shell_task_streams_its_output_live_to_followers(admin, workers, cluster):
+    script = "sleep 1; for i in 1 2 3 4 5 6; do echo line $i; sleep 0.4; done"
+    tid = task(admin, workers, "live-tail", ["/bin/sh", "-c", script])
+    ws = WebSocket(cluster.admin_port, admin.token)
+    assert ws.status == 101
+    [eid] = admin.post(f"/api/v1/tasks/{tid}/trigger", {"agent_ids": [SECOND]}).data["execution_ids"]
+    ws.send(json.dumps({"types": ["EVENT_TYPE_EXECUTION_LOG", "EVENT_TYPE_EXECUTION_UPDATED"],
+                        "task_ids": [tid], "follow_execution_ids": [eid]}))
+    text, offset, first_line_at, ended_at = "", 0, None, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and ended_at is None:
+        opcode, payload = ws.receive()
+        event = json.loads(payload)
+        if event["type"] == "EVENT_TYPE_EXECUTION_LOG":
+            chunk = event["log"]
+            assert chunk["execution_id"] == eid and int(chunk["offset"]) == offset, (chunk, offset)
+            text += chunk["data"]
+            offset = int(chunk["next_offset"])
+            if first_line_at is None and "line 1" in text:
+                first_line_at = time.monotonic()
+        elif event.get("execution", {}).get("status") == "EXECUTION_STATUS_SUCCESS":
+            ended_at = time.monotonic()
+    assert text == "".join(f"line {i}\n" for i in range(1, 7)), text
+    # Live: the first line came while the run still had two seconds to go.
+    assert first_line_at is not None and ended_at is not None and ended_at - first_line_at > 1.0
+    # Nothing of it for a client that does not follow the run.
+    quiet = WebSocket(cluster.admin_port, admin.token)
+    quiet.send(json.dumps({"types": ["EVENT_TYPE_EXECUTION_LOG"]}))
+    time.sleep(0.3)
+    [other] = admin.post(f"/api/v1/tasks/{tid}/trigger", {"agent_ids": [SECOND]}).data["execution_ids"]
+    final(admin, other)
+    quiet.sock.settimeout(0.5)
+    with pytest.raises(OSError):
+        quiet.receive()
 
 
 def read_whole_log(admin, eid, page):
