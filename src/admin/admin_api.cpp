@@ -303,6 +303,7 @@ void AdminApi::observe_coordinator() {
     e.set_type(v1::EVENT_TYPE_EXECUTION_UPDATED);
     *e.mutable_execution() = record;
     e.mutable_execution()->clear_output();
+    if (is_final(record.status())) self->live_logs_.erase(record.execution_id());
     self->events_.publish(std::move(e), record.task_id(), record.agent_id(), {record.group_id()}, to_json_fn);
   };
   o.agent_state = [weak = weak_from_this(), to_json_fn](const v1::Agent& agent) {
@@ -356,9 +357,21 @@ void AdminApi::observe_coordinator() {
     chunk->set_data(delta);
     chunk->set_next_offset(offset + delta.size());
     chunk->set_total_bytes(offset + delta.size());
+    self->keep_live_output(record.execution_id(), offset, delta);
     self->events_.publish_log(std::move(e), record.execution_id(), to_json_fn);
   };
   coordinator_.observe(std::move(o));
+}
+
+void AdminApi::keep_live_output(const std::string& execution_id, std::uint64_t offset, const std::string& delta) {
+  auto it = live_logs_.find(execution_id);
+  if (it == live_logs_.end()) {
+    if (live_logs_.size() >= k_live_logs) return;
+    it = live_logs_.emplace(execution_id, LiveLog{offset, {}}).first;
+  }
+  auto& live = it->second;
+  if (live.start + live.text.size() != offset) live = LiveLog{offset, {}};  // a gap: keep what follows it
+  if (live.text.size() + delta.size() <= k_live_log_bytes) live.text += delta;
 }
 
 std::string AdminApi::metrics_text() const {

@@ -155,6 +155,18 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   std::map<std::string, std::uint64_t> runs_by_status_;        ///< final records seen
   std::uint64_t request_counter_ = 0;
 
+  /// Output of running executions as their agents stream it (live logs), so that a log
+  /// asked for while the run goes on has what was printed so far; dropped at the final state
+  /// (the agent then has the whole log). At most k_live_log_bytes per run, k_live_logs runs.
+  struct LiveLog {
+    std::uint64_t start = 0;  ///< offset of `text` in the run's log
+    std::string text;
+  };
+  static constexpr std::size_t k_live_log_bytes = 1 << 20;
+  static constexpr std::size_t k_live_logs = 1000;
+  std::map<std::string, LiveLog> live_logs_;
+  void keep_live_output(const std::string& execution_id, std::uint64_t offset, const std::string& delta);
+
   /// Failed logins by source address: each answer after a failure waits longer (250 ms,
   /// doubling, at most 8 s), on top of the per-account lockout; a success clears it.
   struct LoginFailures {

@@ -221,6 +221,24 @@ void AdminApi::serve_log(CallPtr call, v1::Execution record, std::optional<std::
     out.set_agent_log_error(std::move(agent_error));
     return out;
   };
+  if (!is_final(record.status())) {
+    // Running: what its agent has streamed so far (live logs), when the coordinator heard it.
+    if (auto live = live_logs_.find(record.execution_id());
+        live != live_logs_.end() && offset >= live->second.start && !live->second.text.empty()) {
+      const auto& kept = live->second;
+      const std::size_t at = std::min<std::size_t>(offset - kept.start, kept.text.size());
+      v1::ExecutionLogResponse out;
+      auto* chunk = out.mutable_chunk();
+      chunk->set_execution_id(record.execution_id());
+      chunk->set_offset(kept.start + at);
+      chunk->set_data(kept.text.substr(at, max));
+      chunk->set_next_offset(kept.start + at + chunk->data().size());
+      chunk->set_total_bytes(kept.start + kept.text.size());
+      out.set_source(v1::LOG_SOURCE_AGENT);
+      out.set_error_message(record.error_message());
+      return call->ok(out);
+    }
+  }
   const bool beyond_kept = offset + max > text.size();
   if (!partial || !beyond_kept || !is_final(record.status()) || record.agent_id().empty())
     return call->ok(from_record({}));

@@ -156,7 +156,7 @@ def test_a_running_shell_task_streams_its_output_live_to_followers(admin, worker
     [eid] = admin.post(f"/api/v1/tasks/{tid}/trigger", {"agent_ids": [SECOND]}).data["execution_ids"]
     ws.send(json.dumps({"types": ["EVENT_TYPE_EXECUTION_LOG", "EVENT_TYPE_EXECUTION_UPDATED"],
                         "task_ids": [tid], "follow_execution_ids": [eid]}))
-    text, offset, first_line_at, ended_at = "", 0, None, None
+    text, offset, first_line_at, ended_at, so_far = "", 0, None, None, None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and ended_at is None:
         opcode, payload = ws.receive()
@@ -168,6 +168,11 @@ def test_a_running_shell_task_streams_its_output_live_to_followers(admin, worker
             offset = int(chunk["next_offset"])
             if first_line_at is None and "line 1" in text:
                 first_line_at = time.monotonic()
+            if "line 2" in text and not so_far:
+                # While it runs, the log has what was printed so far (from what the agent streamed).
+                so_far = admin.get(f"{execution_path(eid)}/logs").data
+                assert so_far["source"] == "LOG_SOURCE_AGENT" and so_far["chunk"]["eof"] is False, so_far
+                assert so_far["chunk"]["data"].startswith("line 1\nline 2\n"), so_far
         elif event.get("execution", {}).get("status") == "EXECUTION_STATUS_SUCCESS":
             ended_at = time.monotonic()
     assert text == "".join(f"line {i}\n" for i in range(1, 7)), text
