@@ -281,3 +281,86 @@ TEST_CASE("an agent holds its group's tasks and the global ones, changes are per
   CHECK(change.removals == std::vector<std::string>{"z"});
   CHECK(qf::config_change({{"a", 1}, {"b", 4}}, held).empty());
 }
+
+TEST_CASE("a batch names every unknown task and changes nothing, else changes all in one version", "[catalog]") {
+  Fixture f;
+  for (const char* name : {"a", "b", "c"}) REQUIRE(f.create(shell(name)));
+  const auto v = f.version();
+  const auto batch = [&](std::vector<std::string> ids, v1::BatchTaskAction action) {
+    return f.wait<qf::BatchTaskOutcome>([&](auto done) { f.catalog->batch_tasks(ids, action, f.alice, done); });
+  };
+  auto refused = batch({"a", "ghost", "b", "ghost-2"}, v1::BATCH_TASK_ACTION_DISABLE);
+  CHECK(refused.ec == qf::errc::not_found);
+  CHECK(refused.error.field == "task_ids");
+  CHECK(refused.error.reason == "task_ids[1]: no task with id \"ghost\"; task_ids[3]: no task with id \"ghost-2\"");
+  CHECK(f.version() == v);
+  f.read([](qf::StoreTransaction& tx) {
+    CHECK(tx.task("a")->enabled());
+    CHECK(tx.task("b")->enabled());
+  });
+  CHECK(batch({"a"}, v1::BATCH_TASK_ACTION_TRIGGER).ec == qf::errc::invalid_argument);
+
+  auto off = batch({"a", "b"}, v1::BATCH_TASK_ACTION_DISABLE);
+  REQUIRE(off);
+  REQUIRE(off.value.tasks.size() == 2);
+  CHECK_FALSE(off.value.tasks[0].enabled());
+  CHECK(off.value.tasks[1].revision() == 2);
+  CHECK(f.version() == v + 1);  // one version for the whole batch
+  CHECK(off.value.config_version == v + 1);
+  auto again = batch({"a", "b"}, v1::BATCH_TASK_ACTION_DISABLE);  // nothing to change
+  REQUIRE(again);
+  CHECK(f.version() == v + 1);
+
+  auto gone = batch({"b", "c"}, v1::BATCH_TASK_ACTION_DELETE);
+  REQUIRE(gone);
+  CHECK(gone.value.deleted == std::vector<std::string>{"b", "c"});
+  f.read([](qf::StoreTransaction& tx) {
+    CHECK(tx.task("a"));
+    CHECK_FALSE(tx.task("b"));
+    CHECK_FALSE(tx.task("c"));
+    v1::ListAuditRequest request;
+    request.set_action("task.batch");
+    request.set_page_size(10);
+    const auto audit = tx.list_audit(request);
+    REQUIRE(audit.items.size() == 3);  // the refused one is the API's to record
+    CHECK(audit.items[0].detail() == "delete 2 task(s); changed: b, c");
+  });
+}
+
+TEST_CASE("an agent that is gone can be deleted, an online one cannot", "[catalog]") {
+  Fixture f;
+  auto online = agent("web-1", {"10.0.0.1"});
+  online.set_state(v1::AGENT_STATE_ONLINE);
+  auto gone = agent("web-2", {"10.0.0.2"});
+  gone.set_state(v1::AGENT_STATE_OFFLINE);
+  (*gone.mutable_labels())["zone"] = "a";
+  bool stored = false;
+  f.store->transact(
+      [&](qf::StoreTransaction& tx, qf::error_code&) {
+        tx.put_agent(online);
+        tx.put_agent(gone);
+      },
+      [&](qf::error_code ec) { stored = !ec; });
+  f.io.restart();
+  while (!stored && f.io.run_one_for(std::chrono::seconds(5))) {
+  }
+  REQUIRE(stored);
+  const auto remove = [&](const std::string& id) {
+    return f.wait<std::uint64_t>([&](auto done) { f.catalog->delete_agent(id, f.alice, done); });
+  };
+  auto refused = remove("web-1");
+  CHECK(refused.ec == qf::errc::conflict);
+  CHECK(refused.error.reason.find("ONLINE") != std::string::npos);
+  CHECK(remove("nobody").ec == qf::errc::not_found);
+  REQUIRE(remove("web-2"));
+  f.read([](qf::StoreTransaction& tx) {
+    CHECK(tx.agent("web-1"));
+    CHECK_FALSE(tx.agent("web-2"));
+    v1::ListAgentsRequest request;
+    request.set_keyword("10.0.0.2");  // its IPs went with it
+    CHECK(tx.list_agents(request).total == 0);
+    v1::ListAuditRequest audit;
+    audit.set_action("agent.delete");
+    CHECK(tx.list_audit(audit).items.size() == 1);
+  });
+}

@@ -419,3 +419,76 @@ TEST_CASE("the store is handed at most max_unrecorded_runs runs at once, and no 
   std::set<std::string> sent;
   for (const auto& [agent, run] : f.sink->sent) CHECK(sent.insert(run.execution_id()).second);
 }
+
+TEST_CASE("a trigger on chosen agents runs once on each of them, whatever the placement", "[scheduler]") {
+  Fixture f;
+  f.agents.online = {{"agent-a", 0}, {"agent-b", 0}, {"agent-c", 0}};
+  f.scheduler->upsert_task(one_task("job", ""));
+  auto split = one_task("split", "", v1::PLACEMENT_MODE_SHARDED);
+  split.mutable_placement()->set_shard_count(3);
+  f.scheduler->upsert_task(split);
+  f.start();
+  std::vector<std::string> ids;
+  f.scheduler->trigger("job", {}, {"agent-c", "agent-a"}, "alice",
+                       [&](qf::error_code, std::vector<std::string> out) { ids = out; });
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 2; }));
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[0].ends_with(":agent-c"));
+  CHECK(ids[1].ends_with(":agent-a"));
+  CHECK(f.record(ids[0])->agent_id() == "agent-c");
+  CHECK(f.record(ids[1])->trigger() == v1::TRIGGER_TYPE_MANUAL);
+  std::vector<std::string> shards;
+  f.scheduler->trigger("split", {}, {"agent-b"}, "alice",
+                       [&](qf::error_code, std::vector<std::string> out) { shards = out; });
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 5; }));
+  REQUIRE(shards.size() == 3);
+  for (const auto& id : shards) CHECK(f.record(id)->agent_id() == "agent-b");
+}
+
+TEST_CASE("a retry by an operator runs on the given agent as a RETRY linked to the run it retries", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("job", ""));
+  f.start();
+  v1::Execution failed;
+  failed.set_execution_id("job:1000");
+  failed.set_task_id("job");
+  failed.set_agent_id("agent-b");
+  failed.set_status(v1::EXECUTION_STATUS_FAILURE);
+  failed.set_attempt(1);
+  failed.set_shard_index(1);
+  failed.set_shard_total(2);
+  (*failed.mutable_params())["day"] = "mon";
+  std::string id;
+  f.scheduler->retry_on(failed, "agent-b", "alice", [&](qf::error_code ec, std::string out) {
+    REQUIRE_FALSE(ec);
+    id = out;
+  });
+  REQUIRE(f.run_until([&] { return f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].first == "agent-b");
+  const auto& request = f.sink->sent[0].second;
+  CHECK(request.trigger() == v1::TRIGGER_TYPE_RETRY);
+  CHECK(request.attempt() == 2);
+  CHECK(request.root_execution_id() == "job:1000");
+  CHECK(request.params().at("day") == "mon");
+  CHECK(request.shard_index() == 1);
+  const auto stored = f.record(id);
+  REQUIRE(stored);
+  CHECK(stored->retry_of_execution_id() == "job:1000");
+  CHECK(stored->triggered_by() == "alice");
+  CHECK(id.starts_with("job:"));
+  CHECK(id.ends_with(":r2"));
+  // A second retry of the same run is another run.
+  std::string second;
+  f.scheduler->retry_on(failed, "agent-b", "alice", [&](qf::error_code, std::string out) { second = out; });
+  REQUIRE(f.run_until([&] { return !second.empty(); }));
+  CHECK(second != id);
+  qf::error_code gone_ec;
+  bool answered = false;
+  failed.set_task_id("deleted");
+  f.scheduler->retry_on(failed, "agent-b", "alice", [&](qf::error_code ec, std::string) {
+    gone_ec = ec;
+    answered = true;
+  });
+  REQUIRE(f.run_until([&] { return answered; }));
+  CHECK(gone_ec == qf::errc::not_found);
+}
