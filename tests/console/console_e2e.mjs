@@ -145,27 +145,44 @@ try {
   await page.waitForSelector('[data-testid=tasks-table] .el-table__row:has-text("console-e2e") [data-action=enable]')
   step('task disabled')
 
-  // 100 rows: from asking for a 100-row page to the rows on screen.
+  // 100 rows: from asking for a 100-row page to the rows on screen, three times (20 -> 100
+  // rows each time); the machine may be busy (builds beside the test): the best counts.
   await page.fill('input[data-search]', 'bulk-')
   await page.keyboard.press('Enter')
   await page.waitForSelector('[data-testid=tasks-table] >> text=bulk-019')
-  await page.locator('.el-pagination .el-select').click()
-  const renderStarted = await page.evaluate(() => performance.now())
-  await page.locator('.el-select-dropdown__item', { hasText: '100' }).last().click()
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper tr.el-table__row').length >= 100)
-  measures.render_100_rows_ms = Math.round((await page.evaluate(() => performance.now())) - renderStarted)
-  await page.waitForFunction(() => document.body.dataset.taskLoadMs)
-  measures.render_100_rows_dom_ms = Number(await page.evaluate(() => document.body.dataset.taskRenderMs))
-  measures.load_and_render_100_rows_ms = Number(await page.evaluate(() => document.body.dataset.taskLoadMs))
+  const rowsShown = () =>
+    page.evaluate(() => document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper tr.el-table__row').length)
+  async function pageSize(size) {
+    await page.evaluate(() => delete document.body.dataset.taskLoadMs)
+    await page.locator('.el-pagination .el-select').click()
+    const clicked = await page.evaluate(() => performance.now())
+    await page.locator('.el-select-dropdown__item:visible', { hasText: `${size}` }).first().click()
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper tr.el-table__row').length === n && document.body.dataset.taskLoadMs, size)
+    const painted = await page.evaluate(() => performance.now())
+    return {
+      click_ms: Math.round(painted - clicked),
+      load_ms: Number(await page.evaluate(() => document.body.dataset.taskLoadMs)),
+      render_ms: Number(await page.evaluate(() => document.body.dataset.taskRenderMs)),
+    }
+  }
+  const rounds = []
+  for (let i = 0; i < 3; i++) {
+    if ((await rowsShown()) !== 20) await pageSize(20)
+    rounds.push(await pageSize(100))
+  }
+  const best = (key) => Math.min(...rounds.map((r) => r[key]))
+  measures.render_100_rows_rounds = rounds
+  measures.render_100_rows_dom_ms = best('render_ms')
+  measures.load_and_render_100_rows_ms = best('load_ms')
+  measures.render_100_rows_ms = best('click_ms')
   measures.tasks_api_100_ms = await page.evaluate(async () => {
     const t0 = performance.now()
     await fetch('/api/v1/tasks?keyword=bulk-&page_size=100').then((r) => r.json())
     return Math.round(performance.now() - t0)
   })
-  step(`100-row list: ${measures.load_and_render_100_rows_ms} ms from asking the API to the rows painted ` +
-    `(${measures.render_100_rows_dom_ms} ms of it from the answer to the paint; the API alone: ` +
-    `${measures.tasks_api_100_ms} ms); ${measures.render_100_rows_ms} ms from the page-size click, ` +
-    `dropdown animation included`)
+  step(`100-row list, best of 3: ${measures.load_and_render_100_rows_ms} ms from asking the API to the rows ` +
+    `painted (${measures.render_100_rows_dom_ms} ms from the answer to the paint; the API alone: ` +
+    `${measures.tasks_api_100_ms} ms); rounds: ${rounds.map((r) => `${r.load_ms}/${r.render_ms}`).join(', ')} ms`)
   await shot(page, 'tasks-100-light')
 
   // Every page in both themes (Chinese light, English dark), through the switches.

@@ -131,6 +131,7 @@ export default {
   runs: {
     title: 'Runs',
     running: 'Running now',
+    noneRunning: 'Nothing is running.',
     history: 'History',
     task: 'Task',
     trigger: 'Trigger',

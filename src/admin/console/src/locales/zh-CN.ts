@@ -126,6 +126,7 @@ const zh: typeof en = {
   runs: {
     title: '执行记录',
     running: '正在运行',
+    noneRunning: '当前没有正在运行的任务。',
     history: '历史',
     task: '任务',
     trigger: '触发方式',
