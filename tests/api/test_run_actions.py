@@ -4,8 +4,10 @@
 # the full log of a run read from its agent (300 KB, paged) and what is served when that
 # agent is offline.
 import json
+import os
 import shutil
 import signal
+import subprocess
 import time
 import urllib.parse
 
@@ -110,7 +112,7 @@ def test_trigger_on_chosen_agents_runs_there_and_refuses_agents_not_bound(admin,
     assert {final(admin, e)["agent_id"] for e in shard_ids} == {"api-agent"}
 
 
-def test_retry_reruns_a_failed_run_on_its_agent_linked_to_it(admin, workers):
+def test_retry_reruns_a_failed_run_on_its_agent_linked_to_it(admin, workers, cluster):
     tid = task(admin, workers, "fails-everywhere", ["/bin/sh", "-c", "echo failing on $QF_AGENT_ID; exit 3"],
                mode="PLACEMENT_MODE_ALL")
     ids = admin.post(f"/api/v1/tasks/{tid}/trigger").data["execution_ids"]
@@ -137,6 +139,11 @@ def test_retry_reruns_a_failed_run_on_its_agent_linked_to_it(admin, workers):
     audit = admin.get("/api/v1/audit?action=execution.retry").data["items"]
     assert any(e["target_id"] == failed["execution_id"] and retry_id in e["detail"] and SECOND in e["detail"]
                for e in audit), audit
+    # qfctl: the same, and --wait follows the retry to its end (exit 1: it failed again).
+    status, out, err = qfctl(cluster, admin, "exec", "retry", failed["execution_id"], "--wait")
+    assert status == 1 and out.startswith(f"{tid}:") and f"failure on {SECOND}" in out, (status, out, err)
+    status, out, err = qfctl(cluster, admin, "task", "trigger", tid, "--agent", SECOND)
+    assert status == 0 and out.strip().endswith(f":{SECOND}"), (status, out, err)
     # A run still going is not retried.
     sleeper = task(admin, workers, "retry-sleeper", ["/bin/sleep", "20"])
     [running] = admin.post(f"/api/v1/tasks/{sleeper}/trigger").data["execution_ids"]
@@ -189,6 +196,16 @@ def test_a_running_shell_task_streams_its_output_live_to_followers(admin, worker
         quiet.receive()
 
 
+def qfctl(cluster, admin, *args):
+    """Runs qfctl against the cluster with the admin's session; (exit status, stdout, stderr)."""
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(cluster.dir, "qfctl-config"))
+    for name in ("QF_SERVER", "QF_TOKEN", "QF_CA_FILE"):
+        env.pop(name, None)
+    r = subprocess.run([cluster.qfctl, *args, "--server", cluster.base, "--token", admin.token], env=env,
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
 def read_whole_log(admin, eid, page):
     """Pages through GET /executions/{id}/logs with next_offset until eof."""
     text, offset, sources = [], 0, []
@@ -222,6 +239,8 @@ def test_a_300_kb_log_is_read_in_full_from_the_agent_and_what_is_kept_when_it_is
     assert whole["chunk"]["data"] == FULL_LOG and whole["chunk"]["eof"] is True and whole["truncated"] is False
     tail = admin.get(f"{execution_path(eid)}/logs?offset={len(FULL_LOG) - 6}").data
     assert tail["chunk"]["data"] == "52000\n" and tail["chunk"]["eof"] is True
+    status, out, err = qfctl(cluster, admin, "exec", "logs", eid)
+    assert status == 0 and out == FULL_LOG, (status, len(out), err)
     assert admin.get(f"{execution_path(eid)}/logs?max_bytes=1048577").status == 400
     assert admin.get(f"{execution_path(eid)}/logs?offset=-1").status == 400
     # The agent goes away: what the coordinator keeps is still served, with why the rest is not.
@@ -236,6 +255,8 @@ def test_a_300_kb_log_is_read_in_full_from_the_agent_and_what_is_kept_when_it_is
     beyond = admin.get(f"{execution_path(eid)}/logs?offset=20000")
     assert beyond.status == 503, beyond
     assert SECOND in beyond.json["message"] and "not online" in beyond.json["message"]
+    status, out, err = qfctl(cluster, admin, "exec", "logs", eid)
+    assert status == 0 and out == FULL_LOG[:10240] and SECOND in err and "not online" in err, (status, len(out), err)
     # Nor is a run of that agent retried elsewhere.
     retry = admin.post(execution_path(eid) + "/retry")
     assert retry.status == 409 and SECOND in retry.json["message"] and "not online" in retry.json["message"], retry
