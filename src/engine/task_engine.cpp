@@ -101,12 +101,12 @@ struct ActiveRun {
 };
 
 struct TaskSlot {
-  explicit TaskSlot(asio::any_io_executor ex) : timer(ex) {}
   v1::Task config;
   std::optional<Schedule> schedule;  // set for locally fired tasks with a timed schedule
-  // Steady, with the wait computed from the wall clock at each arm (capped by
-  // max_timer_wait): a wall clock stepped back cannot hold it until the old deadline.
-  asio::steady_timer timer;
+  // The slot's entry in the engine's instants (see Impl::instants): an entry whose serial is
+  // not the slot's current one is stale (the slot was re-armed or disarmed since).
+  std::uint64_t arm_serial = 0;
+  bool armed = false;  // an entry with the current serial waits in the instants
   std::optional<Instant> cursor;     // the last nominal fire handled
   std::optional<Fire> next_fire;
   std::deque<PendingRun> queue;
@@ -115,6 +115,16 @@ struct TaskSlot {
   std::uint64_t generation = 0;
   bool clock_behind_warned = false;  // the wall clock stepped back behind `cursor`: said once
 };
+
+/// A slot waiting for an instant: fired when the instant comes, unless stale (see arm_serial).
+struct ArmedSlot {
+  std::string task_id;
+  std::uint64_t generation = 0;
+  std::uint64_t arm_serial = 0;
+};
+
+/// How many due slots one handler turn fires before it lets the bodies it started run.
+constexpr std::size_t k_fires_per_turn = 8;
 
 /// A final record whose commit failed: written again until it commits, reported only then.
 struct UncommittedRecord {
@@ -131,7 +141,7 @@ struct HeldFire {
 struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   Impl(asio::any_io_executor ex, LocalStore& s, TaskEngineOptions o)
       : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)),
-        probe_timer(ex), backlog_timer(ex) {
+        instant_timer(ex), probe_timer(ex), backlog_timer(ex) {
     executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
     executors[v1::Task::kHttp] = make_http_executor(ex);
   }
@@ -145,6 +155,41 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::map<v1::Task::ExecutorCase, std::unique_ptr<Executor>> executors;
   std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> tasks;
   std::map<std::string, std::string, std::less<>> task_ids_by_name;  // names are unique
+  // Timers grouped per instant: one timer for the engine, and the slots due at each instant
+  // (1,000 tasks due at the same second were 1,000 timers expiring together). Keyed by the
+  // wall clock; the steady timer's wait is computed from the wall clock at each arm and
+  // capped by max_timer_wait, so a wall clock stepped back cannot hold it.
+  std::map<std::chrono::system_clock::time_point, std::vector<ArmedSlot>> instants;
+  asio::steady_timer instant_timer;
+  std::optional<std::chrono::system_clock::time_point> instant_timer_for;  // what it waits for
+  std::size_t stale_instant_entries = 0;  // entries of slots re-armed or disarmed since: compacted
+  // While the slots due at an instant are fired ("a burst"), bodies start first: the RUNNING
+  // records and the completions of runs that ended meanwhile wait until the burst is over,
+  // so that the last task of the instant does not wait for the bookkeeping of all the others.
+  std::size_t bursts_in_progress = 0;
+  std::vector<std::shared_ptr<ActiveRun>> burst_started;
+  std::vector<std::pair<std::string, RunOutcome>> burst_finished;
+
+  /// The slot's entry (if any) becomes stale: it will not fire.
+  void disarm(TaskSlot& slot) {
+    ++slot.arm_serial;
+    if (!slot.armed) return;
+    slot.armed = false;
+    // Stale entries are dropped when their instant comes, or all at once when they outnumber
+    // the tasks (a full apply re-arms every task): amortized O(1) per re-arm.
+    if (++stale_instant_entries > 1024 && stale_instant_entries > tasks.size()) compact_instants();
+  }
+
+  void compact_instants() {
+    for (auto it = instants.begin(); it != instants.end();) {
+      std::erase_if(it->second, [&](const ArmedSlot& armed) {
+        auto slot = tasks.find(armed.task_id);
+        return slot == tasks.end() || slot->second->arm_serial != armed.arm_serial;
+      });
+      it = it->second.empty() ? instants.erase(it) : std::next(it);
+    }
+    stale_instant_entries = 0;
+  }
   TaskEngineConfigStats config_stats;
   std::map<std::string, std::shared_ptr<ActiveRun>, std::less<>> runs;
   std::map<std::string, std::pair<std::shared_ptr<asio::steady_timer>, PendingRun>, std::less<>> retries;
@@ -503,10 +548,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   /// runs in progress, queued fires), whose timer is cancelled.
   std::unique_ptr<TaskSlot> build_slot(v1::Task task) {
     ++config_stats.slots_built;
-    auto slot = std::make_unique<TaskSlot>(executor);
+    auto slot = std::make_unique<TaskSlot>();
     if (auto old = tasks.find(task.id()); old != tasks.end()) {
       TaskSlot& previous = *old->second;
-      previous.timer.cancel();
+      disarm(previous);
       const bool same_schedule = previous.config.schedule().SerializeAsString() == task.schedule().SerializeAsString();
       slot->cursor = previous.cursor;
       slot->runs = same_schedule ? previous.runs : 0;
@@ -523,7 +568,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
   /// A task no longer held: its timer stops and its queued fires are CANCELLED.
   void retire_slot(TaskSlot& old) {
-    old.timer.cancel();
+    disarm(old);
     for (auto& p : old.queue) write_cancelled(p, old.config, "task removal");
     old.queue.clear();
   }
@@ -567,16 +612,82 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     } else {
       slot.clock_behind_warned = false;
     }
+    disarm(slot);
+    instants[slot.next_fire->start_at].push_back(ArmedSlot{slot.config.id(), slot.generation, slot.arm_serial});
+    slot.armed = true;
+    arm_instant_timer();
+  }
+
+  /// Sets the engine's one timer for the earliest instant, unless it already waits for it.
+  void arm_instant_timer() {
+    if (stopping || instants.empty()) return;
+    const auto first = instants.begin()->first;
+    if (instant_timer_for && *instant_timer_for <= first) return;
+    instant_timer_for = first;
     // Measured against the precise clock, not the whole second, so fires start on the second.
-    const auto wait = std::min<std::chrono::system_clock::duration>(
-        slot.next_fire->start_at - std::chrono::system_clock::now(), options.max_timer_wait);
-    slot.timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+    const auto wait = std::min<std::chrono::system_clock::duration>(first - std::chrono::system_clock::now(),
+                                                                    options.max_timer_wait);
+    instant_timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::max<std::chrono::system_clock::duration>(wait, seconds{0})));
-    slot.timer.async_wait([weak = weak_from_this(), id = slot.config.id(), generation = slot.generation](
-                              const error_code& ec) {
+    instant_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
       auto self = weak.lock();
       if (!self || ec) return;
-      self->on_timer(id, generation);
+      self->on_instant_timer();
+    });
+  }
+
+  void on_instant_timer() {
+    instant_timer_for.reset();
+    if (stopping) return;
+    auto due = std::make_shared<std::vector<ArmedSlot>>();
+    const auto now = std::chrono::system_clock::now();
+    while (!instants.empty() && instants.begin()->first <= now) {
+      auto& slots = instants.begin()->second;
+      for (const auto& armed : slots)
+        if (auto it = tasks.find(armed.task_id); it != tasks.end() && it->second->arm_serial == armed.arm_serial)
+          it->second->armed = false;  // taken out: no longer counted as stale when re-armed
+      if (due->empty()) {
+        *due = std::move(slots);
+      } else {
+        due->insert(due->end(), std::make_move_iterator(slots.begin()), std::make_move_iterator(slots.end()));
+      }
+      instants.erase(instants.begin());
+    }
+    if (!due->empty()) {
+      ++bursts_in_progress;
+      fire_due(std::move(due), 0);
+    }
+    arm_instant_timer();  // a capped wait, or the next instant
+  }
+
+  /// The records and completions a burst held back, in order: RUNNING before any final.
+  void end_burst() {
+    if (bursts_in_progress > 0) --bursts_in_progress;
+    auto started_runs = std::exchange(burst_started, {});
+    auto finished_runs = std::exchange(burst_finished, {});
+    for (auto& run : started_runs) write(run->record);
+    for (auto& [id, outcome] : finished_runs) on_done(id, std::move(outcome));
+  }
+
+  /// Fires the due slots a few per handler turn: the bodies started (plugin calls are posted)
+  /// run between the turns instead of after every other fire of the instant.
+  void fire_due(std::shared_ptr<std::vector<ArmedSlot>> due, std::size_t from) {
+    const std::size_t end = std::min(due->size(), from + k_fires_per_turn);
+    for (std::size_t i = from; i < end && !stopping; ++i) {
+      const ArmedSlot& armed = (*due)[i];
+      auto it = tasks.find(armed.task_id);
+      if (it == tasks.end() || it->second->arm_serial != armed.arm_serial) continue;  // stale
+      on_timer(armed.task_id, armed.generation);
+    }
+    if (end < due->size() && !stopping) {
+      asio::post(executor, [weak = weak_from_this(), due = std::move(due), end]() mutable {
+        if (auto self = weak.lock()) self->fire_due(std::move(due), end);
+      });
+      return;
+    }
+    // After the bodies this turn posted.
+    asio::post(executor, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->end_burst();
     });
   }
 
@@ -778,7 +889,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     run->started_steady = std::chrono::steady_clock::now();
     runs[id] = run;
     ++slot.running;
-    write(run->record);
+    if (bursts_in_progress > 0) {
+      burst_started.push_back(run);
+    } else {
+      write(run->record);
+    }
 
     RunRequest request;
     request.execution_id = id;
@@ -795,7 +910,13 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       written += data.size();
     };
     auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
-      if (auto self = weak.lock()) self->on_done(id, std::move(outcome));
+      auto self = weak.lock();
+      if (!self) return;
+      if (self->bursts_in_progress > 0) {
+        self->burst_finished.emplace_back(id, std::move(outcome));
+      } else {
+        self->on_done(id, std::move(outcome));
+      }
     };
     Executor* chosen = nullptr;
     if (run->config.executor_case() == v1::Task::kPlugin) {
@@ -920,7 +1041,7 @@ TaskEngine::TaskEngine(asio::any_io_executor executor, LocalStore& store, TaskEn
 
 TaskEngine::~TaskEngine() {
   // Timers hold only weak references; cancel them so nothing waits on a dead engine.
-  for (auto& [id, slot] : impl_->tasks) slot->timer.cancel();
+  impl_->instant_timer.cancel();
   for (auto& [id, retry] : impl_->retries) retry.first->cancel();
   impl_->probe_timer.cancel();
   impl_->backlog_timer.cancel();
@@ -1169,7 +1290,7 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
   if (it == impl.tasks.end()) {
     // A task routed here without being part of this agent's configuration: it gets a slot
     // for its policies; the next configuration applied drops it.
-    auto slot = std::make_unique<TaskSlot>(impl.executor);
+    auto slot = std::make_unique<TaskSlot>();
     slot->config = request.task();
     it = impl.tasks.emplace(request.task_id(), std::move(slot)).first;
   }
@@ -1226,8 +1347,13 @@ void TaskEngine::stop(std::chrono::seconds grace, std::function<void()> done) {
   auto& impl = *impl_;
   impl.stopping = true;
   impl.stopped_handler = std::move(done);
+  impl.instant_timer.cancel();
+  impl.instants.clear();
+  while (impl.bursts_in_progress > 0) impl.end_burst();
+  impl.stale_instant_entries = 0;
   for (auto& [id, slot] : impl.tasks) {
-    slot->timer.cancel();
+    ++slot->arm_serial;
+    slot->armed = false;
     for (auto& p : slot->queue) impl.write_cancelled(p, slot->config, "agent shutdown");
     slot->queue.clear();
   }

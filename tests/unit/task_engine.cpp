@@ -1021,3 +1021,52 @@ TEST_CASE("a config delta keeps the schedule of the tasks it does not name", "[e
   CHECK(f.finals.size() >= 2);
   for (const auto& e : f.finals) CHECK(e.task_id() == "tick");
 }
+
+TEST_CASE("tasks due at the same instant share one timer: each fires once per instant, RUNNING before its final",
+          "[engine]") {
+  Fixture f;
+  std::size_t bodies = 0;
+  f.engine->plugins().add("count", [&](const qf::PluginCall&) {
+    ++bodies;
+    return qf::PluginResult{};
+  });
+  std::vector<qf::v1::Task> tasks;
+  for (int i = 0; i < 300; ++i) {
+    qf::v1::Task task;
+    task.set_id(fmt::format("p{}", i));
+    task.set_name(task.id());
+    task.set_enabled(true);
+    task.mutable_plugin()->set_name("count");
+    task.mutable_schedule()->set_cron("* * * * * *");
+    tasks.push_back(task);
+  }
+  f.apply(tasks);
+  f.engine->start();
+  // Re-applied while armed (every slot re-armed: the old entries go stale, some are compacted)
+  // and one task re-armed by a delta many times: none of this may fire anything twice.
+  for (int round = 0; round < 3; ++round) {
+    f.run_until([] { return false; }, 700ms);
+    REQUIRE(f.engine->apply(tasks, static_cast<std::uint64_t>(2 + round)));
+    for (int i = 0; i < 2000; ++i) REQUIRE(f.engine->apply_delta({tasks[0]}, {}, 10 + i).empty());
+  }
+  f.run_until([] { return false; }, 700ms);
+  bool stopped = false;
+  f.engine->stop(1s, [&] { stopped = true; });
+  REQUIRE(f.run_until([&] { return stopped; }));
+  std::set<std::string> final_ids;
+  std::map<std::string, int> per_task;
+  for (const auto& e : f.finals) {
+    CHECK(e.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+    CHECK(final_ids.insert(e.execution_id()).second);  // no instant ran twice
+    ++per_task[e.task_id()];
+  }
+  CHECK(final_ids.size() == bodies);
+  CHECK(per_task.size() == 300);  // every task fired
+  for (const auto& [task, n] : per_task) CHECK(n >= 2);
+  // Each run's RUNNING record reached the sink before its final one.
+  std::set<std::string> running;
+  for (const auto& e : f.events) {
+    if (e.status() == qf::v1::EXECUTION_STATUS_RUNNING) running.insert(e.execution_id());
+    if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) CHECK(running.count(e.execution_id()) == 1);
+  }
+}
