@@ -87,6 +87,17 @@ std::optional<ApiFailureInfo> check_id_list(const google::protobuf::RepeatedPtrF
   return failure;
 }
 
+/// Ids for an audit entry's target: all of them, or the first ones and how many.
+template <typename Ids>
+std::string ids_text(const Ids& ids) {
+  std::string out;
+  for (const auto& id : ids) {
+    if (out.size() > 200) return fmt::format("{}... ({} ids)", out, ids.size());
+    out += (out.empty() ? "" : ",") + id;
+  }
+  return out;
+}
+
 template <typename T>
 void reply_catalog(const CallPtr& call, const CatalogResult<T>& result) {
   if (!result) return call->fail(failure_of(result.ec, result.error));
@@ -116,7 +127,7 @@ void AdminApi::add_catalog_routes() {
   add("POST", "/api/v1/tasks/{id}/disable", k_operator, nullptr, v1::Task::descriptor(), "Disable a task",
       [this](CallPtr call) { set_task_enabled(std::move(call), false); });
   add("POST", "/api/v1/tasks/{id}/trigger", k_operator, v1::TriggerRequest::descriptor(),
-      v1::TriggerResponse::descriptor(), "Run a task now with parameters", self(&AdminApi::trigger_task));
+      v1::TriggerResponse::descriptor(), "Run a task now with parameters (agent_ids: on those agents only)", self(&AdminApi::trigger_task));
   add("POST", "/api/v1/tasks/batch", k_operator, v1::BatchTaskRequest::descriptor(),
       v1::BatchTaskResponse::descriptor(),
       "Enable, disable or delete many tasks (1-1000): all or nothing, every bad id named",
@@ -286,7 +297,7 @@ void AdminApi::batch_tasks(CallPtr call) {
     std::vector<std::string> parts;
     for (const auto& [field, reason] : failure.details) parts.push_back(field + ": " + reason);
     failure.message = fmt::format("invalid batch: {} (nothing was changed)", fmt::join(parts, "; "));
-    audit(*call, "task.batch", "task", fmt::format("{}", fmt::join(request.task_ids(), ",")), verb, false, failure.message);
+    audit(*call, "task.batch", "task", ids_text(request.task_ids()), verb, false, failure.message);
     return call->fail(failure);
   }
   std::vector<std::string> ids(request.task_ids().begin(), request.task_ids().end());
@@ -297,8 +308,7 @@ void AdminApi::batch_tasks(CallPtr call) {
                              if (!r) {
                                auto f = failure_of(r.ec, r.error);
                                f.message += " (nothing was changed)";
-                               self->audit(*call, "task.batch", "task", fmt::format("{}", fmt::join(ids, ",")), verb,
-                                           false, f.message);
+                               self->audit(*call, "task.batch", "task", ids_text(ids), verb, false, f.message);
                                return call->fail(f);
                              }
                              v1::BatchTaskResponse out;

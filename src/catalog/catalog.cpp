@@ -56,6 +56,17 @@ void run(Store& store, Body body, std::function<void(CatalogResult<T>)> done) {
       });
 }
 
+/// Ids for an audit entry's target: all of them, or the first ones and how many (a batch
+/// may name 1,000 ids).
+std::string ids_text(const std::vector<std::string>& ids) {
+  std::string out;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (out.size() > 200) return fmt::format("{}... ({} ids)", out, ids.size());
+    out += (i ? "," : "") + ids[i];
+  }
+  return out;
+}
+
 /// Every group a task names must exist.
 bool groups_exist(StoreTransaction& tx, const v1::Task& task, CatalogResult<v1::Task>& result) {
   for (int i = 0; i < task.group_ids_size(); ++i) {
@@ -240,9 +251,9 @@ void Catalog::batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction acti
         }
         result.value.config_version = version ? version : tx.config_version();
         tx.append_audit(make_audit_entry(
-            actor, "task.batch", "task", fmt::format("{}", fmt::join(ids, ",")), verb, true,
+            actor, "task.batch", "task", ids_text(ids), verb, true,
             fmt::format("{} {} task(s); changed: {}", verb, ids.size(),
-                        changed.empty() ? std::string("none") : fmt::format("{}", fmt::join(changed, ", ")))));
+                        changed.empty() ? std::string("none") : ids_text(changed))));
       },
       std::move(done));
 }

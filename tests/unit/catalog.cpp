@@ -323,7 +323,7 @@ TEST_CASE("a batch names every unknown task and changes nothing, else changes al
     request.set_page_size(10);
     const auto audit = tx.list_audit(request);
     REQUIRE(audit.items.size() == 3);  // the refused one is the API's to record
-    CHECK(audit.items[0].detail() == "delete 2 task(s); changed: b, c");
+    CHECK(audit.items[0].detail() == "delete 2 task(s); changed: b,c");
   });
 }
 
