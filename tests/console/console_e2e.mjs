@@ -145,8 +145,66 @@ try {
   await page.waitForSelector('[data-testid=tasks-table] .el-table__row:has-text("console-e2e") [data-action=enable]')
   step('task disabled')
 
+  // Run now (the trigger dialog) and follow the run's log while it runs.
+  async function runNow(name) {
+    await page.goto(base + '/tasks')
+    await page.fill('input[data-search]', name)
+    await page.keyboard.press('Enter')
+    await page
+      .locator('[data-testid=tasks-table] .el-table__row', { hasText: name })
+      .locator('[data-action=trigger]')
+      .first()
+      .click()
+    await page.click('[data-testid=trigger-submit]')
+    await page.waitForURL(/\/runs\/.+/)
+    await page.waitForSelector('[data-testid=run-record]')
+  }
+  const statsBefore = await page.evaluate(async () =>
+    Number((await (await fetch(`/api/v1/executions/stats?from_unix_ms=${new Date().setHours(0, 0, 0, 0)}`)).json())
+      .data.summary.total))
+  await runNow('console-live')
+  await page.waitForSelector('[data-testid=log-text] >> text=tick 1')
+  const liveText = await page.textContent('[data-testid=log-text]')
+  const stillRunning = await page.locator('[data-testid=run-record] [data-status=RUNNING]').count()
+  if (!stillRunning || liveText.includes('tick 6'))
+    throw new Error(`the log was not live: running=${stillRunning}, log so far: ${liveText}`)
+  step(`live log: "${liveText.trim().split('\n').pop()}" shown while the run is RUNNING`)
+  await shot(page, 'run-live-light')
+  await page.waitForSelector('[data-testid=run-record] [data-status=SUCCESS]', { timeout: 20000 })
+  await page.waitForSelector('[data-testid=log-text] >> text=tick 6')
+  step('the live run ended SUCCESS with all six ticks')
+
+  // 300 KB of output: the whole log, read from the agent in slices.
+  await runNow('console-big')
+  await page.waitForSelector('[data-testid=run-record] [data-status=SUCCESS]', { timeout: 20000 })
+  await page.waitForFunction(() => (document.querySelector('[data-testid=log-text]')?.textContent ?? '').length >= 303000, null, { timeout: 20000 })
+  const bigLength = await page.evaluate(() => document.querySelector('[data-testid=log-text]').textContent.length)
+  step(`300 KB log: ${bigLength} characters shown (${(await page.textContent('[data-testid=log-size]')).trim()})`)
+
+  // A failed run, retried on its agent from the run's page.
+  await runNow('console-fail')
+  await page.waitForSelector('[data-testid=run-record] [data-status=FAILURE]', { timeout: 20000 })
+  const failedUrl = page.url()
+  const failedAgent = (await page.textContent('[data-testid=run-record]')).includes('api-agent')
+  await page.click('[data-testid=retry]')
+  await confirmDialog(page)
+  await page.waitForURL((url) => url.toString() !== failedUrl && /\/runs\/.+/.test(url.toString()))
+  await page.waitForSelector('[data-testid=run-record] >> text=retry')
+  await page.waitForSelector('[data-testid=run-record] [data-status=FAILURE]', { timeout: 20000 })
+  if (!failedAgent || !(await page.textContent('[data-testid=run-record]')).includes('api-agent'))
+    throw new Error('the retry did not run on the failed run\'s agent')
+  step('failed run retried from its page: a RETRY on the same agent')
+  await shot(page, 'run-retry-light')
+
+  // The statistics count what ran.
+  await page.goto(base + '/stats')
+  await page.locator('.el-radio-button', { hasText: /今天|Today/ }).click()
+  await page.waitForFunction((before) => Number(document.querySelector('[data-testid=stats-total]')?.textContent) > before, statsBefore)
+  step(`statistics: ${await page.textContent('[data-testid=stats-total]')} runs today (${statsBefore} before these)`)
+
   // 100 rows: from asking for a 100-row page to the rows on screen, three times (20 -> 100
   // rows each time); the machine may be busy (builds beside the test): the best counts.
+  await page.goto(base + '/tasks')
   await page.fill('input[data-search]', 'bulk-')
   await page.keyboard.press('Enter')
   await page.waitForSelector('[data-testid=tasks-table] >> text=bulk-019')

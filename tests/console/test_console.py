@@ -71,6 +71,14 @@ def test_console_in_chromium():
                 "name": f"bulk-{i:03d}", "description": "a manual task for the list test", "enabled": False,
                 "schedule": {"manual": {}}, "shell": {"script": "true"}, "group_ids": [workers]})
             assert r.status == 201, r
+        # Run from the console with "Run now": slow output (live log), 300 KB of output (the
+        # full log read from the agent in slices), a failure (retried on its agent).
+        for name, script in (("console-live", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done"),
+                             ("console-big", "head -c 300000 /dev/zero | tr '\\0' x | fold -w 99"),
+                             ("console-fail", "echo failing on purpose; exit 3")):
+            r = admin.post("/api/v1/tasks", {"name": name, "schedule": {"manual": {}}, "shell": {"script": script},
+                                             "group_ids": [workers]})
+            assert r.status == 201, r
         conftest.wait_for(lambda: any(a["state"] == "AGENT_STATE_ONLINE"
                                       for a in admin.get("/api/v1/agents").data["items"]), 30, "the agent online")
 
@@ -90,6 +98,9 @@ def test_console_in_chromium():
         # What the browser did is what the API recorded.
         tasks = admin.get("/api/v1/tasks?keyword=console-e2e").data["items"]
         assert len(tasks) == 1 and tasks[0]["task"]["enabled"] is False, tasks
+        retries = admin.get("/api/v1/executions?task_id=" + next(
+            t["task"]["id"] for t in admin.get("/api/v1/tasks?keyword=console-fail").data["items"])).data["items"]
+        assert any(e["trigger"] == "TRIGGER_TYPE_RETRY" for e in retries), retries
         audit = admin.get("/api/v1/audit?action=task.&actor=admin&page_size=200").data["items"]
         assert {"task.create", "task.disable"} <= {a["action"] for a in audit}, [a["action"] for a in audit]
         metrics = json.loads(run.stdout.strip().splitlines()[-1])

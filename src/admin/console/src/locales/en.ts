@@ -87,6 +87,8 @@ export default {
     enable: 'Enable',
     disable: 'Disable',
     trigger: 'Run now',
+    onAgents: 'On agents',
+    placementDecides: 'As the placement decides (all, one or shards)',
     triggered: 'Triggered: {n} run(s)',
     confirmDelete: 'Delete task "{name}"? Its history stays.',
     confirmDisable: 'Disable task "{name}"? It stops firing until enabled again.',

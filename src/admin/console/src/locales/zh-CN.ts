@@ -82,6 +82,8 @@ const zh: typeof en = {
     enable: '启用',
     disable: '停用',
     trigger: '立即执行',
+    onAgents: '指定节点',
+    placementDecides: '由执行方式决定（全部、单个或分片）',
     triggered: '已触发 {n} 次执行',
     confirmDelete: '删除任务“{name}”？执行历史会保留。',
     confirmDisable: '停用任务“{name}”？重新启用前不会再触发。',
