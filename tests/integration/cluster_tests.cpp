@@ -972,45 +972,6 @@ TEST_CASE("registering tasks one by one costs each agent work per task changed, 
   }
 }
 
-TEST_CASE("the full log of a run is read from its agent, and its output is heard while it runs", "[cluster]") {
-  Cluster c;
-  c.create_group("web");
-  c.add_agent("a1", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
-  std::string heard;
-  qf::CoordinatorObserver observer;
-  observer.output = [&](const qf::v1::Execution& record, std::uint64_t offset, const std::string& delta) {
-    CHECK(record.execution_id().starts_with("big:"));
-    CHECK(offset == heard.size());
-    heard += delta;
-  };
-  c.coordinator->observe(std::move(observer));
-  c.create_task(shell_task("big", "seq 1 30000", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("big").execution_ids.at(0);
-  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS));
-  std::string expected;
-  for (int i = 1; i <= 30000; ++i) expected += std::to_string(i) + "\n";
-  const auto record = c.execution(id);
-  CHECK(record->output_truncated());  // the record keeps the head only
-  CHECK(record->output() == expected.substr(0, 10240));
-  CHECK(heard == expected);  // every byte was streamed, before the final state
-  std::optional<qf::v1::LogChunk> chunk;
-  c.coordinator->dispatcher().fetch_log("a1", id, 100000, 5000, [&](qf::error_code ec, qf::v1::LogChunk answer) {
-    CHECK_FALSE(ec);
-    chunk = std::move(answer);
-  });
-  REQUIRE(c.run_until([&] { return chunk.has_value(); }));
-  CHECK(chunk->error().empty());
-  CHECK(chunk->chunk().data() == expected.substr(100000, 5000));
-  CHECK(chunk->chunk().next_offset() == 105000);
-  CHECK(chunk->chunk().total_bytes() == expected.size());
-  CHECK_FALSE(chunk->chunk().eof());
-  std::optional<qf::error_code> offline;
-  c.coordinator->dispatcher().fetch_log("nobody", id, 0, 10, [&](qf::error_code ec, qf::v1::LogChunk) { offline = ec; });
-  REQUIRE(c.run_until([&] { return offline.has_value(); }));
-  CHECK(*offline == qf::errc::not_found);
-}
-
 TEST_CASE("the full log of a run is read from its agent and its output is heard while it runs", "[cluster]") {
   Cluster c;
   c.create_group("web");
