@@ -87,10 +87,11 @@ struct PendingRun {
 };
 
 struct ActiveRun {
-  ActiveRun(asio::any_io_executor ex, PendingRun p, v1::Task c)
-      : pending(std::move(p)), config(std::move(c)), timeout_timer(ex), progress_timer(ex) {}
+  ActiveRun(asio::any_io_executor ex, PendingRun p, std::shared_ptr<const v1::Task> c)
+      : pending(std::move(p)), shared_config(std::move(c)), timeout_timer(ex), progress_timer(ex) {}
+  const v1::Task& config() const { return *shared_config; }
   PendingRun pending;
-  v1::Task config;
+  std::shared_ptr<const v1::Task> shared_config;  // the slot's, shared: a run copies no config
   v1::Execution record;
   std::unique_ptr<RunningTask> handle;
   asio::steady_timer timeout_timer;
@@ -101,7 +102,8 @@ struct ActiveRun {
 };
 
 struct TaskSlot {
-  v1::Task config;
+  const v1::Task& config() const { return *shared_config; }
+  std::shared_ptr<const v1::Task> shared_config;  // shared with the runs that started from it
   std::optional<Schedule> schedule;  // set for locally fired tasks with a timed schedule
   // The slot's entry in the engine's instants (see Impl::instants): an entry whose serial is
   // not the slot's current one is stale (the slot was re-armed or disarmed since).
@@ -169,6 +171,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::size_t bursts_in_progress = 0;
   std::vector<std::shared_ptr<ActiveRun>> burst_started;
   std::vector<std::pair<std::string, RunOutcome>> burst_finished;
+  std::vector<ArmedSlot> burst_rearm;  // slots fired in the burst, armed for their next fire after it
 
   /// The slot's entry (if any) becomes stale: it will not fire.
   void disarm(TaskSlot& slot) {
@@ -350,7 +353,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     ++health.fires_not_started;
     ++health.fires_not_started_total;
     if (held_fires.size() >= options.max_recorded_store_skips) return;
-    auto config = p.config ? p.config : std::make_shared<const v1::Task>(slot.config);
+    auto config = p.config ? p.config : slot.shared_config;
     held_fires.push_back({std::move(p), std::move(config)});
   }
 
@@ -495,7 +498,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       ++health.backlog_fires_not_recorded_total;
       return;
     }
-    if (!p.config && slot.config.id() != p.task_id) return;  // cannot happen: the slot is the task's
+    if (!p.config && slot.config().id() != p.task_id) return;  // cannot happen: the slot is the task's
     backlog_fires.push_back(std::move(p));
   }
 
@@ -522,7 +525,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       v1::Task bare;
       if (!config) {
         if (auto it = tasks.find(p.task_id); it != tasks.end()) {
-          config = &it->second->config;
+          config = &it->second->config();
         } else {
           bare.set_id(p.task_id);
           config = &bare;
@@ -552,7 +555,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (auto old = tasks.find(task.id()); old != tasks.end()) {
       TaskSlot& previous = *old->second;
       disarm(previous);
-      const bool same_schedule = previous.config.schedule().SerializeAsString() == task.schedule().SerializeAsString();
+      const bool same_schedule = previous.config().schedule().SerializeAsString() == task.schedule().SerializeAsString();
       slot->cursor = previous.cursor;
       slot->runs = same_schedule ? previous.runs : 0;
       slot->running = previous.running;
@@ -562,22 +565,22 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
         task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
       slot->schedule = task_schedule(task);
-    slot->config = std::move(task);
+    slot->shared_config = std::make_shared<const v1::Task>(std::move(task));
     return slot;
   }
 
   /// A task no longer held: its timer stops and its queued fires are CANCELLED.
   void retire_slot(TaskSlot& old) {
     disarm(old);
-    for (auto& p : old.queue) write_cancelled(p, old.config, "task removal");
+    for (auto& p : old.queue) write_cancelled(p, old.config(), "task removal");
     old.queue.clear();
   }
 
   /// After a (re)build: arms the timer and starts what may start.
   void settle_slot(TaskSlot& slot) {
-    if (!slot.config.enabled()) {
+    if (!slot.config().enabled()) {
       for (auto& p : slot.queue)
-        write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+        write_not_run(p, slot.config(), v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
                       "the task was disabled while this run waited");
       slot.queue.clear();
     }
@@ -592,7 +595,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void arm(TaskSlot& slot) {
-    if (!started || stopping || !slot.schedule || !slot.config.enabled()) return;
+    if (!started || stopping || !slot.schedule || !slot.config().enabled()) return;
     const Instant now = now_instant();
     if (!slot.next_fire) {
       ScheduleState state{slot.cursor, slot.cursor, slot.runs};
@@ -606,14 +609,14 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       if (!slot.clock_behind_warned)
         logger()->warn("task {}: the wall clock is {} s behind its last fire ({}; a clock step back?): it waits "
                        "for its next fire at {} so that no instant runs twice",
-                       slot.config.id(), (*slot.cursor - now).count(), format_rfc3339(*slot.cursor),
+                       slot.config().id(), (*slot.cursor - now).count(), format_rfc3339(*slot.cursor),
                        format_rfc3339(slot.next_fire->scheduled));
       slot.clock_behind_warned = true;
     } else {
       slot.clock_behind_warned = false;
     }
     disarm(slot);
-    instants[slot.next_fire->start_at].push_back(ArmedSlot{slot.config.id(), slot.generation, slot.arm_serial});
+    instants[slot.next_fire->start_at].push_back(ArmedSlot{slot.config().id(), slot.generation, slot.arm_serial});
     slot.armed = true;
     arm_instant_timer();
   }
@@ -665,8 +668,16 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (bursts_in_progress > 0) --bursts_in_progress;
     auto started_runs = std::exchange(burst_started, {});
     auto finished_runs = std::exchange(burst_finished, {});
+    auto rearm = std::exchange(burst_rearm, {});
     for (auto& run : started_runs) write(run->record);
     for (auto& [id, outcome] : finished_runs) on_done(id, std::move(outcome));
+    for (const auto& fired : rearm) {
+      auto it = tasks.find(fired.task_id);
+      // Not rebuilt or disarmed since it fired (a rebuilt slot armed itself).
+      if (it != tasks.end() && it->second->generation == fired.generation &&
+          it->second->arm_serial == fired.arm_serial && !it->second->armed)
+        arm(*it->second);
+    }
   }
 
   /// Fires the due slots a few per handler turn: the bodies started (plugin calls are posted)
@@ -717,24 +728,29 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     } else {
       apply_misfires(slot, owed.front().scheduled - seconds{1}, now, "the agent was not running them on time");
     }
-    arm(slot);
+    // The next fire is computed once the instant's bodies have started (see end_burst).
+    if (bursts_in_progress > 0) {
+      burst_rearm.push_back(ArmedSlot{task_id, generation, slot.arm_serial});
+    } else {
+      arm(slot);
+    }
   }
 
   void apply_misfires(TaskSlot& slot, Instant last, Instant now, const char* why) {
-    const auto policy = misfire_policy(slot.config);
+    const auto policy = misfire_policy(slot.config());
     const std::size_t limit =
-        slot.config.misfire_fire_all_limit() > 0 ? slot.config.misfire_fire_all_limit() : options.misfire_fire_all_limit;
+        slot.config().misfire_fire_all_limit() > 0 ? slot.config().misfire_fire_all_limit() : options.misfire_fire_all_limit;
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
     for (const auto& fire : plan.missed) {
       PendingRun p;
-      p.execution_id = execution_id(slot.config.id(), fire.scheduled);
-      p.task_id = slot.config.id();
+      p.execution_id = execution_id(slot.config().id(), fire.scheduled);
+      p.task_id = slot.config().id();
       p.scheduled = fire.scheduled;
-      write_not_run(p, slot.config, v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
+      write_not_run(p, slot.config(), v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
                     fmt::format("owed while {}; misfire policy {}", why, misfire_name(policy)));
     }
     if (plan.missed_total > plan.missed.size())
-      logger()->warn("task {}: {}{} further missed fires are not listed one by one", slot.config.id(),
+      logger()->warn("task {}: {}{} further missed fires are not listed one by one", slot.config().id(),
                      plan.missed_total_capped ? "at least " : "", plan.missed_total - plan.missed.size());
     bool previous_taken = false;
     for (const auto& fire : plan.run)
@@ -747,11 +763,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   bool fire_scheduled(TaskSlot& slot, Instant scheduled, v1::TriggerType trigger, bool behind_previous = false) {
     ++slot.runs;
     PendingRun p;
-    p.execution_id = execution_id(slot.config.id(), scheduled);
-    p.task_id = slot.config.id();
+    p.execution_id = execution_id(slot.config().id(), scheduled);
+    p.task_id = slot.config().id();
     p.scheduled = scheduled;
     p.trigger = trigger;
-    for (const auto& param : slot.config.params())
+    for (const auto& param : slot.config().params())
       if (!param.default_value().empty()) p.params[param.name()] = param.default_value();
     p.root_execution_id = p.execution_id;
     return dispatch(slot, std::move(p), /*scheduled=*/true, behind_previous) != Dispatched::not_run;
@@ -770,7 +786,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   bool only_sibling_shards_running(const TaskSlot& slot, const PendingRun& p) const {
     if (p.shard_total <= 1) return false;
     for (const auto& [id, run] : runs)
-      if (run->pending.task_id == slot.config.id() &&
+      if (run->pending.task_id == slot.config().id() &&
           (run->pending.scheduled != p.scheduled || run->pending.shard_total != p.shard_total))
         return false;
     return true;
@@ -803,8 +819,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       hold_fire(slot, std::move(p));
       return Dispatched::not_run;
     }
-    if (scheduled && !slot.config.enabled()) {
-      write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
+    if (scheduled && !slot.config().enabled()) {
+      write_not_run(p, slot.config(), v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
                     "the task is disabled");
       return Dispatched::not_run;
     }
@@ -812,8 +828,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       hold_backlog_fire(std::move(p), slot);
       return Dispatched::not_run;
     }
-    const auto overlap = slot.config.overlap_policy();
-    if ((slot.running < concurrency_limit(slot.config) || only_sibling_shards_running(slot, p)) && slot.queue.empty()) {
+    const auto overlap = slot.config().overlap_policy();
+    if ((slot.running < concurrency_limit(slot.config()) || only_sibling_shards_running(slot, p)) && slot.queue.empty()) {
       start_run(slot, std::move(p));
       return Dispatched::started;
     }
@@ -825,9 +841,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       case v1::OVERLAP_POLICY_QUEUE:
       case v1::OVERLAP_POLICY_ALLOW: {
         const std::size_t max_queued =
-            slot.config.max_queued_runs() > 0 ? slot.config.max_queued_runs() : options.default_max_queued;
+            slot.config().max_queued_runs() > 0 ? slot.config().max_queued_runs() : options.default_max_queued;
         if (slot.queue.size() >= max_queued) {
-          write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_QUEUE_FULL,
+          write_not_run(p, slot.config(), v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_QUEUE_FULL,
                         fmt::format("{} runs are already queued", slot.queue.size()));
           return Dispatched::not_run;
         }
@@ -837,7 +853,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       case v1::OVERLAP_POLICY_REPLACE: {
         std::shared_ptr<ActiveRun> oldest;
         for (auto& [id, run] : runs)
-          if (run->pending.task_id == slot.config.id() && run->cancelled_by.empty() &&
+          if (run->pending.task_id == slot.config().id() && run->cancelled_by.empty() &&
               (!oldest || run->started_steady < oldest->started_steady))
             oldest = run;
         if (oldest) {
@@ -850,8 +866,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       default: {
         std::vector<std::string> ids;
         for (auto& [id, run] : runs)
-          if (run->pending.task_id == slot.config.id()) ids.push_back(id);
-        write_not_run(p, slot.config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
+          if (run->pending.task_id == slot.config().id()) ids.push_back(id);
+        write_not_run(p, slot.config(), v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
                       fmt::format("still running: {}", fmt::join(ids, ", ")));
         return Dispatched::not_run;
       }
@@ -860,7 +876,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void queue(TaskSlot& slot, PendingRun p, bool front) {
-    auto r = base_record(p, slot.config);
+    auto r = base_record(p, slot.config());
     r.set_status(v1::EXECUTION_STATUS_PENDING);
     write(std::move(r));
     if (front) {
@@ -871,7 +887,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_queued(TaskSlot& slot) {
-    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config) &&
+    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config()) &&
            !store_backlogged()) {
       PendingRun p = std::move(slot.queue.front());
       slot.queue.pop_front();
@@ -880,10 +896,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_run(TaskSlot& slot, PendingRun p) {
-    auto config = p.config ? *p.config : slot.config;
+    auto config = p.config ? p.config : slot.shared_config;
     auto run = std::make_shared<ActiveRun>(executor, std::move(p), std::move(config));
     const std::string id = run->pending.execution_id;
-    run->record = base_record(run->pending, run->config);
+    run->record = base_record(run->pending, run->config());
     run->record.set_status(v1::EXECUTION_STATUS_RUNNING);
     run->record.set_started_unix_ms(now_ms());
     run->started_steady = std::chrono::steady_clock::now();
@@ -897,7 +913,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
     RunRequest request;
     request.execution_id = id;
-    request.task = run->config;
+    request.task = run->config();
     request.params = run->pending.params;
     request.scheduled = run->pending.scheduled;
     request.attempt = run->pending.attempt;
@@ -919,9 +935,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       }
     };
     Executor* chosen = nullptr;
-    if (run->config.executor_case() == v1::Task::kPlugin) {
+    if (run->config().executor_case() == v1::Task::kPlugin) {
       chosen = plugin_executor.get();
-    } else if (auto it = executors.find(run->config.executor_case()); it != executors.end()) {
+    } else if (auto it = executors.find(run->config().executor_case()); it != executors.end()) {
       chosen = it->second.get();
     }
     if (chosen == nullptr) {
@@ -933,7 +949,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     }
     run->handle = chosen->start(request, done);
 
-    run->timeout_timer.expires_after(effective_timeout(run->config));
+    run->timeout_timer.expires_after(effective_timeout(run->config()));
     run->timeout_timer.async_wait([weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {
       if (auto r = weak.lock(); r && !ec && r->handle) r->handle->stop(StopReason::timeout);
     });
@@ -986,7 +1002,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (slot_it == tasks.end()) return maybe_finish_stop();
     TaskSlot& slot = *slot_it->second;
     --slot.running;
-    const auto& retry = run->config.retry();
+    const auto& retry = run->config().retry();
     if (!stopping && run->pending.retry_here && run->cancelled_by.empty() && run->pending.attempt <= retry.max_retries() &&
         retryable(outcome.status, outcome.failure_reason, outcome.exit_code, outcome.http_status, retry))
       schedule_retry(run->pending, retry);
@@ -1077,13 +1093,13 @@ bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, Valid
   std::map<std::string, std::unique_ptr<TaskSlot>, std::less<>> next;
   for (auto& task : tasks) {
     auto slot = impl.build_slot(std::move(task));
-    next[slot->config.id()] = std::move(slot);
+    next[slot->config().id()] = std::move(slot);
   }
   for (auto& [id, old] : impl.tasks)
     if (!next.count(id)) impl.retire_slot(*old);
   impl.tasks = std::move(next);
   impl.task_ids_by_name.clear();
-  for (const auto& [id, slot] : impl.tasks) impl.task_ids_by_name.emplace(slot->config.name(), id);
+  for (const auto& [id, slot] : impl.tasks) impl.task_ids_by_name.emplace(slot->config().name(), id);
   impl.version = version;
   for (auto& [id, slot] : impl.tasks) impl.settle_slot(*slot);
   return true;
@@ -1104,7 +1120,7 @@ std::vector<TaskConfigProblem> TaskEngine::apply_delta(std::vector<v1::Task> ups
   auto release_name = [&](std::string_view id) {
     auto held = impl.tasks.find(id);
     if (held == impl.tasks.end()) return;
-    if (auto it = impl.task_ids_by_name.find(held->second->config.name());
+    if (auto it = impl.task_ids_by_name.find(held->second->config().name());
         it != impl.task_ids_by_name.end() && it->second == id)
       impl.task_ids_by_name.erase(it);
   };
@@ -1142,7 +1158,7 @@ std::vector<TaskConfigProblem> TaskEngine::apply_delta(std::vector<v1::Task> ups
   changed.reserve(accepted.size());
   for (auto& task : accepted) {
     auto slot = impl.build_slot(std::move(task));
-    auto& place = impl.tasks[slot->config.id()];
+    auto& place = impl.tasks[slot->config().id()];
     place = std::move(slot);
     changed.push_back(place.get());
   }
@@ -1191,7 +1207,7 @@ void TaskEngine::start() {
   for (auto& [id, slot] : impl.tasks) {
     if (!slot->schedule) continue;
     const auto last = impl.store.last_scheduled(id, ec);
-    if (last && *last < now && slot->config.enabled()) {
+    if (last && *last < now && slot->config().enabled()) {
       impl.apply_misfires(*slot, *last, now, "the agent was down");
     } else {
       slot->cursor = last && *last > now ? *last : now;
@@ -1225,14 +1241,14 @@ std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::ma
     return std::nullopt;
   }
   TaskSlot& slot = *it->second;
-  for (const auto& spec : slot.config.params()) {
+  for (const auto& spec : slot.config().params()) {
     if (params.count(spec.name())) continue;
     if (spec.required()) return fail(fmt::format("params.{}: is required", spec.name()));
     if (!spec.default_value().empty()) params[spec.name()] = spec.default_value();
   }
-  if (slot.config.params_size() > 0) {
+  if (slot.config().params_size() > 0) {
     for (const auto& [name, value] : params) {
-      const bool declared = std::any_of(slot.config.params().begin(), slot.config.params().end(),
+      const bool declared = std::any_of(slot.config().params().begin(), slot.config().params().end(),
                                         [&](const auto& s) { return s.name() == name; });
       if (!declared) return fail(fmt::format("params.{}: is not a parameter of task \"{}\"", name, task_id));
     }
@@ -1291,7 +1307,7 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
     // A task routed here without being part of this agent's configuration: it gets a slot
     // for its policies; the next configuration applied drops it.
     auto slot = std::make_unique<TaskSlot>();
-    slot->config = request.task();
+    slot->shared_config = std::make_shared<const v1::Task>(request.task());
     it = impl.tasks.emplace(request.task_id(), std::move(slot)).first;
   }
   TaskSlot& slot = *it->second;
@@ -1308,7 +1324,7 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
   p.triggered_by = request.triggered_by();
   p.upstream_execution_id = request.upstream_execution_id();
   if (request.has_task()) p.config = std::make_shared<const v1::Task>(request.task());
-  const auto& config = p.config ? *p.config : slot.config;
+  const auto& config = p.config ? *p.config : slot.config();
   p.retry_here = !config.retry().retry_on_another_agent();
   // A disabled task is not run on schedule; manual runs go through (as locally).
   impl.dispatch(slot, std::move(p), request.trigger() == v1::TRIGGER_TYPE_SCHEDULED);
@@ -1332,7 +1348,7 @@ bool TaskEngine::cancel(std::string_view execution_id, std::string_view by, std:
     if (found == q.end()) continue;
     const PendingRun p = std::move(*found);
     q.erase(found);
-    impl.write_cancelled(p, slot->config, std::string(by), reason);
+    impl.write_cancelled(p, slot->config(), std::string(by), reason);
     return true;
   }
   if (auto it = impl.retries.find(execution_id); it != impl.retries.end()) {
@@ -1354,7 +1370,7 @@ void TaskEngine::stop(std::chrono::seconds grace, std::function<void()> done) {
   for (auto& [id, slot] : impl.tasks) {
     ++slot->arm_serial;
     slot->armed = false;
-    for (auto& p : slot->queue) impl.write_cancelled(p, slot->config, "agent shutdown");
+    for (auto& p : slot->queue) impl.write_cancelled(p, slot->config(), "agent shutdown");
     slot->queue.clear();
   }
   for (auto& [id, retry] : impl.retries) retry.first->cancel();
