@@ -202,6 +202,33 @@ try {
   await page.waitForFunction((before) => Number(document.querySelector('[data-testid=stats-total]')?.textContent) > before, statsBefore)
   step(`statistics: ${await page.textContent('[data-testid=stats-total]')} runs today (${statsBefore} before these)`)
 
+  // Live: a run started elsewhere (the API) shows in the open runs page, through the events
+  // WebSocket, without a reload.
+  await page.goto(base + '/runs')
+  await page.waitForSelector('[data-testid=runs-table] .el-table__row')
+  measures.live_update_ms = await page.evaluate(async () => {
+    const tasks = await (await fetch('/api/v1/tasks?keyword=console-live')).json()
+    const started = performance.now()
+    const answer = await fetch(`/api/v1/tasks/${encodeURIComponent(tasks.data.items[0].task.id)}/trigger`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: '{}',
+    })
+    const execution = (await answer.json()).data.execution_ids[0]
+    return await new Promise((resolve, reject) => {
+      const deadline = started + 10000
+      const check = () => {
+        const shown = [...document.querySelectorAll('[data-testid=runs-table] a')].some((a) =>
+          decodeURIComponent(a.getAttribute('href') ?? '').endsWith(execution))
+        if (shown) resolve(Math.round(performance.now() - started))
+        else if (performance.now() > deadline) reject(new Error(`run ${execution} not shown after 10 s`))
+        else requestAnimationFrame(check)
+      }
+      check()
+    })
+  })
+  step(`live update: a run triggered through the API is on the open runs page ${measures.live_update_ms} ms later`)
+
   // 100 rows: from asking for a 100-row page to the rows on screen, three times (20 -> 100
   // rows each time); the machine may be busy (builds beside the test): the best counts.
   await page.goto(base + '/tasks')
