@@ -10,9 +10,12 @@ install(TARGETS quartzflow quartzflow_core quartzflow_proto
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-if(TARGET qfctl)
-  install(TARGETS qfctl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-endif()
+# The CLI and the product's two daemons (qf-coordinator embeds the web console).
+foreach(program qfctl qf-coordinator qf-agent)
+  if(TARGET ${program})
+    install(TARGETS ${program} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  endif()
+endforeach()
 set(QUARTZFLOW_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/quartzflow)
 install(EXPORT quartzflowTargets NAMESPACE quartzflow:: DESTINATION ${QUARTZFLOW_CMAKE_DIR})
 configure_package_config_file(cmake/quartzflowConfig.cmake.in
