@@ -14,6 +14,13 @@
 
 namespace quartzflow {
 
+/// How the delivery of one routed run to one agent ended.
+enum class RunDelivery {
+  accepted,  ///< the agent took it (it answered with the run's state)
+  refused,   ///< the agent did not start it and will not (refused, never received, fenced): fail over
+  lost,      ///< unknown whether it started (at_most_once): the sink recorded FAILURE `agent lost`
+};
+
 /// What routing knows about an eligible agent (online, in the task's groups).
 struct AgentLoad {
   std::string agent_id;

@@ -31,13 +31,6 @@ class AgentDirectory {
   virtual std::vector<AgentLoad> eligible_agents(const v1::Task& task) = 0;
 };
 
-/// How the delivery of one routed run to one agent ended.
-enum class RunDelivery {
-  accepted,  ///< the agent took it (it answered with the run's state)
-  refused,   ///< the agent did not start it and will not (refused, never received, fenced): fail over
-  lost,      ///< unknown whether it started (at_most_once): the sink recorded FAILURE `agent lost`
-};
-
 /// Sends runs to agents (the Dispatcher implements it over a transport).
 class RunSink {
  public:

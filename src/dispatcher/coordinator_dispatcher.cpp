@@ -16,6 +16,7 @@
 #include <quartzflow/log.hpp>
 
 #include "protocol.hpp"
+#include "run_delivery.hpp"
 
 namespace quartzflow {
 
@@ -41,23 +42,16 @@ bool bound_to(const v1::Agent& agent, const v1::Task& task) {
           std::find(task.group_ids().begin(), task.group_ids().end(), agent.group_id()) != task.group_ids().end());
 }
 
-/// A run sent to an agent whose answer is awaited (keyed by execution id).
-struct PendingRunSend {
-  std::string execution_id;
+/// What the driver keeps of a run awaiting its answer; its delivery state is in the
+/// session's RunDeliveryMachine.
+struct RunPayload {
   v1::Envelope request;  ///< the RunRequest, sent again to ask a slow agent for the run's state
-  v1::DeliveryGuarantee guarantee = v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE;
   std::function<void(RunDelivery)> done;
-  std::unique_ptr<asio::steady_timer> timer;
-  std::uint64_t wake = 0;                 ///< tells a stale timer handler apart
-  std::vector<std::uint64_t> message_ids; ///< every send of the request on this session
-  Clock::time_point sent_at;
-  Clock::time_point last_check;           ///< traffic after this shows the session alive
-  std::int64_t start_deadline_unix_ms = 0;
-  std::uint32_t sends = 0;
 };
 
-struct Session {
-  Session(asio::any_io_executor ex, std::shared_ptr<Connection> c) : writer(std::move(c)), push_timer(ex) {}
+struct Session : std::enable_shared_from_this<Session> {
+  Session(asio::any_io_executor ex, std::shared_ptr<Connection> c, detail::RunDeliveryOptions delivery_options)
+      : writer(std::move(c)), push_timer(ex), delivery(delivery_options), delivery_timer(ex) {}
   detail::EnvelopeWriter writer;
   bool registered = false;
   bool ended = false;
@@ -75,8 +69,10 @@ struct Session {
   std::uint32_t push_sends = 0;
   asio::steady_timer push_timer;
   // Runs.
-  std::map<std::string, PendingRunSend> pending_runs;           ///< by execution id
-  std::map<std::uint64_t, std::string> run_messages;            ///< RunRequest message id -> execution id
+  detail::RunDeliveryMachine delivery;                         ///< runs whose answer is awaited: the decisions
+  std::map<std::string, RunPayload> run_payloads;               ///< by execution id, for those runs
+  asio::steady_timer delivery_timer;                            ///< the one wake `delivery` asks for
+  std::uint64_t delivery_timer_arms = 0;                        ///< tells a stale wake apart
   bool draining = false;  ///< said Goodbye DRAINING: no new runs; its runs in progress still report
   std::map<std::string, v1::Execution> routed;                  ///< accepted, not final yet
   std::map<std::uint64_t, std::function<void(error_code, v1::ExecutionStatus)>> pending_cancels;
@@ -318,6 +314,7 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   void on_message(const std::shared_ptr<Session>& session, const std::string& message) {
     if (session->ended) return;
     session->last_seen = Clock::now();
+    session->delivery.heard();
     v1::ProtocolErrorCode code{};
     std::string why;
     auto envelope = detail::decode_envelope(message, options.max_message_bytes, code, why);
@@ -463,7 +460,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   void open_session(const std::shared_ptr<Session>& session, v1::Agent agent, std::vector<v1::Execution> running,
                     std::uint64_t message_id, std::int64_t echo) {
-    std::map<std::string, PendingRunSend> moved_pending;
+    std::vector<detail::RunDeliveryMachine::PendingRun> moved_runs;
+    std::map<std::string, RunPayload> moved_payloads;
     session->agent = std::move(agent);
     session->registered = true;
     session->desired_version = version;
@@ -476,14 +474,11 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       previous->routed.clear();
       // Runs awaiting its answer: the new session asks again (the agent answers with their
       // state, or refuses what it never got once the start deadline has passed).
-      for (auto& [exec_id, pending] : previous->pending_runs) {
-        pending.timer->cancel();
-        ++pending.wake;
-        pending.message_ids.clear();
-        moved_pending.emplace(exec_id, std::move(pending));
-      }
-      previous->pending_runs.clear();
-      previous->run_messages.clear();
+      moved_runs = previous->delivery.release();
+      moved_payloads = std::move(previous->run_payloads);
+      previous->run_payloads.clear();
+      ++previous->delivery_timer_arms;
+      previous->delivery_timer.cancel();
       previous->writer.goodbye(v1::GOODBYE_REASON_SESSION_REPLACED, "a newer session of this agent replaced this one");
       previous->writer.connection().close("session replaced");
       end_session(previous, "session replaced");
@@ -505,11 +500,11 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     session->writer.send(e, message_id);
     logger()->info("agent {} online ({}, group \"{}\")", id, session->writer.connection().remote_address(),
                    session->agent.group_id());
-    for (auto& [exec_id, pending] : moved_pending) {
-      auto& moved = session->pending_runs[exec_id] = std::move(pending);
-      send_pending(*session, moved);
-      arm_pending(*session, moved);
+    for (auto& [exec_id, payload] : moved_payloads) {
+      auto [it, inserted] = session->run_payloads.try_emplace(exec_id, std::move(payload));
+      if (!inserted) join_completions(it->second, std::move(payload.done));
     }
+    perform(*session, session->delivery.adopt(std::move(moved_runs), delivery_now()));
     if (events.agent_state) events.agent_state(session->agent);
   }
 
@@ -594,16 +589,10 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   void on_update(const std::shared_ptr<Session>& session, const v1::ExecutionUpdate& update, std::uint64_t in_reply_to) {
-    bool accepted = false;
-    std::string answered;
-    if (auto m = session->run_messages.find(in_reply_to); in_reply_to != 0 && m != session->run_messages.end())
-      answered = m->second;
-    else if (session->pending_runs.count(update.execution().execution_id()))
-      answered = update.execution().execution_id();  // any state of the run answers it
-    if (!answered.empty() && session->pending_runs.count(answered)) {
-      resolve_pending(*session, answered, RunDelivery::accepted);
-      accepted = true;
-    }
+    // It answers the request it replies to, else the run it carries (any state answers).
+    auto answered = session->delivery.update(in_reply_to, update.execution().execution_id());
+    const bool accepted = detail::resolves(answered);
+    perform(*session, std::move(answered));
     if (!update.output_delta().empty() && events.output)
       events.output(update.execution(), update.output_offset(), update.output_delta());  // live logs
     v1::Execution record = update.execution();
@@ -669,8 +658,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       if (r.group_id().empty()) r.set_group_id(session->agent.group_id());
       r.set_reported_unix_ms(unix_ms_now());
       // A result of a run whose answer is awaited (the answer was lost): it was accepted.
-      if (session->pending_runs.count(r.execution_id())) {
-        resolve_pending(*session, r.execution_id(), RunDelivery::accepted);
+      if (session->delivery.pending(r.execution_id())) {
+        perform(*session, session->delivery.answered(r.execution_id()));
         if (!is_final(r.status())) session->routed.emplace(r.execution_id(), r);
       }
       valid.push_back(std::move(r));
@@ -743,16 +732,14 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   void on_error(Session& session, const v1::ProtocolError& error, std::uint64_t in_reply_to) {
-    if (auto m = session.run_messages.find(in_reply_to); in_reply_to != 0 && m != session.run_messages.end()) {
-      const std::string execution_id = m->second;
-      if (session.pending_runs.count(execution_id)) {
-        // A refusal is certain: the agent did not start the run and will not.
-        logger()->info("agent {} refused run {}: {}", session.agent.id(), execution_id, error.message());
-        resolve_pending(session, execution_id, RunDelivery::refused);
+    using Refusal = detail::RunDeliveryMachine::Refusal;
+    if (auto refusal = session.delivery.refused(in_reply_to); refusal.kind != Refusal::Kind::not_a_run) {
+      if (refusal.kind == Refusal::Kind::refused) {
+        logger()->info("agent {} refused run {}: {}", session.agent.id(), refusal.execution_id, error.message());
+        perform(session, std::move(refusal.actions));
       } else {
-        logger()->info("agent {} refused run {} after it was re-routed: {}", session.agent.id(), execution_id,
+        logger()->info("agent {} refused run {} after it was re-routed: {}", session.agent.id(), refusal.execution_id,
                        error.message());
-        session.run_messages.erase(m);
       }
       return;
     }
@@ -772,8 +759,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   /// The store's record of a run awaiting its answer, when the store has none better.
-  static v1::Execution pending_record(const std::string& agent_id, const PendingRunSend& pending) {
-    const auto& run = pending.request.run_request();
+  static v1::Execution pending_record(const std::string& agent_id, const v1::Envelope& request) {
+    const auto& run = request.run_request();
     v1::Execution r;
     r.set_execution_id(run.execution_id());
     r.set_task_id(run.task_id());
@@ -789,80 +776,114 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     return r;
   }
 
-  void send_pending(Session& session, PendingRunSend& pending) {
-    pending.request.mutable_run_request()->set_delivery_attempt(++pending.sends);
-    if (const auto id = session.writer.send(pending.request)) {
-      session.run_messages[id] = pending.execution_id;
-      pending.message_ids.push_back(id);
+  /// The delivery machine's clocks: steady (waits, timers) and wall (start deadlines).
+  static detail::DeliveryNow delivery_now() {
+    return {std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count(),
+            unix_ms_now()};
+  }
+
+  detail::RunDeliveryOptions delivery_options() const {
+    return {options.ack_timeout.count(), options.acceptance_wait_max.count()};
+  }
+
+  /// A second offer of a run whose answer is awaited: one answer settles both.
+  static void join_completions(RunPayload& payload, std::function<void(RunDelivery)> done) {
+    payload.done = [first = std::move(payload.done), done = std::move(done)](RunDelivery outcome) {
+      if (first) first(outcome);
+      if (done) done(outcome);
+    };
+  }
+
+  /// Performs what the session's delivery machine decided: sends, cancels, timers, and the
+  /// offers' completions (inline: this runs in a message or timer handler; deliver_run and
+  /// end_session post theirs).
+  void perform(Session& session, detail::DeliveryActions actions) {
+    using namespace detail::delivery_action;
+    for (auto& action : actions) {
+      if (auto* send = std::get_if<SendRun>(&action)) {
+        perform_send(session, *send);
+      } else if (auto* cancel = std::get_if<SendCancel>(&action)) {
+        v1::Envelope e;
+        e.mutable_cancel_request()->set_execution_id(cancel->execution_id);
+        e.mutable_cancel_request()->set_reason(cancel->reason);
+        e.mutable_cancel_request()->set_requested_by("coordinator");
+        session.writer.send(e);
+      } else if (auto* resolve = std::get_if<Resolve>(&action)) {
+        perform_resolve(session, *resolve);
+      } else if (auto* timer = std::get_if<SetTimer>(&action)) {
+        arm_delivery_timer(session, timer->at_mono_ms);
+      }
     }
   }
 
-  void arm_pending(Session& session, PendingRunSend& pending, std::optional<Clock::duration> after = {}) {
-    const auto wake = ++pending.wake;
-    pending.timer->expires_after(after.value_or(options.ack_timeout));
-    pending.timer->async_wait([weak = weak_from_this(), agent = session.agent.id(), id = pending.execution_id,
-                               wake](const error_code& ec) {
-      auto self = weak.lock();
-      if (!self || ec) return;
-      auto s = self->by_agent.find(agent);
-      if (s == self->by_agent.end()) return;
-      auto p = s->second->pending_runs.find(id);
-      if (p == s->second->pending_runs.end() || p->second.wake != wake) return;
-      self->on_pending_timer(*s->second, p->second);
-    });
-  }
-
-  void resolve_pending(Session& session, const std::string& execution_id, RunDelivery outcome) {
-    auto it = session.pending_runs.find(execution_id);
-    if (it == session.pending_runs.end()) return;
-    it->second.timer->cancel();
-    for (auto id : it->second.message_ids) session.run_messages.erase(id);
-    auto done = std::move(it->second.done);
-    session.pending_runs.erase(it);
-    if (outcome == RunDelivery::accepted) ++stats.runs_accepted;
-    if (outcome == RunDelivery::refused) ++stats.runs_refused;
-    if (done) done(outcome);
-  }
-
-  /// No answer for `ack_timeout`. A live session (anything heard meanwhile) is asked again;
-  /// so is a silent one under at_most_once, up to the bound. Else the run is settled by its
-  /// guarantee, with a cancel to the agent that wins over a late start.
-  void on_pending_timer(Session& session, PendingRunSend& pending) {
-    const auto now = Clock::now();
-    const bool heard = session.last_seen > pending.last_check;
-    pending.last_check = now;
-    const auto bound = options.acceptance_wait_max.count() > 0 ? options.acceptance_wait_max : options.ack_timeout * 4;
-    const bool at_most_once = pending.guarantee == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE;
-    const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - pending.sent_at).count();
-    if (now - pending.sent_at < bound && (heard || at_most_once)) {
+  void perform_send(Session& session, const detail::delivery_action::SendRun& send) {
+    auto payload = session.run_payloads.find(send.execution_id);
+    if (payload == session.run_payloads.end()) return perform(session, session.delivery.sent(send.execution_id, 0));
+    auto& request = *payload->second.request.mutable_run_request();
+    request.set_delivery_attempt(send.delivery_attempt);
+    // Fencing: the agent does not start the run after this instant, so the run can be
+    // re-routed once it has passed without the first agent starting it late.
+    request.set_start_deadline_unix_ms(send.start_deadline_unix_ms);
+    if (send.reason == detail::SendReason::reask) {
       ++stats.runs_reasked;
       logger()->debug("agent {}: no answer to run {} after {} ms; asking again", session.agent.id(),
-                      pending.execution_id, waited_ms);
-      send_pending(session, pending);
-      return arm_pending(session, pending);
+                      send.execution_id, send.waited_ms);
     }
-    if (const auto early = pending.start_deadline_unix_ms - unix_ms_now(); !at_most_once && early >= 0)
-      return arm_pending(session, pending, std::chrono::milliseconds{early + 1});  // fenced only after it
-    v1::Envelope cancel;
-    cancel.mutable_cancel_request()->set_execution_id(pending.execution_id);
-    cancel.mutable_cancel_request()->set_reason(at_most_once ? "not acknowledged in time; recorded as agent lost"
-                                                             : "not acknowledged in time; sent to another agent");
-    cancel.mutable_cancel_request()->set_requested_by("coordinator");
-    session.writer.send(cancel);
-    const std::string execution_id = pending.execution_id;
-    if (!at_most_once) {
-      ++stats.runs_unconfirmed;
-      logger()->warn("agent {} did not answer run {} in {} ms ({}); re-routed: its start deadline has passed and it "
-                     "is told to cancel",
-                     session.agent.id(), execution_id, waited_ms, heard ? "bound reached" : "session silent");
-      return resolve_pending(session, execution_id, RunDelivery::refused);
+    const auto message_id = session.writer.send(payload->second.request);
+    if (message_id && send.reason == detail::SendReason::first) ++stats.runs_sent;
+    perform(session, session.delivery.sent(send.execution_id, message_id));
+  }
+
+  /// A resolution during the session (answer, refusal, timer, never sent); end_session
+  /// settles the rest itself.
+  void perform_resolve(Session& session, const detail::delivery_action::Resolve& resolve) {
+    using detail::DeliveryCause;
+    auto node = session.run_payloads.extract(resolve.execution_id);
+    if (!node) return;
+    auto done = std::move(node.mapped().done);
+    switch (resolve.cause) {
+      case DeliveryCause::answered:
+        ++stats.runs_accepted;
+        break;
+      case DeliveryCause::never_sent:
+        // The connection is closed: it never left, so it cannot have started there.
+        ++stats.runs_refused;
+        asio::post(executor, [done = std::move(done)] { done(RunDelivery::refused); });
+        return;
+      case DeliveryCause::unconfirmed:
+        ++stats.runs_unconfirmed;
+        logger()->warn("agent {} did not answer run {} in {} ms ({}); re-routed: its start deadline has passed and it "
+                       "is told to cancel",
+                       session.agent.id(), resolve.execution_id, resolve.waited_ms,
+                       resolve.heard ? "bound reached" : "session silent");
+        ++stats.runs_refused;
+        break;
+      case DeliveryCause::unanswered: {
+        logger()->warn("agent {} did not answer run {} in {} ms: whether it started is unknown; at_most_once: recorded "
+                       "FAILURE agent lost, not re-routed",
+                       session.agent.id(), resolve.execution_id, resolve.waited_ms);
+        auto record = pending_record(session.agent.id(), node.mapped().request);
+        const std::string agent_id = session.agent.id();
+        if (done) done(RunDelivery::lost);
+        return record_unanswered_lost(agent_id, std::move(record), resolve.waited_ms);
+      }
+      default:
+        if (resolve.outcome == RunDelivery::refused) ++stats.runs_refused;
+        break;
     }
-    logger()->warn("agent {} did not answer run {} in {} ms: whether it started is unknown; at_most_once: recorded "
-                   "FAILURE agent lost, not re-routed",
-                   session.agent.id(), execution_id, waited_ms);
-    auto record = pending_record(session.agent.id(), pending);
-    resolve_pending(session, execution_id, RunDelivery::lost);
-    record_unanswered_lost(session.agent.id(), std::move(record), waited_ms);
+    if (done) done(resolve.outcome);
+  }
+
+  void arm_delivery_timer(Session& session, std::int64_t at_mono_ms) {
+    const auto arms = ++session.delivery_timer_arms;
+    session.delivery_timer.expires_at(Clock::time_point(std::chrono::milliseconds(at_mono_ms)));
+    session.delivery_timer.async_wait(
+        [weak = weak_from_this(), weak_session = session.weak_from_this(), arms](const error_code& ec) {
+          auto self = weak.lock();
+          auto s = weak_session.lock();
+          if (!self || !s || ec || s->ended || s->delivery_timer_arms != arms) return;
+          self->perform(*s, s->delivery.timer_fired(delivery_now()));
+        });
   }
 
   /// Stores FAILURE `agent lost` for an at_most_once run its agent never answered.
@@ -920,27 +941,29 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
     session->push_timer.cancel();
     sessions.erase(session);
     std::vector<v1::Execution> lost_unanswered;  // at_most_once runs it may have started
-    for (auto& [id, pending] : session->pending_runs) {
-      pending.timer->cancel();
-      auto done = std::move(pending.done);
-      if (pending.guarantee == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE && !stopped) {
-        lost_unanswered.push_back(pending_record(session->agent.id(), pending));
+    ++session->delivery_timer_arms;
+    session->delivery_timer.cancel();
+    const auto now = delivery_now();
+    for (auto& action : session->delivery.session_ended(now, stopped)) {
+      auto& resolve = std::get<detail::delivery_action::Resolve>(action);
+      auto node = session->run_payloads.extract(resolve.execution_id);
+      if (!node) continue;
+      auto done = std::move(node.mapped().done);
+      if (resolve.outcome == RunDelivery::lost) {
+        lost_unanswered.push_back(pending_record(session->agent.id(), node.mapped().request));
         asio::post(executor, [done] { done(RunDelivery::lost); });
         continue;
       }
       ++stats.runs_refused;
-      if (stopped) {  // as before: the runs are settled by the next start's reconciliation
+      if (!resolve.not_before_mono_ms) {  // the coordinator stops: settled by the next start's reconciliation
         asio::post(executor, [done] { done(RunDelivery::refused); });
         continue;
       }
       // at_least_once: re-routed once the first agent can no longer start it (its deadline).
-      const auto wait = std::chrono::milliseconds{
-          std::clamp<std::int64_t>(pending.start_deadline_unix_ms - unix_ms_now() + 1, 0, 3'600'000)};
-      auto timer = std::make_shared<asio::steady_timer>(executor, wait);
+      auto timer = std::make_shared<asio::steady_timer>(executor, std::chrono::milliseconds{*resolve.not_before_mono_ms - now.mono_ms});
       timer->async_wait([timer, done](const error_code&) { done(RunDelivery::refused); });
     }
-    session->pending_runs.clear();
-    session->run_messages.clear();
+    session->run_payloads.clear();
     for (auto& [id, done] : session->pending_cancels)
       asio::post(executor, [done = std::move(done)] { done(make_error_code(errc::not_found), v1::EXECUTION_STATUS_UNSPECIFIED); });
     session->pending_cancels.clear();
@@ -1032,7 +1055,7 @@ CoordinatorDispatcher::~CoordinatorDispatcher() {
   impl_->sweep_timer.cancel();
   for (const auto& s : impl_->sessions) {
     s->push_timer.cancel();
-    for (auto& [id, pending] : s->pending_runs) pending.timer->cancel();
+    s->delivery_timer.cancel();
   }
 }
 
@@ -1078,7 +1101,7 @@ void CoordinatorDispatcher::accept(std::shared_ptr<Connection> connection) {
     connection->close("coordinator stopping");
     return;
   }
-  auto session = std::make_shared<Session>(impl.executor, connection);
+  auto session = std::make_shared<Session>(impl.executor, connection, impl.delivery_options());
   impl.sessions.insert(session);
   std::weak_ptr<Session> weak_session = session;
   connection->start(Connection::Handlers{
@@ -1150,7 +1173,7 @@ void CoordinatorDispatcher::cancel(const std::string& execution_id, std::string 
   for (auto& [agent, session] : impl_->by_agent) {
     // Also a run whose answer is awaited: the agent remembers the cancel, so it wins over
     // a late start.
-    if (!session->routed.count(execution_id) && !session->pending_runs.count(execution_id)) continue;
+    if (!session->routed.count(execution_id) && !session->delivery.pending(execution_id)) continue;
     v1::Envelope e;
     auto* request = e.mutable_cancel_request();
     request->set_execution_id(execution_id);
@@ -1221,7 +1244,7 @@ std::vector<std::string> CoordinatorDispatcher::online_agents() const {
 
 bool CoordinatorDispatcher::held_by_online_agent(const std::string& execution_id) const {
   for (const auto& [id, s] : impl_->by_agent) {
-    if (s->routed.count(execution_id) || s->pending_runs.count(execution_id)) return true;
+    if (s->routed.count(execution_id) || s->delivery.pending(execution_id)) return true;
   }
   return false;
 }
@@ -1243,7 +1266,7 @@ std::vector<AgentLoad> CoordinatorDispatcher::eligible_agents(const v1::Task& ta
                                                                          task.group_ids().end(), group) !=
                                                                    task.group_ids().end());
     if (!bound) continue;
-    out.push_back(AgentLoad{id, static_cast<std::uint32_t>(s->routed.size() + s->pending_runs.size())});
+    out.push_back(AgentLoad{id, static_cast<std::uint32_t>(s->routed.size() + s->delivery.pending_count())});
   }
   return out;
 }
@@ -1272,41 +1295,16 @@ void CoordinatorDispatcher::deliver_run(const std::string& agent_id, const v1::R
     if ((held == session.held.end() || held->second != run.task_revision()) && task != impl.tasks.end())
       *request.mutable_task() = task->second;
   }
-  // Fencing: the agent does not start the run after this instant, so the run can be
-  // re-routed once it has passed without the first agent starting it late. The margin
-  // absorbs the error of the agent's clock offset estimate.
-  const auto margin = std::min<std::chrono::milliseconds>(std::chrono::milliseconds{1'000}, impl.options.ack_timeout / 4);
-  const std::int64_t start_deadline = unix_ms_now() + (impl.options.ack_timeout - margin).count();
-  request.set_start_deadline_unix_ms(start_deadline);
-  auto [pending_it, inserted] = session.pending_runs.try_emplace(run.execution_id());
-  auto& pending = pending_it->second;
-  if (!inserted) {
+  // The start deadline and the delivery attempt are set at each send (Impl::perform_send).
+  auto offered = session.delivery.offer(run.execution_id(), impl.guarantee_of(run), Impl::delivery_now());
+  if (offered.joined) {
     // Sent here again while the first answer is awaited: one answer settles both.
-    auto first = std::move(pending.done);
-    pending.done = [first = std::move(first), done = std::move(done)](RunDelivery outcome) {
-      if (first) first(outcome);
-      done(outcome);
-    };
+    if (auto payload = session.run_payloads.find(run.execution_id()); payload != session.run_payloads.end())
+      Impl::join_completions(payload->second, std::move(done));
     return;
   }
-  pending.execution_id = run.execution_id();
-  pending.request = std::move(e);
-  pending.guarantee = impl.guarantee_of(run);
-  pending.done = std::move(done);
-  pending.sent_at = pending.last_check = Clock::now();
-  pending.start_deadline_unix_ms = start_deadline;
-  pending.timer = std::make_unique<asio::steady_timer>(impl.executor);
-  impl.send_pending(session, pending);
-  if (pending.message_ids.empty()) {
-    // The connection is closed: it never left, so it cannot have started there.
-    auto refused = std::move(pending.done);
-    session.pending_runs.erase(pending_it);
-    ++impl.stats.runs_refused;
-    asio::post(impl.executor, [refused = std::move(refused)] { refused(RunDelivery::refused); });
-    return;
-  }
-  ++impl.stats.runs_sent;
-  impl.arm_pending(session, pending);
+  session.run_payloads[run.execution_id()] = RunPayload{std::move(e), std::move(done)};
+  impl.perform(session, std::move(offered.actions));
 }
 
 }  // namespace quartzflow
