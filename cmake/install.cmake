@@ -26,3 +26,9 @@ install(FILES ${PROJECT_BINARY_DIR}/quartzflowConfig.cmake
               ${PROJECT_BINARY_DIR}/quartzflowConfigVersion.cmake
         DESTINATION ${QUARTZFLOW_CMAKE_DIR})
 install(FILES LICENSE DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/quartzflow)
+
+# pkg-config: relocatable (the prefix is found from the .pc file's own place).
+file(RELATIVE_PATH QUARTZFLOW_PC_TO_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
+string(REGEX REPLACE "/$" "" QUARTZFLOW_PC_TO_PREFIX "${QUARTZFLOW_PC_TO_PREFIX}")
+configure_file(cmake/quartzflow.pc.in ${PROJECT_BINARY_DIR}/quartzflow.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/quartzflow.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

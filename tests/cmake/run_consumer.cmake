@@ -31,3 +31,26 @@ message(STATUS "consumer printed: ${out}")
 if(rc OR NOT out MATCHES "next fire 2026-01-01T02:00:00Z")
   message(FATAL_ERROR "consumer run failed (${rc}): ${out}")
 endif()
+
+# pkg-config: the smallest example compiles and links with `pkg-config --cflags --libs`.
+file(GLOB pc_file ${prefix}/lib*/pkgconfig/quartzflow.pc ${prefix}/lib/*/pkgconfig/quartzflow.pc)
+if(NOT pc_file)
+  message(FATAL_ERROR "install did not install quartzflow.pc")
+endif()
+get_filename_component(pc_dir ${pc_file} DIRECTORY)
+execute_process(COMMAND sh -c "PKG_CONFIG_PATH='${pc_dir}' pkg-config --cflags --libs quartzflow"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE pc_flags OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(rc)
+  message(FATAL_ERROR "pkg-config --cflags --libs quartzflow failed: ${rc}")
+endif()
+execute_process(COMMAND sh -c "g++ ${CXX_FLAGS} ${SOURCE_DIR}/examples/hello_engine/main.cpp ${pc_flags} ${LINKER_FLAGS} -o ${WORK_DIR}/hello_engine"
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(rc)
+  message(FATAL_ERROR "building hello_engine with pkg-config failed: ${err}")
+endif()
+execute_process(COMMAND ${WORK_DIR}/hello_engine 1 WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out TIMEOUT 20)
+if(rc OR NOT out MATCHES "hello from hello:")
+  message(FATAL_ERROR "hello_engine built with pkg-config failed (${rc}): ${out}")
+endif()
+message(STATUS "pkg-config build: ${out}")
