@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,6 +78,14 @@ constexpr auto k_measure = 5s;
 bool verbose() {
   static const bool on = std::getenv("QF_BENCH_VERBOSE") != nullptr;
   return on;
+}
+
+/// Resident memory of this process now, bytes (VmRSS).
+std::size_t resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+  return 0;
 }
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -542,6 +551,7 @@ void BM_cluster_create_tasks(benchmark::State& state) {
   for (int i = 0; i < k_agents; ++i)
     if (auto error = cluster.add_agent("agent-" + std::to_string(i)); !error.empty()) return fail(error);
   if (!cluster.run_until([&] { return cluster.all_connected(); }, 60s)) return fail("the agents did not connect");
+  const std::size_t rss_before = resident_bytes();
   for (auto _ : state) {
     const auto phase = Clock::now();
     std::string create_error;
@@ -563,6 +573,9 @@ void BM_cluster_create_tasks(benchmark::State& state) {
     state.counters["total_s"] = seconds_since(phase);
     state.counters["nudges"] = static_cast<double>(nudges);
     state.counters["configs_applied"] = static_cast<double>(cluster.configs_applied());
+    // Coordinator (catalog, scheduler, sessions) and the 4 agents, each holding every task.
+    state.counters["rss_KB_per_task"] =
+        static_cast<double>(resident_bytes() - rss_before) / 1024.0 / static_cast<double>(tasks);
   }
   cluster.stop();
 }
