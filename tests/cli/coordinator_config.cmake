@@ -54,6 +54,8 @@ expect_refused(${QF_COORDINATOR} admin-tls.yaml
 expect_refused(${QF_COORDINATOR} admin-ttl.yaml "${coordinator}${tls}session_ttl_seconds: 5\n"
   "admin-ttl.yaml: session_ttl_seconds: 5 is out of range 60-2592000")
 # Coordinator: unknown fields, bad values.
+expect_refused(${QF_COORDINATOR} console-dir.yaml "${coordinator}${tls}console_dir: no-console\n"
+  "no-console: no index.html")
 expect_refused(${QF_COORDINATOR} unknown.yaml "${coordinator}${tls}agent_lisen: 1.2.3.4:5\n"
   "unknown.yaml:[0-9]+:[0-9]+: .*unknown field \"agent_lisen\"")
 expect_refused(${QF_COORDINATOR} heartbeat.yaml "${coordinator}${tls}heartbeat_interval_seconds: 99999\n"
