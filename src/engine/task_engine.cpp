@@ -167,6 +167,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   asio::steady_timer instant_timer;
   std::optional<std::chrono::system_clock::time_point> instant_timer_for;  // what it waits for
   std::size_t stale_instant_entries = 0;  // entries of slots re-armed or disarmed since: compacted
+  std::optional<Instant> latest_fire;     // the latest instant fired: a wall clock behind it stepped back
+  bool clock_behind_warned = false;
   // While the slots due at an instant are fired ("a burst"), bodies start first: the RUNNING
   // records and the completions of runs that ended meanwhile wait until the burst is over,
   // so that the last task of the instant does not wait for the bookkeeping of all the others.
@@ -644,6 +646,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   void on_instant_timer() {
     instant_timer_for.reset();
     if (stopping) return;
+    warn_if_clock_behind();
     auto due = std::make_shared<std::vector<ArmedSlot>>();
     const auto now = std::chrono::system_clock::now();
     while (!instants.empty() && instants.begin()->first <= now) {
@@ -663,6 +666,19 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       fire_due(std::move(due), 0);
     }
     arm_instant_timer();  // a capped wait, or the next instant
+  }
+
+  /// A wall clock stepped back behind the last fire handled: the fires wait until the clock
+  /// catches up (no instant runs twice, execution ids stay unique). Said once, loudly, at
+  /// the first timer wake after the step, rather than a silent pause.
+  void warn_if_clock_behind() {
+    const Instant now = now_instant();
+    const bool behind = latest_fire && *latest_fire > now + k_misfire_threshold;
+    if (behind && !clock_behind_warned)
+      logger()->warn("the wall clock is {} s behind its last fire ({}; a clock step back?): tasks wait for their "
+                     "next fires so that no instant runs twice",
+                     (*latest_fire - now).count(), format_rfc3339(*latest_fire));
+    clock_behind_warned = behind;
   }
 
   /// The records and completions a burst held back, in order: RUNNING before any final.
@@ -727,6 +743,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       for (const auto& fire : owed)
         previous_taken = fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_SCHEDULED, previous_taken);
       slot.cursor = owed.back().scheduled;
+      latest_fire = std::max(latest_fire.value_or(*slot.cursor), *slot.cursor);
     } else {
       apply_misfires(slot, owed.front().scheduled - seconds{1}, now, "the agent was not running them on time");
     }
@@ -758,6 +775,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     for (const auto& fire : plan.run)
       previous_taken = fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_MISFIRE_CATCHUP, previous_taken);
     slot.cursor = now;
+    latest_fire = std::max(latest_fire.value_or(now), now);
   }
 
   /// Fires one instant; true when the run started or waits in the queue. `behind_previous`:
