@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fuzzes the coordinator's run delivery state machine (src/dispatcher/run_delivery.hpp) with a
 // small model of two agents and a network in simulated time: random offers, message losses,
-// delays, duplicates, freezes, heartbeats, timer firings, session ends and reconnects.
+// delays, duplicates, freezes, heartbeats, timer firings, connections that close before the
+// session notices (sends fail), session ends, reconnects and a coordinator that stops.
 // Invariants: no run started by two agents under at_most_once; under at_least_once a second
 // start needs a lost answer or an ended session of the first agent; every offer is resolved
 // exactly once or stays pending; an accepted run was started by its agent; a refused one was
@@ -78,6 +79,7 @@ struct CoordinatorSession {
   RunDeliveryMachine machine{qf::detail::RunDeliveryOptions{k_ack_timeout_ms, 0}};
   std::optional<std::int64_t> wake;
   std::uint64_t next_message_id = 0;
+  bool closed = false;  ///< the connection is gone, the session does not know yet: sends fail
 };
 
 struct Deferred {
@@ -92,10 +94,11 @@ class World {
   explicit World(FuzzedDataProvider& in) : in_(in) {
     for (auto& a : agents_) a.clock_error_ms = in_.ConsumeIntegralInRange<std::int64_t>(-k_max_clock_error_ms, k_max_clock_error_ms);
     for (int i = 0; i < k_agents; ++i) connect(i);
+    coordinator_stops_at_end_ = in_.ConsumeBool();
   }
 
   void step() {
-    switch (in_.ConsumeIntegralInRange<int>(0, 11)) {
+    switch (in_.ConsumeIntegralInRange<int>(0, 12)) {
       case 0:
       case 1: return offer_new();
       case 2:
@@ -107,13 +110,15 @@ class World {
       case 8: return heartbeat(in_.ConsumeIntegralInRange<int>(0, k_agents - 1));
       case 9: return end_session(in_.ConsumeIntegralInRange<int>(0, k_agents - 1));
       case 10: return reconnect_replacing(in_.ConsumeIntegralInRange<int>(0, k_agents - 1));
+      case 11: return close_quietly(in_.ConsumeIntegralInRange<int>(0, k_agents - 1));
       default: return offer_again();
     }
   }
 
-  /// Lets everything play out: agents thaw, time passes, sessions end; then every offer
-  /// must have been resolved exactly once.
+  /// Lets everything play out: agents thaw, time passes, sessions end (or the coordinator
+  /// stops); then every offer must have been resolved exactly once.
   void drain() {
+    if (coordinator_stops_at_end_) stop_coordinator();
     for (auto& a : agents_) a.frozen = false;
     for (int i = 0; i < k_agents; ++i) thaw(i);
     advance(120'000);
@@ -148,13 +153,17 @@ class World {
     auto& s = sessions_[agent];
     for (auto& a : actions) {
       if (auto* send = std::get_if<act::SendRun>(&a)) {
+        if (s.closed) {
+          perform(agent, s.machine.sent(send->execution_id, 0));
+          continue;
+        }
         Message m{Kind::run_request, agent, s.id, send->execution_id, ++s.next_message_id};
         m.start_deadline_unix_ms = send->start_deadline_unix_ms;
         m.delivery_attempt = send->delivery_attempt;
         to_agent(std::move(m));
         perform(agent, s.machine.sent(send->execution_id, s.next_message_id));
       } else if (auto* cancel = std::get_if<act::SendCancel>(&a)) {
-        to_agent(Message{Kind::cancel, agent, s.id, cancel->execution_id});
+        if (!s.closed) to_agent(Message{Kind::cancel, agent, s.id, cancel->execution_id});
       } else if (auto* resolve = std::get_if<act::Resolve>(&a)) {
         resolved(agent, *resolve);
       } else if (auto* timer = std::get_if<act::SetTimer>(&a)) {
@@ -171,10 +180,19 @@ class World {
     auto& run = runs_[r.execution_id];
     const bool started = agents_[agent].started.count(r.execution_id) != 0;
     if (r.outcome == RunDelivery::accepted && !started) fail("accepted a run its agent never started", r.execution_id);
-    if (r.outcome == RunDelivery::refused && started && !run.excused.count(agent))
+    if (r.outcome == RunDelivery::refused && started && !run.excused.count(agent) &&
+        r.cause != qf::detail::DeliveryCause::coordinator_stopping)
       fail("re-routed a run its agent started, with no answer lost and its session alive", r.execution_id);
     if (r.outcome == RunDelivery::lost && run.guarantee != qf::v1::DELIVERY_GUARANTEE_AT_MOST_ONCE)
       fail("an at_least_once run ended lost", r.execution_id);
+    if (r.cause == qf::detail::DeliveryCause::never_sent && !sessions_[agent].closed)
+      fail("a run refused as never sent on an open connection", r.execution_id);
+    if (r.cause == qf::detail::DeliveryCause::coordinator_stopping) {
+      if (!stopping_ || r.outcome != RunDelivery::refused || r.not_before_mono_ms)
+        fail("a stopping coordinator's runs are refused at once, and only then", r.execution_id);
+      run.final = true;  // the next start reconciles it; nothing is re-routed
+      return;
+    }
     if (r.not_before_mono_ms) {
       deferred_.push_back(Deferred{*r.not_before_mono_ms, agent, r.execution_id, r.outcome});
       return;
@@ -186,7 +204,7 @@ class World {
   void route_on(int agent, const std::string& id, RunDelivery outcome) {
     auto& run = runs_[id];
     if (run.final) return;
-    if (outcome != RunDelivery::refused) {
+    if (outcome != RunDelivery::refused || stopping_) {
       run.final = true;
       return;
     }
@@ -325,7 +343,7 @@ class World {
 
   void coordinator_receives(const Message& m) {
     auto& s = sessions_[m.agent];
-    if (m.session != s.id) return dropped(m);  // it arrived on a closed connection
+    if (m.session != s.id || s.closed) return dropped(m);  // it arrived on a closed connection
     s.machine.heard();
     switch (m.kind) {
       case Kind::update: return perform(m.agent, s.machine.update(m.in_reply_to, m.execution_id));
@@ -361,6 +379,21 @@ class World {
     if (sessions_[agent].machine.pending_count() != 0) fail("runs left pending after the session ended", "");
     connect(agent);  // it reconnects; the new session is empty
     perform(agent, std::move(actions));
+  }
+
+  /// The connection breaks; the session notices later (a session end or a reconnect).
+  void close_quietly(int agent) {
+    close_connection(agent);
+    sessions_[agent].closed = true;
+  }
+
+  /// The coordinator stops: every session ends at once, nothing is re-routed.
+  void stop_coordinator() {
+    stopping_ = true;
+    for (int agent = 0; agent < k_agents; ++agent) {
+      close_connection(agent);
+      perform(agent, sessions_[agent].machine.session_ended(now(), true));
+    }
   }
 
   /// The agent reconnects before its old session is noticed: the new one takes its runs.
@@ -412,6 +445,8 @@ class World {
   }
 
   FuzzedDataProvider& in_;
+  bool coordinator_stops_at_end_ = false;
+  bool stopping_ = false;
   std::int64_t t_ = 0;
   std::uint64_t last_session_ = 0;
   Agent agents_[k_agents];
