@@ -76,15 +76,22 @@ class Executor {
 };
 
 /**
- * Shell commands in their own process group, reaped through a pidfd on the io_context.
+ * Shell commands in their own process group, started by a spawner process.
  *
- * The processes die with the agent: each is started with a parent-death signal (SIGKILL),
- * so a killed agent (kill -9, crash) leaves no run going unknown to it. Linux sends that
- * signal when the *thread* that started the process ends: run the io_context on threads
- * that live as long as the runs (the host's main thread or a long-lived pool); a thread
- * that ends kills the shell runs it started. Processes of the run started in the background
- * escape the signal but not the next start: `TaskEngine::start` kills what is left of a run
- * it finds unfinished (by `QF_EXECUTION_ID` in their environment) and records it.
+ * At its first run the executor forks a small spawner (`qf-spawner` in `ps`) that holds
+ * three descriptors; it starts each run (clone and exec, on 4 threads), reaps it and reports
+ * its exit status, so a spawn costs the same however many runs and sockets the agent holds,
+ * and a run costs the agent one descriptor (its output pipe). Timeouts and cancels signal the
+ * run's whole group through the spawner.
+ *
+ * The processes die with the agent: the spawner has a parent-death signal, on which it
+ * SIGKILLs every run's process group and exits, and each run's first process has a
+ * parent-death SIGKILL of its own. Linux sends the parent-death signal when the *thread* that
+ * forked the spawner ends: run the io_context on threads that live as long as the runs (the
+ * host's main thread or a long-lived pool). Processes that leave their group (setsid) escape
+ * the kill but not the next start: `TaskEngine::start` kills what is left of a run it finds
+ * unfinished (by `QF_EXECUTION_ID` in their environment) and records it. If the spawner
+ * itself is killed, its runs end FAILURE `signal 9` and the next run starts a new one.
  */
 std::unique_ptr<Executor> make_shell_executor(boost::asio::any_io_executor executor,
                                               std::chrono::seconds default_kill_grace);

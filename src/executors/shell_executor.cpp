@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shell executor: fork/exec into a new process group tied to the agent (parent-death
-// signal), output and exit observed through pipes and a pidfd on the io_context.
+// Shell executor: each run is started by the agent's spawner process (see
+// process_spawner.hpp) in a new process group tied to the agent; output comes through one
+// pipe on the io_context, exit status from the spawner.
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -8,14 +9,9 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <sched.h>
-#include <sys/prctl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <utility>
@@ -28,6 +24,7 @@
 #include <quartzflow/log.hpp>
 
 #include "process_environment.hpp"
+#include "process_spawner.hpp"
 
 extern char** environ;
 
@@ -37,27 +34,9 @@ namespace {
 namespace asio = boost::asio;
 using std::chrono::seconds;
 
-/// A file descriptor closed on destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) reset(std::exchange(other.fd_, -1));
-    return *this;
-  }
-  ~UniqueFd() { reset(); }
-  int get() const noexcept { return fd_; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using detail::ProcessSpawner;
+using detail::SpawnPlan;
+using detail::UniqueFd;
 
 bool make_pipe(UniqueFd& read_end, UniqueFd& write_end) {
   int fds[2];
@@ -67,72 +46,57 @@ bool make_pipe(UniqueFd& read_end, UniqueFd& write_end) {
   return true;
 }
 
-/// Everything the child needs, prepared before fork: the child only makes async-signal-safe calls.
-struct SpawnPlan {
-  std::string path;
-  std::vector<std::string> argv;
-  std::vector<std::string> envp;
-  std::string working_dir;
-  std::optional<uid_t> uid;
-  std::optional<gid_t> gid;
-  std::vector<gid_t> groups;
-};
-
 class ShellRun : public std::enable_shared_from_this<ShellRun> {
  public:
-  ShellRun(asio::any_io_executor executor, seconds grace, std::size_t capture_limit, RunCompletion done)
-      : executor_(executor), output_pipe_(executor), pidfd_(executor), kill_timer_(executor),
+  ShellRun(asio::any_io_executor executor, std::shared_ptr<ProcessSpawner> spawner, seconds grace,
+           std::size_t capture_limit, RunCompletion done)
+      : executor_(executor), spawner_(std::move(spawner)), output_pipe_(executor), kill_timer_(executor),
         drain_timer_(executor), grace_(grace), capture_limit_(capture_limit), done_(std::move(done)) {}
 
   std::function<void(std::string_view)> on_output;  ///< live output (RunRequest::on_output)
 
-  /// Forks and execs; on failure the completion reports it (posted, never inline).
+  /// Hands the run to the spawner; on failure the completion reports it (posted, never inline).
   void spawn(const SpawnPlan& plan) {
     // One pipe for stdout and stderr: their lines stay in the order they were written, and
-    // a run holds two descriptors (this pipe and its pidfd), so one agent holds more runs.
+    // it is the run's only descriptor in the agent (the spawner reaps), so one agent holds
+    // as many runs as it has descriptors.
     UniqueFd out_read, out_write;
     if (!make_pipe(out_read, out_write))
       return fail_to_start(fmt::format("cannot create a pipe: {}", std::strerror(errno)));
     if (!plan.working_dir.empty() && ::access(plan.working_dir.c_str(), X_OK) != 0)
       return fail_to_start(fmt::format("working directory {}: {}", plan.working_dir, std::strerror(errno)));
-    std::vector<char*> argv;
-    for (const auto& a : plan.argv) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (const auto& e : plan.envp) envp.push_back(const_cast<char*>(e.c_str()));
-    envp.push_back(nullptr);
-
-    int child_errno = 0;
-    const pid_t pid = plan.uid ? fork_exec(plan, argv, envp, out_write.get(), out_write.get(), child_errno)
-                               : spawn_exec(plan, argv, envp, out_write.get(), out_write.get(), child_errno);
-    if (pid < 0) {
-      const char* what = child_errno == ENOENT ? "not found" : std::strerror(child_errno);
-      return fail_to_start(fmt::format("cannot start {}: {}", plan.path, what));
-    }
-    pid_ = pid;
-    out_write.reset();
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd < 0) {
-      ::kill(-pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      pid_ = -1;
-      return fail_to_start(fmt::format("pidfd_open failed: {}", std::strerror(errno)));
-    }
-    pidfd_.assign(pidfd);
     output_pipe_.assign(out_read.release());
+    detail::SpawnEvents events;
+    events.started = [self = shared_from_this()](pid_t pid) { self->pid_ = pid; };
+    events.failed = [self = shared_from_this(), path = plan.path](int child_errno) {
+      const char* what = child_errno == ENOENT ? "not found" : std::strerror(child_errno);
+      boost::system::error_code ignored;
+      self->output_pipe_.close(ignored);
+      self->fail_to_start(fmt::format("cannot start {}: {}", path, what));
+    };
+    events.exited = [self = shared_from_this()](std::optional<int> exit_code, int signal) {
+      self->on_exit(exit_code, signal);
+    };
+    boost::system::error_code ec;
+    run_ = spawner_->spawn(plan, std::move(out_write), std::move(events), ec);
+    if (ec) {
+      boost::system::error_code ignored;
+      output_pipe_.close(ignored);
+      return fail_to_start(fmt::format("cannot start the process spawner: {}", ec.message()));
+    }
     read_output();
-    pidfd_.async_wait(asio::posix::descriptor_base::wait_read,
-                      [self = shared_from_this()](boost::system::error_code) { self->on_exit(); });
   }
 
   void stop(StopReason reason) {
     if (finished_ || stopping_) return;
     stopping_ = reason;
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
+    if (run_ == 0 || exited_) return;
+    // Through the spawner, which signals the group only while its leader is unreaped (and
+    // SIGKILLs the rest of the group when the leader exits).
+    spawner_->signal(run_, SIGTERM);
     kill_timer_.expires_after(grace_);
     kill_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec && self->pid_ > 0) ::kill(-self->pid_, SIGKILL);
+      if (!ec && !self->exited_) self->spawner_->signal(self->run_, SIGKILL);
     });
   }
 
@@ -147,146 +111,6 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
  private:
-  /// What the vfork-like child reads and writes: it shares the parent's memory until exec.
-  struct CloneChild {
-    const SpawnPlan* plan;
-    char** argv;
-    char** envp;
-    int out;
-    int err;
-    pid_t agent;
-    int child_errno;
-  };
-
-  /**
-   * The child of `spawn_exec`, on its own stack in the parent's memory (the parent thread is
-   * suspended until exec). Only system calls: no allocation, no locks. It dies with the
-   * agent: PR_SET_PDEATHSIG(SIGKILL), checked against a parent already gone. (The signal
-   * follows the thread that spawned: the io_context thread, which lives as long as the
-   * engine's runs; see `make_shell_executor`.)
-   */
-  static int clone_child(void* argument) {
-    auto& a = *static_cast<CloneChild*>(argument);
-    // Handlers are the agent's (and would run here, in its memory): back to the defaults.
-    struct sigaction defaults {};
-    defaults.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) {
-      if (sig == SIGKILL || sig == SIGSTOP) continue;
-      struct sigaction current {};
-      if (::sigaction(sig, nullptr, &current) != 0) continue;
-      const bool reset_even_if_ignored =
-          sig == SIGPIPE || sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGCHLD;
-      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_DFL) continue;
-      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_IGN && !reset_even_if_ignored) continue;
-      ::sigaction(sig, &defaults, nullptr);
-    }
-    auto die = [&a]() {
-      a.child_errno = errno != 0 ? errno : ECHILD;
-      ::_exit(127);
-    };
-    if (::setpgid(0, 0) != 0) die();
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die();
-    if (::getppid() != a.agent) ::_exit(127);  // the agent died before the line above
-    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(a.out, 1) < 0 || ::dup2(a.err, 2) < 0) die();
-    if (!a.plan->working_dir.empty() && ::chdir(a.plan->working_dir.c_str()) != 0) die();
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execve(a.plan->path.c_str(), a.argv, a.envp);
-    die();
-    return 127;
-  }
-
-  /// clone(CLONE_VM | CLONE_VFORK), as posix_spawn does (no page-table copy, so a large agent
-  /// spawns fast), but with a child that can set its parent-death signal. Exec errors come
-  /// back through the shared CloneChild. Not for run_as_user (see fork_exec).
-  static pid_t spawn_exec(const SpawnPlan& plan, std::vector<char*>& argv, std::vector<char*>& envp, int out,
-                          int err, int& child_errno) {
-    constexpr std::size_t k_stack_bytes = 64 * 1024;
-    auto stack = std::make_unique<std::max_align_t[]>(k_stack_bytes / sizeof(std::max_align_t));
-    CloneChild child{&plan, argv.data(), envp.data(), out, err, ::getpid(), 0};
-    // No handler of the agent may run in the child before its dispositions are reset.
-    sigset_t all, previous;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-    const int saved_errno = errno;
-    const pid_t pid = ::clone(&clone_child, reinterpret_cast<char*>(stack.get()) + k_stack_bytes,
-                              CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
-    const int clone_errno = errno;
-    errno = saved_errno;  // the child shared this thread's errno
-    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    if (pid < 0) {
-      child_errno = clone_errno;
-      return -1;
-    }
-    if (child.child_errno != 0) {
-      child_errno = child.child_errno;
-      ::waitpid(pid, nullptr, 0);
-      return -1;
-    }
-    child_errno = 0;
-    return pid;
-  }
-
-  /// fork + exec, for run_as_user: the child drops to the user before exec. Exec errors
-  /// travel back over a close-on-exec pipe.
-  static pid_t fork_exec(const SpawnPlan& plan, std::vector<char*>& argv, std::vector<char*>& envp, int out,
-                         int err, int& child_errno) {
-    UniqueFd status_read, status_write;
-    if (!make_pipe(status_read, status_write)) {
-      child_errno = errno;
-      return -1;
-    }
-    const pid_t agent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      child_errno = errno;
-      return -1;
-    }
-    if (pid == 0) exec_child(plan, argv, envp, out, err, status_write.get(), agent);
-    // Both sides set the group, so a kill right after fork reaches it whoever runs first.
-    ::setpgid(pid, pid);
-    status_write.reset();
-    ssize_t n;
-    do {
-      n = ::read(status_read.get(), &child_errno, sizeof child_errno);  // EOF at exec
-    } while (n < 0 && errno == EINTR);
-    if (n == static_cast<ssize_t>(sizeof child_errno)) {
-      ::waitpid(pid, nullptr, 0);
-      return -1;
-    }
-    child_errno = 0;
-    return pid;
-  }
-
-  [[noreturn]] static void exec_child(const SpawnPlan& plan, std::vector<char*>& argv,
-                                      std::vector<char*>& envp, int out, int err, int status, pid_t agent) {
-    auto die = [status]() {
-      const int e = errno;
-      [[maybe_unused]] auto ignored = ::write(status, &e, sizeof e);
-      ::_exit(127);
-    };
-    ::setpgid(0, 0);
-    sigset_t all;
-    sigemptyset(&all);
-    ::sigprocmask(SIG_SETMASK, &all, nullptr);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) ::signal(sig, SIG_DFL);
-    const int null = ::open("/dev/null", O_RDONLY);
-    if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) die();
-    if (!plan.working_dir.empty() && ::chdir(plan.working_dir.c_str()) != 0) die();
-    if (plan.uid) {
-      if (::setgroups(plan.groups.size(), plan.groups.data()) != 0) die();
-      if (::setgid(*plan.gid) != 0 || ::setuid(*plan.uid) != 0) die();
-    }
-    // After the credentials change, which clears it; dies with the agent.
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die();
-    if (::getppid() != agent) ::_exit(127);
-    ::execve(plan.path.c_str(), argv.data(), envp.data());
-    die();
-    ::_exit(127);
-  }
-
   void read_output() {
     output_pipe_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](boost::system::error_code ec,
                                                                                   std::size_t n) {
@@ -305,17 +129,10 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     });
   }
 
-  void on_exit() {
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED) == 0) {
-      if (info.si_code == CLD_EXITED) {
-        exit_code_ = info.si_status;
-      } else {
-        signal_ = info.si_status;
-      }
-    }
+  void on_exit(std::optional<int> exit_code, int signal) {
+    exit_code_ = exit_code;
+    signal_ = signal;
     exited_ = true;
-    if (stopping_) ::kill(-pid_, SIGKILL);  // the rest of the group goes with the leader
     pid_ = -1;
     kill_timer_.cancel();
     if (!output_open_) return finish();
@@ -332,7 +149,6 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
     drain_timer_.cancel();
     boost::system::error_code ignored;
     output_pipe_.close(ignored);
-    pidfd_.close(ignored);
     RunOutcome outcome;
     outcome.exit_code = exit_code_;
     outcome.signal = signal_;
@@ -358,14 +174,15 @@ class ShellRun : public std::enable_shared_from_this<ShellRun> {
   }
 
   asio::any_io_executor executor_;
+  std::shared_ptr<ProcessSpawner> spawner_;
   asio::posix::stream_descriptor output_pipe_;
-  asio::posix::stream_descriptor pidfd_;
   asio::steady_timer kill_timer_;
   asio::steady_timer drain_timer_;
   std::array<char, 16384> buffer_{};
   seconds grace_;
   std::size_t capture_limit_;
   RunCompletion done_;
+  std::uint64_t run_ = 0;  ///< the spawner's id of this run, 0 before it was sent
   pid_t pid_ = -1;
   bool output_open_ = true;
   bool exited_ = false;
@@ -390,12 +207,19 @@ class ShellHandle final : public RunningTask {
 
 class ShellExecutor final : public Executor {
  public:
-  ShellExecutor(asio::any_io_executor executor, seconds grace) : executor_(executor), grace_(grace) {}
+  ShellExecutor(asio::any_io_executor executor, seconds grace)
+      : executor_(executor), grace_(grace), spawner_(std::make_shared<ProcessSpawner>(executor)) {
+    // Forked from the io_context's thread (the parent-death signal follows the forking
+    // thread), ahead of the first run, which would otherwise wait for the fork.
+    asio::post(executor_, [spawner = std::weak_ptr<ProcessSpawner>(spawner_)] {
+      if (auto alive = spawner.lock()) alive->prepare();
+    });
+  }
 
   std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override {
     const auto& spec = request.task.shell();
     const seconds grace = spec.kill_grace_seconds() > 0 ? seconds{spec.kill_grace_seconds()} : grace_;
-    auto run = std::make_shared<ShellRun>(executor_, grace, request.capture_limit, std::move(done));
+    auto run = std::make_shared<ShellRun>(executor_, spawner_, grace, request.capture_limit, std::move(done));
     run->on_output = request.on_output;
     auto handle = std::make_unique<ShellHandle>(run);
     std::string problem;
@@ -450,6 +274,7 @@ class ShellExecutor final : public Executor {
 
   asio::any_io_executor executor_;
   seconds grace_;
+  std::shared_ptr<ProcessSpawner> spawner_;  ///< started at the first run; shared with the runs
 };
 
 }  // namespace

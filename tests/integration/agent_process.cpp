@@ -763,7 +763,7 @@ TEST_CASE("a shell run of an agent killed with -9 does not go on, and the restar
     enabled: true
     schedule: "* * * * * *"
     shell:
-      script: 'sleep 3; echo "$QF_EXECUTION_ID" >> {}'
+      script: 'setsid sleep 3; echo "$QF_EXECUTION_ID" >> {}'
 )",
                                    ran_file.string()));
   std::string id;
@@ -797,7 +797,81 @@ TEST_CASE("a shell run of an agent killed with -9 does not go on, and the restar
   INFO(record.error_message());
   CHECK(record.status() == qf::v1::EXECUTION_STATUS_FAILURE);
   CHECK(record.failure_reason() == "agent restarted");
-  // sh died with the agent; its `sleep` was left and is killed by the restart, which says so.
+  // sh died with the agent, and its process group with it; its `sleep`, which left the group
+  // (setsid), was left and is killed by the restart, which says so.
   CHECK(contains(record.error_message(), "agent restarted: 1 process(es) it left running were killed: "));
   CHECK(contains(record.error_message(), "(sleep)"));
+}
+
+namespace {
+
+/// The children of `pid` (of all its threads), from the kernel's lists.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& thread : fs::directory_iterator(fs::path("/proc") / std::to_string(pid) / "task", ec)) {
+    std::ifstream in(thread.path() / "children");
+    for (pid_t child = 0; in >> child;) out.push_back(child);
+  }
+  return out;
+}
+
+std::string comm_of(pid_t pid) {
+  std::ifstream in(fs::path("/proc") / std::to_string(pid) / "comm");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+/// Gone, or a zombie that only waits for its reaper.
+bool process_gone(pid_t pid) {
+  std::ifstream in(fs::path("/proc") / std::to_string(pid) / "stat");
+  std::string line;
+  if (!std::getline(in, line)) return true;
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 of the agent ends its spawner and every process of its runs", "[agent][integration]") {
+  AgentFixture fixture(R"(tasks:
+  - {name: a, enabled: true, schedule: "* * * * * *", shell: {script: 'sleep 60 & sleep 60'}}
+  - {name: b, enabled: true, schedule: "* * * * * *", shell: {script: 'sleep 60 & sleep 60'}}
+  - {name: c, enabled: true, schedule: "* * * * * *", shell: {script: 'sleep 60 & sleep 60'}}
+)");
+  auto agent = fixture.start();
+  // The runs are children of one qf-spawner, the agent's child; count them and what they started.
+  pid_t spawner = 0;
+  std::vector<pid_t> leaders, all_of_runs;
+  std::size_t sleeps = 0;
+  REQUIRE(wait_until(
+      [&] {
+        spawner = 0;
+        for (pid_t child : children_of(agent->pid()))
+          if (comm_of(child) == "qf-spawner") spawner = child;
+        if (spawner == 0) return false;
+        leaders = children_of(spawner);
+        all_of_runs = leaders;
+        for (std::size_t i = 0; i < all_of_runs.size(); ++i)
+          for (pid_t descendant : children_of(all_of_runs[i])) all_of_runs.push_back(descendant);
+        sleeps = static_cast<std::size_t>(
+            std::count_if(all_of_runs.begin(), all_of_runs.end(), [](pid_t pid) { return comm_of(pid) == "sleep"; }));
+        return leaders.size() == 3 && sleeps == 6;  // sh, and its two sleeps, for each run
+      },
+      seconds{10}));
+  // Each run is its own process group, led by the spawner's child.
+  for (pid_t leader : leaders) CHECK(::getpgid(leader) == leader);
+  agent->signal(SIGKILL);
+  REQUIRE(agent->wait_for_exit(seconds{5}).has_value());
+  CHECK(wait_until([&] { return process_gone(spawner); }, seconds{5}));
+  // The spawner's parent-death signal makes it kill every run's whole group (the background
+  // sleeps too) before it exits.
+  CHECK(wait_until(
+      [&] { return std::all_of(all_of_runs.begin(), all_of_runs.end(), [](pid_t pid) { return process_gone(pid); }); },
+      seconds{5}));
+  for (pid_t pid : all_of_runs) {
+    INFO("pid " << pid << " " << comm_of(pid));
+    CHECK(process_gone(pid));
+  }
 }

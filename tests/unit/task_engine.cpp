@@ -118,6 +118,15 @@ qf::v1::Task shell_task(const std::string& id, const std::string& script) {
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
 
+/// Alive and not a zombie (a zombie is dead, waiting for whoever reaps orphans).
+bool process_running(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
+
 }  // namespace
 
 TEST_CASE("a shell run records SUCCESS with its output, exit code and times", "[engine]") {
@@ -179,6 +188,33 @@ TEST_CASE("a timeout kills the whole process group", "[engine]") {
   // The background grandchild was in the group: it is gone too (reaped by init).
   f.run_until([&] { return !process_alive(child); }, 3s);
   CHECK_FALSE(process_alive(child));
+}
+
+TEST_CASE("a run whose spawner process is killed ends killed, with its group, and the next run starts",
+          "[engine]") {
+  Fixture f;
+  const auto parent_file = f.dir / "parent.pid";
+  const auto child_file = f.dir / "child.pid";
+  f.apply({shell_task("held", "sleep 30 & echo $! > '" + child_file.string() + "'; echo $PPID > '" +
+                                  parent_file.string() + "'; wait"),
+           shell_task("after", "echo after")});
+  const auto id = f.trigger("held");
+  pid_t spawner = 0, child = 0;
+  REQUIRE(f.run_until([&] {
+    std::ifstream parent(parent_file), background(child_file);
+    return static_cast<bool>(parent >> spawner) && static_cast<bool>(background >> child);
+  }));
+  REQUIRE(spawner != ::getpid());  // runs are started by the spawner, a child of the agent
+  REQUIRE(::kill(spawner, SIGKILL) == 0);
+  REQUIRE(f.run_until([&] { return f.final_of(id) != nullptr; }, 5s));
+  CHECK(f.final_of(id)->status() == qf::v1::EXECUTION_STATUS_FAILURE);
+  CHECK(f.final_of(id)->failure_reason() == "signal 9");
+  f.run_until([&] { return !process_running(child); }, 3s);
+  CHECK_FALSE(process_running(child));  // the run's background process went with its group
+  const auto next = f.trigger("after");
+  REQUIRE(f.run_until([&] { return f.final_of(next) != nullptr; }));
+  CHECK(f.final_of(next)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  CHECK(f.final_of(next)->output() == "after\n");
 }
 
 TEST_CASE("a process that ignores SIGTERM is killed after the grace period", "[engine]") {

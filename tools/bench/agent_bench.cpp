@@ -197,13 +197,35 @@ void BM_engine_trivial_plugin_run(benchmark::State& state) {
 }
 BENCHMARK(BM_engine_trivial_plugin_run)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-/// How many concurrent `sleep` runs one engine holds (each: a process, a pipe, a pidfd).
+/// How many concurrent `sleep` runs one engine holds (each: a process and a pipe), and how
+/// long until every one of them is executing `sleep` (counted in /proc, not by the engine).
 void BM_concurrent_sleep_runs(benchmark::State& state) {
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &files);
   const auto wanted = static_cast<std::size_t>(state.range(0));
+  // Runs whose exec has returned: children of this process, or of its spawner (which clones
+  // with CLONE_VFORK, so a child it lists is past exec, but for the one being cloned). Read
+  // from the kernel's children lists: scanning all of /proc cost more than the spawns.
+  auto children_of = [](long pid) {
+    std::vector<long> out;
+    for (const auto& thread : fs::directory_iterator(fs::path("/proc") / std::to_string(pid) / "task")) {
+      std::ifstream in(thread.path() / "children");
+      for (long child = 0; in >> child;) out.push_back(child);
+    }
+    return out;
+  };
+  auto started_runs = [&] {
+    std::size_t count = 0;
+    for (long child : children_of(::getpid())) {
+      std::ifstream comm(fs::path("/proc") / std::to_string(child) / "comm");
+      std::string name;
+      std::getline(comm, name);
+      count += name == "qf-spawner" ? children_of(child).size() : 1;
+    }
+    return count;
+  };
   boost::asio::io_context io;
   auto store = open_store(io, scratch("sleep.db"), true);
   for (auto _ : state) {
@@ -223,7 +245,23 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
     qf::error_code ec;
     const auto start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < wanted; ++i) engine.trigger("sleeper", {}, ec);
+    state.counters["trigger_all_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // Started = exec returned: spawns complete after trigger returns.
+    const auto give_up = start + 120s;
+    std::size_t started = 0;
+    while (std::chrono::steady_clock::now() < give_up) {
+      // Not more often: reading a children list holds the kernel's task list lock, which
+      // every clone and exit also takes (13 ms at 10,000 children).
+      const auto poll_until = std::chrono::steady_clock::now() + 200ms;
+      while (std::chrono::steady_clock::now() < poll_until) {
+        if (io.stopped()) io.restart();
+        io.run_one_for(5ms);
+      }
+      started = started_runs();
+      if (started + failed >= wanted) break;
+    }
     state.counters["start_all_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.counters["started"] = static_cast<double>(started);
     // Let every spawn failure reach its (durable) record before counting.
     const auto settle = std::chrono::steady_clock::now() + 3s;
     while (std::chrono::steady_clock::now() < settle) {
