@@ -107,7 +107,8 @@ class Scheduler {
   void start(std::vector<v1::Execution> unclaimed, std::function<void()> ready);
 
   /// Stops firing. Runs recorded ahead of an instant not reached yet stay PENDING and owed:
-  /// each task's fire state is moved back before them, so the next start fires them.
+  /// the next start, given them as unclaimed, sends them at their instant (or applies the
+  /// misfire policy once it has passed); those of a task removed or disabled are SKIPPED.
   void stop();
 
   /// Runs a task now with `params` (trigger MANUAL): one agent, the shards, or every

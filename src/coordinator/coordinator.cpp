@@ -30,6 +30,11 @@ bool routed(const v1::Task& task) {
   return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
 }
 
+/// A fire of the task's schedule (not a manual trigger or a retry).
+bool scheduled_trigger(const v1::Execution& e) {
+  return e.trigger() == v1::TRIGGER_TYPE_SCHEDULED || e.trigger() == v1::TRIGGER_TYPE_MISFIRE_CATCHUP;
+}
+
 }  // namespace
 
 struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
@@ -100,19 +105,20 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   }
 
   /**
-   * Routed runs a previous coordinator left PENDING or RUNNING, that no agent claimed
-   * within the grace: RUNNING ones become FAILURE `agent lost` (and are retried per policy);
-   * PENDING ones never started anywhere that is known: the scheduler, which starts then,
-   * owes them (see Scheduler::start). Nothing recorded stays open forever.
+   * Runs a previous coordinator made (routed fires, manual triggers, retries) left PENDING or
+   * RUNNING, that no agent claimed within the grace: RUNNING ones become FAILURE `agent lost`
+   * (and are retried per policy); PENDING ones never started anywhere that is known: the
+   * scheduler, which starts then, owes them (see Scheduler::start). Those of a task deleted
+   * since are closed SKIPPED. Nothing recorded stays open forever. (An `all` task's own fires
+   * are the agents' records: each agent reports them.)
    */
   void reconcile(std::int64_t started_ms) {
     auto open = std::make_shared<std::vector<v1::Execution>>();
     store.read(
-        [open, started_ms](StoreTransaction& tx, error_code&) {
+        [open](StoreTransaction& tx, error_code&) {
           v1::ListExecutionsRequest request;
           request.add_status(v1::EXECUTION_STATUS_PENDING);
           request.add_status(v1::EXECUTION_STATUS_RUNNING);
-          request.set_to_unix_ms(started_ms + 1);
           request.set_page_size(500);
           for (std::uint32_t page = 1;; ++page) {
             request.set_page(page);
@@ -121,35 +127,48 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
             if (listing.items.size() < 500) break;
           }
         },
-        [weak = weak_from_this(), open](error_code ec) {
+        [weak = weak_from_this(), open, started_ms](error_code ec) {
           auto self = weak.lock();
           if (!self) return;
           if (ec) logger()->error("reading the runs left open by the previous coordinator failed: {}", ec.message());
           std::vector<v1::Execution> orphans;
           std::vector<v1::Execution> unsent;
           for (auto& e : *open) {
+            // Triggers accepted since this coordinator started are its own; fires recorded
+            // ahead by the previous one may lie after that instant.
+            if (e.scheduled_unix_ms() > started_ms && !scheduled_trigger(e)) continue;
+            if (self->dispatcher.held_by_online_agent(e.execution_id())) continue;
             auto task = self->dispatcher.task(e.task_id());
-            if (!task || !routed(*task) || self->dispatcher.held_by_online_agent(e.execution_id())) continue;
-            (e.status() == v1::EXECUTION_STATUS_PENDING ? unsent : orphans).push_back(std::move(e));
+            const bool agents_own = scheduled_trigger(e) && (task ? !routed(*task) : e.execution_id().ends_with(
+                                                                                          ":" + e.agent_id()));
+            if (agents_own) continue;
+            if (!task || e.status() != v1::EXECUTION_STATUS_PENDING) orphans.push_back(std::move(e));
+            else unsent.push_back(std::move(e));
           }
           if (!unsent.empty())
-            logger()->warn("{} routed run(s) left PENDING by the previous coordinator: owed again", unsent.size());
+            logger()->warn("{} run(s) left PENDING by the previous coordinator: owed again", unsent.size());
           self->scheduler.start(std::move(unsent), {});
           if (!orphans.empty()) self->close_orphans(std::move(orphans));
         });
   }
 
   void close_orphans(std::vector<v1::Execution> orphans) {
-    logger()->warn("{} routed run(s) left open by the previous coordinator: closing them", orphans.size());
+    logger()->warn("{} run(s) left open by the previous coordinator: closing them", orphans.size());
     auto closed = std::make_shared<std::vector<v1::Execution>>();
     store.transact(
         [orphans = std::move(orphans), closed](StoreTransaction& tx, error_code&) {
           for (const auto& orphan : orphans) {
             auto record = tx.execution(orphan.execution_id());
             if (!record || is_final(record->status())) continue;
-            record->set_status(v1::EXECUTION_STATUS_FAILURE);
-            record->set_failure_reason("agent lost");
-            record->set_error_message("its agent did not come back after the coordinator restarted");
+            if (record->status() == v1::EXECUTION_STATUS_PENDING) {  // its task was deleted since
+              record->set_status(v1::EXECUTION_STATUS_SKIPPED);
+              record->set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
+              record->set_skip_detail("its task was deleted before the run was sent");
+            } else {
+              record->set_status(v1::EXECUTION_STATUS_FAILURE);
+              record->set_failure_reason("agent lost");
+              record->set_error_message("its agent did not come back after the coordinator restarted");
+            }
             record->set_ended_unix_ms(unix_ms_now());
             record->set_updated_unix_ms(unix_ms_now());
             tx.upsert_execution(*record);

@@ -193,7 +193,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     const std::size_t limit = slot.task.misfire_fire_all_limit() > 0 ? slot.task.misfire_fire_all_limit()
                                                                      : options.misfire_fire_all_limit;
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
-    const std::size_t keep = policy == MisfirePolicy::fire_all ? limit : policy == MisfirePolicy::fire_once ? 1 : 0;
+    const std::size_t keep = runs_kept(slot.task);
     settle_unclaimed(slot, std::move(unclaimed), now, keep - std::min(keep, plan.run.size()), planned);
     for (const auto& fire : plan.missed) {
       PlannedRun run;
@@ -400,13 +400,35 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     return r.trigger() == v1::TRIGGER_TYPE_SCHEDULED || r.trigger() == v1::TRIGGER_TYPE_MISFIRE_CATCHUP;
   }
 
+  /// A run whose agent an operator chose (a trigger on chosen agents, a retry on the run's
+  /// agent): it runs there or not at all.
+  static bool pinned(const v1::Execution& r) {
+    if (r.trigger() == v1::TRIGGER_TYPE_RETRY) return !r.retry_of_execution_id().empty();
+    return r.trigger() == v1::TRIGGER_TYPE_MANUAL && !r.agent_id().empty() &&
+           r.execution_id().ends_with(":" + r.agent_id());
+  }
+
+  /// How many of the newest owed fires the task's misfire policy runs.
+  std::size_t runs_kept(const v1::Task& task) const {
+    switch (misfire_policy(task)) {
+      case MisfirePolicy::fire_all:
+        return task.misfire_fire_all_limit() > 0 ? task.misfire_fire_all_limit() : options.misfire_fire_all_limit;
+      case MisfirePolicy::fire_once: return 1;
+      default: return 0;
+    }
+  }
+
   /**
    * Runs recorded PENDING by a previous coordinator that no agent claimed after the grace:
-   * sent or not, nobody runs them. They are owed like any fire (their ids are kept), but an
-   * `at_most_once` run that may have reached an agent that did not come back ends FAILURE
-   * `agent lost`. Scheduled fires follow the misfire policy with the fires owed since the
-   * last recorded one: `free_runs` is how many of the newest may still run (the rest are
-   * MISSED); manual triggers and retries run unless the policy is `skip` and they are late.
+   * sent or not, nobody runs them. They are owed like any fire (their ids are kept):
+   * - a fire whose instant has not come yet (recorded ahead of a stop) is sent at its instant;
+   * - past fires follow the misfire policy with the fires owed since the last recorded one:
+   *   `free_runs` instants of the newest may still run (all records of an instant, e.g. its
+   *   shards, share one decision), the others are MISSED;
+   * - manual triggers and retries run unless the policy is `skip` and they are late; one
+   *   pinned to its agent runs there only;
+   * - an `at_most_once` run that may have reached an agent that did not come back (its
+   *   instant has passed, its agent is not online) ends FAILURE `agent lost`.
    */
   void settle_unclaimed(const TaskSlotState& slot, std::vector<v1::Execution> records, Instant now,
                         std::size_t free_runs, std::vector<PlannedRun>& planned) {
@@ -414,6 +436,9 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     std::sort(records.begin(), records.end(),
               [](const auto& a, const auto& b) { return a.scheduled_unix_ms() > b.scheduled_unix_ms(); });
     const bool skip_late = misfire_policy(task) == MisfirePolicy::skip;
+    const std::int64_t now_precise_ms = now_ms();
+    std::optional<std::int64_t> decided_instant;  // the past instant decided last, and whether it runs
+    bool instant_runs = false;
     for (auto& record : records) {
       PlannedRun run;
       run.record = std::move(record);
@@ -424,30 +449,40 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         run.record.set_skip_detail(std::move(detail));
         run.record.set_ended_unix_ms(now_ms());
       };
-      const Instant scheduled{seconds{run.record.scheduled_unix_ms() / 1000}};
-      const bool late = now - scheduled > options.misfire_threshold;
+      const auto scheduled_ms = run.record.scheduled_unix_ms();
+      const bool ahead = scheduled_fire(run.record) && scheduled_ms > now_precise_ms;  // certainly not sent
+      const bool late = now - Instant{seconds{scheduled_ms / 1000}} > options.misfire_threshold;
+      if (scheduled_fire(run.record) && !ahead && decided_instant != scheduled_ms) {
+        decided_instant = scheduled_ms;
+        instant_runs = free_runs > 0;
+        if (instant_runs) --free_runs;
+      }
+      const std::string own_agent = run.record.agent_id();
       if (slot.removed || !task.enabled()) {
         end(v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_TASK_DISABLED,
             "the task was disabled or deleted while the coordinator was down");
-      } else if (task.delivery_guarantee() == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE &&
-                 !is_online(task, run.record.agent_id())) {
+      } else if (!ahead && task.delivery_guarantee() == v1::DELIVERY_GUARANTEE_AT_MOST_ONCE &&
+                 !is_online(task, own_agent)) {
         run.record.set_status(v1::EXECUTION_STATUS_FAILURE);
         run.record.set_failure_reason("agent lost");
         run.record.set_error_message(fmt::format(
             "the coordinator stopped after it may have sent this run to {}, which did not come back "
             "(delivery guarantee at_most_once: not re-routed)",
-            run.record.agent_id()));
+            own_agent));
         run.record.set_ended_unix_ms(now_ms());
-      } else if (scheduled_fire(run.record) ? free_runs == 0 : (skip_late && late)) {
+      } else if (scheduled_fire(run.record) ? !ahead && !instant_runs : (skip_late && late)) {
         end(v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
             "owed while the coordinator was not firing; misfire policy");
+      } else if (pinned(run.record) && !is_online(task, own_agent)) {
+        end(v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_NO_AGENT,
+            fmt::format("its chosen agent {} was not online after the coordinator restarted", own_agent));
       } else {
-        if (scheduled_fire(run.record)) {
-          --free_runs;
+        if (scheduled_fire(run.record) && !ahead) {
           run.record.set_trigger(v1::TRIGGER_TYPE_MISFIRE_CATCHUP);
           run.record.set_triggered_by("misfire policy");
         }
-        run.agents = candidates_for(task, run.record);
+        if (ahead) run.due = std::chrono::system_clock::time_point{std::chrono::milliseconds{scheduled_ms}};
+        run.agents = pinned(run.record) ? std::vector<std::string>{own_agent} : candidates_for(task, run.record);
         if (run.agents.empty()) {
           end(v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_NO_AGENT, "no online agent in the task's groups");
         } else {
@@ -670,19 +705,15 @@ void Scheduler::start(std::vector<v1::Execution> unclaimed_runs, std::function<v
           std::vector<v1::Execution> mine;
           if (auto it = owed.find(slot.task.id()); it != owed.end()) mine = std::move(it->second);
           if (!slot.schedule || !slot.task.enabled() || slot.removed) {
-            self->settle_unclaimed(slot, std::move(mine), now, 1, planned);
+            self->settle_unclaimed(slot, std::move(mine), now, self->runs_kept(slot.task), planned);
             continue;
           }
           const auto state = states->count(slot.task.id()) ? (*states)[slot.task.id()] : FireState{};
-          // Fires after the last recorded one were held back at a stop: the schedule owes them.
-          std::erase_if(mine, [&](const v1::Execution& r) {
-            return Impl::scheduled_fire(r) && state.last_fire && r.scheduled_unix_ms() > to_ms(*state.last_fire);
-          });
           if (state.last_fire && *state.last_fire < now) {
             self->misfire(i, *state.last_fire, now, planned, std::move(mine));
             fire_states.emplace_back(slot.task.id(), FireState{now, slot.next});
           } else {
-            self->settle_unclaimed(slot, std::move(mine), now, 1, planned);
+            self->settle_unclaimed(slot, std::move(mine), now, self->runs_kept(slot.task), planned);
             self->plan_next(i, state.last_fire.value_or(now));
           }
         }
@@ -733,24 +764,30 @@ void Scheduler::stop() {
   impl.timer.cancel();
   impl.send_timer.cancel();
   for (const auto& t : impl.retry_timers) t->cancel();
-  // Fires recorded ahead of an instant this scheduler will not reach stay owed: each task's
-  // fire state goes back to before the first of them, so the next start fires them (same
-  // ids, PENDING records reused) or applies the misfire policy if their instant has passed.
-  std::map<std::string, Instant> first_unsent;
+  // Fires recorded ahead of an instant this scheduler will not reach stay PENDING: the next
+  // start sends them at their instant, or applies the misfire policy once it has passed
+  // (Scheduler::start). Those of a task removed or disabled since are closed now.
+  std::vector<v1::Execution> skipped;
   for (; !impl.staged.empty(); impl.staged.pop()) {
-    const auto& record = impl.staged.top().run->record;
-    if (!Impl::scheduled_fire(record)) continue;
-    const Instant scheduled{seconds{record.scheduled_unix_ms() / 1000}};
-    auto [it, added] = first_unsent.emplace(record.task_id(), scheduled);
-    if (!added) it->second = std::min(it->second, scheduled);
+    const auto& run = *impl.staged.top().run;
+    if (run.slot >= impl.slots.size()) continue;
+    const auto& slot = impl.slots[run.slot];
+    if (!slot.removed && slot.task.enabled()) continue;
+    auto record = run.record;
+    record.set_status(v1::EXECUTION_STATUS_SKIPPED);
+    record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
+    record.set_skip_detail("the task was disabled or deleted before this fire");
+    record.set_ended_unix_ms(now_ms());
+    record.set_updated_unix_ms(now_ms());
+    skipped.push_back(std::move(record));
   }
-  if (first_unsent.empty()) return;
+  if (skipped.empty()) return;
   impl.store.transact(
-      [first_unsent = std::move(first_unsent)](StoreTransaction& tx, error_code&) {
-        for (const auto& [task, scheduled] : first_unsent) tx.put_fire_state(task, FireState{scheduled - seconds{1}, scheduled});
+      [skipped = std::move(skipped)](StoreTransaction& tx, error_code&) {
+        for (const auto& r : skipped) tx.upsert_execution(r);
       },
       [](error_code ec) {
-        if (ec) logger()->error("recording the fires owed at shutdown failed: {}", ec.message());
+        if (ec) logger()->error("recording fires skipped at shutdown failed: {}", ec.message());
       });
 }
 

@@ -567,7 +567,7 @@ TEST_CASE("after a coordinator restart owed fires follow the misfire policy", "[
   REQUIRE(c.run_until([&] { return c.count("owed", qf::v1::EXECUTION_STATUS_SUCCESS) >= 1; }));
   c.crash_coordinator();
   c.run_for(3s);  // the agent keeps trying to reconnect
-  c.options.agent_grace = 1500ms;  // longer than the agent's reconnect backoff
+  c.options.agent_grace = 3s;  // the agent is back well before; the next instant is 10 s away
   c.open_coordinator();
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   REQUIRE(c.run_until([&] {
@@ -589,7 +589,7 @@ TEST_CASE("a fire recorded ahead of a coordinator stop runs after the restart, o
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   const std::string ran = c.dir.file("ran.txt");
   auto task = shell_task("tick", "echo \"$QF_EXECUTION_ID\" >> '" + ran + "'", {"web"}, qf::v1::PLACEMENT_MODE_ONE);
-  task.mutable_schedule()->set_cron("*/3 * * * * *");
+  task.mutable_schedule()->set_cron("*/10 * * * * *");
   c.create_task(task);
   // Wait until the next fire is recorded PENDING ahead of its instant, then stop cleanly.
   std::string ahead;
@@ -605,14 +605,14 @@ TEST_CASE("a fire recorded ahead of a coordinator stop runs after the restart, o
   // Restart after the instant; the scheduler starts (after the agent's reconnect) before
   // the next one: fire_once runs the owed fire.
   c.run_for(std::chrono::milliseconds{std::max<std::int64_t>(0, instant - unix_ms_now() + 300)});
-  c.options.agent_grace = 1500ms;  // longer than the agent's reconnect backoff
+  c.options.agent_grace = 3s;  // the agent is back well before; the next instant is 10 s away
   c.open_coordinator();
   const bool reached = c.reaches(ahead, qf::v1::EXECUTION_STATUS_SUCCESS);
   for (const auto& r : c.executions("tick"))
     UNSCOPED_INFO(r.execution_id() << " " << qf::v1::ExecutionStatus_Name(r.status()) << " "
                                    << qf::v1::TriggerType_Name(r.trigger()) << " " << r.skip_detail());
   REQUIRE(reached);
-  c.run_for(2500ms);
+  c.run_for(1s);
   std::map<std::string, int> runs;
   std::ifstream in(ran);
   for (std::string line; std::getline(in, line);) ++runs[line];
@@ -834,6 +834,29 @@ TEST_CASE("runs left open by a crashed coordinator: RUNNING ones are lost, PENDI
     CHECK(c.execution(pending)->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
     CHECK(c.execution(pending)->agent_id() != holder);
   }
+}
+
+TEST_CASE("a run of a task deleted while the coordinator was down is closed, not left PENDING", "[cluster]") {
+  Cluster c;
+  REQUIRE(c.two_agents_in("web"));
+  c.create_task(shell_task("doomed", "true", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  qf::LinkFaults faults;
+  faults.drop_if = [](const qf::v1::Envelope& e, qf::LinkDirection) { return e.has_run_request(); };
+  c.network.set_faults(faults);
+  const auto pending = c.trigger("doomed").execution_ids.at(0);
+  // The task goes, then the coordinator dies before the run was answered.
+  std::optional<qf::CatalogResult<std::uint64_t>> deleted;
+  c.coordinator->delete_task("doomed", qf::Actor{}, [&](auto r) { deleted = std::move(r); });
+  REQUIRE(c.run_until([&] { return deleted.has_value(); }));
+  c.crash_coordinator();
+  c.network.set_faults({});
+  c.options.agent_grace = 500ms;
+  c.open_coordinator();
+  REQUIRE(c.run_until([&] {
+    auto r = c.execution(pending);
+    return r && qf::is_final(r->status());
+  }));
+  CHECK(c.execution(pending)->status() != qf::v1::EXECUTION_STATUS_PENDING);
 }
 
 TEST_CASE("agents converge on the catalog through lost pushes, updates and deletes", "[cluster]") {

@@ -268,10 +268,13 @@ TEST_CASE("a fire recorded ahead of a stop is owed: the next start fires it, sam
   CHECK(f.record(next_id)->status() == v1::EXECUTION_STATUS_PENDING);  // owed, not SKIPPED
   f.run_until([] { return false; }, 1200ms);
   CHECK(f.sink->sent.size() == 1);  // nothing is sent after the stop
-  // A new scheduler on the same store (a restart after the instant) fires it.
+  // A new scheduler on the same store (a restart after the instant) is given the PENDING
+  // runs nobody claimed, as the Coordinator does after its grace: it fires the owed one.
   f.scheduler = std::make_unique<qf::Scheduler>(f.io.get_executor(), *f.store, f.agents, *f.sink);
   f.scheduler->upsert_task(task);
-  f.start();
+  bool ready = false;
+  f.scheduler->start({*f.record(next_id)}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready; }));
   REQUIRE(f.run_until([&] {
     for (const auto& [agent, run] : f.sink->sent)
       if (run.execution_id() == next_id) return true;
@@ -285,6 +288,11 @@ TEST_CASE("a fire recorded ahead of a stop is owed: the next start fires it, sam
 }
 
 namespace {
+
+std::int64_t qf_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 /// A run a crashed coordinator recorded PENDING (fire state at its instant) and no agent claimed.
 v1::Execution unclaimed_fire(Fixture& f, const std::string& task, std::chrono::system_clock::time_point at,
@@ -407,6 +415,7 @@ TEST_CASE("the store is handed at most max_unrecorded_runs runs at once, and no 
   const auto& stats = f.scheduler->stats();
   CHECK(stats.unrecorded_peak <= 8);
   CHECK(stats.store_waits > 0);
+  CHECK(f.scheduler->stats().not_dispatched == 0);  // none SKIPPED or MISSED either
   // Every task's fires are consecutive seconds: none skipped, none twice.
   for (int i = 0; i < 100; ++i) {
     const auto records = f.records("t" + std::to_string(i));
@@ -415,6 +424,8 @@ TEST_CASE("the store is handed at most max_unrecorded_runs runs at once, and no 
     std::sort(instants.begin(), instants.end());
     REQUIRE(instants.size() >= 2);
     for (std::size_t k = 1; k < instants.size(); ++k) CHECK(instants[k] - instants[k - 1] == 1000);
+    for (const auto& r : records.items)
+      CHECK((r.status() == v1::EXECUTION_STATUS_PENDING && r.trigger() == v1::TRIGGER_TYPE_SCHEDULED));
   }
   std::set<std::string> sent;
   for (const auto& [agent, run] : f.sink->sent) CHECK(sent.insert(run.execution_id()).second);
@@ -491,4 +502,67 @@ TEST_CASE("a retry by an operator runs on the given agent as a RETRY linked to t
   });
   REQUIRE(f.run_until([&] { return answered; }));
   CHECK(gone_ec == qf::errc::not_found);
+}
+
+TEST_CASE("the shards of an unclaimed fire share one decision: all run", "[scheduler]") {
+  Fixture f;
+  auto task = one_task("split", "0 0 0 1 1 *", v1::PLACEMENT_MODE_SHARDED);
+  task.mutable_placement()->set_shard_count(3);
+  std::vector<v1::Execution> owed;
+  for (std::uint32_t k = 0; k < 3; ++k) {
+    auto r = unclaimed_fire(f, "split", std::chrono::system_clock::now() - 30s, "agent-a");
+    r.set_execution_id(r.execution_id() + ":s" + std::to_string(k));
+    r.set_shard_index(k);
+    r.set_shard_total(3);
+    owed.push_back(r);
+  }
+  f.scheduler->upsert_task(task);
+  bool ready = false;
+  f.scheduler->start(owed, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && f.sink->sent.size() == 3; }));
+  std::set<std::uint32_t> shards;
+  for (const auto& [agent, run] : f.sink->sent) shards.insert(run.shard_index());
+  CHECK(shards == std::set<std::uint32_t>{0, 1, 2});
+}
+
+TEST_CASE("a run pinned to its agent by an operator runs there after a restart, or not at all", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("job", ""));
+  auto on_b = unclaimed_fire(f, "job", std::chrono::system_clock::now() - 2s, "agent-b");
+  on_b.set_trigger(v1::TRIGGER_TYPE_MANUAL);
+  on_b.set_execution_id("job:1:agent-b");
+  auto on_gone = on_b;
+  on_gone.set_agent_id("agent-gone");
+  on_gone.set_execution_id("job:1:agent-gone");
+  bool ready = false;
+  f.scheduler->start({on_b, on_gone}, [&] { ready = true; });
+  REQUIRE(f.run_until([&] { return ready && f.sink->sent.size() == 1; }));
+  CHECK(f.sink->sent[0].first == "agent-b");
+  CHECK(f.sink->sent[0].second.execution_id() == "job:1:agent-b");
+  REQUIRE(f.run_until([&] { auto r = f.record("job:1:agent-gone"); return r && qf::is_final(r->status()); }));
+  CHECK(f.record("job:1:agent-gone")->status() == v1::EXECUTION_STATUS_SKIPPED);
+  CHECK(f.record("job:1:agent-gone")->skip_reason() == v1::SKIP_REASON_NO_AGENT);
+  f.run_until([] { return false; }, 300ms);
+  CHECK(f.sink->sent.size() == 1);
+}
+
+TEST_CASE("a stop closes the fires recorded ahead for a task removed since, keeps the others owed", "[scheduler]") {
+  Fixture f;
+  f.scheduler->upsert_task(one_task("kept", "* * * * * *"));
+  f.scheduler->upsert_task(one_task("gone", "* * * * * *"));
+  f.start();
+  std::string kept_id, gone_id;
+  REQUIRE(f.run_until([&] {
+    for (const auto& r : f.records("kept").items)
+      if (r.status() == v1::EXECUTION_STATUS_PENDING && r.scheduled_unix_ms() > qf_now_ms()) kept_id = r.execution_id();
+    for (const auto& r : f.records("gone").items)
+      if (r.status() == v1::EXECUTION_STATUS_PENDING && r.scheduled_unix_ms() > qf_now_ms()) gone_id = r.execution_id();
+    return !kept_id.empty() && !gone_id.empty();
+  }));
+  f.scheduler->remove_task("gone");
+  f.scheduler->stop();
+  f.store->flush();
+  CHECK(f.record(kept_id)->status() == v1::EXECUTION_STATUS_PENDING);
+  CHECK(f.record(gone_id)->status() == v1::EXECUTION_STATUS_SKIPPED);
+  CHECK(f.record(gone_id)->skip_reason() == v1::SKIP_REASON_TASK_DISABLED);
 }
