@@ -345,6 +345,7 @@ try {
   await viewer.waitForSelector('[data-testid=tasks-table] .el-table__row')
   const writeControls = await viewer.locator('[data-testid=new-task], [data-action], .el-table-column--selection').count()
   if (writeControls) throw new Error(`the viewer sees ${writeControls} write controls on the tasks page`)
+  await shot(viewer, 'tasks-viewer-light')
   await viewer.goto(base + '/runs')
   await viewer.locator('[data-testid=runs-table] .el-table__row a').first().click()
   await viewer.waitForSelector('[data-testid=run-record]')
@@ -358,7 +359,7 @@ try {
   await viewer.waitForSelector('.el-tabs')
   if (await viewer.locator('#tab-users, #tab-audit').count()) throw new Error('the viewer sees users or audit tabs')
   step('viewer: no write controls on tasks, runs, groups and agents, settings')
-  await shot(viewer, 'tasks-viewer-light')
+  await shot(viewer, 'settings-viewer-light')
   await viewer.context().close()
 
   const csp = problems.filter((p) => /Content Security Policy|Refused to/.test(p))

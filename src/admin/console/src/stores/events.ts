@@ -10,7 +10,15 @@ export interface LiveEvent {
   execution?: Record<string, unknown>
   agent_state?: Record<string, unknown>
   task_change?: Record<string, unknown>
-  log?: { execution_id: string; offset: string | number; data: string; total_bytes: string | number; eof: boolean }
+  log?: {
+    execution_id: string
+    offset: string | number
+    data: string
+    /** Where the next output starts, in the agent's bytes (not the data's length when replaced). */
+    next_offset?: string | number
+    total_bytes: string | number
+    eof: boolean
+  }
 }
 
 type Listener = (event: LiveEvent) => void

@@ -7,6 +7,7 @@ import { i18n } from '../../src/i18n'
 import StatusTag from '../../src/components/StatusTag.vue'
 import CronPreview from '../../src/components/CronPreview.vue'
 import LogViewer from '../../src/components/LogViewer.vue'
+import TriggerDialog from '../../src/components/TriggerDialog.vue'
 import { buildTask, formFromTask } from '../../src/taskForm'
 
 const plugins = [createPinia(), i18n, ElementPlus]
@@ -133,5 +134,40 @@ describe('task form', () => {
     expect(task.labels).toEqual({ team: 'ops' })
     expect((task.shell as { env: unknown }).env).toEqual({ A: '1' })
     expect(task.placement?.routing).toBe('ROUTING_STRATEGY_RANDOM')
+  })
+})
+
+describe('TriggerDialog', () => {
+  const summary = { task: { id: 't1', name: 'backup', group_ids: ['g1', 'g2'] } } as never
+  it("asks the server for each group's online agents instead of filtering 500 in the browser", async () => {
+    const fetch = vi.fn((url: string) => {
+      const group = new URL(url, 'http://x').searchParams.get('group_id')
+      return Promise.resolve(
+        new Response(
+          JSON.stringify({ code: 0, data: { items: [{ id: `a-${group}`, hostname: 'h', group_id: group }], total: 1 } }),
+        ),
+      )
+    })
+    vi.stubGlobal('fetch', fetch)
+    const w = mount(TriggerDialog, { props: { summary }, global: { plugins }, attachTo: document.body })
+    await flushPromises()
+    const urls = fetch.mock.calls.map((c) => String(c[0]))
+    expect(urls).toHaveLength(2)
+    expect(urls.some((u) => u.includes('group_id=g1'))).toBe(true)
+    expect(urls.some((u) => u.includes('group_id=g2'))).toBe(true)
+    expect(urls.every((u) => u.includes('state=ONLINE'))).toBe(true)
+    w.unmount()
+  })
+
+  it("shows the API's message when the agent list cannot be read", async () => {
+    vi.stubGlobal('fetch', () =>
+      Promise.resolve(
+        new Response(JSON.stringify({ code: 7, message: 'permission denied: agents.read' }), { status: 403 }),
+      ),
+    )
+    const w = mount(TriggerDialog, { props: { summary }, global: { plugins }, attachTo: document.body })
+    await flushPromises()
+    expect(document.body.textContent).toContain('permission denied: agents.read')
+    w.unmount()
   })
 })

@@ -127,4 +127,38 @@ describe('LogViewer live', () => {
     expect(log()).toBe('a\nb\nc')
     w.unmount()
   })
+
+  it('places live output by the next_offset the server gives, not by the text (bytes that were not UTF-8)', async () => {
+    vi.useRealTimers()
+    vi.stubGlobal('fetch', () =>
+      Promise.resolve(
+        new Response(
+          JSON.stringify({
+            code: 0,
+            data: { chunk: { offset: 0, data: '', total_bytes: 0, eof: false }, source: 'LOG_SOURCE_AGENT' },
+          }),
+        ),
+      ),
+    )
+    const events = useEventsStore()
+    events.start()
+    FakeSocket.last!.open()
+    const w = mount(LogViewer, {
+      props: { executionId: 'x:2:a', running: true },
+      global: { plugins: [i18n, ElementPlus] },
+    })
+    await flushPromises()
+    const log = () => w.find('[data-testid=log-text]').text()
+    const chunk = (offset: number, next: number, data: string) =>
+      FakeSocket.last!.receive({
+        type: 'EVENT_TYPE_EXECUTION_LOG',
+        log: { execution_id: 'x:2:a', offset, next_offset: next, data, total_bytes: next, eof: false },
+      })
+    // 4 raw bytes (a, 0xFF, b, newline): 0xFF arrives as U+FFFD, 3 bytes of UTF-8.
+    chunk(0, 4, 'a\ufffdb\n')
+    chunk(4, 6, 'c\n')
+    await w.vm.$nextTick()
+    expect(log()).toBe('a\ufffdb\nc')
+    w.unmount()
+  })
 })
