@@ -453,8 +453,8 @@ error_code AdminServer::listen(std::string& detail) {
     impl.console = detail::ConsoleFiles(impl.options.console_files);
     if (!impl.console.empty()) logger()->info("web console: {} files built in, served at /", impl.console.size());
     else
-      logger()->warn("web console: not built into this qf-coordinator (no Node.js at build time); GET / says so, "
-                     "the API is served");
+      logger()->warn("web console: not part of this build (qf-coordinator embeds it when Node.js is there at build "
+                     "time; console_dir serves one from a directory); GET / says so, the API is served");
   }
   beast::error_code ec;
   const auto address = asio::ip::make_address(impl.options.host, ec);
