@@ -144,7 +144,10 @@ describe('TriggerDialog', () => {
       const group = new URL(url, 'http://x').searchParams.get('group_id')
       return Promise.resolve(
         new Response(
-          JSON.stringify({ code: 0, data: { items: [{ id: `a-${group}`, hostname: 'h', group_id: group }], total: 1 } }),
+          JSON.stringify({
+            code: 0,
+            data: { items: [{ id: `a-${group}`, hostname: 'h', group_id: group }], total: 1 },
+          }),
         ),
       )
     })
