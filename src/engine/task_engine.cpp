@@ -565,6 +565,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       slot->running = previous.running;
       slot->queue = std::move(previous.queue);
       slot->generation = previous.generation + 1;
+      slot->arm_serial = previous.arm_serial;  // the old slot's entries (older serials) stay stale
     }
     if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
         task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
