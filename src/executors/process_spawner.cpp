@@ -302,6 +302,7 @@ class SpawnerLoop {
       at += length;
     }
     inbox_.erase(0, at);
+    start_batch();
   }
 
   void queue_spawn(std::uint64_t run, BodyReader& body) {
@@ -329,15 +330,34 @@ class SpawnerLoop {
     for (std::uint32_t i = 0; i < argc && body.ok; ++i) plan.argv.push_back(body.string());
     const std::uint32_t envc = body.u32();
     for (std::uint32_t i = 0; i < envc && body.ok; ++i) plan.envp.push_back(body.string());
-    std::unique_lock lock(mutex_);
+    std::lock_guard lock(mutex_);
     if (!body.ok || out < 0) {
       if (out >= 0) ::close(out);
       return reply(k_reply_failed, run, EPROTO);
     }
     in_flight_.emplace(run, 0);
-    jobs_.push_back(std::move(job));
+    batch_.push_back(std::move(job));
+  }
+
+  /// Starts what this read brought: a lone request on this thread, which saves the hand-over
+  /// to a worker (a wake-up, which on a busy machine can take a scheduler slice), a burst on
+  /// the workers, in parallel.
+  void start_batch() {
+    if (batch_.empty()) return;
+    char next;
+    const bool more_waiting = ::recv(socket_, &next, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    std::unique_lock lock(mutex_);
+    if (batch_.size() == 1 && jobs_.empty() && busy_workers_ == 0 && !more_waiting) {
+      lock.unlock();
+      SpawnJob job = std::move(batch_.front());
+      batch_.clear();
+      run_job(job, reinterpret_cast<char*>(main_stack_.data()) + k_stack_bytes);
+      return;
+    }
+    for (auto& job : batch_) jobs_.push_back(std::move(job));
+    batch_.clear();
     lock.unlock();
-    work_ready_.notify_one();
+    work_ready_.notify_all();
   }
 
   void signal_run(std::uint64_t run, int sig) {
@@ -358,38 +378,43 @@ class SpawnerLoop {
       work_ready_.wait(lock, [this] { return !jobs_.empty(); });
       SpawnJob job = std::move(jobs_.front());
       jobs_.pop_front();
+      ++busy_workers_;
       const bool make_room = jobs_.size() + 1 == k_max_queued_jobs;
       lock.unlock();
       if (make_room) {
         const std::uint64_t one = 1;
         [[maybe_unused]] auto n = ::write(room_, &one, sizeof one);  // the main thread reads again
       }
-      std::vector<char*> argv, envp;
-      for (auto& a : job.plan.argv) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      for (auto& e : job.plan.envp) envp.push_back(e.data());
-      envp.push_back(nullptr);
-      int child_errno = 0;
-      const pid_t pid = job.plan.uid ? fork_exec(job.plan, argv.data(), envp.data(), job.out, null_, child_errno)
-                                     : spawn_exec(job.plan, argv.data(), envp.data(), job.out, null_,
-                                                  reinterpret_cast<char*>(stack.data()) + k_stack_bytes, child_errno);
-      ::close(job.out);
+      run_job(job, reinterpret_cast<char*>(stack.data()) + k_stack_bytes);
       lock.lock();
-      const int pending_signal = in_flight_[job.run];
-      in_flight_.erase(job.run);
-      if (pid < 0) {
-        reply(k_reply_failed, job.run, child_errno);
-        continue;
-      }
-      Child child{pid};
-      if (pending_signal != 0) {
-        child.signalled = true;
-        ::kill(-pid, pending_signal);
-      }
-      children_.emplace(job.run, child);
-      runs_by_pid_.emplace(pid, job.run);
-      reply(k_reply_started, job.run, pid);
+      --busy_workers_;
     }
+  }
+
+  /// Clones and execs `job`, then registers and reports it; on a worker or the main thread.
+  void run_job(SpawnJob& job, void* stack_top) {
+    std::vector<char*> argv, envp;
+    for (auto& a : job.plan.argv) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : job.plan.envp) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    int child_errno = 0;
+    const pid_t pid = job.plan.uid
+                          ? fork_exec(job.plan, argv.data(), envp.data(), job.out, null_, child_errno)
+                          : spawn_exec(job.plan, argv.data(), envp.data(), job.out, null_, stack_top, child_errno);
+    ::close(job.out);
+    std::lock_guard lock(mutex_);
+    const int pending_signal = in_flight_[job.run];
+    in_flight_.erase(job.run);
+    if (pid < 0) return reply(k_reply_failed, job.run, child_errno);
+    Child child{pid};
+    if (pending_signal != 0) {
+      child.signalled = true;
+      ::kill(-pid, pending_signal);
+    }
+    children_.emplace(job.run, child);
+    runs_by_pid_.emplace(pid, job.run);
+    reply(k_reply_started, job.run, pid);
   }
 
   void reap() {
@@ -464,6 +489,9 @@ class SpawnerLoop {
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::deque<SpawnJob> jobs_;
+  std::vector<SpawnJob> batch_;  ///< decoded by the main thread, not yet started or queued
+  std::vector<std::max_align_t> main_stack_ = std::vector<std::max_align_t>(k_stack_bytes / sizeof(std::max_align_t));
+  int busy_workers_ = 0;
   std::unordered_map<std::uint64_t, int> in_flight_;  ///< run -> signal asked for before its pid was known
   std::unordered_map<std::uint64_t, Child> children_;
   std::unordered_map<pid_t, std::uint64_t> runs_by_pid_;
