@@ -75,6 +75,7 @@ struct CoordinatorDispatcherStats {
   std::uint64_t runs_reasked = 0;       ///< run requests sent again to ask a slow agent for the state
   std::uint64_t runs_unconfirmed = 0;   ///< at_least_once runs re-routed without an answer (fenced)
   std::uint64_t duplicate_executions = 0;  ///< records of a run executed by an agent it no longer belongs to
+  std::uint64_t output_refused = 0;  ///< live output for a run the session neither holds nor fired (dropped)
   std::uint64_t records_ingested = 0;   ///< execution records stored (counting duplicates)
   std::uint64_t records_duplicate = 0;  ///< of those, already stored with the same state
   std::uint64_t runs_lost = 0;

@@ -303,7 +303,7 @@ void AdminApi::observe_coordinator() {
     e.set_type(v1::EVENT_TYPE_EXECUTION_UPDATED);
     *e.mutable_execution() = record;
     e.mutable_execution()->clear_output();
-    if (is_final(record.status())) self->live_logs_.erase(record.execution_id());
+    if (is_final(record.status())) self->drop_live_output(record.execution_id());
     self->events_.publish(std::move(e), record.task_id(), record.agent_id(), {record.group_id()}, to_json_fn);
   };
   o.agent_state = [weak = weak_from_this(), to_json_fn](const v1::Agent& agent) {
@@ -316,6 +316,9 @@ void AdminApi::observe_coordinator() {
     s->set_hostname(agent.hostname());
     s->set_group_id(agent.group_id());
     s->set_state(agent.state());
+    // Its session ended: the output of its runs not final yet is no longer followed (their
+    // final state, or `agent lost`, follows; the agent keeps the full log).
+    if (agent.state() == v1::AGENT_STATE_OFFLINE) self->drop_live_output_of_agent(agent.id());
     self->events_.publish(std::move(e), {}, agent.id(), {agent.group_id()}, to_json_fn);
   };
   o.push_status = [weak = weak_from_this(), to_json_fn](const std::string& agent_id, const v1::ConfigPushStatus& status) {
@@ -349,29 +352,67 @@ void AdminApi::observe_coordinator() {
                                                   const std::string& delta) {
     auto self = weak.lock();
     if (!self) return;
+    // The delta's raw end in the agent's log: output_bytes when the agent says it (bytes that
+    // are not UTF-8 were replaced, so the delta's size may differ), else its size.
+    const std::uint64_t next_offset =
+        record.output_bytes() > offset ? record.output_bytes() : offset + delta.size();
     v1::Event e;
     e.set_type(v1::EVENT_TYPE_EXECUTION_LOG);
     auto* chunk = e.mutable_log();
     chunk->set_execution_id(record.execution_id());
     chunk->set_offset(offset);
     chunk->set_data(delta);
-    chunk->set_next_offset(offset + delta.size());
-    chunk->set_total_bytes(offset + delta.size());
-    self->keep_live_output(record.execution_id(), offset, delta);
+    chunk->set_next_offset(next_offset);
+    chunk->set_total_bytes(next_offset);
+    self->keep_live_output(record.execution_id(), record.agent_id(), offset, next_offset, delta);
     self->events_.publish_log(std::move(e), record.execution_id(), to_json_fn);
   };
   coordinator_.observe(std::move(o));
 }
 
-void AdminApi::keep_live_output(const std::string& execution_id, std::uint64_t offset, const std::string& delta) {
+void AdminApi::keep_live_output(const std::string& execution_id, const std::string& agent_id, std::uint64_t offset,
+                                std::uint64_t next_offset, const std::string& delta) {
+  if (delta.size() > k_live_log_bytes) return;
   auto it = live_logs_.find(execution_id);
   if (it == live_logs_.end()) {
-    if (live_logs_.size() >= k_live_logs) return;
-    it = live_logs_.emplace(execution_id, LiveLog{offset, {}}).first;
+    it = live_logs_.emplace(execution_id, LiveLog{}).first;
+    it->second.recency = live_log_recency_.insert(live_log_recency_.end(), execution_id);
+  } else {
+    live_log_recency_.splice(live_log_recency_.end(), live_log_recency_, it->second.recency);
   }
   auto& live = it->second;
-  if (live.start + live.text.size() != offset) live = LiveLog{offset, {}};  // a gap: keep what follows it
-  if (live.text.size() + delta.size() <= k_live_log_bytes) live.text += delta;
+  live.agent_id = agent_id;
+  if (!live.pieces.empty() && live.pieces.back().next_offset != offset) {  // a gap: keep what follows it
+    live_logs_bytes_ -= live.bytes;
+    live.bytes = 0;
+    live.pieces.clear();
+  }
+  live.pieces.push_back(LivePiece{offset, next_offset, delta});
+  live.bytes += delta.size();
+  live_logs_bytes_ += delta.size();
+  while (live.bytes > k_live_log_bytes) {  // the run's latest output is kept
+    live.bytes -= live.pieces.front().data.size();
+    live_logs_bytes_ -= live.pieces.front().data.size();
+    live.pieces.pop_front();
+  }
+  while (live_logs_bytes_ > k_live_logs_total_bytes && live_log_recency_.front() != execution_id)
+    drop_live_output(live_log_recency_.front());
+}
+
+void AdminApi::drop_live_output(const std::string& execution_id) {
+  auto it = live_logs_.find(execution_id);
+  if (it == live_logs_.end()) return;
+  live_logs_bytes_ -= it->second.bytes;
+  live_log_recency_.erase(it->second.recency);
+  live_logs_.erase(it);
+}
+
+void AdminApi::drop_live_output_of_agent(const std::string& agent_id) {
+  for (auto it = live_logs_.begin(); it != live_logs_.end();) {
+    auto next = std::next(it);
+    if (it->second.agent_id == agent_id) drop_live_output(it->first);
+    it = next;
+  }
 }
 
 std::string AdminApi::metrics_text() const {

@@ -7,7 +7,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -157,15 +159,29 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
 
   /// Output of running executions as their agents stream it (live logs), so that a log
   /// asked for while the run goes on has what was printed so far; dropped at the final state
-  /// (the agent then has the whole log). At most k_live_log_bytes per run, k_live_logs runs.
+  /// (the agent then has the whole log) and when the agent's session ends. At most the last
+  /// k_live_log_bytes per run and k_live_logs_total_bytes over all runs (the least recently
+  /// updated run is dropped first). Offsets are the agent's: raw bytes of the run's log.
+  struct LivePiece {
+    std::uint64_t offset = 0;       ///< raw start in the run's log
+    std::uint64_t next_offset = 0;  ///< raw end (differs from offset + data.size() when replaced as UTF-8)
+    std::string data;               ///< as streamed (valid UTF-8)
+  };
   struct LiveLog {
-    std::uint64_t start = 0;  ///< offset of `text` in the run's log
-    std::string text;
+    std::string agent_id;
+    std::deque<LivePiece> pieces;
+    std::size_t bytes = 0;
+    std::list<std::string>::iterator recency;  ///< in live_log_recency_
   };
   static constexpr std::size_t k_live_log_bytes = 1 << 20;
-  static constexpr std::size_t k_live_logs = 1000;
+  static constexpr std::size_t k_live_logs_total_bytes = std::size_t{64} << 20;
   std::map<std::string, LiveLog> live_logs_;
-  void keep_live_output(const std::string& execution_id, std::uint64_t offset, const std::string& delta);
+  std::list<std::string> live_log_recency_;  ///< least recently updated first
+  std::size_t live_logs_bytes_ = 0;
+  void keep_live_output(const std::string& execution_id, const std::string& agent_id, std::uint64_t offset,
+                        std::uint64_t next_offset, const std::string& delta);
+  void drop_live_output(const std::string& execution_id);
+  void drop_live_output_of_agent(const std::string& agent_id);
 
   /// Failed logins by source address: each answer after a failure waits longer (250 ms,
   /// doubling, at most 8 s), on top of the per-account lockout; a success clears it.

@@ -223,17 +223,48 @@ void AdminApi::serve_log(CallPtr call, v1::Execution record, std::optional<std::
   };
   if (!is_final(record.status())) {
     // Running: what its agent has streamed so far (live logs), when the coordinator heard it.
+    // Offsets are raw bytes of the agent's log; a piece whose bytes were replaced as UTF-8
+    // cannot be entered in the middle (the next piece is served from its start).
     if (auto live = live_logs_.find(record.execution_id());
-        live != live_logs_.end() && offset >= live->second.start && !live->second.text.empty()) {
-      const auto& kept = live->second;
-      const std::size_t at = std::min<std::size_t>(offset - kept.start, kept.text.size());
+        live != live_logs_.end() && !live->second.pieces.empty() && offset >= live->second.pieces.front().offset) {
+      const auto& pieces = live->second.pieces;
+      std::uint64_t at = pieces.back().next_offset;
+      std::uint64_t next = at;
+      std::string data;
+      for (const auto& piece : pieces) {
+        if (piece.next_offset <= offset) continue;
+        const bool lossless = piece.next_offset - piece.offset == piece.data.size();
+        std::size_t skip = 0;
+        if (offset > piece.offset) {
+          if (!lossless) continue;
+          skip = offset - piece.offset;
+          while (skip < piece.data.size() && (static_cast<unsigned char>(piece.data[skip]) & 0xC0U) == 0x80U) ++skip;
+        }
+        if (data.empty()) at = next = piece.offset + skip;
+        const std::string_view rest = std::string_view(piece.data).substr(skip);
+        if (data.size() + rest.size() > max) {
+          if (!lossless && !data.empty()) break;
+          if (!lossless) {
+            data.append(rest);
+            next = piece.next_offset;
+            break;
+          }
+          std::size_t cut = max - data.size();
+          while (cut > 0 && (static_cast<unsigned char>(rest[cut]) & 0xC0U) == 0x80U) --cut;
+          data.append(rest.substr(0, cut));
+          next = piece.offset + skip + cut;
+          break;
+        }
+        data.append(rest);
+        next = piece.next_offset;
+      }
       v1::ExecutionLogResponse out;
       auto* chunk = out.mutable_chunk();
       chunk->set_execution_id(record.execution_id());
-      chunk->set_offset(kept.start + at);
-      chunk->set_data(kept.text.substr(at, max));
-      chunk->set_next_offset(kept.start + at + chunk->data().size());
-      chunk->set_total_bytes(kept.start + kept.text.size());
+      chunk->set_offset(at);
+      chunk->set_data(std::move(data));
+      chunk->set_next_offset(next);
+      chunk->set_total_bytes(pieces.back().next_offset);
       out.set_source(v1::LOG_SOURCE_AGENT);
       out.set_error_message(record.error_message());
       return call->ok(out);

@@ -11,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <quartzflow/v1/admin.pb.h>
+
+#include "../common/utf8.hpp"
 
 namespace quartzflow::detail {
 
@@ -26,6 +29,34 @@ class EventHub {
     return id;
   }
   void unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
+  static constexpr int k_max_followed = 10;            ///< follow_execution_ids per subscription
+  static constexpr int k_max_filter_ids = 1000;         ///< task_ids, agent_ids, group_ids each
+  static constexpr std::size_t k_max_id_bytes = 256;    ///< any id in a subscription
+
+  /// Why a subscription is refused (`field: reason`, at most 120 bytes: it goes into the
+  /// WebSocket close reason), or empty when it is valid.
+  static std::string validate(const v1::EventSubscription& filter) {
+    if (filter.follow_execution_ids_size() > k_max_followed)
+      return fmt::format("follow_execution_ids: at most {} executions, got {}", k_max_followed,
+                         filter.follow_execution_ids_size());
+    auto check = [](const char* field, const auto& ids, int most) -> std::string {
+      if (ids.size() > most) return fmt::format("{}: at most {} ids, got {}", field, most, ids.size());
+      for (int i = 0; i < ids.size(); ++i) {
+        const std::string& id = ids.Get(i);
+        if (id.empty()) return fmt::format("{}[{}]: must not be empty", field, i);
+        if (id.size() > k_max_id_bytes) return fmt::format("{}[{}]: longer than {} bytes", field, i, k_max_id_bytes);
+        if (detail::first_invalid_utf8(id) != std::string::npos) return fmt::format("{}[{}]: not valid UTF-8", field, i);
+      }
+      return {};
+    };
+    for (auto why : {check("follow_execution_ids", filter.follow_execution_ids(), k_max_followed),
+                     check("task_ids", filter.task_ids(), k_max_filter_ids),
+                     check("agent_ids", filter.agent_ids(), k_max_filter_ids),
+                     check("group_ids", filter.group_ids(), k_max_filter_ids)})
+      if (!why.empty()) return why;
+    return {};
+  }
+
   /// Replaces a subscriber's filter (an EventSubscription from the client).
   void set_filter(std::uint64_t id, v1::EventSubscription filter) {
     if (auto it = subscribers_.find(id); it != subscribers_.end()) it->second.filter = std::move(filter);

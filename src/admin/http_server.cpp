@@ -328,10 +328,12 @@ class EventSession : public std::enable_shared_from_this<EventSession<Stream>> {
       v1::EventSubscription filter;
       const auto text = beast::buffers_to_string(self->in_.data());
       self->in_.consume(self->in_.size());
-      if (auto failure = detail::parse_body(text, filter)) {
+      std::string refused;
+      if (auto failure = detail::parse_body(text, filter)) refused = failure->message;
+      else refused = detail::EventHub::validate(filter);
+      if (!refused.empty()) {
         self->closing_ = true;
-        self->ws_.async_close(websocket::close_reason(websocket::close_code::policy_error,
-                                                      failure->message.substr(0, 120)),
+        self->ws_.async_close(websocket::close_reason(websocket::close_code::policy_error, refused.substr(0, 120)),
                               [self](beast::error_code) {});
         return;
       }

@@ -128,6 +128,15 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   bool output_flush_armed = false;
   static constexpr std::size_t k_live_delta_bytes = 64 * 1024;     // per ExecutionUpdate
   static constexpr std::size_t k_live_pending_bytes = 1 << 20;     // per run; beyond, live output is dropped
+  // Rate bounds (every 200 ms flush): per run 256 KiB (1.25 MiB/s), per session 1 MiB
+  // (5 MiB/s, what may be queued on the session per flush). What waits longer than its run's
+  // pending bound is dropped (followers see the offset jump; the full log has it all).
+  static constexpr std::size_t k_live_run_bytes_per_flush = 256 * 1024;
+  static constexpr std::size_t k_live_session_bytes_per_flush = 1 << 20;
+  static constexpr std::size_t k_live_session_pending_bytes = 16 << 20;  // all runs' pending output
+  std::size_t live_budget_left = k_live_session_bytes_per_flush;         // this flush's session budget
+  Clock::time_point live_budget_refilled{};
+  std::size_t live_pending_total = 0;
   // Configuration: the engine holds it (one copy per task); a delta names what changed.
   std::int64_t clock_offset_ms = 0;
 
@@ -583,14 +592,24 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     if (!connected() || !synced_config) return;
     auto& live = live_output[id];
     if (live.pending.empty()) live.offset = offset;
-    if (live.offset + live.pending.size() != offset || live.pending.size() + data.size() > k_live_pending_bytes) {
+    if (live.offset + live.pending.size() != offset || live.pending.size() + data.size() > k_live_pending_bytes ||
+        live_pending_total + data.size() > k_live_session_pending_bytes) {
       // A gap (output while disconnected) or a session that cannot keep up: followers see
       // the offset jump; the full log has it all.
+      live_pending_total -= live.pending.size();
       live.pending.clear();
       live.offset = offset;
-      if (data.size() > k_live_pending_bytes) return;
+      if (data.size() > k_live_pending_bytes || live_pending_total + data.size() > k_live_session_pending_bytes) {
+        live.offset = offset + data.size();
+        return;
+      }
     }
     live.pending.append(data);
+    live_pending_total += data.size();
+    arm_output_flush();
+  }
+
+  void arm_output_flush() {
     if (output_flush_armed) return;
     output_flush_armed = true;
     output_timer.expires_after(milliseconds{200});
@@ -598,31 +617,55 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       auto self = weak.lock();
       if (!self || ec) return;
       self->output_flush_armed = false;
+      self->refill_live_budget();
       for (auto it = self->live_output.begin(); it != self->live_output.end();) {
         self->send_output(it->first, it->second, false);
         it = it->second.pending.empty() ? self->live_output.erase(it) : std::next(it);
       }
+      if (!self->live_output.empty()) self->arm_output_flush();  // the rest at the next flush
     });
   }
 
-  /// Sends what is pending of one run's output; `all`: the run has ended, send the rest too.
+  void refill_live_budget() {
+    const auto now = Clock::now();
+    if (now - live_budget_refilled < milliseconds{190}) return;
+    live_budget_refilled = now;
+    live_budget_left = k_live_session_bytes_per_flush;
+  }
+
+  /// Sends what is pending of one run's output, within this flush's budgets; `all`: the run
+  /// has ended, send the rest (within the session's budget; beyond, it is dropped: the full
+  /// log has it).
   void send_output(const std::string& id, LiveOutput& live, bool all) {
-    if (!connected()) return live.pending.clear();
+    auto drop = [&] {
+      live_pending_total -= live.pending.size();
+      live.pending.clear();
+    };
+    if (!connected()) return drop();
+    if (all) refill_live_budget();
     const std::size_t whole = all ? live.pending.size() : complete_utf8_prefix(live.pending);
+    const std::size_t budget = std::min(live_budget_left, all ? whole : k_live_run_bytes_per_flush);
     std::size_t sent = 0;
-    while (sent < whole) {
-      const std::size_t n = utf8_cut(std::string_view(live.pending).substr(sent, whole - sent), k_live_delta_bytes);
+    while (sent < whole && sent < budget) {
+      const std::size_t n = utf8_cut(std::string_view(live.pending).substr(sent, std::min(whole, budget) - sent),
+                                     k_live_delta_bytes);
+      if (n == 0) break;
       v1::Envelope e;
       auto* update = e.mutable_execution_update();
       // Only the id: the output is all that is new (the coordinator stores no record for it).
+      // output_bytes: the delta's raw end in the log (its bytes may be replaced as UTF-8).
       update->mutable_execution()->set_execution_id(id);
+      update->mutable_execution()->set_output_bytes(live.offset + sent + n);
       update->set_output_offset(live.offset + sent);
       update->set_output_delta(detail::valid_utf8(std::string_view(live.pending).substr(sent, n)));
-      writer->send(e);
+      if (writer->send(e) == 0) return drop();  // the connection closed
       sent += n;
     }
+    live_budget_left -= std::min(live_budget_left, sent);
     live.pending.erase(0, sent);
     live.offset += sent;
+    live_pending_total -= sent;
+    if (all) drop();
   }
 
   // --- execution records ---------------------------------------------------------------

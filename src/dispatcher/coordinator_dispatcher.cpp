@@ -589,12 +589,16 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   }
 
   void on_update(const std::shared_ptr<Session>& session, const v1::ExecutionUpdate& update, std::uint64_t in_reply_to) {
+    // Live output only (an id, no state): it answers nothing. The agent's reply to the run
+    // request (its first state) follows, and only that reply routes the run here; had the
+    // output resolved the offer, the reply would find none and the run would never be
+    // routed (not cancellable, not failed as lost with its session).
+    if (update.execution().task_id().empty() && update.execution().status() == v1::EXECUTION_STATUS_UNSPECIFIED)
+      return on_output(*session, update);
     // It answers the request it replies to, else the run it carries (any state answers).
     auto answered = session->delivery.update(in_reply_to, update.execution().execution_id());
     const bool accepted = detail::resolves(answered);
     perform(*session, std::move(answered));
-    if (!update.output_delta().empty() && events.output)
-      events.output(update.execution(), update.output_offset(), update.output_delta());  // live logs
     v1::Execution record = update.execution();
     if (record.execution_id().empty() || record.task_id().empty()) return;
     // A late answer to a run that already failed over (its pending entry is gone) is not
@@ -604,7 +608,28 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
       if (auto it = session->routed.find(record.execution_id()); it != session->routed.end()) it->second = record;
       else if (accepted) session->routed.emplace(record.execution_id(), record);
     }
+    if (!update.output_delta().empty()) on_output(*session, update);  // once routed here
     ingest(session, {std::move(record)}, 0);
+  }
+
+  /// Live output (live logs): taken only for a run this session holds (routed here or
+  /// offered to it) or one its agent fires itself (its id ends in `:<agent id>`); any other
+  /// agent could otherwise write into any execution's live log.
+  void on_output(Session& session, const v1::ExecutionUpdate& update) {
+    const auto& id = update.execution().execution_id();
+    if (update.output_delta().empty() || !events.output || id.empty()) return;
+    const std::string own_suffix = ":" + session.agent.id();
+    const bool own = id.size() > own_suffix.size() && id.ends_with(own_suffix);
+    if (!own && !session.routed.count(id) && !session.delivery.pending(id)) {
+      ++stats.output_refused;
+      return;
+    }
+    v1::Execution record;
+    record.set_execution_id(id);
+    record.set_agent_id(session.agent.id());  // the agent that streamed it (its session's end drops it)
+    // The delta's raw end in the agent's log (its bytes may have been replaced as UTF-8).
+    record.set_output_bytes(update.execution().output_bytes());
+    events.output(record, update.output_offset(), update.output_delta());
   }
 
   /// Stores records (an upsert each, one transaction), then acknowledges them when asked.

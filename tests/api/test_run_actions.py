@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -194,6 +195,56 @@ def test_a_running_shell_task_streams_its_output_live_to_followers(admin, worker
     quiet.sock.settimeout(0.5)
     with pytest.raises(OSError):
         quiet.receive()
+
+
+def test_output_that_is_not_utf8_keeps_the_agents_byte_offsets_live_and_in_the_log_so_far(admin, workers, cluster):
+    tid = task(admin, workers, "live-binary", ["/bin/sh", "-c", "sleep 0.5; printf 'a\\377b\\n'; sleep 1; printf 'c\\n'; sleep 1"])
+    ws = WebSocket(cluster.admin_port, admin.token)
+    [eid] = admin.post(f"/api/v1/tasks/{tid}/trigger", {"agent_ids": [SECOND]}).data["execution_ids"]
+    ws.send(json.dumps({"types": ["EVENT_TYPE_EXECUTION_LOG"], "follow_execution_ids": [eid]}))
+    chunks, so_far = [], None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(chunks) < 2:
+        opcode, payload = ws.receive()
+        event = json.loads(payload)
+        if event["type"] != "EVENT_TYPE_EXECUTION_LOG":
+            continue  # sent before the subscription took effect
+        chunk = event["log"]
+        chunks.append((int(chunk.get("offset", 0)), int(chunk["next_offset"]), chunk["data"]))
+        if len(chunks) == 1:
+            so_far = admin.get(f"{execution_path(eid)}/logs").data["chunk"]
+    # 4 raw bytes, one replaced by U+FFFD (3 bytes in UTF-8): the next output starts at 4.
+    assert chunks == [(0, 4, "a\ufffdb\n"), (4, 6, "c\n")], chunks
+    assert (so_far["data"], int(so_far["next_offset"]), int(so_far["total_bytes"])) == ("a\ufffdb\n", 4, 4), so_far
+    final(admin, eid)
+
+
+def close_reason(ws):
+    """The close frame's status code and reason, skipping any event frames before it."""
+    for _ in range(100):
+        opcode, payload = ws.receive()
+        if opcode == 8:
+            return struct.unpack(">H", payload[:2])[0], payload[2:].decode()
+    raise AssertionError("no close frame")
+
+
+def test_a_subscription_following_more_than_10_runs_or_an_empty_id_is_closed_naming_the_field(admin, cluster):
+    ws = WebSocket(cluster.admin_port, admin.token)
+    ws.send(json.dumps({"follow_execution_ids": [f"t:{i}" for i in range(11)]}))
+    assert close_reason(ws) == (1008, "follow_execution_ids: at most 10 executions, got 11")
+    ws = WebSocket(cluster.admin_port, admin.token)
+    ws.send(json.dumps({"follow_execution_ids": ["t:1", ""]}))
+    assert close_reason(ws) == (1008, "follow_execution_ids[1]: must not be empty")
+    ws = WebSocket(cluster.admin_port, admin.token)
+    ws.send(json.dumps({"task_ids": ["x" * 300]}))
+    assert close_reason(ws) == (1008, "task_ids[0]: longer than 256 bytes")
+    # Ten are fine: the connection stays and takes a new subscription.
+    ws = WebSocket(cluster.admin_port, admin.token)
+    ws.send(json.dumps({"follow_execution_ids": [f"t:{i}" for i in range(10)]}))
+    ws.send(json.dumps({"types": ["EVENT_TYPE_TASK_CHANGED"]}))
+    ws.sock.settimeout(0.5)
+    with pytest.raises(OSError):
+        ws.receive()
 
 
 def qfctl(cluster, admin, *args):

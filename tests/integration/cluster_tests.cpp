@@ -1039,3 +1039,138 @@ TEST_CASE("the full log of a run is read from its agent and its output is heard 
   REQUIRE(c.run_until([&] { return offline.has_value(); }));
   CHECK(*offline == qf::errc::not_found);
 }
+
+TEST_CASE("output heard before a run's RUNNING reply leaves the run routed: it can be cancelled", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  bool heard = false;
+  qf::CoordinatorObserver observer;
+  observer.output = [&](const qf::v1::Execution& record, std::uint64_t, const std::string&) {
+    if (record.execution_id().starts_with("early:")) heard = true;
+  };
+  c.coordinator->observe(std::move(observer));
+  // The agent's answers to the run request are lost until its output has reached the
+  // coordinator (as when the engine holds RUNNING records through a burst of fires).
+  qf::LinkFaults faults;
+  int dropped = 0;
+  faults.drop_if = [&](const qf::v1::Envelope& e, qf::LinkDirection d) {
+    if (d != qf::LinkDirection::to_coordinator || !e.has_execution_update() || e.in_reply_to() == 0 ||
+        !e.execution_update().execution().execution_id().starts_with("early:") || heard)
+      return false;
+    ++dropped;
+    return true;
+  };
+  c.network.set_faults(faults);
+  c.create_task(shell_task("early", "echo started; sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto id = c.trigger("early").execution_ids.at(0);
+  REQUIRE(c.run_until([&] { return heard; }));
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
+  CHECK(dropped >= 1);
+  CHECK(c.coordinator->dispatcher().held_by_online_agent(id));
+  std::optional<qf::error_code> cancelled;
+  c.coordinator->cancel(id, "test", qf::Actor{"alice", ""}, [&](qf::error_code ec) { cancelled = ec; });
+  REQUIRE(c.run_until([&] { return cancelled.has_value(); }));
+  CHECK_FALSE(*cancelled);
+  CHECK(c.reaches(id, qf::v1::EXECUTION_STATUS_CANCELLED));
+}
+
+TEST_CASE("live output keeps the agent's raw byte offsets when it is not UTF-8", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  struct Delta {
+    std::uint64_t offset, next_offset;
+    std::string data;
+  };
+  std::vector<Delta> heard;
+  qf::CoordinatorObserver observer;
+  observer.output = [&](const qf::v1::Execution& record, std::uint64_t offset, const std::string& delta) {
+    heard.push_back({offset, record.output_bytes(), delta});
+  };
+  c.coordinator->observe(std::move(observer));
+  // 4 raw bytes (one of them not UTF-8, sent as the 3 bytes of U+FFFD), then 2 more.
+  c.create_task(shell_task("bin", "printf 'a\\377b\\n'; sleep 0.6; printf 'c\\n'", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto id = c.trigger("bin").execution_ids.at(0);
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS));
+  REQUIRE(heard.size() == 2);
+  CHECK(heard[0].offset == 0);
+  CHECK(heard[0].data == "a\xef\xbf\xbd" "b\n");
+  CHECK(heard[0].next_offset == 4);
+  CHECK(heard[1].offset == 4);  // where the agent's log goes on, not 6
+  CHECK(heard[1].data == "c\n");
+  CHECK(heard[1].next_offset == 6);
+}
+
+TEST_CASE("an agent's live output is taken only for runs its session holds or it fired itself", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  std::vector<std::string> heard;
+  qf::CoordinatorObserver observer;
+  observer.output = [&](const qf::v1::Execution& record, std::uint64_t, const std::string& delta) {
+    heard.push_back(record.execution_id() + "=" + delta + "@" + record.agent_id());
+  };
+  c.coordinator->observe(std::move(observer));
+  c.create_task(shell_task("victim", "sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto victim = c.trigger("victim").execution_ids.at(0);
+  REQUIRE(c.reaches(victim, qf::v1::EXECUTION_STATUS_RUNNING));
+  // A second agent (a raw peer) writes into a1's run, then into one of its own.
+  std::shared_ptr<qf::Connection> raw;
+  std::vector<qf::v1::Envelope> received;
+  c.network.connector("coordinator", "raw")->connect([&](qf::error_code, std::shared_ptr<qf::Connection> conn) {
+    raw = conn;
+    conn->start({[&received](std::string m) {
+                   qf::v1::Envelope e;
+                   if (e.ParseFromString(m)) received.push_back(e);
+                 },
+                 [](std::string) {}});
+  });
+  REQUIRE(c.run_until([&] { return raw != nullptr; }));
+  std::uint64_t message_id = 0;
+  auto send = [&](qf::v1::Envelope e) {
+    e.set_protocol_version(1);
+    e.set_message_id(++message_id);
+    raw->send(e.SerializeAsString());
+  };
+  qf::v1::Envelope reg;
+  reg.mutable_register_request()->set_agent_id("raw");
+  reg.mutable_register_request()->set_config_group_id("web");
+  send(reg);
+  REQUIRE(c.run_until([&] { return !received.empty(); }));
+  REQUIRE(received[0].has_register_result());
+  auto output = [&](const std::string& id, const std::string& text) {
+    qf::v1::Envelope e;
+    e.mutable_execution_update()->mutable_execution()->set_execution_id(id);
+    e.mutable_execution_update()->set_output_delta(text);
+    send(e);
+  };
+  output(victim, "forged\n");
+  output("victim:1000:raw", "mine\n");
+  REQUIRE(c.run_until([&] { return heard.size() >= 1 && c.coordinator->dispatcher().stats().output_refused >= 1; }));
+  c.run_for(200ms);
+  CHECK(heard == std::vector<std::string>{"victim:1000:raw=mine\n@raw"});
+  CHECK(c.coordinator->dispatcher().stats().output_refused == 1);
+}
+
+TEST_CASE("an agent streams a run's live output at a bounded rate even when nobody follows", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  std::size_t heard = 0;
+  qf::CoordinatorObserver observer;
+  observer.output = [&](const qf::v1::Execution&, std::uint64_t, const std::string& delta) { heard += delta.size(); };
+  c.coordinator->observe(std::move(observer));
+  // `yes` for 2 s prints far more than the 256 KiB per run and 200 ms the agent streams.
+  c.create_task(shell_task("flood", "timeout 2 yes; true", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto id = c.trigger("flood").execution_ids.at(0);
+  REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS, 20s));
+  INFO("heard " << heard << " bytes");
+  CHECK(heard > 0);
+  // 2 s at 256 KiB per 200 ms flush, the last flush and the rest at the final state.
+  CHECK(heard <= std::size_t{14} * 256 * 1024 + (1 << 20));
+}
