@@ -219,6 +219,27 @@ def test_output_that_is_not_utf8_keeps_the_agents_byte_offsets_live_and_in_the_l
     final(admin, eid)
 
 
+def test_a_running_log_so_far_keeps_its_latest_mebibyte(admin, workers, cluster):
+    # 1,536,000 bytes over ~1.5 s (within the agent's streaming rate), then the run waits.
+    script = "for i in $(seq 1 15); do head -c 102400 /dev/zero | tr '\\0' x; sleep 0.1; done; sleep 30"
+    tid = task(admin, workers, "live-long", ["/bin/sh", "-c", script])
+    [eid] = admin.post(f"/api/v1/tasks/{tid}/trigger", {"agent_ids": [SECOND]}).data["execution_ids"]
+
+    def all_streamed():
+        log = admin.get(f"{execution_path(eid)}/logs?offset=1500000").data
+        return log if int(log["chunk"].get("total_bytes", 0)) == 1536000 else None
+
+    log = wait_for(all_streamed, 20, "the whole output streamed")
+    assert log["source"] == "LOG_SOURCE_AGENT"
+    assert (int(log["chunk"]["offset"]), log["chunk"]["data"], int(log["chunk"]["next_offset"])) == \
+        (1500000, "x" * 36000, 1536000)
+    # The first bytes were let go for the last 1 MiB: from 0, the log so far starts there.
+    head = admin.get(f"{execution_path(eid)}/logs?offset=0").data
+    assert head["source"] == "LOG_SOURCE_RECORD", head
+    assert admin.post(f"{execution_path(eid)}/cancel", {"reason": "test done"}).status == 200
+    final(admin, eid)
+
+
 def close_reason(ws):
     """The close frame's status code and reason, skipping any event frames before it."""
     for _ in range(100):
