@@ -387,7 +387,17 @@ void AdminApi::keep_live_output(const std::string& execution_id, const std::stri
     live.bytes = 0;
     live.pieces.clear();
   }
-  live.pieces.push_back(LivePiece{offset, next_offset, delta});
+  // Small deltas (a line every 200 ms) join the piece before them when neither had bytes
+  // replaced, so that a long run holds a few pieces, not one per delta.
+  const bool lossless = next_offset - offset == delta.size();
+  LivePiece* last = live.pieces.empty() ? nullptr : &live.pieces.back();
+  if (last && lossless && last->next_offset - last->offset == last->data.size() &&
+      last->data.size() + delta.size() <= k_live_piece_bytes) {
+    last->data += delta;
+    last->next_offset = next_offset;
+  } else {
+    live.pieces.push_back(LivePiece{offset, next_offset, delta});
+  }
   live.bytes += delta.size();
   live_logs_bytes_ += delta.size();
   while (live.bytes > k_live_log_bytes) {  // the run's latest output is kept

@@ -174,6 +174,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
     std::list<std::string>::iterator recency;  ///< in live_log_recency_
   };
   static constexpr std::size_t k_live_log_bytes = 1 << 20;
+  static constexpr std::size_t k_live_piece_bytes = 64 * 1024;  ///< small lossless deltas are joined up to this
   static constexpr std::size_t k_live_logs_total_bytes = std::size_t{64} << 20;
   std::map<std::string, LiveLog> live_logs_;
   std::list<std::string> live_log_recency_;  ///< least recently updated first
