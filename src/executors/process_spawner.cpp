@@ -499,7 +499,7 @@ class SpawnerLoop {
 };
 
 /// The spawner's main, in the child of fork. Never returns.
-[[noreturn]] void spawner_main(int socket, pid_t agent) {
+[[noreturn]] void spawner_main(int socket, int agent_end, pid_t agent) {
   // Told when the agent dies, through the signalfd below (all signals are
   // blocked since the fork), so it kills every run's whole group before it
   // exits: SIGKILL would leave the runs' background processes going. Checked
@@ -509,8 +509,12 @@ class SpawnerLoop {
   // Keep stdin/stdout/stderr (the agent's, for nothing in particular) and the
   // socket as 3.
   constexpr int k_socket_fd = 3;
+  // The agent's end first: a copy here would hide the agent's close (an agent that closed its
+  // stdio may hold either end below 3, out of close_range's reach).
+  ::close(agent_end);
   if (socket != k_socket_fd) {
     if (::dup3(socket, k_socket_fd, O_CLOEXEC) < 0) ::_exit(1);
+    ::close(socket);
   }
   if (::syscall(SYS_close_range, k_socket_fd + 1, ~0U, 0) != 0) {
     rlimit files{};
@@ -577,7 +581,7 @@ bool ProcessSpawner::start(boost::system::error_code& ec) {
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   const pid_t pid = ::fork();
-  if (pid == 0) spawner_main(theirs.get(), agent);
+  if (pid == 0) spawner_main(theirs.get(), ours.get(), agent);
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) {
