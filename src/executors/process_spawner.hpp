@@ -70,8 +70,9 @@ struct SpawnEvents {
  * requests arrive over a unix socket with the run's output pipe attached
  * (SCM_RIGHTS); it clones and execs each run in a new process group with a
  * parent-death signal, reaps exits through a signalfd, and reports pid, exec
- * errors and exit status back (4 worker threads clone, so several runs start at
- * once). It dies with the agent: its parent-death signal (or an end of file on
+ * errors and exit status back. A lone request is cloned on its main thread (no
+ * hand-over, so no extra wake-up before the run starts); a burst goes to 4 worker
+ * threads, so several runs start at once. It dies with the agent: its parent-death signal (or an end of file on
  * the socket) makes it SIGKILL every run's whole process group and exit; a
  * run's leader also has a parent-death SIGKILL of its own. Signals to a run go
  * through the spawner, which has not yet reaped the group leader when it sends
