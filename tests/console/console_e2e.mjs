@@ -6,6 +6,7 @@
 // themes; first load and 100-row render times. The last stdout line is the measures (JSON).
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 
 const env = (name) => {
   const value = process.env[name]
@@ -145,6 +146,24 @@ try {
   await page.waitForSelector('[data-testid=tasks-table] .el-table__row:has-text("console-e2e") [data-action=enable]')
   step('task disabled')
 
+  // The task as YAML (a manifest qfctl task apply reads), shown and downloaded.
+  await taskRow.locator('[data-testid=task-yaml-open]').first().click()
+  await page.waitForSelector('[data-testid=task-yaml] >> text=console-e2e')
+  const yamlText = await page.textContent('[data-testid=task-yaml]')
+  for (const want of ['tasks:', '- id: ', 'name: console-e2e', 'enabled: false', 'cron: "*/5 * * * * *"', 'script:',
+    'group_ids:', '- workers'])
+    if (!yamlText.includes(want)) throw new Error(`the task's YAML misses "${want}":\n${yamlText}`)
+  if (/revision|created_at_unix_ms|group_names|OVERLAP_POLICY_/.test(yamlText))
+    throw new Error(`the task's YAML has output-only fields or long enum names:\n${yamlText}`)
+  await shot(page, 'task-yaml-light')
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=task-yaml-download]')])
+  const downloaded = readFileSync(await download.path(), 'utf8')
+  if (download.suggestedFilename() !== 'console-e2e.yaml' || downloaded !== yamlText)
+    throw new Error(`the download ${download.suggestedFilename()} differs from the YAML shown`)
+  await page.locator('[data-testid=task-yaml-dialog] .el-dialog__headerbtn').click()
+  step(`task exported as YAML (${yamlText.split('\n').length} lines, ${download.suggestedFilename()}): ` +
+    'name, enabled: false, cron, script, group by name; no output-only fields')
+
   // Run now (the trigger dialog) and follow the run's log while it runs.
   async function runNow(name, agent = '') {
     await page.goto(base + '/tasks')
@@ -207,6 +226,31 @@ try {
   await page.locator('.el-radio-button', { hasText: /今天|Today/ }).click()
   await page.waitForFunction((before) => Number(document.querySelector('[data-testid=stats-total]')?.textContent) > before, statsBefore)
   step(`statistics: ${await page.textContent('[data-testid=stats-total]')} runs today (${statsBefore} before these)`)
+  await page.waitForSelector('[data-testid=stats-per-agent] canvas')
+  await page.waitForSelector('[data-testid=stats-durations-by-task] >> text=console-e2e')
+  const perAgent = await page.getAttribute('[data-testid=stats-per-agent]', 'data-agents')
+  if (!perAgent.split(',').includes('api-agent')) throw new Error(`runs per agent charts "${perAgent}", not api-agent`)
+  step(`statistics: runs per agent charted (${perAgent}); console-e2e in the durations by task`)
+  await shot(page, 'stats-per-agent-light')
+
+  // Groups: create one with membership rules; the API's refusal of a bad CIDR shows at the field.
+  await page.goto(base + '/groups')
+  await page.click('[data-testid=group-new]')
+  await page.fill('input[name=group-name]', 'console-web')
+  await page.fill('textarea[name=group-cidrs]', '10.9.0.0/33')
+  await page.fill('textarea[name=group-labels]', 'env=e2e, tier=web')
+  await page.click('[data-testid=group-submit]')
+  const cidrError = await page.locator('[data-testid=group-dialog] .el-form-item__error').first().textContent()
+  await page.fill('textarea[name=group-cidrs]', '10.9.0.0/16')
+  await page.fill('textarea[name=group-globs]', 'web-*.e2e.example.com')
+  await shot(page, 'group-dialog-light')
+  await page.click('[data-testid=group-submit]')
+  await page.waitForSelector('[data-group=console-web] [data-testid=group-rules]')
+  const rules = (await page.textContent('[data-group=console-web] [data-testid=group-rules]')).trim()
+  if (!rules.includes('10.9.0.0/16') || !rules.includes('env=e2e,tier=web'))
+    throw new Error(`the new group shows rules "${rules}"`)
+  step(`group created with rules (${rules}); a bad CIDR was refused at the field: "${cidrError.trim()}"`)
+  await shot(page, 'groups-rules-light')
 
   // Live: a run started elsewhere (the API) shows in the open runs page, through the events
   // WebSocket, without a reload.
@@ -324,6 +368,28 @@ try {
     await page.waitForSelector('.page-header h1')
     await shot(page, `${name}-dark`)
   }
+  await page.goto(base + '/tasks')
+  await page.waitForSelector('[data-testid=tasks-table] .el-table__row')
+  await page.click('[data-testid=tasks-export-yaml]')
+  await page.waitForSelector('[data-testid=task-yaml] >> text=tasks:')
+  const pageYaml = await page.textContent('[data-testid=task-yaml]')
+  const exported = (pageYaml.match(/^  - /gm) ?? []).length
+  const listed = await page.locator('[data-testid=tasks-table] .el-table__body-wrapper .el-table__row').count()
+  if (exported !== listed) throw new Error(`the page's export has ${exported} tasks, the page ${listed}`)
+  step(`the page's ${exported} tasks exported as one manifest`)
+  await shot(page, 'task-yaml-dark')
+  await page.locator('[data-testid=task-yaml-dialog] .el-dialog__headerbtn').click()
+  await page.goto(base + '/groups')
+  await page.locator('[data-group=console-web] [data-testid=group-edit]').click()
+  await page.waitForSelector('[data-testid=group-dialog] textarea[name=group-cidrs]')
+  await shot(page, 'group-dialog-dark')
+  await page.locator('[data-testid=group-dialog] .el-dialog__headerbtn').click()
+  await page.locator('[data-group=console-web] [data-testid=group-delete]').click()
+  await page.waitForSelector('.el-message-box')
+  await shot(page, 'group-delete-confirm-dark')
+  await confirmDialog(page)
+  await page.waitForSelector('[data-group=console-web]', { state: 'detached' })
+  step('group edited in its dialog and deleted after the confirmation')
   await page.goto(base + '/runs')
   await page.locator('[data-testid=runs-table] .el-table__row a').first().click()
   await page.waitForSelector('[data-testid=log-text]')
@@ -355,6 +421,8 @@ try {
   await viewer.waitForSelector('[data-testid=agents-table] .el-table__row')
   if (await viewer.locator('[data-testid=agents-table] .el-table-column--selection, .el-button--danger').count())
     throw new Error('the viewer sees agent selection or delete')
+  if (await viewer.locator('[data-testid=group-new], [data-testid=group-edit], [data-testid=group-delete]').count())
+    throw new Error('the viewer sees group write controls')
   await viewer.goto(base + '/settings')
   await viewer.waitForSelector('.el-tabs')
   if (await viewer.locator('#tab-users, #tab-audit').count()) throw new Error('the viewer sees users or audit tabs')

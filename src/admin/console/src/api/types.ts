@@ -108,11 +108,27 @@ export interface CronPreview {
   time_zone: string
 }
 
+export interface LabelSelector {
+  match_labels?: Record<string, string>
+}
+
+export interface GroupMembership {
+  cidrs?: string[]
+  hostname_globs?: string[]
+  label_selectors?: LabelSelector[]
+  priority?: number
+}
+
 export interface Group {
   id: string
   name: string
   description?: string
   tags?: string[]
+  membership?: GroupMembership
+  revision?: number | string
+  created_at_unix_ms?: number | string
+  updated_at_unix_ms?: number | string
+  created_by?: string
 }
 
 export interface GroupSummary {

@@ -100,6 +100,13 @@ export default {
     batchDelete: 'Delete selected',
     confirmBatch: '{action} {n} task(s)?',
     batchResult: '{ok} done, {failed} failed',
+    exportPage: 'Export YAML',
+    exportSelected: 'Export {n} as YAML',
+    yamlTitle: '{n} tasks as YAML',
+    yamlHint:
+      "A task manifest: qfctl task apply -f <file>, or the coordinator's manifest_file. Groups are named; fields the coordinator fills in are left out.",
+    yamlDownload: 'Download {file}',
+    yamlCopied: 'YAML copied',
   },
   form: {
     createTitle: 'New task',
@@ -185,6 +192,22 @@ export default {
     moved: 'Agents moved',
     deleteAgent: 'Delete agent',
     confirmDeleteAgent: 'Delete agent {id}? Only for agents that are gone.',
+    newGroup: 'New group',
+    editGroup: 'Edit group',
+    deleteGroup: 'Delete group',
+    confirmDeleteGroup:
+      'Delete group {name}? Its agents return to the membership rules; a group with tasks bound cannot be deleted.',
+    groupDeleted: 'Group deleted',
+    tags: 'Tags',
+    tagsHint: 'Type a tag and press Enter',
+    rules: 'Membership rules',
+    rulesHint:
+      'An agent joins when any rule matches (unless its config file names a group or it was placed by hand). One per line.',
+    cidrs: 'Networks (CIDR)',
+    globs: 'Hostname globs',
+    labels: 'Label selectors (key=value, key=value; one selector per line)',
+    priority: 'Priority (higher wins when several groups match)',
+    line: 'line {n}',
   },
   stats: {
     title: 'Statistics',
@@ -203,6 +226,10 @@ export default {
     p95: 'p95',
     max: 'max',
     avg: 'avg',
+    perAgent: 'Runs per agent',
+    durationsByTask: 'Durations by task',
+    byTaskNote: 'The 20 tasks that fired last; slowest p95 first.',
+    noRuns: 'No runs in this range',
   },
   settings: {
     title: 'Settings',
