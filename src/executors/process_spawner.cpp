@@ -560,11 +560,19 @@ class SpawnerLoop {
 
 ProcessSpawner::ProcessSpawner(asio::any_io_executor executor) : executor_(executor), socket_(executor) {}
 
-ProcessSpawner::~ProcessSpawner() {
+ProcessSpawner::~ProcessSpawner() { close(); }
+
+void ProcessSpawner::close() {
+  // The runs' handlers hold their runs, which hold this spawner: dropped unheard, or
+  // neither would ever be freed.
+  runs_.clear();
+  queue_.clear();
+  queue_head_ = 0;
   if (pid_ <= 0) return;
   boost::system::error_code ignored;
   socket_.close(ignored);  // end of file: the spawner kills what is left and exits
   ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 bool ProcessSpawner::start(boost::system::error_code& ec) {

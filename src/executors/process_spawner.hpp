@@ -103,6 +103,10 @@ class ProcessSpawner : public std::enable_shared_from_this<ProcessSpawner> {
   /// (background children go too).
   void signal(std::uint64_t run, int signal);
 
+  /// Ends the spawner (its runs' process groups are killed) and drops the runs' handlers
+  /// without calling them: for an executor that goes away with runs in progress.
+  void close();
+
   /// The spawner's pid while it runs, else -1 (for tests).
   pid_t pid() const noexcept { return pid_; }
 

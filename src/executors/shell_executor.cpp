@@ -216,6 +216,10 @@ class ShellExecutor final : public Executor {
     });
   }
 
+  ~ShellExecutor() override { spawner_->close(); }
+  ShellExecutor(const ShellExecutor&) = delete;
+  ShellExecutor& operator=(const ShellExecutor&) = delete;
+
   std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override {
     const auto& spec = request.task.shell();
     const seconds grace = spec.kill_grace_seconds() > 0 ? seconds{spec.kill_grace_seconds()} : grace_;
