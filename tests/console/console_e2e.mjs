@@ -231,6 +231,7 @@ try {
   const perAgent = await page.getAttribute('[data-testid=stats-per-agent]', 'data-agents')
   if (!perAgent.split(',').includes('api-agent')) throw new Error(`runs per agent charts "${perAgent}", not api-agent`)
   step(`statistics: runs per agent charted (${perAgent}); console-e2e in the durations by task`)
+  await page.locator('[data-testid=stats-per-agent]').scrollIntoViewIfNeeded()
   await shot(page, 'stats-per-agent-light')
 
   // Groups: create one with membership rules; the API's refusal of a bad CIDR shows at the field.

@@ -46,6 +46,7 @@ export function agentRunsOption(rows: Breakdown[], statusName: (key: string) => 
     name: statusName(key.toUpperCase()),
     type: 'bar',
     stack: 'runs',
+    barMaxWidth: 28,
     itemStyle: { color },
     data: shown.map((r) => num(r.stats[key])),
   })

@@ -208,6 +208,7 @@ export default {
     labels: 'Label selectors (key=value, key=value; one selector per line)',
     priority: 'Priority (higher wins when several groups match)',
     line: 'line {n}',
+    hasTasks: '{n} task(s) are bound to this group: unbind them first',
   },
   stats: {
     title: 'Statistics',

@@ -201,6 +201,7 @@ const zh: typeof en = {
     labels: '标签选择器（key=value, key=value；每行一个选择器）',
     priority: '优先级（多个分组匹配时高者优先）',
     line: '第 {n} 行',
+    hasTasks: '有 {n} 个任务绑定到此分组：请先解除绑定',
   },
   stats: {
     title: '统计',
