@@ -6,7 +6,7 @@
 // themes; first load and 100-row render times. The last stdout line is the measures (JSON).
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 
 const env = (name) => {
   const value = process.env[name]
@@ -158,6 +158,7 @@ try {
   await shot(page, 'task-yaml-light')
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=task-yaml-download]')])
   const downloaded = readFileSync(await download.path(), 'utf8')
+  writeFileSync(join(shots, 'console-e2e.yaml'), downloaded) // test_console.py applies it with qfctl --dry-run
   if (download.suggestedFilename() !== 'console-e2e.yaml' || downloaded !== yamlText)
     throw new Error(`the download ${download.suggestedFilename()} differs from the YAML shown`)
   await page.locator('[data-testid=task-yaml-dialog] .el-dialog__headerbtn').click()

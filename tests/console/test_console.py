@@ -95,6 +95,14 @@ def test_console_in_chromium():
         print(f"console bundle: {raw / 1024:.0f} KiB, {gz / 1024:.0f} KiB with gzip")
         assert run.returncode == 0, f"console_e2e.mjs failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
+        # The task's YAML the console downloaded is a manifest qfctl task apply reads, and
+        # applying it changes nothing (the export is the task as stored).
+        applied = subprocess.run([cluster.qfctl, "task", "apply", "-f", os.path.join(screenshots, "console-e2e.yaml"),
+                                  "--dry-run", "--server", cluster.base, "--token", login.data["session_token"]],
+                                 capture_output=True, text=True, timeout=30)
+        print(f"qfctl task apply --dry-run of the exported YAML: {applied.stdout.strip()} {applied.stderr.strip()}")
+        assert applied.returncode == 0 and "= task console-e2e unchanged" in applied.stdout, applied
+
         # What the browser did is what the API recorded.
         tasks = admin.get("/api/v1/tasks?keyword=console-e2e").data["items"]
         assert len(tasks) == 1 and tasks[0]["task"]["enabled"] is False, tasks
