@@ -541,9 +541,17 @@ TEST_CASE("with 30% of results and acks dropped every run is stored exactly once
   };
   c.set_enabled("busy", false);
   REQUIRE(c.run_until(synced));
+  // What each agent durably recorded (its store, not only the records it reported live:
+  // a fire before its first config ACK is reported by the backlog sync).
   std::set<std::string> local;
-  for (auto& [id, a] : c.agents)
-    for (const auto& r : a->finals) local.insert(r.execution_id());
+  for (auto& [id, a] : c.agents) {
+    qf::error_code ec;
+    qf::ExecutionQuery query;
+    query.task_id = "busy";
+    for (const auto& r : a->store->executions(query, ec))
+      if (qf::is_final(r.status())) local.insert(r.execution_id());
+    REQUIRE_FALSE(ec);
+  }
   const auto stored = c.executions("busy");
   std::set<std::string> remote;
   for (const auto& r : stored) remote.insert(r.execution_id());
