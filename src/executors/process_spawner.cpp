@@ -17,17 +17,21 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace quartzflow::detail {
 namespace {
@@ -516,6 +520,9 @@ class SpawnerLoop {
     if (::dup3(socket, k_socket_fd, O_CLOEXEC) < 0) ::_exit(1);
     ::close(socket);
   }
+  // Never inherited by the runs (after an exec it came without the flag): a run holding it
+  // would hide the spawner's death from the agent.
+  if (::fcntl(k_socket_fd, F_SETFD, FD_CLOEXEC) != 0) ::_exit(1);
   if (::syscall(SYS_close_range, k_socket_fd + 1, ~0U, 0) != 0) {
     rlimit files{};
     ::getrlimit(RLIMIT_NOFILE, &files);
@@ -553,6 +560,25 @@ class SpawnerLoop {
   ::_exit(1);
 }
 
+// A sanitizer's allocator is not fork-safe: a lock another agent thread held at the fork
+// stays held in the child, whose first allocation then waits forever (seen under ASan).
+// Sanitized builds therefore exec a fresh image of the agent's own binary, which becomes the
+// spawner in this constructor before main. glibc's malloc is reset in the child, so other
+// builds keep the plain fork (no second image, no exec of a host binary we do not know).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define QF_SPAWNER_EXECS 1
+constexpr const char* k_spawner_env = "QF_SPAWNER_AGENT";
+constexpr int k_exec_socket_fd = 3;
+
+__attribute__((constructor)) void become_spawner_if_asked() {
+  const char* agent = ::getenv(k_spawner_env);
+  if (agent == nullptr) return;
+  spawner_main(k_exec_socket_fd, -1, static_cast<pid_t>(std::strtol(agent, nullptr, 10)));
+}
+#else
+#define QF_SPAWNER_EXECS 0
+#endif
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -571,7 +597,16 @@ void ProcessSpawner::close() {
   if (pid_ <= 0) return;
   boost::system::error_code ignored;
   socket_.close(ignored);  // end of file: the spawner kills what is left and exits
-  ::waitpid(pid_, nullptr, 0);
+  // Bounded: a spawner that does not exit within 2 s is killed (its runs die with it, by
+  // their parent-death signal), so that an agent never hangs at exit.
+  for (int waited_ms = 0; ::waitpid(pid_, nullptr, WNOHANG) == 0; waited_ms += 10) {
+    if (waited_ms >= 2000) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      break;
+    }
+    ::usleep(10'000);
+  }
   pid_ = -1;
 }
 
@@ -587,9 +622,27 @@ bool ProcessSpawner::start(boost::system::error_code& ec) {
   // reset.
   sigset_t all, previous;
   sigfillset(&all);
+#if QF_SPAWNER_EXECS
+  // Made before the fork: the child only calls async-signal-safe functions until exec.
+  std::string marker = std::string{k_spawner_env} + "=" + std::to_string(agent);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  envp.push_back(marker.data());
+  envp.push_back(nullptr);
+  char name[] = "qf-spawner";
+  char* argv[] = {name, nullptr};
+#endif
   ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   const pid_t pid = ::fork();
-  if (pid == 0) spawner_main(theirs.get(), ours.get(), agent);
+  if (pid == 0) {
+#if QF_SPAWNER_EXECS
+    if (::dup2(theirs.get(), k_exec_socket_fd) == k_exec_socket_fd && ::fcntl(k_exec_socket_fd, F_SETFD, 0) == 0)
+      ::execve("/proc/self/exe", argv, envp.data());
+    ::_exit(127);
+#else
+    spawner_main(theirs.get(), ours.get(), agent);
+#endif
+  }
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) {
