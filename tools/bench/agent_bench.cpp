@@ -281,6 +281,21 @@ void BM_concurrent_sleep_runs(benchmark::State& state) {
 }
 BENCHMARK(BM_concurrent_sleep_runs)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
+/// `count` tasks t0..t<count-1> running plugin `plugin` every second.
+std::vector<qf::v1::Task> every_second_plugin_tasks(int count, const std::string& plugin) {
+  std::vector<qf::v1::Task> tasks;
+  for (int i = 0; i < count; ++i) {
+    qf::v1::Task task;
+    task.set_id("t" + std::to_string(i));
+    task.set_name(task.id());
+    task.set_enabled(true);
+    task.mutable_plugin()->set_name(plugin);
+    task.mutable_schedule()->set_cron("* * * * * *");
+    tasks.push_back(std::move(task));
+  }
+  return tasks;
+}
+
 /// Resident memory of this process now, bytes (VmRSS).
 std::size_t resident_bytes() {
   std::ifstream status("/proc/self/status");
@@ -300,17 +315,7 @@ void BM_engine_overload_bounded(benchmark::State& state) {
     auto store = open_store(io, scratch("overload.db"), true);
     qf::TaskEngine engine(io.get_executor(), *store);
     engine.plugins().add("noop", [](const qf::PluginCall&) { return qf::PluginResult{}; });
-    std::vector<qf::v1::Task> tasks;
-    for (int i = 0; i < task_count; ++i) {
-      qf::v1::Task task;
-      task.set_id("t" + std::to_string(i));
-      task.set_name(task.id());
-      task.set_enabled(true);
-      task.mutable_plugin()->set_name("noop");
-      task.mutable_schedule()->set_cron("* * * * * *");
-      tasks.push_back(std::move(task));
-    }
-    engine.apply(std::move(tasks), 1);
+    engine.apply(every_second_plugin_tasks(task_count, "noop"), 1);
     std::uint64_t succeeded = 0, skipped = 0;
     engine.set_sink([&](const qf::v1::Execution& e) {
       if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) ++succeeded;
@@ -368,17 +373,7 @@ void BM_engine_start_skew(benchmark::State& state) {
                               .count());
       return qf::PluginResult{};
     });
-    std::vector<qf::v1::Task> tasks;
-    for (int i = 0; i < task_count; ++i) {
-      qf::v1::Task task;
-      task.set_id("t" + std::to_string(i));
-      task.set_name(task.id());
-      task.set_enabled(true);
-      task.mutable_plugin()->set_name("stamp");
-      task.mutable_schedule()->set_cron("* * * * * *");
-      tasks.push_back(std::move(task));
-    }
-    engine.apply(std::move(tasks), 1);
+    engine.apply(every_second_plugin_tasks(task_count, "stamp"), 1);
     engine.start();
     auto run_for = [&](std::chrono::steady_clock::duration span) {
       const auto until = std::chrono::steady_clock::now() + span;
