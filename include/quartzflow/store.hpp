@@ -175,7 +175,10 @@ class StoreTransaction {
    * and TIMEOUT runs) and failing tasks ranked, top_n of each (default 10, at most 100).
    * With a granularity, `series` has one bucket per hour / local day / ISO week / month in
    * `time_zone` (the first and last cut to the range; at most 10,000 buckets); the buckets
-   * carry no failure reasons. A bad range, zone or granularity throws naming the field.
+   * carry no failure reasons. With a group_by, `groups` has the same figures (no failure
+   * reasons) per agent or task with executions in the range, most executions first, at
+   * most 1,000 (`group_count` says how many there were). A bad range, zone, granularity or
+   * group_by throws naming the field.
    */
   virtual v1::StatsResponse stats(const v1::StatsQuery& query) = 0;
   /// Daily stats an agent reported (DailyStatsReport): each (agent, date, task) entry is the

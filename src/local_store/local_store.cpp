@@ -27,7 +27,7 @@
 #include <quartzflow/v1/config.pb.h>
 
 #include "schema.hpp"
-#include "sqlite.hpp"
+#include "../sqlite/sqlite.hpp"
 
 namespace quartzflow {
 

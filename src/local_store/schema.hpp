@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "sqlite.hpp"
+#include "../sqlite/sqlite.hpp"
 
 namespace quartzflow::detail {
 

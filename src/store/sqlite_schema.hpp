@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "../local_store/sqlite.hpp"
+#include "../sqlite/sqlite.hpp"
 
 namespace quartzflow::detail {
 

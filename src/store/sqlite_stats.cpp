@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Execution statistics in the SQLite StoreTransaction: one scan of the matching records
 // feeds the summary and the time buckets (counts, success rate, average and nearest-rank
-// p50/p95 durations); failure reasons and failing tasks are ranked by SQL aggregates.
+// p50/p95 durations) and, with a group_by, the figures per agent or task; failure reasons
+// and failing tasks are ranked by SQL aggregates.
 #include <algorithm>
 #include <array>
+#include <map>
 
 #include <date/tz.h>
 #include <fmt/format.h>
@@ -20,15 +22,20 @@ constexpr std::int64_t k_default_range_ms = 7LL * 24 * 3600 * 1000;
 constexpr std::uint32_t k_default_top_n = 10;
 constexpr std::uint32_t k_max_top_n = 100;
 constexpr std::size_t k_max_buckets = 10'000;
+constexpr std::size_t k_max_groups = 1'000;
 
 /// Figures of one range as the scan finds them.
 class Accumulator {
  public:
   void add(std::int64_t status, std::int64_t started_unix_ms, std::int64_t duration_ms) {
+    ++records_;
     if (status >= 0 && static_cast<std::size_t>(status) < by_status_.size())
       ++by_status_[static_cast<std::size_t>(status)];
     if (ran(status) && started_unix_ms != 0) durations_.push_back(duration_ms);
   }
+
+  /// Executions added, whatever their status.
+  std::uint64_t records() const noexcept { return records_; }
 
   v1::Stats finish(std::int64_t from, std::int64_t to) {
     v1::Stats s;
@@ -74,6 +81,14 @@ class Accumulator {
 
   std::array<std::uint64_t, v1::ExecutionStatus_ARRAYSIZE> by_status_{};
   std::vector<std::int64_t> durations_;
+  std::uint64_t records_ = 0;
+};
+
+/// One agent's or task's figures, with the task name its latest execution recorded.
+struct GroupAccumulator {
+  Accumulator figures;
+  std::int64_t latest_scheduled_unix_ms = 0;
+  std::string recorded_name;
 };
 
 struct Range {
@@ -171,15 +186,31 @@ v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
   where.add("e.scheduled_unix_ms >= ?", {range.from});
   where.add("e.scheduled_unix_ms < ?", {range.to});
 
+  const auto group_by = query.group_by();
+  if (group_by != v1::STATS_GROUP_BY_UNSPECIFIED && group_by != v1::STATS_GROUP_BY_AGENT &&
+      group_by != v1::STATS_GROUP_BY_TASK)
+    throw_invalid(k_input, "group_by", fmt::format("{} is not a StatsGroupBy", group_by));
+
   Accumulator summary;
   std::vector<Accumulator> buckets(bounds.empty() ? 0 : bounds.size() - 1);
+  std::map<std::string, GroupAccumulator, std::less<>> groups;
   {
-    auto rows = statement("SELECT e.scheduled_unix_ms, e.status, e.started_unix_ms, e.duration_ms FROM executions e" +
-                          where.where());
+    auto rows = statement(
+        "SELECT e.scheduled_unix_ms, e.status, e.started_unix_ms, e.duration_ms, e.agent_id, e.task_id, e.task_name "
+        "FROM executions e" +
+        where.where());
     rows.bind_all(where.values());
     while (rows.next()) {
       const auto scheduled = rows.int64(0), status = rows.int64(1), started = rows.int64(2), duration = rows.int64(3);
       summary.add(status, started, duration);
+      if (group_by != v1::STATS_GROUP_BY_UNSPECIFIED) {
+        auto& group = groups[rows.text(group_by == v1::STATS_GROUP_BY_AGENT ? 4 : 5)];
+        group.figures.add(status, started, duration);
+        if (scheduled >= group.latest_scheduled_unix_ms) {
+          group.latest_scheduled_unix_ms = scheduled;
+          group.recorded_name = rows.text(6);
+        }
+      }
       if (buckets.empty()) continue;
       const auto next_bound = std::upper_bound(bounds.begin(), bounds.end(), scheduled);
       buckets[static_cast<std::size_t>(next_bound - bounds.begin() - 1)].add(status, started, duration);
@@ -190,6 +221,31 @@ v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
   *out.mutable_summary() = summary.finish(range.from, range.to);
   for (std::size_t i = 0; i < buckets.size(); ++i)
     *out.add_series() = buckets[i].finish(std::max(bounds[i], range.from), std::min(bounds[i + 1], range.to));
+  if (group_by != v1::STATS_GROUP_BY_UNSPECIFIED) {
+    std::vector<std::pair<const std::string, GroupAccumulator>*> ranked;
+    ranked.reserve(groups.size());
+    for (auto& group : groups) ranked.push_back(&group);
+    // Stable on the map's key order: ties stay sorted by key.
+    std::stable_sort(ranked.begin(), ranked.end(), [](const auto* a, const auto* b) {
+      return a->second.figures.records() > b->second.figures.records();
+    });
+    out.set_group_count(static_cast<std::uint32_t>(ranked.size()));
+    if (ranked.size() > k_max_groups) ranked.resize(k_max_groups);
+    for (auto* group : ranked) {
+      auto& entry = *out.add_groups();
+      entry.set_key(group->first);
+      if (group_by == v1::STATS_GROUP_BY_AGENT) {
+        auto rows = statement("SELECT hostname FROM agents WHERE id = ?1");
+        rows.bind(1, group->first);
+        if (rows.next()) entry.set_name(rows.text(0));
+      } else {
+        auto rows = statement("SELECT name FROM tasks WHERE id = ?1");
+        rows.bind(1, group->first);
+        entry.set_name(rows.next() ? rows.text(0) : group->second.recorded_name);
+      }
+      *entry.mutable_stats() = group->second.figures.finish(range.from, range.to);
+    }
+  }
 
   const auto failed = fmt::format("e.status IN ({}, {})", static_cast<int>(v1::EXECUTION_STATUS_FAILURE),
                                   static_cast<int>(v1::EXECUTION_STATUS_TIMEOUT));

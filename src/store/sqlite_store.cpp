@@ -20,7 +20,7 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/store.hpp>
 
-#include "../local_store/sqlite.hpp"
+#include "../sqlite/sqlite.hpp"
 #include "sqlite_schema.hpp"
 #include "sqlite_transaction.hpp"
 

@@ -14,7 +14,7 @@
 
 #include <quartzflow/store.hpp>
 
-#include "../local_store/sqlite.hpp"
+#include "../sqlite/sqlite.hpp"
 #include "sqlite_query.hpp"
 
 namespace quartzflow::detail {

@@ -153,6 +153,16 @@ def test_trigger_runs_on_the_agent_and_the_execution_is_queryable(admin, echo_ta
     assert again.status == 409 and "already finished" in again.json["message"]
     stats = admin.get(f"/api/v1/executions/stats?task_id={tid}&range=1d").data
     assert int(stats["summary"]["success"]) >= 1
+    # Broken down per task and per agent in one answer each: this task's entry counts its runs.
+    by_task = admin.get("/api/v1/executions/stats?range=1d&group_by=task").data
+    entry = next(g for g in by_task["groups"] if g["key"] == tid)
+    assert entry["name"] == "api-echo" and int(entry["stats"]["success"]) >= int(stats["summary"]["success"]), entry
+    assert by_task["group_count"] == len(by_task["groups"])
+    by_agent = admin.get(f"/api/v1/executions/stats?range=1d&task_id={tid}&group_by=agent").data
+    assert "api-agent" in [g["key"] for g in by_agent["groups"]], by_agent
+    assert sum(int(g["stats"]["total"]) for g in by_agent["groups"]) == int(by_agent["summary"]["total"])
+    refused = admin.get("/api/v1/executions/stats?group_by=host")
+    assert refused.status == 400 and "group_by" in refused.json["message"], refused
     daily = admin.get("/api/v1/stats/daily")
     assert daily.status == 200 and "items" in daily.data
     assert admin.get("/api/v1/stats/daily?from_date=2026-02-30").status == 400

@@ -1265,6 +1265,45 @@ TEST_CASE("statistics match a brute-force computation over random executions", "
     check_stats(got.summary(), all, g1);
     check_failure_reasons(got.summary(), all, g1, 10);
   }
+  SECTION("grouped by agent and by task") {
+    v1::StatsQuery query;
+    query.set_from_unix_ms(base + 86'400'000LL);
+    query.set_to_unix_ms(base + span - 86'400'000LL);
+    for (const auto group_by : {v1::STATS_GROUP_BY_AGENT, v1::STATS_GROUP_BY_TASK}) {
+      query.set_group_by(group_by);
+      const auto key_of = [group_by](const v1::Execution& e) {
+        return group_by == v1::STATS_GROUP_BY_AGENT ? e.agent_id() : e.task_id();
+      };
+      std::map<std::string, std::size_t> records;  // per key, any status, in the range
+      for (const auto& e : all)
+        if (e.scheduled_unix_ms() >= query.from_unix_ms() && e.scheduled_unix_ms() < query.to_unix_ms())
+          ++records[key_of(e)];
+      const auto got = stats(query);
+      INFO(v1::StatsGroupBy_Name(group_by));
+      check_stats(got.summary(), all, everything);
+      REQUIRE(got.groups_size() == static_cast<int>(records.size()));
+      CHECK(got.group_count() == records.size());
+      std::uint64_t total = 0;
+      for (int i = 0; i < got.groups_size(); ++i) {
+        const auto& group = got.groups(i);
+        REQUIRE(records.count(group.key()) == 1);
+        CHECK(group.name() == (group_by == v1::STATS_GROUP_BY_TASK ? group.key() + " name" : ""));
+        CHECK(group.stats().from_unix_ms() == query.from_unix_ms());
+        CHECK(group.stats().to_unix_ms() == query.to_unix_ms());
+        CHECK(group.stats().top_failure_reasons_size() == 0);
+        check_stats(group.stats(), all, [&](const v1::Execution& e) { return key_of(e) == group.key(); });
+        total += group.stats().total();
+        if (i > 0) {  // most executions first, then by key
+          const auto& before = got.groups(i - 1);
+          CHECK(std::make_pair(records[before.key()], group.key()) >
+                std::make_pair(records[group.key()], before.key()));
+        }
+      }
+      CHECK(total == got.summary().total());
+    }
+    query.set_group_by(v1::STATS_GROUP_BY_UNSPECIFIED);
+    CHECK(stats(query).groups_size() == 0);
+  }
   SECTION("per local day, hour, week and month") {
     v1::StatsQuery query;
     query.set_from_unix_ms(base + 5 * 3'600'000);
@@ -1308,7 +1347,7 @@ TEST_CASE("statistics match a brute-force computation over random executions", "
   }
 }
 
-TEST_CASE("statistics refuse a bad range, time zone or granularity, naming the field", "[store]") {
+TEST_CASE("statistics refuse a bad range, time zone, granularity or group_by, naming the field", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io);
   auto refused = [&](v1::StatsQuery query) {
@@ -1332,6 +1371,9 @@ TEST_CASE("statistics refuse a bad range, time zone or granularity, naming the f
   query.set_range("3650d");
   query.set_granularity(v1::STATS_GRANULARITY_HOUR);
   CHECK(refused(query).detail().field == "granularity");
+  query = {};
+  query.set_group_by(static_cast<v1::StatsGroupBy>(7));
+  CHECK(refused(query).detail().field == "group_by");
   // The default range is the last 7 days up to now.
   const auto got = in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.stats({}); });
   CHECK(got.summary().to_unix_ms() - got.summary().from_unix_ms() == 7 * 86'400'000LL);

@@ -38,6 +38,7 @@ struct HistoryArgs {
   std::string reason;
   // stats
   std::string range;
+  std::string by;
   // audit
   std::string actor;
   std::string action;
@@ -197,6 +198,7 @@ void run_stats(const ApiFlags& flags, const HistoryArgs& args) {
   if (!args.agent.empty()) query.emplace_back("agent_id", args.agent);
   if (!args.group.empty()) query.emplace_back("group_id", group_id_of(api, args.group));
   if (!args.range.empty()) query.emplace_back("range", args.range);
+  if (!args.by.empty()) query.emplace_back("group_by", args.by);
   const auto stats = api.get<v1::StatsResponse>("/executions/stats", query);
   if (flags.format() != OutputFormat::table) return print_message(stats, flags.format());
   const auto& s = stats.summary();
@@ -224,6 +226,19 @@ void run_stats(const ApiFlags& flags, const HistoryArgs& args) {
       table.add({t.task_name().empty() ? t.task_id() : t.task_name(), std::to_string(t.failure_count()),
                  std::to_string(t.total()), percent(t.success_rate_percent())});
     table.print(std::cout);
+  }
+  if (!args.by.empty()) {
+    std::cout << fmt::format("\nby {}:\n", args.by);
+    Table table({args.by == "agent" ? "AGENT" : "TASK", "NAME", "RUNS", "SUCCESS RATE", "P50", "P95", "SKIPPED",
+                 "MISSED"});
+    for (const auto& g : stats.groups())
+      table.add({g.key(), g.name(), std::to_string(g.stats().total()),
+                 g.stats().total() == 0 ? "-" : percent(g.stats().success_rate_percent()),
+                 duration_text(g.stats().p50_duration_ms()), duration_text(g.stats().p95_duration_ms()),
+                 std::to_string(g.stats().skipped()), std::to_string(g.stats().missed())});
+    table.print(std::cout);
+    if (stats.group_count() > static_cast<std::uint32_t>(stats.groups_size()))
+      std::cout << fmt::format("({} of {} shown)\n", stats.groups_size(), stats.group_count());
   }
 }
 
@@ -305,6 +320,8 @@ void add_history_commands(CLI::App& app) {
   stats->add_option("--group", args->group, "only agents of this group (id or name)");
   stats->add_option("--agent", args->agent, "only this agent id");
   stats->add_option("--range", args->range, "how far back: 24h, 7d, 30d (default 7d)");
+  stats->add_option("--by", args->by, "also break the figures down per agent or per task")
+      ->check(CLI::IsMember({"agent", "task"}));
   stats->callback([stats_flags, args] { run_stats(*stats_flags, *args); });
 
   auto* audit = app.add_subcommand("audit", "the audit log: who changed what, when, from where (admin API)");

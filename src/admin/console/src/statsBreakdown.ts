@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Statistics broken down by agent and by task. GET /executions/stats has no group-by: it
-// filters by one agent_id or task_id, so the console asks once per agent (or task), a few
-// at a time, with the page's range, and charts the summaries.
+// Statistics broken down by agent and by task: one GET /executions/stats?group_by=agent|task
+// with the page's range, charted from the groups it returns.
 import { api, num } from './api/client'
 import type { Stats, StatsResponse } from './api/types'
 
@@ -11,29 +10,17 @@ export interface Breakdown {
   stats: Stats
 }
 
-/** The summary of the range for each key (`agent_id` or `task_id`), at most `limit` at once. */
-export async function statsBy(
-  key: 'agent_id' | 'task_id',
-  items: { id: string; label: string }[],
-  query: Record<string, string | number>,
-  limit = 6,
-): Promise<Breakdown[]> {
-  const out: Breakdown[] = new Array(items.length)
-  let next = 0
-  async function worker() {
-    while (next < items.length) {
-      const i = next++
-      const r = await api.get<StatsResponse>('/executions/stats', {
-        ...query,
-        granularity: undefined,
-        top_n: 1,
-        [key]: items[i].id,
-      } as Record<string, string | number>)
-      out[i] = { ...items[i], stats: r.summary }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
+/** The summary of the range for each agent (labelled by id) or task (labelled by name) with
+ *  executions in it, from one request. */
+export async function statsBy(groupBy: 'agent' | 'task', query: Record<string, string | number>): Promise<Breakdown[]> {
+  const grouped: Record<string, string | number> = { ...query, top_n: 1, group_by: groupBy }
+  delete grouped.granularity // the summaries only, no series
+  const r = await api.get<StatsResponse>('/executions/stats', grouped)
+  return (r.groups ?? []).map((g) => ({
+    id: g.key,
+    label: groupBy === 'agent' ? g.key || '—' : g.name || g.key,
+    stats: g.stats,
+  }))
 }
 
 /** Runs per agent, stacked by status, agents with most runs first (agents without runs left

@@ -192,6 +192,9 @@ export interface StatsResponse {
     total: Int64
     success_rate_percent: number
   }[]
+  /** With group_by: per agent or task, most executions first (at most 1,000). */
+  groups?: { key: string; name: string; stats: Stats }[]
+  group_count?: number
 }
 
 export interface User {

@@ -19,6 +19,9 @@ export default {
     expired: 'Your session expired. Sign in again to continue; the page keeps what you entered.',
   },
   common: {
+    selectAll: 'Select all rows',
+    selectRow: 'Select this row',
+    pageSize: 'Rows per page',
     refresh: 'Refresh',
     search: 'Search',
     keyword: 'Keyword',
@@ -229,7 +232,7 @@ export default {
     avg: 'avg',
     perAgent: 'Runs per agent',
     durationsByTask: 'Durations by task',
-    byTaskNote: 'The 20 tasks that fired last; slowest p95 first.',
+    byTaskNote: 'Tasks that ran in the range; slowest p95 first.',
     noRuns: 'No runs in this range',
   },
   settings: {

@@ -14,6 +14,9 @@ const zh: typeof en = {
     expired: '会话已过期，请重新登录；页面上填写的内容会保留。',
   },
   common: {
+    selectAll: '选择全部行',
+    selectRow: '选择此行',
+    pageSize: '每页行数',
     refresh: '刷新',
     search: '搜索',
     keyword: '关键字',
@@ -222,7 +225,7 @@ const zh: typeof en = {
     avg: '平均',
     perAgent: '各节点执行次数',
     durationsByTask: '各任务耗时',
-    byTaskNote: '最近触发的 20 个任务；按 p95 从慢到快。',
+    byTaskNote: '范围内执行过的任务；按 p95 从慢到快。',
     noRuns: '此范围内没有执行记录',
   },
   settings: {

@@ -8,30 +8,33 @@ afterEach(() => vi.unstubAllGlobals())
 const stats = (fields: Partial<Record<keyof Stats, number | string>>) => fields as unknown as Stats
 
 describe('statistics by agent and task', () => {
-  it('asks the stats endpoint once per agent with the range, a few at a time', async () => {
-    let open = 0
-    let most = 0
-    const fetch = vi.fn(async (url: string) => {
-      open++
-      most = Math.max(most, open)
-      await new Promise((r) => setTimeout(r, 5))
-      open--
-      const agent = new URL(url, 'http://x').searchParams.get('agent_id')
-      return new Response(JSON.stringify({ code: 0, data: { summary: { total: agent === 'a3' ? '5' : '1' } } }))
-    })
+  it('asks the stats endpoint once, grouped, with the range and no series', async () => {
+    const fetch = vi.fn<(url: string) => Promise<Response>>(
+      async () =>
+        new Response(
+          JSON.stringify({
+            code: 0,
+            data: {
+              summary: { total: '6' },
+              groups: [
+                { key: 't3', name: 'nightly', stats: { total: '5' } },
+                { key: 't1', name: '', stats: { total: '1' } },
+              ],
+              group_count: 2,
+            },
+          }),
+        ),
+    )
     vi.stubGlobal('fetch', fetch)
-    const items = ['a1', 'a2', 'a3', 'a4', 'a5'].map((id) => ({ id, label: id }))
-    const rows = await statsBy('agent_id', items, { range: '7d', granularity: 'DAY', time_zone: 'UTC' }, 2)
-    expect(rows.map((r) => [r.id, r.stats.total])).toEqual([
-      ['a1', '1'],
-      ['a2', '1'],
-      ['a3', '5'],
-      ['a4', '1'],
-      ['a5', '1'],
+    const rows = await statsBy('task', { range: '7d', granularity: 'DAY', time_zone: 'UTC' })
+    expect(rows.map((r) => [r.id, r.label, r.stats.total])).toEqual([
+      ['t3', 'nightly', '5'],
+      ['t1', 't1', '1'],
     ])
-    expect(most).toBe(2)
+    expect(fetch).toHaveBeenCalledTimes(1)
     const url = new URL(String(fetch.mock.calls[0][0]), 'http://x')
     expect(url.pathname).toBe('/api/v1/executions/stats')
+    expect(url.searchParams.get('group_by')).toBe('task')
     expect(url.searchParams.get('range')).toBe('7d')
     expect(url.searchParams.has('granularity')).toBe(false)
   })
