@@ -12,6 +12,9 @@
 
 #include <quartzflow/cron.hpp>
 
+// Until engine/retry_policy.cpp includes it itself: it reaches stable_hash through here.
+#include "../common/stable_hash.hpp"
+
 namespace quartzflow::detail {
 
 inline constexpr int k_min_year = 1970;
@@ -55,8 +58,5 @@ std::optional<date::local_seconds> prev_local_match(const CronFields& fields,
 
 /// Plain-language description of the fields, e.g. "At 02:00, every day".
 std::string describe_fields(const CronFields& fields, std::string_view text);
-
-/// Stable 64-bit FNV-1a; the seed of `H` (never std::hash, which may change between builds).
-std::uint64_t stable_hash(std::string_view data) noexcept;
 
 }  // namespace quartzflow::detail

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "../common/stable_hash.hpp"
 #include "cron_fields.hpp"
 
 namespace quartzflow::detail {
@@ -352,15 +353,6 @@ bool parse_cron_fields(std::string_view text, std::string_view hash_key, CronFie
                     "fields");
   out = fields;
   return true;
-}
-
-std::uint64_t stable_hash(std::string_view data) noexcept {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (unsigned char c : data) {
-    hash ^= c;
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
 }
 
 }  // namespace quartzflow::detail

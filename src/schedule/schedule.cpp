@@ -7,7 +7,7 @@
 
 #include <quartzflow/schedule.hpp>
 
-#include "../cron/cron_fields.hpp"
+#include "../common/stable_hash.hpp"
 
 namespace quartzflow {
 

@@ -4,7 +4,7 @@
 
 #include <quartzflow/routing.hpp>
 
-#include "../cron/cron_fields.hpp"
+#include "../common/stable_hash.hpp"
 
 namespace quartzflow {
 namespace {
