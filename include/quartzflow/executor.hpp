@@ -25,7 +25,9 @@ namespace quartzflow {
 /// One attempt of a task, as handed to an executor.
 struct RunRequest {
   std::string execution_id;
-  v1::Task task;                               ///< the task config the run started with
+  /// The task config the run started with, never null. Shared (with the engine's slot and the
+  /// other runs started from the same config): a run copies no config.
+  std::shared_ptr<const v1::Task> task;
   std::map<std::string, std::string> params;   ///< dynamic params (reach shells as env only)
   Instant scheduled{};                         ///< the nominal fire time
   std::uint32_t attempt = 1;
@@ -66,13 +68,14 @@ using RunCompletion = std::function<void(RunOutcome)>;
 /**
  * Starts attempts of one kind of task.
  *
- * `start` never calls `done` inline; `done` is called exactly once, on the executor given
- * at construction. Thread safety: use from that executor only.
+ * `start` takes the request by value (the engine moves it in; an executor keeps what it needs
+ * without copying), never calls `done` inline, and calls `done` exactly once, on the executor
+ * given at construction. Thread safety: use from that executor only.
  */
 class Executor {
  public:
   virtual ~Executor() = default;
-  virtual std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) = 0;
+  virtual std::unique_ptr<RunningTask> start(RunRequest request, RunCompletion done) = 0;
 };
 
 /**
@@ -123,7 +126,7 @@ std::unique_ptr<Executor> make_http_executor(boost::asio::any_io_executor execut
 
 /// What a C++ plugin function receives.
 struct PluginCall {
-  const RunRequest* request;  ///< valid for the duration of the call
+  const RunRequest* request;  ///< valid for the duration of the call (the task: `request->task`)
   const v1::PluginSpec* spec;
 };
 
@@ -146,7 +149,7 @@ class PluginExecutor : public Executor {
   /// Registers or replaces `name`.
   void add(std::string name, PluginFunction function);
   bool contains(const std::string& name) const;
-  std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override;
+  std::unique_ptr<RunningTask> start(RunRequest request, RunCompletion done) override;
 
  private:
   struct Impl;

@@ -25,6 +25,11 @@
 
 namespace quartzflow {
 
+// The HTTP executor is the quartzflow::http_executor component (Beast, OpenSSL): a weak
+// reference, null unless that component is linked, so an engine from core alone has none.
+[[gnu::weak, gnu::visibility("default")]] std::unique_ptr<Executor> make_http_executor(
+    boost::asio::any_io_executor executor);
+
 namespace asio = boost::asio;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
@@ -147,7 +152,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       : executor(ex), store(s), options(std::move(o)), plugin_executor(std::make_shared<PluginExecutor>(ex)),
         instant_timer(ex), probe_timer(ex), backlog_timer(ex) {
     executors[v1::Task::kShell] = make_shell_executor(ex, options.default_kill_grace);
-    executors[v1::Task::kHttp] = make_http_executor(ex);
+    if (&make_http_executor != nullptr) executors[v1::Task::kHttp] = make_http_executor(ex);
   }
 
   asio::any_io_executor executor;
@@ -934,18 +939,20 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
     RunRequest request;
     request.execution_id = id;
-    request.task = run->config();
+    request.task = run->shared_config;  // shared, not copied
     request.params = run->pending.params;
     request.scheduled = run->pending.scheduled;
     request.attempt = run->pending.attempt;
     request.shard_index = run->pending.shard_index;
     request.shard_total = run->pending.shard_total;
     request.capture_limit = options.capture_limit;
-    request.on_output = [weak = weak_from_this(), id, written = std::uint64_t{0}](std::string_view data) mutable {
-      auto self = weak.lock();
-      if (self && self->output_sink) self->output_sink(id, written, data);
-      written += data.size();
-    };
+    // Plugin calls produce no output as they go: no live-output hook to make for them.
+    if (run->config().executor_case() != v1::Task::kPlugin)
+      request.on_output = [weak = weak_from_this(), id, written = std::uint64_t{0}](std::string_view data) mutable {
+        auto self = weak.lock();
+        if (self && self->output_sink) self->output_sink(id, written, data);
+        written += data.size();
+      };
     auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
       auto self = weak.lock();
       if (!self) return;
@@ -968,7 +975,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       asio::post(executor, [done, outcome]() mutable { done(std::move(outcome)); });
       return;
     }
-    run->handle = chosen->start(request, done);
+    run->handle = chosen->start(std::move(request), std::move(done));
 
     run->timeout_timer.expires_after(effective_timeout(run->config()));
     run->timeout_timer.async_wait([weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {

@@ -256,8 +256,8 @@ bool json_body(const v1::HttpSpec& spec) {
 class HttpRun : public std::enable_shared_from_this<HttpRun> {
  public:
   HttpRun(asio::any_io_executor executor, const RunRequest& request, RunCompletion done)
-      : executor_(executor), resolver_(executor), deadline_(executor), spec_(request.task.http()),
-        execution_id_(request.execution_id), task_id_(request.task.id()), capture_limit_(request.capture_limit),
+      : executor_(executor), resolver_(executor), deadline_(executor), task_(request.task), spec_(task_->http()),
+        execution_id_(request.execution_id), task_id_(task_->id()), capture_limit_(request.capture_limit),
         done_(std::move(done)) {
     method_ = spec_.method().empty() ? "GET" : spec_.method();
     using detail::PlaceholderEscape;
@@ -593,7 +593,8 @@ class HttpRun : public std::enable_shared_from_this<HttpRun> {
   asio::any_io_executor executor_;
   tcp::resolver resolver_;
   asio::steady_timer deadline_;
-  v1::HttpSpec spec_;
+  std::shared_ptr<const v1::Task> task_;  // shared with the engine: keeps spec_ alive
+  const v1::HttpSpec& spec_;
   std::string execution_id_;
   std::string task_id_;
   std::size_t capture_limit_;
@@ -637,7 +638,7 @@ class HttpExecutor final : public Executor {
  public:
   explicit HttpExecutor(asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override {
+  std::unique_ptr<RunningTask> start(RunRequest request, RunCompletion done) override {
     auto run = std::make_shared<HttpRun>(executor_, request, std::move(done));
     run->start();
     return std::make_unique<HttpHandle>(run);

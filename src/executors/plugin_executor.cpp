@@ -41,11 +41,13 @@ void PluginExecutor::add(std::string name, PluginFunction function) {
 
 bool PluginExecutor::contains(const std::string& name) const { return impl_->functions.count(name) != 0; }
 
-std::unique_ptr<RunningTask> PluginExecutor::start(const RunRequest& request, RunCompletion done) {
+std::unique_ptr<RunningTask> PluginExecutor::start(RunRequest request, RunCompletion done) {
   auto stop = std::make_shared<std::optional<StopReason>>();
-  auto it = impl_->functions.find(request.task.plugin().name());
+  auto it = impl_->functions.find(request.task->plugin().name());
   const PluginFunction* function = it == impl_->functions.end() ? nullptr : &it->second;
-  boost::asio::post(impl_->executor, [function, request, stop, done = std::move(done)]() mutable {
+  // The request is moved into the call, not copied: at a burst of fires this is on the path
+  // of every task's start.
+  boost::asio::post(impl_->executor, [function, request = std::move(request), stop, done = std::move(done)]() mutable {
     RunOutcome outcome;
     if (*stop) {
       outcome.status = **stop == StopReason::timeout ? v1::EXECUTION_STATUS_TIMEOUT : v1::EXECUTION_STATUS_CANCELLED;
@@ -53,11 +55,11 @@ std::unique_ptr<RunningTask> PluginExecutor::start(const RunRequest& request, Ru
     } else if (function == nullptr) {
       outcome.status = v1::EXECUTION_STATUS_FAILURE;
       outcome.failure_reason = "unknown plugin";
-      outcome.error_message = "no plugin named \"" + request.task.plugin().name() + "\" is registered";
+      outcome.error_message = "no plugin named \"" + request.task->plugin().name() + "\" is registered";
     } else {
       PluginResult result;
       try {
-        result = (*function)(PluginCall{&request, &request.task.plugin()});
+        result = (*function)(PluginCall{&request, &request.task->plugin()});
       } catch (const std::exception& e) {
         result = {false, {}, std::string("plugin threw: ") + e.what()};
       } catch (...) {
@@ -71,7 +73,7 @@ std::unique_ptr<RunningTask> PluginExecutor::start(const RunRequest& request, Ru
     }
     done(std::move(outcome));
   });
-  return std::make_unique<PluginRun>(stop);
+  return std::make_unique<PluginRun>(std::move(stop));
 }
 
 }  // namespace quartzflow

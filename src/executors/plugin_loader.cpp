@@ -64,7 +64,7 @@ std::size_t load_plugins(PluginExecutor& executor, const std::string& directory,
       const auto config_items = key_values(call.spec->config());
       const std::int64_t scheduled_ms = request.scheduled.time_since_epoch().count() * 1000;
       const qf_plugin_call c{QF_PLUGIN_ABI_VERSION,
-                             request.task.id().c_str(),
+                             request.task->id().c_str(),
                              request.execution_id.c_str(),
                              scheduled_ms,
                              request.attempt,

@@ -24,7 +24,7 @@ std::string param_variable_name(const std::string& name) {
 }
 
 std::vector<std::string> process_environment(const RunRequest& request, char** inherited) {
-  const auto& spec = request.task.shell();
+  const auto& spec = request.task->shell();
   std::map<std::string, std::string> variables;
   if (!spec.clear_env() && inherited != nullptr) {
     for (char** e = inherited; *e != nullptr; ++e) {
@@ -37,8 +37,8 @@ std::vector<std::string> process_environment(const RunRequest& request, char** i
   for (auto it = variables.begin(); it != variables.end();)
     it = it->first.rfind("QF_", 0) == 0 ? variables.erase(it) : std::next(it);
   for (const auto& [name, value] : spec.env()) variables[name] = value;
-  variables["QF_TASK_ID"] = request.task.id();
-  variables["QF_TASK_NAME"] = request.task.name();
+  variables["QF_TASK_ID"] = request.task->id();
+  variables["QF_TASK_NAME"] = request.task->name();
   variables["QF_EXECUTION_ID"] = request.execution_id;
   variables["QF_SCHEDULED_AT"] = format_rfc3339(request.scheduled);
   variables["QF_ATTEMPT"] = std::to_string(request.attempt);
@@ -67,7 +67,7 @@ std::string resolve_command(const std::string& command, const std::vector<std::s
     const auto end = path.find(':', start);
     std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/" + command;
+    std::string candidate = dir + "/" + command;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     if (end == std::string::npos) break;
     start = end + 1;

@@ -220,11 +220,11 @@ class ShellExecutor final : public Executor {
   ShellExecutor(const ShellExecutor&) = delete;
   ShellExecutor& operator=(const ShellExecutor&) = delete;
 
-  std::unique_ptr<RunningTask> start(const RunRequest& request, RunCompletion done) override {
-    const auto& spec = request.task.shell();
+  std::unique_ptr<RunningTask> start(RunRequest request, RunCompletion done) override {
+    const auto& spec = request.task->shell();
     const seconds grace = spec.kill_grace_seconds() > 0 ? seconds{spec.kill_grace_seconds()} : grace_;
     auto run = std::make_shared<ShellRun>(executor_, spawner_, grace, request.capture_limit, std::move(done));
-    run->on_output = request.on_output;
+    run->on_output = std::move(request.on_output);
     auto handle = std::make_unique<ShellHandle>(run);
     std::string problem;
     auto plan = make_plan(request, problem);
@@ -238,7 +238,7 @@ class ShellExecutor final : public Executor {
 
  private:
   std::optional<SpawnPlan> make_plan(const RunRequest& request, std::string& problem) const {
-    const auto& spec = request.task.shell();
+    const auto& spec = request.task->shell();
     SpawnPlan plan;
     plan.envp = detail::process_environment(request, environ);
     if (spec.argv_size() > 0) {

@@ -307,8 +307,10 @@ struct Client {
              std::map<std::string, std::string> params = {}) {
     qf::RunRequest request;
     request.execution_id = "task-1:1700000000:agent-1";
-    request.task.set_id("task-1");
-    *request.task.mutable_http() = spec;
+    auto task = std::make_shared<qf::v1::Task>();
+    task->set_id("task-1");
+    *task->mutable_http() = spec;
+    request.task = std::move(task);
     request.params = std::move(params);
     request.capture_limit = capture_limit;
     started = std::chrono::steady_clock::now();
