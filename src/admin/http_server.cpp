@@ -116,7 +116,7 @@ template <typename Stream>
 class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
  public:
   HttpSession(std::shared_ptr<AdminServer::Impl> server, Stream stream, std::string peer, std::uint64_t id)
-      : server_(std::move(server)), stream_(std::move(stream)), peer_(std::move(peer)), id_(id) {}
+      : server_(server), stream_(std::move(stream)), peer_(std::move(peer)), id_(id) {}
 
   ~HttpSession() {
     if (auto s = server_.lock()) {

@@ -816,8 +816,7 @@ void Scheduler::retry_on(const v1::Execution& failed, std::string agent_id, std:
   const std::string root = failed.root_execution_id().empty() ? failed.execution_id() : failed.root_execution_id();
   PlannedRun run;
   run.record = impl.base_record(task, fmt::format("{}:{}:r{}", task.id(), impl.last_manual_ms, failed.attempt() + 1),
-                                Instant{seconds{impl.last_manual_ms / 1000}}, v1::TRIGGER_TYPE_RETRY,
-                                std::move(triggered_by));
+                                Instant{seconds{impl.last_manual_ms / 1000}}, v1::TRIGGER_TYPE_RETRY, triggered_by);
   run.record.set_scheduled_unix_ms(impl.last_manual_ms);
   run.record.set_attempt(failed.attempt() + 1);
   run.record.set_root_execution_id(root);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -77,7 +78,7 @@ double percentile(std::vector<float>& v, double p) {
 }
 
 int run(const Profile& profile) {
-  const int extra_rate = static_cast<int>(profile.base_rate * (profile.factor - 1.0) + 0.5);
+  const int extra_rate = static_cast<int>(std::lround(profile.base_rate * (profile.factor - 1.0)));
   const int task_count = profile.base_rate + extra_rate;
   const int total_s = profile.warmup_s + profile.overload_s + profile.after_s;
   const fs::path db = profile.db.empty() ? qf::bench::make_temp_dir("qf-bench-overload") / "agent.db" : fs::path(profile.db);
