@@ -659,7 +659,7 @@ void print_report(const std::vector<PhaseResult>& results) {
     std::printf("| %s | %.0f | %.2f | %.2f | %.2f | %llu | %.0f | %s | %s | %s | %s |\n", r.spec->label, rate,
                 percentile_ms(r.latency_us, 0.5), percentile_ms(r.latency_us, 0.99),
                 r.latency_us.empty() ? 0.0 : r.latency_us.back() / 1000.0,
-                static_cast<unsigned long long>(r.status_errors + r.io_errors),
+                static_cast<unsigned long long>(r.status_errors) + r.io_errors,
                 r.responses ? static_cast<double>(r.body_bytes) / static_cast<double>(r.responses) : 0.0,
                 percent(core_of(r, k_server_thread)).c_str(), percent(core_of(r, "qf-store-read")).c_str(),
                 percent(core_of(r, k_client_thread)).c_str(), percent(core_of(r, "(process)")).c_str());

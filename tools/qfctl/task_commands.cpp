@@ -145,7 +145,7 @@ void run_get(const ApiFlags& flags, const TaskArgs& args) {
   const auto s = api.get<v1::TaskSummary>(path_of(args.id));
   if (flags.format() != OutputFormat::table) return print_message(s, flags.format());
   const auto& t = s.task();
-  const auto placement = t.placement();
+  const auto& placement = t.placement();
   std::string placement_text = short_enum_name(v1::PlacementMode_descriptor(),
                                                placement.mode() == v1::PLACEMENT_MODE_UNSPECIFIED ? v1::PLACEMENT_MODE_ALL
                                                                                                   : placement.mode());
