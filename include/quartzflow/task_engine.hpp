@@ -45,8 +45,10 @@ struct TaskEngineOptions {
   std::size_t max_recorded_store_skips = 1000;
   /// Fires not started because the store's write queue is over half its bound
   /// (`LocalStoreOptions::max_queued_bytes`) are held, up to this many, and recorded SKIPPED
-  /// once the writer catches up; beyond it they are counted (`StoreHealth`) and logged.
-  std::size_t max_recorded_backlog_skips = 20000;
+  /// once the writer catches up; beyond it they are counted (`StoreHealth`) and logged. A
+  /// scheduled fire held costs 32 bytes: the default, 32 MB, holds 60 s of 2x overload at
+  /// 10,000 fires/s with room to spare (20,000 held dropped most of such an overload's skips).
+  std::size_t max_recorded_backlog_skips = 1'000'000;
 };
 
 /**

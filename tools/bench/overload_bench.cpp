@@ -59,9 +59,6 @@ std::int64_t unix_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
-/// The run's task config, whether `RunRequest` holds it by value or shares it.
-[[maybe_unused]] const qf::v1::Task& task_of(const qf::v1::Task& task) { return task; }
-[[maybe_unused]] const qf::v1::Task& task_of(const std::shared_ptr<const qf::v1::Task>& task) { return *task; }
 
 /// Per second of scheduled instants: start skew of the runs, durable latency of their final
 /// records, and the fires that did not run.
@@ -143,7 +140,7 @@ int run(const Profile& profile) {
   };
   engine.plugins().add("record", [&](const qf::PluginCall& call) {
     const auto started = Clock::now();
-    const auto& id = task_of(call.request->task).id();
+    const auto& id = call.request->task->id();
     int task = -1;
     if (std::from_chars(id.data(), id.data() + id.size(), task).ec != std::errc{} || task < 0 || task >= task_count) {
       ++bad_ids;
@@ -357,19 +354,18 @@ int main(int argc, char** argv) {
   app.add_option("--rss-bound-mb", profile.rss_bound_mb, "the stated bound on RSS growth")->capture_default_str();
   app.add_option("--db", profile.db, "the store's file (default: a new temporary directory)");
   app.add_flag("--smoke", smoke,
-               "a short run for the tests: 300 tasks, x20 for 3 s, a 64 KiB queue and 200 held skips, so the "
-               "back-pressure paths are taken");
+               "a short run for the tests: 500 tasks, x61 for 3 s on a 256 KiB queue, so that more than 20,000 "
+               "fires wait for the backlog (once the most held, the rest were counted only)");
   app.add_flag("--verbose", qf::bench::verbose, "the engine's log on stderr");
   app.allow_extras();  // `./tools/qf bench ARGS` passes Google Benchmark's flags to every bench
   CLI11_PARSE(app, argc, argv);
   if (smoke) {
-    profile.base_rate = 300;
-    profile.factor = 20;
+    profile.base_rate = 500;
+    profile.factor = 61;
     profile.warmup_s = 2;
     profile.overload_s = 3;
-    profile.after_s = 3;
-    profile.queue_kb = 64;
-    profile.held_skips = 200;
+    profile.after_s = 4;
+    profile.queue_kb = 256;
   }
   if (!qf::bench::verbose) qf::set_log_level("error");
   try {
