@@ -96,16 +96,22 @@ struct PendingRun {
 };
 
 struct ActiveRun {
-  ActiveRun(asio::any_io_executor ex, PendingRun p, std::shared_ptr<const v1::Task> c)
-      : pending(std::move(p)), shared_config(std::move(c)), timeout_timer(ex), progress_timer(ex) {}
+  ActiveRun(PendingRun p, std::shared_ptr<const v1::Task> c) : pending(std::move(p)), shared_config(std::move(c)) {}
   const v1::Task& config() const { return *shared_config; }
   PendingRun pending;
   std::shared_ptr<const v1::Task> shared_config;  // the slot's, shared: a run copies no config
+  // The RUNNING record and the timers are made by record_start: at once, or for a run started
+  // in a burst, once the burst is over (the bodies of the instant start first).
   v1::Execution record;
+  bool recorded = false;  // `record` is made and written
+  // Its completion came during a burst: over for the policies (the slot's running count, overlap,
+  // concurrency), its final record waits for the burst's end.
+  bool finished = false;
   std::unique_ptr<RunningTask> handle;
-  asio::steady_timer timeout_timer;
-  asio::steady_timer progress_timer;
+  std::optional<asio::steady_timer> timeout_timer;
+  std::optional<asio::steady_timer> progress_timer;
   std::chrono::steady_clock::time_point started_steady;
+  std::int64_t started_unix_ms = 0;
   std::string cancelled_by;
   std::string cancel_reason;
 };
@@ -464,7 +470,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
                     reason + "; the fire was not started");
     // A RUNNING record written during the outage may be missing: a crash from here on must
     // still find the run and record it FAILURE. (A final record already stored wins.)
-    for (auto& [id, run] : runs) write_state(run->record);
+    for (auto& [id, run] : runs)
+      if (run->recorded) write_state(run->record);  // (the others are written at their burst's end)
     for (auto& [id, slot] : tasks) start_queued(*slot);
     notify_health();
   }
@@ -684,11 +691,10 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     warn_if_clock_behind();
     auto due = std::make_shared<std::vector<ArmedSlot>>();
     const auto now = std::chrono::system_clock::now();
+    // The slots are looked up (and their entries checked) as they fire, in fire_due: a lookup
+    // of every due slot here would delay the instant's first body by all of them.
     while (!instants.empty() && instants.begin()->first <= now) {
       auto& slots = instants.begin()->second;
-      for (const auto& armed : slots)
-        if (auto it = tasks.find(armed.task_id); it != tasks.end() && it->second->arm_serial == armed.arm_serial)
-          it->second->armed = false;  // taken out: no longer counted as stale when re-armed
       if (due->empty()) {
         *due = std::move(slots);
       } else {
@@ -722,7 +728,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     auto started_runs = std::exchange(burst_started, {});
     auto finished_runs = std::exchange(burst_finished, {});
     auto rearm = std::exchange(burst_rearm, {});
-    for (auto& run : started_runs) write(run->record);
+    for (auto& run : started_runs) record_start(run);
     for (auto& [id, outcome] : finished_runs) on_done(id, std::move(outcome));
     for (const auto& fired : rearm) {
       auto it = tasks.find(fired.task_id);
@@ -741,7 +747,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       const ArmedSlot& armed = (*due)[i];
       auto it = tasks.find(armed.task_id);
       if (it == tasks.end() || it->second->arm_serial != armed.arm_serial) continue;  // stale
-      on_timer(armed.task_id, armed.generation);
+      it->second->armed = false;  // taken out: no longer counted as stale when re-armed
+      on_timer(*it->second, armed.generation);
     }
     if (end < due->size() && !stopping) {
       asio::post(executor, [weak = weak_from_this(), due = std::move(due), end]() mutable {
@@ -755,20 +762,22 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     });
   }
 
-  void on_timer(const std::string& task_id, std::uint64_t generation) {
-    auto it = tasks.find(task_id);
-    if (it == tasks.end() || stopping) return;
-    TaskSlot& slot = *it->second;
-    if (slot.generation != generation || !slot.next_fire) return;
+  void on_timer(TaskSlot& slot, std::uint64_t generation) {
+    if (stopping || slot.generation != generation || !slot.next_fire) return;
     const Instant now = now_instant();
     if (slot.next_fire->start_at > now) return arm(slot);  // a capped wait: not due yet
 
     // Collect every fire that is due; more than one means the agent stalled or slept.
     std::vector<Fire> owed{*slot.next_fire};
+    std::optional<Fire> following;  // the first fire not yet due, when found
     while (owed.size() < 10000) {
       ScheduleState state{owed.back().scheduled, owed.back().scheduled, slot.runs + owed.size()};
       auto next = slot.schedule->next(owed.back().scheduled, state);
-      if (!next || next->start_at > now) break;
+      if (!next) break;
+      if (next->start_at > now) {
+        following = next;
+        break;
+      }
       owed.push_back(*next);
     }
     slot.next_fire.reset();
@@ -779,12 +788,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         previous_taken = fire_scheduled(slot, fire.scheduled, v1::TRIGGER_TYPE_SCHEDULED, previous_taken);
       slot.cursor = owed.back().scheduled;
       latest_fire = std::max(latest_fire.value_or(*slot.cursor), *slot.cursor);
+      // What arm() would compute from this cursor and run count (the schedule is a pure
+      // function of them): kept, not computed again.
+      slot.next_fire = following;
     } else {
       apply_misfires(slot, owed.front().scheduled - seconds{1}, now, "the agent was not running them on time");
     }
-    // The next fire is computed once the instant's bodies have started (see end_burst).
+    // The slot is armed for its next fire once the instant's bodies have started (see end_burst).
     if (bursts_in_progress > 0) {
-      burst_rearm.push_back(ArmedSlot{task_id, generation, slot.arm_serial});
+      burst_rearm.push_back(ArmedSlot{slot.config().id(), generation, slot.arm_serial});
     } else {
       arm(slot);
     }
@@ -846,7 +858,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   bool only_sibling_shards_running(const TaskSlot& slot, const PendingRun& p) const {
     if (p.shard_total <= 1) return false;
     for (const auto& [id, run] : runs)
-      if (run->pending.task_id == slot.config().id() &&
+      if (run->pending.task_id == slot.config().id() && !run->finished &&
           (run->pending.scheduled != p.scheduled || run->pending.shard_total != p.shard_total))
         return false;
     return true;
@@ -913,7 +925,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       case v1::OVERLAP_POLICY_REPLACE: {
         std::shared_ptr<ActiveRun> oldest;
         for (auto& [id, run] : runs)
-          if (run->pending.task_id == slot.config().id() && run->cancelled_by.empty() &&
+          if (run->pending.task_id == slot.config().id() && run->cancelled_by.empty() && !run->finished &&
               (!oldest || run->started_steady < oldest->started_steady))
             oldest = run;
         if (oldest) {
@@ -926,7 +938,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       default: {
         std::vector<std::string> ids;
         for (auto& [id, run] : runs)
-          if (run->pending.task_id == slot.config().id()) ids.push_back(id);
+          if (run->pending.task_id == slot.config().id() && !run->finished) ids.push_back(id);
         write_not_run(p, slot.config(), v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_OVERLAP,
                       fmt::format("still running: {}", fmt::join(ids, ", ")));
         return Dispatched::not_run;
@@ -955,21 +967,16 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     }
   }
 
+  /// Starts the body first; its RUNNING record and timers follow at once, or after the burst
+  /// for a run started in one (see record_start).
   void start_run(TaskSlot& slot, PendingRun p) {
     auto config = p.config ? p.config : slot.shared_config;
-    auto run = std::make_shared<ActiveRun>(executor, std::move(p), std::move(config));
-    const std::string id = run->pending.execution_id;
-    run->record = base_record(run->pending, run->config());
-    run->record.set_status(v1::EXECUTION_STATUS_RUNNING);
-    run->record.set_started_unix_ms(now_ms());
+    auto run = std::make_shared<ActiveRun>(std::move(p), std::move(config));
+    const std::string& id = run->pending.execution_id;  // the run outlives this call
+    run->started_unix_ms = now_ms();
     run->started_steady = std::chrono::steady_clock::now();
     runs[id] = run;
     ++slot.running;
-    if (bursts_in_progress > 0) {
-      burst_started.push_back(run);
-    } else {
-      write(run->record);
-    }
 
     RunRequest request;
     request.execution_id = id;
@@ -987,13 +994,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         if (self && self->output_sink) self->output_sink(id, written, data);
         written += data.size();
       };
-    auto done = [weak = weak_from_this(), id](RunOutcome outcome) {
+    // The run, not its id: no copy of the id per run. (The engine holds the run until on_done.)
+    auto done = [weak = weak_from_this(), run_weak = std::weak_ptr<ActiveRun>(run)](RunOutcome outcome) {
       auto self = weak.lock();
-      if (!self) return;
+      auto finished = run_weak.lock();
+      if (!self || !finished) return;
       if (self->bursts_in_progress > 0) {
-        self->burst_finished.emplace_back(id, std::move(outcome));
+        self->finish_in_burst(finished->pending.execution_id, std::move(outcome));
       } else {
-        self->on_done(id, std::move(outcome));
+        self->on_done(finished->pending.execution_id, std::move(outcome));
       }
     };
     Executor* chosen = nullptr;
@@ -1006,22 +1015,51 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       RunOutcome outcome;
       outcome.failure_reason = "spawn failed";
       outcome.error_message = "this agent has no executor for the task's kind";
-      asio::post(executor, [done, outcome]() mutable { done(std::move(outcome)); });
-      return;
+      asio::post(executor,
+                 [done = std::move(done), outcome = std::move(outcome)]() mutable { done(std::move(outcome)); });
+    } else {
+      run->handle = chosen->start(std::move(request), std::move(done));
     }
-    run->handle = chosen->start(std::move(request), std::move(done));
+    if (bursts_in_progress > 0) {
+      burst_started.push_back(std::move(run));
+    } else {
+      record_start(run);
+    }
+  }
 
-    run->timeout_timer.expires_after(effective_timeout(run->config()));
-    run->timeout_timer.async_wait([weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {
+  /// The RUNNING record of a started run, its timeout and its progress events.
+  void record_start(const std::shared_ptr<ActiveRun>& run) {
+    run->record = base_record(run->pending, run->config());
+    run->record.set_status(v1::EXECUTION_STATUS_RUNNING);
+    run->record.set_started_unix_ms(run->started_unix_ms);
+    run->recorded = true;
+    write(run->record);
+    if (!run->handle || run->finished) return;  // no executor (it fails at once), or over already
+    run->timeout_timer.emplace(executor);
+    run->timeout_timer->expires_at(run->started_steady + effective_timeout(run->config()));
+    run->timeout_timer->async_wait([weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {
       if (auto r = weak.lock(); r && !ec && r->handle) r->handle->stop(StopReason::timeout);
     });
+    run->progress_timer.emplace(executor);
     schedule_progress(run);
   }
 
+  /// A completion during a burst: the run is over for the policies at once (the slot's running
+  /// count, overlap, concurrency limits), so a run dispatched meanwhile (a routed run, a
+  /// trigger, a retry) does not meet a stale count; its final record waits for the burst's end,
+  /// after its RUNNING record.
+  void finish_in_burst(const std::string& id, RunOutcome outcome) {
+    auto it = runs.find(id);
+    if (it == runs.end() || it->second->finished) return;
+    it->second->finished = true;
+    if (auto slot = tasks.find(it->second->pending.task_id); slot != tasks.end()) --slot->second->running;
+    burst_finished.emplace_back(id, std::move(outcome));
+  }
+
   void schedule_progress(const std::shared_ptr<ActiveRun>& run) {
-    run->progress_timer.expires_after(options.progress_interval);
-    run->progress_timer.async_wait([weak = weak_from_this(), run_weak = std::weak_ptr<ActiveRun>(run)](
-                                       const error_code& ec) {
+    run->progress_timer->expires_after(options.progress_interval);
+    run->progress_timer->async_wait([weak = weak_from_this(),
+                                     run_weak = std::weak_ptr<ActiveRun>(run)](const error_code& ec) {
       auto self = weak.lock();
       auto r = run_weak.lock();
       if (!self || !r || ec) return;
@@ -1039,8 +1077,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (it == runs.end()) return;
     auto run = it->second;
     runs.erase(it);
-    run->timeout_timer.cancel();
-    run->progress_timer.cancel();
+    if (run->timeout_timer) run->timeout_timer->cancel();
+    if (run->progress_timer) run->progress_timer->cancel();
     auto r = run->record;
     r.set_status(outcome.status);
     r.set_ended_unix_ms(now_ms());
@@ -1063,7 +1101,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     auto slot_it = tasks.find(run->pending.task_id);
     if (slot_it == tasks.end()) return maybe_finish_stop();
     TaskSlot& slot = *slot_it->second;
-    --slot.running;
+    if (!run->finished) --slot.running;  // (a run that finished in a burst was counted out then)
     const auto& retry = run->config().retry();
     if (!stopping && run->pending.retry_here && run->cancelled_by.empty() && run->pending.attempt <= retry.max_retries() &&
         retryable(outcome.status, outcome.failure_reason, outcome.exit_code, outcome.http_status, retry))
@@ -1397,7 +1435,8 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
 
 bool TaskEngine::cancel(std::string_view execution_id, std::string_view by, std::string_view reason) {
   auto& impl = *impl_;
-  if (auto it = impl.runs.find(execution_id); it != impl.runs.end()) {
+  // (A run that finished in a burst and waits for its final record is over: not cancelled.)
+  if (auto it = impl.runs.find(execution_id); it != impl.runs.end() && !it->second->finished) {
     auto& run = *it->second;
     if (run.cancelled_by.empty()) {
       run.cancelled_by = std::string(by);

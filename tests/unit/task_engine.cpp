@@ -1106,3 +1106,68 @@ TEST_CASE("tasks due at the same instant share one timer: each fires once per in
     if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) CHECK(running.count(e.execution_id()) == 1);
   }
 }
+
+TEST_CASE("a run that ends while an instant's fires start is over for the policies at once", "[engine]") {
+  // The records of runs started and ended during a burst (the tasks due at one instant) wait
+  // for its end; the running count must not: a run of the same task dispatched meanwhile (a
+  // trigger, a routed run, a retry) met a stale count and was SKIPPED "still running" under
+  // the default overlap policy, naming a run that had ended.
+  Fixture f;
+  std::size_t burst_bodies = 0, fast_bodies = 0;
+  std::vector<std::string> fast_ids;
+  std::string trigger_error;
+  auto trigger_fast = [&] {
+    qf::error_code ec;
+    std::string detail;
+    if (auto id = f.engine->trigger("fast", {}, ec, &detail)) {
+      fast_ids.push_back(*id);
+    } else {
+      trigger_error = detail;
+    }
+  };
+  f.engine->plugins().add("fast", [&](const qf::PluginCall&) {
+    ++fast_bodies;
+    return qf::PluginResult{};
+  });
+  f.engine->plugins().add("burst", [&](const qf::PluginCall&) {
+    ++burst_bodies;
+    // The first body of the first instant triggers `fast`; its body runs and ends a few
+    // turns later, within the burst; a body near the end of the burst triggers it again.
+    if (burst_bodies == 1) trigger_fast();
+    if (burst_bodies == 150 && fast_bodies == 1) trigger_fast();
+    return qf::PluginResult{};
+  });
+  std::vector<qf::v1::Task> tasks;
+  for (int i = 0; i < 200; ++i) {
+    qf::v1::Task task;
+    task.set_id(fmt::format("b{}", i));
+    task.set_name(task.id());
+    task.set_enabled(true);
+    task.mutable_plugin()->set_name("burst");
+    task.mutable_schedule()->set_cron("* * * * * *");
+    tasks.push_back(task);
+  }
+  qf::v1::Task fast;  // default overlap policy (skip), at most one run at once
+  fast.set_id("fast");
+  fast.set_name("fast");
+  fast.set_enabled(true);
+  fast.mutable_plugin()->set_name("fast");
+  fast.mutable_schedule()->mutable_manual();
+  tasks.push_back(fast);
+  f.apply(tasks);
+  f.engine->start();
+  REQUIRE(f.run_until([&] { return fast_ids.size() == 2 && f.final_of(fast_ids[0]) && f.final_of(fast_ids[1]); }, 5s));
+  INFO(trigger_error);
+  CHECK(fast_bodies == 2);
+  for (const auto& id : fast_ids) {
+    const auto* record = f.final_of(id);
+    INFO(id << ": " << record->skip_detail());
+    CHECK(record->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+  }
+  // Each run's RUNNING record still reached the sink before its final one.
+  std::set<std::string> running;
+  for (const auto& e : f.events) {
+    if (e.status() == qf::v1::EXECUTION_STATUS_RUNNING) running.insert(e.execution_id());
+    if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) CHECK(running.count(e.execution_id()) == 1);
+  }
+}
