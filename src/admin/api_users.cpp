@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
+#include "../common/clock.hpp"
 #include "admin_api.hpp"
 
 namespace quartzflow::detail {
@@ -90,8 +91,7 @@ void AdminApi::add_auth_routes() {
                       if (self) self->login_failures_.erase(call->request.peer_ip);
                       auto response = data_response(result.value(), 200);
                       const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
-                          std::chrono::milliseconds{result.value().expires_at_unix_ms()} -
-                          std::chrono::system_clock::now().time_since_epoch());
+                          std::chrono::milliseconds{result.value().expires_at_unix_ms() - now_unix_ms()});
                       response.headers.emplace_back(
                           "Set-Cookie", session_cookie(result.value().session_token(),
                                                        std::max(std::chrono::seconds{1}, std::min(remaining, ttl)),

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <quartzflow/v1/admin.pb.h>
 
+#include "../common/clock.hpp"
 #include "../common/utf8.hpp"
 
 namespace quartzflow::detail {
@@ -68,9 +69,7 @@ class EventHub {
                const std::vector<std::string>& group_ids,
                const std::function<std::string(const v1::Event&)>& to_json) {
     if (subscribers_.empty()) return;
-    event.set_at_unix_ms(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count());
+    event.set_at_unix_ms(now_unix_ms());
     std::string json;
     // A sink may unsubscribe (a dropped client) while we iterate: copy the ids first.
     std::vector<std::uint64_t> ids;
@@ -98,9 +97,7 @@ class EventHub {
       if (follows && typed) ids.push_back(id);
     }
     if (ids.empty()) return;
-    event.set_at_unix_ms(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count());
+    event.set_at_unix_ms(now_unix_ms());
     for (const auto id : ids) {
       auto it = subscribers_.find(id);
       if (it == subscribers_.end()) continue;

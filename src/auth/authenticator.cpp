@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "../common/clock.hpp"
 #include "../common/utf8.hpp"
 #include "auth_detail.hpp"
 
@@ -44,11 +45,6 @@ constexpr const char* k_bad_login = "invalid username or password";
 constexpr const char* k_bootstrap_username = "admin";
 /// (account, source address) pairs whose failed logins are remembered: a bound on memory.
 constexpr std::size_t k_max_tracked_login_failures = 10'000;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 ApiFailure failure(v1::ApiErrorCode code, std::string message, std::vector<v1::FieldViolation> violations = {}) {
   return ApiFailure{code, std::move(message), std::move(violations)};
@@ -222,7 +218,7 @@ bool is_enabled_admin(const v1::User& user) { return user.role() == v1::ROLE_ADM
 /// A new user record: id, timestamps, nothing output-only from the request.
 StoredUser new_user(const v1::User& from, std::string password_hash) {
   StoredUser out;
-  const auto now = now_ms();
+  const auto now = detail::now_unix_ms();
   auto& user = out.user;
   user.set_id(random_id("usr_"));
   user.set_username(from.username());
@@ -531,7 +527,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   }
 
   void record_token_use(std::string token_id, std::string source_ip) {
-    const auto now = now_ms();
+    const auto now = detail::now_unix_ms();
     store_.transact(
         [token_id = std::move(token_id), source_ip = std::move(source_ip), now](StoreTransaction& tx, error_code&) {
           auto stored = tx.api_token(token_id);
@@ -552,7 +548,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
       return post_result<Principal>(std::move(done), unauthenticated("invalid credentials"));
     source_ip = clip(source_ip, 64);
     auto hash = sha256_hex(credential);
-    const auto now = now_ms();
+    const auto now = detail::now_unix_ms();
     std::uint64_t generation = 0;
     {
       std::unique_lock lock(mutex_);
@@ -635,7 +631,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
             }
             if (is_token)
               record_use = self->should_record_use_locked(validated.principal.credential_id,
-                                                          found.value().last_used_unix_ms, now_ms());
+                                                          found.value().last_used_unix_ms, detail::now_unix_ms());
           }
           if (record_use) self->record_token_use(validated.principal.credential_id, source_ip);
           done(std::move(validated.principal));
@@ -700,7 +696,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
         [self = shared_from_this(), request, source_ip, user_agent, password_ok,
          checked_hash](StoreTransaction& tx, TxContext& context) -> ApiResult<v1::LoginResponse> {
           context.commit_failure = true;  // failure counts, locks and their audit entries stay
-          const auto now = now_ms();
+          const auto now = detail::now_unix_ms();
           const auto username = clip(request->username(), k_max_username_characters);
           const AuditActor who{username, v1::ACTOR_KIND_USER, {}, source_ip, user_agent};
           auto stored = tx.user_by_username(request->username());
@@ -866,7 +862,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           after.set_role(user.role());
           after.set_disabled(user.disabled());
           *after.mutable_settings() = user.settings();
-          after.set_updated_at_unix_ms(now_ms());
+          after.set_updated_at_unix_ms(detail::now_unix_ms());
           tx.put_user(*stored);
           std::string detail;
           if (after.disabled() && !before.disabled())
@@ -954,7 +950,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                       stored->locked_until_unix_ms = 0;
                       // Only the user's own choice ends the must-change state, not an admin's.
                       if (own) stored->user.set_password_change_required(false);
-                      stored->user.set_updated_at_unix_ms(now_ms());
+                      stored->user.set_updated_at_unix_ms(detail::now_unix_ms());
                       tx.put_user(*stored);
                       context.unlock_users.push_back(user_id);
                       // The caller's own session survives its own password change.
@@ -1003,7 +999,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           violation("name", fmt::format("must be 1-{} printable characters", k_max_token_name_characters)));
     if (request.role() != v1::ROLE_UNSPECIFIED && !v1::Role_IsValid(request.role()))
       violations.push_back(violation("role", fmt::format("{} is not a Role", static_cast<int>(request.role()))));
-    const auto now = now_ms();
+    const auto now = detail::now_unix_ms();
     if (request.expires_at_unix_ms() != 0 && request.expires_at_unix_ms() <= now)
       violations.push_back(violation("expires_at_unix_ms", "is not in the future"));
     if (!violations.empty())
@@ -1019,7 +1015,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
     write<v1::CreateApiTokenResponse>(
         [caller, request = std::move(request), actor = std::move(actor),
          role](StoreTransaction& tx, TxContext&) -> ApiResult<v1::CreateApiTokenResponse> {
-          const auto created_at = now_ms();
+          const auto created_at = detail::now_unix_ms();
           auto owner = tx.user(caller.user.id());
           if (!owner || owner->user.disabled()) return unauthenticated("user is disabled or gone");
           if (!role_at_least(owner->user.role(), role))
@@ -1135,7 +1131,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           if (stored->totp_pending_secret.empty())
             return failure(v1::API_ERROR_CODE_FAILED_PRECONDITION, "no TOTP enrollment to confirm; enroll first");
           const auto secret = base32_decode(stored->totp_pending_secret);
-          const auto step = secret ? match_totp(*secret, code, now_ms() / 1000) : std::nullopt;
+          const auto step = secret ? match_totp(*secret, code, detail::now_unix_ms() / 1000) : std::nullopt;
           if (!step)
             return invalid("TOTP confirmation",
                            {violation("code", "does not match the enrolled secret (is the device's clock right?)")});
@@ -1144,7 +1140,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           stored->totp_pending_secret.clear();
           stored->totp_last_step = *step;
           stored->user.set_totp_enabled(true);
-          stored->user.set_updated_at_unix_ms(now_ms());
+          stored->user.set_updated_at_unix_ms(detail::now_unix_ms());
           tx.put_user(*stored);
           context.evict_users.push_back(stored->user.id());
           audit(tx, audit_actor(caller), "auth.totp_enable", user_target(stored->user), true, {}, &before,
@@ -1192,7 +1188,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                 stored->user.set_disabled(false);
                 stored->user.set_totp_enabled(false);
                 stored->user.set_password_change_required(false);  // the operator chose this password
-                stored->user.set_updated_at_unix_ms(now_ms());
+                stored->user.set_updated_at_unix_ms(detail::now_unix_ms());
                 stored->password_hash = hash;
                 stored->totp_secret.clear();
                 stored->totp_pending_secret.clear();

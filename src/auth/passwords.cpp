@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "../common/text.hpp"
 #include "auth_detail.hpp"
 
 namespace quartzflow {
@@ -146,13 +147,6 @@ constexpr std::string_view k_sequences[] = {
     "qwertzuiop",   "azertyuiop",
 };
 
-std::string lower_ascii(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
-
 /// What people write instead of letters to get past composition rules: `p@ssw0rd`.
 std::string unleet(std::string_view text) {
   std::string out(text);
@@ -214,7 +208,7 @@ std::size_t repetition_period(std::string_view text) {
 /// The words of `username` a password must not contain: itself, and an e-mail's local part.
 std::vector<std::string> context_words(std::string_view username) {
   std::vector<std::string> out{std::string(k_service_name)};
-  const auto name = lower_ascii(username);
+  const auto name = detail::lower_ascii(username);
   if (name.size() >= k_min_context_word) out.push_back(name);
   const auto at = name.find('@');
   if (at != std::string::npos && at >= k_min_context_word) out.push_back(name.substr(0, at));
@@ -272,7 +266,7 @@ std::optional<std::string> password_weakness(std::string_view password, std::str
   if (password.size() > k_max_password_bytes) return fmt::format("is longer than {} bytes", k_max_password_bytes);
   if (detail::utf8_characters(password) < k_min_password_characters)
     return fmt::format("must be at least {} characters", k_min_password_characters);
-  const auto lowered = lower_ascii(password);
+  const auto lowered = detail::lower_ascii(password);
   const auto period = repetition_period(lowered);
   if (period == 1) return std::string("is one character repeated");
   if (period > 0) return std::string("is a short pattern repeated; choose something less predictable");

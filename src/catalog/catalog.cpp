@@ -9,13 +9,10 @@
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/clock.hpp"
+
 namespace quartzflow {
 namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string json_of(const google::protobuf::Message& message) {
   std::string out;
@@ -111,7 +108,7 @@ void Catalog::create_task(v1::Task task, Actor actor, TaskHandler done) {
           return fail(result, errc::conflict, input, "name",
                       fmt::format("\"{}\" is already used by task \"{}\"", task.name(), other->id()));
         if (!groups_exist(tx, task, result)) return;
-        const auto now = now_ms();
+        const auto now = detail::now_unix_ms();
         task.set_revision(1);
         task.set_created_at_unix_ms(now);
         task.set_updated_at_unix_ms(now);
@@ -151,7 +148,7 @@ void Catalog::update_task(v1::Task task, bool force, Actor actor, TaskHandler do
         task.set_revision(before->revision() + 1);
         task.set_created_at_unix_ms(before->created_at_unix_ms());
         task.set_created_by(before->created_by());
-        task.set_updated_at_unix_ms(now_ms());
+        task.set_updated_at_unix_ms(detail::now_unix_ms());
         task.set_updated_by(actor.name);
         task.set_config_version(static_cast<std::int64_t>(tx.bump_config_version("task.update " + task.id())));
         tx.put_task(task);
@@ -187,7 +184,7 @@ void Catalog::set_task_enabled(std::string id, bool enabled, Actor actor, TaskHa
         const v1::Task before = *task;
         task->set_enabled(enabled);
         task->set_revision(task->revision() + 1);
-        task->set_updated_at_unix_ms(now_ms());
+        task->set_updated_at_unix_ms(detail::now_unix_ms());
         task->set_updated_by(actor.name);
         task->set_config_version(static_cast<std::int64_t>(
             tx.bump_config_version(fmt::format("task.{} {}", enabled ? "enable" : "disable", id))));
@@ -240,7 +237,7 @@ void Catalog::batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction acti
             const v1::Task before = task;
             task.set_enabled(enable);
             task.set_revision(task.revision() + 1);
-            task.set_updated_at_unix_ms(now_ms());
+            task.set_updated_at_unix_ms(detail::now_unix_ms());
             task.set_updated_by(actor.name);
             task.set_config_version(static_cast<std::int64_t>(bump()));
             tx.put_task(task);
@@ -274,7 +271,7 @@ void Catalog::create_group(v1::Group group, Actor actor, GroupHandler done) {
         if (auto other = tx.group_by_name(group.name()))
           return fail(result, errc::conflict, input, "name",
                       fmt::format("\"{}\" is already used by group \"{}\"", group.name(), other->id()));
-        const auto now = now_ms();
+        const auto now = detail::now_unix_ms();
         group.set_revision(1);
         group.set_created_at_unix_ms(now);
         group.set_updated_at_unix_ms(now);
@@ -305,7 +302,7 @@ void Catalog::update_group(v1::Group group, Actor actor, GroupHandler done) {
         group.set_revision(before->revision() + 1);
         group.set_created_at_unix_ms(before->created_at_unix_ms());
         group.set_created_by(before->created_by());
-        group.set_updated_at_unix_ms(now_ms());
+        group.set_updated_at_unix_ms(detail::now_unix_ms());
         tx.bump_config_version("group.update " + group.id());
         tx.put_group(group);
         audit(tx, actor, "group.update", "group", group.id(), group.name(), &*before, &group);
@@ -397,7 +394,7 @@ v1::AuditEntry make_audit_entry(const Actor& actor, std::string action, std::str
                                 std::string target_id, std::string target_name, bool success, std::string detail,
                                 const google::protobuf::Message* before, const google::protobuf::Message* after) {
   v1::AuditEntry entry;
-  entry.set_at_unix_ms(now_ms());
+  entry.set_at_unix_ms(detail::now_unix_ms());
   entry.set_actor(actor.name);
   entry.set_source_ip(actor.address);
   entry.set_actor_kind(actor.kind);

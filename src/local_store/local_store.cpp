@@ -26,8 +26,9 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/v1/config.pb.h>
 
-#include "schema.hpp"
+#include "../common/clock.hpp"
 #include "../sqlite/sqlite.hpp"
+#include "schema.hpp"
 
 namespace quartzflow {
 
@@ -42,11 +43,6 @@ constexpr int k_busy_timeout_ms = 5000;
 /// Runs that ran (DailyStats.total): success, failure, timeout, cancelled.
 bool counts_in_total(v1::ExecutionStatus status) noexcept {
   return is_final(status) && status != v1::EXECUTION_STATUS_SKIPPED && status != v1::EXECUTION_STATUS_MISSED;
-}
-
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::int64_t to_unix_ms(Instant t) {
@@ -501,7 +497,7 @@ struct LocalStore::Impl {
       try {
         SqliteTransaction transaction(write_db, ec);
         BatchState state;
-        state.now_ms = now_unix_ms();
+        state.now_ms = detail::now_unix_ms();
         for (auto& op : batch) {
           if (ec) break;
           std::visit([&](auto& write) { apply(write, op, state, ec); }, op.write);
@@ -532,7 +528,7 @@ struct LocalStore::Impl {
       if (disk_full) writes_failed_disk_full.fetch_add(batch.size(), std::memory_order_relaxed);
       std::lock_guard lock(error_mutex);
       repeating_failure = last_error && last_error->message == failure.message;
-      last_error = LocalStoreWriteError{disk_full, failure.message, now_unix_ms()};
+      last_error = LocalStoreWriteError{disk_full, failure.message, detail::now_unix_ms()};
     } else {
       writes_committed.fetch_add(batch.size(), std::memory_order_relaxed);
       batches_committed.fetch_add(1, std::memory_order_relaxed);

@@ -8,6 +8,7 @@
 #include <quartzflow/schedule.hpp>
 
 #include "../common/stable_hash.hpp"
+#include "../common/text.hpp"
 
 namespace quartzflow {
 
@@ -17,12 +18,6 @@ namespace {
 
 constexpr seconds k_max_period{366LL * 86400};
 constexpr seconds k_max_jitter{86400};
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 }  // namespace
 
@@ -38,7 +33,7 @@ std::optional<ScheduleSpec> ScheduleSpec::from_text(std::string_view text, error
   text = text.substr(begin, text.find_last_not_of(" \t") - begin + 1);
   ScheduleSpec spec;
   const auto space = text.find_first_of(" \t");
-  const std::string keyword = lower(text.substr(0, space));
+  const std::string keyword = detail::lower_ascii(text.substr(0, space));
   const std::string_view argument =
       space == std::string_view::npos ? std::string_view{} : text.substr(text.find_first_not_of(" \t", space));
   if (keyword == "@every" || keyword == "@delay") {

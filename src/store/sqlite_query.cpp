@@ -81,13 +81,6 @@ std::vector<std::pair<std::string, std::string>> parse_label_selector(std::strin
   return out;
 }
 
-std::string lower_ascii(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
-
 std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
   std::string out;
   {
@@ -106,11 +99,6 @@ void parse_record(std::string_view bytes, google::protobuf::MessageLite& into) {
 
 void throw_invalid(std::string_view input, std::string_view field, std::string reason) {
   throw error(errc::invalid_argument, ValidationError{std::string(input), std::string(field), std::move(reason)});
-}
-
-std::int64_t now_unix_ms() noexcept {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace quartzflow::detail

@@ -16,6 +16,9 @@
 
 #include <quartzflow/error.hpp>
 
+#include "../common/clock.hpp"  // now_unix_ms
+#include "../common/text.hpp"   // lower_ascii: SQLite's lower() folds alike, keywords go through it
+
 namespace quartzflow::detail {
 
 /// A parameter of a statement: an integer or a text.
@@ -61,9 +64,6 @@ std::string order_by(std::string_view requested, std::string_view fallback, std:
 /// the field `label_selector` when a part is not `key=value` with a non-empty key.
 std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input);
 
-/// ASCII lower case, as SQLite's lower() folds (keywords are compared through it).
-std::string lower_ascii(std::string_view text);
-
 /// Stable bytes (map fields in key order), so that "unchanged" can be decided by comparing.
 std::string serialize_deterministic(const google::protobuf::MessageLite& message);
 
@@ -72,8 +72,5 @@ void parse_record(std::string_view bytes, google::protobuf::MessageLite& into);
 
 /// Throws quartzflow::error(invalid_argument) naming `field` with `reason`.
 [[noreturn]] void throw_invalid(std::string_view input, std::string_view field, std::string reason);
-
-/// The current time, ms since the Unix epoch.
-std::int64_t now_unix_ms() noexcept;
 
 }  // namespace quartzflow::detail
