@@ -18,6 +18,7 @@
 #include <google/protobuf/util/type_resolver.h>
 #include <google/protobuf/util/type_resolver_util.h>
 
+#include "../common/enum_names.hpp"
 #include "../common/json_text.hpp"
 #include "../common/message_limits.hpp"
 #include "../common/utf8.hpp"
@@ -36,13 +37,7 @@ std::string upper(std::string_view text) {
 
 /// Enum values by full name (`EXECUTION_STATUS_SUCCESS`), short name (`success`) or number.
 const pb::EnumValueDescriptor* find_enum_value(const pb::EnumDescriptor& type, std::string_view text) {
-  const std::string wanted = upper(text);
-  if (const auto* v = type.FindValueByName(wanted)) return v;
-  // The prefix every value shares: the UNSPECIFIED value's name without "UNSPECIFIED".
-  const std::string first = type.value(0)->name();
-  const auto cut = first.rfind("UNSPECIFIED");
-  if (cut != std::string::npos)
-    if (const auto* v = type.FindValueByName(first.substr(0, cut) + wanted)) return v;
+  if (const auto* v = EnumNames::of(&type).find(text)) return v;
   int number = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
   if (ec == std::errc{} && end == text.data() + text.size()) return type.FindValueByNumber(number);

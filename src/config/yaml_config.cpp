@@ -23,6 +23,7 @@
 #include <sstream>
 #include <vector>
 
+#include "../common/enum_names.hpp"
 #include "../common/message_limits.hpp"
 #include "../common/utf8.hpp"
 
@@ -48,12 +49,6 @@ struct ReadFailure {
 
 [[noreturn]] void fail(const YAML::Mark& mark, std::string field, std::string reason) {
   throw ReadFailure{mark, std::move(field), std::move(reason)};
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::string child_path(const std::string& parent, std::string_view name) {
@@ -111,13 +106,6 @@ std::string with_article(const std::string& noun) {
   return (vowel ? "an " : "a ") + noun;
 }
 
-/// `skip` for `OVERLAP_POLICY_SKIP`: the value name without the enum's prefix, lower case.
-std::string short_enum_name(const pb::EnumValueDescriptor* value) {
-  const std::string prefix = words_of(value->type()->name(), '_', true) + "_";
-  const std::string& name = value->name();
-  return lower(name.compare(0, prefix.size(), prefix) == 0 ? name.substr(prefix.size()) : name);
-}
-
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -137,7 +125,7 @@ std::string unknown_field_reason(const pb::Descriptor* message, const std::strin
   const pb::FieldDescriptor* closest = nullptr;
   std::size_t best = std::numeric_limits<std::size_t>::max();
   for (int i = 0; i < message->field_count(); ++i) {
-    const std::size_t distance = edit_distance(lower(name), message->field(i)->name());
+    const std::size_t distance = edit_distance(detail::lower_ascii(name), message->field(i)->name());
     if (distance < best) {
       best = distance;
       closest = message->field(i);
@@ -200,7 +188,7 @@ Int integer_in_range(const YAML::Node& node, const std::string& path) {
 
 double floating(const YAML::Node& node, const std::string& path) {
   std::string_view text = node.Scalar();
-  const std::string lowered = lower(text);
+  const std::string lowered = detail::lower_ascii(text);
   if (lowered == ".inf" || lowered == "+.inf") return std::numeric_limits<double>::infinity();
   if (lowered == "-.inf") return -std::numeric_limits<double>::infinity();
   if (lowered == ".nan") return std::numeric_limits<double>::quiet_NaN();
@@ -230,17 +218,9 @@ const pb::EnumValueDescriptor* enum_value(const YAML::Node& node, const pb::Enum
       if (const auto* found = type->FindValueByNumber(value)) return found;
     }
   } else {
-    const std::string wanted = lower(text);
-    for (int i = 0; i < type->value_count(); ++i) {
-      const auto* value = type->value(i);
-      if (lower(value->name()) == wanted || short_enum_name(value) == wanted) return value;
-    }
+    if (const auto* value = detail::EnumNames::of(type).find(text)) return value;
   }
-  std::string choices;
-  for (int i = 0; i < type->value_count(); ++i) {
-    if (type->value(i)->number() == 0) continue;  // *_UNSPECIFIED: write nothing instead
-    choices += fmt::format("{}{}", choices.empty() ? "" : ", ", short_enum_name(type->value(i)));
-  }
+  const std::string choices = detail::EnumNames::of(type).choices();  // *_UNSPECIFIED: write nothing instead
   fail(node.Mark(), path,
        fmt::format("\"{}\" is not {}; expected one of {}", text, with_article(words_of(type->name(), ' ', false)),
                    choices));

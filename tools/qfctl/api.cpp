@@ -27,6 +27,8 @@
 #include <quartzflow/v1/admin.pb.h>
 #include <quartzflow/yaml_config.hpp>
 
+#include "common/enum_names.hpp"  // src/: one short-name table per enum, as YAML and the API read them
+
 namespace qfctl {
 namespace {
 
@@ -34,11 +36,7 @@ namespace fs = std::filesystem;
 namespace pb = google::protobuf;
 namespace qf = quartzflow;
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using qf::detail::lower_ascii;
 
 std::string env_or_empty(const char* name) {
   const char* value = std::getenv(name);
@@ -46,7 +44,7 @@ std::string env_or_empty(const char* name) {
 }
 
 bool same_server(const ServerUrl& a, const ServerUrl& b) {
-  return a.https == b.https && lower(a.host) == lower(b.host) && a.port == b.port && a.base_path == b.base_path;
+  return a.https == b.https && lower_ascii(a.host) == lower_ascii(b.host) && a.port == b.port && a.base_path == b.base_path;
 }
 
 /// The config file's CA file is relative to the config file's directory.
@@ -98,7 +96,7 @@ std::string body_excerpt(const std::string& body) {
 bool needs_quotes(const std::string& text) {
   if (text.empty()) return true;
   static const char* const k_special[] = {"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"};
-  const std::string lowered = lower(text);
+  const std::string lowered = lower_ascii(text);
   for (const char* word : k_special)
     if (lowered == word) return true;
   const char first = text.front();
@@ -400,7 +398,7 @@ ServerUrl parse_server_url(std::string_view text) {
   url.text = std::string(text);
   while (!url.text.empty() && url.text.back() == '/') url.text.pop_back();
   std::string_view rest = text;
-  const std::string scheme = lower(rest.substr(0, rest.find("://")));
+  const std::string scheme = lower_ascii(rest.substr(0, rest.find("://")));
   if (rest.find("://") == std::string_view::npos || (scheme != "http" && scheme != "https"))
     throw refuse("give the scheme: http://HOST:PORT or https://HOST:PORT");
   url.https = scheme == "https";
@@ -624,32 +622,15 @@ std::string duration_text(std::int64_t ms) {
 }
 
 std::string short_enum_name(const pb::EnumDescriptor* type, int value) {
-  const auto* named = type->FindValueByNumber(value);
-  if (!named) return std::to_string(value);
-  const std::string& first = type->value(0)->name();
-  const auto cut = first.rfind("UNSPECIFIED");
-  const std::string prefix = cut == std::string::npos ? std::string() : first.substr(0, cut);
-  const std::string& name = named->name();
-  return lower(name.compare(0, prefix.size(), prefix) == 0 ? name.substr(prefix.size()) : name);
+  return qf::detail::EnumNames::of(type).short_name(value);
 }
 
 std::optional<int> parse_enum_name(const pb::EnumDescriptor* type, std::string_view text) {
-  const std::string wanted = lower(text);
-  for (int i = 0; i < type->value_count(); ++i) {
-    const auto* value = type->value(i);
-    if (lower(value->name()) == wanted || short_enum_name(type, value->number()) == wanted) return value->number();
-  }
-  return std::nullopt;
+  const auto* value = qf::detail::EnumNames::of(type).find(text);
+  return value ? std::optional<int>(value->number()) : std::nullopt;
 }
 
-std::string enum_choices(const pb::EnumDescriptor* type) {
-  std::string out;
-  for (int i = 0; i < type->value_count(); ++i) {
-    if (type->value(i)->number() == 0) continue;
-    out += (out.empty() ? "" : ", ") + short_enum_name(type, type->value(i)->number());
-  }
-  return out;
-}
+std::string enum_choices(const pb::EnumDescriptor* type) { return qf::detail::EnumNames::of(type).choices(); }
 
 std::int64_t unix_ms_of(const std::string& text, std::string_view flag) {
   const auto instant = qf::parse_rfc3339(text);
