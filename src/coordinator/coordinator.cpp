@@ -14,21 +14,15 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/clock.hpp"
+#include "../common/execution_id.hpp"
+#include "../common/task_policies.hpp"
+
 namespace quartzflow {
 
 namespace asio = boost::asio;
 
 namespace {
-
-std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-bool routed(const v1::Task& task) {
-  const auto mode = task.placement().mode();
-  return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
-}
 
 /// A fire of the task's schedule (not a manual trigger or a retry).
 bool scheduled_trigger(const v1::Execution& e) {
@@ -94,7 +88,7 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
                  if (ec) return ready(ec);
                  for (const auto& t : *tasks) self->scheduler.upsert_task(t);
                  self->grace_timer.expires_after(self->options.agent_grace);
-                 const auto started = unix_ms_now();
+                 const auto started = detail::now_unix_ms();
                  self->grace_timer.async_wait([weak, started](const error_code& timer_ec) {
                    auto again = weak.lock();
                    if (!again || timer_ec) return;
@@ -139,8 +133,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
             if (e.scheduled_unix_ms() > started_ms && !scheduled_trigger(e)) continue;
             if (self->dispatcher.held_by_online_agent(e.execution_id())) continue;
             auto task = self->dispatcher.task(e.task_id());
-            const bool agents_own = scheduled_trigger(e) && (task ? !routed(*task) : e.execution_id().ends_with(
-                                                                                          ":" + e.agent_id()));
+            const bool agents_own = scheduled_trigger(e) && (task ? !detail::coordinator_routed(*task)
+                                                             : detail::execution_id_names_agent(e.execution_id(), e.agent_id()));
             if (agents_own) continue;
             if (!task || e.status() != v1::EXECUTION_STATUS_PENDING) orphans.push_back(std::move(e));
             else unsent.push_back(std::move(e));
@@ -169,8 +163,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
               record->set_failure_reason("agent lost");
               record->set_error_message("its agent did not come back after the coordinator restarted");
             }
-            record->set_ended_unix_ms(unix_ms_now());
-            record->set_updated_unix_ms(unix_ms_now());
+            record->set_ended_unix_ms(detail::now_unix_ms());
+            record->set_updated_unix_ms(detail::now_unix_ms());
             tx.upsert_execution(*record);
             closed->push_back(std::move(*record));
           }
@@ -189,7 +183,7 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   void maybe_retry(const v1::Execution& record) {
     if (!is_final(record.status())) return;
     auto task = dispatcher.task(record.task_id());
-    if (!task || !routed(*task)) return;
+    if (!task || !detail::coordinator_routed(*task)) return;
     const auto& retry = task->retry();
     if (record.attempt() > retry.max_retries()) return;
     const bool lost = record.failure_reason() == "agent lost";
