@@ -14,6 +14,10 @@
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/clock.hpp"
+#include "../common/execution_id.hpp"
+#include "../common/task_policies.hpp"
+
 namespace quartzflow {
 
 namespace asio = boost::asio;
@@ -22,23 +26,10 @@ using std::chrono::seconds;
 
 namespace {
 
+using detail::misfire_policy;
+using detail::now_unix_ms;
+
 std::int64_t to_ms(Instant t) { return t.time_since_epoch().count() * 1000; }
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-bool coordinator_fired(const v1::Task& task) {
-  const auto mode = task.placement().mode();
-  return mode == v1::PLACEMENT_MODE_ONE || mode == v1::PLACEMENT_MODE_SHARDED;
-}
-
-MisfirePolicy misfire_policy(const v1::Task& task) {
-  switch (task.misfire_policy()) {
-    case v1::MISFIRE_POLICY_SKIP: return MisfirePolicy::skip;
-    case v1::MISFIRE_POLICY_FIRE_ALL: return MisfirePolicy::fire_all;
-    default: return MisfirePolicy::fire_once;
-  }
-}
 
 /// A planned fire in the heap; stale entries (older generation) are dropped when popped.
 struct HeapEntry {
@@ -190,8 +181,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
                std::vector<v1::Execution> unclaimed = {}) {
     auto& slot = slots[slot_index];
     const auto policy = misfire_policy(slot.task);
-    const std::size_t limit = slot.task.misfire_fire_all_limit() > 0 ? slot.task.misfire_fire_all_limit()
-                                                                     : options.misfire_fire_all_limit;
+    const std::size_t limit = detail::misfire_fire_all_limit(slot.task, options.misfire_fire_all_limit);
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
     const std::size_t keep = runs_kept(slot.task);
     settle_unclaimed(slot, std::move(unclaimed), now, keep - std::min(keep, plan.run.size()), planned);
@@ -202,7 +192,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       run.record.set_status(v1::EXECUTION_STATUS_MISSED);
       run.record.set_skip_reason(v1::SKIP_REASON_MISFIRE);
       run.record.set_skip_detail("owed while the coordinator was not firing; misfire policy");
-      run.record.set_ended_unix_ms(now_ms());
+      run.record.set_ended_unix_ms(now_unix_ms());
       planned.push_back(std::move(run));
     }
     for (const auto& fire : plan.run) {
@@ -213,7 +203,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   }
 
   static std::string fire_id(const std::string& task_id, Instant scheduled) {
-    return fmt::format("{}:{}", task_id, to_ms(scheduled));
+    return detail::execution_id(task_id, to_ms(scheduled));
   }
 
   v1::Execution base_record(const v1::Task& task, std::string id, Instant scheduled, v1::TriggerType trigger,
@@ -228,7 +218,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     r.set_task_revision(task.revision());
     r.set_triggered_by(by);
     r.set_status(v1::EXECUTION_STATUS_PENDING);
-    r.set_updated_unix_ms(now_ms());
+    r.set_updated_unix_ms(now_unix_ms());
     return r;
   }
 
@@ -255,7 +245,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     const auto& task = slots[it->second].task;
     const std::string root = failed.root_execution_id().empty() ? failed.execution_id() : failed.root_execution_id();
     PlannedRun run;
-    run.record = base_record(task, fmt::format("{}:r{}", root, failed.attempt() + 1),
+    run.record = base_record(task, detail::retry_execution_id(root, failed.attempt() + 1),
                              Instant{seconds{failed.scheduled_unix_ms() / 1000}}, v1::TRIGGER_TYPE_RETRY, "retry");
     run.record.set_scheduled_unix_ms(failed.scheduled_unix_ms());
     run.record.set_attempt(failed.attempt() + 1);
@@ -271,7 +261,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       run.record.set_status(v1::EXECUTION_STATUS_SKIPPED);
       run.record.set_skip_reason(v1::SKIP_REASON_NO_AGENT);
       run.record.set_skip_detail("no online agent in the task's groups for the retry");
-      run.record.set_ended_unix_ms(now_ms());
+      run.record.set_ended_unix_ms(now_unix_ms());
     } else {
       run.record.set_agent_id(run.agents.front());
     }
@@ -325,7 +315,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         run.record.set_status(v1::EXECUTION_STATUS_SKIPPED);
         run.record.set_skip_reason(v1::SKIP_REASON_NO_AGENT);
         run.record.set_skip_detail("no online agent in the task's groups");
-        run.record.set_ended_unix_ms(now_ms());
+        run.record.set_ended_unix_ms(now_unix_ms());
       } else {
         run.record.set_agent_id(agents.front());
       }
@@ -340,13 +330,13 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         const auto shards = assign_shards(task.placement().shard_count(), ids);
         if (shards.empty()) make(base_id, {}, 0, 0);
         for (const auto& s : shards)
-          make(fmt::format("{}:s{}", base_id, s.index), shard_candidates(task, ids, s.agent_id), s.index, s.total);
+          make(detail::shard_execution_id(base_id, s.index), shard_candidates(task, ids, s.agent_id), s.index, s.total);
         break;
       }
       case v1::PLACEMENT_MODE_ONE: {
         if (chosen) {  // the operator chose: each chosen agent runs it once
           if (eligible.empty()) make(base_id, {}, 0, 0);
-          for (const auto& a : eligible) make(fmt::format("{}:{}", base_id, a.agent_id), {a.agent_id}, 0, 0);
+          for (const auto& a : eligible) make(detail::execution_id(task.id(), to_ms(scheduled), a.agent_id), {a.agent_id}, 0, 0);
           break;
         }
         std::string key = task.placement().hash_key();
@@ -356,7 +346,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       }
       default:  // `all`: every eligible agent, each with its own id
         if (eligible.empty()) make(base_id, {}, 0, 0);
-        for (const auto& a : eligible) make(fmt::format("{}:{}", base_id, a.agent_id), {a.agent_id}, 0, 0);
+        for (const auto& a : eligible) make(detail::execution_id(task.id(), to_ms(scheduled), a.agent_id), {a.agent_id}, 0, 0);
         break;
     }
   }
@@ -405,14 +395,14 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   static bool pinned(const v1::Execution& r) {
     if (r.trigger() == v1::TRIGGER_TYPE_RETRY) return !r.retry_of_execution_id().empty();
     return r.trigger() == v1::TRIGGER_TYPE_MANUAL && !r.agent_id().empty() &&
-           r.execution_id().ends_with(":" + r.agent_id());
+           detail::execution_id_names_agent(r.execution_id(), r.agent_id());
   }
 
   /// How many of the newest owed fires the task's misfire policy runs.
   std::size_t runs_kept(const v1::Task& task) const {
     switch (misfire_policy(task)) {
       case MisfirePolicy::fire_all:
-        return task.misfire_fire_all_limit() > 0 ? task.misfire_fire_all_limit() : options.misfire_fire_all_limit;
+        return detail::misfire_fire_all_limit(task, options.misfire_fire_all_limit);
       case MisfirePolicy::fire_once: return 1;
       default: return 0;
     }
@@ -436,18 +426,18 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     std::sort(records.begin(), records.end(),
               [](const auto& a, const auto& b) { return a.scheduled_unix_ms() > b.scheduled_unix_ms(); });
     const bool skip_late = misfire_policy(task) == MisfirePolicy::skip;
-    const std::int64_t now_precise_ms = now_ms();
+    const std::int64_t now_precise_ms = now_unix_ms();
     std::optional<std::int64_t> decided_instant;  // the past instant decided last, and whether it runs
     bool instant_runs = false;
     for (auto& record : records) {
       PlannedRun run;
       run.record = std::move(record);
-      run.record.set_updated_unix_ms(now_ms());
+      run.record.set_updated_unix_ms(now_unix_ms());
       auto end = [&](v1::ExecutionStatus status, v1::SkipReason reason, std::string detail) {
         run.record.set_status(status);
         run.record.set_skip_reason(reason);
         run.record.set_skip_detail(std::move(detail));
-        run.record.set_ended_unix_ms(now_ms());
+        run.record.set_ended_unix_ms(now_unix_ms());
       };
       const auto scheduled_ms = run.record.scheduled_unix_ms();
       const bool ahead = scheduled_fire(run.record) && scheduled_ms > now_precise_ms;  // certainly not sent
@@ -469,7 +459,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
             "the coordinator stopped after it may have sent this run to {}, which did not come back "
             "(delivery guarantee at_most_once: not re-routed)",
             own_agent));
-        run.record.set_ended_unix_ms(now_ms());
+        run.record.set_ended_unix_ms(now_unix_ms());
       } else if (scheduled_fire(run.record) ? !ahead && !instant_runs : (skip_late && late)) {
         end(v1::EXECUTION_STATUS_MISSED, v1::SKIP_REASON_MISFIRE,
             "owed while the coordinator was not firing; misfire policy");
@@ -574,7 +564,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         run->record.set_status(v1::EXECUTION_STATUS_SKIPPED);
         run->record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
         run->record.set_skip_detail("the task was disabled or deleted before this fire");
-        run->record.set_ended_unix_ms(now_ms());
+        run->record.set_ended_unix_ms(now_unix_ms());
         store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
                        [](error_code) {});
         return;
@@ -591,8 +581,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       run->record.set_status(v1::EXECUTION_STATUS_FAILURE);
       run->record.set_failure_reason("not dispatched");
       run->record.set_error_message(fmt::format("no agent accepted the run (tried: {})", fmt::join(run->agents, ", ")));
-      run->record.set_ended_unix_ms(now_ms());
-      run->record.set_updated_unix_ms(now_ms());
+      run->record.set_ended_unix_ms(now_unix_ms());
+      run->record.set_updated_unix_ms(now_unix_ms());
       store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
                      [](error_code) {});
       return;
@@ -615,7 +605,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       if (position + 1 < run->agents.size()) {
         // The record follows the run to its new agent before it is sent there.
         run->record.set_agent_id(run->agents[position + 1]);
-        run->record.set_updated_unix_ms(now_ms());
+        run->record.set_updated_unix_ms(now_unix_ms());
         self->store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
                              [weak, run, position](error_code ec) {
                                auto again = weak.lock();
@@ -657,7 +647,7 @@ void Scheduler::upsert_task(const v1::Task& task) {
   slot.removed = false;
   slot.schedule.reset();
   const auto kind = task.schedule().kind_case();
-  if (coordinator_fired(task) && kind != v1::Schedule::kManual && kind != v1::Schedule::KIND_NOT_SET)
+  if (detail::coordinator_routed(task) && kind != v1::Schedule::kManual && kind != v1::Schedule::KIND_NOT_SET)
     slot.schedule = task_schedule(task);
   if (!impl.started) return;
   if (same_schedule && slot.next) return;  // the planned fire stands
@@ -738,7 +728,7 @@ void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::s
     return;
   }
   // Manual ids use the accept time; two triggers in one millisecond still differ.
-  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  impl.last_manual_ms = std::max(now_unix_ms(), impl.last_manual_ms + 1);
   std::vector<PlannedRun> planned;
   auto& slot = impl.slots[it->second];
   const Instant scheduled{seconds{impl.last_manual_ms / 1000}};
@@ -748,7 +738,7 @@ void Scheduler::trigger(const std::string& task_id, std::map<std::string, std::s
   for (auto& run : planned) {
     // Manual ids carry the millisecond, so they never collide with the scheduled ones.
     const std::string suffix = run.record.execution_id().substr(Impl::fire_id(task_id, scheduled).size());
-    run.record.set_execution_id(fmt::format("{}:{}{}", task_id, impl.last_manual_ms, suffix));
+    run.record.set_execution_id(detail::execution_id(task_id, impl.last_manual_ms) + suffix);
     run.record.set_scheduled_unix_ms(impl.last_manual_ms);
     run.request.set_execution_id(run.record.execution_id());
     run.request.set_scheduled_unix_ms(impl.last_manual_ms);
@@ -777,8 +767,8 @@ void Scheduler::stop() {
     record.set_status(v1::EXECUTION_STATUS_SKIPPED);
     record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
     record.set_skip_detail("the task was disabled or deleted before this fire");
-    record.set_ended_unix_ms(now_ms());
-    record.set_updated_unix_ms(now_ms());
+    record.set_ended_unix_ms(now_unix_ms());
+    record.set_updated_unix_ms(now_unix_ms());
     skipped.push_back(std::move(record));
   }
   if (skipped.empty()) return;
@@ -812,10 +802,10 @@ void Scheduler::retry_on(const v1::Execution& failed, std::string agent_id, std:
     return;
   }
   const auto& task = impl.slots[it->second].task;
-  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  impl.last_manual_ms = std::max(now_unix_ms(), impl.last_manual_ms + 1);
   const std::string root = failed.root_execution_id().empty() ? failed.execution_id() : failed.root_execution_id();
   PlannedRun run;
-  run.record = impl.base_record(task, fmt::format("{}:{}:r{}", task.id(), impl.last_manual_ms, failed.attempt() + 1),
+  run.record = impl.base_record(task, detail::retry_execution_id(detail::execution_id(task.id(), impl.last_manual_ms), failed.attempt() + 1),
                                 Instant{seconds{impl.last_manual_ms / 1000}}, v1::TRIGGER_TYPE_RETRY, triggered_by);
   run.record.set_scheduled_unix_ms(impl.last_manual_ms);
   run.record.set_attempt(failed.attempt() + 1);
