@@ -2,8 +2,12 @@
 // The console in headless Chromium (playwright-core, Debian's chromium) against a running
 // qf-coordinator and qf-agent (test_console.py starts them): log in, create a task through
 // the form (a validation error first), see it run, read its log, disable it, switch
-// language and theme, a viewer sees no write controls; screenshots of every page in both
-// themes; first load and 100-row render times. The last stdout line is the measures (JSON).
+// language and theme, a viewer sees no write controls, move an agent between groups by drag
+// and drop and by keyboard, enrol TOTP and sign in with it; an accessibility audit (axe-core)
+// of every page in both themes and the tasks page by keyboard alone; screenshots of every
+// page in both themes; first load and 100-row render times. The last stdout line is the
+// measures (JSON).
+import { createHmac } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -17,6 +21,7 @@ const base = env('QF_CONSOLE_URL')
 const shots = env('QF_SCREENSHOTS')
 const require = createRequire(join(env('QF_CONSOLE_DIR'), 'package.json'))
 const { chromium } = require('playwright-core')
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8')
 
 const step = (text) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${text}`)
 const problems = []
@@ -29,6 +34,7 @@ const browser = await chromium.launch({
   timeout: 30000,
 })
 
+let lastPage = null // screenshotted as failure.png when a step fails
 async function newPage(theme = 'light', locale = 'zh-CN') {
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale })
   await context.addInitScript(([t, l]) => {
@@ -36,6 +42,7 @@ async function newPage(theme = 'light', locale = 'zh-CN') {
     if (!localStorage.getItem('qf.locale')) localStorage.setItem('qf.locale', l)
   }, [theme, locale])
   const page = await context.newPage()
+  lastPage = page
   page.setDefaultTimeout(15000)
   page.on('console', (m) => {
     if (m.type() === 'error' && !/401|Unauthorized|status of 40[0-9]/.test(m.text())) problems.push(`console: ${m.text()}`)
@@ -53,9 +60,57 @@ async function login(page, username, password) {
 }
 
 async function shot(page, name) {
+  await page.mouse.move(1, 1) // no button caught in its hover colour
   await page.waitForTimeout(600) // charts animate in (250 ms)
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false })
 }
+
+// WCAG 2.1 A/AA and axe's best practices; serious and critical violations fail the test
+// (after the run, all of them listed), the others are printed.
+const a11yFailures = []
+async function audit(page, name) {
+  // Evaluated through the DevTools protocol: the console's CSP forbids inline scripts.
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(axeSource)
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+      resultTypes: ['violations'],
+    })
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary.split('\n').slice(1).join(' ').trim()}`),
+    }))
+  })
+  const serious = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+  for (const v of serious) a11yFailures.push(`${name}: [${v.impact}] ${v.id}\n    ${v.nodes.slice(0, 5).join('\n    ')}`)
+  const other = violations.filter((v) => !serious.includes(v)).map((v) => `${v.id} (${v.impact})`)
+  step(`a11y ${name}: ${serious.length ? `${serious.length} serious/critical` : 'no serious or critical violations'}` +
+    (other.length ? `; also ${other.join(', ')}` : ''))
+}
+
+// Tab from where the focus is until `selector` has it; the presses it took.
+async function tabTo(page, selector, limit = 80) {
+  for (let i = 1; i <= limit; i++) {
+    await page.keyboard.press('Tab')
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return i
+  }
+  throw new Error(`Tab did not reach ${selector} in ${limit} presses`)
+}
+
+// RFC 6238 (over RFC 4226): HMAC-SHA1 of the 30 s step, dynamic truncation, 6 digits.
+function totpCode(secretBase32, unixSeconds) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
+  let bits = ''
+  for (const c of secretBase32.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0')
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)))
+  const counter = Buffer.alloc(8)
+  counter.writeBigUInt64BE(BigInt(Math.floor(unixSeconds / 30)))
+  const mac = createHmac('sha1', key).update(counter).digest()
+  const offset = mac[mac.length - 1] & 0x0f
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1000000).padStart(6, '0')
+}
+if (totpCode('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', 59) !== '287082') throw new Error('TOTP: RFC 6238 test vector')
 
 async function confirmDialog(page) {
   await page.locator('.el-message-box .el-button--primary').click()
@@ -78,6 +133,7 @@ try {
   measures.first_load_transfer_kib = Math.round(encoded / 1024)
   step(`first load ${measures.first_load_ms} ms (${measures.first_load_transfer_kib} KiB transferred)`)
   await shot(page, 'login-light')
+  await audit(page, 'login-light')
 
   // A wrong password shows the API's message.
   await page.fill('input[name=username]', 'admin')
@@ -135,6 +191,7 @@ try {
   await page.fill('[data-testid=log-search]', 'line')
   await page.waitForSelector('[data-testid=log-text] mark')
   await shot(page, 'run-detail-light')
+  await audit(page, 'run-detail-light')
 
   // Disable the task (confirmation first).
   await page.click('[data-nav="/tasks"]')
@@ -254,6 +311,32 @@ try {
   step(`group created with rules (${rules}); a bad CIDR was refused at the field: "${cidrError.trim()}"`)
   await shot(page, 'groups-rules-light')
 
+  // Move the agent into the new group by drag and drop, and back to workers by keyboard alone.
+  const agentRow = (group) =>
+    `[data-testid=agents-table] .el-table__body-wrapper .el-table__row:has-text("api-agent"):has-text("${group}")`
+  await page.dragAndDrop('[data-testid=agents-table] .agent-cell:has-text("api-agent")', '[data-group=console-web]')
+  await page.waitForSelector(agentRow('console-web'))
+  const movedTo = await page.evaluate(async () =>
+    (await (await fetch('/api/v1/agents?keyword=api-agent')).json()).data.items[0].group_name)
+  if (movedTo !== 'console-web') throw new Error(`after the drop the API has api-agent in "${movedTo}"`)
+  step('agent dragged onto console-web: moved (the API agrees)')
+  await page.click('.page-header h1') // the keyboard starts from the page's top
+  await tabTo(page, '[data-testid=agents-table] .el-table__body-wrapper .el-table-column--selection input')
+  await page.keyboard.press('Space')
+  await tabTo(page, '[data-testid=agents-move-target] input')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('.el-select-dropdown__item:visible >> text=workers')
+  for (let i = 0; i < 10; i++) {
+    const hovered = await page.locator('.el-select-dropdown__item.is-hovering:visible').allTextContents()
+    if (hovered.map((h) => h.trim()).includes('workers')) break
+    await page.keyboard.press('ArrowDown')
+  }
+  await page.keyboard.press('Enter')
+  await tabTo(page, '[data-testid=agents-move]')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector(agentRow('workers'))
+  step('agent moved back to workers with Tab, Space, the arrows and Enter')
+
   // Live: a run started elsewhere (the API) shows in the open runs page, through the events
   // WebSocket, without a reload.
   await page.goto(base + '/runs')
@@ -357,7 +440,35 @@ try {
     await page.goto(base + path)
     await page.waitForSelector('.page-header h1')
     await shot(page, `${name}-light`)
+    await audit(page, `${name}-light`)
   }
+
+  // The tasks page by keyboard alone: search, Run now, the YAML view, New task.
+  await page.goto(base + '/tasks')
+  await page.waitForSelector('[data-testid=tasks-table] .el-table__row')
+  await page.click('.page-header h1')
+  await tabTo(page, 'input[data-search]')
+  await page.keyboard.type('console-live')
+  await page.keyboard.press('Enter')
+  await page.waitForFunction(() =>
+    document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper .el-table__row').length === 1)
+  await page.click('.page-header h1')
+  const toRunNow = await tabTo(page, '[data-testid=tasks-table] [data-action=trigger]')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('[data-testid=trigger-submit]', { state: 'visible' })
+  await page.keyboard.press('Escape')
+  await page.waitForSelector('[data-testid=trigger-submit]', { state: 'hidden' })
+  await page.click('.page-header h1')
+  await tabTo(page, '[data-testid=tasks-table] [data-testid=task-yaml-open]')
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('[data-testid=task-yaml] >> text=console-live')
+  await page.keyboard.press('Escape')
+  await page.waitForSelector('[data-testid=task-yaml-dialog]', { state: 'hidden' })
+  await page.click('.page-header h1')
+  await tabTo(page, '[data-testid=new-task]')
+  await page.keyboard.press('Enter')
+  await page.waitForURL(base + '/tasks/new')
+  step(`tasks page by keyboard: search, Run now (${toRunNow} Tabs), the YAML view and New task with Tab and Enter`)
   await page.goto(base + '/')
   await page.locator('[data-testid=locale]').click()
   await page.locator('.el-select-dropdown__item', { hasText: 'English' }).click()
@@ -369,9 +480,14 @@ try {
     await page.goto(base + path)
     await page.waitForSelector('.page-header h1')
     await shot(page, `${name}-dark`)
+    await audit(page, `${name}-dark`)
   }
   await page.goto(base + '/tasks')
-  await page.waitForSelector('[data-testid=tasks-table] .el-table__row')
+  await page.fill('input[data-search]', 'console-')
+  await page.keyboard.press('Enter')
+  await page.waitForFunction(() =>
+    document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper .el-table__row').length === 5)
+  await shot(page, 'tasks-console-dark') // the README's
   await page.click('[data-testid=tasks-export-yaml]')
   await page.waitForSelector('[data-testid=task-yaml] >> text=tasks:')
   const pageYaml = await page.textContent('[data-testid=task-yaml]')
@@ -396,6 +512,7 @@ try {
   await page.locator('[data-testid=runs-table] .el-table__row a').first().click()
   await page.waitForSelector('[data-testid=log-text]')
   await shot(page, 'run-detail-dark')
+  await audit(page, 'run-detail-dark')
   if (!(await page.evaluate(() => document.documentElement.classList.contains('dark'))))
     throw new Error('the dark theme did not survive a reload')
   await page.context().close()
@@ -404,6 +521,7 @@ try {
   await dark.goto(base + '/login')
   await dark.waitForSelector('[data-testid=login-submit]')
   await shot(dark, 'login-dark')
+  await audit(dark, 'login-dark')
   await dark.context().close()
 
   // A viewer reads everything and changes nothing.
@@ -430,13 +548,36 @@ try {
   if (await viewer.locator('#tab-users, #tab-audit').count()) throw new Error('the viewer sees users or audit tabs')
   step('viewer: no write controls on tasks, runs, groups and agents, settings')
   await shot(viewer, 'settings-viewer-light')
-  await viewer.context().close()
 
+  // The viewer enrols TOTP (the code computed from the secret shown), then signs in with it.
+  await viewer.click('[data-testid=totp-enroll]')
+  const secret = await viewer.inputValue('input[name=totp-secret]')
+  await viewer.fill('input[name=totp-code]', totpCode(secret, Date.now() / 1000))
+  await viewer.click('[data-testid=totp-confirm]')
+  await viewer.waitForSelector('[data-testid=totp-on]')
+  await viewer.context().close()
+  const second = await newPage('light', 'en')
+  await second.goto(base + '/login')
+  await second.fill('input[name=username]', 'viewer')
+  await second.fill('input[name=password]', env('QF_VIEWER_PASSWORD'))
+  await second.click('[data-testid=login-submit]')
+  await second.waitForSelector('input[name=totp]')
+  await shot(second, 'login-totp-light')
+  await audit(second, 'login-totp-light')
+  // The enrolment used this 30 s step's code; a code is accepted once, so the next step's.
+  await second.fill('input[name=totp]', totpCode(secret, Date.now() / 1000 + 30))
+  await second.click('[data-testid=login-submit]')
+  await second.waitForSelector('[data-nav="/tasks"]')
+  step('viewer enrolled TOTP (code from the secret, RFC 6238) and signed in with the second factor')
+  await second.context().close()
+
+  if (a11yFailures.length) throw new Error(`accessibility (axe-core):\n  ${a11yFailures.join('\n  ')}`)
   const csp = problems.filter((p) => /Content Security Policy|Refused to/.test(p))
   if (csp.length) throw new Error(`CSP violations:\n${csp.join('\n')}`)
   if (problems.length) step(`browser console errors (not failing):\n  ${problems.join('\n  ')}`)
 } catch (e) {
   console.error(`FAILED: ${e.stack ?? e}`)
+  await lastPage?.screenshot({ path: join(shots, 'failure.png') }).catch(() => {})
   if (problems.length) console.error(problems.join('\n'))
   await browser.close()
   process.exit(1)
