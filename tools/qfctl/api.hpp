@@ -15,6 +15,10 @@
 
 #include <google/protobuf/message.h>
 
+namespace YAML {
+class Emitter;
+}
+
 #include "api_client.hpp"
 #include "commands.hpp"
 
@@ -160,6 +164,9 @@ struct YamlStyle {
 };
 /// Block-style YAML of a message (proto field names), readable by yaml_to_message.
 std::string message_to_yaml(const google::protobuf::Message& message, const YamlStyle& style = {});
+/// One YAML string: a literal block for multi-line text, quoted where a reader would take it for
+/// something else (a boolean, a number, null).
+void emit_string(YAML::Emitter& out, const std::string& text);
 
 /// Prints `message` as JSON or YAML for -o json / -o yaml.
 void print_message(const google::protobuf::Message& message, OutputFormat format);
