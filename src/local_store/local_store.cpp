@@ -28,6 +28,7 @@
 
 #include "../common/clock.hpp"
 #include "../sqlite/sqlite.hpp"
+#include "local_store_reads.hpp"
 #include "schema.hpp"
 
 namespace quartzflow {
@@ -35,6 +36,13 @@ namespace quartzflow {
 using detail::SqliteDatabase;
 using detail::SqliteStatement;
 using detail::SqliteTransaction;
+using detail::StatsRow;
+using detail::clamp_to_int64;
+using detail::k_stats_hour_column;
+using detail::read_stats_row;
+using detail::stats_columns;
+using detail::to_unix_ms;
+namespace local_store_reads = detail::local_store_reads;
 
 namespace {
 
@@ -43,16 +51,6 @@ constexpr int k_busy_timeout_ms = 5000;
 /// Runs that ran (DailyStats.total): success, failure, timeout, cancelled.
 bool counts_in_total(v1::ExecutionStatus status) noexcept {
   return is_final(status) && status != v1::EXECUTION_STATUS_SKIPPED && status != v1::EXECUTION_STATUS_MISSED;
-}
-
-std::int64_t to_unix_ms(Instant t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-std::int64_t clamp_to_int64(std::uint64_t n) {
-  return n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
-             ? std::numeric_limits<std::int64_t>::max()
-             : static_cast<std::int64_t>(n);
 }
 
 /// Stored bytes must be stable so that "unchanged" can be decided by comparing them (map
@@ -94,13 +92,6 @@ LocalDay local_day(const date::time_zone* zone, std::int64_t unix_ms) {
           static_cast<int>(hour)};
 }
 
-bool is_date(std::string_view text) {
-  if (text.size() != 10 || text[4] != '-' || text[7] != '-') return false;
-  for (std::size_t i = 0; i < text.size(); ++i)
-    if (i != 4 && i != 7 && (text[i] < '0' || text[i] > '9')) return false;
-  return true;
-}
-
 /// Resets a statement when leaving a scope, so that no statement stays active across the
 /// COMMIT or ROLLBACK of a batch.
 class ResetOnExit {
@@ -137,51 +128,6 @@ struct ProbeWrite {};
 
 /// Probe rows use an execution id no execution has (ids are never empty).
 constexpr std::size_t k_probe_bytes = 4096;
-
-/// One daily_stats row while it is being updated.
-struct StatsRow {
-  std::string task_name;
-  std::string agent_id;
-  std::int64_t total = 0, success = 0, failure = 0, timeout = 0, cancelled = 0, skipped = 0, missed = 0;
-  std::int64_t timed_runs = 0, total_duration_ms = 0;
-  std::optional<std::int64_t> min_duration_ms, max_duration_ms;
-  std::array<std::int64_t, 24> runs_per_hour{};
-};
-
-const std::string& stats_columns() {
-  static const std::string columns =
-      "task_name, agent_id, total, success, failure, timeout, cancelled, skipped, missed, timed_runs, "
-      "total_duration_ms, min_duration_ms, max_duration_ms, " +
-      detail::hour_columns();
-  return columns;
-}
-
-// Column positions in stats_columns(): 13 scalars, then the 24 hours.
-constexpr int k_stats_hour_column = 13;
-
-StatsRow read_stats_row(const SqliteStatement& row, int first) {
-  StatsRow s;
-  s.task_name = row.text(first + 0);
-  s.agent_id = row.text(first + 1);
-  s.total = row.int64(first + 2);
-  s.success = row.int64(first + 3);
-  s.failure = row.int64(first + 4);
-  s.timeout = row.int64(first + 5);
-  s.cancelled = row.int64(first + 6);
-  s.skipped = row.int64(first + 7);
-  s.missed = row.int64(first + 8);
-  s.timed_runs = row.int64(first + 9);
-  s.total_duration_ms = row.int64(first + 10);
-  if (!row.is_null(first + 11)) s.min_duration_ms = row.int64(first + 11);
-  if (!row.is_null(first + 12)) s.max_duration_ms = row.int64(first + 12);
-  for (int h = 0; h < 24; ++h)
-    s.runs_per_hour[static_cast<std::size_t>(h)] = row.int64(first + k_stats_hour_column + h);
-  return s;
-}
-
-std::uint32_t to_count(std::int64_t n) {
-  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(n, 0, std::numeric_limits<std::uint32_t>::max()));
-}
 
 }  // namespace
 
@@ -803,61 +749,6 @@ struct LocalStore::Impl {
   bool repeating_failure = false;                  // the store thread's; set under error_mutex
 };
 
-namespace {
-
-struct ExecutionFilter {
-  std::string where;
-  std::vector<std::variant<std::int64_t, std::string>> values;
-};
-
-ExecutionFilter filter_of(const ExecutionQuery& query) {
-  ExecutionFilter f;
-  f.where = " WHERE 1 = 1";
-  if (query.task_id) {
-    f.where += " AND task_id = ?";
-    f.values.emplace_back(*query.task_id);
-  }
-  if (query.status) {
-    f.where += " AND status = ?";
-    f.values.emplace_back(static_cast<std::int64_t>(*query.status));
-  }
-  if (query.scheduled_from) {
-    f.where += " AND scheduled_unix_ms >= ?";
-    f.values.emplace_back(to_unix_ms(*query.scheduled_from));
-  }
-  if (query.scheduled_to) {
-    f.where += " AND scheduled_unix_ms < ?";
-    f.values.emplace_back(to_unix_ms(*query.scheduled_to));
-  }
-  return f;
-}
-
-void bind_all(SqliteStatement& statement, const ExecutionFilter& filter) {
-  int index = 1;
-  for (const auto& value : filter.values)
-    std::visit([&](const auto& v) { statement.bind(index++, v); }, value);
-}
-
-/// Reads `SELECT record, synced ...` rows into records.
-std::vector<v1::Execution> read_records(SqliteStatement& statement, error_code& ec) {
-  std::vector<v1::Execution> out;
-  while (statement.step(ec)) {
-    const auto bytes = statement.blob(0);
-    v1::Execution record;
-    if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      logger()->error("local store: a stored execution record does not parse");
-      ec = errc::store_failed;
-      return {};
-    }
-    record.set_synced(statement.int64(1) != 0);
-    out.push_back(std::move(record));
-  }
-  if (ec) return {};
-  return out;
-}
-
-}  // namespace
-
 // ---- LocalStore ----
 
 LocalStore::LocalStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -934,170 +825,46 @@ void LocalStore::enqueue_purge(Instant now, PurgeHandler done) {
 void LocalStore::enqueue_probe(WriteHandler done) { impl_->enqueue(Impl::Op{ProbeWrite{}, std::move(done), {}, 0}); }
 
 std::vector<v1::Execution> LocalStore::executions(const ExecutionQuery& query, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
-    const auto filter = filter_of(query);
-    const char* order = query.newest_first ? "DESC" : "ASC";
-    auto statement = db.prepare(fmt::format("SELECT record, synced FROM executions{} ORDER BY scheduled_unix_ms {}, "
-                                            "execution_id {} LIMIT ? OFFSET ?",
-                                            filter.where, order, order),
-                                ec);
-    if (ec) return {};
-    bind_all(statement, filter);
-    const int next = static_cast<int>(filter.values.size()) + 1;
-    statement.bind(next, clamp_to_int64(query.limit)).bind(next + 1, clamp_to_int64(query.offset));
-    return read_records(statement, ec);
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::executions(db, query, ec); });
 }
 
 std::optional<v1::Execution> LocalStore::execution(std::string_view execution_id, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::optional<v1::Execution> {
-    auto statement = db.prepare("SELECT record, synced FROM executions WHERE execution_id = ?1", ec);
-    if (ec) return std::nullopt;
-    statement.bind(1, execution_id);
-    auto records = read_records(statement, ec);
-    if (records.empty()) return std::nullopt;
-    return std::move(records.front());
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::execution(db, execution_id, ec); });
 }
 
 std::uint64_t LocalStore::count_executions(const ExecutionQuery& query, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::uint64_t {
-    const auto filter = filter_of(query);
-    auto statement = db.prepare("SELECT COUNT(*) FROM executions" + filter.where, ec);
-    if (ec) return 0;
-    bind_all(statement, filter);
-    if (!statement.step(ec)) return 0;
-    return static_cast<std::uint64_t>(statement.int64(0));
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::count_executions(db, query, ec); });
 }
 
 std::optional<std::string> LocalStore::full_log(std::string_view execution_id, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::optional<std::string> {
-    auto statement = db.prepare("SELECT data FROM logs WHERE execution_id = ?1", ec);
-    if (ec) return std::nullopt;
-    statement.bind(1, execution_id);
-    if (!statement.step(ec)) return std::nullopt;
-    return std::string(statement.blob(0));
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::full_log(db, execution_id, ec); });
 }
 
 std::vector<v1::DailyStats> LocalStore::daily_stats(std::string_view from_date, std::string_view to_date,
                                                      std::optional<std::string> task_id, error_code& ec) const {
-  if (!is_date(from_date) || !is_date(to_date)) {
+  if (!local_store_reads::is_date(from_date) || !local_store_reads::is_date(to_date)) {
     ec = errc::invalid_argument;
     return {};
   }
-  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::DailyStats> {
-    auto statement = db.prepare(fmt::format("SELECT date, task_id, {}, updated_unix_ms FROM daily_stats "
-                                            "WHERE date >= ?1 AND date <= ?2{} ORDER BY date, task_id",
-                                            stats_columns(), task_id ? " AND task_id = ?3" : ""),
-                                ec);
-    if (ec) return {};
-    statement.bind(1, from_date).bind(2, to_date);
-    if (task_id) statement.bind(3, *task_id);
-    std::vector<v1::DailyStats> out;
-    while (statement.step(ec)) {
-      const StatsRow row = read_stats_row(statement, 2);
-      v1::DailyStats& s = out.emplace_back();
-      s.set_date(statement.text(0));
-      s.set_time_zone(impl_->options.stats_time_zone);
-      s.set_task_id(statement.text(1));
-      s.set_task_name(row.task_name);
-      s.set_agent_id(row.agent_id);
-      s.set_total(to_count(row.total));
-      s.set_success(to_count(row.success));
-      s.set_failure(to_count(row.failure));
-      s.set_timeout(to_count(row.timeout));
-      s.set_cancelled(to_count(row.cancelled));
-      s.set_skipped(to_count(row.skipped));
-      s.set_missed(to_count(row.missed));
-      s.set_total_duration_ms(row.total_duration_ms);
-      s.set_avg_duration_ms(row.timed_runs > 0 ? row.total_duration_ms / row.timed_runs : 0);
-      s.set_min_duration_ms(row.min_duration_ms.value_or(0));
-      s.set_max_duration_ms(row.max_duration_ms.value_or(0));
-      for (const auto n : row.runs_per_hour) s.add_runs_per_hour(to_count(n));
-      s.set_updated_unix_ms(statement.int64(2 + k_stats_hour_column + 24));
-    }
-    if (ec) return {};
-    return out;
+  return impl_->read([&](SqliteDatabase& db) {
+    return local_store_reads::daily_stats(db, from_date, to_date, task_id, impl_->options.stats_time_zone, ec);
   });
 }
 
 std::vector<v1::Execution> LocalStore::unsynced(std::size_t limit, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
-    // `synced = 0` spelled out so that the partial index executions_unsynced applies.
-    auto statement = db.prepare(
-        "SELECT record, synced FROM executions WHERE synced = 0 ORDER BY scheduled_unix_ms, execution_id LIMIT ?1",
-        ec);
-    if (ec) return {};
-    statement.bind(1, clamp_to_int64(limit));
-    return read_records(statement, ec);
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::unsynced(db, limit, ec); });
 }
 
 std::vector<v1::Execution> LocalStore::unfinished(error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::vector<v1::Execution> {
-    auto statement = db.prepare(
-        "SELECT record, synced FROM executions WHERE status IN (?1, ?2) ORDER BY scheduled_unix_ms, execution_id", ec);
-    if (ec) return {};
-    statement.bind(1, static_cast<std::int64_t>(v1::EXECUTION_STATUS_PENDING))
-        .bind(2, static_cast<std::int64_t>(v1::EXECUTION_STATUS_RUNNING));
-    return read_records(statement, ec);
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::unfinished(db, ec); });
 }
 
 std::optional<Instant> LocalStore::last_scheduled(std::string_view task_id, error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> std::optional<Instant> {
-    auto statement =
-        db.prepare("SELECT MAX(scheduled_unix_ms) FROM executions WHERE task_id = ?1 AND trigger IN (?2, ?3)", ec);
-    if (ec) return std::nullopt;
-    statement.bind(1, task_id)
-        .bind(2, static_cast<std::int64_t>(v1::TRIGGER_TYPE_SCHEDULED))
-        .bind(3, static_cast<std::int64_t>(v1::TRIGGER_TYPE_MISFIRE_CATCHUP));
-    if (!statement.step(ec) || statement.is_null(0)) return std::nullopt;
-    return std::chrono::floor<std::chrono::seconds>(
-        std::chrono::sys_time<std::chrono::milliseconds>{std::chrono::milliseconds{statement.int64(0)}});
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::last_scheduled(db, task_id, ec); });
 }
 
 CachedConfig LocalStore::cached_config(error_code& ec) const {
-  return impl_->read([&](SqliteDatabase& db) -> CachedConfig {
-    auto statement = db.prepare("SELECT version, tasks FROM config WHERE id = 1", ec);
-    if (ec) return {};
-    CachedConfig config;
-    if (!statement.step(ec)) return config;
-    config.version = static_cast<std::uint64_t>(statement.int64(0));
-    const auto bytes = statement.blob(1);
-    v1::TaskManifest manifest;
-    if (!manifest.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      logger()->error("local store: the cached configuration does not parse");
-      ec = errc::store_failed;
-      return {};
-    }
-    // Cached before `enabled` had presence, a disabled task omits it: say so explicitly, or
-    // TaskEngine::apply would take the absence for "enabled".
-    for (auto& task : *manifest.mutable_tasks()) task.set_enabled(task.enabled());
-    config.tasks.assign(std::make_move_iterator(manifest.mutable_tasks()->begin()),
-                        std::make_move_iterator(manifest.mutable_tasks()->end()));
-    statement.reset();
-    // Schema 2: one row per task (the blob above is empty, or a schema 1 store's until a
-    // delta is saved, and then the rows are empty).
-    auto rows = db.prepare("SELECT task FROM config_tasks ORDER BY id", ec);
-    if (ec) return {};
-    while (rows.step(ec)) {
-      const auto task_bytes = rows.blob(0);
-      v1::Task task;
-      if (!task.ParseFromArray(task_bytes.data(), static_cast<int>(task_bytes.size()))) {
-        logger()->error("local store: a cached task does not parse");
-        ec = errc::store_failed;
-        return {};
-      }
-      task.set_enabled(task.enabled());
-      config.tasks.push_back(std::move(task));
-    }
-    if (ec) return {};
-    return config;
-  });
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::cached_config(db, ec); });
 }
 
 boost::asio::any_io_executor LocalStore::get_executor() const noexcept { return impl_->executor; }

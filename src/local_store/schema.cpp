@@ -110,4 +110,33 @@ bool migrate_local_store(SqliteDatabase& db, error_code& ec, std::string* detail
   return migrate_schema(db, steps, ec, detail);
 }
 
+const std::string& stats_columns() {
+  static const std::string columns =
+      "task_name, agent_id, total, success, failure, timeout, cancelled, skipped, missed, timed_runs, "
+      "total_duration_ms, min_duration_ms, max_duration_ms, " +
+      hour_columns();
+  return columns;
+}
+
+StatsRow read_stats_row(const SqliteStatement& row, int first) {
+  StatsRow s;
+  s.task_name = row.text(first + 0);
+  s.agent_id = row.text(first + 1);
+  s.total = row.int64(first + 2);
+  s.success = row.int64(first + 3);
+  s.failure = row.int64(first + 4);
+  s.timeout = row.int64(first + 5);
+  s.cancelled = row.int64(first + 6);
+  s.skipped = row.int64(first + 7);
+  s.missed = row.int64(first + 8);
+  s.timed_runs = row.int64(first + 9);
+  s.total_duration_ms = row.int64(first + 10);
+  if (!row.is_null(first + 11)) s.min_duration_ms = row.int64(first + 11);
+  if (!row.is_null(first + 12)) s.max_duration_ms = row.int64(first + 12);
+  for (int h = 0; h < 24; ++h)
+    s.runs_per_hour[static_cast<std::size_t>(h)] = row.int64(first + k_stats_hour_column + h);
+  return s;
+}
+
+
 }  // namespace quartzflow::detail
