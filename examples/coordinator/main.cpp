@@ -79,10 +79,10 @@ std::string listen_text(const qf::examples::HostPort& address, std::uint16_t por
 /// One line saying what a manifest changed.
 void log_applied(const std::string& manifest, const qf::ManifestApplyResult& result) {
   std::string changes;
-  if (!result.created.empty()) changes += fmt::format("; created {}", fmt::join(result.created, ", "));
-  if (!result.updated.empty()) changes += fmt::format("; updated {}", fmt::join(result.updated, ", "));
-  qf::logger()->info("manifest {} applied: {} created, {} updated, {} unchanged{}", manifest, result.created.size(),
-                     result.updated.size(), result.unchanged.size(), changes);
+  if (!result.value.created.empty()) changes += fmt::format("; created {}", fmt::join(result.value.created, ", "));
+  if (!result.value.updated.empty()) changes += fmt::format("; updated {}", fmt::join(result.value.updated, ", "));
+  qf::logger()->info("manifest {} applied: {} created, {} updated, {} unchanged{}", manifest, result.value.created.size(),
+                     result.value.updated.size(), result.value.unchanged.size(), changes);
 }
 
 /// `--init-admin NAME`: creates or resets an admin, then the process exits.

@@ -387,7 +387,7 @@ class EmbeddedCluster {
         return;
       }
       std::cout << fmt::format("manual trigger: report with region=us-east, execution {}\n",
-                               fmt::join(r.execution_ids, ", "));
+                               fmt::join(r.value, ", "));
     });
   }
 

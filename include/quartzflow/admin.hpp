@@ -81,6 +81,11 @@ class AdminServer {
 
   /// Binds and starts accepting. On failure `detail` says why (bad TLS files, port in use).
   error_code listen(std::string& detail);
+  /// The same, throwing `quartzflow::error` (with the detail) on failure.
+  void listen() {
+    std::string detail;
+    if (auto ec = listen(detail)) throw_error(ec, detail);
+  }
   /// The bound port (after listen).
   std::uint16_t port() const noexcept;
   /// `/readyz` answers 200 from now on (the coordinator has loaded its catalog).

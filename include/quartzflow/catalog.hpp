@@ -21,21 +21,16 @@ namespace quartzflow {
 /// Who performs an operation, for the audit log.
 struct Actor {
   std::string name = "system";  ///< username or `system`
-  std::string address;          ///< where the request came from (IP), if any
+  std::string address{};        ///< where the request came from (IP), if any
   v1::ActorKind kind = v1::ACTOR_KIND_SYSTEM;
   std::string token_name{};     ///< the API token used, if any
   std::string user_agent{};
   std::string request_id{};
 };
 
-/// The outcome of a catalog operation: `ec` and `error` (field path and reason) on failure.
+/// The outcome of a catalog operation (the library's one result type, see `Result`).
 template <typename T>
-struct CatalogResult {
-  error_code ec;
-  ValidationError error;
-  T value{};
-  explicit operator bool() const noexcept { return !ec; }
-};
+using CatalogResult = Result<T>;
 
 /// The tasks an agent must hold: global tasks and those bound to its group.
 std::vector<v1::Task> tasks_for_agent(const v1::Agent& agent, const std::vector<v1::Task>& tasks);

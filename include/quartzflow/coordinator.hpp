@@ -14,6 +14,7 @@
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/any_io_executor.hpp>
 
+#include <quartzflow/async.hpp>
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/dispatcher.hpp>
 #include <quartzflow/scheduler.hpp>
@@ -25,8 +26,8 @@
 namespace quartzflow {
 
 struct CoordinatorOptions {
-  SchedulerOptions scheduler;
-  CoordinatorDispatcherOptions dispatcher;
+  SchedulerOptions scheduler{};
+  CoordinatorDispatcherOptions dispatcher{};
   /// After start the scheduler waits this long before firing, so agents reconnect first and
   /// the fires owed from the downtime find them (instead of being SKIPPED for no agent).
   /// Longer than the agents' reconnect backoff cap (8 s by default).
@@ -49,12 +50,9 @@ struct CoordinatorObserver {
   std::function<void(const v1::Execution&, std::uint64_t offset, const std::string& delta)> output;
 };
 
-/// The outcome of a manual trigger: the execution ids, or `ec` with the field and reason.
-struct TriggerResult {
-  error_code ec;
-  ValidationError error;
-  std::vector<std::string> execution_ids;
-};
+/// The outcome of a manual trigger or a retry: `value` holds the execution ids, or `ec`
+/// with the field and reason.
+using TriggerResult = Result<std::vector<std::string>>;
 
 /**
  * Thread safety: not thread-safe; use from its executor (the Store's completions must come
@@ -124,6 +122,82 @@ class Coordinator {
    */
   std::vector<Instant> next_fires(const std::string& task_id, std::size_t count, Instant after, error_code& ec) const;
 
+  // The same operations as `async_` initiating functions: the token may be a callback,
+  // `boost::asio::use_awaitable` (`co_await` gives the Result) or any Asio completion token.
+  // Completions run on the token's associated executor (else the coordinator's).
+  template <typename Token>
+  auto async_start(Token&& token) {
+    return detail::async_from_callback<void(error_code)>(
+        get_executor(), std::forward<Token>(token), [this](auto done) { start(std::move(done)); });
+  }
+  template <typename Token>
+  auto async_create_task(v1::Task task, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(Result<v1::Task>)>(
+        get_executor(), std::forward<Token>(token),
+        [this, task = std::move(task), actor = std::move(actor)](auto done) mutable {
+          create_task(std::move(task), std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_update_task(v1::Task task, bool force, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(Result<v1::Task>)>(
+        get_executor(), std::forward<Token>(token),
+        [this, task = std::move(task), force, actor = std::move(actor)](auto done) mutable {
+          update_task(std::move(task), force, std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_delete_task(std::string id, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(Result<std::uint64_t>)>(
+        get_executor(), std::forward<Token>(token),
+        [this, id = std::move(id), actor = std::move(actor)](auto done) mutable {
+          delete_task(std::move(id), std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_set_task_enabled(std::string id, bool enabled, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(Result<v1::Task>)>(
+        get_executor(), std::forward<Token>(token),
+        [this, id = std::move(id), enabled, actor = std::move(actor)](auto done) mutable {
+          set_task_enabled(std::move(id), enabled, std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_create_group(v1::Group group, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(Result<v1::Group>)>(
+        get_executor(), std::forward<Token>(token),
+        [this, group = std::move(group), actor = std::move(actor)](auto done) mutable {
+          create_group(std::move(group), std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_trigger(std::string task_id, std::map<std::string, std::string> params, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(TriggerResult)>(
+        get_executor(), std::forward<Token>(token),
+        [this, task_id = std::move(task_id), params = std::move(params), actor = std::move(actor)](auto done) mutable {
+          trigger(task_id, std::move(params), std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_retry(v1::Execution execution, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(TriggerResult)>(
+        get_executor(), std::forward<Token>(token),
+        [this, execution = std::move(execution), actor = std::move(actor)](auto done) mutable {
+          retry(execution, std::move(actor), std::move(done));
+        });
+  }
+  template <typename Token>
+  auto async_cancel(std::string execution_id, std::string reason, Actor actor, Token&& token) {
+    return detail::async_from_callback<void(error_code)>(
+        get_executor(), std::forward<Token>(token),
+        [this, id = std::move(execution_id), reason = std::move(reason), actor = std::move(actor)](auto done) mutable {
+          cancel(id, std::move(reason), std::move(actor), std::move(done));
+        });
+  }
+
+  /// The executor the coordinator and its completions run on.
+  boost::asio::any_io_executor get_executor() const noexcept;
+
   /// Every execution record stored from an agent or a `agent lost` verdict (for hosts that
   /// print or stream them).
   void on_execution(std::function<void(const v1::Execution&)> observer);
@@ -143,13 +217,12 @@ class Coordinator {
 
 /// What `apply_manifest` did, or where it stopped: `error.field` is the manifest's field
 /// path (`tasks[2].group_ids[0]`) and `error.reason` why.
-struct ManifestApplyResult {
-  error_code ec;
-  ValidationError error;
+struct ManifestChanges {
   std::vector<std::string> created;    ///< `group web`, `task backup`
   std::vector<std::string> updated;
   std::vector<std::string> unchanged;
 };
+using ManifestApplyResult = Result<ManifestChanges>;
 
 /**
  * Applies a TaskManifest (as `load_task_manifest` returns it) through the coordinator's
@@ -161,5 +234,16 @@ struct ManifestApplyResult {
  */
 void apply_manifest(Coordinator& coordinator, const v1::TaskManifest& manifest, Actor actor, bool force,
                     std::function<void(ManifestApplyResult)> done);
+
+/// `apply_manifest` with an Asio completion token (callback, `use_awaitable`, ...).
+template <typename Token>
+auto async_apply_manifest(Coordinator& coordinator, v1::TaskManifest manifest, Actor actor, bool force,
+                          Token&& token) {
+  return detail::async_from_callback<void(ManifestApplyResult)>(
+      coordinator.get_executor(), std::forward<Token>(token),
+      [&coordinator, manifest = std::move(manifest), actor = std::move(actor), force](auto done) mutable {
+        apply_manifest(coordinator, manifest, std::move(actor), force, std::move(done));
+      });
+}
 
 }  // namespace quartzflow

@@ -168,12 +168,12 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
 };
 
 struct AgentDispatcherOptions {
-  std::string agent_id;                      ///< stable across restarts; required
-  std::string hostname;
-  std::vector<std::string> ips;
-  std::map<std::string, std::string> labels;
-  std::string config_group;                  ///< group id or name from the agent's config
-  std::string agent_version;
+  std::string agent_id{};                    ///< stable across restarts; required
+  std::string hostname{};
+  std::vector<std::string> ips{};
+  std::map<std::string, std::string> labels{};
+  std::string config_group{};                ///< group id or name from the agent's config
+  std::string agent_version{};
   std::chrono::milliseconds reconnect_min{200};      ///< first reconnect delay
   /// Backoff cap (plus up to 20 % jitter); keep it under the coordinator's `agent_grace`.
   std::chrono::milliseconds reconnect_max{8'000};
@@ -184,7 +184,7 @@ struct AgentDispatcherOptions {
   /// How often the agent's daily stats are reported (also right after registering).
   std::chrono::milliseconds daily_stats_interval{300'000};
   /// Every execution event, after the dispatcher saw it (the host's own sink).
-  ExecutionSink on_execution;
+  ExecutionSink on_execution{};
 };
 
 struct AgentDispatcherStats {

@@ -5,6 +5,7 @@
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
@@ -60,6 +61,47 @@ class error : public boost::system::system_error {
  private:
   ValidationError detail_;
   std::string what_;
+};
+
+/// Throws `quartzflow::error` for a failure reported as `ec` and a detail text (the text, or
+/// the code's message when there is none). Used by the throwing overloads.
+[[noreturn]] inline void throw_error(error_code ec, const std::string& detail) {
+  throw error(ec, detail.empty() ? ec.message() : detail);
+}
+
+/**
+ * The outcome of a fallible operation that completes later (catalog changes, triggers, the
+ * `async_` functions): `ec` and, for validation failures, `error` (field path and reason);
+ * `value` on success. Test it with `if (result)`; `value_or_throw()` turns a failure into a
+ * `quartzflow::error`, for hosts that prefer exceptions (e.g. after `co_await`).
+ */
+template <typename T>
+struct Result {
+  error_code ec;
+  ValidationError error;
+  T value{};
+
+  explicit operator bool() const noexcept { return !ec; }
+  /// The user-facing text of the failure: the validation message, else the code's message.
+  std::string message() const {
+    if (!error.field.empty() || !error.reason.empty()) return error.message();
+    return ec ? ec.message() : std::string{};
+  }
+  T& value_or_throw() & {
+    throw_if_failed();
+    return value;
+  }
+  T value_or_throw() && {
+    throw_if_failed();
+    return std::move(value);
+  }
+
+ private:
+  void throw_if_failed() const {
+    if (!ec) return;
+    if (!error.field.empty() || !error.reason.empty()) throw quartzflow::error(ec, error);
+    throw quartzflow::error(ec, ec.message());
+  }
 };
 
 }  // namespace quartzflow

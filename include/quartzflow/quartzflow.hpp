@@ -4,6 +4,7 @@
 #pragma once
 
 #include <quartzflow/admin.hpp>
+#include <quartzflow/async.hpp>
 #include <quartzflow/auth.hpp>
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/certs.hpp>
@@ -21,6 +22,7 @@
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/task.hpp>
+#include <quartzflow/task_builder.hpp>
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/time.hpp>
 #include <quartzflow/transport.hpp>

@@ -70,6 +70,11 @@ class QuicServer {
   /// Loads the TLS files and binds `host:port` (port 0 picks one). Errors name the file or
   /// the address; nothing is listening then.
   error_code listen(const std::string& host, std::uint16_t port, AcceptHandler accept, std::string& detail);
+  /// The same, throwing `quartzflow::error` (with the detail) on failure.
+  void listen(const std::string& host, std::uint16_t port, AcceptHandler accept) {
+    std::string detail;
+    if (auto ec = listen(host, port, std::move(accept), detail)) throw_error(ec, detail);
+  }
   /// The bound port (after a successful listen).
   std::uint16_t port() const noexcept;
   void close();

@@ -16,7 +16,9 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/system_executor.hpp>
 
+#include <quartzflow/async.hpp>
 #include <quartzflow/error.hpp>
 #include <quartzflow/time.hpp>
 #include <quartzflow/v1/admin.pb.h>
@@ -268,6 +270,24 @@ class Store {
   virtual void flush() = 0;
   /// Counters since the store was opened; zeros when the implementation keeps none.
   virtual StoreMetrics metrics() const noexcept { return {}; }
+  /// The executor completions run on (the one the store was opened with).
+  virtual boost::asio::any_io_executor get_executor() const noexcept { return boost::asio::system_executor(); }
+
+  /// `transact` with an Asio completion token (callback, `use_awaitable`, ...).
+  template <typename Token>
+  auto async_transact(Work work, Token&& token) {
+    return detail::async_from_callback<void(error_code)>(
+        get_executor(), std::forward<Token>(token),
+        [this, work = std::move(work)](auto done) mutable { transact(std::move(work), std::move(done)); });
+  }
+  /// `read` with an Asio completion token: a read-only transaction, e.g. a query that fills
+  /// a variable the caller owns until completion.
+  template <typename Token>
+  auto async_read(Work work, Token&& token) {
+    return detail::async_from_callback<void(error_code)>(
+        get_executor(), std::forward<Token>(token),
+        [this, work = std::move(work)](auto done) mutable { read(std::move(work), std::move(done)); });
+  }
 };
 
 struct SqliteStoreOptions {
@@ -279,5 +299,13 @@ struct SqliteStoreOptions {
 /// Opens (creating and migrating) a SQLite store; nullptr with `ec` and `detail` on failure.
 std::unique_ptr<Store> open_sqlite_store(boost::asio::any_io_executor executor, SqliteStoreOptions options,
                                          error_code& ec, std::string* detail = nullptr);
+/// The same, throwing `quartzflow::error` (with the detail) on failure.
+inline std::unique_ptr<Store> open_sqlite_store(boost::asio::any_io_executor executor, SqliteStoreOptions options) {
+  error_code ec;
+  std::string detail;
+  auto store = open_sqlite_store(std::move(executor), std::move(options), ec, &detail);
+  if (!store) throw_error(ec, detail);
+  return store;
+}
 
 }  // namespace quartzflow

@@ -27,7 +27,7 @@ namespace quartzflow {
 
 struct TaskEngineOptions {
   std::string agent_id = "local";               ///< the last part of execution ids
-  std::string hostname;                          ///< recorded with each execution
+  std::string hostname{};                        ///< recorded with each execution
   std::chrono::seconds progress_interval{10};    ///< RUNNING progress events while a run lasts
   std::chrono::seconds default_kill_grace{10};   ///< SIGTERM -> SIGKILL, unless the task says
   std::size_t capture_limit = 1 << 20;           ///< output kept per run for the full log
@@ -175,6 +175,14 @@ class TaskEngine {
   /// (unknown task: invalid_argument; stopping or the store unavailable: conflict) and `detail`.
   std::optional<std::string> trigger(std::string_view task_id, std::map<std::string, std::string> params,
                                      error_code& ec, std::string* detail = nullptr);
+  /// The same, throwing `quartzflow::error` (with the detail) when refused.
+  std::string trigger(std::string_view task_id, std::map<std::string, std::string> params = {}) {
+    error_code ec;
+    std::string detail;
+    auto id = trigger(task_id, std::move(params), ec, &detail);
+    if (!id) throw_error(ec, detail);
+    return std::move(*id);
+  }
 
   /**
    * Runs an execution the coordinator routed here (ONE/SHARDED placement, manual triggers,

@@ -266,9 +266,9 @@ void AdminApi::trigger_task(CallPtr call) {
                          }
                          self->audit(*call, "task.trigger", "task", id, id, true,
                                      fmt::format("{}executions: {}", reason.empty() ? "" : reason + "; ",
-                                                 fmt::join(r.execution_ids, ", ")));
+                                                 fmt::join(r.value, ", ")));
                          v1::TriggerResponse out;
-                         for (auto& e : r.execution_ids) out.add_execution_ids(std::move(e));
+                         for (auto& e : r.value) out.add_execution_ids(std::move(e));
                          call->ok(out);
                        });
 }

@@ -369,10 +369,10 @@ void AdminApi::retry_execution(CallPtr call) {
             return call->fail(failure);
           }
           self->audit(*call, "execution.retry", "execution", id, id, true,
-                      fmt::format("new execution: {}{}", fmt::join(t.execution_ids, ", "),
+                      fmt::format("new execution: {}{}", fmt::join(t.value, ", "),
                                   agent.empty() ? std::string() : fmt::format(" on agent {}", agent)));
           v1::TriggerResponse out;
-          for (auto& e : t.execution_ids) out.add_execution_ids(std::move(e));
+          for (auto& e : t.value) out.add_execution_ids(std::move(e));
           call->ok(out);
         });
       });

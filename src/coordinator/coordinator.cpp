@@ -233,7 +233,7 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
 Coordinator::~Coordinator() { impl_->grace_timer.cancel(); }
 
 void Coordinator::start(std::function<void(error_code)> ready) {
-  impl_->dispatcher.start([weak = impl_->weak_from_this(), ready = std::move(ready)](error_code ec) {
+  impl_->dispatcher.start([weak = impl_->weak_from_this(), ready = std::move(ready)](error_code ec) mutable {
     if (auto self = weak.lock()) ec ? ready(ec) : self->load_tasks(std::move(ready));
   });
 }
@@ -389,7 +389,7 @@ void Coordinator::retry(const v1::Execution& execution, Actor actor, std::functi
     TriggerResult result;
     result.ec = ec;
     if (ec) result.error = ValidationError{"retry", "", ec.message()};
-    else result.execution_ids.push_back(std::move(id));
+    else result.value.push_back(std::move(id));
     done(std::move(result));
   });
 }
@@ -439,7 +439,7 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
                              TriggerResult result;
                              result.ec = ec;
                              if (ec) result.error = ValidationError{"trigger", "", ec.message()};
-                             result.execution_ids = std::move(ids);
+                             result.value = std::move(ids);
                              done(std::move(result));
                            });
 }
@@ -507,6 +507,7 @@ void Coordinator::on_execution(std::function<void(const v1::Execution&)> observe
 
 void Coordinator::observe(CoordinatorObserver observer) { impl_->observers.push_back(std::move(observer)); }
 
+asio::any_io_executor Coordinator::get_executor() const noexcept { return impl_->executor; }
 Store& Coordinator::store() noexcept { return impl_->store; }
 Catalog& Coordinator::catalog() noexcept { return impl_->catalog; }
 Scheduler& Coordinator::scheduler() noexcept { return impl_->scheduler; }

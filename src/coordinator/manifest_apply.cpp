@@ -60,7 +60,7 @@ struct Applier : std::enable_shared_from_this<Applier> {
             outcome.error.field.empty() ? current.field : current.field + "." + outcome.error.field;
         return self->done(std::move(self->result));
       }
-      (current.create ? self->result.created : self->result.updated).push_back(current.label);
+      (current.create ? self->result.value.created : self->result.value.updated).push_back(current.label);
       self->next(index + 1);
     };
     if (step.group) {
@@ -127,7 +127,7 @@ void apply_manifest(Coordinator& coordinator, const v1::TaskManifest& manifest, 
           ids[group.id()] = group.id();
           ids[group.name()] = group.id();
           if (existing && same_content(group, *existing)) {
-            result.unchanged.push_back(step.label);
+            result.value.unchanged.push_back(step.label);
             continue;
           }
           step.group = std::move(group);
@@ -152,7 +152,7 @@ void apply_manifest(Coordinator& coordinator, const v1::TaskManifest& manifest, 
             task.set_id(existing->id());
             task.set_revision(existing->revision());
             if (same_content(task, *existing)) {
-              result.unchanged.push_back(step.label);
+              result.value.unchanged.push_back(step.label);
               continue;
             }
           }

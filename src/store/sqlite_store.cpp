@@ -156,6 +156,8 @@ class SqliteStore final : public Store {
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
 
+  boost::asio::any_io_executor get_executor() const noexcept override { return executor_; }
+
   bool open(error_code& ec, std::string* detail) {
     const auto fail = [&](error_code code, std::string why) {
       ec = code;

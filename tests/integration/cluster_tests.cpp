@@ -89,11 +89,11 @@ TEST_CASE("sharded placement splits a fire over the agents with QF_SHARD_INDEX a
   c.create_task(task);
   const auto result = c.trigger("shards");
   REQUIRE_FALSE(result.ec);
-  REQUIRE(result.execution_ids.size() == 3);
+  REQUIRE(result.value.size() == 3);
   REQUIRE(c.run_until([&] { return c.count("shards", qf::v1::EXECUTION_STATUS_SUCCESS) == 3; }));
   std::set<std::string> agents;
   for (std::uint32_t i = 0; i < 3; ++i) {
-    const auto r = c.execution(result.execution_ids[i]);
+    const auto r = c.execution(result.value[i]);
     REQUIRE(r);
     agents.insert(r->agent_id());
     CHECK(r->shard_total() == 3);
@@ -120,7 +120,7 @@ TEST_CASE("consistent hashing keeps a key on one agent, least-busy avoids the bu
   for (int i = 0; i < 4; ++i) {
     auto r = c.trigger("hashed", {{"customer", "acme"}});
     REQUIRE_FALSE(r.ec);
-    ids.push_back(r.execution_ids.at(0));
+    ids.push_back(r.value.at(0));
   }
   REQUIRE(c.run_until([&] { return c.count("hashed", qf::v1::EXECUTION_STATUS_SUCCESS) == 4; }));
   std::set<std::string> agents;
@@ -134,8 +134,8 @@ TEST_CASE("consistent hashing keeps a key on one agent, least-busy avoids the bu
   std::set<std::string> busy;
   for (int i = 0; i < 3; ++i) {
     const auto r = c.trigger("slow");
-    REQUIRE(c.reaches(r.execution_ids.at(0), qf::v1::EXECUTION_STATUS_RUNNING));
-    busy.insert(c.execution(r.execution_ids.at(0))->agent_id());
+    REQUIRE(c.reaches(r.value.at(0), qf::v1::EXECUTION_STATUS_RUNNING));
+    busy.insert(c.execution(r.value.at(0))->agent_id());
   }
   CHECK(busy.size() == 3);  // each went to an idle agent
 
@@ -161,7 +161,7 @@ TEST_CASE("a run an agent never answers fails over to the next agent", "[cluster
   // Find the agent the key maps to, then make it deaf to run requests.
   auto first = c.trigger("fo");
   REQUIRE(c.run_until([&] { return c.count("fo", qf::v1::EXECUTION_STATUS_SUCCESS) == 1; }));
-  const std::string preferred = c.execution(first.execution_ids.at(0))->agent_id();
+  const std::string preferred = c.execution(first.value.at(0))->agent_id();
   // The next request (to the preferred agent) is lost; the coordinator must move on.
   qf::LinkFaults faults;
   int dropped = 0;
@@ -173,7 +173,7 @@ TEST_CASE("a run an agent never answers fails over to the next agent", "[cluster
   c.network.set_faults(faults);
   const auto second = c.trigger("fo");
   REQUIRE(c.run_until([&] { return c.count("fo", qf::v1::EXECUTION_STATUS_SUCCESS) == 2; }));
-  const auto record = c.execution(second.execution_ids.at(0));
+  const auto record = c.execution(second.value.at(0));
   CHECK(dropped == 1);
   CHECK(record->agent_id() != preferred);
   CHECK(c.coordinator->scheduler().stats().failovers >= 1);
@@ -212,7 +212,7 @@ TEST_CASE("a dropped acceptance is not a refusal: the run stays on its agent and
   c.create_task(counting_task("late", file.string(), guarantee, "; sleep 1"));
   auto first = c.trigger("late");
   REQUIRE(c.run_until([&] { return c.count("late", qf::v1::EXECUTION_STATUS_SUCCESS) == 1; }));
-  const std::string preferred = c.execution(first.execution_ids.at(0))->agent_id();
+  const std::string preferred = c.execution(first.value.at(0))->agent_id();
   // The preferred agent starts the next run, but its answer is lost. Its session lives
   // (heartbeats): the coordinator asks again instead of sending the run elsewhere (it used
   // to re-route it while the first agent ran it: two executions).
@@ -229,7 +229,7 @@ TEST_CASE("a dropped acceptance is not a refusal: the run stays on its agent and
   const auto second = c.trigger("late");
   REQUIRE(c.run_until([&] { return c.count("late", qf::v1::EXECUTION_STATUS_SUCCESS) == 2; }));
   c.run_for(1500ms);  // a second execution, had there been one, has reported by now
-  const auto record = c.execution(second.execution_ids.at(0));
+  const auto record = c.execution(second.value.at(0));
   CHECK(dropped == 1);
   CHECK(record->agent_id() == preferred);
   CHECK(record->status() == qf::v1::EXECUTION_STATUS_SUCCESS);
@@ -256,7 +256,7 @@ TEST_CASE("a frozen agent that catches up late never starts runs that were sent 
   c.create_task(task);
   std::vector<std::string> ids;
   c.freeze("a1");
-  for (int i = 0; i < 8; ++i) ids.push_back(c.trigger("frz", {{"k", std::to_string(i)}}).execution_ids.at(0));
+  for (int i = 0; i < 8; ++i) ids.push_back(c.trigger("frz", {{"k", std::to_string(i)}}).value.at(0));
   c.run_for(800ms);  // past the acceptance timeout and the start deadline, not past the bound
   // a1 catches up: the requests it now reads are past their start deadline (refused, and the
   // coordinator's cancels are remembered), so nothing it was sent runs here as well as on a2.
@@ -295,11 +295,11 @@ TEST_CASE("at_most_once: a run whose fate cannot be known ends FAILURE agent los
   task = c.create_task(task);
   auto first = c.trigger("amo");
   REQUIRE(c.run_until([&] { return c.count("amo", qf::v1::EXECUTION_STATUS_SUCCESS) == 1; }));
-  const std::string preferred = c.execution(first.execution_ids.at(0))->agent_id();
+  const std::string preferred = c.execution(first.value.at(0))->agent_id();
 
   SECTION("no answer within the bound") {
     c.freeze(preferred);
-    const auto id = c.trigger("amo").execution_ids.at(0);
+    const auto id = c.trigger("amo").value.at(0);
     REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_FAILURE, 5s));
     CHECK(c.execution(id)->failure_reason() == "agent lost");
     CHECK(c.execution(id)->agent_id() == preferred);
@@ -311,7 +311,7 @@ TEST_CASE("at_most_once: a run whose fate cannot be known ends FAILURE agent los
   }
   SECTION("the session breaks after the request was sent") {
     c.freeze(preferred);
-    const auto id = c.trigger("amo").execution_ids.at(0);
+    const auto id = c.trigger("amo").value.at(0);
     c.run_for(100ms);
     c.network.cut(preferred);
     REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_FAILURE, 5s));
@@ -330,7 +330,7 @@ TEST_CASE("at_most_once: a run whose fate cannot be known ends FAILURE agent los
     REQUIRE(c.run_until([&] { return updated.has_value(); }));
     REQUIRE(*updated);
     c.freeze(preferred);
-    const auto id = c.trigger("amo").execution_ids.at(0);
+    const auto id = c.trigger("amo").value.at(0);
     c.run_for(100ms);
     c.network.cut(preferred);
     REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS, 5s));
@@ -353,7 +353,7 @@ TEST_CASE("an agent that stops with runs in progress reports them, they are neit
   task.mutable_retry()->set_retry_on_another_agent(true);
   c.create_task(task);
   std::vector<std::string> ids;
-  for (int i = 0; i < 4; ++i) ids.push_back(c.trigger("drain").execution_ids.at(0));
+  for (int i = 0; i < 4; ++i) ids.push_back(c.trigger("drain").value.at(0));
   REQUIRE(c.run_until([&] {
     for (const auto& id : ids)
       if (auto r = c.execution(id); !r || r->status() != qf::v1::EXECUTION_STATUS_RUNNING) return false;
@@ -396,7 +396,7 @@ TEST_CASE("a run whose agent is lost fails with `agent lost` and is retried on a
   task.mutable_retry()->set_max_retries(1);
   task.mutable_retry()->set_interval_seconds(1);
   c.create_task(task);
-  const auto id = c.trigger("long").execution_ids.at(0);
+  const auto id = c.trigger("long").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   const std::string lost_agent = c.execution(id)->agent_id();
   c.network.isolate(lost_agent, true);
@@ -646,7 +646,7 @@ TEST_CASE("group rules place agents at registration, a manual move pushes the ne
   CHECK(c.agent_record("n1")->group_assignment() == qf::v1::GROUP_ASSIGNMENT_RULE);
   CHECK(c.agent_record("n2")->group_id() == "databases");
   // n1 cannot run db-backup until it is moved.
-  CHECK(c.trigger("db-backup").execution_ids.size() == 1);
+  CHECK(c.trigger("db-backup").value.size() == 1);
   std::optional<qf::CatalogResult<std::uint64_t>> moved;
   c.coordinator->move_agents({"n1"}, "databases", qf::Actor{}, [&](auto r) { moved = std::move(r); });
   REQUIRE(c.run_until([&] { return moved.has_value(); }));
@@ -657,7 +657,7 @@ TEST_CASE("group rules place agents at registration, a manual move pushes the ne
   }));
   qf::error_code ec;
   CHECK(c.agents["n1"]->engine->trigger("db-backup", {}, ec).has_value());
-  CHECK(c.trigger("db-backup").execution_ids.size() == 2);
+  CHECK(c.trigger("db-backup").value.size() == 2);
 }
 
 TEST_CASE("a routed run is cancelled on its agent, a never-dispatched one in the store", "[cluster]") {
@@ -666,7 +666,7 @@ TEST_CASE("a routed run is cancelled on its agent, a never-dispatched one in the
   c.add_agent("a1", "web");
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   c.create_task(shell_task("sleepy", "sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("sleepy").execution_ids.at(0);
+  const auto id = c.trigger("sleepy").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   std::optional<qf::error_code> cancelled;
   c.coordinator->cancel(id, "test", qf::Actor{"alice", ""}, [&](qf::error_code ec) { cancelled = ec; });
@@ -814,14 +814,14 @@ TEST_CASE("runs left open by a crashed coordinator: RUNNING ones are lost, PENDI
   task.set_delivery_guarantee(at_most_once ? qf::v1::DELIVERY_GUARANTEE_AT_MOST_ONCE
                                            : qf::v1::DELIVERY_GUARANTEE_AT_LEAST_ONCE);
   c.create_task(task);
-  const auto running = c.trigger("job").execution_ids.at(0);
+  const auto running = c.trigger("job").value.at(0);
   REQUIRE(c.reaches(running, qf::v1::EXECUTION_STATUS_RUNNING));
   const std::string holder = c.execution(running)->agent_id();
   // The next run request never arrives: it stays PENDING when the coordinator dies.
   qf::LinkFaults faults;
   faults.drop_if = [](const qf::v1::Envelope& e, qf::LinkDirection) { return e.has_run_request(); };
   c.network.set_faults(faults);
-  const auto pending = c.trigger("job").execution_ids.at(0);
+  const auto pending = c.trigger("job").value.at(0);
   REQUIRE(c.execution(pending)->status() == qf::v1::EXECUTION_STATUS_PENDING);
   c.crash_coordinator();
   c.network.set_faults({});
@@ -852,7 +852,7 @@ TEST_CASE("a run of a task deleted while the coordinator was down is closed, not
   qf::LinkFaults faults;
   faults.drop_if = [](const qf::v1::Envelope& e, qf::LinkDirection) { return e.has_run_request(); };
   c.network.set_faults(faults);
-  const auto pending = c.trigger("doomed").execution_ids.at(0);
+  const auto pending = c.trigger("doomed").value.at(0);
   // The task goes, then the coordinator dies before the run was answered.
   std::optional<qf::CatalogResult<std::uint64_t>> deleted;
   c.coordinator->delete_task("doomed", qf::Actor{}, [&](auto r) { deleted = std::move(r); });
@@ -921,7 +921,7 @@ TEST_CASE("a run in progress while the coordinator restarts keeps its real resul
   c.add_agent("a1", "web");
   REQUIRE(c.run_until([&] { return c.all_connected(); }));
   c.create_task(shell_task("steady", "sleep 1; echo finished", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("steady").execution_ids.at(0);
+  const auto id = c.trigger("steady").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   c.coordinator->stop();  // a graceful stop: the agent is not lost
   c.crash_coordinator();
@@ -978,8 +978,8 @@ TEST_CASE("random garbage from peers never disturbs the coordinator or other age
   CHECK(c.coordinator->dispatcher().stats().protocol_errors > 0);
   const auto r = c.trigger("still");
   REQUIRE_FALSE(r.ec);
-  REQUIRE(c.reaches(r.execution_ids.at(0), qf::v1::EXECUTION_STATUS_SUCCESS));
-  CHECK(c.execution(r.execution_ids.at(0))->agent_id() == "a1");
+  REQUIRE(c.reaches(r.value.at(0), qf::v1::EXECUTION_STATUS_SUCCESS));
+  CHECK(c.execution(r.value.at(0))->agent_id() == "a1");
 }
 
 TEST_CASE("registering tasks one by one costs each agent work per task changed, not per task held", "[cluster]") {
@@ -1023,7 +1023,7 @@ TEST_CASE("the full log of a run is read from its agent and its output is heard 
   };
   c.coordinator->observe(std::move(observer));
   c.create_task(shell_task("big", "seq 1 30000", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("big").execution_ids.at(0);
+  const auto id = c.trigger("big").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS));
   std::string expected;
   for (int i = 1; i <= 30000; ++i) expected += std::to_string(i) + "\n";
@@ -1072,7 +1072,7 @@ TEST_CASE("output heard before a run's RUNNING reply leaves the run routed: it c
   };
   c.network.set_faults(faults);
   c.create_task(shell_task("early", "echo started; sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("early").execution_ids.at(0);
+  const auto id = c.trigger("early").value.at(0);
   REQUIRE(c.run_until([&] { return heard; }));
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_RUNNING));
   CHECK(dropped >= 1);
@@ -1101,7 +1101,7 @@ TEST_CASE("live output keeps the agent's raw byte offsets when it is not UTF-8",
   c.coordinator->observe(std::move(observer));
   // 4 raw bytes (one of them not UTF-8, sent as the 3 bytes of U+FFFD), then 2 more.
   c.create_task(shell_task("bin", "printf 'a\\377b\\n'; sleep 0.6; printf 'c\\n'", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("bin").execution_ids.at(0);
+  const auto id = c.trigger("bin").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS));
   REQUIRE(heard.size() == 2);
   CHECK(heard[0].offset == 0);
@@ -1124,7 +1124,7 @@ TEST_CASE("an agent's live output is taken only for runs its session holds or it
   };
   c.coordinator->observe(std::move(observer));
   c.create_task(shell_task("victim", "sleep 30", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto victim = c.trigger("victim").execution_ids.at(0);
+  const auto victim = c.trigger("victim").value.at(0);
   REQUIRE(c.reaches(victim, qf::v1::EXECUTION_STATUS_RUNNING));
   // A second agent (a raw peer) writes into a1's run, then into one of its own.
   std::shared_ptr<qf::Connection> raw;
@@ -1175,7 +1175,7 @@ TEST_CASE("an agent streams a run's live output at a bounded rate even when nobo
   c.coordinator->observe(std::move(observer));
   // `yes` for 2 s prints far more than the 256 KiB per run and 200 ms the agent streams.
   c.create_task(shell_task("flood", "timeout 2 yes; true", {"web"}, qf::v1::PLACEMENT_MODE_ONE));
-  const auto id = c.trigger("flood").execution_ids.at(0);
+  const auto id = c.trigger("flood").value.at(0);
   REQUIRE(c.reaches(id, qf::v1::EXECUTION_STATUS_SUCCESS, 20s));
   INFO("heard " << heard << " bytes");
   CHECK(heard > 0);
