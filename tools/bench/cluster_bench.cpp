@@ -31,6 +31,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include <stdlib.h>
@@ -121,6 +122,10 @@ class BenchCluster {
   std::map<std::string, std::uint64_t> not_ok;     ///< of those, not SUCCESS: by status and reason
   std::vector<double> skew_ms;                     ///< started - scheduled, per run the agents finished
   std::map<std::string, std::uint64_t> messages;   ///< QF_BENCH_VERBOSE: protocol messages by kind
+  // Accounting over the whole run: the bodies run (the side effect) against the coordinator's
+  // final records, by execution id.
+  std::unordered_map<std::string, std::uint32_t> bodies_run;
+  std::unordered_map<std::string, v1::ExecutionStatus> coordinator_finals;
 
   /// QF_BENCH_VERBOSE: counts the protocol messages by kind (decoding each one costs time).
   void count_messages(bool on) {
@@ -202,6 +207,7 @@ class BenchCluster {
     options.agent_grace = 200ms;  // the agents connect before any task exists (or right after it starts)
     coordinator = std::make_unique<qf::Coordinator>(io.get_executor(), *store, options);
     coordinator->on_execution([this](const v1::Execution& r) {
+      if (qf::is_final(r.status())) coordinator_finals.emplace(r.execution_id(), r.status());
       if (!collecting || !qf::is_final(r.status())) return;
       ++finals_stored;
       if (r.status() != v1::EXECUTION_STATUS_SUCCESS)
@@ -236,7 +242,10 @@ class BenchCluster {
     engine_options.agent_id = id;
     engine_options.hostname = id + ".bench";
     node->engine = std::make_unique<qf::TaskEngine>(io.get_executor(), *node->store, engine_options);
-    node->engine->plugins().add(k_plugin, [](const qf::PluginCall&) { return qf::PluginResult{}; });
+    node->engine->plugins().add(k_plugin, [this](const qf::PluginCall& call) {
+      ++bodies_run[call.request->execution_id];
+      return qf::PluginResult{};
+    });
     node->connector = network.connector("coordinator", id);
     qf::AgentDispatcherOptions agent_options;
     agent_options.agent_id = id;
@@ -531,6 +540,19 @@ void BM_cluster_one_placement_fires_every_second(benchmark::State& state) {
   state.counters["skew_p99_ms"] = percentile(skew, 0.99);
   state.counters["skew_max_ms"] = skew.empty() ? 0 : skew.back();
   state.counters["cpu_cores"] = cpu_s / wall_s;
+  // Over the whole run: an id whose body ran twice, or stored SUCCESS without running, is a
+  // defect; a run without a final record at the coordinator yet was in flight at the end.
+  std::uint64_t run_twice = 0, success_not_run = 0, ran_not_final = 0;
+  for (const auto& [id, times] : cluster.bodies_run) {
+    if (times > 1) ++run_twice;
+    if (!cluster.coordinator_finals.contains(id)) ++ran_not_final;
+  }
+  for (const auto& [id, status] : cluster.coordinator_finals)
+    if (status == v1::EXECUTION_STATUS_SUCCESS && !cluster.bodies_run.contains(id)) ++success_not_run;
+  state.counters["bodies_run"] = static_cast<double>(cluster.bodies_run.size());
+  state.counters["run_twice"] = static_cast<double>(run_twice);
+  state.counters["success_not_run"] = static_cast<double>(success_not_run);
+  state.counters["ran_no_final_yet"] = static_cast<double>(ran_not_final);
   cluster.stop();
 }
 /// Registration alone (issue 12, defect 4): N `one` tasks created one by one through the
