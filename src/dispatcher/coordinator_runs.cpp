@@ -22,6 +22,9 @@ void CoordinatorDispatcher::Impl::on_error(Session& session, const v1::ProtocolE
       logger()->info("agent {} refused run {}: {}", session.machine.agent().id(), refusal.execution_id,
                      error.message());
       perform(session, std::move(refusal.actions));
+    } else if (refusal.kind == Refusal::Kind::superseded) {
+      logger()->info("agent {} refused an earlier request of run {} ({}); the answer to the latest decides",
+                     session.machine.agent().id(), refusal.execution_id, error.message());
     } else {
       logger()->info("agent {} refused run {} after it was re-routed: {}", session.machine.agent().id(),
                      refusal.execution_id, error.message());

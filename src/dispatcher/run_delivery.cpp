@@ -69,8 +69,8 @@ DeliveryActions RunDeliveryMachine::resolve(const std::string& execution_id, Run
   return actions;
 }
 
-RunDeliveryMachine::Offered RunDeliveryMachine::offer(const std::string& execution_id,
-                                                      v1::DeliveryGuarantee guarantee, DeliveryNow now) {
+RunDeliveryMachine::Offered RunDeliveryMachine::offer(const std::string& execution_id, v1::DeliveryGuarantee guarantee,
+                                                      DeliveryNow now) {
   Offered out;
   auto [it, inserted] = runs_.try_emplace(execution_id);
   if (!inserted) {
@@ -114,10 +114,8 @@ DeliveryActions RunDeliveryMachine::answered(const std::string& execution_id) {
 
 DeliveryActions RunDeliveryMachine::update(std::uint64_t in_reply_to, const std::string& execution_id) {
   std::string answered_id;
-  if (auto m = run_messages_.find(in_reply_to); in_reply_to != 0 && m != run_messages_.end())
-    answered_id = m->second;
-  else if (runs_.count(execution_id))
-    answered_id = execution_id;  // any state of the run answers it
+  if (auto m = run_messages_.find(in_reply_to); in_reply_to != 0 && m != run_messages_.end()) answered_id = m->second;
+  else if (runs_.count(execution_id)) answered_id = execution_id;  // any state of the run answers it
   if (answered_id.empty()) return {};
   return answered(answered_id);
 }
@@ -132,7 +130,13 @@ RunDeliveryMachine::Refusal RunDeliveryMachine::refused(std::uint64_t in_reply_t
     run_messages_.erase(m);
     return out;
   }
-  // A refusal is certain: the agent did not start the run and will not.
+  // A refusal of an earlier request is not: the agent may refuse a late first request (its start
+  // deadline passed while it was frozen) and start the request sent again after it.
+  if (const auto& sent = runs_.at(out.execution_id).message_ids; !sent.empty() && sent.back() != in_reply_to) {
+    out.kind = Refusal::Kind::superseded;
+    return out;
+  }
+  // A refusal of the latest request is certain: the agent did not start the run and will not.
   out.kind = Refusal::Kind::refused;
   out.actions = resolve(out.execution_id, RunDelivery::refused, DeliveryCause::refused_by_agent);
   finish(out.actions);

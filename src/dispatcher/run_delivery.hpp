@@ -27,8 +27,8 @@ struct DeliveryNow {
 };
 
 struct RunDeliveryOptions {
-  std::int64_t ack_timeout_ms = 5'000;        ///< an answer is awaited this long before asking again
-  std::int64_t acceptance_wait_max_ms = 0;    ///< longest wait while the session lives; 0 = 4 x ack_timeout
+  std::int64_t ack_timeout_ms = 5'000;      ///< an answer is awaited this long before asking again
+  std::int64_t acceptance_wait_max_ms = 0;  ///< longest wait while the session lives; 0 = 4 x ack_timeout
 };
 
 /// Why a run was resolved (the driver logs and counts by it).
@@ -126,7 +126,9 @@ class RunDeliveryMachine {
 
   /// What a refusal (a ProtocolError in reply to a message) concerned.
   struct Refusal {
-    enum class Kind { not_a_run, refused, stale } kind = Kind::not_a_run;  ///< stale: it was resolved before
+    /// stale: it was resolved before; superseded: a refusal of an earlier request of a run asked
+    /// again (the later request may still start it: its answer, or the timer, decides).
+    enum class Kind { not_a_run, refused, stale, superseded } kind = Kind::not_a_run;
     std::string execution_id;
     DeliveryActions actions;
   };
@@ -174,9 +176,9 @@ class RunDeliveryMachine {
 
   RunDeliveryOptions options_;
   std::map<std::string, PendingRun, std::less<>> runs_;
-  std::map<std::uint64_t, std::string> run_messages_;         ///< RunRequest message id -> execution id
-  std::set<std::pair<std::int64_t, std::string>> timers_;     ///< (instant, execution id)
-  std::optional<std::int64_t> armed_;                         ///< the wake last asked for
+  std::map<std::uint64_t, std::string> run_messages_;      ///< RunRequest message id -> execution id
+  std::set<std::pair<std::int64_t, std::string>> timers_;  ///< (instant, execution id)
+  std::optional<std::int64_t> armed_;                      ///< the wake last asked for
   std::uint64_t heard_count_ = 0;
 };
 

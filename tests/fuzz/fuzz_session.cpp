@@ -50,8 +50,10 @@ qf::detail::SessionOptions session_options() {
   qf::detail::SessionOptions options;
   options.ack_timeout_ms = 5'000;
   options.max_repushes = 3;
-  options.heartbeat_interval_ms = 1'000;
-  options.missed_heartbeats = 3;
+  // Silence ends a session after 12 s: a frozen agent's session lives through two re-asks
+  // (5 s, 10 s), as with the defaults (15 s x 3), so a thawed agent can see stale requests.
+  options.heartbeat_interval_ms = 2'000;
+  options.missed_heartbeats = 6;
   options.delivery = {5'000, 0};
   return options;
 }

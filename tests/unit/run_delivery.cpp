@@ -206,6 +206,36 @@ TEST_CASE("a refusal is re-routed at once, without a cancel", "[run_delivery]") 
   }
 }
 
+TEST_CASE("a refusal of a request asked again is not certain: the answer to the latest decides", "[run_delivery]") {
+  for (auto guarantee : {k_at_least_once, k_at_most_once}) {
+    // A frozen agent holds both requests; thawed, it refuses the first (its start deadline has
+    // passed) and starts the second (still within its own deadline).
+    FakeSession s;
+    s.offer("t:1", guarantee);
+    s.advance(4'000);
+    s.machine.heard();  // the session lives: asked again
+    s.advance(1'000);
+    REQUIRE(s.sends.size() == 2);
+    auto refusal = s.machine.refused(s.send_ids[0]);
+    CHECK(refusal.kind == RunDeliveryMachine::Refusal::Kind::superseded);
+    CHECK(refusal.actions.empty());
+    CHECK(s.machine.pending("t:1"));  // not re-routed: the second request may be running
+    s.perform(s.machine.update(s.send_ids[1], "t:1"));
+    REQUIRE(s.resolutions.size() == 1);
+    CHECK(s.resolutions[0].outcome == RunDelivery::accepted);
+  }
+  // A refusal of the latest request is certain.
+  FakeSession s;
+  s.offer("t:2", k_at_most_once);
+  s.advance(5'000);
+  REQUIRE(s.sends.size() == 2);
+  auto refusal = s.machine.refused(s.send_ids[1]);
+  CHECK(refusal.kind == RunDeliveryMachine::Refusal::Kind::refused);
+  s.perform(std::move(refusal.actions));
+  REQUIRE(s.resolutions.size() == 1);
+  CHECK(s.resolutions[0].outcome == RunDelivery::refused);
+}
+
 TEST_CASE("a run whose request never left is refused at once", "[run_delivery]") {
   FakeSession s;
   s.connection_open = false;
