@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <quartzflow/local_store.hpp>
+#include <quartzflow/task_builder.hpp>
 #include <quartzflow/task_engine.hpp>
 
 namespace qf = quartzflow;
@@ -27,11 +28,7 @@ int main(int argc, char** argv) {
     return qf::PluginResult{};
   });
 
-  qf::v1::Task task;
-  task.set_id("hello");
-  task.set_name("hello");
-  task.mutable_schedule()->set_interval_seconds(2);
-  task.mutable_plugin()->set_name("hello");
+  const auto task = qf::TaskBuilder("hello").every(std::chrono::seconds{2}).plugin("hello").build();
   qf::ValidationError problem;
   if (!engine.apply({task}, 1, &problem)) return std::cerr << problem.message() << '\n', 1;
   engine.start();

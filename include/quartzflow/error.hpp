@@ -69,6 +69,17 @@ class error : public boost::system::system_error {
   throw error(ec, detail.empty() ? ec.message() : detail);
 }
 
+/// Calls `attempt(ec, detail)` and returns what it returns, throwing (as `throw_error`) when
+/// that is empty: the throwing overload of an `(…, error_code&, std::string* detail)` call.
+template <typename Attempt>
+auto value_or_throw(Attempt attempt) {
+  error_code ec;
+  std::string detail;
+  auto value = attempt(ec, detail);
+  if (!value) throw_error(ec, detail);
+  return value;
+}
+
 /**
  * The outcome of a fallible operation that completes later (catalog changes, triggers, the
  * `async_` functions): `ec` and, for validation failures, `error` (field path and reason);

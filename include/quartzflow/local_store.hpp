@@ -146,11 +146,7 @@ class LocalStore {
                                           std::string* detail = nullptr);
   /// The same, throwing `quartzflow::error` (with the detail) on failure.
   static std::unique_ptr<LocalStore> open(boost::asio::any_io_executor executor, LocalStoreOptions options) {
-    error_code ec;
-    std::string detail;
-    auto store = open(std::move(executor), std::move(options), ec, &detail);
-    if (!store) throw_error(ec, detail);
-    return store;
+    return value_or_throw([&](error_code& ec, std::string& detail) { return open(executor, options, ec, &detail); });
   }
   /// Flushes queued writes (their completions are still posted), then stops the store thread.
   ~LocalStore();

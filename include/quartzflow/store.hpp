@@ -301,11 +301,8 @@ std::unique_ptr<Store> open_sqlite_store(boost::asio::any_io_executor executor, 
                                          error_code& ec, std::string* detail = nullptr);
 /// The same, throwing `quartzflow::error` (with the detail) on failure.
 inline std::unique_ptr<Store> open_sqlite_store(boost::asio::any_io_executor executor, SqliteStoreOptions options) {
-  error_code ec;
-  std::string detail;
-  auto store = open_sqlite_store(std::move(executor), std::move(options), ec, &detail);
-  if (!store) throw_error(ec, detail);
-  return store;
+  return value_or_throw(
+      [&](error_code& ec, std::string& detail) { return open_sqlite_store(executor, options, ec, &detail); });
 }
 
 }  // namespace quartzflow

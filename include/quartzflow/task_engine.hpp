@@ -177,11 +177,8 @@ class TaskEngine {
                                      error_code& ec, std::string* detail = nullptr);
   /// The same, throwing `quartzflow::error` (with the detail) when refused.
   std::string trigger(std::string_view task_id, std::map<std::string, std::string> params = {}) {
-    error_code ec;
-    std::string detail;
-    auto id = trigger(task_id, std::move(params), ec, &detail);
-    if (!id) throw_error(ec, detail);
-    return std::move(*id);
+    return *value_or_throw(
+        [&](error_code& ec, std::string& detail) { return trigger(task_id, std::move(params), ec, &detail); });
   }
 
   /**
