@@ -375,7 +375,7 @@ TEST_CASE("config: versions are acknowledged in order, a stale ACK changes nothi
   CHECK(d.session.acked_version() == 3);
 }
 
-TEST_CASE("config: BASE_MISMATCH forgets what the agent holds; a REJECTED push is FAILED", "[session_machine]") {
+TEST_CASE("config: BASE_MISMATCH forgets what the agent holds, a REJECTED push is FAILED", "[session_machine]") {
   FakeDriver d;
   d.put_task("t1", "g1");
   d.register_agent();
