@@ -188,8 +188,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   // so that the last task of the instant does not wait for the bookkeeping of all the others.
   std::size_t bursts_in_progress = 0;
   std::vector<std::shared_ptr<ActiveRun>> burst_started;
-  std::vector<std::pair<std::string, RunOutcome>> burst_finished;
-  std::vector<ArmedSlot> burst_rearm;  // slots fired in the burst, armed for their next fire after it
+  std::vector<std::pair<std::shared_ptr<ActiveRun>, RunOutcome>> burst_finished;
+  /// A slot fired in a burst: after it, the fires it owes since (a stall) follow, then it is
+  /// armed for its next fire.
+  struct FiredSlot {
+    ArmedSlot armed;
+    Instant fired_at{};           // the wall clock's second when it fired: later fires wait for the timer
+    bool previous_taken = false;  // its fire started or queued: an owed fire after it waits for it
+  };
+  std::vector<FiredSlot> burst_rearm;
 
   /// The slot's entry (if any) becomes stale: it will not fire.
   void disarm(TaskSlot& slot) {
@@ -729,13 +736,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     auto finished_runs = std::exchange(burst_finished, {});
     auto rearm = std::exchange(burst_rearm, {});
     for (auto& run : started_runs) record_start(run);
-    for (auto& [id, outcome] : finished_runs) on_done(id, std::move(outcome));
+    for (auto& [run, outcome] : finished_runs) on_done(run->pending.execution_id, std::move(outcome));
     for (const auto& fired : rearm) {
-      auto it = tasks.find(fired.task_id);
+      auto it = tasks.find(fired.armed.task_id);
       // Not rebuilt or disarmed since it fired (a rebuilt slot armed itself).
-      if (it != tasks.end() && it->second->generation == fired.generation &&
-          it->second->arm_serial == fired.arm_serial && !it->second->armed)
+      if (it != tasks.end() && it->second->generation == fired.armed.generation &&
+          it->second->arm_serial == fired.armed.arm_serial && !it->second->armed) {
+        fire_owed(*it->second, fired.fired_at, fired.previous_taken);
         arm(*it->second);
+      }
     }
   }
 
@@ -766,6 +775,22 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (stopping || slot.generation != generation || !slot.next_fire) return;
     const Instant now = now_instant();
     if (slot.next_fire->start_at > now) return arm(slot);  // a capped wait: not due yet
+    if (now - slot.next_fire->start_at <= k_misfire_threshold) {
+      // The usual case: the fire starts now. Whether the agent stalled and owes the fires after
+      // it (computing them) waits until the instant's bodies have started (see fire_owed).
+      const Instant scheduled = slot.next_fire->scheduled;
+      slot.next_fire.reset();
+      const bool taken = fire_scheduled(slot, scheduled, v1::TRIGGER_TYPE_SCHEDULED);
+      slot.cursor = scheduled;
+      latest_fire = std::max(latest_fire.value_or(scheduled), scheduled);
+      if (bursts_in_progress > 0) {
+        burst_rearm.push_back(FiredSlot{ArmedSlot{slot.config().id(), generation, slot.arm_serial}, now, taken});
+      } else {
+        fire_owed(slot, now, taken);
+        arm(slot);
+      }
+      return;
+    }
 
     // Collect every fire that is due; more than one means the agent stalled or slept.
     std::vector<Fire> owed{*slot.next_fire};
@@ -796,9 +821,30 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     }
     // The slot is armed for its next fire once the instant's bodies have started (see end_burst).
     if (bursts_in_progress > 0) {
-      burst_rearm.push_back(ArmedSlot{slot.config().id(), generation, slot.arm_serial});
+      burst_rearm.push_back(FiredSlot{ArmedSlot{slot.config().id(), generation, slot.arm_serial}, now, false});
     } else {
       arm(slot);
+    }
+  }
+
+  /// After a fire at `fired_at` (within the misfire threshold of its instant): the fires due by
+  /// then that came after it (the agent stalled or slept) form a chain, each waiting for the one
+  /// before it (see dispatch); the first fire not due then is kept as the slot's next.
+  void fire_owed(TaskSlot& slot, Instant fired_at, bool previous_taken) {
+    if (!slot.schedule || !slot.cursor || slot.next_fire) return;
+    for (std::size_t owed = 0; owed < 10000; ++owed) {
+      ScheduleState state{slot.cursor, slot.cursor, slot.runs};
+      auto next = slot.schedule->next(*slot.cursor, state);
+      if (!next) return;
+      if (next->start_at > fired_at) {
+        // What arm() would compute from this cursor and run count (the schedule is a pure
+        // function of them): kept, not computed again.
+        slot.next_fire = next;
+        return;
+      }
+      previous_taken = fire_scheduled(slot, next->scheduled, v1::TRIGGER_TYPE_SCHEDULED, previous_taken);
+      slot.cursor = next->scheduled;
+      latest_fire = std::max(latest_fire.value_or(next->scheduled), next->scheduled);
     }
   }
 
@@ -1053,7 +1099,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (it == runs.end() || it->second->finished) return;
     it->second->finished = true;
     if (auto slot = tasks.find(it->second->pending.task_id); slot != tasks.end()) --slot->second->running;
-    burst_finished.emplace_back(id, std::move(outcome));
+    burst_finished.emplace_back(it->second, std::move(outcome));
   }
 
   void schedule_progress(const std::shared_ptr<ActiveRun>& run) {
