@@ -487,7 +487,11 @@ try {
   await page.keyboard.press('Enter')
   await page.waitForFunction(() =>
     document.querySelectorAll('[data-testid=tasks-table] .el-table__body-wrapper .el-table__row').length === 5)
-  await shot(page, 'tasks-console-dark') // the README's
+  // The README's: in a window wide enough for every column (at 1440 px the table scrolls
+  // under its pinned actions).
+  await page.setViewportSize({ width: 1680, height: 900 })
+  await shot(page, 'tasks-console-dark')
+  await page.setViewportSize({ width: 1440, height: 900 })
   await page.click('[data-testid=tasks-export-yaml]')
   await page.waitForSelector('[data-testid=task-yaml] >> text=tasks:')
   const pageYaml = await page.textContent('[data-testid=task-yaml]')
