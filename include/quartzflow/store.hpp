@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -129,6 +130,19 @@ class StoreTransaction {
   /// created_at_unix_ms (or created), updated_at_unix_ms (or updated), next_fire_unix_ms
   /// (from the fire state), last_scheduled_unix_ms.
   virtual Listing<v1::Task> list_tasks(const v1::ListTasksRequest& request) = 0;
+  /**
+   * The counts a TaskSummary carries beside its task, for each of `task_ids` in that order
+   * (an id given twice gets its counts twice; an unknown id gets zeros); only these fields
+   * are set, so a caller merges them into its summary (`MergeFrom`). At most three queries
+   * whatever the number of ids (a list page: one call, not one per task):
+   * - over every stored execution of the task: `run_count` (SUCCESS, FAILURE, TIMEOUT and
+   *   CANCELLED), `success_count`, `failure_count` (FAILURE and TIMEOUT), `running_count`
+   *   (RUNNING now);
+   * - `target_agent_count`: the agents the task is placed on, those in its groups (every
+   *   agent for an `all_agents` task); `online_agent_count`: those of them whose record is
+   *   ONLINE (a registered session, as GroupSummary counts them).
+   */
+  virtual std::vector<v1::TaskSummary> task_counts(std::span<const std::string> task_ids) = 0;
   /// Tasks bound to a group (directly) or global (`all_agents`).
   virtual std::vector<v1::Task> tasks_for_group(std::string_view group_id) = 0;
   virtual std::vector<v1::Task> all_tasks() = 0;

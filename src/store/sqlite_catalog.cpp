@@ -2,6 +2,7 @@
 // The catalog half of the SQLite StoreTransaction: config versions, tasks (with their group
 // bindings and labels as relations), groups, agents, scheduler fire state and the audit log.
 #include <array>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -208,6 +209,88 @@ Listing<v1::Task> SqliteStoreTransaction::list_tasks(const v1::ListTasksRequest&
   const int next = rows.bind_all(where.values());
   rows.bind(next, paging.limit).bind(next + 1, paging.offset);
   out.items = read_tasks(rows);
+  return out;
+}
+
+std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const std::string> task_ids) {
+  std::vector<v1::TaskSummary> out(task_ids.size());
+  std::map<std::string_view, std::vector<std::size_t>, std::less<>> positions;  // an id may be given twice
+  for (std::size_t i = 0; i < task_ids.size(); ++i) positions[task_ids[i]].push_back(i);
+  if (positions.empty()) return out;
+  // `IN (?, ...)` over the distinct ids: at most a page (500), far below SQLite's limit of
+  // bound parameters; the statement cache is trimmed between transactions.
+  std::string placeholders;
+  for (std::size_t i = 0; i < positions.size(); ++i) placeholders += i == 0 ? "?" : ", ?";
+  const auto bind_ids = [&](BorrowedStatement& rows) {
+    int index = 1;
+    for (const auto& [id, at] : positions) rows.bind(index++, id);
+  };
+  const auto each_position = [&](const std::string& id, auto&& fill) {
+    if (auto it = positions.find(id); it != positions.end())
+      for (const auto i : it->second) fill(out[i]);
+  };
+  {
+    // Answered from the (task_id, status, scheduled_unix_ms) index alone.
+    auto rows = statement(fmt::format(
+        "SELECT task_id, status, COUNT(*) FROM executions WHERE task_id IN ({}) GROUP BY task_id, status", placeholders));
+    bind_ids(rows);
+    while (rows.next()) {
+      const auto status = rows.int64(1);
+      const auto n = static_cast<std::uint64_t>(rows.int64(2));
+      each_position(rows.text(0), [&](v1::TaskSummary& summary) {
+        switch (status) {
+          case v1::EXECUTION_STATUS_SUCCESS:
+            summary.set_success_count(summary.success_count() + n);
+            summary.set_run_count(summary.run_count() + n);
+            break;
+          case v1::EXECUTION_STATUS_FAILURE:
+          case v1::EXECUTION_STATUS_TIMEOUT:
+            summary.set_failure_count(summary.failure_count() + n);
+            summary.set_run_count(summary.run_count() + n);
+            break;
+          case v1::EXECUTION_STATUS_CANCELLED: summary.set_run_count(summary.run_count() + n); break;
+          case v1::EXECUTION_STATUS_RUNNING:
+            summary.set_running_count(summary.running_count() + static_cast<std::uint32_t>(n));
+            break;
+          default: break;  // PENDING, SKIPPED, MISSED: not runs
+        }
+      });
+    }
+  }
+  {
+    // An agent has one group, so joining the task's bindings counts each agent once.
+    auto rows = statement(fmt::format(
+        "SELECT t.id, t.all_agents, COUNT(a.id), COALESCE(SUM(a.state = {}), 0) FROM tasks t "
+        "LEFT JOIN task_groups tg ON tg.task_id = t.id LEFT JOIN agents a ON a.group_id = tg.group_id "
+        "WHERE t.id IN ({}) GROUP BY t.id",
+        static_cast<int>(v1::AGENT_STATE_ONLINE), placeholders));
+    bind_ids(rows);
+    std::vector<std::string> global_tasks;
+    while (rows.next()) {
+      if (rows.int64(1) != 0) {
+        global_tasks.push_back(rows.text(0));
+        continue;
+      }
+      const auto target = static_cast<std::uint32_t>(rows.int64(2));
+      const auto online = static_cast<std::uint32_t>(rows.int64(3));
+      each_position(rows.text(0), [&](v1::TaskSummary& summary) {
+        summary.set_target_agent_count(target);
+        summary.set_online_agent_count(online);
+      });
+    }
+    if (!global_tasks.empty()) {
+      auto all = statement(fmt::format("SELECT COUNT(*), COALESCE(SUM(state = {}), 0) FROM agents",
+                                       static_cast<int>(v1::AGENT_STATE_ONLINE)));
+      const bool counted = all.next();  // an aggregate always has its row
+      const auto target = counted ? static_cast<std::uint32_t>(all.int64(0)) : 0U;
+      const auto online = counted ? static_cast<std::uint32_t>(all.int64(1)) : 0U;
+      for (const auto& id : global_tasks)
+        each_position(id, [&](v1::TaskSummary& summary) {
+          summary.set_target_agent_count(target);
+          summary.set_online_agent_count(online);
+        });
+    }
+  }
   return out;
 }
 

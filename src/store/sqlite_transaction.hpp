@@ -72,6 +72,7 @@ class SqliteStoreTransaction final : public StoreTransaction {
   void put_task(const v1::Task& task) override;
   bool delete_task(std::string_view id) override;
   Listing<v1::Task> list_tasks(const v1::ListTasksRequest& request) override;
+  std::vector<v1::TaskSummary> task_counts(std::span<const std::string> task_ids) override;
   std::vector<v1::Task> tasks_for_group(std::string_view group_id) override;
   std::vector<v1::Task> all_tasks() override;
 

@@ -170,6 +170,53 @@ def test_trigger_runs_on_the_agent_and_the_execution_is_queryable(admin, echo_ta
     assert any(e["target_id"] == tid and eid in e["detail"] for e in audit)
 
 
+COUNT_FIELDS = ("run_count", "success_count", "failure_count", "running_count", "target_agent_count",
+                "online_agent_count")
+
+
+def counts_of(summary):
+    """The run and placement counts of a TaskSummary (protobuf JSON omits zeros, gives uint64 as text)."""
+    return {k: int(summary.get(k, 0)) for k in COUNT_FIELDS}
+
+
+def test_the_task_list_carries_the_same_run_and_agent_counts_as_the_single_read(admin, workers):
+    wait_for(lambda: admin.get("/api/v1/agents/api-agent").data["state"] == "AGENT_STATE_ONLINE", 30, "api-agent online")
+    body = dict(SHELL_TASK, name="api-counted", group_ids=[workers], shell={"argv": ["/bin/sh", "-c", "exit $QF_PARAM_CODE"]},
+                params=[{"name": "code", "default_value": "0"}])
+    tid = admin.post("/api/v1/tasks", body).data["id"]
+    everywhere = admin.post("/api/v1/tasks", dict(SHELL_TASK, name="api-counted-everywhere", all_agents=True)).data["id"]
+    eids = [admin.post(f"/api/v1/tasks/{tid}/trigger", {"params": {"code": code}}).data["execution_ids"][0]
+            for code in ("0", "0", "3")]
+
+    def final(eid):
+        status = admin.get("/api/v1/executions/" + urllib.parse.quote(eid, safe="")).data["status"]
+        return status not in ("EXECUTION_STATUS_PENDING", "EXECUTION_STATUS_RUNNING")
+
+    wait_for(lambda: all(final(e) for e in eids), 30, "the three runs to end")
+    group = admin.get(f"/api/v1/groups/{workers}").data
+    single = counts_of(admin.get(f"/api/v1/tasks/{tid}").data)
+    assert single == {"run_count": 3, "success_count": 2, "failure_count": 1, "running_count": 0,
+                      "target_agent_count": group["agent_count"], "online_agent_count": group["online_agent_count"]}
+    assert single["online_agent_count"] >= 1
+    [listed] = admin.get("/api/v1/tasks?keyword=api-counted&enabled=enabled&sort=name&page_size=1").data["items"]
+    assert listed["task"]["id"] == tid and counts_of(listed) == single
+
+    agents = admin.get("/api/v1/agents?page_size=500").data
+    online = sum(1 for a in agents["items"] if a["state"] == "AGENT_STATE_ONLINE")
+    global_counts = counts_of(admin.get(f"/api/v1/tasks/{everywhere}").data)
+    assert global_counts == dict.fromkeys(COUNT_FIELDS, 0) | {"target_agent_count": int(agents["total"]),
+                                                             "online_agent_count": online}
+
+    # Every task of a page (filled by one grouped query) agrees with its own read.
+    def page_agrees():
+        page = admin.get("/api/v1/tasks?page_size=500").data["items"]
+        return page if all(counts_of(s) == counts_of(admin.get(f"/api/v1/tasks/{s['task']['id']}").data)
+                           for s in page) else None
+
+    page = wait_for(page_agrees, 10, "every listed task's counts to equal its single read")
+    assert {tid, everywhere} <= {s["task"]["id"] for s in page}
+
+
 def test_cancel_a_running_execution(admin, workers):
     body = dict(SHELL_TASK, name="api-sleeper", group_ids=[workers], shell={"argv": ["/bin/sleep", "30"]})
     task = admin.post("/api/v1/tasks", body).data

@@ -640,6 +640,89 @@ TEST_CASE("the group list counts agents, online agents and tasks, filters, sorts
   CHECK(thrown_by(io, *store, [r](qf::StoreTransaction& tx) { tx.list_groups(r); }).detail().field == "sort");
 }
 
+TEST_CASE("task counts match a brute-force count of the executions and agents inserted", "[store]") {
+  boost::asio::io_context io;
+  auto store = open_store(io);
+  std::mt19937 random(13);
+  const std::array groups{std::string("g1"), std::string("g2"), std::string("g3")};
+  const std::array agent_states{v1::AGENT_STATE_ONLINE, v1::AGENT_STATE_OFFLINE, v1::AGENT_STATE_SUSPECT,
+                                v1::AGENT_STATE_DRAINING};
+  std::vector<v1::Agent> agents;
+  for (int i = 0; i < 40; ++i) {
+    const auto group = random() % 4;  // 3: no group
+    agents.push_back(make_agent(fmt::format("a{}", i), group == 3 ? "" : groups[group],
+                                agent_states[random() % agent_states.size()]));
+  }
+  std::vector<v1::Task> tasks;
+  for (int i = 0; i < 30; ++i) {
+    std::vector<std::string> bound;
+    for (const auto& g : groups)
+      if (random() % 3 == 0) bound.push_back(g);
+    auto task = make_task(fmt::format("t{:02}", i), fmt::format("task {}", i), bound);
+    task.set_all_agents(i % 7 == 0);
+    tasks.push_back(std::move(task));
+  }
+  std::vector<v1::Execution> executions;
+  for (int i = 0; i < 2000; ++i) {
+    const auto status = static_cast<v1::ExecutionStatus>(1 + random() % (v1::ExecutionStatus_ARRAYSIZE - 1));
+    // t29 never ran; executions of a task not in the catalog (deleted) are kept apart.
+    const auto task = random() % 10 == 0 ? std::string("gone") : tasks[random() % 29].id();
+    executions.push_back(make_execution(task, 1'000'000 + i, agents[random() % agents.size()].id(), status));
+  }
+  in_tx(io, *store, [&](qf::StoreTransaction& tx) {
+    for (const auto& g : groups) tx.put_group(make_group(g, g + " name"));
+    for (const auto& a : agents) tx.put_agent(a);
+    for (const auto& t : tasks) tx.put_task(t);
+    for (const auto& e : executions) tx.upsert_execution(e);
+    return 0;
+  });
+
+  const auto expected = [&](const std::string& task_id) {
+    v1::TaskSummary s;
+    for (const auto& e : executions) {
+      if (e.task_id() != task_id) continue;
+      const auto st = e.status();
+      if (st == v1::EXECUTION_STATUS_SUCCESS) s.set_success_count(s.success_count() + 1);
+      if (st == v1::EXECUTION_STATUS_FAILURE || st == v1::EXECUTION_STATUS_TIMEOUT)
+        s.set_failure_count(s.failure_count() + 1);
+      if (st == v1::EXECUTION_STATUS_SUCCESS || st == v1::EXECUTION_STATUS_FAILURE ||
+          st == v1::EXECUTION_STATUS_TIMEOUT || st == v1::EXECUTION_STATUS_CANCELLED)
+        s.set_run_count(s.run_count() + 1);
+      if (st == v1::EXECUTION_STATUS_RUNNING) s.set_running_count(s.running_count() + 1);
+    }
+    const auto task = std::find_if(tasks.begin(), tasks.end(), [&](const v1::Task& t) { return t.id() == task_id; });
+    if (task == tasks.end()) return s;  // not in the catalog: placed nowhere
+    for (const auto& a : agents) {
+      const bool bound = task->all_agents() || std::find(task->group_ids().begin(), task->group_ids().end(),
+                                                         a.group_id()) != task->group_ids().end();
+      if (!bound) continue;
+      s.set_target_agent_count(s.target_agent_count() + 1);
+      if (a.state() == v1::AGENT_STATE_ONLINE) s.set_online_agent_count(s.online_agent_count() + 1);
+    }
+    return s;
+  };
+
+  // A whole catalog at once, then a page with an id twice, an unknown one and a deleted task's.
+  std::vector<std::string> all_ids;
+  for (const auto& t : tasks) all_ids.push_back(t.id());
+  const std::vector<std::string> page{"t03", "nope", "t07", "gone", "t03", "t29", "t00"};
+  for (const auto& ids : {all_ids, page, std::vector<std::string>{}}) {
+    const auto counts = in_read(io, *store, [ids](qf::StoreTransaction& tx) { return tx.task_counts(ids); });
+    REQUIRE(counts.size() == ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      INFO(ids[i] << ": " << counts[i].ShortDebugString() << " expected " << expected(ids[i]).ShortDebugString());
+      CHECK(MessageDifferencer::Equals(counts[i], expected(ids[i])));
+    }
+  }
+  // The figures are not all zero: the comparison above would not see a query that counts nothing.
+  const auto t00 = expected("t00");
+  CHECK(t00.run_count() > 0);
+  CHECK(t00.running_count() > 0);
+  CHECK(t00.online_agent_count() > 0);
+  CHECK(t00.target_agent_count() == agents.size());  // all_agents
+  CHECK(expected("t29").run_count() == 0);
+}
+
 TEST_CASE("the agent list filters by keyword, group, state, labels and push state, sorts and pages", "[store]") {
   boost::asio::io_context io;
   auto store = open_store(io);
