@@ -20,6 +20,7 @@
 
 #include "../common/enum_names.hpp"
 #include "../common/json_text.hpp"
+#include "../common/text.hpp"
 #include "../common/message_limits.hpp"
 #include "../common/utf8.hpp"
 #include "api.hpp"
@@ -269,9 +270,7 @@ std::optional<std::string> cross_origin_problem(const ApiRequest& request) {
   if (request.origin.empty() || request.method == "GET" || request.method == "HEAD" || request.method == "OPTIONS")
     return std::nullopt;
   const std::string own = fmt::format("{}://{}", request.secure ? "https" : "http", request.host);
-  if (!request.host.empty() && request.origin.size() == own.size() &&
-      std::equal(own.begin(), own.end(), request.origin.begin(),
-                 [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b)); }))
+  if (!request.host.empty() && lower_ascii(request.origin) == lower_ascii(own))
     return std::nullopt;
   return fmt::format("cross-origin request refused: Origin {} is not this server ({})", valid_utf8(request.origin.substr(0, 200)),
                      valid_utf8(own.substr(0, 200)));

@@ -8,6 +8,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "../common/text.hpp"
 #include "../engine/task_limits.hpp"
 #include "admin_api.hpp"
 #include "api.hpp"
@@ -156,9 +157,7 @@ std::string AdminApi::openapi_json() const {
       field(op, "security") = std::move(security);
       field(op, "x-min-role") = text(route.min_rank >= 3 ? "admin" : route.min_rank == 2 ? "operator" : "viewer");
     }
-    std::string method = route.method;
-    for (auto& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    field(path_item, method) = std::move(op);
+    field(path_item, lower_ascii(route.method)) = std::move(op);
   }
   // Schemas, following references until every message is described.
   auto& schemas = field(field(doc, "components"), "schemas");

@@ -15,6 +15,7 @@
 #include <quartzflow/local_store.hpp>
 
 #include "commands.hpp"
+#include "common/enum_names.hpp"  // src/: the short names YAML, the API and qfctl share
 #include "table.hpp"
 
 namespace qfctl {
@@ -106,10 +107,7 @@ std::pair<std::string, std::string> date_range(const LocalArgs& args) {
 }
 
 std::string status_name(qf::v1::ExecutionStatus status) {
-  auto name = qf::v1::ExecutionStatus_Name(status);
-  name = name.substr(std::string("EXECUTION_STATUS_").size());
-  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return name;
+  return qf::detail::EnumNames::of(qf::v1::ExecutionStatus_descriptor()).short_name(status);
 }
 
 std::string duration_text(std::int64_t ms) {
