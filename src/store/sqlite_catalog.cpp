@@ -231,8 +231,9 @@ std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const
   };
   {
     // Answered from the (task_id, status, scheduled_unix_ms) index alone.
-    auto rows = statement(fmt::format(
-        "SELECT task_id, status, COUNT(*) FROM executions WHERE task_id IN ({}) GROUP BY task_id, status", placeholders));
+    auto rows = statement(
+        fmt::format("SELECT task_id, status, COUNT(*) FROM executions WHERE task_id IN ({}) GROUP BY task_id, status",
+                    placeholders));
     bind_ids(rows);
     while (rows.next()) {
       const auto status = rows.int64(1);
@@ -259,11 +260,11 @@ std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const
   }
   {
     // An agent has one group, so joining the task's bindings counts each agent once.
-    auto rows = statement(fmt::format(
-        "SELECT t.id, t.all_agents, COUNT(a.id), COALESCE(SUM(a.state = {}), 0) FROM tasks t "
-        "LEFT JOIN task_groups tg ON tg.task_id = t.id LEFT JOIN agents a ON a.group_id = tg.group_id "
-        "WHERE t.id IN ({}) GROUP BY t.id",
-        static_cast<int>(v1::AGENT_STATE_ONLINE), placeholders));
+    auto rows = statement(
+        fmt::format("SELECT t.id, t.all_agents, COUNT(a.id), COALESCE(SUM(a.state = {}), 0) FROM tasks t "
+                    "LEFT JOIN task_groups tg ON tg.task_id = t.id LEFT JOIN agents a ON a.group_id = tg.group_id "
+                    "WHERE t.id IN ({}) GROUP BY t.id",
+                    static_cast<int>(v1::AGENT_STATE_ONLINE), placeholders));
     bind_ids(rows);
     std::vector<std::string> global_tasks;
     while (rows.next()) {
