@@ -27,6 +27,7 @@
 #include <quartzflow/v1/config.pb.h>
 
 #include "../common/clock.hpp"
+#include "../common/proto_bytes.hpp"
 #include "../sqlite/sqlite.hpp"
 #include "local_store_reads.hpp"
 #include "schema.hpp"
@@ -36,6 +37,7 @@ namespace quartzflow {
 using detail::SqliteDatabase;
 using detail::SqliteStatement;
 using detail::SqliteTransaction;
+using detail::serialize_deterministic;
 using detail::StatsRow;
 using detail::clamp_to_int64;
 using detail::k_stats_hour_column;
@@ -51,19 +53,6 @@ constexpr int k_busy_timeout_ms = 5000;
 /// Runs that ran (DailyStats.total): success, failure, timeout, cancelled.
 bool counts_in_total(v1::ExecutionStatus status) noexcept {
   return is_final(status) && status != v1::EXECUTION_STATUS_SKIPPED && status != v1::EXECUTION_STATUS_MISSED;
-}
-
-/// Stored bytes must be stable so that "unchanged" can be decided by comparing them (map
-/// fields serialize in arbitrary order otherwise).
-std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream raw(&out);
-    google::protobuf::io::CodedOutputStream coded(&raw);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-  }
-  return out;
 }
 
 /// Cuts `text` to at most `limit` bytes without splitting a UTF-8 sequence.

@@ -81,17 +81,6 @@ std::vector<std::pair<std::string, std::string>> parse_label_selector(std::strin
   return out;
 }
 
-std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream raw(&out);
-    google::protobuf::io::CodedOutputStream coded(&raw);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-  }
-  return out;
-}
-
 void parse_record(std::string_view bytes, google::protobuf::MessageLite& into) {
   if (!into.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     throw error(errc::store_failed, fmt::format("store: a stored {} record does not parse", into.GetTypeName()));

@@ -17,6 +17,7 @@
 #include <quartzflow/error.hpp>
 
 #include "../common/clock.hpp"  // now_unix_ms
+#include "../common/proto_bytes.hpp"  // serialize_deterministic
 #include "../common/text.hpp"   // lower_ascii: SQLite's lower() folds alike, keywords go through it
 
 namespace quartzflow::detail {
@@ -63,9 +64,6 @@ std::string order_by(std::string_view requested, std::string_view fallback, std:
 /// `key=value[,key=value...]` (spaces around parts ignored); throws invalid_argument naming
 /// the field `label_selector` when a part is not `key=value` with a non-empty key.
 std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input);
-
-/// Stable bytes (map fields in key order), so that "unchanged" can be decided by comparing.
-std::string serialize_deterministic(const google::protobuf::MessageLite& message);
 
 /// Parses a stored record; throws store_failed when the bytes are not one.
 void parse_record(std::string_view bytes, google::protobuf::MessageLite& into);
