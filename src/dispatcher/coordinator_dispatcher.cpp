@@ -6,6 +6,32 @@
 
 namespace quartzflow {
 
+namespace {
+
+/// Writes a session's copy of an agent's record without the fields the catalog owns: a
+/// session's copy of the group is refreshed only when the catalog is reloaded, after a move
+/// has committed, and a heartbeat or push status stored in between would put the agent
+/// back in its old group with no audit entry. The stored record's group wins.
+void put_session_agent(StoreTransaction& tx, v1::Agent agent) {
+  if (auto stored = tx.agent(agent.id())) {
+    agent.set_group_id(stored->group_id());
+    agent.set_group_assignment(stored->group_assignment());
+  }
+  tx.put_agent(agent);
+}
+
+/// The group an agent registers into. A manual placement holds while its group exists in
+/// the store: the cached groups may not list a group created just before the move yet.
+std::string registration_group(StoreTransaction& tx, const v1::Agent& agent, const std::string& config_group,
+                               const std::vector<v1::Group>& groups) {
+  if (agent.group_assignment() == v1::GROUP_ASSIGNMENT_MANUAL && !agent.group_id().empty() &&
+      tx.group(agent.group_id()))
+    return agent.group_id();
+  return resolve_group(agent, config_group, groups);
+}
+
+}  // namespace
+
 void CoordinatorDispatcher::Impl::load_catalog(StoreTransaction& tx, CatalogSnapshot& out,
                                                const std::vector<std::string>& agent_ids) {
   out.tasks = tx.all_tasks();
@@ -138,7 +164,7 @@ void CoordinatorDispatcher::Impl::drain_pushes() {
 }
 
 void CoordinatorDispatcher::Impl::save_agent(const v1::Agent& agent) {
-  store.transact([agent](StoreTransaction& tx, error_code&) { tx.put_agent(agent); },
+  store.transact([agent](StoreTransaction& tx, error_code&) { put_session_agent(tx, agent); },
                  [id = agent.id()](error_code ec) {
                    if (ec) logger()->error("saving agent {} failed: {}", id, ec.message());
                  });
@@ -233,7 +259,7 @@ void CoordinatorDispatcher::Impl::on_register(const std::shared_ptr<Session>& se
         } else {
           agent.set_registered_at_unix_ms(now);
         }
-        const std::string group = resolve_group(agent, config_group, groups);
+        const std::string group = registration_group(tx, agent, config_group, groups);
         if (agent.group_assignment() != v1::GROUP_ASSIGNMENT_MANUAL || group != agent.group_id()) {
           const bool configured =
               !config_group.empty() && std::any_of(groups.begin(), groups.end(), [&](const v1::Group& g) {
@@ -392,7 +418,7 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
   auto marked = std::make_shared<std::vector<v1::Execution>>();
   store.transact(
       [agent, lost, marked, why](StoreTransaction& tx, error_code&) {
-        tx.put_agent(agent);
+        put_session_agent(tx, agent);
         for (const auto& r : lost) {
           auto current = tx.execution(r.execution_id());
           if (current && is_final(current->status())) continue;        // its result arrived after all

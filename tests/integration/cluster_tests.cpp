@@ -660,6 +660,46 @@ TEST_CASE("group rules place agents at registration, a manual move pushes the ne
   CHECK(c.trigger("db-backup").value.size() == 2);
 }
 
+TEST_CASE("a manual move survives the moved agent's heartbeats and push acks written around it", "[cluster]") {
+  Cluster c;
+  c.create_group("web");
+  c.create_group("databases");
+  c.create_task(shell_task("web-check", "echo web", {"web"}, qf::v1::PLACEMENT_MODE_ALL));
+  c.create_task(shell_task("db-backup", "echo backup", {"databases"}, qf::v1::PLACEMENT_MODE_ALL));
+  c.add_agent("n1", "web");
+  c.add_agent("n2", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  for (int round = 0; round < 4; ++round) {
+    const std::string target = round % 2 == 0 ? "databases" : "web";
+    const std::string other = round % 2 == 0 ? "web" : "databases";
+    INFO("round " << round << ": n1 moved to " << target);
+    // n1's heartbeat is held back and arrives while the move commits, before the
+    // coordinator has reloaded the catalog: the session still holds the old group then.
+    c.freeze("n1");
+    c.run_for(1200ms);
+    std::optional<qf::CatalogResult<std::uint64_t>> moved;
+    c.coordinator->move_agents({"n1"}, target, qf::Actor{"tester", ""}, [&](auto r) { moved = std::move(r); });
+    c.thaw("n1", 0ms);
+    REQUIRE(c.run_until([&] { return moved.has_value(); }));
+    REQUIRE(*moved);
+    CHECK(c.run_until(
+        [&] {
+          auto a = c.agent_record("n1");
+          return a && a->applied_config_version() >= static_cast<std::int64_t>(moved->value);
+        },
+        5s));
+    c.run_for(1100ms);  // a heartbeat after the move is stored too
+    const auto n1 = c.agent_record("n1");
+    REQUIRE(n1);
+    CHECK(n1->group_id() == target);
+    CHECK(n1->group_assignment() == qf::v1::GROUP_ASSIGNMENT_MANUAL);
+    qf::error_code ec;
+    CHECK(c.agents["n1"]->engine->trigger(target == "web" ? "web-check" : "db-backup", {}, ec).has_value());
+    CHECK_FALSE(c.agents["n1"]->engine->trigger(other == "web" ? "web-check" : "db-backup", {}, ec).has_value());
+  }
+  CHECK(c.agent_record("n2")->group_id() == "web");
+}
+
 TEST_CASE("a routed run is cancelled on its agent, a never-dispatched one in the store", "[cluster]") {
   Cluster c;
   c.create_group("web");
