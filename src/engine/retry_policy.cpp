@@ -6,7 +6,7 @@
 
 #include <quartzflow/task.hpp>
 
-#include "../cron/cron_fields.hpp"
+#include "../common/stable_hash.hpp"
 
 namespace quartzflow {
 

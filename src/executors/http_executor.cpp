@@ -37,6 +37,7 @@
 #include <quartzflow/executor.hpp>
 #include <quartzflow/version.hpp>
 
+#include "../common/text.hpp"
 #include "placeholders.hpp"
 
 namespace quartzflow {
@@ -53,13 +54,9 @@ constexpr int k_max_redirects = 5;
 constexpr std::uint64_t k_max_read_bytes = 64ull << 20;
 constexpr std::uint32_t k_max_header_bytes = 64u << 10;
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && detail::lower_ascii(a) == detail::lower_ascii(b);
 }
-
-bool iequals(std::string_view a, std::string_view b) { return a.size() == b.size() && lower(a) == lower(b); }
 
 bool is_ip_literal(const std::string& host) {
   error_code ec;
@@ -87,7 +84,7 @@ struct Url {
 
 std::optional<Url> parse_url(std::string_view text, std::string& problem) {
   const auto scheme_end = text.find("://");
-  const std::string scheme = scheme_end == std::string_view::npos ? "" : lower(text.substr(0, scheme_end));
+  const std::string scheme = scheme_end == std::string_view::npos ? "" : detail::lower_ascii(text.substr(0, scheme_end));
   if (scheme != "http" && scheme != "https") {
     problem = fmt::format("\"{}\" is not an absolute http:// or https:// URL", text);
     return std::nullopt;
