@@ -84,7 +84,8 @@ struct Url {
 
 std::optional<Url> parse_url(std::string_view text, std::string& problem) {
   const auto scheme_end = text.find("://");
-  const std::string scheme = scheme_end == std::string_view::npos ? "" : detail::lower_ascii(text.substr(0, scheme_end));
+  const std::string scheme =
+      scheme_end == std::string_view::npos ? "" : detail::lower_ascii(text.substr(0, scheme_end));
   if (scheme != "http" && scheme != "https") {
     problem = fmt::format("\"{}\" is not an absolute http:// or https:// URL", text);
     return std::nullopt;
