@@ -29,7 +29,7 @@
 #include <fmt/format.h>
 
 #include <quartzflow/certs.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>

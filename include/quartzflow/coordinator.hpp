@@ -16,7 +16,7 @@
 
 #include <quartzflow/async.hpp>
 #include <quartzflow/catalog.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/transport.hpp>

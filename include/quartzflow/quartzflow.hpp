@@ -4,13 +4,14 @@
 #pragma once
 
 #include <quartzflow/admin.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
 #include <quartzflow/async.hpp>
 #include <quartzflow/auth.hpp>
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/certs.hpp>
 #include <quartzflow/coordinator.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/cron.hpp>
-#include <quartzflow/dispatcher.hpp>
 #include <quartzflow/error.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/executor.hpp>

@@ -21,6 +21,9 @@
 
 namespace quartzflow {
 
+/// Protocol version this library speaks (Envelope.protocol_version), on both sides.
+inline constexpr std::uint32_t k_protocol_version = 1;
+
 /**
  * One end of a message connection. Messages arrive whole and in the order they were sent;
  * each is one serialized `v1::Envelope`.

@@ -13,7 +13,7 @@
 #include <date/date.h>
 #include <fmt/format.h>
 
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include <quartzflow/catalog.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
 

@@ -8,7 +8,6 @@
 #include <optional>
 #include <string>
 
-#include <quartzflow/dispatcher.hpp>
 #include <quartzflow/transport.hpp>
 #include <quartzflow/v1/agent_protocol.pb.h>
 

@@ -19,7 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <CLI/CLI.hpp>
 
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>

@@ -16,7 +16,8 @@
 #include <catch2/catch.hpp>
 
 #include <quartzflow/coordinator.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/store.hpp>

@@ -19,7 +19,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/transport.hpp>
 

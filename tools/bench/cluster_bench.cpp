@@ -44,7 +44,8 @@
 
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/coordinator.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/agent_dispatcher.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/log.hpp>

@@ -45,7 +45,7 @@
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/certs.hpp>
 #include <quartzflow/coordinator.hpp>
-#include <quartzflow/dispatcher.hpp>
+#include <quartzflow/coordinator_dispatcher.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/store.hpp>
