@@ -21,13 +21,13 @@
 namespace quartzflow {
 
 struct AgentDispatcherOptions {
-  std::string agent_id{};                    ///< stable across restarts; required
+  std::string agent_id{};  ///< stable across restarts; required
   std::string hostname{};
   std::vector<std::string> ips{};
   std::map<std::string, std::string> labels{};
-  std::string config_group{};                ///< group id or name from the agent's config
+  std::string config_group{};  ///< group id or name from the agent's config
   std::string agent_version{};
-  std::chrono::milliseconds reconnect_min{200};      ///< first reconnect delay
+  std::chrono::milliseconds reconnect_min{200};  ///< first reconnect delay
   /// Backoff cap (plus up to 20 % jitter); keep it under the coordinator's `agent_grace`.
   std::chrono::milliseconds reconnect_max{8'000};
   std::chrono::milliseconds heartbeat_interval{15'000};  ///< until the coordinator says otherwise
@@ -41,9 +41,9 @@ struct AgentDispatcherOptions {
 };
 
 struct AgentDispatcherStats {
-  std::uint64_t connects = 0;          ///< sessions registered
-  std::uint64_t configs_applied = 0;   ///< snapshots and deltas applied
-  std::uint64_t records_sent = 0;      ///< final records sent (re-sends included)
+  std::uint64_t connects = 0;         ///< sessions registered
+  std::uint64_t configs_applied = 0;  ///< snapshots and deltas applied
+  std::uint64_t records_sent = 0;     ///< final records sent (re-sends included)
   std::uint64_t records_acked = 0;
   std::uint64_t runs_received = 0;
 };
@@ -59,8 +59,8 @@ struct AgentDispatcherStats {
  */
 class AgentDispatcher {
  public:
-  AgentDispatcher(boost::asio::any_io_executor executor, TaskEngine& engine, LocalStore& store,
-                  Connector& connector, AgentDispatcherOptions options);
+  AgentDispatcher(boost::asio::any_io_executor executor, TaskEngine& engine, LocalStore& store, Connector& connector,
+                  AgentDispatcherOptions options);
   ~AgentDispatcher();
   AgentDispatcher(const AgentDispatcher&) = delete;
   AgentDispatcher& operator=(const AgentDispatcher&) = delete;

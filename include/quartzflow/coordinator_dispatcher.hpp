@@ -29,16 +29,16 @@ struct CoordinatorDispatcherOptions {
   std::string coordinator_id = "coordinator";
   /// Told to agents at registration, in whole seconds (at least 1).
   std::chrono::milliseconds heartbeat_interval{15'000};
-  std::uint32_t missed_heartbeats = 3;                   ///< silent this long: the agent is offline
-  std::chrono::milliseconds ack_timeout{5'000};          ///< config push ACK, run acceptance
+  std::uint32_t missed_heartbeats = 3;           ///< silent this long: the agent is offline
+  std::chrono::milliseconds ack_timeout{5'000};  ///< config push ACK, run acceptance
   /// Longest wait for the answer to a run while its agent's session lives (a slow answer is
   /// not a refusal: the request is sent again every `ack_timeout` to ask for the run's
   /// state); 0 = 4 x `ack_timeout`. Then the run is re-routed (at_least_once, fenced by the
   /// request's start deadline) or recorded FAILURE `agent lost` (at_most_once).
   std::chrono::milliseconds acceptance_wait_max{0};
-  std::uint32_t max_repushes = 3;                        ///< then the push is marked FAILED
-  std::uint32_t max_batch_records = 500;                 ///< told to agents at registration
-  std::size_t max_message_bytes = 4 << 20;               ///< larger messages end the session
+  std::uint32_t max_repushes = 3;           ///< then the push is marked FAILED
+  std::uint32_t max_batch_records = 500;    ///< told to agents at registration
+  std::size_t max_message_bytes = 4 << 20;  ///< larger messages end the session
 };
 
 /// What the dispatcher reports to its host (the Coordinator, tests, the admin API later).
@@ -60,21 +60,21 @@ struct CoordinatorDispatcherEvents {
 /// Counters for tests, benchmarks and metrics.
 struct CoordinatorDispatcherStats {
   std::uint64_t sessions_opened = 0;
-  std::uint64_t pushes_sent = 0;        ///< ConfigDelta/ConfigSnapshot sends, re-pushes included
+  std::uint64_t pushes_sent = 0;  ///< ConfigDelta/ConfigSnapshot sends, re-pushes included
   std::uint64_t repushes = 0;
-  std::uint64_t pushes_failed = 0;      ///< pushes never acknowledged
+  std::uint64_t pushes_failed = 0;  ///< pushes never acknowledged
   std::uint64_t runs_sent = 0;
   std::uint64_t runs_accepted = 0;
-  std::uint64_t runs_refused = 0;       ///< refused, unanswered or the session ended first
-  std::uint64_t runs_reasked = 0;       ///< run requests sent again to ask a slow agent for the state
-  std::uint64_t runs_unconfirmed = 0;   ///< at_least_once runs re-routed without an answer (fenced)
+  std::uint64_t runs_refused = 0;          ///< refused, unanswered or the session ended first
+  std::uint64_t runs_reasked = 0;          ///< run requests sent again to ask a slow agent for the state
+  std::uint64_t runs_unconfirmed = 0;      ///< at_least_once runs re-routed without an answer (fenced)
   std::uint64_t duplicate_executions = 0;  ///< records of a run executed by an agent it no longer belongs to
-  std::uint64_t output_refused = 0;  ///< live output for a run the session neither holds nor fired (dropped)
-  std::uint64_t records_ingested = 0;   ///< execution records stored (counting duplicates)
-  std::uint64_t records_duplicate = 0;  ///< of those, already stored with the same state
+  std::uint64_t output_refused = 0;        ///< live output for a run the session neither holds nor fired (dropped)
+  std::uint64_t records_ingested = 0;      ///< execution records stored (counting duplicates)
+  std::uint64_t records_duplicate = 0;     ///< of those, already stored with the same state
   std::uint64_t runs_lost = 0;
-  std::uint64_t protocol_errors = 0;    ///< malformed or unexpected messages received
-  std::uint64_t daily_stats_stored = 0; ///< DailyStatsReports stored and acknowledged
+  std::uint64_t protocol_errors = 0;     ///< malformed or unexpected messages received
+  std::uint64_t daily_stats_stored = 0;  ///< DailyStatsReports stored and acknowledged
 };
 
 /**
@@ -94,8 +94,7 @@ struct CoordinatorDispatcherStats {
  */
 class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
  public:
-  CoordinatorDispatcher(boost::asio::any_io_executor executor, Store& store,
-                        CoordinatorDispatcherOptions options = {});
+  CoordinatorDispatcher(boost::asio::any_io_executor executor, Store& store, CoordinatorDispatcherOptions options = {});
   ~CoordinatorDispatcher() override;
   CoordinatorDispatcher(const CoordinatorDispatcher&) = delete;
   CoordinatorDispatcher& operator=(const CoordinatorDispatcher&) = delete;
