@@ -73,8 +73,11 @@ struct StoreHealth {
   // Back-pressure: the store's write queue (LocalStoreOptions::max_queued_bytes).
   /// More than half the queue's bound waits to commit: fires (scheduled, retries, routed
   /// runs) are not started, `trigger` is refused, queued runs wait; each fire not started is
-  /// counted and recorded SKIPPED (`local store backlog: ...`) once the queue is below a
-  /// quarter of its bound, which ends the backlog.
+  /// counted and recorded SKIPPED (`local store backlog: ...`) behind the live runs' records:
+  /// runs start again once the queue is below half its bound, and the held records are written
+  /// at most 10,000/s and only while less than 1/8 of the bound is queued (all at once when
+  /// the engine stops). The backlog ends when all are written and a quarter of the bound is
+  /// free.
   bool backlogged = false;
   std::uint64_t backlog_fires_not_started = 0;        ///< during the current (or last) backlog
   std::uint64_t backlogs = 0;                         ///< backlogs since the engine was made

@@ -38,9 +38,14 @@ namespace {
 
 /// Room kept in the store's write queue for the final record of each run in progress.
 constexpr std::size_t k_final_record_reserve = 1024;
-/// SKIPPED records of held backlog fires written per 10 ms tick (at most 100,000/s, above
-/// what the store's writer commits).
+/// SKIPPED records of held backlog fires written per 10 ms tick while the engine stops (at
+/// most 100,000/s, above what the store's writer commits).
 constexpr std::size_t k_backlog_skips_per_tick = 1000;
+/// The same while new runs start: at most 10,000/s, and only while the store's queue is below
+/// its low-water mark (`backlog_skip_low_water_bytes`), so that the records of live runs go
+/// first and the held skips drain over the following minutes (bounded meanwhile by
+/// `max_recorded_backlog_skips`, 32 bytes each).
+constexpr std::size_t k_backlog_skips_per_tick_live = 100;
 
 /// Fires later than this after their start time count as owed from downtime (misfires).
 constexpr seconds k_misfire_threshold{5};
@@ -248,6 +253,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::deque<HeldScheduledFire> backlog_scheduled_fires;
   asio::steady_timer backlog_timer;
   std::int64_t backlog_since_ms = 0;
+  /// Some slot's queued fire could not start for the backlog: the backlog timer looks at
+  /// every slot only then (20,000 slots every 10 ms cost the io thread about a tenth of a core).
+  bool queued_waiting_for_store = false;
 
   // --- records -------------------------------------------------------------------------
 
@@ -550,19 +558,28 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     });
   }
 
-  /// Writes the held fires' SKIPPED records while the queue has room (below a quarter of its
-  /// bound, so that runs start again meanwhile), and ends the backlog once all are written.
+  /// While new runs start, held SKIPPED records are written only while less than this is
+  /// queued (8 MiB of the default 64 MiB bound; 10,000 runs/s keep a few MB queued): when the
+  /// writer falls behind, the live runs' records queue and the held ones wait.
+  std::size_t backlog_skip_low_water_bytes() const { return backlog_start_bytes() / 4; }
+
+  /// Writes the held fires' SKIPPED records while the queue has room, and ends the backlog
+  /// once all are written and the queue is below a quarter of its bound. While new runs start
+  /// they go first: a few held records per tick, only below the low-water mark. Once the
+  /// engine stops, the rest are written as fast as the queue takes them (below a quarter).
   void on_backlog_timer() {
     const std::size_t resume_bytes =
         backlog_start_bytes() / 2 > runs.size() * k_final_record_reserve
             ? backlog_start_bytes() / 2 - runs.size() * k_final_record_reserve
             : 0;
+    const std::size_t skip_bytes = stopping ? resume_bytes : std::min(resume_bytes, backlog_skip_low_water_bytes());
+    const std::size_t per_tick = stopping ? k_backlog_skips_per_tick : k_backlog_skips_per_tick_live;
     const std::string detail = "local store backlog: the fire was not started because its records could not be "
                                "written in time";
     // A bounded share per tick: a million held fires written in one handler turn stalled the
     // io thread for hundreds of ms (start skew p99 0.1-0.6 s after a 60 s overload).
     std::size_t written = 0;
-    while (!backlog_fires.empty() && store.queued_bytes() < resume_bytes && written++ < k_backlog_skips_per_tick) {
+    while (!backlog_fires.empty() && store.queued_bytes() < skip_bytes && written++ < per_tick) {
       PendingRun p = std::move(backlog_fires.front());
       backlog_fires.pop_front();
       const v1::Task* config = p.config.get();
@@ -577,14 +594,15 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       }
       write_not_run(p, *config, v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_UNSPECIFIED, detail);
     }
-    while (backlog_fires.empty() && !backlog_scheduled_fires.empty() && store.queued_bytes() < resume_bytes &&
-           written++ < k_backlog_skips_per_tick) {
+    while (backlog_fires.empty() && !backlog_scheduled_fires.empty() && store.queued_bytes() < skip_bytes &&
+           written++ < per_tick) {
       const auto fire = std::move(backlog_scheduled_fires.front());
       backlog_scheduled_fires.pop_front();
       write_not_run(scheduled_fire(*fire.config, fire.scheduled, fire.trigger), *fire.config,
                     v1::EXECUTION_STATUS_SKIPPED, v1::SKIP_REASON_UNSPECIFIED, detail);
     }
-    if (!stopping) for (auto& [id, slot] : tasks) start_queued(*slot);
+    if (!stopping && std::exchange(queued_waiting_for_store, false))
+      for (auto& [id, slot] : tasks) start_queued(*slot);
     if (!backlog_fires.empty() || !backlog_scheduled_fires.empty() || store.queued_bytes() >= resume_bytes ||
         resume_bytes == 0)
       return arm_backlog_timer();
@@ -1005,8 +1023,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void start_queued(TaskSlot& slot) {
-    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config()) &&
-           !store_backlogged()) {
+    while (!stopping && health.available && !slot.queue.empty() && slot.running < concurrency_limit(slot.config())) {
+      if (store_backlogged()) {
+        queued_waiting_for_store = true;  // the backlog timer starts them once the queue has room
+        return;
+      }
       PendingRun p = std::move(slot.queue.front());
       slot.queue.pop_front();
       start_run(slot, std::move(p));

@@ -1171,3 +1171,70 @@ TEST_CASE("a run that ends while an instant's fires start is over for the polici
     if (e.status() == qf::v1::EXECUTION_STATUS_SUCCESS) CHECK(running.count(e.execution_id()) == 1);
   }
 }
+
+TEST_CASE("after an overload the held backlog skips are written while runs go on, behind the live runs' records",
+          "[engine]") {
+  Fixture f;
+  f.engine.reset();
+  f.store.reset();
+  qf::LocalStoreOptions store_options;
+  store_options.path = (f.dir / "drain.db").string();
+  store_options.max_queued_bytes = 64 * 1024;
+  store_options.max_batch_delay = 50ms;  // a slow writer: the fires outrun it
+  qf::error_code ec;
+  f.store = qf::LocalStore::open(f.io.get_executor(), store_options, ec);
+  REQUIRE(f.store);
+  f.make_engine();
+  std::map<std::string, int> ran;
+  f.engine->plugins().add("note", [&](const qf::PluginCall& call) {
+    ++ran[call.request->execution_id];
+    return qf::PluginResult{true, "", {}};
+  });
+  std::vector<qf::v1::Task> tasks;
+  for (int i = 0; i < 400; ++i) {
+    qf::v1::Task task;
+    task.set_id(fmt::format("t{:03}", i));
+    task.set_name(task.id());
+    task.set_enabled(true);
+    task.mutable_plugin()->set_name("note");
+    task.mutable_schedule()->set_cron("* * * * * *");
+    tasks.push_back(task);
+  }
+  f.apply(tasks);
+  f.engine->start();
+  const auto overload_until = std::chrono::steady_clock::now() + 2500ms;
+  f.run_until([&] { return std::chrono::steady_clock::now() > overload_until; }, 5s);
+  REQUIRE(f.engine->store_health().backlog_fires_not_started_total > 0);
+
+  // The load drops to 5 tasks; the held skips (of tasks now gone too) drain without a stop.
+  tasks.resize(5);
+  f.apply(tasks);
+  const auto dropped_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  REQUIRE(f.run_until([&] { return !f.engine->store_health().backlogged; }, 20s));
+  f.run_until([] { return false; }, 2500ms);  // two more seconds of live fires
+  const auto health = f.engine->store_health();
+  CHECK(health.backlog_fires_not_recorded_total == 0);
+
+  qf::ExecutionQuery all;
+  all.limit = 1'000'000;
+  std::size_t skipped = 0, live_after = 0;
+  for (const auto& r : f.store->executions(all, ec)) {
+    INFO(r.execution_id() << " " << qf::v1::ExecutionStatus_Name(r.status()) << " " << r.skip_detail());
+    if (r.status() == qf::v1::EXECUTION_STATUS_SKIPPED &&
+        r.skip_detail().rfind("local store backlog: ", 0) == 0) {
+      ++skipped;
+      CHECK(ran.count(r.execution_id()) == 0);
+    }
+    // Once the queue has room the live tasks run every instant while the held skips drain.
+    if (r.scheduled_unix_ms() >= dropped_ms + 2000 && r.status() != qf::v1::EXECUTION_STATUS_PENDING &&
+        r.status() != qf::v1::EXECUTION_STATUS_RUNNING) {
+      CHECK(r.status() == qf::v1::EXECUTION_STATUS_SUCCESS);
+      ++live_after;
+    }
+  }
+  REQUIRE_FALSE(ec);
+  CHECK(skipped == health.backlog_fires_not_started_total);  // all written, once, before any stop
+  CHECK(live_after >= 5);
+}
