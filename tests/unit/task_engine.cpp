@@ -1209,9 +1209,9 @@ TEST_CASE("after an overload the held backlog skips are written while runs go on
   // The load drops to 5 tasks; the held skips (of tasks now gone too) drain without a stop.
   tasks.resize(5);
   f.apply(tasks);
-  const auto dropped_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
+  const auto dropped_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   REQUIRE(f.run_until([&] { return !f.engine->store_health().backlogged; }, 20s));
   f.run_until([] { return false; }, 2500ms);  // two more seconds of live fires
   const auto health = f.engine->store_health();
@@ -1222,8 +1222,7 @@ TEST_CASE("after an overload the held backlog skips are written while runs go on
   std::size_t skipped = 0, live_after = 0;
   for (const auto& r : f.store->executions(all, ec)) {
     INFO(r.execution_id() << " " << qf::v1::ExecutionStatus_Name(r.status()) << " " << r.skip_detail());
-    if (r.status() == qf::v1::EXECUTION_STATUS_SKIPPED &&
-        r.skip_detail().rfind("local store backlog: ", 0) == 0) {
+    if (r.status() == qf::v1::EXECUTION_STATUS_SKIPPED && r.skip_detail().rfind("local store backlog: ", 0) == 0) {
       ++skipped;
       CHECK(ran.count(r.execution_id()) == 0);
     }
