@@ -4,6 +4,7 @@
 // entry; nothing changes when it fails.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <string>
@@ -31,6 +32,13 @@ struct Actor {
 /// The outcome of a catalog operation (the library's one result type, see `Result`).
 template <typename T>
 using CatalogResult = Result<T>;
+
+/// Whether `agent` must hold `task`: a task for all agents, or one bound to the agent's
+/// group. The one rule for the catalog, the dispatcher's config sync and its routing.
+inline bool task_bound_to_agent(const v1::Task& task, const v1::Agent& agent) {
+  return task.all_agents() || (!agent.group_id().empty() && std::find(task.group_ids().begin(), task.group_ids().end(),
+                                                                      agent.group_id()) != task.group_ids().end());
+}
 
 /// The tasks an agent must hold: global tasks and those bound to its group.
 std::vector<v1::Task> tasks_for_agent(const v1::Agent& agent, const std::vector<v1::Task>& tasks);

@@ -107,13 +107,8 @@ std::string resolve_group(const v1::Agent& agent, std::string_view configured_gr
 
 std::vector<v1::Task> tasks_for_agent(const v1::Agent& agent, const std::vector<v1::Task>& tasks) {
   std::vector<v1::Task> out;
-  for (const auto& task : tasks) {
-    const bool bound = task.all_agents() ||
-                       (!agent.group_id().empty() &&
-                        std::find(task.group_ids().begin(), task.group_ids().end(), agent.group_id()) !=
-                            task.group_ids().end());
-    if (bound) out.push_back(task);
-  }
+  for (const auto& task : tasks)
+    if (task_bound_to_agent(task, agent)) out.push_back(task);
   return out;
 }
 

@@ -627,11 +627,7 @@ std::vector<AgentLoad> CoordinatorDispatcher::eligible_agents(const v1::Task& ta
   std::vector<AgentLoad> out;
   for (const auto& [id, s] : impl_->by_agent) {
     if (s->machine.draining()) continue;  // stopping: it only finishes what it runs
-    const auto& group = s->machine.agent().group_id();
-    const bool bound = task.all_agents() ||
-                       (!group.empty() &&
-                        std::find(task.group_ids().begin(), task.group_ids().end(), group) != task.group_ids().end());
-    if (!bound) continue;
+    if (!task_bound_to_agent(task, s->machine.agent())) continue;
     out.push_back(AgentLoad{id, static_cast<std::uint32_t>(s->machine.load())});
   }
   return out;

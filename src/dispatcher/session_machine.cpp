@@ -7,14 +7,10 @@
 
 #include <fmt/format.h>
 
+#include <quartzflow/catalog.hpp>
 #include <quartzflow/execution_status.hpp>
 
 namespace quartzflow::detail {
-
-bool bound_to(const v1::Agent& agent, const v1::Task& task) {
-  return task.all_agents() || (!agent.group_id().empty() && std::find(task.group_ids().begin(), task.group_ids().end(),
-                                                                      agent.group_id()) != task.group_ids().end());
-}
 
 bool valid_agent_id(const std::string& id) {
   if (id.empty() || id.size() > 253) return false;
@@ -213,7 +209,7 @@ void CoordinatorSession::stored(const v1::Execution& record) {
 bool CoordinatorSession::in_sync(const std::string& id, const CatalogView& catalog) const {
   auto task = catalog.tasks.find(id);
   auto held = held_.find(id);
-  const bool wanted = task != catalog.tasks.end() && bound_to(agent_, task->second);
+  const bool wanted = task != catalog.tasks.end() && task_bound_to_agent(task->second, agent_);
   if (!wanted) return held == held_.end();
   return held != held_.end() && held->second == task->second.revision();
 }
@@ -223,7 +219,7 @@ void CoordinatorSession::recompute_dirty(const CatalogView& catalog) {
   for (const auto& [id, revision] : held_)
     if (!in_sync(id, catalog)) dirty_.insert(id);
   for (const auto& [id, task] : catalog.tasks)
-    if (bound_to(agent_, task) && !in_sync(id, catalog)) dirty_.insert(id);
+    if (task_bound_to_agent(task, agent_) && !in_sync(id, catalog)) dirty_.insert(id);
 }
 
 bool CoordinatorSession::task_changed(const std::string& task_id, const CatalogView& catalog) {
@@ -265,7 +261,7 @@ void CoordinatorSession::send_config(SessionActions& out, bool pushed, std::uint
     snapshot->set_config_version(catalog.version);
     snapshot->set_group_id(agent_.group_id());
     for (const auto& [id, t] : catalog.tasks) {
-      if (!bound_to(agent_, t)) continue;
+      if (!task_bound_to_agent(t, agent_)) continue;
       *snapshot->add_tasks() = t;
       offer.held.emplace(id, t.revision());
     }
@@ -276,7 +272,7 @@ void CoordinatorSession::send_config(SessionActions& out, bool pushed, std::uint
     delta->set_config_version(catalog.version);
     for (const auto& id : dirty_) {
       auto task = catalog.tasks.find(id);
-      if (task != catalog.tasks.end() && bound_to(agent_, task->second)) {
+      if (task != catalog.tasks.end() && task_bound_to_agent(task->second, agent_)) {
         *delta->add_upserts() = task->second;
         offer.changes.emplace_back(id, task->second.revision());
       } else if (held_.count(id)) {

@@ -32,8 +32,6 @@ struct CatalogView {
   std::int64_t version = 0;
 };
 
-/// Whether `task` runs on `agent` (all agents, or the agent's group is one of the task's).
-bool bound_to(const v1::Agent& agent, const v1::Task& task);
 /// 1-253 printable ASCII characters without spaces.
 bool valid_agent_id(const std::string& id);
 
