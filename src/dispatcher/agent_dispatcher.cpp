@@ -25,8 +25,8 @@ namespace quartzflow {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using detail::now_unix_ms;
 using std::chrono::milliseconds;
-using detail::unix_ms_now;
 
 namespace {
 
@@ -197,7 +197,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     reg->set_agent_version(options.agent_version);
     reg->set_platform("linux");
     reg->set_config_group_id(options.config_group);
-    reg->set_agent_unix_ms(unix_ms_now());
+    reg->set_agent_unix_ms(now_unix_ms());
     reg->set_applied_config_version(static_cast<std::int64_t>(engine.config_version()));
     reg->set_instance_id(instance_id);
     reg->add_executors("shell");
@@ -264,7 +264,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     v1::Envelope e;
     auto* beat = e.mutable_heartbeat();
     beat->set_applied_config_version(static_cast<std::int64_t>(engine.config_version()));
-    beat->set_agent_unix_ms(unix_ms_now());
+    beat->set_agent_unix_ms(now_unix_ms());
     beat->set_clock_offset_ms(clock_offset_ms);
     beat->set_running_executions(static_cast<std::uint32_t>(engine.running_count()));
     beat->set_queued_executions(static_cast<std::uint32_t>(engine.queued_count()));
@@ -312,7 +312,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       v1::Envelope e;
       auto* report = e.mutable_daily_stats_report();
       report->set_agent_id(options.agent_id);
-      report->set_generated_unix_ms(unix_ms_now());
+      report->set_generated_unix_ms(now_unix_ms());
       for (std::size_t i = first; i < std::min(entries.size(), first + k_entries_per_message); ++i)
         *report->add_stats() = std::move(entries[i]);
       writer->send(e);
@@ -321,7 +321,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
 
   void update_clock_offset(std::int64_t coordinator_ms, std::int64_t echo_ms) {
     if (echo_ms == 0 || coordinator_ms == 0) return;
-    const std::int64_t now = unix_ms_now();
+    const std::int64_t now = now_unix_ms();
     clock_offset_ms = now - (coordinator_ms + (now - echo_ms) / 2);
   }
 

@@ -233,7 +233,7 @@ void CoordinatorDispatcher::Impl::on_register(const std::shared_ptr<Session>& se
                                               std::uint64_t message_id) {
   if (auto refused = session->machine.check_register(reg, session->writer.connection().peer_identity()))
     return close_session(session, *refused);
-  const std::int64_t now = unix_ms_now();
+  const std::int64_t now = now_unix_ms();
   v1::Agent incoming;
   incoming.set_id(reg.agent_id());
   incoming.set_hostname(reg.hostname());
@@ -324,7 +324,7 @@ void CoordinatorDispatcher::Impl::open_session(const std::shared_ptr<Session>& s
   result->set_agent_id(id);
   result->set_session_id(fmt::format("{}-{}", id, stats.sessions_opened));
   result->set_coordinator_id(options.coordinator_id);
-  result->set_coordinator_unix_ms(unix_ms_now());
+  result->set_coordinator_unix_ms(now_unix_ms());
   result->set_echo_agent_unix_ms(echo);
   result->set_heartbeat_interval_seconds(static_cast<std::uint32_t>(advertised_heartbeat().count()));
   result->set_group_id(session->machine.agent().group_id());
@@ -359,7 +359,7 @@ void CoordinatorDispatcher::Impl::on_heartbeat(Session& session, const v1::Heart
 /// The delivery machine's clocks: steady (waits, timers) and wall (start deadlines).
 detail::DeliveryNow CoordinatorDispatcher::Impl::delivery_now() {
   return {std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count(),
-          unix_ms_now()};
+          now_unix_ms()};
 }
 
 detail::RunDeliveryOptions CoordinatorDispatcher::Impl::delivery_options() const {
@@ -411,7 +411,7 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
   logger()->info("agent {} offline: {}", session->machine.agent().id(), why);
   auto agent = session->machine.agent();
   agent.set_state(v1::AGENT_STATE_OFFLINE);
-  agent.set_state_changed_unix_ms(unix_ms_now());
+  agent.set_state_changed_unix_ms(now_unix_ms());
   agent.mutable_push_status()->set_state(v1::CONFIG_PUSH_STATE_OFFLINE);
   std::vector<v1::Execution> lost = std::move(lost_unanswered);
   for (auto& record : ended.routed) lost.push_back(std::move(record));
@@ -428,8 +428,8 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
           record.set_failure_reason("agent lost");
           record.set_error_message(fmt::format("agent {} went offline while the run was {} ({})", agent.id(),
                                                v1::ExecutionStatus_Name(r.status()), why));
-          record.set_ended_unix_ms(unix_ms_now());
-          record.set_updated_unix_ms(unix_ms_now());
+          record.set_ended_unix_ms(now_unix_ms());
+          record.set_updated_unix_ms(now_unix_ms());
           tx.upsert_execution(record);
           marked->push_back(std::move(record));
         }
@@ -481,7 +481,7 @@ void CoordinatorDispatcher::start(std::function<void(error_code)> ready) {
         for (auto& a : online) {
           if (!a.coordinator_id().empty() && a.coordinator_id() != coordinator) continue;
           a.set_state(v1::AGENT_STATE_OFFLINE);
-          a.set_state_changed_unix_ms(unix_ms_now());
+          a.set_state_changed_unix_ms(now_unix_ms());
           tx.put_agent(a);
         }
       },

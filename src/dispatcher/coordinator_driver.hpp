@@ -25,7 +25,7 @@ namespace quartzflow {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
-using detail::unix_ms_now;
+using detail::now_unix_ms;
 
 namespace coordinator_driver {
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The coordinator's driver of what agents report: execution updates and records (stored in
 // one transaction, then acknowledged), live output, daily stats, full logs.
+#include "../common/execution_id.hpp"
 #include "coordinator_driver.hpp"
 
 namespace quartzflow {
@@ -28,8 +29,7 @@ void CoordinatorDispatcher::Impl::on_update(const std::shared_ptr<Session>& sess
 void CoordinatorDispatcher::Impl::on_output(Session& session, const v1::ExecutionUpdate& update) {
   const auto& id = update.execution().execution_id();
   if (update.output_delta().empty() || !events.output || id.empty()) return;
-  const std::string own_suffix = ":" + session.machine.agent().id();
-  const bool own = id.size() > own_suffix.size() && id.ends_with(own_suffix);
+  const bool own = detail::execution_id_names_agent(id, session.machine.agent().id());
   if (!own && !session.machine.holds(id)) {
     ++stats.output_refused;
     return;
@@ -94,7 +94,7 @@ void CoordinatorDispatcher::Impl::ingest(const std::shared_ptr<Session>& session
     }
     r.set_agent_id(session->machine.agent().id());
     if (r.group_id().empty()) r.set_group_id(session->machine.agent().group_id());
-    r.set_reported_unix_ms(unix_ms_now());
+    r.set_reported_unix_ms(now_unix_ms());
     // A result of a run whose answer is awaited (the answer was lost): it was accepted.
     if (session->machine.awaiting(r.execution_id())) perform(*session, session->machine.record(r));
     valid.push_back(std::move(r));

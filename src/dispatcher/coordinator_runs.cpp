@@ -164,8 +164,8 @@ void CoordinatorDispatcher::Impl::record_unanswered_lost(const std::string& agen
             fmt::format("agent {} did not answer the run request in {} ms; whether it started the run is unknown "
                         "(delivery guarantee at_most_once: not re-routed)",
                         agent_id, waited_ms));
-        record.set_ended_unix_ms(unix_ms_now());
-        record.set_updated_unix_ms(unix_ms_now());
+        record.set_ended_unix_ms(now_unix_ms());
+        record.set_updated_unix_ms(now_unix_ms());
         tx.upsert_execution(record);
         *marked = std::move(record);
       },

@@ -11,12 +11,9 @@
 #include <quartzflow/transport.hpp>
 #include <quartzflow/v1/agent_protocol.pb.h>
 
-namespace quartzflow::detail {
+#include "../common/clock.hpp"
 
-inline std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+namespace quartzflow::detail {
 
 /// Numbers and sends the envelopes of one connection.
 class EnvelopeWriter {
@@ -30,7 +27,7 @@ class EnvelopeWriter {
     envelope.set_protocol_version(k_protocol_version);
     envelope.set_message_id(id);
     envelope.set_in_reply_to(in_reply_to);
-    envelope.set_sent_unix_ms(unix_ms_now());
+    envelope.set_sent_unix_ms(now_unix_ms());
     return connection_->send(envelope.SerializeAsString()) ? id : 0;
   }
 

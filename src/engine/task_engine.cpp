@@ -19,6 +19,9 @@
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/time.hpp>
 
+#include "../common/clock.hpp"
+#include "../common/execution_id.hpp"
+#include "../common/task_policies.hpp"
 #include "../common/utf8.hpp"
 #include "../executors/process_environment.hpp"
 #include "../cron/cron_fields.hpp"
@@ -52,17 +55,9 @@ constexpr seconds k_misfire_threshold{5};
 
 std::int64_t to_ms(Instant t) { return t.time_since_epoch().count() * 1000; }
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+using detail::now_unix_ms;
 
 Instant now_instant() { return std::chrono::floor<seconds>(std::chrono::system_clock::now()); }
-
-bool locally_fired(const v1::Task& task) {
-  const auto mode = task.placement().mode();
-  return mode == v1::PLACEMENT_MODE_ALL || mode == v1::PLACEMENT_MODE_UNSPECIFIED;
-}
-
 
 const char* misfire_name(MisfirePolicy policy) {
   switch (policy) {
@@ -71,14 +66,6 @@ const char* misfire_name(MisfirePolicy policy) {
     case MisfirePolicy::fire_all: return "fire_all";
   }
   return "fire_once";
-}
-
-MisfirePolicy misfire_policy(const v1::Task& task) {
-  switch (task.misfire_policy()) {
-    case v1::MISFIRE_POLICY_SKIP: return MisfirePolicy::skip;
-    case v1::MISFIRE_POLICY_FIRE_ALL: return MisfirePolicy::fire_all;
-    default: return MisfirePolicy::fire_once;
-  }
 }
 
 }  // namespace
@@ -291,7 +278,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   /// Writes a record; final ones reach the sink once durable (a failed commit holds them
   /// for the next try), others at once.
   void write(v1::Execution record, std::string full_log = {}) {
-    record.set_updated_unix_ms(now_ms());
+    record.set_updated_unix_ms(now_unix_ms());
     if (!is_final(record.status())) {
       emit(record);
       write_state(record);
@@ -377,7 +364,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     health.disk_full = !queue_full(ec) && error && error->disk_full;
     health.error = queue_full(ec) ? fmt::format("write queue full ({} bytes waiting)", store.queued_bytes())
                                   : error ? error->message : ec.message();
-    health.unavailable_since_unix_ms = now_ms();
+    health.unavailable_since_unix_ms = now_unix_ms();
     health.fires_not_started = 0;
     ++health.outages;
     logger()->error("{}; no new runs start until the store can commit again (retried every {} ms); {} run(s) in "
@@ -466,7 +453,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
 
   void end_outage() {
     const std::string reason = outage_reason();
-    const auto lasted_s = (now_ms() - health.unavailable_since_unix_ms) / 1000;
+    const auto lasted_s = (now_unix_ms() - health.unavailable_since_unix_ms) / 1000;
     const auto not_started = health.fires_not_started;
     auto fires = std::exchange(held_fires, {});
     health.available = true;
@@ -497,7 +484,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     r.set_status(status);
     r.set_skip_reason(reason);
     r.set_skip_detail(std::move(detail));
-    r.set_ended_unix_ms(now_ms());
+    r.set_ended_unix_ms(now_unix_ms());
     write(std::move(r));
   }
 
@@ -522,7 +509,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     health.backlogged = true;
     health.backlog_fires_not_started = 0;
     ++health.backlogs;
-    backlog_since_ms = now_ms();
+    backlog_since_ms = now_unix_ms();
     logger()->warn("local store: {} bytes of writes are waiting to commit and {} run(s) in progress owe a final "
                    "record (queue bound {} bytes): fires are not started until it catches up; they are recorded "
                    "SKIPPED then",
@@ -607,10 +594,11 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         resume_bytes == 0)
       return arm_backlog_timer();
     health.backlogged = false;
-    logger()->warn("local store caught up after {} ms: {} fire(s) were not started meanwhile ({} in all; {} of "
-                   "those only counted, beyond max_recorded_backlog_skips)",
-                   now_ms() - backlog_since_ms, health.backlog_fires_not_started,
-                   health.backlog_fires_not_started_total, health.backlog_fires_not_recorded_total);
+    logger()->warn(
+        "local store caught up after {} ms: {} fire(s) were not started meanwhile ({} in all; {} of "
+        "those only counted, beyond max_recorded_backlog_skips)",
+        now_unix_ms() - backlog_since_ms, health.backlog_fires_not_started, health.backlog_fires_not_started_total,
+        health.backlog_fires_not_recorded_total);
     notify_health();
     maybe_finish_stop();
   }
@@ -633,7 +621,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       slot->generation = previous.generation + 1;
       slot->arm_serial = previous.arm_serial;  // the old slot's entries (older serials) stay stale
     }
-    if (locally_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
+    if (detail::agent_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
         task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
       slot->schedule = task_schedule(task);
     slot->shared_config = std::make_shared<const v1::Task>(std::move(task));
@@ -662,7 +650,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   // --- schedules -----------------------------------------------------------------------
 
   std::string execution_id(const std::string& task_id, Instant scheduled) const {
-    return fmt::format("{}:{}:{}", task_id, to_ms(scheduled), options.agent_id);
+    return detail::execution_id(task_id, to_ms(scheduled), options.agent_id);
   }
 
   void arm(TaskSlot& slot) {
@@ -867,9 +855,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   }
 
   void apply_misfires(TaskSlot& slot, Instant last, Instant now, const char* why) {
-    const auto policy = misfire_policy(slot.config());
-    const std::size_t limit =
-        slot.config().misfire_fire_all_limit() > 0 ? slot.config().misfire_fire_all_limit() : options.misfire_fire_all_limit;
+    const auto policy = detail::misfire_policy(slot.config());
+    const std::size_t limit = detail::misfire_fire_all_limit(slot.config(), options.misfire_fire_all_limit);
     const auto plan = slot.schedule->misfires(last, now, policy, limit, 100'000);
     for (const auto& fire : plan.missed) {
       PendingRun p;
@@ -935,7 +922,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     r.set_status(v1::EXECUTION_STATUS_CANCELLED);
     r.set_cancelled_by(by);
     r.set_error_message("cancelled by " + by + " while pending" + (reason.empty() ? "" : ": " + std::string(reason)));
-    r.set_ended_unix_ms(now_ms());
+    r.set_ended_unix_ms(now_unix_ms());
     write(std::move(r));
   }
 
@@ -1040,7 +1027,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     auto config = p.config ? p.config : slot.shared_config;
     auto run = std::make_shared<ActiveRun>(std::move(p), std::move(config));
     const std::string& id = run->pending.execution_id;  // the run outlives this call
-    run->started_unix_ms = now_ms();
+    run->started_unix_ms = now_unix_ms();
     run->started_steady = std::chrono::steady_clock::now();
     runs[id] = run;
     ++slot.running;
@@ -1133,7 +1120,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       auto progress = r->record;
       progress.set_duration_ms(std::chrono::duration_cast<milliseconds>(
                                    std::chrono::steady_clock::now() - r->started_steady).count());
-      progress.set_updated_unix_ms(now_ms());
+      progress.set_updated_unix_ms(now_unix_ms());
       self->emit(progress);
       self->schedule_progress(r);
     });
@@ -1148,7 +1135,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     if (run->progress_timer) run->progress_timer->cancel();
     auto r = run->record;
     r.set_status(outcome.status);
-    r.set_ended_unix_ms(now_ms());
+    r.set_ended_unix_ms(now_unix_ms());
     r.set_duration_ms(std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - run->started_steady).count());
     if (outcome.exit_code) r.set_exit_code(*outcome.exit_code);
     r.set_signal(outcome.signal);
@@ -1182,7 +1169,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     next.attempt = failed.attempt + 1;
     next.trigger = v1::TRIGGER_TYPE_RETRY;
     next.root_execution_id = failed.root_execution_id.empty() ? failed.execution_id : failed.root_execution_id;
-    next.execution_id = fmt::format("{}:r{}", next.root_execution_id, next.attempt);
+    next.execution_id = detail::retry_execution_id(next.root_execution_id, next.attempt);
     auto timer = std::make_shared<asio::steady_timer>(executor, retry_delay(retry, failed.attempt, next.execution_id));
     retries[next.execution_id] = {timer, next};
     timer->async_wait([weak = weak_from_this(), id = next.execution_id](const error_code& ec) {
@@ -1368,7 +1355,7 @@ void TaskEngine::start() {
     record.set_status(v1::EXECUTION_STATUS_FAILURE);
     record.set_failure_reason("agent restarted");
     record.set_error_message(message);
-    record.set_ended_unix_ms(now_ms());
+    record.set_ended_unix_ms(now_unix_ms());
     impl.write(std::move(record));
   }
   if (ec) logger()->error("reading unfinished executions failed: {}", ec.message());
@@ -1423,10 +1410,10 @@ std::optional<std::string> TaskEngine::trigger(std::string_view task_id, std::ma
     }
   }
   // Manual ids use the accept time; two triggers in one millisecond still get distinct ids.
-  impl.last_manual_ms = std::max(now_ms(), impl.last_manual_ms + 1);
+  impl.last_manual_ms = std::max(now_unix_ms(), impl.last_manual_ms + 1);
   const Instant scheduled{seconds{impl.last_manual_ms / 1000}};
   PendingRun p;
-  p.execution_id = fmt::format("{}:{}:{}", task_id, impl.last_manual_ms, impl.options.agent_id);
+  p.execution_id = detail::execution_id(task_id, impl.last_manual_ms, impl.options.agent_id);
   p.task_id = std::string(task_id);
   p.scheduled = scheduled;
   p.trigger = v1::TRIGGER_TYPE_MANUAL;
@@ -1458,10 +1445,10 @@ bool TaskEngine::run(const v1::RunRequest& request, error_code& ec, std::string*
       return true;
   }
   // Fencing: after its start deadline the coordinator may have sent the run to another agent.
-  if (request.start_deadline_unix_ms() != 0 && now_ms() > request.start_deadline_unix_ms())
+  if (request.start_deadline_unix_ms() != 0 && now_unix_ms() > request.start_deadline_unix_ms())
     return fail(errc::conflict, fmt::format("start deadline passed {} ms ago; not started (the coordinator may have "
                                             "sent the run to another agent)",
-                                            now_ms() - request.start_deadline_unix_ms()));
+                                            now_unix_ms() - request.start_deadline_unix_ms()));
   if (!impl.health.available)
     return fail(errc::conflict, impl.outage_reason() + "; no new runs start until it can record them");
   if (!request.has_task() && it == impl.tasks.end())

@@ -11,7 +11,7 @@
 #include "cluster.hpp"
 
 namespace {
-std::int64_t unix_ms_now() {
+std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
@@ -604,7 +604,8 @@ TEST_CASE("a fire recorded ahead of a coordinator stop runs after the restart, o
   std::string ahead;
   REQUIRE(c.run_until([&] {
     for (const auto& r : c.executions("tick"))
-      if (r.status() == qf::v1::EXECUTION_STATUS_PENDING && r.scheduled_unix_ms() > unix_ms_now()) ahead = r.execution_id();
+      if (r.status() == qf::v1::EXECUTION_STATUS_PENDING && r.scheduled_unix_ms() > now_unix_ms())
+        ahead = r.execution_id();
     return !ahead.empty();
   }));
   const auto instant = c.execution(ahead)->scheduled_unix_ms();
@@ -613,7 +614,7 @@ TEST_CASE("a fire recorded ahead of a coordinator stop runs after the restart, o
   c.crash_coordinator();
   // Restart after the instant; the scheduler starts (after the agent's reconnect) before
   // the next one: fire_once runs the owed fire.
-  c.run_for(std::chrono::milliseconds{std::max<std::int64_t>(0, instant - unix_ms_now() + 300)});
+  c.run_for(std::chrono::milliseconds{std::max<std::int64_t>(0, instant - now_unix_ms() + 300)});
   c.options.agent_grace = 3s;  // the agent is back well before; the next instant is 10 s away
   c.open_coordinator();
   const bool reached = c.reaches(ahead, qf::v1::EXECUTION_STATUS_SUCCESS);

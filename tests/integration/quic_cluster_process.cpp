@@ -510,7 +510,7 @@ std::string counting_tasks(int count, const fs::path& file, const std::string& s
   return yaml;
 }
 
-std::int64_t unix_ms_now() {
+std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
@@ -642,10 +642,10 @@ TEST_CASE("kill -9 of one agent while sharded tasks fire every second: its shard
   }
   REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
   REQUIRE(wait_until([&] { return executions_in(file).size() >= 24; }, 40s));
-  const auto killed_ms = unix_ms_now();
+  const auto killed_ms = now_unix_ms();
   cluster.agents.at("agent-a")->kill_tree();
   std::this_thread::sleep_for(10s);
-  const auto restarted_ms = unix_ms_now();
+  const auto restarted_ms = now_unix_ms();
   cluster.start_agent("agent-a");
   REQUIRE(wait_until([&] { return cluster.online_agents() == 2; }, 30s));
   std::this_thread::sleep_for(8s);  // re-routed shards wait for their start deadline to pass
