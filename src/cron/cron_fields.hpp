@@ -12,9 +12,6 @@
 
 #include <quartzflow/cron.hpp>
 
-// Until engine/retry_policy.cpp includes it itself: it reaches stable_hash through here.
-#include "../common/stable_hash.hpp"
-
 namespace quartzflow::detail {
 
 inline constexpr int k_min_year = 1970;

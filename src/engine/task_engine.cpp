@@ -24,7 +24,6 @@
 #include "../common/task_policies.hpp"
 #include "../common/utf8.hpp"
 #include "../executors/process_environment.hpp"
-#include "../cron/cron_fields.hpp"
 
 namespace quartzflow {
 
