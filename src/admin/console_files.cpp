@@ -2,6 +2,8 @@
 // The web console's files: lookup, headers and the directory override (console_dir).
 #include "console_files.hpp"
 
+#include "../common/text.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -21,12 +23,6 @@ constexpr std::uintmax_t k_max_console_dir_bytes = 64ull * 1024 * 1024;
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-std::string lowercase(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
 }
 
 std::string_view trim(std::string_view s) {
@@ -84,7 +80,7 @@ std::string_view content_type_of(std::string_view path) {
   }};
   const auto dot = path.rfind('.');
   if (dot == std::string_view::npos || path.find('/', dot) != std::string_view::npos) return "application/octet-stream";
-  const auto extension = lowercase(path.substr(dot));
+  const auto extension = detail::lower_ascii(path.substr(dot));
   for (const auto& [suffix, type] : k_types)
     if (extension == suffix) return type;
   return "application/octet-stream";
@@ -99,11 +95,11 @@ bool accepts_gzip(std::string_view header) {
     auto item = trim(header.substr(0, comma));
     header = comma == std::string_view::npos ? std::string_view{} : header.substr(comma + 1);
     const auto semicolon = item.find(';');
-    const auto coding = lowercase(trim(item.substr(0, semicolon)));
+    const auto coding = detail::lower_ascii(trim(item.substr(0, semicolon)));
     bool refused = false;
     if (semicolon != std::string_view::npos) {
       // q=0, q=0.0, q=0.000: "not acceptable" (RFC 9110 12.4.2).
-      auto params = lowercase(item.substr(semicolon + 1));
+      auto params = detail::lower_ascii(item.substr(semicolon + 1));
       params.erase(std::remove(params.begin(), params.end(), ' '), params.end());
       if (const auto q = params.find("q="); q != std::string::npos)
         refused = std::strtod(params.c_str() + q + 2, nullptr) <= 0.0;
