@@ -107,6 +107,16 @@ SessionActions CoordinatorSession::config_ack(const v1::ConfigAck& ack, const Ca
       auto offer = offers_.find(ack.config_version());
       if (offer == offers_.end()) return out;  // an ACK of something not offered here (or older): stale
       if (!offer->second.snapshot && !held_known_) return out;
+      if (!offer->second.snapshot && offer->second.base != acked_version_) {
+        // The agent is at this version, but not by this delta (it applies only to its base,
+        // and a different version was acknowledged since): what it holds is not known, so a
+        // snapshot is pushed (applying the delta's changes here could claim tasks it lacks).
+        held_known_ = false;
+        push_.reset();
+        push_due_ms_.reset();
+        send_config(out, true, 0, true, catalog, now);
+        return out;
+      }
       accept_offer(offer->second, catalog);
       acked_version_ = ack.config_version();
       offers_.erase(offers_.begin(), std::next(offer));
@@ -269,6 +279,7 @@ void CoordinatorSession::send_config(SessionActions& out, bool pushed, std::uint
   } else {
     auto* delta = e.mutable_config_delta();
     delta->set_base_config_version(acked_version_);
+    offer.base = acked_version_;
     delta->set_config_version(catalog.version);
     for (const auto& id : dirty_) {
       auto task = catalog.tasks.find(id);
@@ -282,7 +293,11 @@ void CoordinatorSession::send_config(SessionActions& out, bool pushed, std::uint
     }
     delta->set_push_attempt(pushed ? 1 : 0);
   }
-  offers_[catalog.version] = std::move(offer);
+  // A snapshot already offered at this version stays: the agent may acknowledge either with
+  // the same version, and only the snapshot says what it holds whatever it held before (the
+  // delta's changes apply to its base, which a newer ACK may have replaced meanwhile).
+  if (auto kept = offers_.find(catalog.version); offer.snapshot || kept == offers_.end() || !kept->second.snapshot)
+    offers_[catalog.version] = std::move(offer);
   desired_version_ = catalog.version;
   if (pushed) {
     push_ = std::move(e);

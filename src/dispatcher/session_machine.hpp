@@ -192,6 +192,7 @@ class CoordinatorSession {
   /// A config send waiting for its ConfigAck: what the agent holds once it applied it.
   struct ConfigOffer {
     bool snapshot = false;
+    std::int64_t base = 0;                                      ///< delta: the acknowledged version it applies to
     HeldTasks held;                                             ///< snapshot: the whole set
     std::vector<std::pair<std::string, std::int64_t>> changes;  ///< delta: revision, or -1 removed
   };

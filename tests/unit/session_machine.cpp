@@ -398,6 +398,42 @@ TEST_CASE("config: BASE_MISMATCH forgets what the agent holds, a REJECTED push i
   CHECK(!d.session.push_in_flight());
 }
 
+TEST_CASE("config: a delta pushed at the version of a snapshot in flight does not replace it (fuzz_session)",
+          "[session_machine]") {
+  // Found by fuzz_session (corpus regression-held-view): three pulls' snapshots in flight, the
+  // ACK of the first pushes a delta on its version at the third's version; the agent applied
+  // the third snapshot and ACKs that version. Applying the delta's changes to what the
+  // second ACK left believed t3 missing (the delta applies to the first version only).
+  FakeDriver d;
+  d.put_task("t1", "g1");
+  d.put_task("t3", "g1");
+  d.put_task("t4", "g1");  // v3
+  d.register_agent();
+  d.pull(0, false);  // snapshot v3 {t1, t3, t4}
+  REQUIRE(d.sends.back().envelope.has_config_snapshot());
+  d.remove_task("t3");     // v4
+  d.pull(0, true);         // snapshot v4 {t1, t4}
+  d.remove_task("t1");     // v5
+  d.put_task("t3", "g1");  // v6
+  d.pull(0, true);         // snapshot v6 {t3, t4}
+  REQUIRE(d.sends.back().envelope.config_snapshot().tasks_size() == 2);
+
+  d.ack(3);  // the agent applied v3: t1 is pushed away in a delta on v3, at v6
+  REQUIRE(d.session.push_in_flight());
+  const auto& delta = d.sends.back().envelope.config_delta();
+  CHECK(delta.base_config_version() == 3);
+  CHECK(delta.config_version() == 6);
+  REQUIRE(delta.removed_task_ids_size() == 1);
+  d.ack(4);  // then v4
+  CHECK(d.session.held() == qf::detail::HeldTasks{{"t1", 1}, {"t4", 1}});
+  // Then the snapshot v6 (the delta no longer applies to v4; the agent ACKs v6 again anyway).
+  d.ack(6);
+  CHECK(d.session.acked_version() == 6);
+  CHECK(d.session.held_known());
+  CHECK(d.session.held() == qf::detail::HeldTasks{{"t3", 1}, {"t4", 1}});
+  CHECK(!d.session.push_in_flight());
+}
+
 TEST_CASE("liveness: a silent session is closed after the missed heartbeats, a message defers it",
           "[session_machine]") {
   FakeDriver d;
