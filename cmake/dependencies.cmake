@@ -12,3 +12,5 @@ find_package(yaml-cpp CONFIG REQUIRED)
 # QUIC (agent protocol): ngtcp2 0.12 with its GnuTLS crypto backend; no CMake config files.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(QUIC REQUIRED IMPORTED_TARGET libngtcp2>=0.12 libngtcp2_crypto_gnutls>=0.12 gnutls)
+# PostgreSQL client (the coordinator's Store on PostgreSQL): libpq has no CMake config here.
+pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)

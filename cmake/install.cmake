@@ -83,8 +83,12 @@ quartzflow_pkg_config(quartzflow-certs "cluster CA and certificates for mutual T
   "quartzflow-core libssl libcrypto" "-lquartzflow_certs")
 quartzflow_pkg_config(quartzflow-quic "the agent protocol over QUIC"
   "quartzflow-certs libngtcp2 libngtcp2_crypto_gnutls gnutls" "-lquartzflow_quic")
+quartzflow_pkg_config(quartzflow-store "the coordinator Store's shared queries and group commit"
+  "quartzflow-core" "-lquartzflow_store")
 quartzflow_pkg_config(quartzflow-sqlite_store "the coordinator's Store on SQLite"
-  "quartzflow-core sqlite3" "-lquartzflow_sqlite_store")
+  "quartzflow-store sqlite3" "-lquartzflow_sqlite_store")
+quartzflow_pkg_config(quartzflow-pg_store "the coordinator's Store on PostgreSQL"
+  "quartzflow-store libpq" "-lquartzflow_pg_store")
 quartzflow_pkg_config(quartzflow-admin "admin API, authentication and HTTPS/WebSocket server"
   "quartzflow-cluster quartzflow-certs libssl libcrypto" "-lquartzflow_admin")
 list(TRANSFORM QUARTZFLOW_COMPONENTS PREPEND quartzflow- OUTPUT_VARIABLE all_pc)

@@ -26,6 +26,8 @@ enum class errc {
   store_version,         ///< the store's schema version is not the one this build uses
   not_found,             ///< the task, group, agent or execution does not exist
   conflict,              ///< the change conflicts with the current state (name taken, runs in progress)
+  store_unavailable,     ///< the store's database server cannot be reached (connection lost or refused);
+                         ///< the store reconnects on its next transaction
 };
 
 /// The category of `errc` values.

@@ -22,6 +22,7 @@
 #include <quartzflow/schedule.hpp>
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/store.hpp>
+#include <quartzflow/pg_store.hpp>
 #include <quartzflow/task.hpp>
 #include <quartzflow/task_builder.hpp>
 #include <quartzflow/task_engine.hpp>

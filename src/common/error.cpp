@@ -20,6 +20,7 @@ class Category final : public boost::system::error_category {
       case errc::store_version: return "unsupported local store schema version";
       case errc::not_found: return "not found";
       case errc::conflict: return "conflict";
+      case errc::store_unavailable: return "store database unavailable";
     }
     return "unknown quartzflow error";
   }

@@ -45,8 +45,8 @@ cmake_minimum_required(VERSION 3.25)
 project(quartzflow_all LANGUAGES CXX)
 find_package(quartzflow 0.1 CONFIG REQUIRED)
 foreach(target quartzflow::quartzflow quartzflow::core quartzflow::cluster quartzflow::yaml
-        quartzflow::http_executor quartzflow::certs quartzflow::quic quartzflow::sqlite_store
-        quartzflow::admin)
+        quartzflow::http_executor quartzflow::certs quartzflow::quic quartzflow::store
+        quartzflow::sqlite_store quartzflow::pg_store quartzflow::admin)
   if(NOT TARGET ${target})
     message(FATAL_ERROR "find_package(quartzflow) did not define ${target}")
   endif()

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// Coordinator Store (SQLite): CRUD of every entity, unique names, list filters, sorts and
-// paging, upsert rules, statistics against a brute-force computation, savepoint isolation,
-// group commit, read-only reads, config versions across reopen.
+// Coordinator Store on SQLite and on PostgreSQL, the same cases against both (GENERATE over
+// the backends): CRUD of every entity, unique names, list filters, sorts and paging, upsert
+// rules, statistics against a brute-force computation, savepoint isolation, group commit,
+// read-only reads, config versions across reopen, batches that fail as a whole, and (on
+// PostgreSQL) a lost connection and a server that cannot be reached.
 #include <algorithm>
 #include <array>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -17,6 +20,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "pg_server.hpp"
 #include "quiet_log.hpp"
 #include "temp_dir.hpp"
 #include <date/tz.h>
@@ -25,6 +29,7 @@
 #include <sqlite3.h>
 
 #include <quartzflow/log.hpp>
+#include <quartzflow/pg_store.hpp>
 #include <quartzflow/store.hpp>
 
 namespace qf = quartzflow;
@@ -38,16 +43,54 @@ using quartzflow::testing::TempDir;
 
 using quartzflow::testing::QuietLog;
 
-std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, std::string path = ":memory:",
+enum class Backend { sqlite, postgres };
+
+std::ostream& operator<<(std::ostream& out, Backend backend) {
+  return out << (backend == Backend::sqlite ? "SQLite" : "PostgreSQL");
+}
+
+/// Where a store lives: a SQLite file (or ":memory:") or a PostgreSQL DSN.
+struct Location {
+  Backend backend;
+  std::string where;
+};
+
+/// A new, empty place for a store: a file in `dir`, or a database of the test server.
+Location fresh_location(Backend backend, const TempDir& dir) {
+  if (backend == Backend::sqlite) return {backend, dir.file("coordinator.db")};
+  return {backend, quartzflow::testing::postgres_test_database()};
+}
+
+std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, const Location& location,
                                       milliseconds max_batch_delay = milliseconds{0}) {
   qf::error_code ec;
   std::string detail;
-  auto store = qf::open_sqlite_store(io.get_executor(), {std::move(path), max_batch_delay}, ec, &detail);
+  std::unique_ptr<qf::Store> store;
+  if (location.backend == Backend::sqlite) {
+    store = qf::open_sqlite_store(io.get_executor(), {location.where, max_batch_delay}, ec, &detail);
+  } else {
+    qf::PostgresStoreOptions options;
+    options.dsn = location.where;
+    options.max_batch_delay = max_batch_delay;
+    store = qf::open_postgres_store(io.get_executor(), options, ec, &detail);
+  }
   INFO(detail);
   REQUIRE_FALSE(ec);
   REQUIRE(store);
   return store;
 }
+
+/// A store of its own: SQLite in memory, or a new PostgreSQL database.
+std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, Backend backend,
+                                      milliseconds max_batch_delay = milliseconds{0}) {
+  if (backend == Backend::sqlite) return open_store(io, Location{backend, ":memory:"}, max_batch_delay);
+  return open_store(io, Location{backend, quartzflow::testing::postgres_test_database()}, max_batch_delay);
+}
+
+// The case runs once per backend (a Catch2 generator), the backend named in its messages.
+#define FOR_EACH_BACKEND()                                              \
+  const Backend backend = GENERATE(Backend::sqlite, Backend::postgres); \
+  INFO("backend: " << backend)
 
 /// Runs `work` as one transaction (or a read) and waits for its completion.
 qf::error_code attempt(boost::asio::io_context& io, qf::Store& store, qf::Store::Work work, bool read = false) {
@@ -179,8 +222,9 @@ std::int64_t unix_ms(const char* rfc3339) {
 // ---- CRUD ----
 
 TEST_CASE("tasks round-trip with their group bindings, labels and group names", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   auto backup = make_task("backup", "Nightly backup", {"db", "web"});
   (*backup.mutable_labels())["env"] = "prod";
   auto global = make_task("ping", "Ping everything");
@@ -239,8 +283,9 @@ TEST_CASE("tasks round-trip with their group bindings, labels and group names", 
 }
 
 TEST_CASE("groups and agents round-trip, an agent shows its group's current name", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   auto group = make_group("db", "Databases", {"prod", "sql"});
   group.mutable_membership()->add_cidrs("10.1.0.0/16");
   auto agent = make_agent("a1", "db", v1::AGENT_STATE_ONLINE);
@@ -289,8 +334,9 @@ TEST_CASE("groups and agents round-trip, an agent shows its group's current name
 }
 
 TEST_CASE("logs, fire state and audit entries round-trip", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   const qf::FireState state{qf::Instant{std::chrono::seconds{1'700'000'000}}, std::nullopt};
   v1::AuditEntry entry;
   entry.set_actor("alice");
@@ -322,8 +368,9 @@ TEST_CASE("logs, fire state and audit entries round-trip", "[store]") {
 }
 
 TEST_CASE("agents' daily stats: each (agent, date, task) entry replaces the previous one", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   const auto entry = [](const char* agent, const char* date, const char* task, std::uint32_t total) {
     v1::DailyStats s;
     s.set_agent_id(agent);
@@ -365,8 +412,9 @@ TEST_CASE("agents' daily stats: each (agent, date, task) entry replaces the prev
 }
 
 TEST_CASE("a name already used by another task or group is a conflict naming the field", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   in_tx(io, *store, [](qf::StoreTransaction& tx) {
     tx.put_group(make_group("g1", "Databases"));
     tx.put_task(make_task("t1", "backup"));
@@ -398,12 +446,13 @@ TEST_CASE("a name already used by another task or group is a conflict naming the
   CHECK(empty_id.detail().field == "id");
 }
 
-TEST_CASE("config versions are monotonic and survive reopening a file store", "[store]") {
+TEST_CASE("config versions are monotonic and survive reopening the store", "[store]") {
+  FOR_EACH_BACKEND();
   TempDir dir;
-  const auto path = dir.file("coordinator.db");
+  const auto location = fresh_location(backend, dir);
   {
     boost::asio::io_context io;
-    auto store = open_store(io, path);
+    auto store = open_store(io, location);
     CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.config_version(); }) == 0);
     std::vector<std::uint64_t> versions;
     for (int i = 0; i < 3; ++i)
@@ -422,9 +471,9 @@ TEST_CASE("config versions are monotonic and survive reopening a file store", "[
       return 0;
     });
   }
-  {
+  if (backend == Backend::sqlite) {
     sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_open_v2(location.where.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
     sqlite3_stmt* statement = nullptr;
     REQUIRE(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &statement, nullptr) == SQLITE_OK);
     REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
@@ -433,7 +482,7 @@ TEST_CASE("config versions are monotonic and survive reopening a file store", "[
     sqlite3_close(db);
   }
   boost::asio::io_context io;
-  auto store = open_store(io, path);
+  auto store = open_store(io, location);  // migrations find the schema current
   CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.config_version(); }) == 3);
   CHECK(in_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.bump_config_version("after reopen"); }) == 4);
   CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.task("t1"); }));
@@ -442,8 +491,9 @@ TEST_CASE("config versions are monotonic and survive reopening a file store", "[
 // ---- lists ----
 
 TEST_CASE("the task list filters, sorts and pages with totals", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   const std::vector<std::string> names{"Backup DB",     "backup logs", "Cleanup tmp",  "Rotate certs",
                                        "Report weekly", "Sync mirror", "Vacuum db",    "Warm cache",
                                        "Index search",  "Purge queue", "Ping hosts",   "Health check"};
@@ -575,8 +625,9 @@ TEST_CASE("the task list filters, sorts and pages with totals", "[store]") {
 }
 
 TEST_CASE("the group list counts agents, online agents and tasks, filters, sorts and pages", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   in_tx(io, *store, [](qf::StoreTransaction& tx) {
     auto a = make_group("g-a", "Alpha", {"prod"});
     a.set_created_at_unix_ms(300);
@@ -641,8 +692,9 @@ TEST_CASE("the group list counts agents, online agents and tasks, filters, sorts
 }
 
 TEST_CASE("task counts match a brute-force count of the executions and agents inserted", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   std::mt19937 random(13);
   const std::array groups{std::string("g1"), std::string("g2"), std::string("g3")};
   const std::array agent_states{v1::AGENT_STATE_ONLINE, v1::AGENT_STATE_OFFLINE, v1::AGENT_STATE_SUSPECT,
@@ -724,8 +776,9 @@ TEST_CASE("task counts match a brute-force count of the executions and agents in
 }
 
 TEST_CASE("the agent list filters by keyword, group, state, labels and push state, sorts and pages", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   struct Spec {
     const char* id;
     const char* host;
@@ -808,8 +861,9 @@ TEST_CASE("the agent list filters by keyword, group, state, labels and push stat
 }
 
 TEST_CASE("the audit list filters by actor, action or action prefix, target, time and keyword", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   struct Spec {
     const char* actor;
     const char* action;
@@ -984,8 +1038,9 @@ std::uint64_t insert_all(boost::asio::io_context& io, qf::Store& store, const st
 }  // namespace
 
 TEST_CASE("the execution list honours every filter, sort and page, with totals", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   const auto base = unix_ms("2026-03-03T00:00:00Z");
   const auto all = random_history(7, 300, base, 10LL * 86'400'000);
   REQUIRE(insert_all(io, *store, all) == all.size());
@@ -1087,8 +1142,9 @@ TEST_CASE("the execution list honours every filter, sort and page, with totals",
 }
 
 TEST_CASE("an execution upsert inserts, merges, and lets the first final state win", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   auto upsert = [&](const v1::Execution& e) {
     return in_tx(io, *store, [e](qf::StoreTransaction& tx) { return tx.upsert_execution(e); });
   };
@@ -1292,8 +1348,9 @@ bool local_midnight(date::local_time<milliseconds> t) { return t == date::floor<
 }  // namespace
 
 TEST_CASE("statistics match a brute-force computation over random executions", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   const auto base = unix_ms("2026-03-03T00:00:00Z");  // 10 days across the US DST change of 2026-03-08
   const auto span = 10LL * 86'400'000;
   const auto all = random_history(11, 400, base, span);
@@ -1431,8 +1488,9 @@ TEST_CASE("statistics match a brute-force computation over random executions", "
 }
 
 TEST_CASE("statistics refuse a bad range, time zone, granularity or group_by, naming the field", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io);
+  auto store = open_store(io, backend);
   auto refused = [&](v1::StatsQuery query) {
     return thrown_by(io, *store, [query](qf::StoreTransaction& tx) { tx.stats(query); });
   };
@@ -1466,8 +1524,9 @@ TEST_CASE("statistics refuse a bad range, time zone, granularity or group_by, na
 // ---- transactions ----
 
 TEST_CASE("a failing work item rolls back only itself, its batch companions commit", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io, ":memory:", milliseconds{200});  // the five calls share one batch
+  auto store = open_store(io, backend, milliseconds{200});  // the five calls share one batch
   const QuietLog quiet;
   std::map<std::string, qf::error_code> results;
   auto put = [&](const std::string& id, std::function<void(qf::error_code&)> then) {
@@ -1505,7 +1564,7 @@ TEST_CASE("a batch that SQLite rolls back as a whole fails every item in it", "[
   TempDir dir;
   const auto path = dir.file("coordinator.db");
   boost::asio::io_context io;
-  open_store(io, path).reset();  // creates the schema
+  open_store(io, Location{Backend::sqlite, path}).reset();  // creates the schema
   {
     // Fault injection: a trigger that rolls back the whole transaction on one task.
     sqlite3* db = nullptr;
@@ -1517,7 +1576,7 @@ TEST_CASE("a batch that SQLite rolls back as a whole fails every item in it", "[
     sqlite3_close(db);
     REQUIRE(rc == SQLITE_OK);
   }
-  auto store = open_store(io, path, milliseconds{300});
+  auto store = open_store(io, Location{Backend::sqlite, path}, milliseconds{300});
   const QuietLog quiet;
   std::vector<qf::error_code> results;
   for (const char* id : {"good1", "poison", "good2"})
@@ -1535,12 +1594,135 @@ TEST_CASE("a batch that SQLite rolls back as a whole fails every item in it", "[
   CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).size() == 1);
 }
 
-TEST_CASE("read transactions see committed writes and refuse to write", "[store]") {
+TEST_CASE("a batch that PostgreSQL fails at COMMIT fails every item in it", "[store]") {
   TempDir dir;
-  for (const auto& path : {std::string(":memory:"), dir.file("coordinator.db")}) {
-    INFO(path);
+  boost::asio::io_context io;
+  const auto location = fresh_location(Backend::postgres, dir);
+  auto store = open_store(io, location, milliseconds{300});
+  // Fault injection: a deferred constraint trigger that fails the COMMIT of a transaction
+  // that inserted one task.
+  quartzflow::testing::postgres_exec(
+      location.where,
+      "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; "
+      "END $$; CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON tasks DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+      "WHEN (NEW.id = 'poison') EXECUTE FUNCTION poison()");
+  const QuietLog quiet;
+  std::vector<qf::error_code> results;
+  for (const char* id : {"good1", "poison", "good2"})
+    store->transact([id](qf::StoreTransaction& tx, qf::error_code&) { tx.put_task(make_task(id, id)); },
+                    [&](qf::error_code ec) { results.push_back(ec); });
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(results.size() == 3);
+  for (const auto& ec : results) CHECK(ec == qf::errc::store_failed);
+  CHECK(store->metrics().transactions_failed == 3);
+  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).empty());
+  // The store keeps working.
+  in_tx(io, *store, [](qf::StoreTransaction& tx) {
+    tx.put_task(make_task("good1", "good1"));
+    return 0;
+  });
+  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).size() == 1);
+}
+
+TEST_CASE("a lost PostgreSQL connection fails its batch as store_unavailable and the next batch reconnects",
+          "[store]") {
+  TempDir dir;
+  boost::asio::io_context io;
+  const auto location = fresh_location(Backend::postgres, dir);
+  auto store = open_store(io, location);
+  in_tx(io, *store, [](qf::StoreTransaction& tx) {
+    tx.put_task(make_task("t1", "one"));
+    return 0;
+  });
+  const QuietLog quiet;
+  // The store's connections are ended from outside while a transaction is inside its work.
+  std::promise<void> entered;
+  std::promise<void> resume;
+  auto resumed = resume.get_future().share();
+  std::optional<qf::error_code> result;
+  store->transact(
+      [&entered, resumed](qf::StoreTransaction& tx, qf::error_code&) {
+        entered.set_value();
+        resumed.wait();
+        tx.put_task(make_task("t2", "two"));
+      },
+      [&](qf::error_code ec) { result = ec; });
+  REQUIRE(entered.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  quartzflow::testing::postgres_exec(location.where,
+                                     "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = "
+                                     "current_database() AND pid <> pg_backend_pid()");
+  resume.set_value();
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(result);
+  CHECK(*result == qf::errc::store_unavailable);
+  CHECK(store->metrics().transactions_failed == 1);
+
+  // Writes and reads connect again (both connections were ended).
+  in_tx(io, *store, [](qf::StoreTransaction& tx) {
+    tx.put_task(make_task("t3", "three"));
+    return 0;
+  });
+  CHECK(ids_of(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); })) ==
+        std::vector<std::string>{"t1", "t3"});
+}
+
+TEST_CASE("a PostgreSQL server that cannot be reached fails the open, the password never shown", "[store]") {
+  TempDir dir;
+  boost::asio::io_context io;
+  const QuietLog quiet;
+  for (const std::string dsn : {"host=/nonexistent-qf-dir port=5432 dbname=qf user=qf password=hunter2",
+                                "postgresql://qf:hunter2@/qf?host=/nonexistent-qf-dir&connect_timeout=2"}) {
+    INFO(dsn);
+    qf::PostgresStoreOptions options;
+    options.dsn = dsn;
+    qf::error_code ec;
+    std::string detail;
+    CHECK_FALSE(qf::open_postgres_store(io.get_executor(), options, ec, &detail));
+    CHECK(ec == qf::errc::store_unavailable);
+    CHECK_THAT(detail, Catch::Contains("nonexistent-qf-dir"));
+    CHECK_THAT(detail, !Catch::Contains("hunter2"));
+    CHECK_THAT(detail, Catch::Contains("***"));
+  }
+  qf::PostgresStoreOptions options;
+  options.dsn = fresh_location(Backend::postgres, dir).where;
+  options.password_file = dir.file("no-such-password");
+  qf::error_code ec;
+  std::string detail;
+  CHECK_FALSE(qf::open_postgres_store(io.get_executor(), options, ec, &detail));
+  CHECK(ec == qf::errc::invalid_argument);
+  CHECK_THAT(detail, Catch::Contains("password_file"));
+  CHECK_THROWS_AS(qf::open_postgres_store(io.get_executor(), options), qf::error);
+}
+
+TEST_CASE("a PostgreSQL store keeps its tables in the schema it is given", "[store]") {
+  TempDir dir;
+  boost::asio::io_context io;
+  const auto location = fresh_location(Backend::postgres, dir);
+  qf::PostgresStoreOptions options;
+  options.dsn = location.where;
+  options.schema = "qf_coordinator";
+  auto store = qf::open_postgres_store(io.get_executor(), options);
+  in_tx(io, *store, [](qf::StoreTransaction& tx) {
+    tx.put_task(make_task("t1", "one"));
+    return tx.bump_config_version("t1");
+  });
+  quartzflow::testing::postgres_exec(location.where, "SELECT 1 FROM qf_coordinator.tasks WHERE id = 't1'");
+  CHECK_THROWS(quartzflow::testing::postgres_exec(location.where, "SELECT 1 FROM public.tasks"));
+  store.reset();
+  store = qf::open_postgres_store(io.get_executor(), options);  // migrated already: opens as it is
+  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.config_version(); }) == 1);
+}
+
+TEST_CASE("read transactions see committed writes and refuse to write", "[store]") {
+  FOR_EACH_BACKEND();
+  TempDir dir;
+  std::vector<Location> locations{fresh_location(backend, dir)};
+  if (backend == Backend::sqlite) locations.push_back({backend, ":memory:"});  // one shared connection
+  for (const auto& location : locations) {
+    INFO(location.where);
     boost::asio::io_context io;
-    auto store = open_store(io, path);
+    auto store = open_store(io, location);
     in_tx(io, *store, [](qf::StoreTransaction& tx) {
       tx.put_task(make_task("t1", "one"));
       return 0;
@@ -1570,9 +1752,10 @@ TEST_CASE("read transactions see committed writes and refuse to write", "[store]
 }
 
 TEST_CASE("a thousand concurrent transactions complete with far fewer commits", "[store]") {
+  FOR_EACH_BACKEND();
   TempDir dir;
   boost::asio::io_context io;
-  auto store = open_store(io, dir.file("coordinator.db"), milliseconds{1});
+  auto store = open_store(io, fresh_location(backend, dir), milliseconds{1});
   constexpr int k_threads = 4;
   constexpr int k_per_thread = 250;
   std::atomic<int> ok{0};
@@ -1599,8 +1782,9 @@ TEST_CASE("a thousand concurrent transactions complete with far fewer commits", 
 }
 
 TEST_CASE("io_context::run() waits for the store's completions, destruction completes queued work", "[store]") {
+  FOR_EACH_BACKEND();
   boost::asio::io_context io;
-  auto store = open_store(io, ":memory:", milliseconds{50});
+  auto store = open_store(io, backend, milliseconds{50});
   bool done = false;
   store->transact([](qf::StoreTransaction& tx, qf::error_code&) { tx.bump_config_version("x"); },
                   [&](qf::error_code ec) { done = !ec; });

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The catalog half of the SQLite StoreTransaction: config versions, tasks (with their group
+// The catalog half of the StoreTransaction: config versions, tasks (with their group
 // bindings and labels as relations), groups, agents, scheduler fire state and the audit log.
 #include <array>
 #include <map>
 
 #include <fmt/format.h>
 
-#include "sqlite_transaction.hpp"
+#include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
 namespace {
@@ -22,10 +22,7 @@ Instant instant_of(std::int64_t unix_ms) {
 
 void require_name_free(BorrowedStatement& other, std::string_view input, std::string_view name,
                        std::string_view owner) {
-  if (other.next())
-    throw error(errc::conflict,
-                ValidationError{std::string(input), "name",
-                                fmt::format("\"{}\" is already used by {} {}", name, owner, other.text(0))});
+  if (other.next()) throw_taken(input, "name", name, fmt::format("{} {}", owner, other.text(0)));
 }
 
 constexpr std::array k_task_sort_keys{
@@ -56,8 +53,14 @@ constexpr std::array k_agent_sort_keys{
 
 constexpr std::array k_audit_sort_keys{SortKey{"at_unix_ms", "a.at_unix_ms"}};
 
-void add_label_conditions(SqlConditions& where, std::string_view selector, std::string_view input,
-                          const char* exists) {
+constexpr std::array<std::string_view, 3> k_task_keyword_columns{"t.id", "t.name", "t.description"};
+constexpr std::array<std::string_view, 2> k_group_keyword_columns{"g.name", "g.description"};
+constexpr std::array<std::string_view, 3> k_agent_keyword_columns{
+    "a.id", "a.hostname",
+    "EXISTS (SELECT 1 FROM agent_ips i WHERE i.agent_id = a.id AND lower(i.ip) LIKE {} ESCAPE '\\')"};
+constexpr std::array<std::string_view, 2> k_audit_keyword_columns{"a.target_name", "a.detail"};
+
+void add_label_conditions(SqlConditions& where, std::string_view selector, std::string_view input, const char* exists) {
   for (auto& [key, value] : parse_label_selector(selector, input)) where.add(exists, {key, value});
 }
 
@@ -65,12 +68,12 @@ void add_label_conditions(SqlConditions& where, std::string_view selector, std::
 
 // ---- config versions ----
 
-std::uint64_t SqliteStoreTransaction::config_version() {
+std::uint64_t SqlStoreTransaction::config_version() {
   auto rows = statement("SELECT COALESCE(MAX(version), 0) FROM config_versions");
   return rows.next() ? static_cast<std::uint64_t>(rows.int64(0)) : 0;
 }
 
-std::uint64_t SqliteStoreTransaction::bump_config_version(std::string_view summary) {
+std::uint64_t SqlStoreTransaction::bump_config_version(std::string_view summary) {
   require_writable("bump_config_version");
   const auto version = config_version() + 1;
   statement("INSERT INTO config_versions (version, at_unix_ms, summary) VALUES (?1, ?2, ?3)")
@@ -83,8 +86,7 @@ std::uint64_t SqliteStoreTransaction::bump_config_version(std::string_view summa
 
 // ---- tasks ----
 
-void SqliteStoreTransaction::fill_group_names(v1::Task& task,
-                                              std::unordered_map<std::string, std::string>& names_seen) {
+void SqlStoreTransaction::fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen) {
   task.clear_group_names();
   for (const auto& group_id : task.group_ids()) {
     auto seen = names_seen.find(group_id);
@@ -97,7 +99,7 @@ void SqliteStoreTransaction::fill_group_names(v1::Task& task,
   }
 }
 
-std::vector<v1::Task> SqliteStoreTransaction::read_tasks(BorrowedStatement& rows) {
+std::vector<v1::Task> SqlStoreTransaction::read_tasks(BorrowedStatement& rows) {
   std::vector<v1::Task> out;
   while (rows.next()) parse_record(rows.blob(0), out.emplace_back());
   std::unordered_map<std::string, std::string> names_seen;
@@ -110,7 +112,7 @@ std::vector<v1::Task> SqliteStoreTransaction::read_tasks(BorrowedStatement& rows
   return out;
 }
 
-std::optional<v1::Task> SqliteStoreTransaction::task(std::string_view id) {
+std::optional<v1::Task> SqlStoreTransaction::task(std::string_view id) {
   auto rows = statement("SELECT record FROM tasks WHERE id = ?1");
   rows.bind(1, id);
   auto tasks = read_tasks(rows);
@@ -118,7 +120,7 @@ std::optional<v1::Task> SqliteStoreTransaction::task(std::string_view id) {
   return std::move(tasks.front());
 }
 
-std::optional<v1::Task> SqliteStoreTransaction::task_by_name(std::string_view name) {
+std::optional<v1::Task> SqlStoreTransaction::task_by_name(std::string_view name) {
   auto rows = statement("SELECT record FROM tasks WHERE name = ?1");
   rows.bind(1, name);
   auto tasks = read_tasks(rows);
@@ -126,7 +128,7 @@ std::optional<v1::Task> SqliteStoreTransaction::task_by_name(std::string_view na
   return std::move(tasks.front());
 }
 
-void SqliteStoreTransaction::put_task(const v1::Task& task) {
+void SqlStoreTransaction::put_task(const v1::Task& task) {
   require_writable("put_task");
   if (task.id().empty()) throw_invalid("task", "id", "is empty");
   if (task.name().empty()) throw_invalid("task", "name", "is empty");
@@ -154,7 +156,7 @@ void SqliteStoreTransaction::put_task(const v1::Task& task) {
       .run();
   statement("DELETE FROM task_groups WHERE task_id = ?1").bind(1, task.id()).run();
   for (const auto& group_id : task.group_ids())
-    statement("INSERT OR IGNORE INTO task_groups (task_id, group_id) VALUES (?1, ?2)")
+    statement("INSERT INTO task_groups (task_id, group_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
         .bind(1, task.id())
         .bind(2, group_id)
         .run();
@@ -167,24 +169,19 @@ void SqliteStoreTransaction::put_task(const v1::Task& task) {
         .run();
 }
 
-bool SqliteStoreTransaction::delete_task(std::string_view id) {
+bool SqlStoreTransaction::delete_task(std::string_view id) {
   require_writable("delete_task");
-  statement("DELETE FROM tasks WHERE id = ?1").bind(1, id).run();
-  const bool deleted = db_.changes() > 0;
+  const bool deleted = statement("DELETE FROM tasks WHERE id = ?1").bind(1, id).run() > 0;
   statement("DELETE FROM task_groups WHERE task_id = ?1").bind(1, id).run();
   statement("DELETE FROM task_labels WHERE task_id = ?1").bind(1, id).run();
   statement("DELETE FROM fire_state WHERE task_id = ?1").bind(1, id).run();
   return deleted;
 }
 
-Listing<v1::Task> SqliteStoreTransaction::list_tasks(const v1::ListTasksRequest& request) {
+Listing<v1::Task> SqlStoreTransaction::list_tasks(const v1::ListTasksRequest& request) {
   constexpr std::string_view input = "task list request";
   SqlConditions where;
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add("(instr(lower(t.id), ?) > 0 OR instr(lower(t.name), ?) > 0 OR instr(lower(t.description), ?) > 0)",
-              {keyword, keyword, keyword});
-  }
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_task_keyword_columns);
   switch (request.enabled()) {
     case v1::ENABLED_FILTER_UNSPECIFIED: break;
     case v1::ENABLED_FILTER_ENABLED: where.add("t.enabled = 1"); break;
@@ -200,7 +197,7 @@ Listing<v1::Task> SqliteStoreTransaction::list_tasks(const v1::ListTasksRequest&
         {static_cast<std::int64_t>(request.last_status())});
   add_label_conditions(where, request.label_selector(), input,
                        "EXISTS (SELECT 1 FROM task_labels l WHERE l.task_id = t.id AND l.key = ? AND l.value = ?)");
-  const auto order = order_by(request.sort(), "name", k_task_sort_keys, "t.id", input);
+  const auto order = order_by(request.sort(), "name", k_task_sort_keys, "t.id", input, db_.dialect().nulls_sort_high);
   const auto paging = paging_of(request.page(), request.page_size());
 
   Listing<v1::Task> out;
@@ -212,13 +209,13 @@ Listing<v1::Task> SqliteStoreTransaction::list_tasks(const v1::ListTasksRequest&
   return out;
 }
 
-std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const std::string> task_ids) {
+std::vector<v1::TaskSummary> SqlStoreTransaction::task_counts(std::span<const std::string> task_ids) {
   std::vector<v1::TaskSummary> out(task_ids.size());
   std::map<std::string_view, std::vector<std::size_t>, std::less<>> positions;  // an id may be given twice
   for (std::size_t i = 0; i < task_ids.size(); ++i) positions[task_ids[i]].push_back(i);
   if (positions.empty()) return out;
-  // `IN (?, ...)` over the distinct ids: at most a page (500), far below SQLite's limit of
-  // bound parameters; the statement cache is trimmed between transactions.
+  // `IN (?, ...)` over the distinct ids: at most a page (500), far below the databases' limits
+  // of bound parameters; the statement cache is trimmed between transactions.
   std::string placeholders;
   for (std::size_t i = 0; i < positions.size(); ++i) placeholders += i == 0 ? "?" : ", ?";
   const auto bind_ids = [&](BorrowedStatement& rows) {
@@ -260,11 +257,12 @@ std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const
   }
   {
     // An agent has one group, so joining the task's bindings counts each agent once.
-    auto rows = statement(
-        fmt::format("SELECT t.id, t.all_agents, COUNT(a.id), COALESCE(SUM(a.state = {}), 0) FROM tasks t "
-                    "LEFT JOIN task_groups tg ON tg.task_id = t.id LEFT JOIN agents a ON a.group_id = tg.group_id "
-                    "WHERE t.id IN ({}) GROUP BY t.id",
-                    static_cast<int>(v1::AGENT_STATE_ONLINE), placeholders));
+    auto rows = statement(fmt::format(
+        "SELECT t.id, t.all_agents, COUNT(a.id), COALESCE(SUM(CASE WHEN a.state = {} THEN 1 ELSE 0 END), 0) "
+        "FROM tasks t "
+        "LEFT JOIN task_groups tg ON tg.task_id = t.id LEFT JOIN agents a ON a.group_id = tg.group_id "
+        "WHERE t.id IN ({}) GROUP BY t.id",
+        static_cast<int>(v1::AGENT_STATE_ONLINE), placeholders));
     bind_ids(rows);
     std::vector<std::string> global_tasks;
     while (rows.next()) {
@@ -280,8 +278,9 @@ std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const
       });
     }
     if (!global_tasks.empty()) {
-      auto all = statement(fmt::format("SELECT COUNT(*), COALESCE(SUM(state = {}), 0) FROM agents",
-                                       static_cast<int>(v1::AGENT_STATE_ONLINE)));
+      auto all =
+          statement(fmt::format("SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = {} THEN 1 ELSE 0 END), 0) FROM agents",
+                                static_cast<int>(v1::AGENT_STATE_ONLINE)));
       const bool counted = all.next();  // an aggregate always has its row
       const auto target = counted ? static_cast<std::uint32_t>(all.int64(0)) : 0U;
       const auto online = counted ? static_cast<std::uint32_t>(all.int64(1)) : 0U;
@@ -295,7 +294,7 @@ std::vector<v1::TaskSummary> SqliteStoreTransaction::task_counts(std::span<const
   return out;
 }
 
-std::vector<v1::Task> SqliteStoreTransaction::tasks_for_group(std::string_view group_id) {
+std::vector<v1::Task> SqlStoreTransaction::tasks_for_group(std::string_view group_id) {
   auto rows = statement(
       "SELECT record FROM tasks WHERE all_agents = 1 OR id IN (SELECT task_id FROM task_groups WHERE group_id = ?1) "
       "ORDER BY name");
@@ -303,14 +302,14 @@ std::vector<v1::Task> SqliteStoreTransaction::tasks_for_group(std::string_view g
   return read_tasks(rows);
 }
 
-std::vector<v1::Task> SqliteStoreTransaction::all_tasks() {
+std::vector<v1::Task> SqlStoreTransaction::all_tasks() {
   auto rows = statement("SELECT record FROM tasks ORDER BY id");
   return read_tasks(rows);
 }
 
 // ---- groups ----
 
-std::optional<v1::Group> SqliteStoreTransaction::group(std::string_view id) {
+std::optional<v1::Group> SqlStoreTransaction::group(std::string_view id) {
   auto rows = statement("SELECT record FROM groups WHERE id = ?1");
   rows.bind(1, id);
   if (!rows.next()) return std::nullopt;
@@ -319,7 +318,7 @@ std::optional<v1::Group> SqliteStoreTransaction::group(std::string_view id) {
   return out;
 }
 
-std::optional<v1::Group> SqliteStoreTransaction::group_by_name(std::string_view name) {
+std::optional<v1::Group> SqlStoreTransaction::group_by_name(std::string_view name) {
   auto rows = statement("SELECT record FROM groups WHERE name = ?1");
   rows.bind(1, name);
   if (!rows.next()) return std::nullopt;
@@ -328,7 +327,7 @@ std::optional<v1::Group> SqliteStoreTransaction::group_by_name(std::string_view 
   return out;
 }
 
-void SqliteStoreTransaction::put_group(const v1::Group& group) {
+void SqlStoreTransaction::put_group(const v1::Group& group) {
   require_writable("put_group");
   if (group.id().empty()) throw_invalid("group", "id", "is empty");
   if (group.name().empty()) throw_invalid("group", "name", "is empty");
@@ -349,32 +348,28 @@ void SqliteStoreTransaction::put_group(const v1::Group& group) {
       .run();
   statement("DELETE FROM group_tags WHERE group_id = ?1").bind(1, group.id()).run();
   for (const auto& tag : group.tags())
-    statement("INSERT OR IGNORE INTO group_tags (group_id, tag) VALUES (?1, ?2)")
+    statement("INSERT INTO group_tags (group_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
         .bind(1, group.id())
         .bind(2, tag)
         .run();
 }
 
-bool SqliteStoreTransaction::delete_group(std::string_view id) {
+bool SqlStoreTransaction::delete_group(std::string_view id) {
   require_writable("delete_group");
   // Task bindings and agents' group ids are the catalog's to settle (it refuses to delete a
   // group that tasks are bound to); the store removes only the group itself.
-  statement("DELETE FROM groups WHERE id = ?1").bind(1, id).run();
-  const bool deleted = db_.changes() > 0;
+  const bool deleted = statement("DELETE FROM groups WHERE id = ?1").bind(1, id).run() > 0;
   statement("DELETE FROM group_tags WHERE group_id = ?1").bind(1, id).run();
   return deleted;
 }
 
-Listing<v1::GroupSummary> SqliteStoreTransaction::list_groups(const v1::ListGroupsRequest& request) {
+Listing<v1::GroupSummary> SqlStoreTransaction::list_groups(const v1::ListGroupsRequest& request) {
   constexpr std::string_view input = "group list request";
   SqlConditions where;
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add("(instr(lower(g.name), ?) > 0 OR instr(lower(g.description), ?) > 0)", {keyword, keyword});
-  }
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_group_keyword_columns);
   if (!request.tag().empty())
     where.add("EXISTS (SELECT 1 FROM group_tags gt WHERE gt.group_id = g.id AND gt.tag = ?)", {request.tag()});
-  const auto order = order_by(request.sort(), "name", k_group_sort_keys, "g.id", input);
+  const auto order = order_by(request.sort(), "name", k_group_sort_keys, "g.id", input, db_.dialect().nulls_sort_high);
   const auto paging = paging_of(request.page(), request.page_size());
 
   Listing<v1::GroupSummary> out;
@@ -396,7 +391,7 @@ Listing<v1::GroupSummary> SqliteStoreTransaction::list_groups(const v1::ListGrou
   return out;
 }
 
-std::vector<std::string> SqliteStoreTransaction::tasks_bound_to(std::string_view group_id) {
+std::vector<std::string> SqlStoreTransaction::tasks_bound_to(std::string_view group_id) {
   auto rows = statement("SELECT task_id FROM task_groups WHERE group_id = ?1 ORDER BY task_id");
   rows.bind(1, group_id);
   std::vector<std::string> out;
@@ -406,7 +401,7 @@ std::vector<std::string> SqliteStoreTransaction::tasks_bound_to(std::string_view
 
 // ---- agents ----
 
-std::vector<v1::Agent> SqliteStoreTransaction::read_agents(BorrowedStatement& rows) {
+std::vector<v1::Agent> SqlStoreTransaction::read_agents(BorrowedStatement& rows) {
   std::vector<v1::Agent> out;
   while (rows.next()) {
     auto& agent = out.emplace_back();
@@ -416,7 +411,7 @@ std::vector<v1::Agent> SqliteStoreTransaction::read_agents(BorrowedStatement& ro
   return out;
 }
 
-std::optional<v1::Agent> SqliteStoreTransaction::agent(std::string_view id) {
+std::optional<v1::Agent> SqlStoreTransaction::agent(std::string_view id) {
   auto rows =
       statement("SELECT a.record, g.name FROM agents a LEFT JOIN groups g ON g.id = a.group_id WHERE a.id = ?1");
   rows.bind(1, id);
@@ -425,15 +420,14 @@ std::optional<v1::Agent> SqliteStoreTransaction::agent(std::string_view id) {
   return std::move(agents.front());
 }
 
-bool SqliteStoreTransaction::delete_agent(std::string_view id) {
+bool SqlStoreTransaction::delete_agent(std::string_view id) {
   require_writable("delete_agent");
   statement("DELETE FROM agent_labels WHERE agent_id = ?1").bind(1, id).run();
   statement("DELETE FROM agent_ips WHERE agent_id = ?1").bind(1, id).run();
-  statement("DELETE FROM agents WHERE id = ?1").bind(1, id).run();
-  return db_.changes() > 0;
+  return statement("DELETE FROM agents WHERE id = ?1").bind(1, id).run() > 0;
 }
 
-void SqliteStoreTransaction::put_agent(const v1::Agent& agent) {
+void SqlStoreTransaction::put_agent(const v1::Agent& agent) {
   require_writable("put_agent");
   if (agent.id().empty()) throw_invalid("agent", "id", "is empty");
   v1::Agent stored = agent;
@@ -462,19 +456,16 @@ void SqliteStoreTransaction::put_agent(const v1::Agent& agent) {
         .run();
   statement("DELETE FROM agent_ips WHERE agent_id = ?1").bind(1, agent.id()).run();
   for (const auto& ip : agent.ips())
-    statement("INSERT OR IGNORE INTO agent_ips (agent_id, ip) VALUES (?1, ?2)").bind(1, agent.id()).bind(2, ip).run();
+    statement("INSERT INTO agent_ips (agent_id, ip) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        .bind(1, agent.id())
+        .bind(2, ip)
+        .run();
 }
 
-Listing<v1::Agent> SqliteStoreTransaction::list_agents(const v1::ListAgentsRequest& request) {
+Listing<v1::Agent> SqlStoreTransaction::list_agents(const v1::ListAgentsRequest& request) {
   constexpr std::string_view input = "agent list request";
   SqlConditions where;
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add(
-        "(instr(lower(a.id), ?) > 0 OR instr(lower(a.hostname), ?) > 0 OR EXISTS (SELECT 1 FROM agent_ips i "
-        "WHERE i.agent_id = a.id AND instr(lower(i.ip), ?) > 0))",
-        {keyword, keyword, keyword});
-  }
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_agent_keyword_columns);
   if (!request.group_id().empty()) where.add("a.group_id = ?", {request.group_id()});
   if (request.state() != v1::AGENT_STATE_UNSPECIFIED)
     where.add("a.state = ?", {static_cast<std::int64_t>(request.state())});
@@ -482,7 +473,8 @@ Listing<v1::Agent> SqliteStoreTransaction::list_agents(const v1::ListAgentsReque
     where.add("a.push_state = ?", {static_cast<std::int64_t>(request.push_state())});
   add_label_conditions(where, request.label_selector(), input,
                        "EXISTS (SELECT 1 FROM agent_labels l WHERE l.agent_id = a.id AND l.key = ? AND l.value = ?)");
-  const auto order = order_by(request.sort(), "hostname", k_agent_sort_keys, "a.id", input);
+  const auto order =
+      order_by(request.sort(), "hostname", k_agent_sort_keys, "a.id", input, db_.dialect().nulls_sort_high);
   const auto paging = paging_of(request.page(), request.page_size());
 
   Listing<v1::Agent> out;
@@ -495,7 +487,7 @@ Listing<v1::Agent> SqliteStoreTransaction::list_agents(const v1::ListAgentsReque
   return out;
 }
 
-std::vector<v1::Agent> SqliteStoreTransaction::agents_in_group(std::string_view group_id) {
+std::vector<v1::Agent> SqlStoreTransaction::agents_in_group(std::string_view group_id) {
   auto rows = statement(
       "SELECT a.record, g.name FROM agents a LEFT JOIN groups g ON g.id = a.group_id WHERE a.group_id = ?1 "
       "ORDER BY a.id");
@@ -505,7 +497,7 @@ std::vector<v1::Agent> SqliteStoreTransaction::agents_in_group(std::string_view 
 
 // ---- scheduler fire state ----
 
-FireState SqliteStoreTransaction::fire_state(std::string_view task_id) {
+FireState SqlStoreTransaction::fire_state(std::string_view task_id) {
   auto rows = statement("SELECT last_fire_unix_ms, next_fire_unix_ms FROM fire_state WHERE task_id = ?1");
   rows.bind(1, task_id);
   FireState out;
@@ -515,14 +507,16 @@ FireState SqliteStoreTransaction::fire_state(std::string_view task_id) {
   return out;
 }
 
-void SqliteStoreTransaction::put_fire_state(std::string_view task_id, const FireState& state) {
+void SqlStoreTransaction::put_fire_state(std::string_view task_id, const FireState& state) {
   require_writable("put_fire_state");
   auto as_ms = [](const std::optional<Instant>& t) -> std::optional<std::int64_t> {
     if (!t) return std::nullopt;
     return to_unix_ms(*t);
   };
   statement(
-      "INSERT OR REPLACE INTO fire_state (task_id, last_fire_unix_ms, next_fire_unix_ms) VALUES (?1, ?2, ?3)")
+      "INSERT INTO fire_state (task_id, last_fire_unix_ms, next_fire_unix_ms) VALUES (?1, ?2, ?3) ON CONFLICT "
+      "(task_id) DO UPDATE SET last_fire_unix_ms = excluded.last_fire_unix_ms, next_fire_unix_ms = "
+      "excluded.next_fire_unix_ms")
       .bind(1, task_id)
       .bind_optional(2, as_ms(state.last_fire))
       .bind_optional(3, as_ms(state.next_fire))
@@ -531,7 +525,7 @@ void SqliteStoreTransaction::put_fire_state(std::string_view task_id, const Fire
 
 // ---- audit ----
 
-void SqliteStoreTransaction::append_audit(const v1::AuditEntry& entry) {
+void SqlStoreTransaction::append_audit(const v1::AuditEntry& entry) {
   require_writable("append_audit");
   v1::AuditEntry stored = entry;
   stored.set_id(0);  // the sequence number is the row's, set on every read
@@ -550,26 +544,22 @@ void SqliteStoreTransaction::append_audit(const v1::AuditEntry& entry) {
       .run();
 }
 
-Listing<v1::AuditEntry> SqliteStoreTransaction::list_audit(const v1::ListAuditRequest& request) {
+Listing<v1::AuditEntry> SqlStoreTransaction::list_audit(const v1::ListAuditRequest& request) {
   constexpr std::string_view input = "audit list request";
   SqlConditions where;
   if (!request.actor().empty()) where.add("a.actor = ?", {request.actor()});
   if (!request.action().empty()) {
     if (request.action().back() == '.')
-      where.add("substr(a.action, 1, ?) = ?",
-                {static_cast<std::int64_t>(request.action().size()), request.action()});
-    else
-      where.add("a.action = ?", {request.action()});
+      where.add("substr(a.action, 1, ?) = ?", {static_cast<std::int64_t>(request.action().size()), request.action()});
+    else where.add("a.action = ?", {request.action()});
   }
   if (!request.target_type().empty()) where.add("a.target_type = ?", {request.target_type()});
   if (!request.target_id().empty()) where.add("a.target_id = ?", {request.target_id()});
   if (request.from_unix_ms() != 0) where.add("a.at_unix_ms >= ?", {request.from_unix_ms()});
   if (request.to_unix_ms() != 0) where.add("a.at_unix_ms < ?", {request.to_unix_ms()});
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add("(instr(lower(a.target_name), ?) > 0 OR instr(lower(a.detail), ?) > 0)", {keyword, keyword});
-  }
-  const auto order = order_by(request.sort(), "-at_unix_ms", k_audit_sort_keys, "a.id", input);
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_audit_keyword_columns);
+  const auto order =
+      order_by(request.sort(), "-at_unix_ms", k_audit_sort_keys, "a.id", input, db_.dialect().nulls_sort_high);
   const auto paging = paging_of(request.page(), request.page_size());
 
   Listing<v1::AuditEntry> out;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Execution statistics in the SQLite StoreTransaction: one scan of the matching records
+// Execution statistics in the StoreTransaction: one scan of the matching records
 // feeds the summary and the time buckets (counts, success rate, average and nearest-rank
 // p50/p95 durations) and, with a group_by, the figures per agent or task; failure reasons
 // and failing tasks are ranked by SQL aggregates.
@@ -10,7 +10,7 @@
 #include <date/tz.h>
 #include <fmt/format.h>
 
-#include "sqlite_transaction.hpp"
+#include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
 namespace {
@@ -50,9 +50,8 @@ class Accumulator {
     s.set_running(count(v1::EXECUTION_STATUS_RUNNING));
     s.set_pending(count(v1::EXECUTION_STATUS_PENDING));
     s.set_total(s.success() + s.failure() + s.timeout() + s.cancelled());
-    s.set_success_rate_percent(s.total() == 0 ? 0.0
-                                              : static_cast<double>(s.success()) * 100.0 /
-                                                    static_cast<double>(s.total()));
+    s.set_success_rate_percent(
+        s.total() == 0 ? 0.0 : static_cast<double>(s.success()) * 100.0 / static_cast<double>(s.total()));
     if (!durations_.empty()) {
       std::int64_t sum = 0;
       for (const auto d : durations_) sum += d;
@@ -146,18 +145,15 @@ std::vector<std::int64_t> bucket_bounds(Range range, v1::StatsGranularity granul
     case v1::STATS_GRANULARITY_HOUR: {
       constexpr std::int64_t k_hour_ms = 3'600'000;
       for (auto bound = std::min(sys_ms(date::floor<std::chrono::hours>(local)), range.from); push(bound);
-           bound += k_hour_ms) {
-      }
+           bound += k_hour_ms) {}
       break;
     }
     case v1::STATS_GRANULARITY_DAY:
-      for (auto day = today; push(sys_ms(day)); day += date::days{1}) {
-      }
+      for (auto day = today; push(sys_ms(day)); day += date::days{1}) {}
       break;
     case v1::STATS_GRANULARITY_WEEK: {
       auto monday = today - date::days{(date::weekday{today}.iso_encoding() - 1)};
-      for (; push(sys_ms(monday)); monday += date::days{7}) {
-      }
+      for (; push(sys_ms(monday)); monday += date::days{7}) {}
       break;
     }
     case v1::STATS_GRANULARITY_MONTH: {
@@ -173,7 +169,7 @@ std::vector<std::int64_t> bucket_bounds(Range range, v1::StatsGranularity granul
 
 }  // namespace
 
-v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
+v1::StatsResponse SqlStoreTransaction::stats(const v1::StatsQuery& query) {
   const auto range = range_of(query);
   const auto* zone = zone_of(query);
   const std::int64_t top_n = query.top_n() == 0 ? k_default_top_n : std::min(query.top_n(), k_max_top_n);
@@ -250,13 +246,14 @@ v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
   const auto failed = fmt::format("e.status IN ({}, {})", static_cast<int>(v1::EXECUTION_STATUS_FAILURE),
                                   static_cast<int>(v1::EXECUTION_STATUS_TIMEOUT));
   {
-    // With one MAX() aggregate, SQLite takes the bare columns from the row holding the max:
-    // the most recent execution of each reason.
-    auto rows = statement("SELECT e.failure_reason, COUNT(*) AS n, MAX(e.scheduled_unix_ms), e.execution_id, "
-                          "e.error_message FROM executions e" +
-                          where.where() + " AND " + failed +
-                          " AND e.failure_reason <> '' GROUP BY e.failure_reason ORDER BY n DESC, e.failure_reason "
-                          "LIMIT ?");
+    // Per reason: its count, and the most recent execution of it (ties: the last inserted).
+    auto rows = statement(
+        "SELECT failure_reason, n, last_scheduled, execution_id, error_message FROM (SELECT e.failure_reason, "
+        "COUNT(*) OVER (PARTITION BY e.failure_reason) AS n, e.scheduled_unix_ms AS last_scheduled, e.execution_id, "
+        "e.error_message, ROW_NUMBER() OVER (PARTITION BY e.failure_reason ORDER BY e.scheduled_unix_ms DESC, "
+        "e.rowid DESC) AS recency FROM executions e" +
+        where.where() + " AND " + failed +
+        " AND e.failure_reason <> '') AS reasons WHERE recency = 1 ORDER BY n DESC, failure_reason LIMIT ?");
     rows.bind(rows.bind_all(where.values()), top_n);
     while (rows.next()) {
       auto& reason = *out.mutable_summary()->add_top_failure_reasons();
@@ -268,10 +265,14 @@ v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
     }
   }
   if (query.task_id().empty()) {
+    // The task's name: the catalog's, else the one its latest execution recorded.
     auto rows = statement(fmt::format(
-        "SELECT e.task_id, COALESCE((SELECT t.name FROM tasks t WHERE t.id = e.task_id), e.task_name), "
-        "SUM({}) AS failures, SUM(e.status BETWEEN {} AND {}), SUM(e.status = {}), MAX(e.scheduled_unix_ms) "
-        "FROM executions e{} GROUP BY e.task_id HAVING failures > 0 ORDER BY failures DESC, e.task_id LIMIT ?",
+        "SELECT task_id, COALESCE((SELECT t.name FROM tasks t WHERE t.id = ranked.task_id), (SELECT e2.task_name FROM "
+        "executions e2 WHERE e2.task_id = ranked.task_id ORDER BY e2.scheduled_unix_ms DESC, e2.rowid DESC LIMIT 1)), "
+        "failures, finished, successes FROM (SELECT e.task_id, SUM(CASE WHEN {} THEN 1 ELSE 0 END) AS failures, "
+        "SUM(CASE WHEN e.status BETWEEN {} AND {} THEN 1 ELSE 0 END) AS finished, SUM(CASE WHEN e.status = {} THEN 1 "
+        "ELSE 0 END) AS successes FROM executions e{} GROUP BY e.task_id) AS ranked WHERE failures > 0 "
+        "ORDER BY failures DESC, task_id LIMIT ?",
         failed, static_cast<int>(v1::EXECUTION_STATUS_SUCCESS), static_cast<int>(v1::EXECUTION_STATUS_CANCELLED),
         static_cast<int>(v1::EXECUTION_STATUS_SUCCESS), where.where()));
     rows.bind(rows.bind_all(where.values()), top_n);
@@ -282,9 +283,8 @@ v1::StatsResponse SqliteStoreTransaction::stats(const v1::StatsQuery& query) {
       task.set_failure_count(static_cast<std::uint64_t>(rows.int64(2)));
       task.set_total(static_cast<std::uint64_t>(rows.int64(3)));
       const auto success = rows.int64(4);
-      task.set_success_rate_percent(task.total() == 0 ? 0.0
-                                                      : static_cast<double>(success) * 100.0 /
-                                                            static_cast<double>(task.total()));
+      task.set_success_rate_percent(
+          task.total() == 0 ? 0.0 : static_cast<double>(success) * 100.0 / static_cast<double>(task.total()));
     }
   }
   return out;

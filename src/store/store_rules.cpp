@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// SQL building blocks of the coordinator store: conditions, paging, sort whitelist, labels.
-#include "sqlite_query.hpp"
+// SQL building blocks of the coordinator store: conditions, keywords, paging, sort whitelist,
+// labels.
+#include "store_rules.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +26,24 @@ std::string SqlConditions::where() const {
   return out;
 }
 
+void add_keyword_condition(SqlConditions& where, std::string_view keyword, std::span<const std::string_view> columns) {
+  std::string pattern = "%";
+  for (const char c : lower_ascii(keyword)) {
+    if (c == '%' || c == '_' || c == '\\') pattern += '\\';
+    pattern += c;
+  }
+  pattern += '%';
+  std::string condition;
+  std::vector<SqlValue> values;
+  for (const auto column : columns) {
+    condition += condition.empty() ? "(" : " OR ";
+    if (column.find("{}") != std::string_view::npos) condition += fmt::format(fmt::runtime(column), "?");
+    else condition += fmt::format("lower({}) LIKE ? ESCAPE '\\'", column);
+    values.emplace_back(pattern);
+  }
+  where.add(condition + ")", std::move(values));
+}
+
 Paging paging_of(std::uint32_t page, std::uint32_t page_size) noexcept {
   constexpr std::uint32_t k_default_page_size = 20;
   constexpr std::uint32_t k_max_page_size = 500;
@@ -35,7 +54,7 @@ Paging paging_of(std::uint32_t page, std::uint32_t page_size) noexcept {
 }
 
 std::string order_by(std::string_view requested, std::string_view fallback, std::span<const SortKey> keys,
-                     std::string_view tie_breaker, std::string_view input) {
+                     std::string_view tie_breaker, std::string_view input, bool nulls_sort_high) {
   std::string_view name = requested.empty() ? fallback : requested;
   const bool descending = !name.empty() && name.front() == '-';
   if (descending) name.remove_prefix(1);
@@ -43,13 +62,13 @@ std::string order_by(std::string_view requested, std::string_view fallback, std:
   if (key == keys.end()) {
     std::string known;
     for (const auto& k : keys) known += fmt::format("{}{}", known.empty() ? "" : ", ", k.name);
-    throw_invalid(input, "sort",
-                  fmt::format("unknown sort key \"{}\"; expected one of {} (`-` prefix for descending)", requested,
-                              known));
+    throw_invalid(
+        input, "sort",
+        fmt::format("unknown sort key \"{}\"; expected one of {} (`-` prefix for descending)", requested, known));
   }
   const char* direction = descending ? "DESC" : "ASC";
-  // Only spelled out where it differs from SQLite's default, which an index can serve.
-  const char* nulls = key->nullable && !descending ? " NULLS LAST" : "";
+  // Only spelled out where it differs from the database's default, which an index can serve.
+  const char* nulls = key->nullable && descending == nulls_sort_high ? " NULLS LAST" : "";
   return fmt::format(" ORDER BY {} {}{}, {} {}", key->expression, direction, nulls, tie_breaker, direction);
 }
 
@@ -88,6 +107,11 @@ void parse_record(std::string_view bytes, google::protobuf::MessageLite& into) {
 
 void throw_invalid(std::string_view input, std::string_view field, std::string reason) {
   throw error(errc::invalid_argument, ValidationError{std::string(input), std::string(field), std::move(reason)});
+}
+
+void throw_taken(std::string_view input, std::string_view field, std::string_view value, std::string_view owner) {
+  throw error(errc::conflict, ValidationError{std::string(input), std::string(field),
+                                              fmt::format("\"{}\" is already used by {}", value, owner)});
 }
 
 }  // namespace quartzflow::detail

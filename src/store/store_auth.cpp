@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Users, API tokens and console sessions in the SQLite StoreTransaction: the Authenticator's
+// Users, API tokens and console sessions in the StoreTransaction: the Authenticator's
 // tables. Secrets only ever arrive here as SHA-256 hashes.
+#include <array>
+
 #include <fmt/format.h>
 
-#include "sqlite_transaction.hpp"
+#include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
 namespace {
@@ -11,6 +13,8 @@ namespace {
 constexpr std::string_view k_user_columns =
     "record, password_hash, totp_secret, totp_pending_secret, totp_last_step, failed_logins, locked_until_unix_ms, "
     "password_change_required";
+
+constexpr std::array<std::string_view, 3> k_user_keyword_columns{"u.username", "u.display_name", "u.email"};
 
 std::optional<StoredUser> read_user(BorrowedStatement& rows) {
   if (!rows.next()) return std::nullopt;
@@ -39,21 +43,21 @@ std::optional<StoredApiToken> read_token(BorrowedStatement& rows) {
 
 // ---- users ----
 
-std::optional<StoredUser> SqliteStoreTransaction::user(std::string_view id) {
+std::optional<StoredUser> SqlStoreTransaction::user(std::string_view id) {
   static const std::string sql = fmt::format("SELECT {} FROM users WHERE id = ?1", k_user_columns);
   auto rows = statement(sql);
   rows.bind(1, id);
   return read_user(rows);
 }
 
-std::optional<StoredUser> SqliteStoreTransaction::user_by_username(std::string_view username) {
+std::optional<StoredUser> SqlStoreTransaction::user_by_username(std::string_view username) {
   static const std::string sql = fmt::format("SELECT {} FROM users WHERE username = ?1", k_user_columns);
   auto rows = statement(sql);
   rows.bind(1, username);
   return read_user(rows);
 }
 
-void SqliteStoreTransaction::put_user(const StoredUser& stored) {
+void SqlStoreTransaction::put_user(const StoredUser& stored) {
   require_writable("put_user");
   const auto& user = stored.user;
   if (user.id().empty()) throw_invalid("user", "id", "is empty");
@@ -62,8 +66,8 @@ void SqliteStoreTransaction::put_user(const StoredUser& stored) {
     auto other = statement("SELECT id FROM users WHERE username = ?1 AND id <> ?2");
     other.bind(1, user.username()).bind(2, user.id());
     if (other.next())
-      throw error(errc::conflict, ValidationError{"user", "username",
-                                                  fmt::format("\"{}\" is already taken", user.username())});
+      throw error(errc::conflict,
+                  ValidationError{"user", "username", fmt::format("\"{}\" is already taken", user.username())});
   }
   statement(
       "INSERT INTO users (id, username, display_name, email, role, record, password_hash, totp_secret, "
@@ -91,23 +95,17 @@ void SqliteStoreTransaction::put_user(const StoredUser& stored) {
       .run();
 }
 
-bool SqliteStoreTransaction::delete_user(std::string_view id) {
+bool SqlStoreTransaction::delete_user(std::string_view id) {
   require_writable("delete_user");
-  statement("DELETE FROM users WHERE id = ?1").bind(1, id).run();
-  const bool deleted = db_.changes() > 0;
+  const bool deleted = statement("DELETE FROM users WHERE id = ?1").bind(1, id).run() > 0;
   statement("DELETE FROM sessions WHERE user_id = ?1").bind(1, id).run();
   return deleted;
 }
 
-Listing<v1::User> SqliteStoreTransaction::list_users(const v1::ListUsersRequest& request) {
+Listing<v1::User> SqlStoreTransaction::list_users(const v1::ListUsersRequest& request) {
   constexpr std::string_view input = "user list request";
   SqlConditions where;
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add(
-        "(instr(lower(u.username), ?) > 0 OR instr(lower(u.display_name), ?) > 0 OR instr(lower(u.email), ?) > 0)",
-        {keyword, keyword, keyword});
-  }
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_user_keyword_columns);
   if (request.role() != v1::ROLE_UNSPECIFIED) {
     if (!v1::Role_IsValid(request.role()))
       throw_invalid(input, "role", fmt::format("{} is not a Role", static_cast<int>(request.role())));
@@ -126,19 +124,19 @@ Listing<v1::User> SqliteStoreTransaction::list_users(const v1::ListUsersRequest&
 
 // ---- API tokens ----
 
-std::optional<StoredApiToken> SqliteStoreTransaction::api_token(std::string_view id) {
+std::optional<StoredApiToken> SqlStoreTransaction::api_token(std::string_view id) {
   auto rows = statement("SELECT record, secret_sha256 FROM api_tokens WHERE id = ?1");
   rows.bind(1, id);
   return read_token(rows);
 }
 
-std::optional<StoredApiToken> SqliteStoreTransaction::api_token_by_hash(std::string_view secret_sha256) {
+std::optional<StoredApiToken> SqlStoreTransaction::api_token_by_hash(std::string_view secret_sha256) {
   auto rows = statement("SELECT record, secret_sha256 FROM api_tokens WHERE secret_sha256 = ?1");
   rows.bind(1, secret_sha256);
   return read_token(rows);
 }
 
-void SqliteStoreTransaction::put_api_token(const StoredApiToken& stored) {
+void SqlStoreTransaction::put_api_token(const StoredApiToken& stored) {
   require_writable("put_api_token");
   const auto& token = stored.token;
   if (token.id().empty()) throw_invalid("API token", "id", "is empty");
@@ -149,9 +147,9 @@ void SqliteStoreTransaction::put_api_token(const StoredApiToken& stored) {
     auto other = statement("SELECT id FROM api_tokens WHERE user_id = ?1 AND name = ?2 AND id <> ?3");
     other.bind(1, token.user_id()).bind(2, token.name()).bind(3, token.id());
     if (other.next())
-      throw error(errc::conflict, ValidationError{"API token", "name",
-                                                  fmt::format("\"{}\" is already used by token {}", token.name(),
-                                                              other.text(0))});
+      throw error(errc::conflict,
+                  ValidationError{"API token", "name",
+                                  fmt::format("\"{}\" is already used by token {}", token.name(), other.text(0))});
   }
   {
     auto other = statement("SELECT id FROM api_tokens WHERE secret_sha256 = ?1 AND id <> ?2");
@@ -170,13 +168,12 @@ void SqliteStoreTransaction::put_api_token(const StoredApiToken& stored) {
       .run();
 }
 
-bool SqliteStoreTransaction::delete_api_token(std::string_view id) {
+bool SqlStoreTransaction::delete_api_token(std::string_view id) {
   require_writable("delete_api_token");
-  statement("DELETE FROM api_tokens WHERE id = ?1").bind(1, id).run();
-  return db_.changes() > 0;
+  return statement("DELETE FROM api_tokens WHERE id = ?1").bind(1, id).run() > 0;
 }
 
-std::vector<v1::ApiToken> SqliteStoreTransaction::api_tokens(std::string_view user_id) {
+std::vector<v1::ApiToken> SqlStoreTransaction::api_tokens(std::string_view user_id) {
   auto rows = statement("SELECT record FROM api_tokens WHERE (?1 = '' OR user_id = ?1) ORDER BY user_id, name, id");
   rows.bind(1, user_id);
   std::vector<v1::ApiToken> out;
@@ -186,7 +183,7 @@ std::vector<v1::ApiToken> SqliteStoreTransaction::api_tokens(std::string_view us
 
 // ---- sessions ----
 
-std::optional<StoredSession> SqliteStoreTransaction::session(std::string_view token_sha256) {
+std::optional<StoredSession> SqlStoreTransaction::session(std::string_view token_sha256) {
   auto rows = statement(
       "SELECT token_sha256, user_id, created_unix_ms, expires_at_unix_ms, source_ip FROM sessions "
       "WHERE token_sha256 = ?1");
@@ -195,13 +192,15 @@ std::optional<StoredSession> SqliteStoreTransaction::session(std::string_view to
   return StoredSession{rows.text(0), rows.text(1), rows.int64(2), rows.int64(3), rows.text(4)};
 }
 
-void SqliteStoreTransaction::put_session(const StoredSession& session) {
+void SqlStoreTransaction::put_session(const StoredSession& session) {
   require_writable("put_session");
   if (session.token_sha256.empty()) throw_invalid("session", "token_sha256", "is empty");
   if (session.user_id.empty()) throw_invalid("session", "user_id", "is empty");
   statement(
-      "INSERT OR REPLACE INTO sessions (token_sha256, user_id, expires_at_unix_ms, created_unix_ms, source_ip) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)")
+      "INSERT INTO sessions (token_sha256, user_id, expires_at_unix_ms, created_unix_ms, source_ip) "
+      "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (token_sha256) DO UPDATE SET user_id = excluded.user_id, "
+      "expires_at_unix_ms = excluded.expires_at_unix_ms, created_unix_ms = excluded.created_unix_ms, "
+      "source_ip = excluded.source_ip")
       .bind(1, session.token_sha256)
       .bind(2, session.user_id)
       .bind(3, session.expires_at_unix_ms)
@@ -210,25 +209,23 @@ void SqliteStoreTransaction::put_session(const StoredSession& session) {
       .run();
 }
 
-bool SqliteStoreTransaction::delete_session(std::string_view token_sha256) {
+bool SqlStoreTransaction::delete_session(std::string_view token_sha256) {
   require_writable("delete_session");
-  statement("DELETE FROM sessions WHERE token_sha256 = ?1").bind(1, token_sha256).run();
-  return db_.changes() > 0;
+  return statement("DELETE FROM sessions WHERE token_sha256 = ?1").bind(1, token_sha256).run() > 0;
 }
 
-std::size_t SqliteStoreTransaction::delete_sessions_of(std::string_view user_id, std::string_view except_sha256) {
+std::size_t SqlStoreTransaction::delete_sessions_of(std::string_view user_id, std::string_view except_sha256) {
   require_writable("delete_sessions_of");
-  statement("DELETE FROM sessions WHERE user_id = ?1 AND token_sha256 <> ?2")
-      .bind(1, user_id)
-      .bind(2, except_sha256)
-      .run();
-  return static_cast<std::size_t>(db_.changes());
+  return static_cast<std::size_t>(statement("DELETE FROM sessions WHERE user_id = ?1 AND token_sha256 <> ?2")
+                                      .bind(1, user_id)
+                                      .bind(2, except_sha256)
+                                      .run());
 }
 
-std::size_t SqliteStoreTransaction::delete_expired_sessions(std::int64_t now_unix_ms) {
+std::size_t SqlStoreTransaction::delete_expired_sessions(std::int64_t now_unix_ms) {
   require_writable("delete_expired_sessions");
-  statement("DELETE FROM sessions WHERE expires_at_unix_ms <= ?1").bind(1, now_unix_ms).run();
-  return static_cast<std::size_t>(db_.changes());
+  return static_cast<std::size_t>(
+      statement("DELETE FROM sessions WHERE expires_at_unix_ms <= ?1").bind(1, now_unix_ms).run());
 }
 
 }  // namespace quartzflow::detail

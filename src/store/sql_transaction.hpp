@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// StoreTransaction over one SQLite connection: the catalog (tasks, groups, agents, config
-// versions, fire state, audit) in sqlite_catalog.cpp, executions and logs in
-// sqlite_history.cpp, statistics in sqlite_stats.cpp, users/tokens/sessions in sqlite_auth.cpp.
+// The coordinator's StoreTransaction, written once over a SqlSession (SQLite or PostgreSQL):
+// the catalog (tasks, groups, agents, config versions, fire state, audit) in store_catalog.cpp,
+// executions and logs in store_history.cpp, statistics in store_stats.cpp, users/tokens/sessions
+// in store_auth.cpp.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,52 +14,20 @@
 
 #include <quartzflow/store.hpp>
 
-#include "../sqlite/sqlite.hpp"
-#include "sqlite_query.hpp"
+#include "sql_session.hpp"
+#include "store_rules.hpp"
 
 namespace quartzflow::detail {
 
-/// A cached statement borrowed for one use: reset (bindings cleared, not active) when it
-/// goes out of scope, so nothing stays open across a savepoint rollback or a commit. Every
-/// failure throws quartzflow::error(store_failed).
-class BorrowedStatement {
- public:
-  BorrowedStatement(SqliteDatabase& db, SqliteStatement& statement) noexcept;
-  ~BorrowedStatement();
-  BorrowedStatement(const BorrowedStatement&) = delete;
-  BorrowedStatement& operator=(const BorrowedStatement&) = delete;
-
-  BorrowedStatement& bind(int index, std::int64_t value) noexcept;
-  BorrowedStatement& bind(int index, std::string_view text) noexcept;
-  BorrowedStatement& bind_blob(int index, std::string_view bytes) noexcept;
-  BorrowedStatement& bind_optional(int index, std::optional<std::int64_t> value) noexcept;
-  /// Binds `values` from `first` on; returns the next free index.
-  int bind_all(const std::vector<SqlValue>& values, int first = 1) noexcept;
-
-  /// Steps once: true with a row ready, false when done; throws on failure.
-  bool next();
-  /// Runs to completion; throws on failure.
-  void run();
-
-  bool is_null(int column) const noexcept { return statement_.is_null(column); }
-  std::int64_t int64(int column) const noexcept { return statement_.int64(column); }
-  std::string text(int column) const { return statement_.text(column); }
-  std::string_view blob(int column) const noexcept { return statement_.blob(column); }
-
- private:
-  SqliteDatabase& db_;
-  SqliteStatement& statement_;
-};
-
 /**
- * The StoreTransaction of one connection, reused for every transaction on it (it keeps the
- * connection's prepared statements). The store begins and ends the SQL transaction around
+ * The StoreTransaction of one connection, reused for every transaction on it (the session
+ * keeps the connection's prepared statements). The store begins and ends the SQL transaction around
  * it; this class only reads and writes inside it. A read-only one throws store_read_only
  * from every write.
  */
-class SqliteStoreTransaction final : public StoreTransaction {
+class SqlStoreTransaction final : public StoreTransaction {
  public:
-  SqliteStoreTransaction(SqliteDatabase& db, bool writable) noexcept : db_(db), writable_(writable) {}
+  SqlStoreTransaction(SqlSession& db, bool writable) noexcept : db_(db), writable_(writable) {}
 
   /// Called between transactions: bounds the statement cache (list queries vary by filter).
   void trim_statement_cache();
@@ -122,6 +90,7 @@ class SqliteStoreTransaction final : public StoreTransaction {
   void append_audit(const v1::AuditEntry& entry) override;
   Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
 
+
  private:
   BorrowedStatement statement(std::string_view sql);
   /// A statement whose SQL is a string literal: found by the literal's address, so the hot
@@ -139,10 +108,10 @@ class SqliteStoreTransaction final : public StoreTransaction {
   std::vector<v1::Agent> read_agents(BorrowedStatement& rows);
   void fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen);
 
-  SqliteDatabase& db_;
+  SqlSession& db_;
   bool writable_;
-  std::map<std::string, SqliteStatement, std::less<>> statements_;
-  std::unordered_map<const char*, SqliteStatement*> literal_statements_;  // into statements_
+  std::uint64_t literal_generation_ = 0;                               // db_'s cache_generation()
+  std::unordered_map<const char*, SqlStatement*> literal_statements_;  // into db_'s cache
 };
 
 }  // namespace quartzflow::detail

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Building blocks of the store's SQL: conditions with their parameters, paging, sort keys
-// through a whitelist, label selectors, and protobuf records in BLOBs. User text only ever
-// reaches SQLite as a bound parameter.
+// Building blocks of the store's SQL, the same for every database: conditions with their
+// parameters, keyword patterns, paging, sort keys through a whitelist, label selectors, and
+// protobuf records in BLOBs. User text only ever reaches the database as a bound parameter.
 #pragma once
 
 #include <cstdint>
@@ -16,9 +16,9 @@
 
 #include <quartzflow/error.hpp>
 
-#include "../common/clock.hpp"  // now_unix_ms
+#include "../common/clock.hpp"        // now_unix_ms
 #include "../common/proto_bytes.hpp"  // serialize_deterministic
-#include "../common/text.hpp"   // lower_ascii: SQLite's lower() folds alike, keywords go through it
+#include "../common/text.hpp"         // lower_ascii: SQL lower() folds alike (ASCII), keywords go through it
 
 namespace quartzflow::detail {
 
@@ -46,6 +46,14 @@ struct Paging {
 };
 Paging paging_of(std::uint32_t page, std::uint32_t page_size) noexcept;
 
+/**
+ * Adds `(lower(c1) LIKE ? ESCAPE '\' OR ...)` over `columns` for a case-insensitive substring
+ * match of `keyword` (ASCII folding; `%`, `_` and `\` in it match themselves). Each column
+ * is an SQL expression; `{}` in one stands for the placeholder (`EXISTS (... lower(x) LIKE {}
+ * ESCAPE '\')` for a related table).
+ */
+void add_keyword_condition(SqlConditions& where, std::string_view keyword, std::span<const std::string_view> columns);
+
 /// A sort key a request may name, and the SQL expression it orders by.
 struct SortKey {
   std::string_view name;
@@ -59,7 +67,7 @@ struct SortKey {
  * (invalid_argument, field `sort`) for a key that is not in `keys`.
  */
 std::string order_by(std::string_view requested, std::string_view fallback, std::span<const SortKey> keys,
-                     std::string_view tie_breaker, std::string_view input);
+                     std::string_view tie_breaker, std::string_view input, bool nulls_sort_high);
 
 /// `key=value[,key=value...]` (spaces around parts ignored); throws invalid_argument naming
 /// the field `label_selector` when a part is not `key=value` with a non-empty key.
@@ -70,5 +78,9 @@ void parse_record(std::string_view bytes, google::protobuf::MessageLite& into);
 
 /// Throws quartzflow::error(invalid_argument) naming `field` with `reason`.
 [[noreturn]] void throw_invalid(std::string_view input, std::string_view field, std::string reason);
+
+/// Throws quartzflow::error(conflict) naming `field`: `"<value>" is already used by <owner>`.
+[[noreturn]] void throw_taken(std::string_view input, std::string_view field, std::string_view value,
+                              std::string_view owner);
 
 }  // namespace quartzflow::detail

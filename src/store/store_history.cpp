@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Execution history in the SQLite StoreTransaction: upserts by execution id under the
+// Execution history in the StoreTransaction: upserts by execution id under the
 // first-final-wins rules, lookups, filtered and paged lists, and logs.
 #include <algorithm>
 #include <array>
@@ -9,7 +9,7 @@
 
 #include <quartzflow/execution_status.hpp>
 
-#include "sqlite_transaction.hpp"
+#include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
 namespace {
@@ -28,9 +28,12 @@ constexpr std::array k_execution_sort_keys{
     SortKey{"status", "e.status"},
 };
 
+constexpr std::array<std::string_view, 4> k_execution_keyword_columns{"e.task_name", "e.execution_id",
+                                                                      "e.failure_reason", "e.error_message"};
+
 }  // namespace
 
-UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incoming) {
+UpsertResult SqlStoreTransaction::upsert_execution(const v1::Execution& incoming) {
   require_writable("upsert_execution");
   if (incoming.execution_id().empty()) throw_invalid("execution", "execution_id", "is empty");
   if (incoming.task_id().empty()) throw_invalid("execution", "task_id", "is empty");
@@ -95,7 +98,7 @@ UpsertResult SqliteStoreTransaction::upsert_execution(const v1::Execution& incom
   return existed ? known : UpsertResult::inserted;
 }
 
-std::optional<v1::Execution> SqliteStoreTransaction::execution(std::string_view id) {
+std::optional<v1::Execution> SqlStoreTransaction::execution(std::string_view id) {
   auto rows = statement("SELECT record FROM executions WHERE execution_id = ?1");
   rows.bind(1, id);
   if (!rows.next()) return std::nullopt;
@@ -104,7 +107,7 @@ std::optional<v1::Execution> SqliteStoreTransaction::execution(std::string_view 
   return out;
 }
 
-std::optional<v1::Execution> SqliteStoreTransaction::latest_execution(std::string_view task_id) {
+std::optional<v1::Execution> SqlStoreTransaction::latest_execution(std::string_view task_id) {
   // The (task_id, scheduled_unix_ms) index answers this without a scan.
   auto rows = statement("SELECT record FROM executions WHERE task_id = ?1 ORDER BY scheduled_unix_ms DESC LIMIT 1");
   rows.bind(1, task_id);
@@ -115,7 +118,7 @@ std::optional<v1::Execution> SqliteStoreTransaction::latest_execution(std::strin
   return out;
 }
 
-Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExecutionsRequest& request) {
+Listing<v1::Execution> SqlStoreTransaction::list_executions(const v1::ListExecutionsRequest& request) {
   constexpr std::string_view input = "execution list request";
   SqlConditions where;  // every filter but the statuses
   if (!request.task_id().empty()) where.add("e.task_id = ?", {request.task_id()});
@@ -126,17 +129,11 @@ Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExe
     where.add("e.trigger = ?", {static_cast<std::int64_t>(request.trigger())});
   if (request.from_unix_ms() != 0) where.add("e.scheduled_unix_ms >= ?", {request.from_unix_ms()});
   if (request.to_unix_ms() != 0) where.add("e.scheduled_unix_ms < ?", {request.to_unix_ms()});
-  if (!request.keyword().empty()) {
-    const auto keyword = lower_ascii(request.keyword());
-    where.add(
-        "(instr(lower(e.task_name), ?) > 0 OR instr(lower(e.execution_id), ?) > 0 OR "
-        "instr(lower(e.failure_reason), ?) > 0 OR instr(lower(e.error_message), ?) > 0)",
-        {keyword, keyword, keyword, keyword});
-  }
+  if (!request.keyword().empty()) add_keyword_condition(where, request.keyword(), k_execution_keyword_columns);
   // Which index serves a status filter: the task's (task, status, time) index; else the
   // agent's or group's index, checking the status row by row (the `+` keeps SQLite from
-  // picking the status index, a poor choice with a handful of distinct statuses); else
-  // the status index.
+  // picking the status index, a poor choice with a handful of distinct statuses; PostgreSQL
+  // plans by statistics and reads it as a no-op); else the status index.
   const bool by_owner = request.task_id().empty() && (!request.agent_id().empty() || !request.group_id().empty());
   const char* status_column = by_owner ? "+e.status" : "e.status";
   const std::set<std::int64_t> statuses(request.status().begin(), request.status().end());
@@ -150,8 +147,10 @@ Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExe
     }
     with_status.add(fmt::format("{} IN ({})", status_column, placeholders), std::move(values));
   }
-  // rowid breaks ties: every index ends with it, so the order costs no sort.
-  const auto order = order_by(request.sort(), "-scheduled_unix_ms", k_execution_sort_keys, "e.rowid", input);
+  // rowid (insertion order; a column of that name in PostgreSQL) breaks ties: every SQLite
+  // index ends with it, so the order costs no sort.
+  const auto order = order_by(request.sort(), "-scheduled_unix_ms", k_execution_sort_keys, "e.rowid", input,
+                              db_.dialect().nulls_sort_high);
   const auto paging = paging_of(request.page(), request.page_size());
 
   Listing<v1::Execution> out;
@@ -161,7 +160,7 @@ Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExe
   std::vector<SqlValue> values;
   const std::string_view sort = request.sort().empty() ? std::string_view("-scheduled_unix_ms") : request.sort();
   if (statuses.size() > 1 && (sort == "scheduled_unix_ms" || sort == "-scheduled_unix_ms")) {
-    // Several statuses in time order: SQLite would sort every match of `status IN (...)`.
+    // Several statuses in time order: the database would sort every match of `status IN (...)`.
     // Instead each status reads its own index in order, only as far as the page reaches,
     // and the few rows read are merged.
     const char* direction = sort.front() == '-' ? "DESC" : "ASC";
@@ -170,13 +169,13 @@ Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExe
       part.add(fmt::format("{} = ?", status_column), {status});
       sql += fmt::format(
           "{}SELECT * FROM (SELECT e.record, e.scheduled_unix_ms AS scheduled, e.rowid AS position FROM executions e{} "
-          "ORDER BY e.scheduled_unix_ms {}, e.rowid {} LIMIT ?)",
+          "ORDER BY e.scheduled_unix_ms {}, e.rowid {} LIMIT ?) AS part",
           sql.empty() ? "" : " UNION ALL ", part.where(), direction, direction);
       values.insert(values.end(), part.values().begin(), part.values().end());
       values.emplace_back(paging.offset + paging.limit);
     }
-    sql = fmt::format("SELECT record FROM ({}) ORDER BY scheduled {}, position {} LIMIT ? OFFSET ?", sql, direction,
-                      direction);
+    sql = fmt::format("SELECT record FROM ({}) AS merged ORDER BY scheduled {}, position {} LIMIT ? OFFSET ?", sql,
+                      direction, direction);
   } else {
     sql = "SELECT e.record FROM executions e" + with_status.where() + order + " LIMIT ? OFFSET ?";
     values = with_status.values();
@@ -192,10 +191,12 @@ Listing<v1::Execution> SqliteStoreTransaction::list_executions(const v1::ListExe
   return out;
 }
 
-void SqliteStoreTransaction::put_log(std::string_view execution_id, std::string_view text) {
+void SqlStoreTransaction::put_log(std::string_view execution_id, std::string_view text) {
   require_writable("put_log");
   if (execution_id.empty()) throw_invalid("log", "execution_id", "is empty");
-  statement("INSERT OR REPLACE INTO logs (execution_id, data, updated_unix_ms) VALUES (?1, ?2, ?3)")
+  statement(
+      "INSERT INTO logs (execution_id, data, updated_unix_ms) VALUES (?1, ?2, ?3) ON CONFLICT (execution_id) DO UPDATE "
+      "SET data = excluded.data, updated_unix_ms = excluded.updated_unix_ms")
       .bind(1, execution_id)
       .bind_blob(2, text)
       .bind(3, now_unix_ms())
@@ -209,15 +210,16 @@ bool is_date(std::string_view d) {
 }
 }  // namespace
 
-void SqliteStoreTransaction::put_agent_daily_stats(const v1::DailyStats& stats) {
+void SqlStoreTransaction::put_agent_daily_stats(const v1::DailyStats& stats) {
   require_writable("put_agent_daily_stats");
   if (stats.agent_id().empty()) throw_invalid("daily stats", "agent_id", "is empty");
   if (stats.task_id().empty()) throw_invalid("daily stats", "task_id", "is empty");
   if (!is_date(stats.date()))
     throw_invalid("daily stats", "date", fmt::format("\"{}\" is not a date (YYYY-MM-DD)", stats.date()));
   statement(
-      "INSERT OR REPLACE INTO agent_daily_stats (agent_id, date, task_id, total, success, updated_unix_ms, record) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+      "INSERT INTO agent_daily_stats (agent_id, date, task_id, total, success, updated_unix_ms, record) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id, date, task_id) DO UPDATE SET total = excluded.total, "
+      "success = excluded.success, updated_unix_ms = excluded.updated_unix_ms, record = excluded.record")
       .bind(1, stats.agent_id())
       .bind(2, stats.date())
       .bind(3, stats.task_id())
@@ -228,9 +230,9 @@ void SqliteStoreTransaction::put_agent_daily_stats(const v1::DailyStats& stats) 
       .run();
 }
 
-std::vector<v1::DailyStats> SqliteStoreTransaction::agent_daily_stats(std::string_view agent_id,
-                                                                      std::string_view from_date,
-                                                                      std::string_view to_date) {
+std::vector<v1::DailyStats> SqlStoreTransaction::agent_daily_stats(std::string_view agent_id,
+                                                                   std::string_view from_date,
+                                                                   std::string_view to_date) {
   auto rows = statement(
       "SELECT record FROM agent_daily_stats WHERE (?1 = '' OR agent_id = ?1) AND date >= ?2 AND date <= ?3 "
       "ORDER BY date, agent_id, task_id");
@@ -240,7 +242,7 @@ std::vector<v1::DailyStats> SqliteStoreTransaction::agent_daily_stats(std::strin
   return out;
 }
 
-std::optional<std::string> SqliteStoreTransaction::log(std::string_view execution_id) {
+std::optional<std::string> SqlStoreTransaction::log(std::string_view execution_id) {
   auto rows = statement("SELECT data FROM logs WHERE execution_id = ?1");
   rows.bind(1, execution_id);
   if (!rows.next()) return std::nullopt;
