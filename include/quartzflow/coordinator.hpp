@@ -32,6 +32,12 @@ struct CoordinatorOptions {
   /// the fires owed from the downtime find them (instead of being SKIPPED for no agent).
   /// Longer than the agents' reconnect backoff cap (8 s by default).
   std::chrono::milliseconds agent_grace{10'000};
+  /// Several coordinators on one database: how often the catalog's config version is read
+  /// to follow changes the others commit (their tasks reach this scheduler, their group and
+  /// agent changes this dispatcher's agents, their events this process's observers); the
+  /// Store's `watch_config_version` may wake it sooner. 0 = off: the one coordinator is the
+  /// only writer (the library's default; the YAML default is 500 ms with PostgreSQL).
+  std::chrono::milliseconds catalog_poll_interval{0};
 };
 
 /// What a host (the admin API's events and metrics) hears from a Coordinator; any member

@@ -65,6 +65,16 @@ struct FireState {
   std::optional<Instant> next_fire;  ///< the next nominal fire planned
 };
 
+/// What kind of catalog object a config version changed.
+enum class ConfigTarget : std::uint8_t { task = 1, group = 2, agent = 3 };
+
+/// One object a config version changed (StoreTransaction::record_config_change).
+struct ConfigChangeRef {
+  ConfigTarget target = ConfigTarget::task;
+  std::string id;
+  friend bool operator==(const ConfigChangeRef&, const ConfigChangeRef&) = default;
+};
+
 /**
  * A user with its login credentials, as the store keeps it. The admin API only ever shows
  * `user`; the rest never leaves the coordinator.
@@ -115,6 +125,22 @@ class StoreTransaction {
   virtual std::uint64_t config_version() = 0;
   /// Increments and returns the config version, recording `summary` with it.
   virtual std::uint64_t bump_config_version(std::string_view summary) = 0;
+  /// Records that config `version` (bumped in this transaction) changed `target`, so that
+  /// the other coordinators on the database reload only that (CatalogFollower). The catalog
+  /// records every object each change touches. Default: nothing recorded.
+  virtual void record_config_change(std::uint64_t version, ConfigTarget target, std::string_view id) {
+    (void)version, (void)target, (void)id;
+  }
+  /**
+   * What the config versions in (`after`, `upto`] changed, each target once, in no given
+   * order; nullopt when the history cannot tell: a version of the range has no change
+   * recorded (pruned, or committed before changes were recorded) or the range spans more
+   * than 10,000 versions. The caller then reloads the whole catalog. Default: nullopt.
+   */
+  virtual std::optional<std::vector<ConfigChangeRef>> config_changes_since(std::uint64_t after, std::uint64_t upto) {
+    (void)after, (void)upto;
+    return std::nullopt;
+  }
 
   // Tasks (bindings to groups are the task's `group_ids`, stored as a relation).
   virtual std::optional<v1::Task> task(std::string_view id) = 0;
@@ -282,6 +308,15 @@ class Store {
   virtual void read(Work work, Done done) = 0;
   /// Blocks until every queued transaction has committed (for shutdown and tests).
   virtual void flush() = 0;
+  /**
+   * Asks to be told when another process may have committed a catalog change (a new config
+   * version), for stores that hear of it at once (PostgreSQL: LISTEN/NOTIFY). `changed` is
+   * called on the store's executor, any number of times (spurious calls allowed), until the
+   * store is destroyed; the listener then reads `config_version()` itself, so it must not
+   * rely on one call per version. A later call replaces the earlier listener. Default: never
+   * called; the CatalogFollower's poll (`catalog_poll_interval`) is the safety net either way.
+   */
+  virtual void watch_config_version(std::function<void()> changed) { (void)changed; }
   /// Counters since the store was opened; zeros when the implementation keeps none.
   virtual StoreMetrics metrics() const noexcept { return {}; }
   /// The executor completions run on (the one the store was opened with).

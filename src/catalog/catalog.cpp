@@ -115,6 +115,7 @@ void Catalog::create_task(v1::Task task, Actor actor, TaskHandler done) {
         task.set_created_by(actor.name);
         task.set_updated_by(actor.name);
         task.set_config_version(static_cast<std::int64_t>(tx.bump_config_version("task.create " + task.id())));
+        tx.record_config_change(static_cast<std::uint64_t>(task.config_version()), ConfigTarget::task, task.id());
         tx.put_task(task);
         audit(tx, actor, "task.create", "task", task.id(), task.name(), nullptr, &task);
         result.value = std::move(task);
@@ -151,6 +152,7 @@ void Catalog::update_task(v1::Task task, bool force, Actor actor, TaskHandler do
         task.set_updated_at_unix_ms(detail::now_unix_ms());
         task.set_updated_by(actor.name);
         task.set_config_version(static_cast<std::int64_t>(tx.bump_config_version("task.update " + task.id())));
+        tx.record_config_change(static_cast<std::uint64_t>(task.config_version()), ConfigTarget::task, task.id());
         tx.put_task(task);
         audit(tx, actor, "task.update", "task", task.id(), task.name(), &*before, &task);
         result.value = std::move(task);
@@ -166,6 +168,7 @@ void Catalog::delete_task(std::string id, Actor actor, DoneHandler done) {
         if (!before) return fail(result, errc::not_found, "task", "id", fmt::format("no task with id \"{}\"", id));
         tx.delete_task(id);
         result.value = tx.bump_config_version("task.delete " + id);
+        tx.record_config_change(result.value, ConfigTarget::task, id);
         audit(tx, actor, "task.delete", "task", id, before->name(), &*before, nullptr);
       },
       std::move(done));
@@ -188,6 +191,7 @@ void Catalog::set_task_enabled(std::string id, bool enabled, Actor actor, TaskHa
         task->set_updated_by(actor.name);
         task->set_config_version(static_cast<std::int64_t>(
             tx.bump_config_version(fmt::format("task.{} {}", enabled ? "enable" : "disable", id))));
+        tx.record_config_change(static_cast<std::uint64_t>(task->config_version()), ConfigTarget::task, id);
         tx.put_task(*task);
         audit(tx, actor, enabled ? "task.enable" : "task.disable", "task", id, task->name(), &before, &*task);
         result.value = std::move(*task);
@@ -227,7 +231,7 @@ void Catalog::batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction acti
         for (auto& task : tasks) {
           if (deleting) {
             tx.delete_task(task.id());
-            bump();
+            tx.record_config_change(bump(), ConfigTarget::task, task.id());
             audit(tx, actor, "task.delete", "task", task.id(), task.name(), &task, nullptr);
             changed.push_back(task.id());
             result.value.deleted.push_back(task.id());
@@ -240,6 +244,7 @@ void Catalog::batch_tasks(std::vector<std::string> ids, v1::BatchTaskAction acti
             task.set_updated_at_unix_ms(detail::now_unix_ms());
             task.set_updated_by(actor.name);
             task.set_config_version(static_cast<std::int64_t>(bump()));
+            tx.record_config_change(bump(), ConfigTarget::task, task.id());
             tx.put_task(task);
             audit(tx, actor, enable ? "task.enable" : "task.disable", "task", task.id(), task.name(), &before, &task);
             changed.push_back(task.id());
@@ -276,7 +281,7 @@ void Catalog::create_group(v1::Group group, Actor actor, GroupHandler done) {
         group.set_created_at_unix_ms(now);
         group.set_updated_at_unix_ms(now);
         group.set_created_by(actor.name);
-        tx.bump_config_version("group.create " + group.id());
+        tx.record_config_change(tx.bump_config_version("group.create " + group.id()), ConfigTarget::group, group.id());
         tx.put_group(group);
         audit(tx, actor, "group.create", "group", group.id(), group.name(), nullptr, &group);
         result.value = std::move(group);
@@ -303,7 +308,7 @@ void Catalog::update_group(v1::Group group, Actor actor, GroupHandler done) {
         group.set_created_at_unix_ms(before->created_at_unix_ms());
         group.set_created_by(before->created_by());
         group.set_updated_at_unix_ms(detail::now_unix_ms());
-        tx.bump_config_version("group.update " + group.id());
+        tx.record_config_change(tx.bump_config_version("group.update " + group.id()), ConfigTarget::group, group.id());
         tx.put_group(group);
         audit(tx, actor, "group.update", "group", group.id(), group.name(), &*before, &group);
         result.value = std::move(group);
@@ -322,6 +327,7 @@ void Catalog::delete_group(std::string id, Actor actor, DoneHandler done) {
                       fmt::format("tasks are bound to it: {}", fmt::join(bound, ", ")));
         tx.delete_group(id);
         result.value = tx.bump_config_version("group.delete " + id);
+        tx.record_config_change(result.value, ConfigTarget::group, id);
         audit(tx, actor, "group.delete", "group", id, before->name(), &*before, nullptr);
       },
       std::move(done));
@@ -351,6 +357,8 @@ void Catalog::move_agents(std::vector<std::string> agent_ids, std::string group_
           audit(tx, actor, "agent.move", "agent", agent.id(), agent.hostname(), &before, &agent);
         }
         result.value = tx.bump_config_version(fmt::format("agent.move {} agent(s) to {}", agents.size(), group_id));
+        tx.record_config_change(result.value, ConfigTarget::group, group_id);
+        for (const auto& agent : agents) tx.record_config_change(result.value, ConfigTarget::agent, agent.id());
       },
       std::move(done));
 }
@@ -367,6 +375,7 @@ void Catalog::delete_agent(std::string id, Actor actor, DoneHandler done) {
                       "is OFFLINE) first");
         tx.delete_agent(id);
         result.value = tx.bump_config_version("agent.delete " + id);
+        tx.record_config_change(result.value, ConfigTarget::agent, id);
         audit(tx, actor, "agent.delete", "agent", id, before->hostname(), &*before, nullptr);
       },
       std::move(done));

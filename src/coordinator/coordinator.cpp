@@ -14,6 +14,7 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../catalog/catalog_follower.hpp"
 #include "../common/clock.hpp"
 #include "../common/execution_id.hpp"
 #include "../common/task_policies.hpp"
@@ -33,8 +34,15 @@ bool scheduled_trigger(const v1::Execution& e) {
 
 struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   Impl(asio::any_io_executor ex, Store& s, CoordinatorOptions o)
-      : executor(ex), store(s), options(std::move(o)), catalog(s), dispatcher(ex, s, options.dispatcher),
-        scheduler(ex, s, dispatcher, dispatcher, options.scheduler), grace_timer(ex) {}
+      : executor(ex),
+        store(s),
+        options(std::move(o)),
+        catalog(s),
+        dispatcher(ex, s, options.dispatcher),
+        scheduler(ex, s, dispatcher, dispatcher, options.scheduler),
+        grace_timer(ex),
+        follower(ex, s, options.catalog_poll_interval,
+                 [this](detail::CatalogFollowActions actions) { apply_followed(std::move(actions)); }) {}
 
   asio::any_io_executor executor;
   Store& store;
@@ -44,6 +52,9 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   Scheduler scheduler;
   std::vector<CoordinatorObserver> observers;
   asio::steady_timer grace_timer;
+  /// What this process applied of the catalog, and (catalog_poll_interval) the poll that
+  /// follows the changes other coordinators commit.
+  detail::CatalogFollower follower;
 
   void notify_task(const v1::Task* task, const std::string& id, v1::TaskChangeAction action, const Actor& actor) {
     for (const auto& o : observers)
@@ -73,20 +84,52 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
     };
   }
 
-  void task_changed(const v1::Task& task) {
+  /// A committed task state to the scheduler and the agents, unless it (or a newer one) is
+  /// applied already: false then, and observers must not hear of it again.
+  bool task_changed(const v1::Task& task) {
+    if (!follower.state().local_task(task)) return false;
     scheduler.upsert_task(task);
     dispatcher.task_changed(task);
+    return true;
+  }
+
+  /// A committed deletion; true when observers should hear of it (see task_changed).
+  bool task_removed(const std::string& id, std::uint64_t version) {
+    const auto verdict = follower.state().local_removal(id, version);
+    if (verdict == detail::LocalRemoval::outdated) return false;
+    scheduler.remove_task(id);
+    dispatcher.task_removed(id, static_cast<std::int64_t>(version));
+    return verdict == detail::LocalRemoval::remove;
+  }
+
+  /// Changes another coordinator committed, through the path of local ones.
+  void apply_followed(detail::CatalogFollowActions actions) {
+    const Actor actor{"system", {}, v1::ACTOR_KIND_SYSTEM, {}, "catalog-follower", {}};
+    for (const auto& removal : actions.removals) {
+      scheduler.remove_task(removal.task_id);
+      dispatcher.task_removed(removal.task_id, static_cast<std::int64_t>(follower.state().applied_version()));
+      if (removal.known) notify_task(nullptr, removal.task_id, v1::TASK_CHANGE_ACTION_DELETED, actor);
+    }
+    for (const auto& change : actions.upserts) {
+      scheduler.upsert_task(change.task);
+      dispatcher.task_changed(change.task);
+      notify_task(&change.task, change.task.id(), change.action, actor);
+    }
+    if (actions.reload_dispatcher) dispatcher.catalog_changed();
   }
 
   /// Gives every task to the scheduler, which starts firing after the agents' grace.
   void load_tasks(std::function<void(error_code)> ready) {
     auto tasks = std::make_shared<std::vector<v1::Task>>();
-    store.read([tasks](StoreTransaction& tx, error_code&) { *tasks = tx.all_tasks(); },
-               [weak = weak_from_this(), tasks, ready = std::move(ready)](error_code ec) {
+    auto version = std::make_shared<std::uint64_t>(0);
+    store.read([tasks, version](StoreTransaction& tx,
+                                error_code&) { *version = tx.config_version(), *tasks = tx.all_tasks(); },
+               [weak = weak_from_this(), tasks, version, ready = std::move(ready)](error_code ec) {
                  auto self = weak.lock();
                  if (!self) return;
                  if (ec) return ready(ec);
                  for (const auto& t : *tasks) self->scheduler.upsert_task(t);
+                 self->start_following(*version, *tasks);
                  self->grace_timer.expires_after(self->options.agent_grace);
                  const auto started = detail::now_unix_ms();
                  self->grace_timer.async_wait([weak, started](const error_code& timer_ec) {
@@ -96,6 +139,15 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
                  });
                  ready({});
                });
+  }
+
+  /// The catalog as loaded is what the follower starts from. The dispatcher loaded its own
+  /// copy earlier: another coordinator may have committed in between, so it reloads once.
+  void start_following(std::uint64_t version, const std::vector<v1::Task>& tasks) {
+    follower.state().loaded(version, tasks);
+    if (options.catalog_poll_interval.count() <= 0) return;
+    dispatcher.catalog_changed();
+    follower.start();
   }
 
   /**
@@ -241,6 +293,7 @@ void Coordinator::start(std::function<void(error_code)> ready) {
 void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
 void Coordinator::stop() {
   impl_->grace_timer.cancel();
+  impl_->follower.stop();
   impl_->scheduler.stop();
   impl_->dispatcher.stop();
 }
@@ -251,8 +304,8 @@ void Coordinator::create_task(v1::Task task, Actor actor, Catalog::TaskHandler d
                                                                                       actor](const auto& r) {
                                auto self = weak.lock();
                                if (!self) return;
-                               self->task_changed(r.value);
-                               self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_CREATED, actor);
+                               if (self->task_changed(r.value))
+                                 self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_CREATED, actor);
                              }));
 }
 
@@ -262,8 +315,8 @@ void Coordinator::update_task(v1::Task task, bool force, Actor actor, Catalog::T
                                                                                       actor](const auto& r) {
                                auto self = weak.lock();
                                if (!self) return;
-                               self->task_changed(r.value);
-                               self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_UPDATED, actor);
+                               if (self->task_changed(r.value))
+                                 self->notify_task(&r.value, r.value.id(), v1::TASK_CHANGE_ACTION_UPDATED, actor);
                              }));
 }
 
@@ -273,9 +326,8 @@ void Coordinator::delete_task(std::string id, Actor actor, Catalog::DoneHandler 
                                  std::move(done), [weak = impl_->weak_from_this(), id, actor](const auto& r) {
                                    auto self = weak.lock();
                                    if (!self) return;
-                                   self->scheduler.remove_task(id);
-                                   self->dispatcher.task_removed(id, static_cast<std::int64_t>(r.value));
-                                   self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
+                                   if (self->task_removed(id, r.value))
+                                     self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
                                  }));
 }
 
@@ -285,11 +337,11 @@ void Coordinator::set_task_enabled(std::string id, bool enabled, Actor actor, Ca
                                       std::move(done), [weak = impl_->weak_from_this(), actor, enabled](const auto& r) {
                                         auto self = weak.lock();
                                         if (!self) return;
-                                        self->task_changed(r.value);
-                                        self->notify_task(&r.value, r.value.id(),
-                                                          enabled ? v1::TASK_CHANGE_ACTION_ENABLED
-                                                                  : v1::TASK_CHANGE_ACTION_DISABLED,
-                                                          actor);
+                                        if (self->task_changed(r.value))
+                                          self->notify_task(&r.value, r.value.id(),
+                                                            enabled ? v1::TASK_CHANGE_ACTION_ENABLED
+                                                                    : v1::TASK_CHANGE_ACTION_DISABLED,
+                                                            actor);
                                       }));
 }
 
@@ -321,16 +373,15 @@ void Coordinator::batch_tasks(std::vector<std::string> task_ids, v1::BatchTaskAc
             auto self = weak.lock();
             if (!self) return;
             for (const auto& id : r.value.deleted) {
-              self->scheduler.remove_task(id);
-              self->dispatcher.task_removed(id, static_cast<std::int64_t>(r.value.config_version));
-              self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
+              if (self->task_removed(id, r.value.config_version))
+                self->notify_task(nullptr, id, v1::TASK_CHANGE_ACTION_DELETED, actor);
             }
             for (const auto& task : r.value.tasks) {
-              self->task_changed(task);
-              self->notify_task(&task, task.id(),
-                                action == v1::BATCH_TASK_ACTION_ENABLE ? v1::TASK_CHANGE_ACTION_ENABLED
-                                                                       : v1::TASK_CHANGE_ACTION_DISABLED,
-                                actor);
+              if (self->task_changed(task))
+                self->notify_task(&task, task.id(),
+                                  action == v1::BATCH_TASK_ACTION_ENABLE ? v1::TASK_CHANGE_ACTION_ENABLED
+                                                                         : v1::TASK_CHANGE_ACTION_DISABLED,
+                                  actor);
             }
           }));
 }

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: Apache-2.0
+// What a coordinator applies when the shared Store's catalog moved (src/catalog/catalog_follower.hpp):
+// each change once, whether the local commit or the follower's read sees it first, never an
+// older state over a newer one; and what a read of the Store finds.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include <quartzflow/catalog.hpp>
+#include <quartzflow/store.hpp>
+
+#include "catalog/catalog_follower.hpp"
+
+namespace qf = quartzflow;
+using qf::detail::CatalogChangesRead;
+using qf::detail::CatalogFollowState;
+using qf::detail::LocalRemoval;
+
+namespace {
+
+qf::v1::Task task_at(const std::string& id, std::int64_t version, bool enabled = true) {
+  qf::v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.set_enabled(enabled);
+  task.set_config_version(version);
+  return task;
+}
+
+CatalogChangesRead changed(std::uint64_t version, std::vector<std::string> ids, std::vector<qf::v1::Task> tasks) {
+  CatalogChangesRead read;
+  read.version = version;
+  read.task_ids = std::move(ids);
+  read.tasks = std::move(tasks);
+  return read;
+}
+
+}  // namespace
+
+TEST_CASE("a change another coordinator committed is applied once, with the action it was", "[catalog_follow]") {
+  CatalogFollowState state;
+  state.loaded(3, {task_at("a", 2), task_at("b", 3)});
+  REQUIRE(state.applied_version() == 3);
+  REQUIRE(state.task_count() == 2);
+
+  auto actions = state.changes_read(changed(5, {"a", "c"}, {task_at("a", 4, false), task_at("c", 5)}));
+  REQUIRE(actions.upserts.size() == 2);
+  CHECK(actions.upserts[0].task.id() == "a");
+  CHECK(actions.upserts[0].action == qf::v1::TASK_CHANGE_ACTION_DISABLED);
+  CHECK(actions.upserts[1].task.id() == "c");
+  CHECK(actions.upserts[1].action == qf::v1::TASK_CHANGE_ACTION_CREATED);
+  CHECK(actions.removals.empty());
+  CHECK_FALSE(actions.reload_dispatcher);
+  CHECK(state.applied_version() == 5);
+
+  // The same read again (an overlapping poll) or an older one changes nothing.
+  CHECK(state.changes_read(changed(5, {"a", "c"}, {task_at("a", 4, false), task_at("c", 5)})).empty());
+  CHECK(state.changes_read(changed(4, {"a"}, {task_at("a", 4, false)})).empty());
+
+  // Deleted: gone from the read; observers hear of it since this process held it.
+  actions = state.changes_read(changed(6, {"b"}, {}));
+  REQUIRE(actions.removals.size() == 1);
+  CHECK(actions.removals[0].task_id == "b");
+  CHECK(actions.removals[0].known);
+  CHECK(state.task_count() == 2);
+}
+
+TEST_CASE("a local change is applied once whether its commit or the follower's read comes first", "[catalog_follow]") {
+  CatalogFollowState state;
+  state.loaded(1, {task_at("a", 1)});
+
+  SECTION("the commit first: the read finds it applied") {
+    REQUIRE(state.local_task(task_at("a", 2)));
+    CHECK(state.changes_read(changed(2, {"a"}, {task_at("a", 2)})).upserts.empty());
+  }
+  SECTION("the read first: the commit finds it applied") {
+    REQUIRE(state.changes_read(changed(2, {"a"}, {task_at("a", 2)})).upserts.size() == 1);
+    CHECK_FALSE(state.local_task(task_at("a", 2)));
+  }
+  SECTION("a late commit never replaces the newer state another coordinator committed") {
+    REQUIRE(state.changes_read(changed(3, {"a"}, {task_at("a", 3)})).upserts.size() == 1);
+    CHECK_FALSE(state.local_task(task_at("a", 2)));
+    CHECK(state.local_removal("a", 2) == LocalRemoval::outdated);
+  }
+  SECTION("a local deletion: once, and quietly when the read removed it first") {
+    CHECK(state.local_removal("a", 2) == LocalRemoval::remove);
+    CHECK(state.changes_read(changed(2, {"a"}, {})).removals.size() == 1);  // quiet: not known any more
+    CHECK_FALSE(state.changes_read(changed(3, {"a"}, {})).removals.at(0).known);
+    CHECK(state.task_count() == 0);
+  }
+  SECTION("a commit older than a deletion the read saw does not bring the task back") {
+    auto actions = state.changes_read(changed(3, {"a"}, {}));
+    REQUIRE(actions.removals.size() == 1);
+    CHECK(actions.removals[0].known);
+    CHECK_FALSE(state.local_task(task_at("a", 2)));
+    CHECK(state.local_removal("a", 2) == LocalRemoval::outdated);
+    // Created again later: a creation.
+    auto again = state.changes_read(changed(4, {"a"}, {task_at("a", 4)}));
+    REQUIRE(again.upserts.size() == 1);
+    CHECK(again.upserts[0].action == qf::v1::TASK_CHANGE_ACTION_CREATED);
+  }
+}
+
+TEST_CASE("a full reload removes what the store no longer has, but not a newer local creation", "[catalog_follow]") {
+  CatalogFollowState state;
+  state.loaded(5, {task_at("a", 1), task_at("b", 2), task_at("c", 5)});
+  REQUIRE(state.local_task(task_at("d", 7)));  // committed here after the read's snapshot
+
+  CatalogChangesRead read;
+  read.version = 6;
+  read.full = true;
+  read.groups_or_agents = true;
+  read.tasks = {task_at("a", 1), task_at("c", 6)};
+  auto actions = state.changes_read(read);
+  REQUIRE(actions.upserts.size() == 1);
+  CHECK(actions.upserts[0].task.id() == "c");
+  CHECK(actions.upserts[0].action == qf::v1::TASK_CHANGE_ACTION_UPDATED);
+  REQUIRE(actions.removals.size() == 1);
+  CHECK(actions.removals[0].task_id == "b");
+  CHECK(actions.reload_dispatcher);
+  CHECK(state.task_count() == 3);  // a, c, d
+}
+
+TEST_CASE("a read of the store finds the changed tasks, or everything when history cannot tell", "[catalog_follow]") {
+  boost::asio::io_context io;
+  auto store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{":memory:"});
+  qf::Catalog catalog(*store);
+  int done = 0;
+  for (const char* id : {"a", "b", "c"}) {
+    auto task = task_at(id, 0);
+    task.clear_config_version();
+    task.mutable_shell()->set_script("true");
+    task.set_all_agents(true);
+    task.mutable_schedule()->mutable_manual();
+    catalog.create_task(task, qf::Actor{}, [&](qf::CatalogResult<qf::v1::Task> r) {
+      REQUIRE(r);
+      ++done;
+    });
+  }
+  catalog.delete_task("b", qf::Actor{}, [&](qf::CatalogResult<std::uint64_t> r) {
+    REQUIRE(r);
+    ++done;
+  });
+  io.run();
+  REQUIRE(done == 4);
+
+  CatalogChangesRead read;
+  bool read_done = false;
+  store->read([&](qf::StoreTransaction& tx, qf::error_code&) { read = qf::detail::read_catalog_changes(tx, 1); },
+              [&](qf::error_code ec) {
+                REQUIRE_FALSE(ec);
+                read_done = true;
+              });
+  io.restart();
+  io.run();
+  REQUIRE(read_done);
+  CHECK(read.version == 4);
+  std::vector<std::string> present;
+  for (const auto& t : read.tasks) present.push_back(t.id());
+  std::sort(present.begin(), present.end());
+  if (read.full) {
+    // A store that does not record what each version changed: every task.
+    CHECK(present == std::vector<std::string>{"a", "c"});
+  } else {
+    CHECK_FALSE(read.groups_or_agents);
+    auto ids = read.task_ids;
+    std::sort(ids.begin(), ids.end());
+    CHECK(ids == std::vector<std::string>{"b", "c"});
+    CHECK(present == std::vector<std::string>{"c"});
+  }
+
+  // Nothing past the current version: only the version is read.
+  store->read([&](qf::StoreTransaction& tx, qf::error_code&) { read = qf::detail::read_catalog_changes(tx, 4); },
+              [&](qf::error_code) {});
+  io.restart();
+  io.run();
+  CHECK(read.version == 4);
+  CHECK(read.tasks.empty());
+  CHECK_FALSE(read.full);
+}
