@@ -90,7 +90,6 @@ class SqlStoreTransaction final : public StoreTransaction {
   void append_audit(const v1::AuditEntry& entry) override;
   Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
 
-
  private:
   BorrowedStatement statement(std::string_view sql);
   /// A statement whose SQL is a string literal: found by the literal's address, so the hot

@@ -1560,6 +1560,32 @@ TEST_CASE("a failing work item rolls back only itself, its batch companions comm
   CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.config_version(); }) == 2);
 }
 
+namespace {
+
+/// Three tasks queued into one batch (the store waits 300 ms for companions), the middle one
+/// `poison`, which the test's injected fault turns into a failure of the whole batch: every
+/// item fails store_failed, nothing stays, and the store keeps working.
+void check_poisoned_batch_fails_whole(boost::asio::io_context& io, qf::Store& store) {
+  const QuietLog quiet;
+  std::vector<qf::error_code> results;
+  for (const char* id : {"good1", "poison", "good2"})
+    store.transact([id](qf::StoreTransaction& tx, qf::error_code&) { tx.put_task(make_task(id, id)); },
+                   [&](qf::error_code ec) { results.push_back(ec); });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(results.size() == 3);
+  for (const auto& ec : results) CHECK(ec == qf::errc::store_failed);
+  CHECK(store.metrics().transactions_failed == 3);
+  CHECK(in_read(io, store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).empty());
+  in_tx(io, store, [](qf::StoreTransaction& tx) {
+    tx.put_task(make_task("good1", "good1"));
+    return 0;
+  });
+  CHECK(in_read(io, store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).size() == 1);
+}
+
+}  // namespace
+
 TEST_CASE("a batch that SQLite rolls back as a whole fails every item in it", "[store]") {
   TempDir dir;
   const auto path = dir.file("coordinator.db");
@@ -1577,21 +1603,7 @@ TEST_CASE("a batch that SQLite rolls back as a whole fails every item in it", "[
     REQUIRE(rc == SQLITE_OK);
   }
   auto store = open_store(io, Location{Backend::sqlite, path}, milliseconds{300});
-  const QuietLog quiet;
-  std::vector<qf::error_code> results;
-  for (const char* id : {"good1", "poison", "good2"})
-    store->transact([id](qf::StoreTransaction& tx, qf::error_code&) { tx.put_task(make_task(id, id)); },
-                    [&](qf::error_code ec) { results.push_back(ec); });
-  io.run_for(std::chrono::seconds(10));
-  REQUIRE(results.size() == 3);
-  for (const auto& ec : results) CHECK(ec == qf::errc::store_failed);
-  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).empty());
-  // The store keeps working.
-  in_tx(io, *store, [](qf::StoreTransaction& tx) {
-    tx.put_task(make_task("good1", "good1"));
-    return 0;
-  });
-  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).size() == 1);
+  check_poisoned_batch_fails_whole(io, *store);
 }
 
 TEST_CASE("a batch that PostgreSQL fails at COMMIT fails every item in it", "[store]") {
@@ -1606,22 +1618,7 @@ TEST_CASE("a batch that PostgreSQL fails at COMMIT fails every item in it", "[st
       "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; "
       "END $$; CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON tasks DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
       "WHEN (NEW.id = 'poison') EXECUTE FUNCTION poison()");
-  const QuietLog quiet;
-  std::vector<qf::error_code> results;
-  for (const char* id : {"good1", "poison", "good2"})
-    store->transact([id](qf::StoreTransaction& tx, qf::error_code&) { tx.put_task(make_task(id, id)); },
-                    [&](qf::error_code ec) { results.push_back(ec); });
-  io.run_for(std::chrono::seconds(10));
-  REQUIRE(results.size() == 3);
-  for (const auto& ec : results) CHECK(ec == qf::errc::store_failed);
-  CHECK(store->metrics().transactions_failed == 3);
-  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).empty());
-  // The store keeps working.
-  in_tx(io, *store, [](qf::StoreTransaction& tx) {
-    tx.put_task(make_task("good1", "good1"));
-    return 0;
-  });
-  CHECK(in_read(io, *store, [](qf::StoreTransaction& tx) { return tx.all_tasks(); }).size() == 1);
+  check_poisoned_batch_fails_whole(io, *store);
 }
 
 TEST_CASE("a lost PostgreSQL connection fails its batch as store_unavailable and the next batch reconnects",
