@@ -25,15 +25,21 @@ namespace quartzflow {
 
 // ---- results ---------------------------------------------------------------------------
 
-/// Why an admin API operation failed: what the HTTP layer sends as an `ApiError`.
+/// Why an admin API operation failed: what the HTTP layer sends as an `ApiError` (the code
+/// decides the HTTP status, see http_status_of).
 struct ApiFailure {
   v1::ApiErrorCode code = v1::API_ERROR_CODE_INTERNAL;
   std::string message;                           ///< for people, e.g. `invalid user: password: ...`
   std::vector<v1::FieldViolation> violations;    ///< the fields at fault (INVALID_ARGUMENT)
 
+  /// Appends the violation of `field` (a body path such as `task_ids[2]`) for `reason`.
+  void add_violation(std::string field, std::string reason);
   /// The `ApiError` body, `http_status` filled in.
   v1::ApiError to_api_error() const;
 };
+
+/// A FieldViolation of `field` for `reason`.
+v1::FieldViolation field_violation(std::string field, std::string reason);
 
 /**
  * The HTTP status of an error code: INVALID_ARGUMENT 400, UNAUTHENTICATED and TOTP_REQUIRED

@@ -78,12 +78,12 @@ void Histogram::print(std::string& out, const std::string& name, const std::stri
 }
 
 void ApiCall::fail(v1::ApiErrorCode code, std::string message, std::string field, std::string reason) {
-  ApiFailureInfo f{code, std::move(message), {}};
-  if (!field.empty() || !reason.empty()) f.details.emplace_back(std::move(field), std::move(reason));
+  ApiFailure f{code, std::move(message), {}};
+  if (!field.empty() || !reason.empty()) f.add_violation(std::move(field), std::move(reason));
   fail(f);
 }
 
-void ApiCall::fail(const ApiFailureInfo& failure) {
+void ApiCall::fail(const ApiFailure& failure) {
   if (reply) std::exchange(reply, {})(error_response(failure, request.request_id));
 }
 
@@ -195,7 +195,7 @@ void AdminApi::handle(ApiRequest request, ApiReply reply) {
   auth_.authenticate(credential, req.peer_ip, [weak = weak_from_this(), call](ApiResult<Principal> result) {
     auto self = weak.lock();
     if (!self) return;
-    if (!result) return call->fail(failure_of(result.failure()));
+    if (!result) return call->fail(result.failure());
     call->principal = std::move(result).value();
     const auto& p = *call->principal;
     call->actor = Actor{p.user.username(), call->request.peer_ip, p.kind, p.token_name, call->request.user_agent,
@@ -219,20 +219,19 @@ void AdminApi::handle(ApiRequest request, ApiReply reply) {
   });
 }
 
-void AdminApi::authenticate(const ApiRequest& request,
-                            std::function<void(std::optional<Principal>, ApiFailureInfo)> done) {
+void AdminApi::authenticate(const ApiRequest& request, std::function<void(std::optional<Principal>, ApiFailure)> done) {
   const std::string credential = credential_of(request);
   if (credential.empty())
     return boost::asio::post(executor_, [done = std::move(done)] {
-      done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_UNAUTHENTICATED, "authentication required", {}});
+      done(std::nullopt, ApiFailure{v1::API_ERROR_CODE_UNAUTHENTICATED, "authentication required", {}});
     });
   auth_.authenticate(credential, request.peer_ip, [done = std::move(done)](ApiResult<Principal> result) {
-    if (!result) return done(std::nullopt, failure_of(result.failure()));
+    if (!result) return done(std::nullopt, result.failure());
     if (result.value().user.password_change_required())
-      return done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_PERMISSION_DENIED,
-                                               password_change_message(result.value().user), {}});
+      return done(std::nullopt,
+                  ApiFailure{v1::API_ERROR_CODE_PERMISSION_DENIED, password_change_message(result.value().user), {}});
     if (!role_at_least(result.value().role, v1::ROLE_VIEWER))
-      return done(std::nullopt, ApiFailureInfo{v1::API_ERROR_CODE_PERMISSION_DENIED, "permission denied", {}});
+      return done(std::nullopt, ApiFailure{v1::API_ERROR_CODE_PERMISSION_DENIED, "permission denied", {}});
     done(std::move(result).value(), {});
   });
 }
@@ -253,7 +252,7 @@ void AdminApi::dispatch(std::shared_ptr<ApiCall> call) {
 }
 
 void AdminApi::read(std::shared_ptr<ApiCall> call, ReadWork work) {
-  auto failure = std::make_shared<std::optional<ApiFailureInfo>>();
+  auto failure = std::make_shared<std::optional<ApiFailure>>();
   auto json = std::make_shared<std::string>();
   auto started = std::chrono::steady_clock::now();
   coordinator_.store().read(

@@ -54,7 +54,7 @@ struct ApiCall {
   std::chrono::steady_clock::time_point started;
 
   void fail(v1::ApiErrorCode code, std::string message, std::string field = {}, std::string reason = {});
-  void fail(const ApiFailureInfo& failure);
+  void fail(const ApiFailure& failure);
   void ok(const google::protobuf::Message& data, unsigned status = 0);
   /// Success with `data` already as JSON.
   void ok_json(std::string_view json);
@@ -62,7 +62,7 @@ struct ApiCall {
 
 /// Thrown by work on the store's thread to fail the call with this body.
 struct ApiException {
-  ApiFailureInfo failure;
+  ApiFailure failure;
 };
 
 /// Prometheus histogram with fixed buckets (seconds).
@@ -86,7 +86,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   const std::vector<Route>& routes() const noexcept { return routes_; }
   EventHub& events() noexcept { return events_; }
   /// Authenticates a WebSocket upgrade (same credentials as the API); viewer or better.
-  void authenticate(const ApiRequest& request, std::function<void(std::optional<Principal>, ApiFailureInfo)> done);
+  void authenticate(const ApiRequest& request, std::function<void(std::optional<Principal>, ApiFailure)> done);
   void set_ready(bool ready) noexcept { ready_ = ready; }
   void set_server_stats(std::function<AdminServerStats()> stats) { server_stats_ = std::move(stats); }
   std::string openapi_json() const;

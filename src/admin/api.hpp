@@ -47,15 +47,9 @@ struct ApiResponse {
 
 using ApiReply = std::function<void(ApiResponse)>;
 
-/// An API failure before it becomes a body: the code decides the HTTP status.
-struct ApiFailureInfo {
-  v1::ApiErrorCode code = v1::API_ERROR_CODE_INTERNAL;
-  std::string message;
-  std::vector<std::pair<std::string, std::string>> details;  ///< field, reason
-};
-
-/// `{"code":N,"message":"...","details":[{"field":"...","reason":"..."}],"request_id":"..."}`.
-ApiResponse error_response(const ApiFailureInfo& failure, std::string_view request_id);
+/// `{"code":N,"message":"...","details":[{"field":"...","reason":"..."}],"request_id":"..."}`:
+/// the failure's violations are the details.
+ApiResponse error_response(const ApiFailure& failure, std::string_view request_id);
 /// `{"code":0,"data":<message as JSON>}` with the given status.
 ApiResponse data_response(const google::protobuf::Message& data, unsigned status = 200);
 /// `{"code":0,"data":<json>}` around JSON text already made.
@@ -77,15 +71,13 @@ std::optional<std::string> cross_origin_problem(const ApiRequest& request);
 inline constexpr std::size_t k_max_body_list_elements = 10000;
 /// Parses a JSON body into `out` (unknown fields, invalid UTF-8 and lists over
 /// k_max_body_list_elements refused). nullopt when valid.
-std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out);
+std::optional<ApiFailure> parse_body(std::string_view body, google::protobuf::Message& out);
 /// Fills `out` from query parameters named like its fields: scalars, enums (full value name,
 /// the name without its prefix, any case, or the number), bools, repeated fields by
 /// repetition. Unknown names and bad values are refused naming the parameter.
-std::optional<ApiFailureInfo> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
-                                          google::protobuf::Message& out);
-/// The Authenticator's failure in the router's terms.
-ApiFailureInfo failure_of(const ApiFailure& failure);
+std::optional<ApiFailure> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
+                                      google::protobuf::Message& out);
 /// A library error (errc + ValidationError) as an API failure.
-ApiFailureInfo failure_of(error_code ec, const ValidationError& error, std::string_view fallback = {});
+ApiFailure failure_of(error_code ec, const ValidationError& error, std::string_view fallback = {});
 
 }  // namespace quartzflow::detail

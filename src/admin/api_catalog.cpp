@@ -66,23 +66,23 @@ void describe_schedule(v1::TaskSummary& summary, Instant now) {
 
 /// A list of ids in a body: at most `max`, none empty, none twice. Every bad element is
 /// named (`task_ids[2]: is empty`); nullopt when the list is fine (also when empty).
-std::optional<ApiFailureInfo> check_id_list(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                                            std::string_view field, std::string_view what, int max) {
-  ApiFailureInfo failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
+std::optional<ApiFailure> check_id_list(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                        std::string_view field, std::string_view what, int max) {
+  ApiFailure failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
   if (ids.size() > max) {
-    failure.details.emplace_back(std::string(field), fmt::format("at most {} ids; {} given", max, ids.size()));
+    failure.add_violation(std::string(field), fmt::format("at most {} ids; {} given", max, ids.size()));
   } else {
     std::map<std::string_view, int> seen;
     for (int i = 0; i < ids.size(); ++i) {
       const auto path = fmt::format("{}[{}]", field, i);
-      if (ids[i].empty()) failure.details.emplace_back(path, "is empty");
+      if (ids[i].empty()) failure.add_violation(path, "is empty");
       else if (auto [at, fresh] = seen.emplace(ids[i], i); !fresh)
-        failure.details.emplace_back(path, fmt::format("\"{}\" is already given as {}[{}]", ids[i], field, at->second));
+        failure.add_violation(path, fmt::format("\"{}\" is already given as {}[{}]", ids[i], field, at->second));
     }
   }
-  if (failure.details.empty()) return std::nullopt;
+  if (failure.violations.empty()) return std::nullopt;
   std::vector<std::string> parts;
-  for (const auto& [f, reason] : failure.details) parts.push_back(f + ": " + reason);
+  for (const auto& v : failure.violations) parts.push_back(v.field() + ": " + v.reason());
   failure.message = fmt::format("invalid {}: {}", what, fmt::join(parts, "; "));
   return failure;
 }
@@ -276,26 +276,27 @@ void AdminApi::trigger_task(CallPtr call) {
 void AdminApi::batch_tasks(CallPtr call) {
   v1::BatchTaskRequest request;
   if (!body_into(*call, request)) return;
-  ApiFailureInfo failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
+  ApiFailure failure{v1::API_ERROR_CODE_INVALID_ARGUMENT, {}, {}};
   if (request.action() == v1::BATCH_TASK_ACTION_UNSPECIFIED)
-    failure.details.emplace_back("action", "is required: ENABLE, DISABLE or DELETE");
+    failure.add_violation("action", "is required: ENABLE, DISABLE or DELETE");
   else if (request.action() == v1::BATCH_TASK_ACTION_TRIGGER)
-    failure.details.emplace_back("action", "TRIGGER is not a batch action: trigger each task (POST /api/v1/tasks/{id}/trigger)");
-  if (request.task_ids_size() == 0) failure.details.emplace_back("task_ids", "give 1-1000 task ids");
+    failure.add_violation("action",
+                          "TRIGGER is not a batch action: trigger each task (POST /api/v1/tasks/{id}/trigger)");
+  if (request.task_ids_size() == 0) failure.add_violation("task_ids", "give 1-1000 task ids");
   if (auto bad = check_id_list(request.task_ids(), "task_ids", "batch", 1000))
-    failure.details.insert(failure.details.end(), bad->details.begin(), bad->details.end());
-  if (failure.details.empty()) {
+    failure.violations.insert(failure.violations.end(), bad->violations.begin(), bad->violations.end());
+  if (failure.violations.empty()) {
     // Unknown ids are named here, every one; the catalog checks them again in its
     // transaction (a task deleted meanwhile fails the whole batch there).
     for (int i = 0; i < request.task_ids_size(); ++i)
       if (!coordinator_.dispatcher().task(request.task_ids(i)))
-        failure.details.emplace_back(fmt::format("task_ids[{}]", i),
-                                     fmt::format("no task with id \"{}\"", request.task_ids(i)));
+        failure.add_violation(fmt::format("task_ids[{}]", i),
+                              fmt::format("no task with id \"{}\"", request.task_ids(i)));
   }
   const auto verb = v1::BatchTaskAction_Name(request.action()).substr(std::string_view("BATCH_TASK_ACTION_").size());
-  if (!failure.details.empty()) {
+  if (!failure.violations.empty()) {
     std::vector<std::string> parts;
-    for (const auto& [field, reason] : failure.details) parts.push_back(field + ": " + reason);
+    for (const auto& v : failure.violations) parts.push_back(v.field() + ": " + v.reason());
     failure.message = fmt::format("invalid batch: {} (nothing was changed)", fmt::join(parts, "; "));
     audit(*call, "task.batch", "task", ids_text(request.task_ids()), verb, false, failure.message);
     return call->fail(failure);

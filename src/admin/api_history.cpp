@@ -35,8 +35,9 @@ ApiException not_found(std::string_view what, std::string_view id) {
 }
 
 ApiException invalid(std::string field, std::string reason) {
-  return ApiException{{v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid query: {}: {}", field, reason),
-                       {{field, reason}}}};
+  return ApiException{{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                       fmt::format("invalid query: {}: {}", field, reason),
+                       {field_violation(field, reason)}}};
 }
 
 void fill_paging(auto& out, std::uint32_t page, std::uint32_t page_size, std::uint64_t total) {

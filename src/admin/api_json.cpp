@@ -121,7 +121,7 @@ std::optional<std::string> set_field(pb::Message& out, const pb::FieldDescriptor
 }
 
 /// Protobuf's parse errors name the field in their own words; keep the field for details.
-ApiFailureInfo body_failure(std::string_view status_message) {
+ApiFailure body_failure(std::string_view status_message) {
   std::string reason(status_message);
   std::string field = "body";
   // Protobuf 3.21 says `<field path>: <why>` (e.g. `colour: Cannot find field.`).
@@ -133,8 +133,9 @@ ApiFailureInfo body_failure(std::string_view status_message) {
     if (reason.rfind("Cannot find field", 0) == 0) reason = "unknown field";
   }
   while (!reason.empty() && reason.back() == '.') reason.pop_back();
-  return {v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid request body: {}: {}", field, reason),
-          {{field, reason}}};
+  return {v1::API_ERROR_CODE_INVALID_ARGUMENT,
+          fmt::format("invalid request body: {}: {}", field, reason),
+          {field_violation(field, reason)}};
 }
 
 void append_json_string(std::string& out, std::string_view raw) {
@@ -245,19 +246,19 @@ ApiResponse data_response(const google::protobuf::Message& data, unsigned status
   return raw_data_response(to_json(data), status);
 }
 
-ApiResponse error_response(const ApiFailureInfo& failure, std::string_view request_id) {
+ApiResponse error_response(const ApiFailure& failure, std::string_view request_id) {
   ApiResponse r;
   r.status = http_status_of(failure.code);
   r.body = fmt::format(R"({{"code":{},"error":"{}","message":)", static_cast<int>(failure.code),
                        v1::ApiErrorCode_Name(failure.code).substr(std::string_view("API_ERROR_CODE_").size()));
   append_json_string(r.body, failure.message);
   r.body += R"(,"details":[)";
-  for (std::size_t i = 0; i < failure.details.size(); ++i) {
+  for (std::size_t i = 0; i < failure.violations.size(); ++i) {
     if (i) r.body += ',';
     r.body += R"({"field":)";
-    append_json_string(r.body, failure.details[i].first);
+    append_json_string(r.body, failure.violations[i].field());
     r.body += R"(,"reason":)";
-    append_json_string(r.body, failure.details[i].second);
+    append_json_string(r.body, failure.violations[i].reason());
     r.body += '}';
   }
   r.body += R"(],"request_id":)";
@@ -276,15 +277,17 @@ std::optional<std::string> cross_origin_problem(const ApiRequest& request) {
                      valid_utf8(own.substr(0, 200)));
 }
 
-std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf::Message& out) {
+std::optional<ApiFailure> parse_body(std::string_view body, google::protobuf::Message& out) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
-    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid request body: body: a JSON object is required",
-                          {{"body", "a JSON object is required"}}};
+    return ApiFailure{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                      "invalid request body: body: a JSON object is required",
+                      {field_violation("body", "a JSON object is required")}};
   // JSON text is UTF-8 (RFC 8259 8.1); protobuf would keep invalid bytes in string fields.
   if (const auto at = first_invalid_utf8(body); at != std::string_view::npos) {
     const std::string reason = fmt::format("is not valid UTF-8 (byte {} of the body)", at);
-    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, "invalid request body: body: " + reason,
-                          {{"body", reason}}};
+    return ApiFailure{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                      "invalid request body: body: " + reason,
+                      {field_violation("body", reason)}};
   }
   pb::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
@@ -292,15 +295,15 @@ std::optional<ApiFailureInfo> parse_body(std::string_view body, google::protobuf
   if (!status.ok()) return body_failure(status.message().as_string());
   if (auto oversized = oversized_repeated_field(out, k_max_body_list_elements)) {
     out.Clear();
-    return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT,
-                          fmt::format("invalid request body: {}: {}", oversized->first, oversized->second),
-                          {{oversized->first, oversized->second}}};
+    return ApiFailure{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                      fmt::format("invalid request body: {}: {}", oversized->first, oversized->second),
+                      {field_violation(oversized->first, oversized->second)}};
   }
   return std::nullopt;
 }
 
-std::optional<ApiFailureInfo> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
-                                          google::protobuf::Message& out) {
+std::optional<ApiFailure> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
+                                      google::protobuf::Message& out) {
   const auto* descriptor = out.GetDescriptor();
   for (const auto& [name, value] : query) {
     const auto* field = descriptor->FindFieldByName(name);
@@ -309,28 +312,23 @@ std::optional<ApiFailureInfo> parse_query(const std::vector<std::pair<std::strin
     else if (!field->is_repeated() && out.GetReflection()->HasField(out, field)) why = "given more than once";
     else why = set_field(out, *field, value);
     if (why)
-      return ApiFailureInfo{v1::API_ERROR_CODE_INVALID_ARGUMENT, fmt::format("invalid query: {}: {}", name, *why),
-                            {{name, *why}}};
+      return ApiFailure{v1::API_ERROR_CODE_INVALID_ARGUMENT,
+                        fmt::format("invalid query: {}: {}", name, *why),
+                        {field_violation(name, *why)}};
   }
   return std::nullopt;
 }
 
-ApiFailureInfo failure_of(const ApiFailure& failure) {
-  ApiFailureInfo f{failure.code, failure.message, {}};
-  for (const auto& v : failure.violations) f.details.emplace_back(v.field(), v.reason());
-  return f;
-}
-
-ApiFailureInfo failure_of(error_code ec, const ValidationError& error, std::string_view fallback) {
-  ApiFailureInfo f;
+ApiFailure failure_of(error_code ec, const ValidationError& error, std::string_view fallback) {
+  ApiFailure f;
   if (ec == errc::not_found) f.code = v1::API_ERROR_CODE_NOT_FOUND;
   else if (ec == errc::conflict) f.code = v1::API_ERROR_CODE_CONFLICT;
   else if (ec == errc::invalid_argument || ec == errc::never_fires || ec == errc::unknown_time_zone)
     f.code = v1::API_ERROR_CODE_INVALID_ARGUMENT;
-  else if (ec == errc::store_failed || ec == errc::store_unavailable) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
+  else if (ec == errc::store_failed) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
   else f.code = v1::API_ERROR_CODE_INTERNAL;
   f.message = !error.reason.empty() ? error.message() : !fallback.empty() ? std::string(fallback) : ec.message();
-  if (!error.field.empty() || !error.reason.empty()) f.details.emplace_back(error.field, error.reason);
+  if (!error.field.empty() || !error.reason.empty()) f.add_violation(error.field, error.reason);
   return f;
 }
 

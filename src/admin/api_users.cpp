@@ -31,7 +31,7 @@ bool body_into(ApiCall& call, Message& message) {
 template <typename T>
 auto answer(CallPtr call) {
   return [call](ApiResult<T> result) {
-    if (!result) return call->fail(failure_of(result.failure()));
+    if (!result) return call->fail(result.failure());
     if constexpr (std::is_same_v<T, std::monostate>) call->ok(v1::ApiError{});
     else call->ok(result.value());
   };
@@ -86,7 +86,7 @@ void AdminApi::add_auth_routes() {
                       if (!result) {
                         if (self && result.failure().code != v1::API_ERROR_CODE_TOTP_REQUIRED)
                           self->login_failed(call->request.peer_ip);
-                        return call->fail(failure_of(result.failure()));
+                        return call->fail(result.failure());
                       }
                       if (self) self->login_failures_.erase(call->request.peer_ip);
                       auto response = data_response(result.value(), 200);
@@ -118,7 +118,7 @@ void AdminApi::add_auth_routes() {
           if (at != std::string::npos) token = call->request.cookie.substr(at + 11, call->request.cookie.find(';', at) - at - 11);
         }
         auth_.logout(token, [call, finish](ApiResult<std::monostate> r) {
-          if (!r) return call->fail(failure_of(r.failure()));
+          if (!r) return call->fail(r.failure());
           finish();
         });
       });

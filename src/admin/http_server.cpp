@@ -355,7 +355,7 @@ template <typename Stream>
 void HttpSession<Stream>::upgrade(ApiRequest api) {
   auto s = server_.lock();
   if (!s) return;
-  s->api->authenticate(api, [self = this->shared_from_this()](std::optional<Principal> who, detail::ApiFailureInfo failure) {
+  s->api->authenticate(api, [self = this->shared_from_this()](std::optional<Principal> who, ApiFailure failure) {
     if (!who) {
       auto r = detail::error_response(failure, "");
       self->keep_alive_ = false;

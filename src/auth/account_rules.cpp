@@ -18,13 +18,6 @@ ApiFailure failure(v1::ApiErrorCode code, std::string message, std::vector<v1::F
 
 ApiFailure unauthenticated(std::string message) { return failure(v1::API_ERROR_CODE_UNAUTHENTICATED, std::move(message)); }
 
-v1::FieldViolation violation(std::string field, std::string reason) {
-  v1::FieldViolation out;
-  out.set_field(std::move(field));
-  out.set_reason(std::move(reason));
-  return out;
-}
-
 /// `invalid <input>: <field>: <reason>; ...`, as the rest of the API words validation errors.
 ApiFailure invalid(std::string_view input, std::vector<v1::FieldViolation> violations) {
   std::string message = fmt::format("invalid {}: ", input);
@@ -45,7 +38,7 @@ ApiFailure failure_of(const error_code& ec, std::string message, const Validatio
   else if (ec == errc::store_failed)
     code = v1::API_ERROR_CODE_UNAVAILABLE;
   std::vector<v1::FieldViolation> violations;
-  if (detail && !detail->field.empty()) violations.push_back(violation(detail->field, detail->reason));
+  if (detail && !detail->field.empty()) violations.push_back(field_violation(detail->field, detail->reason));
   return failure(code, std::move(message), std::move(violations));
 }
 
@@ -68,52 +61,54 @@ std::string random_id(std::string_view prefix) {
 }
 
 void check_username(const std::string& field, std::string_view username, std::vector<v1::FieldViolation>& out) {
-  if (username.empty()) return out.push_back(violation(field, "is empty"));
+  if (username.empty()) return out.push_back(field_violation(field, "is empty"));
   if (username.size() > k_max_username_characters)
-    return out.push_back(violation(field, fmt::format("is longer than {} characters", k_max_username_characters)));
+    return out.push_back(
+        field_violation(field, fmt::format("is longer than {} characters", k_max_username_characters)));
   const bool allowed = std::all_of(username.begin(), username.end(), [](char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
            c == '@' || c == '-';
   });
   if (!allowed)
-    out.push_back(violation(field, fmt::format("\"{}\" may only hold letters, digits and . _ @ -",
-                                               clip(username, k_max_username_characters))));
+    out.push_back(field_violation(field, fmt::format("\"{}\" may only hold letters, digits and . _ @ -",
+                                                     clip(username, k_max_username_characters))));
 }
 
 /// A new password against the policy (password_weakness); `username` may be empty when
 /// not known yet (checked again once it is).
 void check_password(const std::string& field, std::string_view password, std::string_view username,
                     std::vector<v1::FieldViolation>& out) {
-  if (auto weakness = password_weakness(password, username)) out.push_back(violation(field, std::move(*weakness)));
+  if (auto weakness = password_weakness(password, username))
+    out.push_back(field_violation(field, std::move(*weakness)));
 }
 
 /// The fields of a User a caller sets besides the username (role required).
 void check_user_fields(const v1::User& user, std::vector<v1::FieldViolation>& out) {
   if (utf8_characters(user.display_name()) > k_max_display_name_characters)
-    out.push_back(violation("user.display_name",
-                            fmt::format("is longer than {} characters", k_max_display_name_characters)));
+    out.push_back(field_violation("user.display_name",
+                                  fmt::format("is longer than {} characters", k_max_display_name_characters)));
   if (!user.email().empty()) {
     const auto& email = user.email();
     const auto at = email.find('@');
     if (email.size() > k_max_email_bytes)
-      out.push_back(violation("user.email", fmt::format("is longer than {} characters", k_max_email_bytes)));
+      out.push_back(field_violation("user.email", fmt::format("is longer than {} characters", k_max_email_bytes)));
     else if (at == std::string::npos || at == 0 || at + 1 == email.size() || email.find('@', at + 1) != std::string::npos ||
              std::any_of(email.begin(), email.end(), [](char c) { return static_cast<unsigned char>(c) <= ' '; }))
-      out.push_back(violation("user.email", fmt::format("\"{}\" is not an e-mail address", email)));
+      out.push_back(field_violation("user.email", fmt::format("\"{}\" is not an e-mail address", email)));
   }
   if (user.role() == v1::ROLE_UNSPECIFIED)
-    out.push_back(violation("user.role", "is required: ROLE_ADMIN, ROLE_OPERATOR or ROLE_VIEWER"));
+    out.push_back(field_violation("user.role", "is required: ROLE_ADMIN, ROLE_OPERATOR or ROLE_VIEWER"));
   else if (!v1::Role_IsValid(user.role()))
-    out.push_back(violation("user.role", fmt::format("{} is not a Role", static_cast<int>(user.role()))));
+    out.push_back(field_violation("user.role", fmt::format("{} is not a Role", static_cast<int>(user.role()))));
   if (user.settings_size() > static_cast<int>(k_max_settings))
-    out.push_back(violation("user.settings", fmt::format("has more than {} entries", k_max_settings)));
+    out.push_back(field_violation("user.settings", fmt::format("has more than {} entries", k_max_settings)));
   for (const auto& [key, value] : user.settings()) {
     if (key.empty() || key.size() > k_max_setting_key_bytes)
-      out.push_back(violation("user.settings",
-                              fmt::format("key \"{}\" must be 1-{} characters", key, k_max_setting_key_bytes)));
+      out.push_back(field_violation("user.settings",
+                                    fmt::format("key \"{}\" must be 1-{} characters", key, k_max_setting_key_bytes)));
     else if (value.size() > k_max_setting_value_bytes)
-      out.push_back(violation(fmt::format("user.settings[{}]", key),
-                              fmt::format("is longer than {} bytes", k_max_setting_value_bytes)));
+      out.push_back(field_violation(fmt::format("user.settings[{}]", key),
+                                    fmt::format("is longer than {} bytes", k_max_setting_value_bytes)));
   }
 }
 

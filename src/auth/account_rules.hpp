@@ -41,7 +41,6 @@ struct AuditTarget {
 
 ApiFailure failure(v1::ApiErrorCode code, std::string message, std::vector<v1::FieldViolation> violations = {});
 ApiFailure unauthenticated(std::string message);
-v1::FieldViolation violation(std::string field, std::string reason);
 /// `invalid <input>: <field>: <reason>; ...`, as the rest of the API words validation errors.
 ApiFailure invalid(std::string_view input, std::vector<v1::FieldViolation> violations);
 /// A store error as an API failure (a conflict from a unique column is a name taken).

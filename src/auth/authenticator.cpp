@@ -445,11 +445,10 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
 
   void login(v1::LoginRequest request, std::string source_ip, std::string user_agent, Handler<v1::LoginResponse> done) {
     std::vector<v1::FieldViolation> violations;
-    if (request.username().empty()) violations.push_back(violation("username", "is empty"));
-    if (request.password().empty())
-      violations.push_back(violation("password", "is empty"));
+    if (request.username().empty()) violations.push_back(field_violation("username", "is empty"));
+    if (request.password().empty()) violations.push_back(field_violation("password", "is empty"));
     else if (request.password().size() > k_max_password_bytes)
-      violations.push_back(violation("password", fmt::format("is longer than {} bytes", k_max_password_bytes)));
+      violations.push_back(field_violation("password", fmt::format("is longer than {} bytes", k_max_password_bytes)));
     if (!violations.empty())
       return post_result<v1::LoginResponse>(std::move(done), invalid("login request", std::move(violations)));
     auto shared_request = std::make_shared<const v1::LoginRequest>(std::move(request));
@@ -611,7 +610,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
 
   static ApiFailure already_taken(const v1::User& user) {
     return failure(v1::API_ERROR_CODE_ALREADY_EXISTS, fmt::format("user \"{}\" already exists", user.username()),
-                   {violation("user.username", fmt::format("\"{}\" is already taken", user.username()))});
+                   {field_violation("user.username", fmt::format("\"{}\" is already taken", user.username()))});
   }
 
   static ApiFailure no_user(std::string_view id) {
@@ -644,7 +643,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
 
   void update_user(v1::User user, Actor actor, Handler<v1::User> done) {
     std::vector<v1::FieldViolation> violations;
-    if (user.id().empty()) violations.push_back(violation("user.id", "is empty"));
+    if (user.id().empty()) violations.push_back(field_violation("user.id", "is empty"));
     check_user_fields(user, violations);
     if (!violations.empty())
       return post_result<v1::User>(
@@ -657,7 +656,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           if (!stored) return no_user(user.id());
           if (!user.username().empty() && user.username() != stored->user.username())
             return invalid(fmt::format("user \"{}\"", stored->user.username()),
-                           {violation("user.username", "cannot be changed")});
+                           {field_violation("user.username", "cannot be changed")});
           const v1::User before = stored->user;
           if (auto refused = keeps_an_admin(tx, before, user.role() == v1::ROLE_ADMIN && !user.disabled()))
             return *refused;
@@ -714,10 +713,10 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           failure(v1::API_ERROR_CODE_PERMISSION_DENIED, "only an admin may set another user's password"));
     std::vector<v1::FieldViolation> violations;
     if (own && request.current_password().empty())
-      violations.push_back(violation("current_password", "is required to change one's own password"));
+      violations.push_back(field_violation("current_password", "is required to change one's own password"));
     check_password("new_password", request.new_password(), {}, violations);
     if (own && !request.current_password().empty() && request.new_password() == request.current_password())
-      violations.push_back(violation("new_password", "must differ from the current password"));
+      violations.push_back(field_violation("new_password", "must differ from the current password"));
     if (!violations.empty())
       return post_result<std::monostate>(std::move(done), invalid("password change", std::move(violations)));
     auto shared_request = std::make_shared<const v1::ChangePasswordRequest>(std::move(request));
@@ -737,7 +736,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           self->offload<std::string>(
               [self, own, shared_request, checked = current_hash.value()]() -> ApiResult<std::string> {
                 if (own && !verify_password(shared_request->current_password(), checked))
-                  return invalid("password change", {violation("current_password", "is wrong")});
+                  return invalid("password change", {field_violation("current_password", "is wrong")});
                 return hash_password(shared_request->new_password(), self->options_.pbkdf2_iterations);
               },
               [self, caller, user_id, own, checked = current_hash.value(),
@@ -797,26 +796,26 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
                     Handler<v1::CreateApiTokenResponse> done) {
     std::vector<v1::FieldViolation> violations;
     const auto& name = request.name();
-    if (name.empty())
-      violations.push_back(violation("name", "is empty"));
+    if (name.empty()) violations.push_back(field_violation("name", "is empty"));
     else if (utf8_characters(name) > k_max_token_name_characters || has_control_character(name))
       violations.push_back(
-          violation("name", fmt::format("must be 1-{} printable characters", k_max_token_name_characters)));
+          field_violation("name", fmt::format("must be 1-{} printable characters", k_max_token_name_characters)));
     if (request.role() != v1::ROLE_UNSPECIFIED && !v1::Role_IsValid(request.role()))
-      violations.push_back(violation("role", fmt::format("{} is not a Role", static_cast<int>(request.role()))));
+      violations.push_back(field_violation("role", fmt::format("{} is not a Role", static_cast<int>(request.role()))));
     const auto now = detail::now_unix_ms();
     if (request.expires_at_unix_ms() != 0 && request.expires_at_unix_ms() <= now)
-      violations.push_back(violation("expires_at_unix_ms", "is not in the future"));
+      violations.push_back(field_violation("expires_at_unix_ms", "is not in the future"));
     if (!violations.empty())
       return post_result<v1::CreateApiTokenResponse>(
           std::move(done), invalid(fmt::format("API token \"{}\"", clip(name, 64)), std::move(violations)));
     const auto role = request.role() == v1::ROLE_UNSPECIFIED ? caller.role : request.role();
     if (!role_at_least(caller.role, role))
       return post_result<v1::CreateApiTokenResponse>(
-          std::move(done), failure(v1::API_ERROR_CODE_PERMISSION_DENIED,
-                                   fmt::format("a token's role cannot be above the caller's ({})", v1::Role_Name(caller.role)),
-                                   {violation("role", fmt::format("{} is above {}", v1::Role_Name(role),
-                                                                  v1::Role_Name(caller.role)))}));
+          std::move(done),
+          failure(v1::API_ERROR_CODE_PERMISSION_DENIED,
+                  fmt::format("a token's role cannot be above the caller's ({})", v1::Role_Name(caller.role)),
+                  {field_violation("role",
+                                   fmt::format("{} is above {}", v1::Role_Name(role), v1::Role_Name(caller.role)))}));
     write<v1::CreateApiTokenResponse>(
         [caller, request = std::move(request), actor = std::move(actor),
          role](StoreTransaction& tx, TxContext&) -> ApiResult<v1::CreateApiTokenResponse> {
@@ -824,17 +823,17 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           auto owner = tx.user(caller.user.id());
           if (!owner || owner->user.disabled()) return unauthenticated("user is disabled or gone");
           if (!role_at_least(owner->user.role(), role))
-            return failure(v1::API_ERROR_CODE_PERMISSION_DENIED,
-                           fmt::format("a token's role cannot be above its owner's ({})",
-                                       v1::Role_Name(owner->user.role())),
-                           {violation("role", fmt::format("{} is above {}", v1::Role_Name(role),
-                                                          v1::Role_Name(owner->user.role())))});
+            return failure(
+                v1::API_ERROR_CODE_PERMISSION_DENIED,
+                fmt::format("a token's role cannot be above its owner's ({})", v1::Role_Name(owner->user.role())),
+                {field_violation(
+                    "role", fmt::format("{} is above {}", v1::Role_Name(role), v1::Role_Name(owner->user.role())))});
           for (const auto& existing : tx.api_tokens(owner->user.id())) {
             if (existing.name() != request.name()) continue;
             if (!existing.revoked())
               return failure(v1::API_ERROR_CODE_ALREADY_EXISTS,
                              fmt::format("an API token named \"{}\" already exists", request.name()),
-                             {violation("name", fmt::format("\"{}\" is already used", request.name()))});
+                             {field_violation("name", fmt::format("\"{}\" is already used", request.name()))});
             // A revoked token gives its name up (it stays, renamed, for the audit trail).
             if (auto revoked = tx.api_token(existing.id())) {
               revoked->token.set_name(fmt::format("{} (revoked {})", existing.name(), existing.id()));
@@ -928,7 +927,8 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   void totp_confirm(const Principal& caller, std::string code, Handler<v1::User> done) {
     if (auto refused = needs_session(caller)) return post_result<v1::User>(std::move(done), std::move(*refused));
     if (code.size() != 6 || !std::all_of(code.begin(), code.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      return post_result<v1::User>(std::move(done), invalid("TOTP confirmation", {violation("code", "must be 6 digits")}));
+      return post_result<v1::User>(std::move(done),
+                                   invalid("TOTP confirmation", {field_violation("code", "must be 6 digits")}));
     write<v1::User>(
         [caller, code = std::move(code)](StoreTransaction& tx, TxContext& context) -> ApiResult<v1::User> {
           auto stored = tx.user(caller.user.id());
@@ -938,8 +938,9 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
           const auto secret = base32_decode(stored->totp_pending_secret);
           const auto step = secret ? match_totp(*secret, code, detail::now_unix_ms() / 1000) : std::nullopt;
           if (!step)
-            return invalid("TOTP confirmation",
-                           {violation("code", "does not match the enrolled secret (is the device's clock right?)")});
+            return invalid(
+                "TOTP confirmation",
+                {field_violation("code", "does not match the enrolled secret (is the device's clock right?)")});
           const v1::User before = stored->user;
           stored->totp_secret = std::move(stored->totp_pending_secret);
           stored->totp_pending_secret.clear();

@@ -333,6 +333,17 @@ unsigned http_status_of(v1::ApiErrorCode code) noexcept {
   }
 }
 
+v1::FieldViolation field_violation(std::string field, std::string reason) {
+  v1::FieldViolation out;
+  out.set_field(std::move(field));
+  out.set_reason(std::move(reason));
+  return out;
+}
+
+void ApiFailure::add_violation(std::string field, std::string reason) {
+  violations.push_back(field_violation(std::move(field), std::move(reason)));
+}
+
 v1::ApiError ApiFailure::to_api_error() const {
   v1::ApiError out;
   out.set_code(code);

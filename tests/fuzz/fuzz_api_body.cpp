@@ -42,7 +42,7 @@ void check_json(const std::string& body) {
   if (value.kind_case() != pb::Value::kStructValue) fail("a reply that is not a JSON object", body);
 }
 
-void check_failure(const qf::detail::ApiFailureInfo& failure) {
+void check_failure(const qf::ApiFailure& failure) {
   if (failure.message.empty()) fail("a failure without a message");
   const auto response = qf::detail::error_response(failure, "fuzz-request");
   if (response.status < 400 || response.status > 599) fail("a failure with a non-error status", response.body);
