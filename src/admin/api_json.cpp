@@ -325,7 +325,7 @@ ApiFailure failure_of(error_code ec, const ValidationError& error, std::string_v
   else if (ec == errc::conflict) f.code = v1::API_ERROR_CODE_CONFLICT;
   else if (ec == errc::invalid_argument || ec == errc::never_fires || ec == errc::unknown_time_zone)
     f.code = v1::API_ERROR_CODE_INVALID_ARGUMENT;
-  else if (ec == errc::store_failed) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
+  else if (ec == errc::store_failed || ec == errc::store_unavailable) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
   else f.code = v1::API_ERROR_CODE_INTERNAL;
   f.message = !error.reason.empty() ? error.message() : !fallback.empty() ? std::string(fallback) : ec.message();
   if (!error.field.empty() || !error.reason.empty()) f.add_violation(error.field, error.reason);
