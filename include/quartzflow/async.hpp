@@ -4,6 +4,7 @@
 // other token, like Asio's own operations.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <type_traits>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
@@ -39,6 +40,24 @@ auto async_from_callback(boost::asio::any_io_executor executor, Token&& token, I
         });
       },
       token);
+}
+
+/**
+ * async_from_callback over a callback operation called as `operation(args..., callback)`
+ * (a member function pointer takes the object as its first argument): the arguments are
+ * kept by value until the operation starts, then moved into it. The `async_` forms of the
+ * library's classes are this one line each:
+ * @code
+ * return detail::async_invoke<void(Result<v1::Task>)>(get_executor(), std::forward<Token>(token),
+ *     &Coordinator::create_task, this, std::move(task), std::move(actor));
+ * @endcode
+ */
+template <typename Signature, typename Token, typename Operation, typename... Args>
+auto async_invoke(boost::asio::any_io_executor executor, Token&& token, Operation operation, Args&&... args) {
+  return async_from_callback<Signature>(std::move(executor), std::forward<Token>(token),
+                                        [operation, ... args = std::forward<Args>(args)](auto callback) mutable {
+                                          std::invoke(operation, std::move(args)..., std::move(callback));
+                                        });
 }
 
 }  // namespace quartzflow::detail

@@ -17,6 +17,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <quartzflow/async.hpp>
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/v1/admin.pb.h>
@@ -327,6 +328,108 @@ class Authenticator {
 
   /// Forgets every cached credential (after changes made to the store behind its back).
   void clear_cache();
+
+  // The same operations as `async_` initiating functions: the token may be a callback,
+  // `boost::asio::use_awaitable` (`co_await` gives the ApiResult) or any Asio completion
+  // token. Completions run on the token's associated executor (else the Authenticator's).
+  // Completion signature: `void(ApiResult<T>)`, T as in the callback form.
+  template <typename Token>
+  auto async_authenticate(std::string credential, std::string source_ip, Token&& token) {
+    return detail::async_invoke<void(ApiResult<Principal>)>(get_executor(), std::forward<Token>(token),
+                                                            &Authenticator::authenticate, this, std::move(credential),
+                                                            std::move(source_ip));
+  }
+  template <typename Token>
+  auto async_login(v1::LoginRequest request, std::string source_ip, std::string user_agent, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::LoginResponse>)>(get_executor(), std::forward<Token>(token),
+                                                                    &Authenticator::login, this, std::move(request),
+                                                                    std::move(source_ip), std::move(user_agent));
+  }
+  template <typename Token>
+  auto async_logout(std::string session_token, Token&& token) {
+    return detail::async_invoke<void(ApiStatus)>(get_executor(), std::forward<Token>(token), &Authenticator::logout,
+                                                 this, std::move(session_token));
+  }
+  template <typename Token>
+  auto async_create_user(v1::CreateUserRequest request, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(get_executor(), std::forward<Token>(token),
+                                                           &Authenticator::create_user, this, std::move(request),
+                                                           std::move(actor));
+  }
+  template <typename Token>
+  auto async_get_user(std::string id, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(get_executor(), std::forward<Token>(token),
+                                                           &Authenticator::get_user, this, std::move(id));
+  }
+  template <typename Token>
+  auto async_list_users(v1::ListUsersRequest request, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::ListUsersResponse>)>(
+        get_executor(), std::forward<Token>(token), &Authenticator::list_users, this, std::move(request));
+  }
+  template <typename Token>
+  auto async_update_user(v1::User user, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(get_executor(), std::forward<Token>(token),
+                                                           &Authenticator::update_user, this, std::move(user),
+                                                           std::move(actor));
+  }
+  template <typename Token>
+  auto async_delete_user(std::string id, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiStatus)>(get_executor(), std::forward<Token>(token),
+                                                 &Authenticator::delete_user, this, std::move(id), std::move(actor));
+  }
+  template <typename Token>
+  auto async_unlock_user(std::string id, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(
+        get_executor(), std::forward<Token>(token), &Authenticator::unlock_user, this, std::move(id), std::move(actor));
+  }
+  template <typename Token>
+  auto async_change_password(Principal caller, std::string user_id, v1::ChangePasswordRequest request, Token&& token) {
+    return detail::async_invoke<void(ApiStatus)>(get_executor(), std::forward<Token>(token),
+                                                 &Authenticator::change_password, this, std::move(caller),
+                                                 std::move(user_id), std::move(request));
+  }
+  template <typename Token>
+  auto async_create_token(Principal caller, v1::CreateApiTokenRequest request, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::CreateApiTokenResponse>)>(
+        get_executor(), std::forward<Token>(token), &Authenticator::create_token, this, std::move(caller),
+        std::move(request), std::move(actor));
+  }
+  template <typename Token>
+  auto async_list_tokens(Principal caller, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::ListApiTokensResponse>)>(
+        get_executor(), std::forward<Token>(token), &Authenticator::list_tokens, this, std::move(caller));
+  }
+  template <typename Token>
+  auto async_revoke_token(Principal caller, std::string id, Actor actor, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::ApiToken>)>(get_executor(), std::forward<Token>(token),
+                                                               &Authenticator::revoke_token, this, std::move(caller),
+                                                               std::move(id), std::move(actor));
+  }
+  template <typename Token>
+  auto async_totp_enroll(Principal caller, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::TotpEnrollResponse>)>(
+        get_executor(), std::forward<Token>(token), &Authenticator::totp_enroll, this, std::move(caller));
+  }
+  template <typename Token>
+  auto async_totp_confirm(Principal caller, std::string code, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(get_executor(), std::forward<Token>(token),
+                                                           &Authenticator::totp_confirm, this, std::move(caller),
+                                                           std::move(code));
+  }
+  template <typename Token>
+  auto async_ensure_admin(std::string username, std::string password, Token&& token) {
+    return detail::async_invoke<void(ApiResult<v1::User>)>(get_executor(), std::forward<Token>(token),
+                                                           &Authenticator::ensure_admin, this, std::move(username),
+                                                           std::move(password));
+  }
+  template <typename Token>
+  auto async_bootstrap(Token&& token) {
+    return detail::async_invoke<void(ApiResult<std::optional<std::string>>)>(get_executor(), std::forward<Token>(token),
+                                                                             &Authenticator::bootstrap, this);
+  }
+
+  /// The executor the Authenticator's completions run on.
+  boost::asio::any_io_executor get_executor() const noexcept;
 
  private:
   class Impl;

@@ -131,6 +131,7 @@ class Authenticator::Impl : public std::enable_shared_from_this<Authenticator::I
   void stop() { worker_.stop(); }
 
   const AuthOptions& options() const noexcept { return options_; }
+  const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
 
   // ---- plumbing ----
 
@@ -1086,6 +1087,8 @@ Authenticator::Authenticator(Store& store, boost::asio::any_io_executor executor
 Authenticator::~Authenticator() { impl_->stop(); }
 
 const AuthOptions& Authenticator::options() const noexcept { return impl_->options(); }
+
+boost::asio::any_io_executor Authenticator::get_executor() const noexcept { return impl_->executor(); }
 
 void Authenticator::authenticate(std::string credential, std::string source_ip, Handler<Principal> done) {
   impl_->authenticate(std::move(credential), std::move(source_ip), std::move(done));

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Authentication: password hashes, secrets, base32 and TOTP against the RFC vectors, and the
 // Authenticator over a SQLite store (logins, lockout, sessions, API tokens, users, TOTP), and
-// the password policy.
+// the password policy; its `async_` forms awaited.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -12,8 +12,10 @@
 #include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -1292,4 +1294,61 @@ TEST_CASE("the one-time password of the first start must be changed, and only th
   sqlite3_finalize(statement);
   sqlite3_close(db);
   CHECK(rows == std::vector<std::string>{"admin=0", "vera=0"});
+}
+
+TEST_CASE("the Authenticator's operations can be awaited, failures included, or given a callback", "[auth]") {
+  Fixture f;
+  bool finished = false;
+  std::exception_ptr thrown;
+  boost::asio::co_spawn(
+      f.io,
+      [&]() -> boost::asio::awaitable<void> {
+        auto& auth = *f.auth;
+        v1::CreateUserRequest create;
+        create.mutable_user()->set_username("ada");
+        create.mutable_user()->set_role(v1::ROLE_OPERATOR);
+        create.set_password(k_password);
+        auto created = co_await auth.async_create_user(create, f.root, boost::asio::use_awaitable);
+        REQUIRE(created);
+        CHECK(created.value().username() == "ada");
+
+        // A failure is a value, not an exception: the code and the field it names.
+        create.set_password("short");
+        auto weak = co_await auth.async_create_user(create, f.root, boost::asio::use_awaitable);
+        CHECK(weak.code() == v1::API_ERROR_CODE_INVALID_ARGUMENT);
+        CHECK(field_of(weak.failure()) == "password");
+
+        v1::LoginRequest login;
+        login.set_username("ada");
+        login.set_password(k_password);
+        auto session = co_await auth.async_login(login, "10.0.0.7", "test-agent/1.0", boost::asio::use_awaitable);
+        REQUIRE(session);
+        auto who =
+            co_await auth.async_authenticate(session.value().session_token(), "10.0.0.7", boost::asio::use_awaitable);
+        REQUIRE(who);
+        CHECK(who.value().role == v1::ROLE_OPERATOR);
+
+        v1::CreateApiTokenRequest token_request;
+        token_request.set_name("ci");
+        auto token = co_await auth.async_create_token(who.value(), token_request, f.root, boost::asio::use_awaitable);
+        REQUIRE(token);
+        CHECK(token.value().token().role() == v1::ROLE_OPERATOR);
+
+        REQUIRE(co_await auth.async_logout(session.value().session_token(), boost::asio::use_awaitable));
+        auto ended =
+            co_await auth.async_authenticate(session.value().session_token(), "10.0.0.7", boost::asio::use_awaitable);
+        CHECK(ended.code() == v1::API_ERROR_CODE_UNAUTHENTICATED);
+        finished = true;
+      },
+      [&](std::exception_ptr e) { thrown = e; });
+  REQUIRE(run_until(f.io, [&] { return finished || thrown; }));
+  if (thrown) std::rethrow_exception(thrown);
+
+  // The same operation with a plain callback as the token.
+  std::optional<qf::ApiResult<v1::ListUsersResponse>> listed;
+  f.auth->async_list_users({}, [&](qf::ApiResult<v1::ListUsersResponse> r) { listed.emplace(std::move(r)); });
+  CHECK_FALSE(listed);  // never inline
+  REQUIRE(run_until(f.io, [&] { return listed.has_value(); }));
+  REQUIRE(*listed);
+  CHECK(listed->value().total() == 1);
 }
