@@ -195,6 +195,16 @@ CREATE INDEX sessions_by_user ON sessions (user_id);
 CREATE INDEX sessions_by_expiry ON sessions (expires_at_unix_ms);
 )sql";
 
+// Version 2: what each config version changed (SQLite's version 5).
+constexpr const char* k_schema_v2 = R"sql(
+CREATE TABLE config_changes (
+  version BIGINT NOT NULL,
+  target INTEGER NOT NULL,
+  id TEXT COLLATE "C" NOT NULL,
+  PRIMARY KEY (version, target, id)
+);
+)sql";
+
 struct Step {
   int version;
   const char* sql;
@@ -205,10 +215,10 @@ constexpr std::int64_t k_migration_lock = 0x71660001;
 
 }  // namespace
 
-int postgres_store_schema_version() noexcept { return 1; }
+int postgres_store_schema_version() noexcept { return 2; }
 
 bool migrate_postgres_store(PgConnection& connection, const std::string& schema, error_code& ec, std::string* detail) {
-  static const std::vector<Step> steps{{1, k_schema_v1}};
+  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}};
   const auto fail = [&](error_code code, std::string why) {
     ec = code;
     if (detail) *detail = std::move(why);

@@ -34,6 +34,9 @@ class SqlStoreTransaction final : public StoreTransaction {
 
   std::uint64_t config_version() override;
   std::uint64_t bump_config_version(std::string_view summary) override;
+  // store_config_changes.cpp
+  void record_config_change(std::uint64_t version, ConfigTarget target, std::string_view id) override;
+  std::optional<std::vector<ConfigChangeRef>> config_changes_since(std::uint64_t after, std::uint64_t upto) override;
 
   std::optional<v1::Task> task(std::string_view id) override;
   std::optional<v1::Task> task_by_name(std::string_view name) override;

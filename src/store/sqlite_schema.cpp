@@ -207,12 +207,25 @@ ALTER TABLE users ADD COLUMN password_change_required INTEGER NOT NULL DEFAULT 0
 UPDATE users SET failed_logins = 0, locked_until_unix_ms = 0;
 )sql";
 
+// Version 5: what each config version changed (task, group or agent ids), so that the other
+// coordinators on a shared database reload only that (CatalogFollower). Versions committed
+// before it have no rows: a reader of such a range reloads the whole catalog.
+constexpr const char* k_schema_v5 = R"sql(
+CREATE TABLE config_changes (
+  version INTEGER NOT NULL,
+  target INTEGER NOT NULL,
+  id TEXT NOT NULL,
+  PRIMARY KEY (version, target, id)
+) WITHOUT ROWID;
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 4; }
+int coordinator_store_schema_version() noexcept { return 5; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}};
+  static const std::vector<SchemaStep> steps{
+      {1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}, {5, k_schema_v5}};
   return migrate_schema(db, steps, ec, detail);
 }
 

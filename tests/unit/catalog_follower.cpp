@@ -11,9 +11,11 @@
 #include <boost/asio/io_context.hpp>
 
 #include <quartzflow/catalog.hpp>
+#include <quartzflow/pg_store.hpp>
 #include <quartzflow/store.hpp>
 
 #include "catalog/catalog_follower.hpp"
+#include "pg_server.hpp"
 
 namespace qf = quartzflow;
 using qf::detail::CatalogChangesRead;
@@ -125,9 +127,19 @@ TEST_CASE("a full reload removes what the store no longer has, but not a newer l
   CHECK(state.task_count() == 3);  // a, c, d
 }
 
-TEST_CASE("a read of the store finds the changed tasks, or everything when history cannot tell", "[catalog_follow]") {
+TEST_CASE("a read of the store finds what the versions since changed, or everything when history cannot tell",
+          "[catalog_follow]") {
+  const bool postgres = GENERATE(false, true);
+  INFO("backend: " << (postgres ? "PostgreSQL" : "SQLite"));
   boost::asio::io_context io;
-  auto store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{":memory:"});
+  std::unique_ptr<qf::Store> store;
+  if (postgres) {
+    qf::PostgresStoreOptions options;
+    options.dsn = qf::testing::postgres_test_database();
+    store = qf::open_postgres_store(io.get_executor(), options);
+  } else {
+    store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{":memory:"});
+  }
   qf::Catalog catalog(*store);
   int done = 0;
   for (const char* id : {"a", "b", "c"}) {
@@ -145,40 +157,71 @@ TEST_CASE("a read of the store finds the changed tasks, or everything when histo
     REQUIRE(r);
     ++done;
   });
+  qf::v1::Group group;
+  group.set_id("web");
+  group.set_name("web");
+  catalog.create_group(group, qf::Actor{}, [&](qf::CatalogResult<qf::v1::Group> r) {
+    REQUIRE(r);
+    ++done;
+  });
   io.run();
-  REQUIRE(done == 4);
+  REQUIRE(done == 5);
 
-  CatalogChangesRead read;
-  bool read_done = false;
-  store->read([&](qf::StoreTransaction& tx, qf::error_code&) { read = qf::detail::read_catalog_changes(tx, 1); },
-              [&](qf::error_code ec) {
-                REQUIRE_FALSE(ec);
-                read_done = true;
-              });
-  io.restart();
-  io.run();
-  REQUIRE(read_done);
-  CHECK(read.version == 4);
-  std::vector<std::string> present;
-  for (const auto& t : read.tasks) present.push_back(t.id());
-  std::sort(present.begin(), present.end());
-  if (read.full) {
-    // A store that does not record what each version changed: every task.
-    CHECK(present == std::vector<std::string>{"a", "c"});
-  } else {
-    CHECK_FALSE(read.groups_or_agents);
-    auto ids = read.task_ids;
+  const auto read_after = [&](std::uint64_t after) {
+    CatalogChangesRead read;
+    bool read_done = false;
+    store->read([&](qf::StoreTransaction& tx, qf::error_code&) { read = qf::detail::read_catalog_changes(tx, after); },
+                [&](qf::error_code ec) {
+                  REQUIRE_FALSE(ec);
+                  read_done = true;
+                });
+    io.restart();
+    io.run();
+    REQUIRE(read_done);
+    return read;
+  };
+  const auto ids_of = [](const std::vector<qf::v1::Task>& tasks) {
+    std::vector<std::string> ids;
+    for (const auto& t : tasks) ids.push_back(t.id());
     std::sort(ids.begin(), ids.end());
-    CHECK(ids == std::vector<std::string>{"b", "c"});
-    CHECK(present == std::vector<std::string>{"c"});
-  }
+    return ids;
+  };
+
+  // Versions 2-4: b created, c created, b deleted. Only those tasks are read.
+  auto read = read_after(1);
+  CHECK(read.version == 5);
+  REQUIRE_FALSE(read.full);
+  CHECK(read.groups_or_agents);  // version 5 created a group
+  auto changed_ids = read.task_ids;
+  std::sort(changed_ids.begin(), changed_ids.end());
+  CHECK(changed_ids == std::vector<std::string>{"b", "c"});
+  CHECK(ids_of(read.tasks) == std::vector<std::string>{"c"});
+
+  read = read_after(4);
+  CHECK_FALSE(read.full);
+  CHECK(read.task_ids.empty());
+  CHECK(read.groups_or_agents);
 
   // Nothing past the current version: only the version is read.
-  store->read([&](qf::StoreTransaction& tx, qf::error_code&) { read = qf::detail::read_catalog_changes(tx, 4); },
-              [&](qf::error_code) {});
-  io.restart();
-  io.run();
-  CHECK(read.version == 4);
+  read = read_after(5);
+  CHECK(read.version == 5);
   CHECK(read.tasks.empty());
   CHECK_FALSE(read.full);
+  CHECK_FALSE(read.groups_or_agents);
+
+  // A version whose changes were not recorded (older code, another writer): everything.
+  bool bumped = false;
+  store->transact([](qf::StoreTransaction& tx, qf::error_code&) { tx.bump_config_version("unrecorded"); },
+                  [&](qf::error_code ec) {
+                    REQUIRE_FALSE(ec);
+                    bumped = true;
+                  });
+  io.restart();
+  io.run();
+  REQUIRE(bumped);
+  read = read_after(4);
+  CHECK(read.version == 6);
+  CHECK(read.full);
+  CHECK(read.groups_or_agents);
+  CHECK(ids_of(read.tasks) == std::vector<std::string>{"a", "c"});
 }
