@@ -133,72 +133,54 @@ class Coordinator {
   // Completions run on the token's associated executor (else the coordinator's).
   template <typename Token>
   auto async_start(Token&& token) {
-    return detail::async_from_callback<void(error_code)>(
-        get_executor(), std::forward<Token>(token), [this](auto done) { start(std::move(done)); });
+    return detail::async_invoke<void(error_code)>(get_executor(), std::forward<Token>(token), &Coordinator::start,
+                                                  this);
   }
   template <typename Token>
   auto async_create_task(v1::Task task, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(Result<v1::Task>)>(
-        get_executor(), std::forward<Token>(token),
-        [this, task = std::move(task), actor = std::move(actor)](auto done) mutable {
-          create_task(std::move(task), std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(Result<v1::Task>)>(
+        get_executor(), std::forward<Token>(token), &Coordinator::create_task, this, std::move(task), std::move(actor));
   }
   template <typename Token>
   auto async_update_task(v1::Task task, bool force, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(Result<v1::Task>)>(
-        get_executor(), std::forward<Token>(token),
-        [this, task = std::move(task), force, actor = std::move(actor)](auto done) mutable {
-          update_task(std::move(task), force, std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(Result<v1::Task>)>(get_executor(), std::forward<Token>(token),
+                                                        &Coordinator::update_task, this, std::move(task), force,
+                                                        std::move(actor));
   }
   template <typename Token>
   auto async_delete_task(std::string id, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(Result<std::uint64_t>)>(
-        get_executor(), std::forward<Token>(token),
-        [this, id = std::move(id), actor = std::move(actor)](auto done) mutable {
-          delete_task(std::move(id), std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(Result<std::uint64_t>)>(
+        get_executor(), std::forward<Token>(token), &Coordinator::delete_task, this, std::move(id), std::move(actor));
   }
   template <typename Token>
   auto async_set_task_enabled(std::string id, bool enabled, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(Result<v1::Task>)>(
-        get_executor(), std::forward<Token>(token),
-        [this, id = std::move(id), enabled, actor = std::move(actor)](auto done) mutable {
-          set_task_enabled(std::move(id), enabled, std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(Result<v1::Task>)>(get_executor(), std::forward<Token>(token),
+                                                        &Coordinator::set_task_enabled, this, std::move(id), enabled,
+                                                        std::move(actor));
   }
   template <typename Token>
   auto async_create_group(v1::Group group, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(Result<v1::Group>)>(
-        get_executor(), std::forward<Token>(token),
-        [this, group = std::move(group), actor = std::move(actor)](auto done) mutable {
-          create_group(std::move(group), std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(Result<v1::Group>)>(get_executor(), std::forward<Token>(token),
+                                                         &Coordinator::create_group, this, std::move(group),
+                                                         std::move(actor));
   }
   template <typename Token>
   auto async_trigger(std::string task_id, std::map<std::string, std::string> params, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(TriggerResult)>(
+    // trigger is overloaded (with chosen agents): the lambda picks the one without them.
+    return detail::async_invoke<void(TriggerResult)>(
         get_executor(), std::forward<Token>(token),
-        [this, task_id = std::move(task_id), params = std::move(params), actor = std::move(actor)](auto done) mutable {
-          trigger(task_id, std::move(params), std::move(actor), std::move(done));
-        });
+        [this](auto&&... args) { trigger(std::forward<decltype(args)>(args)...); }, std::move(task_id),
+        std::move(params), std::move(actor));
   }
   template <typename Token>
   auto async_retry(v1::Execution execution, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(TriggerResult)>(
-        get_executor(), std::forward<Token>(token),
-        [this, execution = std::move(execution), actor = std::move(actor)](auto done) mutable {
-          retry(execution, std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(TriggerResult)>(get_executor(), std::forward<Token>(token), &Coordinator::retry,
+                                                     this, std::move(execution), std::move(actor));
   }
   template <typename Token>
   auto async_cancel(std::string execution_id, std::string reason, Actor actor, Token&& token) {
-    return detail::async_from_callback<void(error_code)>(
-        get_executor(), std::forward<Token>(token),
-        [this, id = std::move(execution_id), reason = std::move(reason), actor = std::move(actor)](auto done) mutable {
-          cancel(id, std::move(reason), std::move(actor), std::move(done));
-        });
+    return detail::async_invoke<void(error_code)>(get_executor(), std::forward<Token>(token), &Coordinator::cancel,
+                                                  this, std::move(execution_id), std::move(reason), std::move(actor));
   }
 
   /// The executor the coordinator and its completions run on.
