@@ -30,6 +30,18 @@ std::string system_host_name() {
   return host[0] != '\0' ? host : "coordinator";
 }
 
+/// Several coordinators: the catalog the others commit is followed by a poll of its version
+/// (500 ms by default on PostgreSQL; off on SQLite, where this coordinator is the only
+/// writer). The reason a value is refused, or empty.
+std::string set_catalog_poll_interval(const v1::CoordinatorConfig& config, CoordinatorOptions& options) {
+  std::uint32_t poll_ms = config.store().has_postgres_dsn() ? 500 : 0;
+  if (config.cluster().has_catalog_poll_interval_ms()) poll_ms = config.cluster().catalog_poll_interval_ms();
+  if (poll_ms != 0 && (poll_ms < 50 || poll_ms > 60'000))
+    return fmt::format("{} is out of range 50-60000 (0 = off)", poll_ms);
+  options.catalog_poll_interval = std::chrono::milliseconds{poll_ms};
+  return {};
+}
+
 }  // namespace
 
 std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& config_file,
@@ -95,6 +107,8 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
     return fail("heartbeat_interval_seconds", fmt::format("{} is out of range 1-3600", config.heartbeat_interval_seconds()));
   if (config.heartbeat_interval_seconds() > 0)
     dispatcher.heartbeat_interval = std::chrono::seconds{config.heartbeat_interval_seconds()};
+  if (auto why = set_catalog_poll_interval(config, settings.options); !why.empty())
+    return fail("cluster.catalog_poll_interval_ms", why);
 
   if (!config.manifest_file().empty()) {
     settings.manifest_file = resolve(config.manifest_file());
