@@ -27,6 +27,7 @@
 #include <quartzflow/coordinator.hpp>
 #include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
+#include <quartzflow/pg_store.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/store.hpp>
 #include <quartzflow/version.hpp>
@@ -140,6 +141,24 @@ void give_out_one_time_password(const std::string& password, const fs::path& dat
                            path.string(), change);
 }
 
+// The store the configuration names: PostgreSQL (several coordinators) or SQLite.
+std::unique_ptr<qf::Store> open_store(asio::io_context& io, const qf::examples::CoordinatorSettings& settings,
+                                      qf::error_code& ec, std::string& detail) {
+  if (!settings.postgres_dsn.empty()) {
+    qf::PostgresStoreOptions options;
+    options.dsn = settings.postgres_dsn;
+    options.password_file = settings.postgres_password_file;
+    return qf::open_postgres_store(io.get_executor(), options, ec, &detail);
+  }
+  qf::SqliteStoreOptions options;
+  options.path = settings.database_file.string();
+  return qf::open_sqlite_store(io.get_executor(), options, ec, &detail);
+}
+
+std::string store_description(const qf::examples::CoordinatorSettings& settings) {
+  return settings.postgres_dsn.empty() ? settings.database_file.string() : "on PostgreSQL (store.postgres_dsn)";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -206,11 +225,9 @@ int main(int argc, char** argv) {
     return k_exit_failure;
   }
   qf::error_code ec;
-  qf::SqliteStoreOptions store_options;
-  store_options.path = settings->database_file.string();
-  store = qf::open_sqlite_store(io.get_executor(), store_options, ec, &detail);
+  store = open_store(io, *settings, ec, detail);
   if (!store) {
-    std::cerr << fmt::format("qf-coordinator: cannot open the store {}: {}\n", store_options.path,
+    std::cerr << fmt::format("qf-coordinator: cannot open the store {}: {}\n", store_description(*settings),
                              detail.empty() ? ec.message() : detail);
     return k_exit_failure;
   }

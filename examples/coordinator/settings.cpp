@@ -71,8 +71,18 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
                 fmt::format("\"{}\" is not one of trace, debug, info, warn, error, critical, off", settings.log_level));
 
   settings.data_dir = resolve(config.data_dir().empty() ? k_default_data_dir : config.data_dir());
-  if (config.store().has_postgres_dsn())
-    return fail("store.postgres_dsn", "PostgreSQL is not supported by this build yet; use store.sqlite_path");
+  if (config.store().has_postgres_dsn()) {
+    if (config.store().postgres_dsn().empty())
+      return fail("store.postgres_dsn", "is empty; give a libpq connection string (host=... dbname=... user=...)");
+    settings.postgres_dsn = config.store().postgres_dsn();
+  }
+  if (!config.store().password_file().empty()) {
+    if (settings.postgres_dsn.empty()) return fail("store.password_file", "is for store.postgres_dsn only");
+    const fs::path path = resolve(config.store().password_file());
+    if (auto why = unreadable_reason(path); !why.empty())
+      return fail("store.password_file", fmt::format("cannot read {}: {}", path.string(), why));
+    settings.postgres_password_file = path.string();
+  }
   settings.database_file = config.store().has_sqlite_path() && !config.store().sqlite_path().empty()
                                ? resolve(config.store().sqlite_path())
                                : settings.data_dir / "coordinator.db";

@@ -23,7 +23,9 @@ struct CoordinatorSettings {
   std::filesystem::path config_file;
   std::string log_level;
   std::filesystem::path data_dir;
-  std::filesystem::path database_file;
+  std::filesystem::path database_file;  ///< SQLite (when postgres_dsn is empty)
+  std::string postgres_dsn;             ///< several coordinators share this database
+  std::string postgres_password_file;   ///< absolute; empty = QF_PG_PASSWORD or libpq's own
   HostPort agent_listen;
   QuicOptions quic;
   CoordinatorOptions options;

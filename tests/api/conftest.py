@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -131,6 +132,15 @@ class Cluster:
             subprocess.run([self.qfctl, "certs", *args], check=True, capture_output=True, timeout=30)
         with open(os.path.join(self.dir, "tasks.yaml"), "w") as f:
             f.write("groups:\n  - name: workers\n")
+        # QF_TEST_POSTGRES=1: the same suite against a coordinator on a throwaway PostgreSQL.
+        self.pg = None
+        store = ""
+        if os.environ.get("QF_TEST_POSTGRES") == "1":
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
+            from pg_server import PgServer
+            self.pg = PgServer(free_port()).start()
+            self.pg.create_database("quartzflow")
+            store = f'store: {{postgres_dsn: "{self.pg.dsn("quartzflow")}"}}\n'
         self.config = os.path.join(self.dir, "coordinator.yaml")
         with open(self.config, "w") as f:
             f.write(f"""coordinator_id: api-test
@@ -141,7 +151,7 @@ agent_tls: {{ca_file: certs/ca.pem, cert_file: certs/coordinator-127.0.0.1.pem, 
 heartbeat_interval_seconds: 1
 manifest_file: tasks.yaml
 log_level: debug
-""")
+{store}""")
         with open(os.path.join(self.dir, "agent.yaml"), "w") as f:
             f.write(f"""coordinators: ["127.0.0.1:{self.agent_port}"]
 tls: {{ca_file: certs/ca.pem, cert_file: certs/agent-api-agent.pem, key_file: certs/agent-api-agent.key}}
@@ -202,6 +212,8 @@ log_level: debug
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.pg is not None:
+            self.pg.stop()
 
 
 def started_cluster():

@@ -182,7 +182,8 @@ def counts_of(summary):
 def test_the_task_list_carries_the_same_run_and_agent_counts_as_the_single_read(admin, workers):
     wait_for(lambda: admin.get("/api/v1/agents/api-agent").data["state"] == "AGENT_STATE_ONLINE", 30, "api-agent online")
     body = dict(SHELL_TASK, name="api-counted", group_ids=[workers], shell={"argv": ["/bin/sh", "-c", "exit $QF_PARAM_CODE"]},
-                params=[{"name": "code", "default_value": "0"}])
+                params=[{"name": "code", "default_value": "0"}],
+                overlap_policy="OVERLAP_POLICY_ALLOW")  # three quick triggers: none skipped as overlapping
     tid = admin.post("/api/v1/tasks", body).data["id"]
     everywhere = admin.post("/api/v1/tasks", dict(SHELL_TASK, name="api-counted-everywhere", all_agents=True)).data["id"]
     eids = [admin.post(f"/api/v1/tasks/{tid}/trigger", {"params": {"code": code}}).data["execution_ids"][0]
@@ -520,6 +521,9 @@ def test_the_first_start_password_goes_to_a_0600_file_not_the_log_and_must_be_ch
             .replace(f"127.0.0.1:{cluster.admin_port}", f"127.0.0.1:{admin_port}")
             .replace(f"agent_listen: 127.0.0.1:{cluster.agent_port}",
                      f"agent_listen: 127.0.0.1:{free_port(socket.SOCK_DGRAM)}"))
+    if cluster.pg is not None:  # a first start needs a database of its own
+        cluster.pg.create_database("bootstrap")
+        text = text.replace(cluster.pg.dsn("quartzflow"), cluster.pg.dsn("bootstrap"))
     with open(config, "w") as f:
         f.write(text)
     password = None

@@ -63,8 +63,14 @@ expect_refused(${QF_COORDINATOR} heartbeat.yaml "${coordinator}${tls}heartbeat_i
 expect_refused(${QF_COORDINATOR} catalog-poll.yaml "${coordinator}${tls}cluster:\n  catalog_poll_interval_ms: 10\n"
   "catalog-poll.yaml: cluster.catalog_poll_interval_ms: 10 is out of range 50-60000 \\(0 = off\\)")
 expect_refused(${QF_COORDINATOR} level.yaml "${coordinator}${tls}log_level: loud\n" "log_level: \"loud\" is not one of")
-expect_refused(${QF_COORDINATOR} postgres.yaml "${coordinator}${tls}store:\n  postgres_dsn: host=db\n"
-  "store.postgres_dsn: PostgreSQL is not supported")
+expect_refused(${QF_COORDINATOR} postgres-empty.yaml "${coordinator}${tls}store:\n  postgres_dsn: \"\"\n"
+  "postgres-empty.yaml: store.postgres_dsn: is empty")
+expect_refused(${QF_COORDINATOR} postgres-password.yaml
+  "${coordinator}${tls}store:\n  postgres_dsn: host=db\n  password_file: nope.txt\n"
+  "postgres-password.yaml: store.password_file: cannot read .*nope.txt: No such file or directory")
+expect_refused(${QF_COORDINATOR} sqlite-password.yaml
+  "${coordinator}${tls}store:\n  sqlite_path: x.db\n  password_file: certs/ca.pem\n"
+  "sqlite-password.yaml: store.password_file: is for store.postgres_dsn only")
 # Coordinator: a manifest that does not validate names the manifest's field.
 file(WRITE ${WORK_DIR}/bad-cron.tasks.yaml
   "tasks:\n  - name: t\n    enabled: true\n    schedule: \"61 * * * *\"\n    shell:\n      argv: [\"true\"]\n")
