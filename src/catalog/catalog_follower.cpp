@@ -190,7 +190,8 @@ CatalogFollowState& CatalogFollower::state() noexcept { return impl_->state; }
 
 void CatalogFollower::start() {
   auto& impl = *impl_;
-  if (impl.stopped) return;
+  impl.stopped = false;  // a coordinator may start again after a stop
+  impl.timer.cancel();
   impl.store.watch_config_version([weak = std::weak_ptr<Impl>(impl_), executor = impl.executor] {
     asio::post(executor, [weak] {
       if (auto self = weak.lock()) self->poll();

@@ -131,7 +131,8 @@ class CatalogFollower {
 
   /// The state the follower feeds; local changes go through it too.
   CatalogFollowState& state() noexcept;
-  /// Starts polling (call after `state().loaded(...)`) and registers with the Store's watch.
+  /// Starts polling (call after `state().loaded(...)`) and registers with the Store's watch;
+  /// again after `stop`, polling resumes from the state's applied version.
   void start();
   /// Polls now (coalesced with a read in flight).
   void poll();

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@
 
 #include "catalog/catalog_follower.hpp"
 #include "pg_server.hpp"
+#include "temp_dir.hpp"
 
 namespace qf = quartzflow;
 using qf::detail::CatalogChangesRead;
@@ -39,6 +42,39 @@ CatalogChangesRead changed(std::uint64_t version, std::vector<std::string> ids, 
   read.task_ids = std::move(ids);
   read.tasks = std::move(tasks);
   return read;
+}
+
+/// A Store that forwards to another and keeps the listener of `watch_config_version`, to
+/// call it as a store with notifications (PostgreSQL's LISTEN) would.
+class WatchedStore final : public qf::Store {
+ public:
+  explicit WatchedStore(qf::Store& inner) : inner_(inner) {}
+  void transact(Work work, Done done) override { inner_.transact(std::move(work), std::move(done)); }
+  void read(Work work, Done done) override {
+    ++reads;
+    inner_.read(std::move(work), std::move(done));
+  }
+  void flush() override { inner_.flush(); }
+  boost::asio::any_io_executor get_executor() const noexcept override { return inner_.get_executor(); }
+  void watch_config_version(std::function<void()> changed) override { changed_ = std::move(changed); }
+  void notify() {
+    if (changed_) changed_();
+  }
+  int reads = 0;
+
+ private:
+  qf::Store& inner_;
+  std::function<void()> changed_;
+};
+
+qf::v1::Task manual_task(const std::string& id) {
+  qf::v1::Task task;
+  task.set_id(id);
+  task.set_name(id);
+  task.mutable_shell()->set_script("true");
+  task.set_all_agents(true);
+  task.mutable_schedule()->mutable_manual();
+  return task;
 }
 
 }  // namespace
@@ -224,4 +260,67 @@ TEST_CASE("a read of the store finds what the versions since changed, or everyth
   CHECK(read.full);
   CHECK(read.groups_or_agents);
   CHECK(ids_of(read.tasks) == std::vector<std::string>{"a", "c"});
+}
+
+TEST_CASE("the follower polls the shared store file and a store's notification wakes it at once", "[catalog_follow]") {
+  using namespace std::chrono_literals;
+  qf::testing::TempDir dir{"qf-follower"};
+  boost::asio::io_context io;
+  auto ours = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{dir.file("coordinator.db")});
+  auto theirs = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{dir.file("coordinator.db")});
+  WatchedStore watched(*ours);
+  qf::Catalog their_catalog(*theirs);
+  std::vector<qf::detail::CatalogFollowActions> applied;
+  const auto run_until = [&](const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      io.restart();
+      io.run_for(5ms);
+    }
+    return done();
+  };
+  const auto create = [&](const std::string& id) {
+    bool created = false;
+    their_catalog.create_task(manual_task(id), qf::Actor{}, [&](qf::CatalogResult<qf::v1::Task> r) {
+      REQUIRE(r);
+      created = true;
+    });
+    REQUIRE(run_until([&] { return created; }, 5s));
+  };
+
+  SECTION("polled every interval: each change handed over once") {
+    qf::detail::CatalogFollower follower(io.get_executor(), watched, 20ms,
+                                         [&](auto actions) { applied.push_back(std::move(actions)); });
+    follower.start();
+    create("a");
+    REQUIRE(run_until([&] { return !applied.empty(); }, 2s));
+    REQUIRE(applied.size() == 1);
+    REQUIRE(applied[0].upserts.size() == 1);
+    CHECK(applied[0].upserts[0].task.id() == "a");
+    CHECK(applied[0].upserts[0].action == qf::v1::TASK_CHANGE_ACTION_CREATED);
+    io.restart();
+    io.run_for(200ms);  // about ten more polls: nothing new
+    CHECK(applied.size() == 1);
+    CHECK(follower.state().applied_version() == 1);
+    CHECK(watched.reads >= 5);
+    follower.stop();
+    const auto reads = watched.reads;
+    io.restart();
+    io.run_for(100ms);
+    CHECK(watched.reads == reads);  // stopped: no more polls
+  }
+  SECTION("interval 0: no poll, only the store's notification") {
+    qf::detail::CatalogFollower follower(io.get_executor(), watched, 0ms,
+                                         [&](auto actions) { applied.push_back(std::move(actions)); });
+    follower.start();
+    create("b");
+    io.restart();
+    io.run_for(200ms);
+    CHECK(applied.empty());
+    CHECK(watched.reads == 0);
+    watched.notify();
+    REQUIRE(run_until([&] { return !applied.empty(); }, 2s));
+    CHECK(applied[0].upserts.at(0).task.id() == "b");
+    CHECK(watched.reads == 1);
+  }
 }
