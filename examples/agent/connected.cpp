@@ -80,15 +80,43 @@ std::string system_host_name() {
   return host;
 }
 
-/// The coordinators of the config, tried in order: a failed connect moves to the next.
+/// The coordinators of the config, tried in order: a failed connect moves to the next; a
+/// standby's redirect names the leader, tried next (added when the config does not list it).
 class FailoverConnector final : public Connector {
  public:
   struct Target {
     std::string address;  ///< as written in the config, for logs
     std::unique_ptr<QuicConnector> connector;
   };
+  /// Makes the connector of an address a redirect names (`host:port`); nullptr when bad.
+  using MakeTarget = std::function<std::unique_ptr<QuicConnector>(const HostPort&)>;
 
-  explicit FailoverConnector(std::vector<Target> targets) : targets_(std::move(targets)) {}
+  FailoverConnector(std::vector<Target> targets, MakeTarget make)
+      : targets_(std::move(targets)), make_(std::move(make)) {}
+
+  void redirect(std::string_view address) override {
+    if (address.empty()) {  // no leader known: the next coordinator of the list
+      current_ = (current_ + 1) % targets_.size();
+      return;
+    }
+    std::string reason;
+    const auto wanted = parse_host_port(address, false, reason);
+    if (!wanted) return logger()->warn("ignoring a redirect to \"{}\": {}", address, reason);
+    for (std::size_t i = 0; i < targets_.size(); ++i) {
+      std::string ignored;
+      const auto known = parse_host_port(targets_[i].address, false, ignored);
+      if (targets_[i].address == address || (known && known->host == wanted->host && known->port == wanted->port)) {
+        current_ = i;
+        return;
+      }
+    }
+    if (targets_.size() >= k_max_targets) return;
+    if (auto connector = make_(*wanted)) {
+      logger()->info("coordinator {} (named by a redirect) added to the coordinators tried", address);
+      targets_.push_back({std::string(address), std::move(connector)});
+      current_ = targets_.size() - 1;
+    }
+  }
 
   void connect(ConnectHandler handler) override {
     const std::size_t index = current_;
@@ -119,7 +147,9 @@ class FailoverConnector final : public Connector {
   }
 
  private:
+  static constexpr std::size_t k_max_targets = 64;  // redirects cannot grow the list without bound
   std::vector<Target> targets_;
+  MakeTarget make_;
   std::size_t current_ = 0;
   std::uint64_t failures_ = 0;
   std::chrono::steady_clock::time_point last_logged_{};
@@ -233,13 +263,17 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
     for (const auto& e : errors) logger()->warn("plugin not loaded: {}", e);
   }
 
-  std::vector<FailoverConnector::Target> targets;
-  for (const auto& [text, address] : settings->coordinators) {
+  QuicOptions quic = settings->quic;
+  // Several coordinators: a killed leader is noticed within ~0.5 s (see QuicOptions::keep_alive).
+  if (settings->coordinators.size() > 1 && quic.keep_alive.count() == 0)
+    quic.keep_alive = std::chrono::milliseconds{500};
+  auto make_target = [&io, &settings, quic](const HostPort& address) {
     const std::string server_name = settings->server_name.empty() ? address.host : settings->server_name;
-    targets.push_back({text, std::make_unique<QuicConnector>(io.get_executor(), address.host, address.port,
-                                                             server_name, settings->quic)});
-  }
-  FailoverConnector connector(std::move(targets));
+    return std::make_unique<QuicConnector>(io.get_executor(), address.host, address.port, server_name, quic);
+  };
+  std::vector<FailoverConnector::Target> targets;
+  for (const auto& [text, address] : settings->coordinators) targets.push_back({text, make_target(address)});
+  FailoverConnector connector(std::move(targets), make_target);
 
   AgentDispatcherOptions dispatcher_options;
   dispatcher_options.agent_id = settings->agent_id;

@@ -25,6 +25,32 @@
 
 namespace quartzflow {
 
+/**
+ * Several coordinators on one database (ARCHITECTURE.md, "Several coordinators"): one
+ * leader holds a lease row in the Store and fires; the others are hot standbys. A single
+ * coordinator takes the lease at start and behaves as the only one.
+ */
+struct ClusterOptions {
+  /// The lease holder id and the agents' `coordinator_id`; empty = `dispatcher.coordinator_id`
+  /// (hosts default it to `<hostname>:<agent port>`). Unique in the cluster, stable across
+  /// restarts.
+  std::string coordinator_id;
+  /// The lease's time to live (database clock); renewed every third of it. A leader that
+  /// has not renewed within `lease_ttl` - `lease_ttl`/10 of its last renewal's start (its
+  /// own monotonic clock) stops firing; a standby takes an expired lease at once.
+  std::chrono::milliseconds lease_ttl{1'500};
+  /// Told to agents that a standby redirects (`host:port`) and shown in GET /api/v1/cluster.
+  std::string advertise_agent_address;
+  /// Shown to the other coordinators' API clients (503 not_leader names it).
+  std::string advertise_admin_address;
+  /// This coordinator's software version, for the registry.
+  std::string version;
+  /// A takeover (this coordinator was a standby): the scheduler starts firing once every
+  /// agent the store lists ONLINE is connected here, or after this long (capped by
+  /// `agent_grace`). A coordinator that takes the lease at its start waits `agent_grace`.
+  std::chrono::milliseconds takeover_agent_wait{3'000};
+};
+
 struct CoordinatorOptions {
   SchedulerOptions scheduler{};
   CoordinatorDispatcherOptions dispatcher{};
@@ -38,6 +64,8 @@ struct CoordinatorOptions {
   /// Store's `watch_config_version` may wake it sooner. 0 = off: the one coordinator is the
   /// only writer (the library's default; the YAML default is 500 ms with PostgreSQL).
   std::chrono::milliseconds catalog_poll_interval{0};
+  /// Leadership among several coordinators (a single one leads from its start).
+  ClusterOptions cluster{};
 };
 
 /// What a host (the admin API's events and metrics) hears from a Coordinator; any member
@@ -185,6 +213,16 @@ class Coordinator {
 
   /// The executor the coordinator and its completions run on.
   boost::asio::any_io_executor get_executor() const noexcept;
+
+  // Several coordinators (see ClusterOptions).
+  /// True while this coordinator holds the leader lease and its local deadline has not
+  /// passed; a standby refuses triggers, retries and cancels with errc::fenced.
+  bool leading() const noexcept;
+  /// The lease as this coordinator read it last (who leads, the epoch, the expiry).
+  LeaderLease leader_lease() const;
+  /// GET /api/v1/cluster: the lease and the coordinators registry, read from the store
+  /// (`alive`: reported within 3 lease TTLs). On the executor, never inline.
+  void cluster_status(std::function<void(error_code, v1::ClusterStatus)> done);
 
   /// Every execution record stored from an agent or a `agent lost` verdict (for hosts that
   /// print or stream them).

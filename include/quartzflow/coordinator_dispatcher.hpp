@@ -129,6 +129,18 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   /// Ends every session (Goodbye SHUTDOWN) and stops the liveness sweep.
   void stop();
 
+  /**
+   * Several coordinators: this one does not lead (a standby, or it stepped down). Agents
+   * that register are refused (ProtocolError UNAVAILABLE, fatal) with `redirect_address` =
+   * `leader_agent_address` (empty: unknown). With `close_sessions`, the sessions open now end
+   * (Goodbye, reconnect at once); their runs stay open for the leader to reconcile, as at a
+   * stop, and nothing about them is stored here.
+   */
+  void stand_by(std::string leader_agent_address, bool close_sessions);
+  /// Accepts registrations again (this coordinator leads).
+  void lead();
+  bool standing_by() const noexcept;
+
   /// Agent ids with an open, registered session.
   std::vector<std::string> online_agents() const;
   /// True when an online agent holds the execution (it was routed there, or the agent

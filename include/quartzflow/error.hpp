@@ -28,6 +28,8 @@ enum class errc {
   conflict,              ///< the change conflicts with the current state (name taken, runs in progress)
   store_unavailable,     ///< the store's database server cannot be reached (connection lost or refused);
                          ///< the store reconnects on its next transaction
+  fenced,                ///< this coordinator's leader lease is lost (another one took over):
+                         ///< it must not record or send fires
 };
 
 /// The category of `errc` values.

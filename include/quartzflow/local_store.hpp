@@ -212,6 +212,15 @@ class LocalStore {
         token, now);
   }
 
+  /// Raises the highest leader epoch seen (RunRequest.leader_epoch) to `epoch`; a lower
+  /// one leaves it. Completion: `void(error_code)`.
+  template <typename CompletionToken>
+  auto async_raise_leader_epoch(std::uint64_t epoch, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(error_code)>(
+        [this](auto handler, std::uint64_t e) { enqueue_raise_leader_epoch(e, wrap(std::move(handler))); }, token,
+        epoch);
+  }
+
   /**
    * Checks that a transaction that needs space can commit now: writes and deletes a 4 KB
    * row in one transaction (nothing stays). Completes with `errc::store_failed` while the
@@ -248,6 +257,8 @@ class LocalStore {
   /// (where the misfire evaluation resumes after a restart).
   std::optional<Instant> last_scheduled(std::string_view task_id, error_code& ec) const;
   CachedConfig cached_config(error_code& ec) const;
+  /// The highest leader epoch saved (async_raise_leader_epoch); 0 when none.
+  std::uint64_t leader_epoch(error_code& ec) const;
 
   const LocalStoreOptions& options() const noexcept;
   /// The executor completions are posted to.
@@ -280,6 +291,7 @@ class LocalStore {
   void enqueue_save_config_delta(CachedConfigDelta delta, WriteHandler done);
   void enqueue_purge(Instant now, PurgeHandler done);
   void enqueue_probe(WriteHandler done);
+  void enqueue_raise_leader_epoch(std::uint64_t epoch, WriteHandler done);
 
   std::unique_ptr<Impl> impl_;
 };

@@ -35,6 +35,11 @@ struct QuicOptions {
   std::size_t max_send_buffer_bytes = 16 << 20;
   /// No packet from the peer this long: the connection is gone (both ends).
   std::chrono::milliseconds idle_timeout{45'000};
+  /// A PING when nothing else was sent this long; 0 = idle_timeout / 3. An agent of several
+  /// coordinators uses 500 ms: a killed coordinator on a live host answers the PING with
+  /// ICMP port unreachable, so the agent leaves it within ~0.5 s instead of at its next
+  /// heartbeat (a dead host is noticed at the idle timeout).
+  std::chrono::milliseconds keep_alive{0};
   std::chrono::milliseconds handshake_timeout{10'000};
   /// Server only: connections beyond this are refused.
   std::size_t max_connections = 20'000;

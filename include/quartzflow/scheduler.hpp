@@ -79,8 +79,26 @@ struct SchedulerStats {
 };
 
 /**
+ * Leadership fencing, for a coordinator among several on one database: the lease epoch it
+ * leads under and a check of its local lease deadline.
+ */
+struct SchedulerFence {
+  /// Every transaction that records a fire calls StoreTransaction::check_fence(epoch) first
+  /// (a lost lease records nothing), and every RunRequest carries it (`leader_epoch`: agents
+  /// refuse a lower epoch than one they saw). 0 = not fenced.
+  std::uint64_t epoch = 0;
+  /// Asked before each send: false once the local lease deadline has passed (the run stays
+  /// PENDING, owed to the next leader). Empty = always true.
+  std::function<bool()> may_send;
+};
+
+/**
  * Thread safety: not thread-safe; use from its executor. Callbacks of the Store, the
  * directory and the sink must come back on that executor.
+ *
+ * Terms: `start` after `stop` begins a new term (a coordinator that leads again): the
+ * timer queue is planned again from the stored fire states, and nothing of the previous
+ * term (its store completions, its sends' answers) sends or records anything more.
  */
 class Scheduler {
  public:
@@ -105,6 +123,11 @@ class Scheduler {
    * FAILURE `agent lost`.
    */
   void start(std::vector<v1::Execution> unclaimed, std::function<void()> ready);
+
+  /// The fence of the next `start`'s term (and of every transaction made after this call).
+  void set_fence(SchedulerFence fence);
+  /// True between `start` and `stop`.
+  bool running() const noexcept;
 
   /// Stops firing. Runs recorded ahead of an instant not reached yet stay PENDING and owed:
   /// the next start, given them as unclaimed, sends them at their instant (or applies the

@@ -65,6 +65,28 @@ struct FireState {
   std::optional<Instant> next_fire;  ///< the next nominal fire planned
 };
 
+/// Where a coordinator is reached: agents connect to `agent`, people and qfctl to `admin`.
+struct CoordinatorAddresses {
+  std::string agent;  ///< `host:port` of its agent listener (QUIC)
+  std::string admin;  ///< `host:port` (or URL) of its admin API
+};
+
+/**
+ * The leader lease of a cluster of coordinators sharing one database (one row). The holder
+ * fires runs; `epoch` increases on every takeover, and fire transactions and run requests
+ * carry it (fencing). Times are the database's clock.
+ */
+struct LeaderLease {
+  std::string holder_id;  ///< empty: nobody holds it (never taken, or released)
+  CoordinatorAddresses holder_addresses;
+  std::uint64_t epoch = 0;              ///< 0: never taken
+  std::int64_t expires_at_unix_ms = 0;  ///< the holder leads until then unless it renews
+  std::int64_t now_unix_ms = 0;         ///< the database's clock when this was read
+
+  /// Held by someone, not expired when read.
+  bool held() const noexcept { return !holder_id.empty() && expires_at_unix_ms > now_unix_ms; }
+};
+
 /// What kind of catalog object a config version changed.
 enum class ConfigTarget : std::uint8_t { task = 1, group = 2, agent = 3 };
 
@@ -267,6 +289,35 @@ class StoreTransaction {
   virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
   /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
   virtual std::size_t delete_expired_sessions(std::int64_t now_unix_ms) = 0;
+
+  // Cluster: the leader lease and the coordinators registry (several coordinators on one
+  // database; a single one takes the lease at start). The clock is the database's (SQLite:
+  // the store's wall clock; PostgreSQL: clock_timestamp()), never the callers'.
+  /**
+   * Takes or renews the leader lease for `holder_id`: its own unexpired lease is renewed
+   * (same epoch, expiry now + `ttl`, addresses updated); a free or expired lease (its own
+   * expired one too) is taken with epoch + 1; a lease another holder has and has not let
+   * expire is left alone. Returns the lease after the call: held by `holder_id` or not.
+   */
+  virtual LeaderLease acquire_or_renew_leader(std::string_view holder_id, const CoordinatorAddresses& addresses,
+                                              std::chrono::milliseconds ttl) = 0;
+  /// Gives the lease up at once when `holder_id` holds it (clean stop: a standby takes it
+  /// at its next attempt, epoch + 1); false when it did not hold it.
+  virtual bool release_leader(std::string_view holder_id) = 0;
+  /// The lease as stored (an empty holder when never taken).
+  virtual LeaderLease leader_lease() = 0;
+  /**
+   * Throws errc::fenced ("lease lost: epoch N is not the current one", or "... expired")
+   * unless `epoch` is the lease's current epoch and the lease has not expired. Every
+   * transaction that records a fire calls it first; PostgreSQL locks the lease row
+   * (`FOR SHARE`) until the transaction ends, so a takeover cannot commit in between.
+   */
+  virtual void check_fence(std::uint64_t epoch) = 0;
+  /// Inserts or replaces the coordinator's record by id; `last_seen_unix_ms` is set to the
+  /// database's clock (the given one is ignored). An empty id throws invalid_argument.
+  virtual void put_coordinator_heartbeat(const v1::CoordinatorInfo& coordinator) = 0;
+  /// Every coordinator record, by id (`alive` left false: the caller decides it).
+  virtual std::vector<v1::CoordinatorInfo> list_coordinators() = 0;
 
   // Audit log (append-only).
   /// Appends `entry`; its `id` is assigned (increasing), `at_unix_ms` 0 = now.

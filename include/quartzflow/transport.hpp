@@ -61,6 +61,12 @@ class Connector {
   virtual ~Connector() = default;
   /// Completes (posted) with a connection, or with an error when nobody listens.
   virtual void connect(ConnectHandler handler) = 0;
+  /**
+   * The coordinator reached is a standby (several coordinators): the next `connect` should
+   * try `address` (`host:port`, the leader's agent address) first, or, empty (no leader
+   * known), the next coordinator. A connector with one destination ignores it.
+   */
+  virtual void redirect(std::string_view /*address*/) {}
 };
 
 /// Which way a message travels on an in-process link.

@@ -21,6 +21,7 @@ class Category final : public boost::system::error_category {
       case errc::not_found: return "not found";
       case errc::conflict: return "conflict";
       case errc::store_unavailable: return "store database unavailable";
+      case errc::fenced: return "leader lease lost";
     }
     return "unknown quartzflow error";
   }

@@ -18,6 +18,7 @@
 #include "../common/clock.hpp"
 #include "../common/execution_id.hpp"
 #include "../common/task_policies.hpp"
+#include "cluster_role.hpp"
 
 namespace quartzflow {
 
@@ -40,7 +41,6 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
         catalog(s),
         dispatcher(ex, s, options.dispatcher),
         scheduler(ex, s, dispatcher, dispatcher, options.scheduler),
-        grace_timer(ex),
         follower(ex, s, options.catalog_poll_interval,
                  [this](detail::CatalogFollowActions actions) { apply_followed(std::move(actions)); }) {}
 
@@ -51,10 +51,23 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   CoordinatorDispatcher dispatcher;
   Scheduler scheduler;
   std::vector<CoordinatorObserver> observers;
-  asio::steady_timer grace_timer;
   /// What this process applied of the catalog, and (catalog_poll_interval) the poll that
   /// follows the changes other coordinators commit.
   detail::CatalogFollower follower;
+  /// Leader or standby (several coordinators; a single one leads from its start): the
+  /// scheduler fires only while this coordinator holds the lease.
+  std::unique_ptr<detail::ClusterRole> role;
+
+  /// A standby refuses what needs the scheduler (errc::fenced, naming the leader).
+  template <typename Result>
+  bool refuse_unless_leading(const std::string& input, std::function<void(Result)>& done) {
+    if (role->leading()) return false;
+    Result result;
+    result.ec = errc::fenced;
+    result.error = ValidationError{input, "", role->not_leader_message()};
+    asio::post(executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+    return true;
+  }
 
   void notify_task(const v1::Task* task, const std::string& id, v1::TaskChangeAction action, const Actor& actor) {
     for (const auto& o : observers)
@@ -118,7 +131,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
     if (actions.reload_dispatcher) dispatcher.catalog_changed();
   }
 
-  /// Gives every task to the scheduler, which starts firing after the agents' grace.
+  /// Gives every task to the scheduler, which starts firing once this coordinator leads and
+  /// the agents had their grace (ClusterRole).
   void load_tasks(std::function<void(error_code)> ready) {
     auto tasks = std::make_shared<std::vector<v1::Task>>();
     auto version = std::make_shared<std::uint64_t>(0);
@@ -130,14 +144,7 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
                  if (ec) return ready(ec);
                  for (const auto& t : *tasks) self->scheduler.upsert_task(t);
                  self->start_following(*version, *tasks);
-                 self->grace_timer.expires_after(self->options.agent_grace);
-                 const auto started = detail::now_unix_ms();
-                 self->grace_timer.async_wait([weak, started](const error_code& timer_ec) {
-                   auto again = weak.lock();
-                   if (!again || timer_ec) return;
-                   again->reconcile(started);
-                 });
-                 ready({});
+                 self->role->start([ready] { ready({}); });
                });
   }
 
@@ -202,7 +209,8 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
     logger()->warn("{} run(s) left open by the previous coordinator: closing them", orphans.size());
     auto closed = std::make_shared<std::vector<v1::Execution>>();
     store.transact(
-        [orphans = std::move(orphans), closed](StoreTransaction& tx, error_code&) {
+        [orphans = std::move(orphans), closed, epoch = role->epoch()](StoreTransaction& tx, error_code&) {
+          if (epoch != 0) tx.check_fence(epoch);
           for (const auto& orphan : orphans) {
             auto record = tx.execution(orphan.execution_id());
             if (!record || is_final(record->status())) continue;
@@ -253,7 +261,16 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
 };
 
 Coordinator::Coordinator(asio::any_io_executor executor, Store& store, CoordinatorOptions options)
-    : impl_(std::make_shared<Impl>(executor, store, std::move(options))) {
+    : impl_(std::make_shared<Impl>(executor, store, [&] {
+        // One id: the lease holder's is the one agents see.
+        if (!options.cluster.coordinator_id.empty()) options.dispatcher.coordinator_id = options.cluster.coordinator_id;
+        return std::move(options);
+      }())) {
+  impl_->role =
+      std::make_unique<detail::ClusterRole>(executor, store, impl_->scheduler, impl_->dispatcher, impl_->options,
+                                            [weak = impl_->weak_from_this()](std::int64_t started_ms) {
+                                              if (auto self = weak.lock()) self->reconcile(started_ms);
+                                            });
   CoordinatorDispatcherEvents events;
   events.execution = [weak = impl_->weak_from_this()](const v1::Execution& record) {
     auto self = weak.lock();
@@ -282,7 +299,7 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
   impl_->dispatcher.set_events(std::move(events));
 }
 
-Coordinator::~Coordinator() { impl_->grace_timer.cancel(); }
+Coordinator::~Coordinator() = default;
 
 void Coordinator::start(std::function<void(error_code)> ready) {
   impl_->dispatcher.start([weak = impl_->weak_from_this(), ready = std::move(ready)](error_code ec) mutable {
@@ -292,10 +309,10 @@ void Coordinator::start(std::function<void(error_code)> ready) {
 
 void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
 void Coordinator::stop() {
-  impl_->grace_timer.cancel();
   impl_->follower.stop();
   impl_->scheduler.stop();
   impl_->dispatcher.stop();
+  impl_->role->stop();  // after the scheduler's last transactions: the lease goes at once
 }
 
 void Coordinator::create_task(v1::Task task, Actor actor, Catalog::TaskHandler done) {
@@ -407,6 +424,7 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
 }
 
 void Coordinator::retry(const v1::Execution& execution, Actor actor, std::function<void(TriggerResult)> done) {
+  if (impl_->refuse_unless_leading(fmt::format("retry of execution \"{}\"", execution.execution_id()), done)) return;
   auto fail = [&](errc code, std::string field, std::string reason) {
     TriggerResult result;
     result.ec = code;
@@ -447,6 +465,7 @@ void Coordinator::retry(const v1::Execution& execution, Actor actor, std::functi
 
 void Coordinator::trigger(const std::string& task_id, std::map<std::string, std::string> params,
                           std::vector<std::string> agent_ids, Actor actor, std::function<void(TriggerResult)> done) {
+  if (impl_->refuse_unless_leading(fmt::format("trigger of task \"{}\"", task_id), done)) return;
   auto fail = [&](errc code, std::string field, std::string reason) {
     TriggerResult result;
     result.ec = code;
@@ -497,6 +516,10 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
 
 void Coordinator::cancel(const std::string& execution_id, std::string reason, Actor actor,
                          std::function<void(error_code)> done) {
+  if (!impl_->role->leading()) {  // a standby: the leader holds the agents (see not_leader_message)
+    asio::post(impl_->executor, [done = std::move(done)] { done(make_error_code(errc::fenced)); });
+    return;
+  }
   impl_->dispatcher.cancel(
       execution_id, reason, actor.name,
       [weak = impl_->weak_from_this(), execution_id, reason, actor, done = std::move(done)](
@@ -559,6 +582,11 @@ void Coordinator::on_execution(std::function<void(const v1::Execution&)> observe
 void Coordinator::observe(CoordinatorObserver observer) { impl_->observers.push_back(std::move(observer)); }
 
 asio::any_io_executor Coordinator::get_executor() const noexcept { return impl_->executor; }
+bool Coordinator::leading() const noexcept { return impl_->role->leading(); }
+LeaderLease Coordinator::leader_lease() const { return impl_->role->lease(); }
+void Coordinator::cluster_status(std::function<void(error_code, v1::ClusterStatus)> done) {
+  impl_->role->cluster_status(std::move(done));
+}
 Store& Coordinator::store() noexcept { return impl_->store; }
 Catalog& Coordinator::catalog() noexcept { return impl_->catalog; }
 Scheduler& Coordinator::scheduler() noexcept { return impl_->scheduler; }

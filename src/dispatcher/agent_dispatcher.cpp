@@ -92,6 +92,9 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   milliseconds backoff;
   milliseconds heartbeat_interval;
   bool stopping = false;
+  // Fencing between coordinators: the highest RunRequest.leader_epoch seen (kept in the
+  // LocalStore across restarts); a request of a lower epoch comes from a deposed leader.
+  std::uint64_t highest_leader_epoch = 0;
   // The current connection.
   std::uint64_t generation = 0;  // tells callbacks of an old connection apart
   std::unique_ptr<detail::EnvelopeWriter> writer;
@@ -364,6 +367,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       }
       case v1::Envelope::kError: {
         const auto& err = envelope->error();
+        if (!registered && err.code() == v1::PROTOCOL_ERROR_CODE_UNAVAILABLE && err.fatal()) return redirected(err);
         logger()->warn("the coordinator reports an error: {}", err.message());
         if (err.fatal()) drop_connection("fatal error from the coordinator: " + err.message());
         return;
@@ -374,6 +378,17 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
                       false, id);
         return;
     }
+  }
+
+  /// A standby refused the registration: the leader's address is tried next, at once (this
+  /// is no overload: the backoff starts over).
+  void redirected(const v1::ProtocolError& err) {
+    logger()->info("{}", err.message());
+    connector.redirect(err.redirect_address());
+    writer->connection().close("redirected");
+    backoff = options.reconnect_min;
+    on_disconnected("redirected to the leader", 1);
+    backoff = options.reconnect_min;
   }
 
   void on_registered(const v1::RegisterResult& result) {
@@ -514,6 +529,14 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       return writer->error(v1::PROTOCOL_ERROR_CODE_CONFLICT, "cancelled before it started here; not started", false,
                            message_id);
     if (stopping) return writer->error(v1::PROTOCOL_ERROR_CODE_CONFLICT, "the agent is stopping", false, message_id);
+    if (!accept_leader_epoch(request.leader_epoch())) {
+      const auto detail = fmt::format(
+          "stale leader epoch {}: this agent has seen epoch {} (another coordinator "
+          "took over); not started",
+          request.leader_epoch(), highest_leader_epoch);
+      logger()->warn("run {} refused: {}", id, detail);
+      return writer->error(v1::PROTOCOL_ERROR_CODE_CONFLICT, detail, false, message_id);
+    }
     // The start deadline is in the coordinator's clock; the engine checks it in its own.
     v1::RunRequest local = request;
     if (request.start_deadline_unix_ms() != 0)
@@ -526,6 +549,20 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       awaiting_reply.erase(id);
       writer->error(protocol_code(ec), detail, false, message_id);
     }
+  }
+
+  /// False for a request of a deposed leader (a lower epoch than one seen); a higher epoch
+  /// is kept (saved before the run's first record: the LocalStore writes in order).
+  bool accept_leader_epoch(std::uint64_t epoch) {
+    if (epoch == 0) return true;  // a sender without leadership
+    if (epoch < highest_leader_epoch) return false;
+    if (epoch > highest_leader_epoch) {
+      highest_leader_epoch = epoch;
+      store.async_raise_leader_epoch(epoch, [epoch](error_code ec) {
+        if (ec) logger()->error("saving leader epoch {} failed: {}", epoch, ec.message());
+      });
+    }
+    return true;
   }
 
   void reply_update(const v1::Execution& record, std::uint64_t in_reply_to) {
@@ -844,6 +881,11 @@ AgentDispatcher::~AgentDispatcher() {
 
 void AgentDispatcher::start() {
   auto& impl = *impl_;
+  {
+    error_code ec;
+    impl.highest_leader_epoch = impl.store.leader_epoch(ec);
+    if (ec) logger()->error("reading the leader epoch seen last failed: {}", ec.message());
+  }
   if (impl.engine.config_version() == 0) {
     error_code ec;
     auto cached = impl.store.cached_config(ec);

@@ -233,6 +233,7 @@ void CoordinatorDispatcher::Impl::on_register(const std::shared_ptr<Session>& se
                                               std::uint64_t message_id) {
   if (auto refused = session->machine.check_register(reg, session->writer.connection().peer_identity()))
     return close_session(session, *refused);
+  if (standby) return redirect(session, message_id);
   const std::int64_t now = now_unix_ms();
   v1::Agent incoming;
   incoming.set_id(reg.agent_id());
@@ -293,6 +294,23 @@ void CoordinatorDispatcher::Impl::on_register(const std::shared_ptr<Session>& se
         }
         self->open_session(session, std::move(result->first), std::move(result->second), message_id, echo);
       });
+}
+
+void CoordinatorDispatcher::Impl::redirect(const std::shared_ptr<Session>& session, std::uint64_t message_id) {
+  v1::Envelope e;
+  auto* err = e.mutable_error();
+  err->set_code(v1::PROTOCOL_ERROR_CODE_UNAVAILABLE);
+  err->set_message(leader_agent_address.empty()
+                       ? fmt::format("coordinator {} is a standby and no leader holds the lease now; try another "
+                                     "coordinator",
+                                     options.coordinator_id)
+                       : fmt::format("coordinator {} is a standby; the leader is at {}", options.coordinator_id,
+                                     leader_agent_address));
+  err->set_fatal(true);
+  err->set_redirect_address(leader_agent_address);
+  session->writer.send(e, message_id);
+  session->writer.connection().close("standby: redirected to the leader");
+  end_session(session, "redirected to the leader");
 }
 
 void CoordinatorDispatcher::Impl::open_session(const std::shared_ptr<Session>& session, v1::Agent agent,
@@ -374,7 +392,7 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
   sessions.erase(session);
   std::vector<v1::Execution> lost_unanswered;  // at_most_once runs it may have started
   const auto now = delivery_now();
-  auto ended = session->machine.ended(now, stopped);
+  auto ended = session->machine.ended(now, stopped || standby);
   for (auto& action : ended.delivery) {
     auto& resolve = std::get<detail::delivery_action::Resolve>(action);
     auto node = session->run_payloads.extract(resolve.execution_id);
@@ -406,8 +424,9 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
   if (it == by_agent.end() || it->second != session) return;  // replaced by a newer session
   by_agent.erase(it);
   // A stopping coordinator does not know the agents' fate: their runs stay open, and the
-  // next start reconciles them with what the agents report when they come back.
-  if (stopped) return;
+  // next start reconciles them with what the agents report when they come back. A standby
+  // (it lost the lease) leaves them, and the agent's record, to the leader.
+  if (stopped || standby) return;
   logger()->info("agent {} offline: {}", session->machine.agent().id(), why);
   auto agent = session->machine.agent();
   agent.set_state(v1::AGENT_STATE_OFFLINE);
@@ -601,6 +620,29 @@ void CoordinatorDispatcher::stop() {
     impl.end_session(s, "coordinator stopping");
   }
 }
+
+void CoordinatorDispatcher::stand_by(std::string leader_agent_address, bool close_sessions) {
+  auto& impl = *impl_;
+  impl.standby = true;
+  impl.leader_agent_address = std::move(leader_agent_address);
+  if (!close_sessions) return;
+  auto sessions = impl.sessions;
+  for (const auto& s : sessions) {
+    if (s->ended) continue;
+    // They reconnect at once; this coordinator then redirects them to the leader.
+    v1::Envelope e;
+    e.mutable_goodbye()->set_reason(v1::GOODBYE_REASON_SHUTDOWN);
+    e.mutable_goodbye()->set_message("this coordinator is no longer the leader; reconnect");
+    e.mutable_goodbye()->set_reconnect_after_ms(1);
+    s->writer.send(e);
+    s->writer.connection().close("standby");
+    impl.end_session(s, "this coordinator stepped down");
+  }
+}
+
+void CoordinatorDispatcher::lead() { impl_->standby = false; }
+
+bool CoordinatorDispatcher::standing_by() const noexcept { return impl_->standby; }
 
 std::vector<std::string> CoordinatorDispatcher::online_agents() const {
   std::vector<std::string> ids;

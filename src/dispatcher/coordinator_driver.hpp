@@ -71,6 +71,9 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   CoordinatorDispatcherEvents events;
   CoordinatorDispatcherStats stats;
   bool stopped = false;
+  // Several coordinators: a standby refuses registrations with a redirect to the leader.
+  bool standby = false;
+  std::string leader_agent_address;
   // Catalog mirror.
   std::map<std::string, v1::Task, std::less<>> tasks;
   std::vector<v1::Group> groups;
@@ -98,6 +101,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   /// Sends, stores the push status, performs run deliveries, fails timed-out log requests,
   /// closes; then arms the session's timer for the machine's next wake.
   void perform(Session& session, detail::SessionActions actions);
+  /// A standby's answer to Register: an error naming the leader's agent address, then close.
+  void redirect(const std::shared_ptr<Session>& session, std::uint64_t message_id);
   /// Ends a session the machine decided to end (a protocol failure, silence, a goodbye).
   void close_session(const std::shared_ptr<Session>& session, const detail::SessionClose& close);
   /// Arms the session's timer for the machine's next wake when it is earlier than the armed

@@ -112,6 +112,11 @@ struct SaveConfigDeltaWrite {
 struct PurgeWrite {
   Instant now;
 };
+/// Raises a `meta` value (never lowers it).
+struct RaiseMetaWrite {
+  std::string key;
+  std::int64_t value = 0;
+};
 /// Needs a page of space and leaves nothing behind: tells whether a commit can succeed.
 struct ProbeWrite {};
 
@@ -122,7 +127,9 @@ constexpr std::size_t k_probe_bytes = 4096;
 
 struct LocalStore::Impl {
   struct Op {
-    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, SaveConfigDeltaWrite, PurgeWrite, ProbeWrite> write;
+    std::variant<RecordWrite, MarkSyncedWrite, SaveConfigWrite, SaveConfigDeltaWrite, PurgeWrite, ProbeWrite,
+                 RaiseMetaWrite>
+        write;
     WriteHandler done;        // every write but purge
     PurgeHandler purge_done;  // purge
     std::uint64_t purged = 0;
@@ -656,6 +663,15 @@ struct LocalStore::Impl {
     write_config_version(write.delta.version, ec);
   }
 
+  void apply(RaiseMetaWrite& write, Op&, BatchState&, error_code& ec) {
+    auto raise = write_db.prepare(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = "
+        "max(value, excluded.value)",
+        ec);
+    if (ec) return;
+    raise.bind(1, write.key).bind(2, write.value).run(ec);
+  }
+
   void apply(ProbeWrite&, Op&, BatchState&, error_code& ec) {
     auto insert = write_db.prepare(
         "INSERT OR REPLACE INTO logs (execution_id, task_id, scheduled_unix_ms, data, created_unix_ms) "
@@ -809,6 +825,14 @@ void LocalStore::enqueue_save_config_delta(CachedConfigDelta delta, WriteHandler
 
 void LocalStore::enqueue_purge(Instant now, PurgeHandler done) {
   impl_->enqueue(Impl::Op{PurgeWrite{now}, {}, std::move(done), 0});
+}
+
+void LocalStore::enqueue_raise_leader_epoch(std::uint64_t epoch, WriteHandler done) {
+  impl_->enqueue(Impl::Op{RaiseMetaWrite{"leader_epoch", clamp_to_int64(epoch)}, std::move(done), {}, 0});
+}
+
+std::uint64_t LocalStore::leader_epoch(error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::meta_value(db, "leader_epoch", ec); });
 }
 
 void LocalStore::enqueue_probe(WriteHandler done) { impl_->enqueue(Impl::Op{ProbeWrite{}, std::move(done), {}, 0}); }

@@ -182,6 +182,14 @@ std::optional<Instant> last_scheduled(SqliteDatabase& db, std::string_view task_
       std::chrono::sys_time<std::chrono::milliseconds>{std::chrono::milliseconds{statement.int64(0)}});
 }
 
+std::uint64_t meta_value(SqliteDatabase& db, std::string_view key, error_code& ec) {
+  auto statement = db.prepare("SELECT value FROM meta WHERE key = ?1", ec);
+  if (ec) return 0;
+  statement.bind(1, key);
+  if (!statement.step(ec)) return 0;
+  return static_cast<std::uint64_t>(statement.int64(0));
+}
+
 CachedConfig cached_config(SqliteDatabase& db, error_code& ec) {
   auto statement = db.prepare("SELECT version, tasks FROM config WHERE id = 1", ec);
   if (ec) return {};

@@ -49,6 +49,8 @@ std::vector<v1::Execution> unsynced(SqliteDatabase& db, std::size_t limit, error
 std::vector<v1::Execution> unfinished(SqliteDatabase& db, error_code& ec);
 std::optional<Instant> last_scheduled(SqliteDatabase& db, std::string_view task_id, error_code& ec);
 CachedConfig cached_config(SqliteDatabase& db, error_code& ec);
+/// A `meta` value; 0 when the key was never written.
+std::uint64_t meta_value(SqliteDatabase& db, std::string_view key, error_code& ec);
 
 }  // namespace local_store_reads
 }  // namespace quartzflow::detail

@@ -92,9 +92,20 @@ CREATE TABLE config_tasks (
 )sql";
 }
 
+// Version 3: small facts the agent keeps across restarts, one integer per key (the highest
+// leader epoch a coordinator sent: run requests of a lower one are refused).
+std::string schema_v3() {
+  return R"sql(
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+}
+
 }  // namespace
 
-int local_store_schema_version() noexcept { return 2; }
+int local_store_schema_version() noexcept { return 3; }
 
 const std::string& hour_columns() {
   static const std::string columns = [] {
@@ -106,7 +117,7 @@ const std::string& hour_columns() {
 }
 
 bool migrate_local_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, schema_v1()}, {2, schema_v2()}};
+  static const std::vector<SchemaStep> steps{{1, schema_v1()}, {2, schema_v2()}, {3, schema_v3()}};
   return migrate_schema(db, steps, ec, detail);
 }
 

@@ -205,6 +205,27 @@ CREATE TABLE config_changes (
 );
 )sql";
 
+// Version 3: several coordinators (SQLite's version 6): the leader lease row (epoch + 1 on
+// every takeover, expiry in the server's clock) and the coordinators registry.
+constexpr const char* k_schema_v3 = R"sql(
+CREATE TABLE leader_lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  holder_id TEXT COLLATE "C" NOT NULL,
+  agent_address TEXT COLLATE "C" NOT NULL,
+  admin_address TEXT COLLATE "C" NOT NULL,
+  epoch BIGINT NOT NULL,
+  expires_at_unix_ms BIGINT NOT NULL
+);
+INSERT INTO leader_lease (id, holder_id, agent_address, admin_address, epoch, expires_at_unix_ms)
+  VALUES (1, '', '', '', 0, 0);
+
+CREATE TABLE coordinators (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  last_seen_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+)sql";
+
 struct Step {
   int version;
   const char* sql;
@@ -215,10 +236,10 @@ constexpr std::int64_t k_migration_lock = 0x71660001;
 
 }  // namespace
 
-int postgres_store_schema_version() noexcept { return 2; }
+int postgres_store_schema_version() noexcept { return 3; }
 
 bool migrate_postgres_store(PgConnection& connection, const std::string& schema, error_code& ec, std::string* detail) {
-  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}};
+  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}};
   const auto fail = [&](error_code code, std::string why) {
     ec = code;
     if (detail) *detail = std::move(why);

@@ -157,7 +157,13 @@ bool PgSession::connect(error_code& ec, std::string* detail) {
 }
 
 const SqlDialect& PgSession::dialect() const noexcept {
-  static constexpr SqlDialect k_postgres{.nulls_sort_high = true};
+  // The lease's clock is the server's (clock_timestamp(): not the transaction's start), and
+  // its row is locked: FOR UPDATE to decide a takeover, FOR SHARE in a fencing check.
+  static constexpr SqlDialect k_postgres{
+      .nulls_sort_high = true,
+      .now_unix_ms_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+      .lock_for_update = " FOR UPDATE",
+      .lock_for_share = " FOR SHARE"};
   return k_postgres;
 }
 

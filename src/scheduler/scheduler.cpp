@@ -88,10 +88,27 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   SchedulerStats stats;
   bool started = false;
   bool stopped = false;
+  SchedulerFence fence;
+  std::uint64_t term = 0;  // +1 at every stop: completions of an earlier term do nothing
   std::int64_t last_manual_ms = 0;
   std::size_t unrecorded = 0;      // runs handed to the store, not committed yet
   bool waiting_for_store = false;  // on_timer returned early: unrecorded was at the bound
   std::set<std::shared_ptr<asio::steady_timer>> retry_timers;
+
+  // --- fencing ---------------------------------------------------------------------------
+
+  /// A store transaction of this term's fires: checks the lease epoch first (a coordinator
+  /// that lost its lease records nothing).
+  void fenced_transact(Store::Work work, Store::Done done) {
+    store.transact(
+        [epoch = fence.epoch, work = std::move(work)](StoreTransaction& tx, error_code& ec) {
+          if (epoch != 0) tx.check_fence(epoch);
+          work(tx, ec);
+        },
+        std::move(done));
+  }
+
+  bool current(std::uint64_t of_term) const { return !stopped && of_term == term; }
 
   // --- planning --------------------------------------------------------------------------
 
@@ -497,12 +514,12 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
     auto runs = std::make_shared<std::vector<PlannedRun>>(std::move(planned));
     unrecorded += runs->size();
     stats.unrecorded_peak = std::max(stats.unrecorded_peak, unrecorded);
-    store.transact(
+    fenced_transact(
         [runs, fire_states = std::move(fire_states)](StoreTransaction& tx, error_code&) {
           for (const auto& run : *runs) tx.upsert_execution(run.record);
           for (const auto& [id, state] : fire_states) tx.put_fire_state(id, state);
         },
-        [weak = weak_from_this(), runs, recorded = std::move(recorded)](error_code ec) {
+        [weak = weak_from_this(), runs, recorded = std::move(recorded), of_term = term](error_code ec) {
           auto self = weak.lock();
           if (recorded) recorded(ec);
           if (!self) return;
@@ -517,6 +534,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
             logger()->error("recording {} fire(s) failed, they are not sent: {}", runs->size(), ec.message());
             return;
           }
+          // Stopped or stepped down since: the recorded runs are owed to the next start.
+          if (!self->current(of_term)) return;
           const auto now = std::chrono::system_clock::now();
           for (auto& run : *runs) {
             if (run.record.status() != v1::EXECUTION_STATUS_PENDING) {
@@ -565,8 +584,8 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         run->record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
         run->record.set_skip_detail("the task was disabled or deleted before this fire");
         run->record.set_ended_unix_ms(now_unix_ms());
-        store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
-                       [](error_code) {});
+        fenced_transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                        [](error_code) {});
         return;
       }
       run->request.set_task_revision(slot.task.revision());  // it may have changed since
@@ -576,6 +595,14 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
 
   /// Sends to agents[attempt]; on refusal fails over to the next one.
   void send(std::shared_ptr<PlannedRun> run, std::size_t position) {
+    if (stopped) return;  // the run stays PENDING: the next start (or leader) owes it
+    if (fence.may_send && !fence.may_send()) {
+      // Past the local lease deadline: another coordinator may lead now. Nothing is sent;
+      // the run stays PENDING for the leader to come.
+      logger()->warn("run {} not sent: the leader lease may have expired", run->record.execution_id());
+      return;
+    }
+    run->request.set_leader_epoch(fence.epoch);
     if (position >= run->agents.size()) {
       ++stats.not_dispatched;
       run->record.set_status(v1::EXECUTION_STATUS_FAILURE);
@@ -583,38 +610,41 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       run->record.set_error_message(fmt::format("no agent accepted the run (tried: {})", fmt::join(run->agents, ", ")));
       run->record.set_ended_unix_ms(now_unix_ms());
       run->record.set_updated_unix_ms(now_unix_ms());
-      store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
-                     [](error_code) {});
+      fenced_transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                      [](error_code) {});
       return;
     }
     const std::string agent = run->agents[position];
-    sink.deliver_run(agent, run->request, [weak = weak_from_this(), run, position, agent](RunDelivery outcome) {
-      auto self = weak.lock();
-      if (!self) return;
-      if (outcome == RunDelivery::accepted) {
-        ++self->stats.dispatched;
-        return;
-      }
-      if (outcome == RunDelivery::lost) {
-        // The agent may have started it: under at_most_once it is never sent elsewhere (the
-        // sink recorded it FAILURE `agent lost`).
-        ++self->stats.lost;
-        return;
-      }
-      ++self->stats.failovers;
-      if (position + 1 < run->agents.size()) {
-        // The record follows the run to its new agent before it is sent there.
-        run->record.set_agent_id(run->agents[position + 1]);
-        run->record.set_updated_unix_ms(now_unix_ms());
-        self->store.transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
-                             [weak, run, position](error_code ec) {
+    sink.deliver_run(agent, run->request,
+                     [weak = weak_from_this(), run, position, agent, of_term = term](RunDelivery outcome) {
+                       auto self = weak.lock();
+                       if (!self) return;
+                       if (outcome == RunDelivery::accepted) {
+                         ++self->stats.dispatched;
+                         return;
+                       }
+                       if (outcome == RunDelivery::lost) {
+                         // The agent may have started it: under at_most_once it is never sent elsewhere (the
+                         // sink recorded it FAILURE `agent lost`).
+                         ++self->stats.lost;
+                         return;
+                       }
+                       if (!self->current(of_term)) return;  // stopped or stepped down: the next start owes it
+                       ++self->stats.failovers;
+                       if (position + 1 < run->agents.size()) {
+                         // The record follows the run to its new agent before it is sent there.
+                         run->record.set_agent_id(run->agents[position + 1]);
+                         run->record.set_updated_unix_ms(now_unix_ms());
+                         self->fenced_transact(
+                             [record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
+                             [weak, run, position, of_term](error_code ec) {
                                auto again = weak.lock();
-                               if (again && !ec) again->send(run, position + 1);
+                               if (again && !ec && again->current(of_term)) again->send(run, position + 1);
                              });
-        return;
-      }
-      self->send(run, position + 1);
-    });
+                         return;
+                       }
+                       self->send(run, position + 1);
+                     });
   }
 };
 
@@ -670,6 +700,23 @@ void Scheduler::start(std::function<void()> ready) { start({}, std::move(ready))
 
 void Scheduler::start(std::vector<v1::Execution> unclaimed_runs, std::function<void()> ready) {
   auto& impl = *impl_;
+  if (impl.stopped) {
+    // A new term after a stop (stop() moved the term on): nothing planned in the previous
+    // one counts; the stored fire states decide. (Before the first start the term is the
+    // one of the triggers accepted meanwhile: they are sent.)
+    impl.stopped = false;
+    impl.started = false;
+    impl.heap = {};
+    impl.staged = {};
+    impl.armed_for.reset();
+    impl.send_armed_for.reset();
+    impl.waiting_for_store = false;
+    for (auto& slot : impl.slots) {
+      ++slot.generation;
+      slot.next.reset();
+    }
+  }
+  const auto of_term = impl.term;
   auto unclaimed = std::make_shared<std::vector<v1::Execution>>(std::move(unclaimed_runs));
   // Read every fire state in one transaction, then decide what is owed.
   auto states = std::make_shared<std::map<std::string, FireState>>();
@@ -680,9 +727,9 @@ void Scheduler::start(std::vector<v1::Execution> unclaimed_runs, std::function<v
       [states, ids](StoreTransaction& tx, error_code&) {
         for (const auto& id : ids) (*states)[id] = tx.fire_state(id);
       },
-      [weak = impl_->weak_from_this(), states, unclaimed, ready = std::move(ready)](error_code ec) {
+      [weak = impl_->weak_from_this(), states, unclaimed, ready = std::move(ready), of_term](error_code ec) {
         auto self = weak.lock();
-        if (!self) return;
+        if (!self || !self->current(of_term)) return;
         if (ec) logger()->error("reading fire states failed: {}", ec.message());
         self->started = true;
         const Instant now = std::chrono::floor<seconds>(std::chrono::system_clock::now());
@@ -751,6 +798,7 @@ void Scheduler::stop() {
   auto& impl = *impl_;
   if (impl.stopped) return;
   impl.stopped = true;
+  ++impl.term;
   impl.timer.cancel();
   impl.send_timer.cancel();
   for (const auto& t : impl.retry_timers) t->cancel();
@@ -772,7 +820,7 @@ void Scheduler::stop() {
     skipped.push_back(std::move(record));
   }
   if (skipped.empty()) return;
-  impl.store.transact(
+  impl.fenced_transact(
       [skipped = std::move(skipped)](StoreTransaction& tx, error_code&) {
         for (const auto& r : skipped) tx.upsert_execution(r);
       },
@@ -822,6 +870,10 @@ void Scheduler::retry_on(const v1::Execution& failed, std::string agent_id, std:
   planned.push_back(std::move(run));
   impl.record_and_send(std::move(planned), {}, [done, id](error_code ec) { done(ec, ec ? std::string{} : id); });
 }
+
+void Scheduler::set_fence(SchedulerFence fence) { impl_->fence = std::move(fence); }
+
+bool Scheduler::running() const noexcept { return impl_->started && !impl_->stopped; }
 
 std::optional<Instant> Scheduler::next_fire(const std::string& task_id) const {
   auto it = impl_->index.find(task_id);

@@ -25,6 +25,16 @@ namespace quartzflow::detail {
 struct SqlDialect {
   /// Where NULLs sort by default: SQLite puts them first ascending, PostgreSQL last.
   bool nulls_sort_high = false;
+  /// The database's clock in unix ms, as an SQL expression: the leader lease's clock, so the
+  /// coordinators' own clocks never decide who leads (PostgreSQL:
+  /// `CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)`).
+  const char* now_unix_ms_sql = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+  /// Appended to the SELECT of the lease row before a takeover decision (PostgreSQL:
+  /// ` FOR UPDATE`) and in a fencing check (PostgreSQL: ` FOR SHARE`, held to the commit, so
+  /// a takeover's UPDATE waits for the fire transactions that checked the old epoch). SQLite
+  /// has one writer: none needed.
+  const char* lock_for_update = "";
+  const char* lock_for_share = "";
 };
 
 /**

@@ -93,6 +93,15 @@ class SqlStoreTransaction final : public StoreTransaction {
   void append_audit(const v1::AuditEntry& entry) override;
   Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
 
+  // store_cluster.cpp
+  LeaderLease acquire_or_renew_leader(std::string_view holder_id, const CoordinatorAddresses& addresses,
+                                      std::chrono::milliseconds ttl) override;
+  bool release_leader(std::string_view holder_id) override;
+  LeaderLease leader_lease() override;
+  void check_fence(std::uint64_t epoch) override;
+  void put_coordinator_heartbeat(const v1::CoordinatorInfo& coordinator) override;
+  std::vector<v1::CoordinatorInfo> list_coordinators() override;
+
  private:
   BorrowedStatement statement(std::string_view sql);
   /// A statement whose SQL is a string literal: found by the literal's address, so the hot
@@ -108,6 +117,8 @@ class SqlStoreTransaction final : public StoreTransaction {
   /// Tasks from `SELECT record ...` rows, with their output-only group names filled in.
   std::vector<v1::Task> read_tasks(BorrowedStatement& rows);
   std::vector<v1::Agent> read_agents(BorrowedStatement& rows);
+  /// The lease row and the database's clock; `lock`: the dialect's row lock clause.
+  LeaderLease read_lease(const char* lock);
   void fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen);
 
   SqlSession& db_;

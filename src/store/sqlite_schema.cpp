@@ -219,13 +219,35 @@ CREATE TABLE config_changes (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 6: several coordinators on one database. The leader lease (one row: holder,
+// addresses, epoch increasing on every takeover, expiry in the store's clock) and the
+// coordinators registry (each coordinator's last report, for GET /api/v1/cluster).
+constexpr const char* k_schema_v6 = R"sql(
+CREATE TABLE leader_lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  holder_id TEXT NOT NULL,
+  agent_address TEXT NOT NULL,
+  admin_address TEXT NOT NULL,
+  epoch INTEGER NOT NULL,
+  expires_at_unix_ms INTEGER NOT NULL
+);
+INSERT INTO leader_lease (id, holder_id, agent_address, admin_address, epoch, expires_at_unix_ms)
+  VALUES (1, '', '', '', 0, 0);
+
+CREATE TABLE coordinators (
+  id TEXT PRIMARY KEY NOT NULL,
+  last_seen_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 5; }
+int coordinator_store_schema_version() noexcept { return 6; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{
-      {1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}, {5, k_schema_v5}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3},
+                                             {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6}};
   return migrate_schema(db, steps, ec, detail);
 }
 

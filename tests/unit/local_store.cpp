@@ -588,7 +588,7 @@ TEST_CASE("a configuration cached by schema 1 as one blob is read, and a delta t
   const std::string path = dir.file("agent.db");
   {
     // A store as schema 1 left it: the whole configuration in the `config` row's blob (a
-    // new store taken back to schema 1: its one change is the config_tasks table).
+    // new store taken back to schema 1: its changes since are the config_tasks and meta tables).
     boost::asio::io_context make_io;
     qf::LocalStoreOptions make_options;
     make_options.path = path;
@@ -599,8 +599,8 @@ TEST_CASE("a configuration cached by schema 1 as one blob is read, and a delta t
     *manifest.add_tasks() = config_task("a");
     *manifest.add_tasks() = config_task("b");
     const std::string blob = manifest.SerializeAsString();
-    REQUIRE(sqlite3_exec(db, "DROP TABLE config_tasks; PRAGMA user_version = 1;", nullptr, nullptr, nullptr) ==
-            SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DROP TABLE config_tasks; DROP TABLE meta; PRAGMA user_version = 1;", nullptr, nullptr,
+                         nullptr) == SQLITE_OK);
     sqlite3_stmt* insert = nullptr;
     REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO config (id, version, tasks) VALUES (1, 5, ?1)", -1, &insert,
                                nullptr) == SQLITE_OK);
@@ -612,7 +612,7 @@ TEST_CASE("a configuration cached by schema 1 as one blob is read, and a delta t
   boost::asio::io_context io;
   qf::LocalStoreOptions options;
   options.path = path;
-  auto store = open_store(io, options);  // migrates to schema 2
+  auto store = open_store(io, options);  // migrates to the current schema
   qf::error_code ec;
   auto config = store->cached_config(ec);
   REQUIRE_FALSE(ec);

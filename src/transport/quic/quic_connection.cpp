@@ -146,7 +146,8 @@ bool QuicConnection::init_client(const udp::endpoint& local, const udp::endpoint
   }
   if (!finish_init(conn, server_name, detail)) return false;
   // Heartbeats keep the session busy; PINGs cover a heartbeat period longer than the idle timeout.
-  ngtcp2_conn_set_keep_alive_timeout(conn_, to_ns(options_.idle_timeout) / 3);
+  ngtcp2_conn_set_keep_alive_timeout(
+      conn_, options_.keep_alive.count() > 0 ? to_ns(options_.keep_alive) : to_ns(options_.idle_timeout) / 3);
   write();  // a failure from here on reaches the handshake_done hook
   return true;
 }

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Store's leader lease, fencing check and coordinators registry, on SQLite and on
+// PostgreSQL (the same cases against both); on PostgreSQL, a takeover that waits for a fire
+// transaction holding the fencing check's row lock.
+#include <chrono>
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "pg_server.hpp"
+#include "quiet_log.hpp"
+#include "temp_dir.hpp"
+
+#include <quartzflow/pg_store.hpp>
+#include <quartzflow/store.hpp>
+
+namespace qf = quartzflow;
+namespace v1 = quartzflow::v1;
+using std::chrono::milliseconds;
+
+namespace {
+
+enum class Backend { sqlite, postgres };
+
+std::ostream& operator<<(std::ostream& out, Backend backend) {
+  return out << (backend == Backend::sqlite ? "SQLite" : "PostgreSQL");
+}
+
+/// A store on `where`: a SQLite path (or ":memory:"), or a PostgreSQL DSN.
+std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, Backend backend, const std::string& where) {
+  qf::error_code ec;
+  std::string detail;
+  std::unique_ptr<qf::Store> store;
+  if (backend == Backend::sqlite) {
+    store = qf::open_sqlite_store(io.get_executor(), {where, milliseconds{0}}, ec, &detail);
+  } else {
+    qf::PostgresStoreOptions options;
+    options.dsn = where;
+    options.max_batch_delay = milliseconds{0};
+    store = qf::open_postgres_store(io.get_executor(), options, ec, &detail);
+  }
+  INFO(detail);
+  REQUIRE_FALSE(ec);
+  REQUIRE(store);
+  return store;
+}
+
+std::string fresh_place(Backend backend, const qf::testing::TempDir& dir) {
+  return backend == Backend::sqlite ? dir.file("coordinator.db") : qf::testing::postgres_test_database();
+}
+
+#define FOR_EACH_BACKEND()                                              \
+  const Backend backend = GENERATE(Backend::sqlite, Backend::postgres); \
+  INFO("backend: " << backend)
+
+/// Runs `body` in a transaction; returns what it returned, or the error it threw (as text).
+template <typename Body>
+auto run_tx(boost::asio::io_context& io, qf::Store& store, Body body, std::string* thrown = nullptr,
+            bool read = false) {
+  using Result = std::invoke_result_t<Body&, qf::StoreTransaction&>;
+  std::optional<Result> value;
+  std::optional<qf::error_code> outcome;
+  std::string what;
+  auto work = [&](qf::StoreTransaction& tx, qf::error_code& ec) {
+    try {
+      value.emplace(body(tx));
+    } catch (const qf::error& e) {
+      what = e.what();
+      ec = e.code();
+    }
+  };
+  auto done = [&](qf::error_code ec) { outcome = ec; };
+  if (read) store.read(work, done);
+  else store.transact(work, done);
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(outcome);
+  if (thrown) {
+    *thrown = what;
+  } else {
+    INFO(what);
+    REQUIRE_FALSE(*outcome);
+  }
+  return value;
+}
+
+const qf::CoordinatorAddresses k_a{"a.example:7443", "https://a.example:8443"};
+const qf::CoordinatorAddresses k_b{"b.example:7443", "https://b.example:8443"};
+constexpr milliseconds k_long{60'000};
+constexpr milliseconds k_expired{0};  // expires at once: the next statement sees it expired
+
+}  // namespace
+
+TEST_CASE("a free leader lease is taken at epoch 1 and renewed by its holder at the same epoch", "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+
+  auto before = *run_tx(
+      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  CHECK(before.holder_id.empty());
+  CHECK(before.epoch == 0);
+  CHECK_FALSE(before.held());
+
+  auto taken =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  CHECK(taken.holder_id == "a");
+  CHECK(taken.epoch == 1);
+  CHECK(taken.held());
+  CHECK(taken.holder_addresses.agent == k_a.agent);
+  CHECK(taken.holder_addresses.admin == k_a.admin);
+  CHECK(taken.expires_at_unix_ms - taken.now_unix_ms == k_long.count());
+
+  auto renewed =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  CHECK(renewed.holder_id == "a");
+  CHECK(renewed.epoch == 1);
+  CHECK(renewed.expires_at_unix_ms >= taken.expires_at_unix_ms);
+
+  auto read = *run_tx(
+      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  CHECK(read.holder_id == "a");
+  CHECK(read.epoch == 1);
+}
+
+TEST_CASE("a leader lease another coordinator holds is left alone until it expires, then taken at epoch + 1",
+          "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  auto refused =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  CHECK(refused.holder_id == "a");
+  CHECK(refused.epoch == 1);
+  CHECK(refused.holder_addresses.agent == k_a.agent);  // where a standby redirects agents
+
+  // a renews with a lease that is over at once: b takes it.
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_expired); });
+  auto taken =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  CHECK(taken.holder_id == "b");
+  CHECK(taken.epoch == 2);
+  CHECK(taken.holder_addresses.agent == k_b.agent);
+
+  // a, back from a pause, cannot renew: it is b's now.
+  auto late =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  CHECK(late.holder_id == "b");
+  CHECK(late.epoch == 2);
+
+  // Its own expired lease is taken again at a new epoch, never renewed at the old one.
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_expired); });
+  auto again =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  CHECK(again.holder_id == "b");
+  CHECK(again.epoch == 3);
+}
+
+TEST_CASE("releasing the leader lease hands it over at once, and only its holder can release it", "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  CHECK_FALSE(*run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.release_leader("b"); }));
+  CHECK(*run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.release_leader("a"); }));
+  auto free = *run_tx(
+      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  CHECK(free.holder_id.empty());
+  CHECK(free.epoch == 1);
+  CHECK_FALSE(free.held());
+  auto taken =
+      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  CHECK(taken.holder_id == "b");
+  CHECK(taken.epoch == 2);
+}
+
+TEST_CASE("a fire transaction fenced with an old or expired epoch is refused and records nothing", "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+
+  auto fire = [](std::uint64_t epoch, const std::string& id) {
+    return [epoch, id](qf::StoreTransaction& tx) {
+      tx.check_fence(epoch);
+      v1::Execution run;
+      run.set_execution_id(id);
+      run.set_task_id("t");
+      run.set_status(v1::EXECUTION_STATUS_PENDING);
+      tx.upsert_execution(run);
+      return true;
+    };
+  };
+  auto recorded = [&](const std::string& id) {
+    return run_tx(
+               io, *store, [id](qf::StoreTransaction& tx) { return tx.execution(id).has_value(); }, nullptr, true)
+        .value();
+  };
+
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  run_tx(io, *store, fire(1, "t:1000"));
+  CHECK(recorded("t:1000"));
+
+  // Expired (a paused leader): refused, though nobody took over yet.
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_expired); });
+  std::string why;
+  run_tx(io, *store, fire(1, "t:2000"), &why);
+  CHECK(why.find("lease lost: epoch 1 expired") != std::string::npos);
+  CHECK_FALSE(recorded("t:2000"));
+
+  // Taken over: the old epoch is refused, the new one passes.
+  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  why.clear();
+  run_tx(io, *store, fire(1, "t:3000"), &why);
+  CHECK(why.find("lease lost: epoch 1 is not the current one") != std::string::npos);
+  CHECK_FALSE(recorded("t:3000"));
+  run_tx(io, *store, fire(2, "t:3000"));
+  CHECK(recorded("t:3000"));
+}
+
+TEST_CASE("the coordinators registry keeps each coordinator's last report in the database's clock", "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+
+  auto report = [](std::string id, v1::CoordinatorState state) {
+    return [id, state](qf::StoreTransaction& tx) {
+      v1::CoordinatorInfo info;
+      info.set_id(id);
+      info.set_agent_address(id + ".example:7443");
+      info.set_version("1.2.3");
+      info.set_started_unix_ms(5);
+      info.set_last_seen_unix_ms(1);  // ignored: the database's clock is stored
+      info.set_state(state);
+      tx.put_coordinator_heartbeat(info);
+      return true;
+    };
+  };
+  run_tx(io, *store, report("b", v1::COORDINATOR_STATE_STANDBY));
+  run_tx(io, *store, report("a", v1::COORDINATOR_STATE_LEADER));
+  run_tx(io, *store, report("b", v1::COORDINATOR_STATE_STOPPED));
+  auto lease = *run_tx(
+      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  auto list = *run_tx(
+      io, *store, [](qf::StoreTransaction& tx) { return tx.list_coordinators(); }, nullptr, true);
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].id() == "a");
+  CHECK(list[0].state() == v1::COORDINATOR_STATE_LEADER);
+  CHECK(list[1].id() == "b");
+  CHECK(list[1].state() == v1::COORDINATOR_STATE_STOPPED);
+  CHECK(list[1].agent_address() == "b.example:7443");
+  CHECK(list[1].started_unix_ms() == 5);
+  CHECK(list[1].last_seen_unix_ms() > 1);
+  CHECK(std::abs(list[1].last_seen_unix_ms() - lease.now_unix_ms) < 60'000);
+
+  std::string why;
+  run_tx(io, *store, report("", v1::COORDINATOR_STATE_LEADER), &why);
+  CHECK(why.find("id") != std::string::npos);
+}
+
+TEST_CASE("on PostgreSQL a takeover waits for a fire transaction holding the fencing row lock",
+          "[store][lease][postgres]") {
+  qf::testing::QuietLog quiet;
+  const std::string dsn = qf::testing::postgres_test_database();
+  boost::asio::io_context io;
+  auto leader = open_store(io, Backend::postgres, dsn);
+  auto standby = open_store(io, Backend::postgres, dsn);
+  run_tx(io, *leader, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, milliseconds{300}); });
+
+  // The leader's fire transaction checks the fence, then takes its time before it records.
+  std::promise<void> checked;
+  auto checked_future = checked.get_future();
+  std::optional<qf::error_code> fire_done;
+  std::optional<qf::error_code> takeover_done;
+  qf::LeaderLease takeover;
+  int order = 0;
+  int fire_order = 0;
+  int takeover_order = 0;
+  leader->transact(
+      [&](qf::StoreTransaction& tx, qf::error_code&) {
+        tx.check_fence(1);
+        checked.set_value();
+        std::this_thread::sleep_for(milliseconds{600});  // past the lease's expiry
+        v1::Execution run;
+        run.set_execution_id("t:1000");
+        run.set_task_id("t");
+        run.set_status(v1::EXECUTION_STATUS_PENDING);
+        tx.upsert_execution(run);
+      },
+      [&](qf::error_code ec) {
+        fire_done = ec;
+        fire_order = ++order;
+      });
+  checked_future.wait();
+  std::this_thread::sleep_for(milliseconds{400});  // the lease has expired in the database now
+  standby->transact(
+      [&](qf::StoreTransaction& tx, qf::error_code&) { takeover = tx.acquire_or_renew_leader("b", k_b, k_long); },
+      [&](qf::error_code ec) {
+        takeover_done = ec;
+        takeover_order = ++order;
+      });
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(fire_done && takeover_done) && std::chrono::steady_clock::now() < limit) {
+    io.restart();
+    io.run_for(milliseconds{20});
+  }
+  REQUIRE(fire_done);
+  REQUIRE(takeover_done);
+  CHECK_FALSE(*fire_done);  // checked under the lock, committed before the takeover
+  CHECK_FALSE(*takeover_done);
+  CHECK(fire_order < takeover_order);
+  CHECK(takeover.holder_id == "b");
+  CHECK(takeover.epoch == 2);
+}
