@@ -34,6 +34,10 @@ struct CatalogChangesRead {
  * Reads, inside one read transaction, what changed after config version `after`: only the
  * version when nothing did (one cheap query per poll); the changed tasks when the Store
  * recorded what each version changed; else every task (`full`).
+ *
+ * Relies on the Store making config versions visible in increasing order, with no gaps
+ * (`bump_config_version` takes MAX + 1 in the writing transaction: a concurrent bump waits
+ * for it or fails). A version committed after a higher one became visible would be skipped.
  */
 CatalogChangesRead read_catalog_changes(StoreTransaction& tx, std::uint64_t after);
 
