@@ -8,6 +8,9 @@
 
 #include <fmt/format.h>
 
+#include <quartzflow/pg_store.hpp>
+
+#include "../unit/pg_server.hpp"
 #include "cluster.hpp"
 
 namespace qf = quartzflow;
@@ -30,18 +33,23 @@ struct TwoCoordinators {
   std::unique_ptr<qf::Coordinator> b;
   /// Task changes A's observers heard: "<action> <task>" -> times.
   std::map<std::string, int> a_events;
+  std::string dsn;  ///< the PostgreSQL database, when on PostgreSQL
 
-  explicit TwoCoordinators(std::chrono::milliseconds poll = k_poll) {
+  /// `postgres`: both on one database of the tests' PostgreSQL server instead of the file.
+  explicit TwoCoordinators(std::chrono::milliseconds poll = k_poll, bool postgres = false) {
     c.crash_coordinator();
     c.options.catalog_poll_interval = poll;
-    c.open_coordinator();
+    if (postgres) open_on_postgres();
+    else c.open_coordinator();
     qf::CoordinatorObserver observer;
     observer.task_changed = [this](const qf::v1::Task*, const std::string& id, qf::v1::TaskChangeAction action,
                                    const qf::Actor&) {
       ++a_events[fmt::format("{} {}", qf::v1::TaskChangeAction_Name(action), id)];
     };
     c.coordinator->observe(std::move(observer));
-    store_b = qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
+    store_b = postgres
+                  ? open_postgres()
+                  : qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
     auto options = c.options;
     options.agent_grace = 1h;
     options.dispatcher.coordinator_id = "coordinator-b";
@@ -52,6 +60,29 @@ struct TwoCoordinators {
       started = true;
     });
     REQUIRE(c.run_until([&] { return started; }));
+  }
+
+  std::unique_ptr<qf::Store> open_postgres() {
+    qf::PostgresStoreOptions options;
+    options.dsn = dsn;
+    return qf::open_postgres_store(c.io.get_executor(), options);
+  }
+
+  /// Cluster::open_coordinator on a PostgreSQL store.
+  void open_on_postgres() {
+    dsn = qf::testing::postgres_test_database();
+    c.store = open_postgres();
+    c.coordinator = std::make_unique<qf::Coordinator>(c.io.get_executor(), *c.store, c.options);
+    c.coordinator->on_execution([this](const qf::v1::Execution& r) { c.ingested.push_back(r); });
+    bool started = false;
+    c.coordinator->start([&](qf::error_code ec) {
+      REQUIRE_FALSE(ec);
+      started = true;
+    });
+    REQUIRE(c.run_until([&] { return started; }));
+    c.network.listen("coordinator", [this](std::shared_ptr<qf::Connection> connection) {
+      if (c.coordinator) c.coordinator->accept(std::move(connection));
+    });
   }
 
   ~TwoCoordinators() {
@@ -94,7 +125,9 @@ struct TwoCoordinators {
 
 TEST_CASE("tasks created, updated, disabled and deleted through coordinator B reach coordinator A and its agent",
           "[catalog_follow][cluster]") {
-  TwoCoordinators t;
+  const bool postgres = GENERATE(false, true);
+  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
   auto& a = *c.coordinator;
   c.create_group("web");
@@ -161,7 +194,9 @@ TEST_CASE("tasks created, updated, disabled and deleted through coordinator B re
 
 TEST_CASE("groups and agent moves made through coordinator B reach coordinator A's agents",
           "[catalog_follow][cluster]") {
-  TwoCoordinators t;
+  const bool postgres = GENERATE(false, true);
+  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
   c.create_group("web");
   auto& agent = c.add_agent("a1", "web");
@@ -208,7 +243,9 @@ TEST_CASE("groups and agent moves made through coordinator B reach coordinator A
 
 TEST_CASE("a change made on coordinator A is applied once on A while A follows the store",
           "[catalog_follow][cluster]") {
-  TwoCoordinators t;
+  const bool postgres = GENERATE(false, true);
+  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
   auto& a = *c.coordinator;
   c.create_group("web");
