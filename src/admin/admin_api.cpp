@@ -101,6 +101,7 @@ AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinat
   add_catalog_routes();
   add_history_routes();
   add_auth_routes();
+  add_cluster_routes();
   add("GET", "/api/v1/openapi.json", 0, nullptr, nullptr, "This document (OpenAPI 3.0)",
       [this](std::shared_ptr<ApiCall> call) {
         ApiResponse r;
@@ -469,6 +470,7 @@ std::string AdminApi::metrics_text() const {
   }
   out += fmt::format("# HELP qf_events_clients Event WebSocket clients connected.\n# TYPE qf_events_clients gauge\nqf_events_clients {}\n",
                      events_.size());
+  out += cluster_metrics_text();
   return out;
 }
 

@@ -99,6 +99,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void add_catalog_routes();
   void add_history_routes();
   void add_auth_routes();
+  void add_cluster_routes();
   void observe_coordinator();
   void dispatch(std::shared_ptr<ApiCall> call);
   /// Records an audited action the catalog does not record itself (trigger, cancel, retry).
@@ -139,6 +140,12 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void stats(std::shared_ptr<ApiCall> call);
   void daily_stats(std::shared_ptr<ApiCall> call);
   void list_audit(std::shared_ptr<ApiCall> call);
+  // api_cluster.cpp: several coordinators
+  void cluster_status(std::shared_ptr<ApiCall> call);
+  /// 503 not_leader naming the leader's admin address (a standby refusing what needs the
+  /// scheduler).
+  void fail_not_leader(ApiCall& call) const;
+  std::string cluster_metrics_text() const;
 
   boost::asio::any_io_executor executor_;
   Coordinator& coordinator_;

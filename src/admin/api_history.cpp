@@ -336,6 +336,7 @@ void AdminApi::cancel_execution(CallPtr call) {
       self->audit(*call, "execution.cancel", "execution", id, id, false, "already finished");
       return call->fail(v1::API_ERROR_CODE_CONFLICT, fmt::format("execution \"{}\" has already finished", id));
     }
+    if (ec == errc::fenced) return self->fail_not_leader(*call);
     if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, fmt::format("cancel failed: {}", ec.message()));
     self->audit(*call, "execution.cancel", "execution", id, id, true, reason);
     self->read(call, [id](StoreTransaction& tx, const ApiCall&) -> std::unique_ptr<google::protobuf::Message> {

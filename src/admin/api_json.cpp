@@ -326,7 +326,12 @@ ApiFailure failure_of(error_code ec, const ValidationError& error, std::string_v
   else if (ec == errc::invalid_argument || ec == errc::never_fires || ec == errc::unknown_time_zone)
     f.code = v1::API_ERROR_CODE_INVALID_ARGUMENT;
   else if (ec == errc::store_failed || ec == errc::store_unavailable) f.code = v1::API_ERROR_CODE_UNAVAILABLE;
-  else f.code = v1::API_ERROR_CODE_INTERNAL;
+  else if (ec == errc::fenced) {
+    // A standby (or a leader that just lost its lease): the reason names the leader.
+    f.code = v1::API_ERROR_CODE_NOT_LEADER;
+    f.message = !error.reason.empty() ? error.reason : !fallback.empty() ? std::string(fallback) : ec.message();
+    return f;
+  } else f.code = v1::API_ERROR_CODE_INTERNAL;
   f.message = !error.reason.empty() ? error.message() : !fallback.empty() ? std::string(fallback) : ec.message();
   if (!error.field.empty() || !error.reason.empty()) f.add_violation(error.field, error.reason);
   return f;

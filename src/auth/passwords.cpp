@@ -328,7 +328,8 @@ unsigned http_status_of(v1::ApiErrorCode code) noexcept {
     case v1::API_ERROR_CODE_CONFLICT:
     case v1::API_ERROR_CODE_FAILED_PRECONDITION: return 409;
     case v1::API_ERROR_CODE_RESOURCE_EXHAUSTED: return 429;
-    case v1::API_ERROR_CODE_UNAVAILABLE: return 503;
+    case v1::API_ERROR_CODE_UNAVAILABLE:
+    case v1::API_ERROR_CODE_NOT_LEADER: return 503;
     default: return 500;
   }
 }

@@ -64,6 +64,23 @@ def test_health_ready_metrics(anonymous):
         assert name in metrics.body, name
 
 
+def test_a_single_coordinator_leads_its_cluster_from_its_start(admin, anonymous):
+    r = admin.get("/api/v1/cluster")
+    assert r.status == 200, r
+    status = r.data
+    assert status["state"] == "COORDINATOR_STATE_LEADER", status
+    assert status["leader_id"] == status["coordinator_id"], status
+    assert int(status["epoch"]) >= 1, status
+    assert int(status["lease_ttl_ms"]) == 1500, status
+    assert int(status["lease_expires_unix_ms"]) > time.time() * 1000 - 5000, status
+    me = [c for c in status.get("coordinators", []) if c["id"] == status["coordinator_id"]]
+    assert len(me) == 1 and me[0].get("alive") and me[0]["state"] == "COORDINATOR_STATE_LEADER", status
+    metrics = anonymous.get("/metrics").body
+    leader = [line for line in metrics.splitlines() if line.startswith("qf_cluster_leader{")]
+    assert leader and leader[0].endswith(" 1"), leader
+    assert f"qf_cluster_epoch {int(status['epoch'])}" in metrics
+
+
 def test_login_sets_a_strict_http_only_cookie_and_the_cookie_authenticates(anonymous):
     r = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
     assert r.status == 200
