@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// The coordinator's admin HTTP API under load: a Coordinator on a SQLite file store and its
-// AdminServer (HTTP/1.1, 127.0.0.1) on one io_context run by one thread, as in production;
-// keep-alive Beast clients on another thread with their own io_context. Phases (each 1 s of
-// warm-up, then measured): GET /api/v1/tasks?page_size=20, GET /api/v1/tasks/<random id>,
+// The coordinator's admin HTTP API under load: a Coordinator on a SQLite file store (or
+// `--store postgres`: PostgreSQL, bench_postgres.hpp) and its AdminServer (HTTP/1.1,
+// 127.0.0.1) on one io_context run by one thread, as in production; keep-alive Beast clients
+// on another thread with their own io_context. Phases (each 1 s of warm-up, then measured):
+// GET /api/v1/tasks?page_size=20, GET /api/v1/tasks/<random id>, GET
+// /api/v1/executions?task_id=<random id>&page_size=20 (over --executions records),
 // GET /healthz (the HTTP floor: no authentication, no store). Prints requests/s, latency
 // p50/p99/max, errors and the CPU of each thread, so the reader sees what was the limit.
 // `--help` lists the flags; QF_BENCH_VERBOSE=1 (or --verbose) prints progress to stderr.
@@ -50,6 +52,7 @@
 #include <quartzflow/store.hpp>
 #include <quartzflow/v1/admin.pb.h>
 
+#include "bench_postgres.hpp"
 #include "bench_support.hpp"
 
 namespace qf = quartzflow;
@@ -71,7 +74,7 @@ constexpr const char* k_plugin = "bench.noop";
 constexpr const char* k_cron = "0 0 1 1 *";
 constexpr std::uint32_t k_setup_pbkdf2_iterations = 1000;
 constexpr const char* k_admin_user = "bench-admin";
-constexpr const char* k_admin_password = "bench-admin-password";
+constexpr const char* k_admin_password = "load-test-secret-0426";
 constexpr std::size_t k_creates_in_flight = 64;
 constexpr auto k_create_budget = 120s;
 constexpr auto k_setup_step_budget = 30s;
@@ -140,11 +143,13 @@ constexpr const char* k_client_thread = "bench-client";  // runs the load genera
 // --- options ------------------------------------------------------------------------------
 
 struct BenchOptions {
+  std::string store = "sqlite";
+  std::size_t executions = 10'000;
   std::size_t tasks = 1000;
   std::size_t connections = 50;
   double seconds = 10;
   double warm_up = 1;
-  std::vector<std::string> phases{"list", "get", "health"};
+  std::vector<std::string> phases{"list", "get", "executions", "health"};
 };
 
 // --- the server side ----------------------------------------------------------------------
@@ -161,6 +166,7 @@ class Server {
   std::unique_ptr<qf::AdminServer> admin;
   std::string token;  ///< the API token's secret
   double create_s = 0;
+  std::string store_description;
 
   Server() {
     dir = quartzflow::bench::make_temp_dir("qf-bench-admin");
@@ -181,11 +187,17 @@ class Server {
 
   /// Store, coordinator (started, then the admin API made ready), admin user and token,
   /// `tasks` tasks. An empty string, or what failed.
-  std::string set_up(std::size_t tasks) {
+  std::string set_up(std::size_t tasks, bool postgres, std::size_t executions) {
     qf::error_code ec;
     std::string detail;
-    store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{(dir / "coordinator.db").string()}, ec,
-                                  &detail);
+    if (postgres) {
+      store = qf::bench::open_bench_postgres_store(io.get_executor(), detail);
+      store_description = "PostgreSQL store (" + qf::bench::BenchPostgres::instance().describe() + ")";
+    } else {
+      store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{(dir / "coordinator.db").string()}, ec,
+                                    &detail);
+      store_description = "SQLite file store in " + dir.string();
+    }
     if (!store) return "cannot open the store: " + detail;
     qf::AuthOptions auth_options;
     auth_options.pbkdf2_iterations = k_setup_pbkdf2_iterations;
@@ -208,7 +220,7 @@ class Server {
     const auto start = Clock::now();
     if (auto error = create_tasks(tasks); !error.empty()) return error;
     create_s = seconds_since(start);
-    return {};
+    return write_executions(tasks, executions);
   }
 
   void tear_down() {
@@ -258,6 +270,44 @@ class Server {
     return {};
   }
 
+  /// `count` final records of the tasks, straight into the store (history for the
+  /// executions phase), in transactions of 1,000.
+  std::string write_executions(std::size_t tasks, std::size_t count) {
+    constexpr std::int64_t k_start_ms = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
+    for (std::size_t first = 0; first < count; first += 1000) {
+      std::vector<v1::Execution> chunk;
+      for (std::size_t i = first; i < std::min(count, first + 1000); ++i) {
+        v1::Execution e;
+        const auto task = "t" + std::to_string(i % tasks);
+        const auto scheduled = k_start_ms + static_cast<std::int64_t>(i / tasks) * 60'000;
+        e.set_execution_id(task + ":" + std::to_string(scheduled) + ":agent-" + std::to_string(i % 4));
+        e.set_task_id(task);
+        e.set_task_name("bench-task-" + task);
+        e.set_agent_id("agent-" + std::to_string(i % 4));
+        e.set_group_id(k_group);
+        e.set_trigger(v1::TRIGGER_TYPE_SCHEDULED);
+        e.set_status(v1::EXECUTION_STATUS_SUCCESS);
+        e.set_scheduled_unix_ms(scheduled);
+        e.set_started_unix_ms(scheduled + 2);
+        e.set_ended_unix_ms(scheduled + 40);
+        e.set_duration_ms(38);
+        e.set_attempt(1);
+        e.set_exit_code(0);
+        e.set_output("done\n");
+        chunk.push_back(std::move(e));
+      }
+      std::optional<qf::error_code> written;
+      store->transact(
+          [chunk = std::move(chunk)](qf::StoreTransaction& tx, qf::error_code&) {
+            for (const auto& e : chunk) tx.upsert_execution(e);
+          },
+          [&](qf::error_code write_ec) { written = write_ec; });
+      if (!run_until([&] { return written.has_value(); }, k_setup_step_budget)) return "writing executions timed out";
+      if (*written) return "writing executions failed: " + written->message();
+    }
+    return {};
+  }
+
   /// Tasks t0..t<count-1> through the coordinator, several calls in flight.
   std::string create_tasks(std::size_t count) {
     std::size_t next = 0;
@@ -300,7 +350,7 @@ class Server {
 
 // --- the load generator -------------------------------------------------------------------
 
-enum class Phase { list, get, health };
+enum class Phase { list, get, executions, health };
 
 struct PhaseSpec {
   Phase phase;
@@ -312,6 +362,7 @@ struct PhaseSpec {
 constexpr PhaseSpec k_phases[] = {
     {Phase::list, "list", "GET /api/v1/tasks?page_size=20", true},
     {Phase::get, "get", "GET /api/v1/tasks/<random id>", true},
+    {Phase::executions, "executions", "GET /api/v1/executions?task_id=<random id>&page_size=20", true},
     {Phase::health, "health", "GET /healthz", false},
 };
 
@@ -491,6 +542,7 @@ class LoadGenerator {
     switch (spec_->phase) {
       case Phase::list: return "/api/v1/tasks?page_size=20";
       case Phase::get: return "/api/v1/tasks/t" + std::to_string(task_ids_(random_));
+      case Phase::executions: return "/api/v1/executions?page_size=20&task_id=t" + std::to_string(task_ids_(random_));
       case Phase::health: return "/healthz";
     }
     return "/";
@@ -725,9 +777,20 @@ int main(int argc, char** argv) {
   app.add_option("--warm-up", options.warm_up, "seconds of load before each phase's measurement")
       ->check(CLI::Range(0.0, 60.0))
       ->capture_default_str();
-  app.add_option("--phases", options.phases, "phases to run, in order: list, get, health")
+  app.add_option("--phases", options.phases, "phases to run, in order: list, get, executions, health")
       ->delimiter(',')
-      ->check(CLI::IsMember({"list", "get", "health"}))
+      ->check(CLI::IsMember({"list", "get", "executions", "health"}))
+      ->capture_default_str();
+  // One coordinator per run: QF_BENCH_STORE=postgres picks PostgreSQL, anything else SQLite.
+  if (const char* env = std::getenv("QF_BENCH_STORE"); env && std::string_view(env) == "postgres")
+    options.store = env;
+  app.add_option("--store", options.store,
+                 "the coordinator's store: sqlite (a file) or postgres (QF_BENCH_PG_DSN, else a throwaway server "
+                 "started here; default from QF_BENCH_STORE)")
+      ->check(CLI::IsMember({"sqlite", "postgres"}))
+      ->capture_default_str();
+  app.add_option("--executions", options.executions, "final records in the history (the executions phase)")
+      ->check(CLI::Range(0, 10'000'000))
       ->capture_default_str();
   app.add_flag("--verbose", quartzflow::bench::verbose, "progress on stderr (also QF_BENCH_VERBOSE=1)");
   // `./tools/qf bench ARGS` passes Google Benchmark flags to every qf-bench-*: ignore them.
@@ -750,7 +813,7 @@ int main(int argc, char** argv) {
   pthread_setname_np(pthread_self(), k_server_thread);
   Server server;
   progress("setting up: store in %s, %zu tasks", server.dir.c_str(), options.tasks);
-  if (auto error = server.set_up(options.tasks); !error.empty()) {
+  if (auto error = server.set_up(options.tasks, options.store == "postgres", options.executions); !error.empty()) {
     std::fprintf(stderr, "qf-bench-admin: %s\n", error.c_str());
     server.tear_down();
     return 1;
@@ -760,10 +823,10 @@ int main(int argc, char** argv) {
   std::printf("qf-bench-admin: the admin HTTP API (HTTP/1.1 keep-alive on 127.0.0.1:%u) of a Coordinator on one "
               "io_context thread; load from another thread with its own io_context; %u CPUs\n",
               static_cast<unsigned>(endpoint.port()), std::thread::hardware_concurrency());
-  std::printf("catalog: %zu tasks (`one` placement, cron \"%s\", group \"%s\") created through the Coordinator in "
-              "%.2f s; "
-              "SQLite file store in %s\n",
-              options.tasks, k_cron, k_group, server.create_s, server.dir.c_str());
+  std::printf(
+      "catalog: %zu tasks (`one` placement, cron \"%s\", group \"%s\") created through the Coordinator in "
+      "%.2f s, %zu final records; %s\n",
+      options.tasks, k_cron, k_group, server.create_s, options.executions, server.store_description.c_str());
   std::printf("auth: admin user by Authenticator::ensure_admin with PBKDF2 at %u iterations (setup speed only: the "
               "default is %u; no login is measured), then an API token (role VIEWER) sent as Authorization: Bearer\n",
               k_setup_pbkdf2_iterations, qf::k_default_pbkdf2_iterations);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // A whole cluster in one process on one io_context: a Coordinator on a SQLite file store
-// and 4 agents (LocalStore file, TaskEngine, AgentDispatcher each) over the in-process
-// network, all in one group. N `one`-placement (round-robin) plugin tasks fire every
-// second; the plugin body returns success at once.
+// (or, `postgres:1`, on PostgreSQL: QF_BENCH_STORE=sqlite|postgres|both, default both for
+// the fire cases; bench_postgres.hpp: QF_BENCH_PG_DSN or a throwaway server) and 4 agents (LocalStore file, TaskEngine,
+// AgentDispatcher each) over the in-process network, all in one group. N `one`-placement (round-robin) plugin tasks
+// fire every second; the plugin body returns success at once.
 //
 // Phases: create the N tasks (`create_s`) through the Coordinator once the agents are
 // connected, several create_task calls in flight (given up when the rate so far cannot
@@ -53,6 +54,7 @@
 #include <quartzflow/task_engine.hpp>
 #include <quartzflow/transport.hpp>
 
+#include "bench_postgres.hpp"
 #include "bench_support.hpp"
 
 namespace qf = quartzflow;
@@ -178,11 +180,12 @@ class BenchCluster {
     skew_ms.clear();
   }
 
-  std::string open_store() {
+  std::string open_store(bool postgres = false) {
     qf::error_code ec;
     std::string detail;
-    store = qf::open_sqlite_store(io.get_executor(), qf::SqliteStoreOptions{(dir / "coordinator.db").string()}, ec,
-                                  &detail);
+    store = postgres ? qf::bench::open_bench_postgres_store(io.get_executor(), detail)
+                     : qf::open_sqlite_store(io.get_executor(),
+                                             qf::SqliteStoreOptions{(dir / "coordinator.db").string()}, ec, &detail);
     return store ? std::string{} : "cannot open the coordinator store: " + detail;
   }
 
@@ -436,6 +439,7 @@ void BM_cluster_one_placement_fires_every_second(benchmark::State& state) {
   // preloaded: the tasks are written through a Catalog over the store before the
   // Coordinator starts, so no push follows each create (the agents pull one snapshot).
   const bool preloaded = state.range(1) != 0;
+  const bool postgres = state.range(2) != 0;
   qf::set_log_level(verbose() ? "info" : "error");
   BenchCluster cluster;
   auto fail = [&](const std::string& message) {
@@ -448,7 +452,7 @@ void BM_cluster_one_placement_fires_every_second(benchmark::State& state) {
     if (!cluster.run_until([&] { return cluster.all_connected(); }, 60s)) return "the agents did not connect";
     return {};
   };
-  if (auto error = cluster.open_store(); !error.empty()) return fail(error);
+  if (auto error = cluster.open_store(postgres); !error.empty()) return fail(error);
   if (!preloaded) {
     if (auto error = cluster.start_coordinator(); !error.empty()) return fail(error);
     if (auto error = cluster.make_group(); !error.empty()) return fail(error);
@@ -620,10 +624,16 @@ BENCHMARK(BM_cluster_create_tasks)
     ->UseRealTime();
 
 BENCHMARK(BM_cluster_one_placement_fires_every_second)
-    ->ArgNames({"tasks", "preloaded"})
-    ->Args({1'000, 0})
-    ->Args({10'000, 0})
-    ->Args({10'000, 1})
+    ->ArgNames({"tasks", "preloaded", "postgres"})
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      const auto stores = qf::bench::stores_wanted("both");
+      for (const int postgres : {0, 1}) {
+        if (!(postgres ? stores.postgres : stores.sqlite)) continue;
+        b->Args({1'000, 0, postgres});
+        b->Args({10'000, 0, postgres});
+        b->Args({10'000, 1, postgres});
+      }
+    })
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Coordinator Store benchmarks: history queries (task + status, newest first, pages of 50)
-// over N executions in a SQLite file built once and reused, statistics over a task, and
-// upsert throughput in batches and as many concurrent group-committed transactions.
+// over N executions, statistics over a task, and upsert throughput in batches and as many
+// concurrent group-committed transactions; on SQLite, PostgreSQL or both side by side
+// (cases named sqlite/... and postgres/...).
 //
-//   qf-bench-store [--executions=N] [--db=PATH] [benchmark flags]
+//   qf-bench-store [--executions=N] [--db=PATH] [--store=sqlite|postgres|both] [benchmark flags]
 //
-// N defaults to 1,000,000; the file defaults to $TMPDIR/qf-bench-<uid>/store-<N>.db and is
-// rebuilt only when it does not hold N executions.
+// N defaults to 1,000,000. SQLite's file defaults to $TMPDIR/qf-bench-<uid>/store-<N>.db and
+// is rebuilt only when it does not hold N executions; PostgreSQL's history is built in a
+// schema of its own each run (bench_postgres.hpp: QF_BENCH_PG_DSN, else a throwaway server).
+// --store defaults to QF_BENCH_STORE, else sqlite.
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +28,8 @@
 
 #include <quartzflow/store.hpp>
 
+#include "bench_postgres.hpp"
+
 namespace qf = quartzflow;
 namespace v1 = quartzflow::v1;
 namespace fs = std::filesystem;
@@ -39,6 +44,10 @@ constexpr std::int64_t k_minute_ms = 60'000;
 
 std::int64_t executions_wanted = 1'000'000;
 fs::path db_path;
+
+enum class Backend { sqlite, postgres };
+/// PostgreSQL's history schema, built once per run for the query cases.
+qf::PostgresStoreOptions postgres_history;
 
 fs::path scratch(const std::string& name) {
   const auto dir = fs::temp_directory_path() / ("qf-bench-" + std::to_string(::getuid()));
@@ -56,6 +65,26 @@ std::unique_ptr<qf::Store> open_store(boost::asio::io_context& io, const fs::pat
   auto store = qf::open_sqlite_store(io.get_executor(), {path.string(), std::chrono::milliseconds{1}}, ec, &detail);
   if (!store) throw std::runtime_error("cannot open the store: " + detail);
   return store;
+}
+
+std::unique_ptr<qf::Store> open_postgres(boost::asio::io_context& io, const qf::PostgresStoreOptions& options) {
+  qf::error_code ec;
+  std::string detail;
+  auto store = qf::open_postgres_store(io.get_executor(), options, ec, &detail);
+  if (!store) throw std::runtime_error("cannot open the PostgreSQL store: " + detail);
+  return store;
+}
+
+/// The history store of `backend` (built by prepare_history).
+std::unique_ptr<qf::Store> open_history(boost::asio::io_context& io, Backend backend) {
+  return backend == Backend::sqlite ? open_store(io, db_path) : open_postgres(io, postgres_history);
+}
+
+/// A new, empty store of `backend` for a write case (SQLite: the file `name`, removed first).
+std::unique_ptr<qf::Store> open_empty(boost::asio::io_context& io, Backend backend, const fs::path& path) {
+  if (backend == Backend::postgres) return open_postgres(io, qf::bench::BenchPostgres::instance().new_store_options());
+  remove_db(path);
+  return open_store(io, path);
 }
 
 /// CPU time the store's writer thread has used, seconds (from /proc: unlike wall time, it
@@ -149,9 +178,17 @@ std::uint64_t stored_executions(boost::asio::io_context& io, qf::Store& store) {
   return total;
 }
 
-/// Builds the history file unless it already holds the executions wanted.
-void prepare_history() {
+void fill_history(boost::asio::io_context& io, qf::Store& store, const std::string& where);
+
+/// Builds the SQLite history file unless it already holds the executions wanted.
+void prepare_history(Backend backend) {
   boost::asio::io_context io;
+  if (backend == Backend::postgres) {
+    postgres_history = qf::bench::BenchPostgres::instance().new_store_options();
+    auto store = open_postgres(io, postgres_history);
+    fill_history(io, *store, "PostgreSQL schema " + postgres_history.schema);
+    return;
+  }
   if (fs::exists(db_path)) {
     auto store = open_store(io, db_path);
     if (stored_executions(io, *store) == static_cast<std::uint64_t>(executions_wanted)) {
@@ -161,14 +198,19 @@ void prepare_history() {
   }
   remove_db(db_path);
   auto store = open_store(io, db_path);
-  std::cerr << "building " << db_path << " with " << executions_wanted << " executions...\n";
+  fill_history(io, *store, db_path.string());
+  std::cerr << fmt::format("{:.0f} MB\n", static_cast<double>(fs::file_size(db_path)) / 1e6);
+}
+
+void fill_history(boost::asio::io_context& io, qf::Store& store, const std::string& where) {
+  std::cerr << "building " << where << " with " << executions_wanted << " executions...\n";
   const auto started = std::chrono::steady_clock::now();
   constexpr std::int64_t k_chunk = 20'000;
   for (std::int64_t first = 0; first < executions_wanted; first += k_chunk) {
     auto chunk = std::make_shared<std::vector<v1::Execution>>();
     for (auto i = first; i < std::min(first + k_chunk, executions_wanted); ++i) chunk->push_back(sample_execution(i));
     wait(io, [&](qf::Store::Done done) {
-      store->transact(
+      store.transact(
           [chunk](qf::StoreTransaction& tx, qf::error_code&) {
             for (const auto& e : *chunk) tx.upsert_execution(e);
           },
@@ -180,15 +222,14 @@ void prepare_history() {
                 << " s\n";
   }
   const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::cerr << fmt::format("built in {:.1f} s ({:.0f} upserts/s), {:.0f} MB\n", seconds,
-                           static_cast<double>(executions_wanted) / seconds,
-                           static_cast<double>(fs::file_size(db_path)) / 1e6);
+  std::cerr << fmt::format("built in {:.1f} s ({:.0f} upserts/s)\n", seconds,
+                           static_cast<double>(executions_wanted) / seconds);
 }
 
 /// Times one read per iteration (store thread hand-off included) and reports percentiles.
-void run_queries(benchmark::State& state, const std::function<void(qf::StoreTransaction&)>& query) {
+void run_queries(benchmark::State& state, Backend backend, const std::function<void(qf::StoreTransaction&)>& query) {
   boost::asio::io_context io;
-  auto store = open_store(io, db_path);
+  auto store = open_history(io, backend);
   std::vector<double> ms;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
@@ -205,12 +246,12 @@ void run_queries(benchmark::State& state, const std::function<void(qf::StoreTran
 }
 
 /// The console's history page: one task, one status, newest first, 50 a page, with the total.
-void BM_history_task_and_status(benchmark::State& state) {
+void BM_history_task_and_status(benchmark::State& state, Backend backend) {
   const auto status = static_cast<v1::ExecutionStatus>(state.range(0));
   const auto page = static_cast<std::uint32_t>(state.range(1));
   int task = 0;
   std::uint64_t total = 0;
-  run_queries(state, [&](qf::StoreTransaction& tx) {
+  run_queries(state, backend, [&](qf::StoreTransaction& tx) {
     v1::ListExecutionsRequest request;
     request.set_task_id(task_id(task++ % k_tasks));
     request.add_status(status);
@@ -224,12 +265,12 @@ void BM_history_task_and_status(benchmark::State& state) {
 }
 
 /// Other history pages: one task (any status), one agent over a day, every failure.
-void BM_history_other(benchmark::State& state) {
+void BM_history_other(benchmark::State& state, Backend backend) {
   const auto kind = state.range(0);
   int n = 0;
   std::uint64_t total = 0;
   const auto minutes = executions_wanted / k_tasks;
-  run_queries(state, [&](qf::StoreTransaction& tx) {
+  run_queries(state, backend, [&](qf::StoreTransaction& tx) {
     v1::ListExecutionsRequest request;
     request.set_page_size(50);
     if (kind == 0) request.set_task_id(task_id(n % k_tasks));
@@ -252,10 +293,10 @@ void BM_history_other(benchmark::State& state) {
 }
 
 /// Statistics of one task over its last 7 days, per day.
-void BM_stats_task_7_days(benchmark::State& state) {
+void BM_stats_task_7_days(benchmark::State& state, Backend backend) {
   int task = 0;
   const auto end = k_start_ms + (executions_wanted / k_tasks) * k_minute_ms;
-  run_queries(state, [&](qf::StoreTransaction& tx) {
+  run_queries(state, backend, [&](qf::StoreTransaction& tx) {
     v1::StatsQuery query;
     query.set_task_id(task_id(task++ % k_tasks));
     query.set_to_unix_ms(end);
@@ -267,12 +308,11 @@ void BM_stats_task_7_days(benchmark::State& state) {
 }
 
 /// Upserts in transactions of `batch` records each, one transaction in flight: records/s.
-void BM_upsert_batches(benchmark::State& state) {
+void BM_upsert_batches(benchmark::State& state, Backend backend) {
   const auto batch = state.range(0);
   const auto path = scratch("store-upserts.db");
-  remove_db(path);
   boost::asio::io_context io;
-  auto store = open_store(io, path);
+  auto store = open_empty(io, backend, path);
   std::int64_t next = 0;
   const double cpu_before = writer_cpu_seconds();
   for (auto _ : state) {
@@ -290,17 +330,16 @@ void BM_upsert_batches(benchmark::State& state) {
   state.counters["writer_cpu_us_per_record"] =
       (writer_cpu_seconds() - cpu_before) * 1e6 / static_cast<double>(std::max<std::int64_t>(next, 1));
   store.reset();
-  remove_db(path);
+  if (backend == Backend::sqlite) remove_db(path);
 }
 
 /// `in_flight` independent transactions of one upsert each, queued at once and
 /// group-committed by the store: records/s and commits per iteration.
-void BM_upsert_concurrent(benchmark::State& state) {
+void BM_upsert_concurrent(benchmark::State& state, Backend backend) {
   const auto in_flight = state.range(0);
   const auto path = scratch("store-concurrent.db");
-  remove_db(path);
   boost::asio::io_context io;
-  auto store = open_store(io, path);
+  auto store = open_empty(io, backend, path);
   std::int64_t next = 0;
   const double cpu_before = writer_cpu_seconds();
   for (auto _ : state) {
@@ -322,7 +361,7 @@ void BM_upsert_concurrent(benchmark::State& state) {
   state.counters["commits_per_iteration"] = static_cast<double>(store->metrics().commits) /
                                             static_cast<double>(std::max<std::int64_t>(state.iterations(), 1));
   store.reset();
-  remove_db(path);
+  if (backend == Backend::sqlite) remove_db(path);
 }
 
 }  // namespace
@@ -330,10 +369,12 @@ void BM_upsert_concurrent(benchmark::State& state) {
 int main(int argc, char** argv) {
   // Our flags first; the rest belongs to Google Benchmark.
   std::vector<char*> rest{argv[0]};
+  auto stores = qf::bench::stores_wanted("sqlite");
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg.rfind("--executions=", 0) == 0)
       executions_wanted = std::stoll(std::string(arg.substr(std::strlen("--executions="))));
+    else if (arg.rfind("--store=", 0) == 0) stores = qf::bench::parse_store_choice(arg.substr(std::strlen("--store=")));
     else if (arg.rfind("--db=", 0) == 0)
       db_path = std::string(arg.substr(std::strlen("--db=")));
     else
@@ -344,29 +385,35 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&rest_count, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
 
-  prepare_history();
-  benchmark::RegisterBenchmark("history/task+status", BM_history_task_and_status)
-      ->ArgNames({"status", "page"})
-      ->Args({v1::EXECUTION_STATUS_SUCCESS, 1})
-      ->Args({v1::EXECUTION_STATUS_FAILURE, 1})
-      ->Args({v1::EXECUTION_STATUS_SUCCESS, 20})
-      ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("history/other", BM_history_other)
-      ->ArgName("task0_agentday1_failures2")
-      ->DenseRange(0, 2)
-      ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("stats/task_7_days_per_day", BM_stats_task_7_days)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("upsert/batch", BM_upsert_batches)
-      ->ArgName("records")
-      ->Arg(1)
-      ->Arg(100)
-      ->Arg(1000)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("upsert/concurrent", BM_upsert_concurrent)
-      ->ArgName("in_flight")
-      ->Arg(100)
-      ->Arg(1000)
-      ->UseRealTime();
+  for (const auto backend : {Backend::sqlite, Backend::postgres}) {
+    if (!(backend == Backend::sqlite ? stores.sqlite : stores.postgres)) continue;
+    const std::string prefix = backend == Backend::sqlite ? "sqlite/" : "postgres/";
+    prepare_history(backend);
+    benchmark::RegisterBenchmark((prefix + "history/task+status").c_str(), BM_history_task_and_status, backend)
+        ->ArgNames({"status", "page"})
+        ->Args({v1::EXECUTION_STATUS_SUCCESS, 1})
+        ->Args({v1::EXECUTION_STATUS_FAILURE, 1})
+        ->Args({v1::EXECUTION_STATUS_SUCCESS, 20})
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((prefix + "history/other").c_str(), BM_history_other, backend)
+        ->ArgName("task0_agentday1_failures2")
+        ->DenseRange(0, 2)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((prefix + "stats/task_7_days_per_day").c_str(), BM_stats_task_7_days, backend)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((prefix + "upsert/batch").c_str(), BM_upsert_batches, backend)
+        ->ArgName("records")
+        ->Arg(1)
+        ->Arg(100)
+        ->Arg(1000)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark((prefix + "upsert/concurrent").c_str(), BM_upsert_concurrent, backend)
+        ->ArgName("in_flight")
+        ->Arg(10)
+        ->Arg(100)
+        ->Arg(1000)
+        ->UseRealTime();
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
