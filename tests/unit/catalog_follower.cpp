@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
 
 #include <quartzflow/catalog.hpp>
 #include <quartzflow/pg_store.hpp>
@@ -323,4 +324,33 @@ TEST_CASE("the follower polls the shared store file and a store's notification w
     CHECK(applied[0].upserts.at(0).task.id() == "b");
     CHECK(watched.reads == 1);
   }
+}
+
+TEST_CASE(
+    "catalog changes committed at once through two stores on one PostgreSQL database all commit, in version order",
+    "[catalog_follow]") {
+  boost::asio::io_context io;
+  qf::PostgresStoreOptions options;
+  options.dsn = qf::testing::postgres_test_database();
+  auto first = qf::open_postgres_store(io.get_executor(), options);
+  auto second = qf::open_postgres_store(io.get_executor(), options);
+  qf::Catalog first_catalog(*first);
+  qf::Catalog second_catalog(*second);
+  std::vector<std::int64_t> versions;
+  std::vector<std::string> failures;
+  for (int i = 0; i < 100; ++i) {
+    for (auto* catalog : {&first_catalog, &second_catalog}) {
+      catalog->create_task(manual_task(fmt::format("t{}-{}", i, catalog == &first_catalog ? 1 : 2)), qf::Actor{},
+                           [&](qf::CatalogResult<qf::v1::Task> r) {
+                             if (r) versions.push_back(r.value.config_version());
+                             else failures.push_back(r.error.message());
+                           });
+    }
+  }
+  io.run();
+  INFO((failures.empty() ? std::string() : failures.front()));
+  CHECK(failures.empty());
+  REQUIRE(versions.size() == 200);
+  std::sort(versions.begin(), versions.end());
+  for (std::size_t i = 0; i < versions.size(); ++i) CHECK(versions[i] == static_cast<std::int64_t>(i + 1));
 }
