@@ -95,6 +95,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
   // Fencing between coordinators: the highest RunRequest.leader_epoch seen (kept in the
   // LocalStore across restarts); a request of a lower epoch comes from a deposed leader.
   std::uint64_t highest_leader_epoch = 0;
+  std::uint32_t redirects_in_a_row = 0;  // since the last registration
   // The current connection.
   std::uint64_t generation = 0;  // tells callbacks of an old connection apart
   std::unique_ptr<detail::EnvelopeWriter> writer;
@@ -380,20 +381,22 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     }
   }
 
-  /// A standby refused the registration: the leader's address is tried next, at once (this
-  /// is no overload: the backoff starts over).
+  /// A standby refused the registration: the leader's address is tried next, at once the
+  /// first time, then every `reconnect_min` while a takeover is under way (the standbys
+  /// still name the old leader until its lease expires). No overload: the backoff starts over.
   void redirected(const v1::ProtocolError& err) {
     logger()->info("{}", err.message());
     connector.redirect(err.redirect_address());
     writer->connection().close("redirected");
-    backoff = options.reconnect_min;
-    on_disconnected("redirected to the leader", 1);
+    const auto after = redirects_in_a_row++ == 0 ? milliseconds{1} : options.reconnect_min;
+    on_disconnected("redirected to the leader", static_cast<std::uint32_t>(after.count()));
     backoff = options.reconnect_min;
   }
 
   void on_registered(const v1::RegisterResult& result) {
     if (registered) return;
     registered = true;
+    redirects_in_a_row = 0;
     ++stats.connects;
     backoff = options.reconnect_min;
     update_clock_offset(result.coordinator_unix_ms(), result.echo_agent_unix_ms());
