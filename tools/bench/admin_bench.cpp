@@ -782,8 +782,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"list", "get", "executions", "health"}))
       ->capture_default_str();
   // One coordinator per run: QF_BENCH_STORE=postgres picks PostgreSQL, anything else SQLite.
-  if (const char* env = std::getenv("QF_BENCH_STORE"); env && std::string_view(env) == "postgres")
-    options.store = env;
+  if (const char* env = std::getenv("QF_BENCH_STORE"); env && std::string_view(env) == "postgres") options.store = env;
   app.add_option("--store", options.store,
                  "the coordinator's store: sqlite (a file) or postgres (QF_BENCH_PG_DSN, else a throwaway server "
                  "started here; default from QF_BENCH_STORE)")
