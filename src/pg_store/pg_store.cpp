@@ -92,8 +92,19 @@ class PostgresStore final : public detail::BatchingStore {
     auto& connection = write_->connection();
     if (!begin(batch_ec)) return;
     write_tx_->trim_statement_cache();
-    for (std::size_t i = 0; i < batch.size() && !batch_ec; ++i) results[i] = run_in_savepoint(batch[i], batch_ec);
-    if (!batch_ec) {
+    // Each statement is a round trip to the server, the cost that bounds this store: a batch
+    // of one needs no savepoint (its failure rolls the transaction back), and a savepoint is
+    // released in the message that opens the next one (the last by COMMIT).
+    bool rolled_back = false;
+    if (batch.size() == 1) {
+      results[0] = run_alone(batch[0]);
+      if (results[0] && !batch_ec) rolled_back = connection.exec("ROLLBACK", batch_ec);
+    } else {
+      bool savepoint_open = false;
+      for (std::size_t i = 0; i < batch.size() && !batch_ec; ++i)
+        results[i] = run_in_savepoint(batch[i], savepoint_open, batch_ec);
+    }
+    if (!batch_ec && !rolled_back) {
       // COMMIT of a transaction an error left aborted answers ROLLBACK, not an error.
       try {
         if (connection.exec("COMMIT").command() != "COMMIT") batch_ec = errc::store_failed;
@@ -107,14 +118,26 @@ class PostgresStore final : public detail::BatchingStore {
     }
   }
 
-  error_code run_in_savepoint(StoreJob& job, error_code& batch_ec) {
+  /// The only job of its batch, straight in the batch's transaction; the caller rolls it
+  /// back when the job fails (a lost connection fails that ROLLBACK: the batch's error).
+  error_code run_alone(StoreJob& job) {
+    auto ec = detail::run_store_work(job, *write_tx_);
+    // A statement failed but the work went on without an error: its transaction is aborted.
+    if (!ec && write_->connection().in_failed_transaction()) ec = errc::store_failed;
+    return ec;
+  }
+
+  /// One job of a batch in a savepoint of its own; `savepoint_open`: the previous job's
+  /// savepoint is still to be released (one round trip with this one's SAVEPOINT).
+  error_code run_in_savepoint(StoreJob& job, bool& savepoint_open, error_code& batch_ec) {
     auto& connection = write_->connection();
-    if (!connection.exec("SAVEPOINT work", batch_ec)) return batch_ec;
+    if (!connection.exec(savepoint_open ? "RELEASE SAVEPOINT work; SAVEPOINT work" : "SAVEPOINT work", batch_ec))
+      return batch_ec;
+    savepoint_open = true;
     auto ec = detail::run_store_work(job, *write_tx_);
     // A statement failed but the work went on without an error: its transaction is aborted.
     if (!ec && connection.in_failed_transaction()) ec = errc::store_failed;
     if (ec) connection.exec("ROLLBACK TO SAVEPOINT work", batch_ec);
-    if (!batch_ec) connection.exec("RELEASE SAVEPOINT work", batch_ec);
     return ec;
   }
 
