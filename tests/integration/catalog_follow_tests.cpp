@@ -149,17 +149,18 @@ TEST_CASE("tasks created, updated, disabled and deleted through coordinator B re
   CHECK(agent.engine->task_count() == 2);
   REQUIRE(c.run_until([&] { return t.successes("local") >= 1; }, 5s));
 
-  // Updated on B: A re-plans from the new schedule.
-  auto hourly = routed;
-  qf::clear_output_fields(hourly);
-  hourly.mutable_schedule()->set_interval_seconds(3600);
+  // Updated on B: A re-plans from the new schedule (once a year, at 00:00 UTC on 1 January).
+  auto yearly = routed;
+  qf::clear_output_fields(yearly);
+  yearly.mutable_schedule()->set_cron("0 0 1 1 *");
   const auto updated = t.call<qf::CatalogResult<qf::v1::Task>>([&](auto done) {
-                          t.b->update_task(hourly, true, qf::Actor{"tester", ""}, std::move(done));
+                          t.b->update_task(yearly, true, qf::Actor{"tester", ""}, std::move(done));
                         }).value;
-  REQUIRE(t.within_bound([&] {
-    auto next = a.scheduler().next_fire("routed");
-    return next && *next > std::chrono::system_clock::now() + 600s;
-  }));
+  qf::error_code ec;
+  const auto new_year =
+      t.b->next_fires("routed", 1, std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()), ec);
+  REQUIRE(new_year.size() == 1);
+  REQUIRE(t.within_bound([&] { return a.scheduler().next_fire("routed") == std::optional<qf::Instant>(new_year[0]); }));
   CHECK(a.dispatcher().task("routed")->revision() == updated.revision());
 
   // Disabled on B: the agent stops running it.
