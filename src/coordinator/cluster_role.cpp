@@ -28,12 +28,13 @@ constexpr std::chrono::milliseconds k_takeover_poll{50};
 
 struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
   Impl(asio::any_io_executor ex, Store& s, Scheduler& sc, CoordinatorDispatcher& d, const CoordinatorOptions& o,
-       std::function<void(std::int64_t)> begin)
+       std::function<void()> took, std::function<void(std::int64_t)> begin)
       : executor(ex),
         store(s),
         scheduler(sc),
         dispatcher(d),
         options(o),
+        took_lease(std::move(took)),
         begin_term(std::move(begin)),
         wait_timer(ex),
         driver(ex, s, leadership_options(o), self_info(o), addresses(o)) {}
@@ -65,6 +66,7 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
   Scheduler& scheduler;
   CoordinatorDispatcher& dispatcher;
   const CoordinatorOptions& options;
+  std::function<void()> took_lease;
   std::function<void(std::int64_t)> begin_term;
   asio::steady_timer wait_timer;
   LeadershipDriver driver;
@@ -81,6 +83,7 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
       return self && self->driver.may_send();
     };
     scheduler.set_fence(std::move(fence));
+    if (took_lease) took_lease();
     const auto started = now_unix_ms();
     if (initial) {
       // The process has just started: agents come back with their reconnect backoff.
@@ -156,8 +159,9 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
 
 ClusterRole::ClusterRole(asio::any_io_executor executor, Store& store, Scheduler& scheduler,
                          CoordinatorDispatcher& dispatcher, const CoordinatorOptions& options,
-                         std::function<void(std::int64_t)> begin_term)
-    : impl_(std::make_shared<Impl>(executor, store, scheduler, dispatcher, options, std::move(begin_term))) {
+                         std::function<void()> took_lease, std::function<void(std::int64_t)> begin_term)
+    : impl_(std::make_shared<Impl>(executor, store, scheduler, dispatcher, options, std::move(took_lease),
+                                   std::move(begin_term))) {
   LeadershipHooks hooks;
   hooks.lead = [weak = impl_->weak_from_this()](std::uint64_t epoch, bool initial) {
     if (auto self = weak.lock()) self->lead(epoch, initial);

@@ -23,10 +23,12 @@ namespace quartzflow::detail {
  */
 class ClusterRole {
  public:
-  /// `begin_term(started_unix_ms)`: the wait for agents is over, the scheduler may start
-  /// (the Coordinator reconciles the runs left open, then starts the scheduler).
+  /// `took_lease()`: this coordinator leads from now (the Coordinator catches up with the
+  /// catalog the old leader may have changed last). `begin_term(started_unix_ms)`: the wait
+  /// for agents is over, the scheduler may start (the Coordinator reconciles the runs left
+  /// open, then starts the scheduler).
   ClusterRole(boost::asio::any_io_executor executor, Store& store, Scheduler& scheduler,
-              CoordinatorDispatcher& dispatcher, const CoordinatorOptions& options,
+              CoordinatorDispatcher& dispatcher, const CoordinatorOptions& options, std::function<void()> took_lease,
               std::function<void(std::int64_t started_unix_ms)> begin_term);
   ~ClusterRole();
   ClusterRole(const ClusterRole&) = delete;

@@ -266,11 +266,16 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
         if (!options.cluster.coordinator_id.empty()) options.dispatcher.coordinator_id = options.cluster.coordinator_id;
         return std::move(options);
       }())) {
-  impl_->role =
-      std::make_unique<detail::ClusterRole>(executor, store, impl_->scheduler, impl_->dispatcher, impl_->options,
-                                            [weak = impl_->weak_from_this()](std::int64_t started_ms) {
-                                              if (auto self = weak.lock()) self->reconcile(started_ms);
-                                            });
+  impl_->role = std::make_unique<detail::ClusterRole>(
+      executor, store, impl_->scheduler, impl_->dispatcher, impl_->options,
+      [weak = impl_->weak_from_this()] {
+        // A standby's catalog is at most a poll behind: read what changed last now.
+        auto self = weak.lock();
+        if (self && self->options.catalog_poll_interval.count() > 0) self->follower.poll();
+      },
+      [weak = impl_->weak_from_this()](std::int64_t started_ms) {
+        if (auto self = weak.lock()) self->reconcile(started_ms);
+      });
   CoordinatorDispatcherEvents events;
   events.execution = [weak = impl_->weak_from_this()](const v1::Execution& record) {
     auto self = weak.lock();

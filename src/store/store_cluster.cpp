@@ -28,9 +28,13 @@ LeaderLease SqlStoreTransaction::acquire_or_renew_leader(std::string_view holder
                                                          std::chrono::milliseconds ttl) {
   require_writable("acquire_or_renew_leader");
   if (holder_id.empty()) throw error(errc::invalid_argument, "acquire_or_renew_leader: holder_id: is empty");
+  // A standby's poll of a lease another holder keeps reads it without a lock: it must not
+  // make the leader's fire transactions (FOR SHARE) wait every poll.
+  LeaderLease lease = read_lease("");
+  if (lease.holder_id != holder_id && lease.held()) return lease;
   // The row lock (PostgreSQL) makes competing takeovers take turns: each decides on the
-  // lease as the previous one left it.
-  LeaderLease lease = read_lease(db_.dialect().lock_for_update);
+  // lease as the previous one left it (read again under the lock).
+  if (*db_.dialect().lock_for_update != '\0') lease = read_lease(db_.dialect().lock_for_update);
   const bool mine = lease.holder_id == holder_id && lease.held();
   if (!mine && lease.held()) return lease;  // another holder's, not expired
   if (!mine) ++lease.epoch;                 // a takeover (of a free, expired or own expired lease)
