@@ -8,6 +8,9 @@
 
 #include <fmt/format.h>
 
+#include <quartzflow/pg_store.hpp>
+
+#include "../unit/pg_server.hpp"
 #include "cluster.hpp"
 #include "../../src/dispatcher/protocol.hpp"
 
@@ -22,22 +25,27 @@ namespace {
 constexpr auto k_ttl = 600ms;
 
 /// Coordinator A (Cluster's; agents reach it at "coordinator") leads; B, on the same
-/// SQLite file with its own connection, listens at "coordinator-b" and stands by.
+/// SQLite file (or PostgreSQL database) with its own connection, listens at
+/// "coordinator-b" and stands by.
 struct LeaderAndStandby {
   Cluster c;
   std::unique_ptr<qf::Store> store_b;
   std::unique_ptr<qf::Coordinator> b;
+  std::string dsn;  ///< the PostgreSQL database, when on PostgreSQL
 
-  LeaderAndStandby() {
+  explicit LeaderAndStandby(bool postgres = false) {
     c.crash_coordinator();
     // Each follows the catalog the other commits (as several coordinators are configured).
     c.options.catalog_poll_interval = 100ms;
     c.options.cluster.lease_ttl = k_ttl;
     c.options.cluster.advertise_agent_address = "coordinator";
     c.options.cluster.advertise_admin_address = "https://a.example:8443";
-    c.open_coordinator();
+    if (postgres) open_a_on_postgres();
+    else c.open_coordinator();
     REQUIRE(c.coordinator->leading());
-    store_b = qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
+    store_b = postgres
+                  ? open_postgres()
+                  : qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
     auto options = c.options;
     options.cluster.coordinator_id = "coordinator-b";
     options.cluster.advertise_agent_address = "coordinator-b";
@@ -51,6 +59,28 @@ struct LeaderAndStandby {
     REQUIRE(c.run_until([&] { return started; }));
     c.network.listen("coordinator-b", [this](std::shared_ptr<qf::Connection> connection) {
       if (b) b->accept(std::move(connection));
+    });
+  }
+
+  std::unique_ptr<qf::Store> open_postgres() {
+    qf::PostgresStoreOptions options;
+    options.dsn = dsn;
+    return qf::open_postgres_store(c.io.get_executor(), options);
+  }
+
+  /// Cluster::open_coordinator on a PostgreSQL store.
+  void open_a_on_postgres() {
+    dsn = qf::testing::postgres_test_database();
+    c.store = open_postgres();
+    c.coordinator = std::make_unique<qf::Coordinator>(c.io.get_executor(), *c.store, c.options);
+    bool started = false;
+    c.coordinator->start([&](qf::error_code ec) {
+      REQUIRE_FALSE(ec);
+      started = true;
+    });
+    REQUIRE(c.run_until([&] { return started; }));
+    c.network.listen("coordinator", [this](std::shared_ptr<qf::Connection> connection) {
+      if (c.coordinator) c.coordinator->accept(std::move(connection));
     });
   }
 
@@ -78,7 +108,9 @@ struct LeaderAndStandby {
 }  // namespace
 
 TEST_CASE("a standby redirects agents to the leader and refuses triggers naming the leader", "[cluster][failover]") {
-  LeaderAndStandby t;
+  const bool postgres = GENERATE(false, true);
+  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  LeaderAndStandby t{postgres};
   auto& c = t.c;
   REQUIRE(c.run_until([&] { return t.b->leader_lease().holder_id == "coordinator"; }));
   CHECK_FALSE(t.b->leading());
@@ -133,7 +165,9 @@ TEST_CASE("a standby redirects agents to the leader and refuses triggers naming 
 
 TEST_CASE("when the leader crashes the standby takes over within a lease TTL and fires each run once",
           "[cluster][failover]") {
-  LeaderAndStandby t;
+  const bool postgres = GENERATE(false, true);
+  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  LeaderAndStandby t{postgres};
   auto& c = t.c;
   c.create_group("web");
   c.add_agent("a1", "web");
