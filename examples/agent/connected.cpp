@@ -3,6 +3,7 @@
 // turn), the dispatcher over the engine and the store, and a graceful stop.
 #include "connected.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -264,9 +265,15 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   }
 
   QuicOptions quic = settings->quic;
-  // Several coordinators: a killed leader is noticed within ~0.5 s (see QuicOptions::keep_alive).
-  if (settings->coordinators.size() > 1 && quic.keep_alive.count() == 0)
+  if (settings->coordinators.size() > 1) {
+    // Several coordinators: a killed leader is noticed within ~0.5 s (its host answers a
+    // PING with ICMP port unreachable, see QuicOptions::keep_alive), a paused one or a dead
+    // host within 3 s (the PINGs keep a live connection busy), and a redirect to a leader
+    // that stopped answering costs 2 s at most, not the 10 s handshake default.
     quic.keep_alive = std::chrono::milliseconds{500};
+    quic.idle_timeout = std::min(quic.idle_timeout, std::chrono::milliseconds{3'000});
+    quic.handshake_timeout = std::min(quic.handshake_timeout, std::chrono::milliseconds{2'000});
+  }
   auto make_target = [&io, &settings, quic](const HostPort& address) {
     const std::string server_name = settings->server_name.empty() ? address.host : settings->server_name;
     return std::make_unique<QuicConnector>(io.get_executor(), address.host, address.port, server_name, quic);
