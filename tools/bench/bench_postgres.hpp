@@ -55,7 +55,7 @@ inline void postgres_exec(const std::string& dsn, const std::string& sql) {
 /**
  * The PostgreSQL server of this run, started on first use. With QF_BENCH_PG_DSN each case
  * gets a schema of its own there (`qf_bench_<pid>_<n>`, dropped at exit); without, a
- * throwaway server in /tmp/qf-pg-XXXXXX (Unix socket only) with fsync and full-page writes
+ * throwaway server in /tmp/qf-pg-bench-XXXXXX (Unix socket only) with fsync and full-page writes
  * turned back on, so that a commit is as durable as the SQLite store's (synchronous=FULL);
  * stopped and removed at exit, or by a watchdog if the process is killed.
  */
@@ -117,7 +117,7 @@ class BenchPostgres {
       dsn_ = env;
       return;
     }
-    std::string pattern = "/tmp/qf-pg-XXXXXX";
+    std::string pattern = "/tmp/qf-pg-bench-XXXXXX";
     if (!::mkdtemp(pattern.data())) throw std::runtime_error("cannot create a directory for PostgreSQL");
     const std::string script = QUARTZFLOW_PG_SERVER_SCRIPT;
     const auto errors = pattern + ".err";
