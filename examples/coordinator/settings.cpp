@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <quartzflow/log.hpp>
+#include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
 
 namespace quartzflow::examples {
@@ -39,6 +40,37 @@ std::string set_catalog_poll_interval(const v1::CoordinatorConfig& config, Coord
   if (poll_ms != 0 && (poll_ms < 50 || poll_ms > 60'000))
     return fmt::format("{} is out of range 50-60000 (0 = off)", poll_ms);
   options.catalog_poll_interval = std::chrono::milliseconds{poll_ms};
+  return {};
+}
+
+/// Several coordinators: the lease and the addresses the others show. `{field, reason}` of a
+/// refused value, or an empty field.
+std::pair<std::string, std::string> set_cluster(const v1::ClusterConfig& cluster, const CoordinatorSettings& settings,
+                                                bool https, ClusterOptions& options) {
+  options.coordinator_id = settings.options.dispatcher.coordinator_id;
+  options.version = QUARTZFLOW_VERSION_STRING;
+  if (cluster.lease_ttl_ms() != 0) {
+    if (cluster.lease_ttl_ms() < 300 || cluster.lease_ttl_ms() > 60'000)
+      return {"cluster.lease_ttl_ms", fmt::format("{} is out of range 300-60000", cluster.lease_ttl_ms())};
+    options.lease_ttl = std::chrono::milliseconds{cluster.lease_ttl_ms()};
+  }
+  // A wildcard listen address is no address to give others: the host name stands for it.
+  auto shown_host = [](const std::string& host) {
+    return host == "0.0.0.0" || host == "::" ? system_host_name() : host;
+  };
+  std::string reason;
+  if (!cluster.advertise_agent_address().empty()) {
+    if (!parse_host_port(cluster.advertise_agent_address(), true, reason))
+      return {"cluster.advertise_agent_address", fmt::format("\"{}\": {}", cluster.advertise_agent_address(), reason)};
+    options.advertise_agent_address = cluster.advertise_agent_address();
+  } else {
+    options.advertise_agent_address =
+        fmt::format("{}:{}", shown_host(settings.agent_listen.host), settings.agent_listen.port);
+  }
+  options.advertise_admin_address =
+      !cluster.advertise_admin_address().empty()
+          ? cluster.advertise_admin_address()
+          : fmt::format("{}://{}:{}", https ? "https" : "http", shown_host(settings.admin.host), settings.admin.port);
   return {};
 }
 
@@ -176,6 +208,8 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
   }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
+  if (auto [field, why] = set_cluster(config.cluster(), settings, https, settings.options.cluster); !field.empty())
+    return fail(field, why);
   return settings;
 }
 

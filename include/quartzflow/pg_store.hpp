@@ -26,6 +26,13 @@ struct PostgresStoreOptions {
   std::chrono::milliseconds max_batch_delay{1};         ///< how long a commit waits for companions
   std::chrono::milliseconds connect_timeout{10'000};    ///< per connection attempt (libpq rounds to s, >= 2 s)
   std::chrono::milliseconds statement_timeout{30'000};  ///< the server cancels a statement running longer
+  /**
+   * The server ends a connection that leaves a transaction open without sending anything
+   * for longer (its transaction rolls back, its row locks are released). A coordinator
+   * paused mid-transaction (SIGSTOP, a VM freeze) would otherwise hold the lease row's lock
+   * and block the takeover for as long as it sleeps. Keep it under the lease TTL; 0 = off.
+   */
+  std::chrono::milliseconds idle_in_transaction_timeout{1'000};
   /// The schema the tables live in (created by the first migration); empty = the user's
   /// search_path (normally `public`).
   std::string schema;

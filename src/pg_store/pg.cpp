@@ -161,7 +161,8 @@ PgConnection PgConnection::connect(const PgConnectOptions& options, error_code& 
       nullptr);
   if (PQsetClientEncoding(connection.conn_, "UTF8") != 0)
     return fail(errc::store_failed, trimmed(PQerrorMessage(connection.conn_)));
-  std::string setup = fmt::format("SET statement_timeout = {}", options.statement_timeout.count());
+  std::string setup = fmt::format("SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                                  options.statement_timeout.count(), options.idle_in_transaction_timeout.count());
   if (!options.schema.empty()) {
     char* quoted = PQescapeIdentifier(connection.conn_, options.schema.c_str(), options.schema.size());
     if (!quoted) return fail(errc::invalid_argument, "schema: cannot be quoted");

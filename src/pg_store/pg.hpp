@@ -22,6 +22,7 @@ struct PgConnectOptions {
   std::string password;
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds statement_timeout{30'000};
+  std::chrono::milliseconds idle_in_transaction_timeout{1'000};
   std::string schema;  ///< search_path; empty = the server's default
 };
 

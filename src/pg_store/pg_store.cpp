@@ -36,6 +36,7 @@ class PostgresStore final : public detail::BatchingStore {
     connect.dsn = options_.dsn;
     connect.connect_timeout = options_.connect_timeout;
     connect.statement_timeout = options_.statement_timeout;
+    connect.idle_in_transaction_timeout = options_.idle_in_transaction_timeout;
     connect.schema = options_.schema;
     if (!options_.password_file.empty()) {
       std::ifstream file(options_.password_file);

@@ -68,6 +68,10 @@ expect_refused(${QF_COORDINATOR} postgres-empty.yaml "${coordinator}${tls}store:
 expect_refused(${QF_COORDINATOR} postgres-password.yaml
   "${coordinator}${tls}store:\n  postgres_dsn: host=db\n  password_file: nope.txt\n"
   "postgres-password.yaml: store.password_file: cannot read .*nope.txt: No such file or directory")
+expect_refused(${QF_COORDINATOR} lease.yaml "${coordinator}${tls}cluster:\n  lease_ttl_ms: 50\n"
+  "lease.yaml: cluster.lease_ttl_ms: 50 is out of range 300-60000")
+expect_refused(${QF_COORDINATOR} advertise.yaml "${coordinator}${tls}cluster:\n  advertise_agent_address: nowhere\n"
+  "advertise.yaml: cluster.advertise_agent_address: \"nowhere\"")
 expect_refused(${QF_COORDINATOR} sqlite-password.yaml
   "${coordinator}${tls}store:\n  sqlite_path: x.db\n  password_file: certs/ca.pem\n"
   "sqlite-password.yaml: store.password_file: is for store.postgres_dsn only")

@@ -31,6 +31,7 @@ class Coordinator:
         self.agent_port = agent_port
         self.config = config
         self.process = None
+        self.paused = False  # SIGSTOP'ed: it answers nothing until SIGCONT
         self.base = f"http://127.0.0.1:{admin_port}"
 
     def alive(self):
@@ -148,7 +149,7 @@ log_level: debug
         """The coordinator every live coordinator names as leader, or None."""
         names = set()
         for c in self.coordinators:
-            if not c.alive():
+            if not c.alive() or c.paused:
                 continue
             view = c.cluster_view(self.token)
             if view is None:

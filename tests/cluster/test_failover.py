@@ -64,7 +64,9 @@ def test_failover_kills_and_a_pause_lose_nothing_and_run_nothing_twice():
         wait_for(lambda: sum(1 for a in list_all(api, "/api/v1/agents") if a.get("state") == "AGENT_STATE_ONLINE")
                  == len(cluster.agent_names), 60, "every agent online")
         leader = wait_for(cluster.leader, 30, "one leader named by every coordinator")
-        wait_for(lambda: os.path.exists(runs_file) and os.path.getsize(runs_file) > 0, 30, "the first runs")
+        # The first leader fires once its agents had time to connect (agent_grace): routed runs
+        # in the file mean it fires.
+        wait_for(lambda: any(k.startswith("fo-0") for k in read_runs(runs_file)), 40, "the first routed runs")
 
         window_start = now_ms() + 1_000
         events = []  # (what, coordinator, unix ms)
@@ -97,11 +99,13 @@ def test_failover_kills_and_a_pause_lose_nothing_and_run_nothing_twice():
         paused = leader
         paused_at = now_ms()
         paused.process.send_signal(signal.SIGSTOP)
+        paused.paused = True
         events.append(("stop", paused.name, paused_at))
         leader, _ = wait_new_leader(paused)
         failovers.append((paused.name, paused_at))
         time.sleep(max(0, (paused_at + 10_000 - now_ms()) / 1000))
         paused.process.send_signal(signal.SIGCONT)
+        paused.paused = False
         events.append(("cont", paused.name, now_ms()))
         wait_for(lambda: (paused.cluster_view(cluster.token) or {}).get("leader_id") == leader.name, 10,
                  "the woken coordinator to know it is a standby")
@@ -112,7 +116,7 @@ def test_failover_kills_and_a_pause_lose_nothing_and_run_nothing_twice():
         time.sleep(12)  # the last runs finish and every record syncs
 
         runs = read_runs(runs_file)
-        records = {e["id"]: e for e in list_all(api, f"/api/v1/executions?from_unix_ms={window_start - 2_000}")}
+        records = {e["execution_id"]: e for e in list_all(api, f"/api/v1/executions?from_unix_ms={window_start - 2_000}")}
         tasks = {t["task"]["name"]: t["task"] for t in list_all(api, "/api/v1/tasks")}
 
         problems = []
