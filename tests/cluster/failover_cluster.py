@@ -55,6 +55,7 @@ class PgCluster:
     """`coordinators` coordinators and `agents` agents (group `workers`) on one PostgreSQL."""
 
     def __init__(self, build_dir, coordinators=3, agents=4, lease_ttl_ms=1500):
+        build_dir = os.path.abspath(build_dir)
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="qf-pg-cluster-")
         self.qfctl = os.path.join(build_dir, "tools", "qfctl", "qfctl")
