@@ -357,6 +357,13 @@ class Store {
   virtual void transact(Work work, Done done) = 0;
   /// Runs `work` in a read-only transaction (writes throw).
   virtual void read(Work work, Done done) = 0;
+  /**
+   * `transact` for work that must not wait behind the queued transactions: the leader
+   * lease's renewal, which a backlog of fire writes would otherwise delay past the lease's
+   * TTL. It goes to the head of the queue, into the next batch (it still waits for the
+   * batch being committed). The default queues it as `transact` does.
+   */
+  virtual void transact_urgent(Work work, Done done) { transact(std::move(work), std::move(done)); }
   /// Blocks until every queued transaction has committed (for shutdown and tests).
   virtual void flush() = 0;
   /**

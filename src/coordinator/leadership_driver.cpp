@@ -64,7 +64,8 @@ struct LeadershipDriver::Impl : std::enable_shared_from_this<LeadershipDriver::I
     auto lease = std::make_shared<LeaderLease>();
     v1::CoordinatorInfo info = self;
     info.set_state(machine.leading() ? v1::COORDINATOR_STATE_LEADER : v1::COORDINATOR_STATE_STANDBY);
-    store.transact(
+    // Ahead of the queued fire writes: a backlog must not delay the renewal past the TTL.
+    store.transact_urgent(
         [lease, info, id = machine.options().coordinator_id, ttl = machine.options().ttl, addresses = addresses](
             StoreTransaction& tx, error_code&) mutable {
           *lease = tx.acquire_or_renew_leader(id, addresses, ttl);

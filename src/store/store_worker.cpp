@@ -56,6 +56,14 @@ void StoreLane::push(StoreJob job) {
   if (was_empty) wake_.notify_one();
 }
 
+void StoreLane::push_front(StoreJob job) {
+  std::lock_guard lock(mutex_);
+  const bool was_empty = queue_.empty();
+  queue_.push_front(std::move(job));
+  ++enqueued_;
+  if (was_empty) wake_.notify_one();
+}
+
 void StoreLane::flush() {
   std::unique_lock lock(mutex_);
   if (!thread_.joinable()) return;
@@ -96,6 +104,10 @@ void StoreLane::run() {
 }
 
 void BatchingStore::transact(Work work, Done done) { writes_.push(job_of(std::move(work), std::move(done))); }
+
+void BatchingStore::transact_urgent(Work work, Done done) {
+  writes_.push_front(job_of(std::move(work), std::move(done)));
+}
 
 void BatchingStore::read(Work work, Done done) { reads_.push(job_of(std::move(work), std::move(done))); }
 

@@ -42,6 +42,8 @@ class StoreLane {
 
   void start(const char* thread_name, std::chrono::milliseconds batch_delay, Process process);
   void push(StoreJob job);
+  /// Queues `job` ahead of everything queued (it joins the next batch, first).
+  void push_front(StoreJob job);
   /// Blocks until everything queued before the call is processed.
   void flush();
   /// Processes what is queued, then ends the thread.
@@ -78,6 +80,7 @@ class BatchingStore : public Store {
 
   boost::asio::any_io_executor get_executor() const noexcept override { return executor_; }
   void transact(Work work, Done done) override;
+  void transact_urgent(Work work, Done done) override;
   void read(Work work, Done done) override;
   void flush() override;
   StoreMetrics metrics() const noexcept override;

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/io_context.hpp>
@@ -329,4 +330,47 @@ TEST_CASE("on PostgreSQL a takeover waits for a fire transaction holding the fen
   CHECK(fire_order < takeover_order);
   CHECK(takeover.holder_id == "b");
   CHECK(takeover.epoch == 2);
+}
+
+TEST_CASE("an urgent transaction (the lease renewal) runs ahead of the transactions queued before it",
+          "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::promise<void> busy;
+  std::vector<std::string> order;  // written on the store's thread only, read after the flush
+  int done = 0;
+  auto count = [&](qf::error_code ec) {
+    CHECK_FALSE(ec);
+    ++done;
+  };
+  // A batch in progress (a long group commit) while more work queues up behind it.
+  store->transact(
+      [&](qf::StoreTransaction&, qf::error_code&) {
+        busy.set_value();
+        released.wait();
+        order.push_back("batch in progress");
+      },
+      count);
+  busy.get_future().wait();
+  for (const auto* name : {"fire 1", "fire 2"})
+    store->transact([&order, name](qf::StoreTransaction&, qf::error_code&) { order.emplace_back(name); }, count);
+  store->transact_urgent(
+      [&](qf::StoreTransaction& tx, qf::error_code&) {
+        tx.acquire_or_renew_leader("a", k_a, k_long);
+        order.emplace_back("renewal");
+      },
+      count);
+  release.set_value();
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (done < 4 && std::chrono::steady_clock::now() < limit) {
+    io.restart();
+    io.run_for(milliseconds{20});
+  }
+  REQUIRE(done == 4);
+  CHECK(order == std::vector<std::string>{"batch in progress", "renewal", "fire 1", "fire 2"});
 }
