@@ -46,8 +46,11 @@ std::string set_catalog_poll_interval(const v1::CoordinatorConfig& config, Coord
 /// Several coordinators: the lease and the addresses the others show. `{field, reason}` of a
 /// refused value, or an empty field.
 std::pair<std::string, std::string> set_cluster(const v1::ClusterConfig& cluster, const CoordinatorSettings& settings,
-                                                bool https, ClusterOptions& options) {
-  options.coordinator_id = settings.options.dispatcher.coordinator_id;
+                                                bool has_configured_id, bool https, ClusterOptions& options) {
+  // The lease holder's id must be unique among the coordinators: the configured id, else the
+  // host name with the agent port (two coordinators on one host differ by their port).
+  options.coordinator_id = has_configured_id ? settings.options.dispatcher.coordinator_id
+                                             : fmt::format("{}:{}", system_host_name(), settings.agent_listen.port);
   options.version = QUARTZFLOW_VERSION_STRING;
   if (cluster.lease_ttl_ms() != 0) {
     if (cluster.lease_ttl_ms() < 300 || cluster.lease_ttl_ms() > 60'000)
@@ -208,7 +211,9 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
   }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
-  if (auto [field, why] = set_cluster(config.cluster(), settings, https, settings.options.cluster); !field.empty())
+  if (auto [field, why] =
+          set_cluster(config.cluster(), settings, !config.coordinator_id().empty(), https, settings.options.cluster);
+      !field.empty())
     return fail(field, why);
   return settings;
 }

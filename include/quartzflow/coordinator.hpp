@@ -218,6 +218,9 @@ class Coordinator {
   /// True while this coordinator holds the leader lease and its local deadline has not
   /// passed; a standby refuses triggers, retries and cancels with errc::fenced.
   bool leading() const noexcept;
+  /// False while the database did not answer this coordinator's last lease attempt (every
+  /// third of `lease_ttl`): it fires nothing then, and its /readyz answers 503.
+  bool store_reachable() const noexcept;
   /// The lease as this coordinator read it last (who leads, the epoch, the expiry).
   LeaderLease leader_lease() const;
   /// GET /api/v1/cluster: the lease and the coordinators registry, read from the store

@@ -88,6 +88,8 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   /// Authenticates a WebSocket upgrade (same credentials as the API); viewer or better.
   void authenticate(const ApiRequest& request, std::function<void(std::optional<Principal>, ApiFailure)> done);
   void set_ready(bool ready) noexcept { ready_ = ready; }
+  /// The coordinator's database answers (its /readyz depends on it).
+  bool store_reachable() const noexcept { return coordinator_.store_reachable(); }
   void set_server_stats(std::function<AdminServerStats()> stats) { server_stats_ = std::move(stats); }
   std::string openapi_json() const;
   std::string metrics_text() const;

@@ -189,8 +189,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
 
     if (api.path == "/healthz" && api.method == "GET") return send_text(200, "ok\n", "text/plain");
     if (api.path == "/readyz" && api.method == "GET") {
-      const bool ready = s->ready;
-      return send_text(ready ? 200 : 503, ready ? "ready\n" : "starting\n", "text/plain");
+      if (!s->ready) return send_text(503, "starting\n", "text/plain");
+      if (!s->api->store_reachable()) return send_text(503, "database unreachable\n", "text/plain");
+      return send_text(200, "ready\n", "text/plain");
     }
     if (api.path == "/metrics" && api.method == "GET")
       return send_text(200, s->api->metrics_text(), "text/plain; version=0.0.4");

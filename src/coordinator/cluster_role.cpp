@@ -188,6 +188,8 @@ void ClusterRole::stop() {
   impl_->driver.stop({});
 }
 
+bool ClusterRole::store_reachable() const noexcept { return impl_->driver.store_reachable(); }
+
 bool ClusterRole::leading() const noexcept { return impl_->driver.may_send(); }
 
 std::uint64_t ClusterRole::epoch() const noexcept { return impl_->driver.machine().epoch(); }

@@ -40,6 +40,8 @@ class ClusterRole {
   void stop();
 
   bool leading() const noexcept;
+  /// False while the last lease attempt failed (the database could not be reached).
+  bool store_reachable() const noexcept;
   /// The epoch the scheduler fires under; 0 when not leading.
   std::uint64_t epoch() const noexcept;
   LeaderLease lease() const;

@@ -588,6 +588,8 @@ void Coordinator::observe(CoordinatorObserver observer) { impl_->observers.push_
 
 asio::any_io_executor Coordinator::get_executor() const noexcept { return impl_->executor; }
 bool Coordinator::leading() const noexcept { return impl_->role->leading(); }
+
+bool Coordinator::store_reachable() const noexcept { return impl_->role->store_reachable(); }
 LeaderLease Coordinator::leader_lease() const { return impl_->role->lease(); }
 void Coordinator::cluster_status(std::function<void(error_code, v1::ClusterStatus)> done) {
   impl_->role->cluster_status(std::move(done));

@@ -25,6 +25,7 @@ struct LeadershipDriver::Impl : std::enable_shared_from_this<LeadershipDriver::I
   asio::steady_timer timer;
   std::function<void()> first_answer;
   std::int64_t armed_for = -1;
+  bool last_attempt_ok = true;  ///< the database answered the last lease attempt
 
   void perform(const LeadershipActions& actions) {
     if (actions.step_down) {
@@ -77,6 +78,7 @@ struct LeadershipDriver::Impl : std::enable_shared_from_this<LeadershipDriver::I
           auto again = weak.lock();
           if (!again) return;
           const auto at = now_mono_ms();
+          again->last_attempt_ok = !ec;
           if (ec) {
             logger()->warn("leadership: the lease attempt failed: {}", ec.message());
             again->perform(again->machine.on_attempt_failed(at, ec.message()));
@@ -124,6 +126,8 @@ void LeadershipDriver::stop(std::function<void()> done) {
 }
 
 const LeadershipMachine& LeadershipDriver::machine() const noexcept { return impl_->machine; }
+
+bool LeadershipDriver::store_reachable() const noexcept { return impl_->last_attempt_ok; }
 
 bool LeadershipDriver::may_send() const noexcept { return impl_->machine.may_send(now_mono_ms()); }
 

@@ -49,6 +49,8 @@ class LeadershipDriver {
   void stop(std::function<void()> done);
 
   const LeadershipMachine& machine() const noexcept;
+  /// False while the last lease attempt failed (the database could not be reached).
+  bool store_reachable() const noexcept;
   /// True while leading and before the local deadline (checked before each send).
   bool may_send() const noexcept;
   /// Monotonic ms as the machine counts them.
