@@ -24,6 +24,9 @@ struct PostgresStoreOptions {
   /// libpq's own (a password in the DSN, PGPASSWORD, ~/.pgpass).
   std::string password_file;
   std::chrono::milliseconds max_batch_delay{1};         ///< how long a commit waits for companions
+  /// A commit takes no further transactions once its batch has run this long (the rest wait
+  /// for the next commit), so that the lease renewal waits for one short batch at most.
+  std::chrono::milliseconds max_batch_duration{200};
   std::chrono::milliseconds connect_timeout{10'000};    ///< per connection attempt (libpq rounds to s, >= 2 s)
   std::chrono::milliseconds statement_timeout{30'000};  ///< the server cancels a statement running longer
   /**

@@ -58,6 +58,10 @@ struct SchedulerOptions {
   /// Runs handed to the store and not committed yet beyond this: planning waits for the
   /// store, so its queue stays bounded; fires that become late follow the misfire policy.
   std::size_t max_unrecorded_runs = 100'000;
+  /// Runs and fire states one store transaction records at most: a turn's fires go to the
+  /// store in transactions this size, so that none holds the store's writer (and the lease
+  /// renewal queued behind it) for long; on PostgreSQL each is a round trip.
+  std::size_t max_records_per_transaction = 1'000;
   /// fire_all bound when the task sets none.
   std::size_t misfire_fire_all_limit = 100;
   /// Late by more than this: the fire counts as owed from downtime (misfire policy).

@@ -360,8 +360,9 @@ class Store {
   /**
    * `transact` for work that must not wait behind the queued transactions: the leader
    * lease's renewal, which a backlog of fire writes would otherwise delay past the lease's
-   * TTL. It goes to the head of the queue, into the next batch (it still waits for the
-   * batch being committed). The default queues it as `transact` does.
+   * TTL. It goes to the head of the queue and commits in a batch of its own, next (it
+   * still waits for the batch being committed, which the store's `max_batch_duration`
+   * bounds). The default queues it as `transact` does.
    */
   virtual void transact_urgent(Work work, Done done) { transact(std::move(work), std::move(done)); }
   /// Blocks until every queued transaction has committed (for shutdown and tests).
@@ -401,6 +402,9 @@ struct SqliteStoreOptions {
   std::string path;                                  ///< file, or ":memory:" for tests
   std::chrono::milliseconds max_batch_delay{1};      ///< how long a commit waits for companions
   std::size_t cache_mb = 64;                         ///< page cache per connection; 0 = SQLite's 2 MB
+  /// A commit takes no further transactions once its batch has run this long (the rest wait
+  /// for the next commit), so that the lease renewal waits for one short batch at most.
+  std::chrono::milliseconds max_batch_duration{200};
 };
 
 /// Opens (creating and migrating) a SQLite store; nullptr with `ec` and `detail` on failure.

@@ -60,7 +60,7 @@ class PostgresStore final : public detail::BatchingStore {
     if (!read_->connect(ec, detail)) return false;
     write_tx_ = std::make_unique<SqlStoreTransaction>(*write_, true);
     read_tx_ = std::make_unique<SqlStoreTransaction>(*read_, false);
-    start_lanes(options_.max_batch_delay);
+    start_lanes(options_.max_batch_delay, options_.max_batch_duration);
     return true;
   }
 
@@ -89,21 +89,28 @@ class PostgresStore final : public detail::BatchingStore {
     return false;
   }
 
-  void write_batch(std::span<StoreJob> batch, std::vector<error_code>& results, error_code& batch_ec) override {
+  std::size_t write_batch(std::span<StoreJob> batch, std::vector<error_code>& results, error_code& batch_ec,
+                          std::chrono::steady_clock::time_point deadline) override {
     auto& connection = write_->connection();
-    if (!begin(batch_ec)) return;
+    if (!begin(batch_ec)) return batch.size();
     write_tx_->trim_statement_cache();
     // Each statement is a round trip to the server, the cost that bounds this store: a batch
     // of one needs no savepoint (its failure rolls the transaction back), and a savepoint is
     // released in the message that opens the next one (the last by COMMIT).
     bool rolled_back = false;
+    std::size_t ran = 0;
     if (batch.size() == 1) {
       results[0] = run_alone(batch[0]);
+      ran = 1;
       if (results[0] && !batch_ec) rolled_back = connection.exec("ROLLBACK", batch_ec);
     } else {
       bool savepoint_open = false;
-      for (std::size_t i = 0; i < batch.size() && !batch_ec; ++i)
-        results[i] = run_in_savepoint(batch[i], savepoint_open, batch_ec);
+      for (; ran < batch.size() && !batch_ec; ++ran) {
+        // Past the deadline the rest waits for the next batch: urgent work (the lease
+        // renewal) never waits for more than one bounded batch.
+        if (ran > 0 && std::chrono::steady_clock::now() >= deadline) break;
+        results[ran] = run_in_savepoint(batch[ran], savepoint_open, batch_ec);
+      }
     }
     if (!batch_ec && !rolled_back) {
       // COMMIT of a transaction an error left aborted answers ROLLBACK, not an error.
@@ -117,6 +124,7 @@ class PostgresStore final : public detail::BatchingStore {
       error_code ignored;
       connection.exec("ROLLBACK", ignored);
     }
+    return ran;
   }
 
   /// The only job of its batch, straight in the batch's transaction; the caller rolls it

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <queue>
 #include <set>
+#include <utility>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -180,6 +181,10 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         plan_next(entry.slot, entry.scheduled);
       }
       fire_states.emplace_back(slot.task.id(), FireState{entry.scheduled, slot.next});
+      if (planned.size() + fire_states.size() >= options.max_records_per_transaction) {
+        // A fire's runs and its fire state stay in one transaction.
+        record_and_send(std::exchange(planned, {}), std::exchange(fire_states, {}));
+      }
     }
     stats.fires += handled;
     record_and_send(std::move(planned), std::move(fire_states));

@@ -92,7 +92,7 @@ class SqliteStore final : public detail::BatchingStore {
     write_tx_ = std::make_unique<SqlStoreTransaction>(*write_session_, true);
     // With one shared connection, both transactions use its one statement cache.
     read_tx_ = std::make_unique<SqlStoreTransaction>(memory ? *write_session_ : *read_session_, false);
-    start_lanes(options_.max_batch_delay);
+    start_lanes(options_.max_batch_delay, options_.max_batch_duration);
     return true;
   }
 
@@ -101,14 +101,20 @@ class SqliteStore final : public detail::BatchingStore {
     return shared_connection_ ? std::unique_lock(connection_mutex_) : std::unique_lock<std::mutex>();
   }
 
-  /// BEGIN IMMEDIATE, each job in its own savepoint (a failing job rolls back only itself),
-  /// COMMIT. A failed BEGIN or COMMIT fails them all.
-  void write_batch(std::span<StoreJob> batch, std::vector<error_code>& results, error_code& batch_ec) override {
+  /// BEGIN IMMEDIATE, each job in its own savepoint (a failing job rolls back only itself)
+  /// until the deadline, COMMIT. A failed BEGIN or COMMIT fails them all.
+  std::size_t write_batch(std::span<StoreJob> batch, std::vector<error_code>& results, error_code& batch_ec,
+                          std::chrono::steady_clock::time_point deadline) override {
     const auto lock = lock_shared_connection();
     write_tx_->trim_statement_cache();
     SqliteTransaction transaction(write_db_, batch_ec);
-    for (std::size_t i = 0; i < batch.size() && !batch_ec; ++i) results[i] = run_in_savepoint(batch[i], batch_ec);
+    std::size_t ran = 0;
+    for (; ran < batch.size() && !batch_ec; ++ran) {
+      if (ran > 0 && std::chrono::steady_clock::now() >= deadline) break;
+      results[ran] = run_in_savepoint(batch[ran], batch_ec);
+    }
     if (!batch_ec) transaction.commit(batch_ec);
+    return ran;
   }  // a transaction still active here rolls back
 
   error_code run_in_savepoint(StoreJob& job, error_code& batch_ec) {

@@ -58,10 +58,10 @@ void StoreLane::push(StoreJob job) {
 
 void StoreLane::push_front(StoreJob job) {
   std::lock_guard lock(mutex_);
-  const bool was_empty = queue_.empty();
-  queue_.push_front(std::move(job));
+  queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(urgent_), std::move(job));  // urgent jobs in order
+  ++urgent_;
   ++enqueued_;
-  if (was_empty) wake_.notify_one();
+  wake_.notify_one();  // also ends a companion wait: urgent work waits for nobody
 }
 
 void StoreLane::flush() {
@@ -88,17 +88,27 @@ void StoreLane::run() {
   for (;;) {
     wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and everything queued is done
-    if (!stopping_ && flush_waiters_ == 0 && batch_delay_.count() > 0) {
+    if (urgent_ == 0 && !stopping_ && flush_waiters_ == 0 && batch_delay_.count() > 0) {
       // Group commit: give concurrent callers a moment to join this batch.
       wake_.wait_until(lock, std::chrono::steady_clock::now() + batch_delay_,
-                       [&] { return stopping_ || flush_waiters_ > 0; });
+                       [&] { return stopping_ || flush_waiters_ > 0 || urgent_ > 0; });
     }
-    std::vector<StoreJob> batch(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-    queue_.clear();
+    // Urgent jobs make a batch of their own, so that they do not wait for the rest of the
+    // queue to run before their commit.
+    const auto taken = static_cast<std::ptrdiff_t>(urgent_ > 0 ? urgent_ : queue_.size());
+    std::vector<StoreJob> batch(std::make_move_iterator(queue_.begin()),
+                                std::make_move_iterator(queue_.begin() + taken));
+    queue_.erase(queue_.begin(), queue_.begin() + taken);
+    urgent_ = 0;
     lock.unlock();
-    process_(batch);
+    const auto processed = std::clamp<std::size_t>(process_(batch), 1, batch.size());
     lock.lock();
-    finished_ += batch.size();
+    finished_ += processed;
+    // What the batch left (it ran out of time) goes first again, behind urgent jobs queued
+    // meanwhile.
+    queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(urgent_),
+                  std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(processed)),
+                  std::make_move_iterator(batch.end()));
     progress_.notify_all();
   }
 }
@@ -121,10 +131,12 @@ StoreMetrics BatchingStore::metrics() const noexcept {
           commits_.load(std::memory_order_relaxed), reads_run_.load(std::memory_order_relaxed)};
 }
 
-void BatchingStore::start_lanes(std::chrono::milliseconds max_batch_delay) {
-  writes_.start("qf-store-write", max_batch_delay, [this](std::vector<StoreJob>& batch) { run_writes(batch); });
+void BatchingStore::start_lanes(std::chrono::milliseconds max_batch_delay,
+                                std::chrono::milliseconds max_batch_duration) {
+  max_batch_duration_ = max_batch_duration;
+  writes_.start("qf-store-write", max_batch_delay, [this](std::span<StoreJob> batch) { return run_writes(batch); });
   reads_.start("qf-store-read", std::chrono::milliseconds{0},
-               [this](std::vector<StoreJob>& batch) { run_reads(batch); });
+               [this](std::span<StoreJob> batch) { return run_reads(batch); });
 }
 
 void BatchingStore::stop_lanes() {
@@ -137,14 +149,18 @@ StoreJob BatchingStore::job_of(Work work, Done done) {
           boost::asio::prefer(executor_, boost::asio::execution::outstanding_work.tracked)};
 }
 
-void BatchingStore::run_writes(std::vector<StoreJob>& batch) {
+std::size_t BatchingStore::run_writes(std::span<StoreJob> batch) {
   std::vector<error_code> results(batch.size());
   error_code batch_ec;
-  write_batch(batch, results, batch_ec);
+  const auto deadline = std::chrono::steady_clock::now() + max_batch_duration_;
+  auto ran = std::clamp<std::size_t>(write_batch(batch, results, batch_ec, deadline), 1, batch.size());
   if (batch_ec) {
+    ran = batch.size();  // failed, every one
     logger()->error("store: a batch of {} transactions failed: {}", batch.size(), batch_ec.message());
     for (auto& ec : results) ec = batch_ec;
   }
+  batch = batch.first(ran);
+  results.resize(ran);
   // Counted before the completions run, so that a completion sees its own commit counted.
   const auto committed = static_cast<std::uint64_t>(
       std::count_if(results.begin(), results.end(), [](const error_code& ec) { return !ec; }));
@@ -152,14 +168,16 @@ void BatchingStore::run_writes(std::vector<StoreJob>& batch) {
   transactions_committed_.fetch_add(committed, std::memory_order_relaxed);
   transactions_failed_.fetch_add(batch.size() - committed, std::memory_order_relaxed);
   for (std::size_t i = 0; i < batch.size(); ++i) complete(batch[i], results[i]);
+  return ran;
 }
 
-void BatchingStore::run_reads(std::vector<StoreJob>& batch) {
+std::size_t BatchingStore::run_reads(std::span<StoreJob> batch) {
   for (auto& job : batch) {
     const auto ec = read_one(job);
     reads_run_.fetch_add(1, std::memory_order_relaxed);
     complete(job, ec);
   }
+  return batch.size();
 }
 
 }  // namespace quartzflow::detail

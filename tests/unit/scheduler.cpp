@@ -431,6 +431,28 @@ TEST_CASE("the store is handed at most max_unrecorded_runs runs at once, and no 
   for (const auto& [agent, run] : f.sink->sent) CHECK(sent.insert(run.execution_id()).second);
 }
 
+TEST_CASE("a turn's fires are recorded in store transactions of at most max_records_per_transaction records",
+          "[scheduler]") {
+  Fixture f;
+  qf::SchedulerOptions options;
+  options.max_records_per_transaction = 10;  // a fire records a run and its fire state: 5 fires each
+  f.scheduler = std::make_unique<qf::Scheduler>(f.io.get_executor(), *f.store, f.agents, *f.sink, options);
+  for (int i = 0; i < 100; ++i) f.scheduler->upsert_task(one_task("t" + std::to_string(i), "* * * * * *"));
+  f.start();
+  f.run_until([] { return false; }, 1500ms);
+  f.scheduler->stop();
+  f.store->flush();
+  std::size_t recorded = 0;
+  for (int i = 0; i < 100; ++i) {
+    const auto records = f.records("t" + std::to_string(i));
+    REQUIRE_FALSE(records.items.empty());
+    recorded += records.items.size();
+  }
+  // One transaction per turn would be a handful; at most 5 runs each, at least recorded / 5.
+  CHECK(f.store->metrics().transactions_committed >= recorded / 5);
+  CHECK(f.sink->sent.size() >= 100);  // the first second's fires went out
+}
+
 TEST_CASE("a trigger on chosen agents runs once on each of them, whatever the placement", "[scheduler]") {
   Fixture f;
   f.agents.online = {{"agent-a", 0}, {"agent-b", 0}, {"agent-c", 0}};

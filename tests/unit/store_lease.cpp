@@ -374,3 +374,67 @@ TEST_CASE("an urgent transaction (the lease renewal) runs ahead of the transacti
   REQUIRE(done == 4);
   CHECK(order == std::vector<std::string>{"batch in progress", "renewal", "fire 1", "fire 2"});
 }
+
+TEST_CASE("the lease renewal commits within the lease's local deadline behind a long backlog of slow fire writes",
+          "[store][lease]") {
+  qf::testing::QuietLog quiet;
+  FOR_EACH_BACKEND();
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  auto store = open_store(io, backend, fresh_place(backend, dir));
+  constexpr int k_backlog = 200;
+  constexpr milliseconds k_per_transaction{20};  // 4 s of queued writes: far past the TTL
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::promise<void> busy;
+  std::promise<void> backlog_started;
+  bool backlog_running = false;  // the store's thread only
+  int done = 0;
+  auto count = [&](qf::error_code ec) {
+    CHECK_FALSE(ec);
+    ++done;
+  };
+  store->transact(
+      [&](qf::StoreTransaction&, qf::error_code&) {
+        busy.set_value();
+        released.wait();
+      },
+      count);
+  busy.get_future().wait();
+  for (int i = 0; i < k_backlog; ++i) {
+    store->transact(
+        [&, i](qf::StoreTransaction& tx, qf::error_code&) {
+          if (!std::exchange(backlog_running, true)) backlog_started.set_value();
+          std::this_thread::sleep_for(k_per_transaction);  // a slow database
+          v1::Execution run;
+          run.set_execution_id("t:" + std::to_string(1000 * (i + 1)));
+          run.set_task_id("t");
+          run.set_status(v1::EXECUTION_STATUS_PENDING);
+          tx.upsert_execution(run);
+        },
+        count);
+  }
+  release.set_value();
+  backlog_started.get_future().wait();  // a batch of the backlog is being written now
+  const auto asked = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> renewed_at;
+  qf::LeaderLease lease;
+  store->transact_urgent(
+      [&](qf::StoreTransaction& tx, qf::error_code&) { lease = tx.acquire_or_renew_leader("a", k_a, k_long); },
+      [&](qf::error_code ec) {
+        CHECK_FALSE(ec);
+        renewed_at = std::chrono::steady_clock::now();
+      });
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((done < k_backlog + 1 || !renewed_at) && std::chrono::steady_clock::now() < limit) {
+    io.restart();
+    io.run_for(milliseconds{5});
+  }
+  REQUIRE(renewed_at);
+  // The leader's local deadline with the default TTL (1.5 s): T - T/10 after the attempt.
+  CHECK(*renewed_at - asked < milliseconds{1'350});
+  CHECK(lease.holder_id == "a");
+  REQUIRE(done == k_backlog + 1);  // the backlog is all written, in several commits
+  CHECK(store->metrics().commits >= 4);
+  CHECK(store->metrics().transactions_committed == k_backlog + 2);
+}
