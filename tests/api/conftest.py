@@ -118,6 +118,15 @@ class Api:
 
 class Cluster:
     def __init__(self, build_dir):
+        self.pg = None
+        try:
+            self._setup(build_dir)
+        except BaseException:
+            if self.pg is not None:  # a throwaway server must not outlive a failed set-up
+                self.pg.stop()
+            raise
+
+    def _setup(self, build_dir):
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="qf-api-test-")
         self.qfctl = os.path.join(build_dir, "tools", "qfctl", "qfctl")

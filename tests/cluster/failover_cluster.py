@@ -62,6 +62,13 @@ class PgCluster:
         self.coordinator_bin = os.path.join(build_dir, "examples", "coordinator", "qf-coordinator")
         self.agent_bin = os.path.join(build_dir, "examples", "agent", "qf-agent")
         self.pg = PgServer(free_port()).start()
+        try:
+            self._setup(coordinators, agents, lease_ttl_ms)
+        except BaseException:
+            self.pg.stop()  # a throwaway server must not outlive a failed set-up
+            raise
+
+    def _setup(self, coordinators, agents, lease_ttl_ms):
         self.pg.create_database("quartzflow")
         self.dsn = self.pg.dsn("quartzflow")
         self.token = None
