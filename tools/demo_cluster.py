@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "cluster"))
-from failover_cluster import PgCluster, list_all, now_ms, wait_for  # noqa: E402
+from failover_cluster import PgCluster, list_all, now_ms, run_recorder, task_entry, wait_for  # noqa: E402
 
 SECONDS = int(os.environ.get("QF_DEMO_SECONDS", "30"))
 
@@ -23,19 +23,9 @@ def say(text):
 def main(build_dir):
     cluster = PgCluster(build_dir, coordinators=3, agents=2)
     runs_file = os.path.join(cluster.dir, "runs.txt")
-    command = f'echo "$QF_EXECUTION_ID $(date +%s%3N)" >> {runs_file}'
-    with open(os.path.join(cluster.dir, "tasks.yaml"), "w") as f:
-        f.write("groups:\n  - name: workers\ntasks:\n")
-        for i in range(5):
-            f.write(f"""  - name: every-second-{i}
-    schedule: "* * * * * *"
-    placement: {{mode: one}}
-    group_ids: [workers]
-    delivery_guarantee: at_most_once
-    shell: {{argv: [/bin/sh, -c, '{command}']}}
-""")
-    with open(cluster.coordinators[0].config, "a") as f:
-        f.write("manifest_file: tasks.yaml\n")
+    command = run_recorder(runs_file)
+    cluster.write_manifest([task_entry(f"every-second-{i}", command, delivery_guarantee="at_most_once")
+                            for i in range(5)])
     say(f"PostgreSQL {cluster.dsn}; files in {cluster.dir}")
     try:
         cluster.start()

@@ -186,6 +186,37 @@ log_level: debug
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def finish(self, ok):
+        """Stops the cluster; removes its files after a pass, keeps them (and says where) after a failure."""
+        self.stop()
+        if ok:
+            self.remove()
+        else:
+            print(f"cluster logs kept in {self.dir}")
+
+    def write_manifest(self, task_entries):
+        """Writes tasks.yaml (group `workers` and the tasks, each from task_entry) and names it as
+        the first coordinator's manifest_file; call before start()."""
+        with open(os.path.join(self.dir, "tasks.yaml"), "w") as f:
+            f.write("groups:\n  - name: workers\ntasks:\n" + "".join(task_entries))
+        with open(self.coordinators[0].config, "a") as f:
+            f.write("manifest_file: tasks.yaml\n")
+
+
+def run_recorder(runs_file):
+    """The shell command the tasks run: appends "<execution id> <unix ms>" to `runs_file`."""
+    return f'echo "$QF_EXECUTION_ID $(date +%s%3N)" >> {runs_file}'
+
+
+def task_entry(name, command, schedule="* * * * * *", placement="{mode: one}", **fields):
+    """One task of the manifest's `tasks:` list, in group `workers`, running `command` with
+    /bin/sh; `fields` are further task fields (misfire_policy="skip", ...)."""
+    lines = [f"  - name: {name}", f'    schedule: "{schedule}"', f"    placement: {placement}",
+             "    group_ids: [workers]"]
+    lines += [f"    {field}: {value}" for field, value in fields.items()]
+    lines.append(f"    shell: {{argv: [/bin/sh, -c, '{command}']}}")
+    return "\n".join(lines) + "\n"
+
 
 def list_all(api, path, page_size=500):
     items, page = [], 1

@@ -6,7 +6,7 @@ import os
 import time
 import urllib.request
 
-from failover_cluster import PgCluster, list_all, now_ms, wait_for
+from failover_cluster import PgCluster, list_all, now_ms, run_recorder, task_entry, wait_for
 from test_failover import read_runs
 
 OUTAGE_SECONDS = 20
@@ -25,25 +25,9 @@ def test_a_database_outage_stops_firing_keeps_agents_running_and_loses_nothing()
     assert build, "QF_BUILD_DIR must name the build directory"
     cluster = PgCluster(build, coordinators=2, agents=2)
     runs_file = os.path.join(cluster.dir, "runs.txt")
-    command = f'echo "$QF_EXECUTION_ID $(date +%s%3N)" >> {runs_file}'
-    with open(os.path.join(cluster.dir, "tasks.yaml"), "w") as f:
-        f.write(f"""groups:
-  - name: workers
-tasks:
-  - name: out-all
-    schedule: "* * * * * *"
-    placement: {{mode: all}}
-    group_ids: [workers]
-    shell: {{argv: [/bin/sh, -c, '{command}']}}
-  - name: out-one
-    schedule: "* * * * * *"
-    placement: {{mode: one}}
-    group_ids: [workers]
-    misfire_policy: skip
-    shell: {{argv: [/bin/sh, -c, '{command}']}}
-""")
-    with open(cluster.coordinators[0].config, "a") as f:
-        f.write("manifest_file: tasks.yaml\n")
+    command = run_recorder(runs_file)
+    cluster.write_manifest([task_entry("out-all", command, placement="{mode: all}"),
+                            task_entry("out-one", command, misfire_policy="skip")])
     ok = False
     try:
         cluster.start()
@@ -79,8 +63,4 @@ tasks:
         wait_for(lambda: not missing(), 30, "every `all` run of the outage synced to the store")
         ok = True
     finally:
-        cluster.stop()
-        if ok:
-            cluster.remove()
-        else:
-            print(f"cluster logs kept in {cluster.dir}")
+        cluster.finish(ok)

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from failover_cluster import PgCluster, list_all, now_ms, wait_for
+from failover_cluster import PgCluster, list_all, now_ms, run_recorder, task_entry, wait_for
 
 TASKS = int(os.environ.get("QF_FAILOVER_TASKS", "200"))
 LOAD_SECONDS = int(os.environ.get("QF_FAILOVER_SECONDS", "90"))
@@ -18,22 +18,16 @@ LOAD_SECONDS = int(os.environ.get("QF_FAILOVER_SECONDS", "90"))
 FAILOVER_BOUND_MS = 4_000
 
 
-def manifest(runs_file):
-    lines = ["groups:", "  - name: workers", "tasks:"]
-    command = f'echo "$QF_EXECUTION_ID $(date +%s%3N)" >> {runs_file}'
-    for i in range(TASKS):
-        guarantee = "at_most_once" if i % 2 == 0 else "at_least_once"
-        lines += [f"  - name: fo-{i:03d}", '    schedule: "* * * * * *"', "    placement: {mode: one}",
-                  "    group_ids: [workers]", f"    delivery_guarantee: {guarantee}",
-                  "    misfire_policy: skip", f"    shell: {{argv: [/bin/sh, -c, '{command}']}}",
-                  "    timeout_seconds: 10"]
-    lines += ["  - name: fo-sharded", '    schedule: "*/2 * * * * *"', "    placement: {mode: sharded, shard_count: 2}",
-              "    group_ids: [workers]", "    misfire_policy: skip",
-              f"    shell: {{argv: [/bin/sh, -c, '{command}']}}", "    timeout_seconds: 10"]
-    lines += ["  - name: fo-all", '    schedule: "*/2 * * * * *"', "    placement: {mode: all}",
-              "    group_ids: [workers]", f"    shell: {{argv: [/bin/sh, -c, '{command}']}}",
-              "    timeout_seconds: 10"]
-    return "\n".join(lines) + "\n"
+def task_entries(runs_file):
+    command = run_recorder(runs_file)
+    entries = [task_entry(f"fo-{i:03d}", command,
+                          delivery_guarantee="at_most_once" if i % 2 == 0 else "at_least_once",
+                          misfire_policy="skip", timeout_seconds=10) for i in range(TASKS)]
+    entries.append(task_entry("fo-sharded", command, schedule="*/2 * * * * *",
+                              placement="{mode: sharded, shard_count: 2}", misfire_policy="skip", timeout_seconds=10))
+    entries.append(task_entry("fo-all", command, schedule="*/2 * * * * *", placement="{mode: all}",
+                              timeout_seconds=10))
+    return entries
 
 
 def read_runs(path):
@@ -53,10 +47,7 @@ def test_failover_kills_and_a_pause_lose_nothing_and_run_nothing_twice():
     assert build, "QF_BUILD_DIR must name the build directory"
     cluster = PgCluster(build)
     runs_file = os.path.join(cluster.dir, "runs.txt")
-    with open(os.path.join(cluster.dir, "tasks.yaml"), "w") as f:
-        f.write(manifest(runs_file))
-    with open(cluster.coordinators[0].config, "a") as f:
-        f.write("manifest_file: tasks.yaml\n")
+    cluster.write_manifest(task_entries(runs_file))
     ok = False
     try:
         cluster.start()
@@ -160,8 +151,4 @@ def test_failover_kills_and_a_pause_lose_nothing_and_run_nothing_twice():
         assert all(m is not None and m < FAILOVER_BOUND_MS for m in measured), measured
         ok = True
     finally:
-        cluster.stop()
-        if ok:
-            cluster.remove()
-        else:
-            print(f"cluster logs kept in {cluster.dir}")
+        cluster.finish(ok)

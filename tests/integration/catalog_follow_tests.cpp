@@ -9,10 +9,8 @@
 
 #include <fmt/format.h>
 
-#include <quartzflow/pg_store.hpp>
-
-#include "../unit/pg_server.hpp"
 #include "cluster.hpp"
+#include "two_coordinators.hpp"
 
 namespace qf = quartzflow;
 using namespace std::chrono_literals;
@@ -40,50 +38,18 @@ struct TwoCoordinators {
   explicit TwoCoordinators(std::chrono::milliseconds poll = k_poll, bool postgres = false) {
     c.crash_coordinator();
     c.options.catalog_poll_interval = poll;
-    if (postgres) open_on_postgres();
-    else c.open_coordinator();
+    dsn = qf::testing::open_coordinator_a(c, postgres);
     qf::CoordinatorObserver observer;
     observer.task_changed = [this](const qf::v1::Task*, const std::string& id, qf::v1::TaskChangeAction action,
                                    const qf::Actor&) {
       ++a_events[fmt::format("{} {}", qf::v1::TaskChangeAction_Name(action), id)];
     };
     c.coordinator->observe(std::move(observer));
-    store_b = postgres
-                  ? open_postgres()
-                  : qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
+    store_b = qf::testing::open_second_store(c, dsn);
     auto options = c.options;
     options.agent_grace = 1h;
     options.dispatcher.coordinator_id = "coordinator-b";
-    b = std::make_unique<qf::Coordinator>(c.io.get_executor(), *store_b, options);
-    bool started = false;
-    b->start([&](qf::error_code ec) {
-      REQUIRE_FALSE(ec);
-      started = true;
-    });
-    REQUIRE(c.run_until([&] { return started; }));
-  }
-
-  std::unique_ptr<qf::Store> open_postgres() {
-    qf::PostgresStoreOptions options;
-    options.dsn = dsn;
-    return qf::open_postgres_store(c.io.get_executor(), options);
-  }
-
-  /// Cluster::open_coordinator on a PostgreSQL store.
-  void open_on_postgres() {
-    dsn = qf::testing::postgres_test_database();
-    c.store = open_postgres();
-    c.coordinator = std::make_unique<qf::Coordinator>(c.io.get_executor(), *c.store, c.options);
-    c.coordinator->on_execution([this](const qf::v1::Execution& r) { c.ingested.push_back(r); });
-    bool started = false;
-    c.coordinator->start([&](qf::error_code ec) {
-      REQUIRE_FALSE(ec);
-      started = true;
-    });
-    REQUIRE(c.run_until([&] { return started; }));
-    c.network.listen("coordinator", [this](std::shared_ptr<qf::Connection> connection) {
-      if (c.coordinator) c.coordinator->accept(std::move(connection));
-    });
+    b = qf::testing::start_second_coordinator(c, *store_b, options);
   }
 
   ~TwoCoordinators() {
@@ -120,20 +86,25 @@ struct TwoCoordinators {
   }
 
   std::size_t successes(const std::string& task_id) { return c.count(task_id, qf::v1::EXECUTION_STATUS_SUCCESS); }
+
+  /// Agent "a1" of group "web", connected to A.
+  qf::testing::AgentNode& add_web_agent() {
+    c.create_group("web");
+    auto& agent = c.add_agent("a1", "web");
+    REQUIRE(c.run_until([&] { return c.all_connected(); }));
+    return agent;
+  }
 };
 
 }  // namespace
 
 TEST_CASE("tasks created, updated, disabled and deleted through coordinator B reach coordinator A and its agent",
           "[catalog_follow][cluster]") {
-  const bool postgres = GENERATE(false, true);
-  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  QUARTZFLOW_FOR_EACH_STORE();
   TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
   auto& a = *c.coordinator;
-  c.create_group("web");
-  auto& agent = c.add_agent("a1", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto& agent = t.add_web_agent();
   const auto scheduled_before = a.scheduler().scheduled_count();
 
   // Created on B: A's scheduler plans it and routes its fires to A's agent.
@@ -201,13 +172,10 @@ TEST_CASE("tasks created, updated, disabled and deleted through coordinator B re
 
 TEST_CASE("groups and agent moves made through coordinator B reach coordinator A's agents",
           "[catalog_follow][cluster]") {
-  const bool postgres = GENERATE(false, true);
-  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  QUARTZFLOW_FOR_EACH_STORE();
   TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
-  c.create_group("web");
-  auto& agent = c.add_agent("a1", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto& agent = t.add_web_agent();
 
   qf::v1::Group batch;
   batch.set_id("batch");
@@ -250,15 +218,12 @@ TEST_CASE("groups and agent moves made through coordinator B reach coordinator A
 
 TEST_CASE("a change made on coordinator A is applied once on A while A follows the store",
           "[catalog_follow][cluster]") {
-  const bool postgres = GENERATE(false, true);
-  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  QUARTZFLOW_FOR_EACH_STORE();
   TwoCoordinators t{k_poll, postgres};
   auto& c = t.c;
-  auto& a = *c.coordinator;
-  c.create_group("web");
-  auto& agent = c.add_agent("a1", "web");
-  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  auto& agent = t.add_web_agent();
   c.run_for(3 * k_poll);
+  auto& a = *c.coordinator;
   const auto& stats = a.dispatcher().stats();
   const auto pushes_before = stats.pushes_sent - stats.repushes;
 

@@ -8,10 +8,8 @@
 
 #include <fmt/format.h>
 
-#include <quartzflow/pg_store.hpp>
-
-#include "../unit/pg_server.hpp"
 #include "cluster.hpp"
+#include "two_coordinators.hpp"
 #include "../../src/dispatcher/protocol.hpp"
 
 namespace qf = quartzflow;
@@ -40,47 +38,16 @@ struct LeaderAndStandby {
     c.options.cluster.lease_ttl = k_ttl;
     c.options.cluster.advertise_agent_address = "coordinator";
     c.options.cluster.advertise_admin_address = "https://a.example:8443";
-    if (postgres) open_a_on_postgres();
-    else c.open_coordinator();
+    dsn = qf::testing::open_coordinator_a(c, postgres);
     REQUIRE(c.coordinator->leading());
-    store_b = postgres
-                  ? open_postgres()
-                  : qf::open_sqlite_store(c.io.get_executor(), qf::SqliteStoreOptions{c.dir.file("coordinator.db")});
+    store_b = qf::testing::open_second_store(c, dsn);
     auto options = c.options;
     options.cluster.coordinator_id = "coordinator-b";
     options.cluster.advertise_agent_address = "coordinator-b";
     options.cluster.advertise_admin_address = "https://b.example:8443";
-    b = std::make_unique<qf::Coordinator>(c.io.get_executor(), *store_b, options);
-    bool started = false;
-    b->start([&](qf::error_code ec) {
-      REQUIRE_FALSE(ec);
-      started = true;
-    });
-    REQUIRE(c.run_until([&] { return started; }));
+    b = qf::testing::start_second_coordinator(c, *store_b, options);
     c.network.listen("coordinator-b", [this](std::shared_ptr<qf::Connection> connection) {
       if (b) b->accept(std::move(connection));
-    });
-  }
-
-  std::unique_ptr<qf::Store> open_postgres() {
-    qf::PostgresStoreOptions options;
-    options.dsn = dsn;
-    return qf::open_postgres_store(c.io.get_executor(), options);
-  }
-
-  /// Cluster::open_coordinator on a PostgreSQL store.
-  void open_a_on_postgres() {
-    dsn = qf::testing::postgres_test_database();
-    c.store = open_postgres();
-    c.coordinator = std::make_unique<qf::Coordinator>(c.io.get_executor(), *c.store, c.options);
-    bool started = false;
-    c.coordinator->start([&](qf::error_code ec) {
-      REQUIRE_FALSE(ec);
-      started = true;
-    });
-    REQUIRE(c.run_until([&] { return started; }));
-    c.network.listen("coordinator", [this](std::shared_ptr<qf::Connection> connection) {
-      if (c.coordinator) c.coordinator->accept(std::move(connection));
     });
   }
 
@@ -108,8 +75,7 @@ struct LeaderAndStandby {
 }  // namespace
 
 TEST_CASE("a standby redirects agents to the leader and refuses triggers naming the leader", "[cluster][failover]") {
-  const bool postgres = GENERATE(false, true);
-  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  QUARTZFLOW_FOR_EACH_STORE();
   LeaderAndStandby t{postgres};
   auto& c = t.c;
   REQUIRE(c.run_until([&] { return t.b->leader_lease().holder_id == "coordinator"; }));
@@ -165,8 +131,7 @@ TEST_CASE("a standby redirects agents to the leader and refuses triggers naming 
 
 TEST_CASE("when the leader crashes the standby takes over within a lease TTL and fires each run once",
           "[cluster][failover]") {
-  const bool postgres = GENERATE(false, true);
-  INFO("store: " << (postgres ? "PostgreSQL" : "SQLite file"));
+  QUARTZFLOW_FOR_EACH_STORE();
   LeaderAndStandby t{postgres};
   auto& c = t.c;
   c.create_group("web");

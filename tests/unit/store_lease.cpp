@@ -3,6 +3,7 @@
 // PostgreSQL (the same cases against both); on PostgreSQL, a takeover that waits for a fire
 // transaction holding the fencing check's row lock.
 #include <chrono>
+#include <functional>
 #include <future>
 #include <optional>
 #include <string>
@@ -96,23 +97,104 @@ const qf::CoordinatorAddresses k_b{"b.example:7443", "https://b.example:8443"};
 constexpr milliseconds k_long{60'000};
 constexpr milliseconds k_expired{0};  // expires at once: the next statement sees it expired
 
+/// A fresh store on one backend, its io_context, and the lease calls each in a transaction of
+/// its own.
+struct LeaseStore {
+  explicit LeaseStore(Backend backend) : store{open_store(io, backend, fresh_place(backend, dir))} {}
+
+  /// run_tx on this store.
+  template <typename Body>
+  auto run(Body body, std::string* thrown = nullptr) {
+    return run_tx(io, *store, std::move(body), thrown);
+  }
+  /// What `body` returns in a read transaction.
+  template <typename Body>
+  auto read(Body body) {
+    return *run_tx(io, *store, std::move(body), nullptr, true);
+  }
+
+  qf::LeaderLease acquire(const std::string& holder, const qf::CoordinatorAddresses& addresses, milliseconds ttl) {
+    return *run([&](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader(holder, addresses, ttl); });
+  }
+  bool release(const std::string& holder) {
+    return *run([&](qf::StoreTransaction& tx) { return tx.release_leader(holder); });
+  }
+  qf::LeaderLease lease() {
+    return read([](qf::StoreTransaction& tx) { return tx.leader_lease(); });
+  }
+
+  qf::testing::TempDir dir;
+  boost::asio::io_context io;
+  std::unique_ptr<qf::Store> store;
+};
+
+/// Records a pending run `execution_id` of task "t".
+void upsert_pending_run(qf::StoreTransaction& tx, const std::string& execution_id) {
+  v1::Execution run;
+  run.set_execution_id(execution_id);
+  run.set_task_id("t");
+  run.set_status(v1::EXECUTION_STATUS_PENDING);
+  tx.upsert_execution(run);
+}
+
+/// Keeps the store's thread in one transaction (a batch in progress: a long group commit) from
+/// construction until `release()`, so that what is queued meanwhile waits behind it.
+class StoreHold {
+ public:
+  /// A completion handler that checks the transaction committed and counts it in `done`.
+  auto count() {
+    return [this](qf::error_code ec) {
+      CHECK_FALSE(ec);
+      ++done;
+    };
+  }
+
+  /// `in_batch` runs in the held transaction once it is released.
+  explicit StoreHold(
+      qf::Store& store, std::function<void()> in_batch = [] {}) {
+    store.transact(
+        [this, in_batch = std::move(in_batch)](qf::StoreTransaction&, qf::error_code&) {
+          busy_.set_value();
+          released_.wait();
+          in_batch();
+        },
+        count());
+    busy_.get_future().wait();
+  }
+
+  void release() { release_.set_value(); }
+
+  int done = 0;  ///< transactions completed, the held one included
+
+ private:
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
+  std::promise<void> busy_;
+};
+
+/// Runs `io` in short slices until `done()` or `limit` has passed.
+template <typename Done>
+void run_until(boost::asio::io_context& io, Done done, std::chrono::seconds limit, milliseconds slice) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(slice);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("a free leader lease is taken at epoch 1 and renewed by its holder at the same epoch", "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
 
-  auto before = *run_tx(
-      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  auto before = s.lease();
   CHECK(before.holder_id.empty());
   CHECK(before.epoch == 0);
   CHECK_FALSE(before.held());
 
-  auto taken =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  auto taken = s.acquire("a", k_a, k_long);
   CHECK(taken.holder_id == "a");
   CHECK(taken.epoch == 1);
   CHECK(taken.held());
@@ -120,14 +202,12 @@ TEST_CASE("a free leader lease is taken at epoch 1 and renewed by its holder at 
   CHECK(taken.holder_addresses.admin == k_a.admin);
   CHECK(taken.expires_at_unix_ms - taken.now_unix_ms == k_long.count());
 
-  auto renewed =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  auto renewed = s.acquire("a", k_a, k_long);
   CHECK(renewed.holder_id == "a");
   CHECK(renewed.epoch == 1);
   CHECK(renewed.expires_at_unix_ms >= taken.expires_at_unix_ms);
 
-  auto read = *run_tx(
-      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  auto read = s.lease();
   CHECK(read.holder_id == "a");
   CHECK(read.epoch == 1);
 }
@@ -136,35 +216,29 @@ TEST_CASE("a leader lease another coordinator holds is left alone until it expir
           "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
 
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
-  auto refused =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  s.acquire("a", k_a, k_long);
+  auto refused = s.acquire("b", k_b, k_long);
   CHECK(refused.holder_id == "a");
   CHECK(refused.epoch == 1);
   CHECK(refused.holder_addresses.agent == k_a.agent);  // where a standby redirects agents
 
   // a renews with a lease that is over at once: b takes it.
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_expired); });
-  auto taken =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  s.acquire("a", k_a, k_expired);
+  auto taken = s.acquire("b", k_b, k_long);
   CHECK(taken.holder_id == "b");
   CHECK(taken.epoch == 2);
   CHECK(taken.holder_addresses.agent == k_b.agent);
 
   // a, back from a pause, cannot renew: it is b's now.
-  auto late =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
+  auto late = s.acquire("a", k_a, k_long);
   CHECK(late.holder_id == "b");
   CHECK(late.epoch == 2);
 
   // Its own expired lease is taken again at a new epoch, never renewed at the old one.
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_expired); });
-  auto again =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  s.acquire("b", k_b, k_expired);
+  auto again = s.acquire("b", k_b, k_long);
   CHECK(again.holder_id == "b");
   CHECK(again.epoch == 3);
 }
@@ -172,20 +246,16 @@ TEST_CASE("a leader lease another coordinator holds is left alone until it expir
 TEST_CASE("releasing the leader lease hands it over at once, and only its holder can release it", "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
 
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
-  CHECK_FALSE(*run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.release_leader("b"); }));
-  CHECK(*run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.release_leader("a"); }));
-  auto free = *run_tx(
-      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
+  s.acquire("a", k_a, k_long);
+  CHECK_FALSE(s.release("b"));
+  CHECK(s.release("a"));
+  auto free = s.lease();
   CHECK(free.holder_id.empty());
   CHECK(free.epoch == 1);
   CHECK_FALSE(free.held());
-  auto taken =
-      *run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  auto taken = s.acquire("b", k_b, k_long);
   CHECK(taken.holder_id == "b");
   CHECK(taken.epoch == 2);
 }
@@ -193,54 +263,44 @@ TEST_CASE("releasing the leader lease hands it over at once, and only its holder
 TEST_CASE("a fire transaction fenced with an old or expired epoch is refused and records nothing", "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
 
   auto fire = [](std::uint64_t epoch, const std::string& id) {
     return [epoch, id](qf::StoreTransaction& tx) {
       tx.check_fence(epoch);
-      v1::Execution run;
-      run.set_execution_id(id);
-      run.set_task_id("t");
-      run.set_status(v1::EXECUTION_STATUS_PENDING);
-      tx.upsert_execution(run);
+      upsert_pending_run(tx, id);
       return true;
     };
   };
   auto recorded = [&](const std::string& id) {
-    return run_tx(
-               io, *store, [id](qf::StoreTransaction& tx) { return tx.execution(id).has_value(); }, nullptr, true)
-        .value();
+    return s.read([id](qf::StoreTransaction& tx) { return tx.execution(id).has_value(); });
   };
 
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_long); });
-  run_tx(io, *store, fire(1, "t:1000"));
+  s.acquire("a", k_a, k_long);
+  s.run(fire(1, "t:1000"));
   CHECK(recorded("t:1000"));
 
   // Expired (a paused leader): refused, though nobody took over yet.
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("a", k_a, k_expired); });
+  s.acquire("a", k_a, k_expired);
   std::string why;
-  run_tx(io, *store, fire(1, "t:2000"), &why);
+  s.run(fire(1, "t:2000"), &why);
   CHECK(why.find("lease lost: epoch 1 expired") != std::string::npos);
   CHECK_FALSE(recorded("t:2000"));
 
   // Taken over: the old epoch is refused, the new one passes.
-  run_tx(io, *store, [](qf::StoreTransaction& tx) { return tx.acquire_or_renew_leader("b", k_b, k_long); });
+  s.acquire("b", k_b, k_long);
   why.clear();
-  run_tx(io, *store, fire(1, "t:3000"), &why);
+  s.run(fire(1, "t:3000"), &why);
   CHECK(why.find("lease lost: epoch 1 is not the current one") != std::string::npos);
   CHECK_FALSE(recorded("t:3000"));
-  run_tx(io, *store, fire(2, "t:3000"));
+  s.run(fire(2, "t:3000"));
   CHECK(recorded("t:3000"));
 }
 
 TEST_CASE("the coordinators registry keeps each coordinator's last report in the database's clock", "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
 
   auto report = [](std::string id, v1::CoordinatorState state) {
     return [id, state](qf::StoreTransaction& tx) {
@@ -255,13 +315,11 @@ TEST_CASE("the coordinators registry keeps each coordinator's last report in the
       return true;
     };
   };
-  run_tx(io, *store, report("b", v1::COORDINATOR_STATE_STANDBY));
-  run_tx(io, *store, report("a", v1::COORDINATOR_STATE_LEADER));
-  run_tx(io, *store, report("b", v1::COORDINATOR_STATE_STOPPED));
-  auto lease = *run_tx(
-      io, *store, [](qf::StoreTransaction& tx) { return tx.leader_lease(); }, nullptr, true);
-  auto list = *run_tx(
-      io, *store, [](qf::StoreTransaction& tx) { return tx.list_coordinators(); }, nullptr, true);
+  s.run(report("b", v1::COORDINATOR_STATE_STANDBY));
+  s.run(report("a", v1::COORDINATOR_STATE_LEADER));
+  s.run(report("b", v1::COORDINATOR_STATE_STOPPED));
+  auto lease = s.lease();
+  auto list = s.read([](qf::StoreTransaction& tx) { return tx.list_coordinators(); });
   REQUIRE(list.size() == 2);
   CHECK(list[0].id() == "a");
   CHECK(list[0].state() == v1::COORDINATOR_STATE_LEADER);
@@ -273,7 +331,7 @@ TEST_CASE("the coordinators registry keeps each coordinator's last report in the
   CHECK(std::abs(list[1].last_seen_unix_ms() - lease.now_unix_ms) < 60'000);
 
   std::string why;
-  run_tx(io, *store, report("", v1::COORDINATOR_STATE_LEADER), &why);
+  s.run(report("", v1::COORDINATOR_STATE_LEADER), &why);
   CHECK(why.find("id") != std::string::npos);
 }
 
@@ -300,11 +358,7 @@ TEST_CASE("on PostgreSQL a takeover waits for a fire transaction holding the fen
         tx.check_fence(1);
         checked.set_value();
         std::this_thread::sleep_for(milliseconds{600});  // past the lease's expiry
-        v1::Execution run;
-        run.set_execution_id("t:1000");
-        run.set_task_id("t");
-        run.set_status(v1::EXECUTION_STATUS_PENDING);
-        tx.upsert_execution(run);
+        upsert_pending_run(tx, "t:1000");
       },
       [&](qf::error_code ec) {
         fire_done = ec;
@@ -318,11 +372,8 @@ TEST_CASE("on PostgreSQL a takeover waits for a fire transaction holding the fen
         takeover_done = ec;
         takeover_order = ++order;
       });
-  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!(fire_done && takeover_done) && std::chrono::steady_clock::now() < limit) {
-    io.restart();
-    io.run_for(milliseconds{20});
-  }
+  run_until(
+      io, [&] { return fire_done && takeover_done; }, std::chrono::seconds(10), milliseconds{20});
   REQUIRE(fire_done);
   REQUIRE(takeover_done);
   CHECK_FALSE(*fire_done);  // checked under the lock, committed before the takeover
@@ -336,42 +387,23 @@ TEST_CASE("an urgent transaction (the lease renewal) runs ahead of the transacti
           "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
-  std::promise<void> release;
-  auto released = release.get_future().share();
-  std::promise<void> busy;
+  LeaseStore s{backend};
   std::vector<std::string> order;  // written on the store's thread only, read after the flush
-  int done = 0;
-  auto count = [&](qf::error_code ec) {
-    CHECK_FALSE(ec);
-    ++done;
-  };
   // A batch in progress (a long group commit) while more work queues up behind it.
-  store->transact(
-      [&](qf::StoreTransaction&, qf::error_code&) {
-        busy.set_value();
-        released.wait();
-        order.push_back("batch in progress");
-      },
-      count);
-  busy.get_future().wait();
+  StoreHold hold(*s.store, [&order] { order.emplace_back("batch in progress"); });
   for (const auto* name : {"fire 1", "fire 2"})
-    store->transact([&order, name](qf::StoreTransaction&, qf::error_code&) { order.emplace_back(name); }, count);
-  store->transact_urgent(
+    s.store->transact([&order, name](qf::StoreTransaction&, qf::error_code&) { order.emplace_back(name); },
+                      hold.count());
+  s.store->transact_urgent(
       [&](qf::StoreTransaction& tx, qf::error_code&) {
         tx.acquire_or_renew_leader("a", k_a, k_long);
         order.emplace_back("renewal");
       },
-      count);
-  release.set_value();
-  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (done < 4 && std::chrono::steady_clock::now() < limit) {
-    io.restart();
-    io.run_for(milliseconds{20});
-  }
-  REQUIRE(done == 4);
+      hold.count());
+  hold.release();
+  run_until(
+      s.io, [&] { return hold.done >= 4; }, std::chrono::seconds(10), milliseconds{20});
+  REQUIRE(hold.done == 4);
   CHECK(order == std::vector<std::string>{"batch in progress", "renewal", "fire 1", "fire 2"});
 }
 
@@ -379,62 +411,39 @@ TEST_CASE("the lease renewal commits within the lease's local deadline behind a 
           "[store][lease]") {
   qf::testing::QuietLog quiet;
   FOR_EACH_BACKEND();
-  qf::testing::TempDir dir;
-  boost::asio::io_context io;
-  auto store = open_store(io, backend, fresh_place(backend, dir));
+  LeaseStore s{backend};
   constexpr int k_backlog = 200;
   constexpr milliseconds k_per_transaction{20};  // 4 s of queued writes: far past the TTL
-  std::promise<void> release;
-  auto released = release.get_future().share();
-  std::promise<void> busy;
   std::promise<void> backlog_started;
   bool backlog_running = false;  // the store's thread only
-  int done = 0;
-  auto count = [&](qf::error_code ec) {
-    CHECK_FALSE(ec);
-    ++done;
-  };
-  store->transact(
-      [&](qf::StoreTransaction&, qf::error_code&) {
-        busy.set_value();
-        released.wait();
-      },
-      count);
-  busy.get_future().wait();
+  StoreHold hold(*s.store);
   for (int i = 0; i < k_backlog; ++i) {
-    store->transact(
+    s.store->transact(
         [&, i](qf::StoreTransaction& tx, qf::error_code&) {
           if (!std::exchange(backlog_running, true)) backlog_started.set_value();
           std::this_thread::sleep_for(k_per_transaction);  // a slow database
-          v1::Execution run;
-          run.set_execution_id("t:" + std::to_string(1000 * (i + 1)));
-          run.set_task_id("t");
-          run.set_status(v1::EXECUTION_STATUS_PENDING);
-          tx.upsert_execution(run);
+          upsert_pending_run(tx, "t:" + std::to_string(1000 * (i + 1)));
         },
-        count);
+        hold.count());
   }
-  release.set_value();
+  hold.release();
   backlog_started.get_future().wait();  // a batch of the backlog is being written now
   const auto asked = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> renewed_at;
   qf::LeaderLease lease;
-  store->transact_urgent(
+  s.store->transact_urgent(
       [&](qf::StoreTransaction& tx, qf::error_code&) { lease = tx.acquire_or_renew_leader("a", k_a, k_long); },
       [&](qf::error_code ec) {
         CHECK_FALSE(ec);
         renewed_at = std::chrono::steady_clock::now();
       });
-  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((done < k_backlog + 1 || !renewed_at) && std::chrono::steady_clock::now() < limit) {
-    io.restart();
-    io.run_for(milliseconds{5});
-  }
+  run_until(
+      s.io, [&] { return hold.done >= k_backlog + 1 && renewed_at; }, std::chrono::seconds(20), milliseconds{5});
   REQUIRE(renewed_at);
   // The leader's local deadline with the default TTL (1.5 s): T - T/10 after the attempt.
   CHECK(*renewed_at - asked < milliseconds{1'350});
   CHECK(lease.holder_id == "a");
-  REQUIRE(done == k_backlog + 1);  // the backlog is all written, in several commits
-  CHECK(store->metrics().commits >= 4);
-  CHECK(store->metrics().transactions_committed == k_backlog + 2);
+  REQUIRE(hold.done == k_backlog + 1);  // the backlog is all written, in several commits
+  CHECK(s.store->metrics().commits >= 4);
+  CHECK(s.store->metrics().transactions_committed == k_backlog + 2);
 }

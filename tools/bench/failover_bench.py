@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "cluster"))
-from failover_cluster import PgCluster, now_ms, wait_for  # noqa: E402
+from failover_cluster import PgCluster, now_ms, run_recorder, task_entry, wait_for  # noqa: E402
 
 
 def first_line_after(runs_file, at_ms):
@@ -38,18 +38,7 @@ def percentile(values, p):
 def main(build, kills, tasks):
     cluster = PgCluster(build, coordinators=3, agents=2)
     runs_file = os.path.join(cluster.dir, "runs.txt")
-    command = f'echo "$QF_EXECUTION_ID $(date +%s%3N)" >> {runs_file}'
-    with open(os.path.join(cluster.dir, "tasks.yaml"), "w") as f:
-        f.write("groups:\n  - name: workers\ntasks:\n")
-        for i in range(tasks):
-            f.write(f"""  - name: fb-{i}
-    schedule: "* * * * * *"
-    placement: {{mode: one}}
-    group_ids: [workers]
-    shell: {{argv: [/bin/sh, -c, '{command}']}}
-""")
-    with open(cluster.coordinators[0].config, "a") as f:
-        f.write("manifest_file: tasks.yaml\n")
+    cluster.write_manifest([task_entry(f"fb-{i}", run_recorder(runs_file)) for i in range(tasks)])
     leads, fires, any_runs = [], [], []
     try:
         cluster.start()
