@@ -35,6 +35,9 @@ struct SqlDialect {
   /// has one writer: none needed.
   const char* lock_for_update = "";
   const char* lock_for_share = "";
+  /// Run before numbering a config version: makes concurrent bumps wait for each other's
+  /// commit (PostgreSQL: a transaction-scoped advisory lock). SQLite has one writer: none.
+  const char* serialize_config_versions_sql = "";
 };
 
 /**

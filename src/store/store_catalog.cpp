@@ -75,18 +75,15 @@ std::uint64_t SqlStoreTransaction::config_version() {
 
 std::uint64_t SqlStoreTransaction::bump_config_version(std::string_view summary) {
   require_writable("bump_config_version");
-  // Several coordinators on one PostgreSQL: the latest version's row is locked first, so a
-  // concurrent bump waits for the other's commit, then numbers after it (its next statement
+  // Several coordinators on one PostgreSQL: one lock for every bump (held to the commit), so
+  // a concurrent bump waits for the other's commit, then numbers after it (its next statement
   // sees the new version): no unique violation, and versions commit in order, which
-  // CatalogFollower relies on. SQLite has one writer.
-  if (const char* lock = db_.dialect().lock_for_update; *lock != '\0') {
-    auto latest = statement(fmt::format("SELECT version FROM config_versions ORDER BY version DESC LIMIT 1{}", lock));
-    bool any = false;
-    while (latest.next()) any = true;
-    if (!any) {  // the first version: no row to lock yet, the lease row (always there) instead
-      auto lease = statement(fmt::format("SELECT id FROM leader_lease WHERE id = 1{}", lock));
-      while (lease.next()) {}
-    }
+  // CatalogFollower relies on. Locking the latest version's row was not enough: a third bump
+  // that came after the first's commit locked the new latest row and took the same number as
+  // the second, still waiting on the old one. SQLite has one writer.
+  if (const char* serialize = db_.dialect().serialize_config_versions_sql; *serialize != '\0') {
+    auto lock = statement(serialize);
+    while (lock.next()) {}
   }
   const auto version = config_version() + 1;
   statement("INSERT INTO config_versions (version, at_unix_ms, summary) VALUES (?1, ?2, ?3)")
