@@ -2,6 +2,7 @@
 // The Store's leader lease, fencing check and coordinators registry, on SQLite and on
 // PostgreSQL (the same cases against both); on PostgreSQL, a takeover that waits for a fire
 // transaction holding the fencing check's row lock.
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -350,35 +351,36 @@ TEST_CASE("on PostgreSQL a takeover waits for a fire transaction holding the fen
   std::optional<qf::error_code> fire_done;
   std::optional<qf::error_code> takeover_done;
   qf::LeaderLease takeover;
-  int order = 0;
-  int fire_order = 0;
-  int takeover_order = 0;
+  // Set at the end of the fire transaction's body, before its commit; read by the takeover once
+  // its lease statement returned. The completions' order on the io_context proves nothing: the
+  // fire's store thread posts its completion after COMMIT returns, and the takeover, released
+  // by that COMMIT, may post first.
+  std::atomic<bool> fire_body_done{false};
+  std::atomic<bool> takeover_saw_fire_done{false};
   leader->transact(
       [&](qf::StoreTransaction& tx, qf::error_code&) {
         tx.check_fence(1);
         checked.set_value();
         std::this_thread::sleep_for(milliseconds{600});  // past the lease's expiry
         upsert_pending_run(tx, "t:1000");
+        fire_body_done = true;
       },
-      [&](qf::error_code ec) {
-        fire_done = ec;
-        fire_order = ++order;
-      });
+      [&](qf::error_code ec) { fire_done = ec; });
   checked_future.wait();
   std::this_thread::sleep_for(milliseconds{400});  // the lease has expired in the database now
   standby->transact(
-      [&](qf::StoreTransaction& tx, qf::error_code&) { takeover = tx.acquire_or_renew_leader("b", k_b, k_long); },
-      [&](qf::error_code ec) {
-        takeover_done = ec;
-        takeover_order = ++order;
-      });
+      [&](qf::StoreTransaction& tx, qf::error_code&) {
+        takeover = tx.acquire_or_renew_leader("b", k_b, k_long);
+        takeover_saw_fire_done = fire_body_done.load();
+      },
+      [&](qf::error_code ec) { takeover_done = ec; });
   run_until(
       io, [&] { return fire_done && takeover_done; }, std::chrono::seconds(10), milliseconds{20});
   REQUIRE(fire_done);
   REQUIRE(takeover_done);
   CHECK_FALSE(*fire_done);  // checked under the lock, committed before the takeover
   CHECK_FALSE(*takeover_done);
-  CHECK(fire_order < takeover_order);
+  CHECK(takeover_saw_fire_done);  // the takeover's statement waited for the fire's lock
   CHECK(takeover.holder_id == "b");
   CHECK(takeover.epoch == 2);
 }
