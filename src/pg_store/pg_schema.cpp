@@ -226,6 +226,65 @@ CREATE TABLE coordinators (
 );
 )sql";
 
+// Version 4: alerts (issue 16; SQLite's version 7). Rules, channels, silences and heartbeat monitors as their
+// records (a channel's inline secrets sealed by the coordinator's key; a monitor's ping token
+// only as its SHA-256); the alerts the engine raises; the outbox of deliveries
+// (notifications and result callbacks), one row per message and receiver, its attempts in
+// the record.
+constexpr const char* k_schema_v4 = R"sql(
+CREATE TABLE alert_rules (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  record BYTEA NOT NULL
+);
+
+CREATE TABLE alert_channels (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  record BYTEA NOT NULL
+);
+
+CREATE TABLE alert_silences (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  ends_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+
+CREATE TABLE alert_monitors (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  token_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
+  record BYTEA NOT NULL
+);
+
+CREATE TABLE alerts (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  rule_id TEXT COLLATE "C" NOT NULL,
+  state BIGINT NOT NULL,
+  task_id TEXT COLLATE "C" NOT NULL,
+  started_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+CREATE INDEX alerts_by_state ON alerts (state, started_unix_ms);
+CREATE INDEX alerts_by_rule ON alerts (rule_id, started_unix_ms);
+CREATE INDEX alerts_by_task ON alerts (task_id, started_unix_ms);
+
+CREATE TABLE deliveries (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  rowid BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+  kind BIGINT NOT NULL,
+  state BIGINT NOT NULL,
+  channel_id TEXT COLLATE "C" NOT NULL,
+  execution_id TEXT COLLATE "C" NOT NULL,
+  created_unix_ms BIGINT NOT NULL,
+  next_attempt_unix_ms BIGINT NOT NULL,
+  updated_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_unix_ms);
+CREATE INDEX deliveries_by_created ON deliveries (created_unix_ms);
+CREATE INDEX deliveries_by_channel ON deliveries (channel_id, created_unix_ms);
+CREATE INDEX deliveries_by_execution ON deliveries (execution_id, created_unix_ms);
+CREATE INDEX deliveries_by_updated ON deliveries (state, updated_unix_ms);
+)sql";
+
 struct Step {
   int version;
   const char* sql;
@@ -236,10 +295,10 @@ constexpr std::int64_t k_migration_lock = 0x71660001;
 
 }  // namespace
 
-int postgres_store_schema_version() noexcept { return 3; }
+int postgres_store_schema_version() noexcept { return 4; }
 
 bool migrate_postgres_store(PgConnection& connection, const std::string& schema, error_code& ec, std::string* detail) {
-  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}};
+  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}};
   const auto fail = [&](error_code code, std::string why) {
     ec = code;
     if (detail) *detail = std::move(why);

@@ -241,13 +241,71 @@ CREATE TABLE coordinators (
 );
 )sql";
 
+// Version 7: alerts (issue 16). Rules, channels, silences and heartbeat monitors as their
+// records (a channel's inline secrets sealed by the coordinator's key; a monitor's ping token
+// only as its SHA-256); the alerts the engine raises; the outbox of deliveries
+// (notifications and result callbacks), one row per message and receiver, its attempts in
+// the record.
+constexpr const char* k_schema_v7 = R"sql(
+CREATE TABLE alert_rules (
+  id TEXT PRIMARY KEY NOT NULL,
+  record BLOB NOT NULL
+);
+
+CREATE TABLE alert_channels (
+  id TEXT PRIMARY KEY NOT NULL,
+  record BLOB NOT NULL
+);
+
+CREATE TABLE alert_silences (
+  id TEXT PRIMARY KEY NOT NULL,
+  ends_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+
+CREATE TABLE alert_monitors (
+  id TEXT PRIMARY KEY NOT NULL,
+  token_sha256 TEXT NOT NULL UNIQUE,
+  record BLOB NOT NULL
+);
+
+CREATE TABLE alerts (
+  id TEXT PRIMARY KEY NOT NULL,
+  rule_id TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  task_id TEXT NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX alerts_by_state ON alerts (state, started_unix_ms);
+CREATE INDEX alerts_by_rule ON alerts (rule_id, started_unix_ms);
+CREATE INDEX alerts_by_task ON alerts (task_id, started_unix_ms);
+
+CREATE TABLE deliveries (
+  id TEXT PRIMARY KEY NOT NULL,
+  kind INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  channel_id TEXT NOT NULL,
+  execution_id TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  next_attempt_unix_ms INTEGER NOT NULL,
+  updated_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_unix_ms);
+CREATE INDEX deliveries_by_created ON deliveries (created_unix_ms);
+CREATE INDEX deliveries_by_channel ON deliveries (channel_id, created_unix_ms);
+CREATE INDEX deliveries_by_execution ON deliveries (execution_id, created_unix_ms);
+CREATE INDEX deliveries_by_updated ON deliveries (state, updated_unix_ms);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 6; }
+int coordinator_store_schema_version() noexcept { return 7; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3},
-                                             {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4},
+                                             {5, k_schema_v5}, {6, k_schema_v6}, {7, k_schema_v7}};
   return migrate_schema(db, steps, ec, detail);
 }
 
