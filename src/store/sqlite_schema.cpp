@@ -299,13 +299,45 @@ CREATE INDEX deliveries_by_execution ON deliveries (execution_id, created_unix_m
 CREATE INDEX deliveries_by_updated ON deliveries (state, updated_unix_ms);
 )sql";
 
+// Version 8: commands through any coordinator and the execution change feed (issue 15). A
+// standby queues a trigger, retry or cancel in `commands` (its record: arguments, caller,
+// claim, answer); the leader claims and answers it. Every insert or update of an execution
+// appends to `execution_changes` (triggers, whoever writes), which standbys read to publish
+// the leader's runs; both are purged by age.
+constexpr const char* k_schema_v8 = R"sql(
+CREATE TABLE commands (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  state INTEGER NOT NULL,
+  deadline_unix_ms INTEGER NOT NULL,
+  claimed_epoch INTEGER NOT NULL,
+  updated_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX commands_by_state ON commands (state, id);
+
+CREATE TABLE execution_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  execution_id TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  at_unix_ms INTEGER NOT NULL
+);
+CREATE TRIGGER executions_changed_on_insert AFTER INSERT ON executions BEGIN
+  INSERT INTO execution_changes (execution_id, status, at_unix_ms)
+    VALUES (NEW.execution_id, NEW.status, CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER));
+END;
+CREATE TRIGGER executions_changed_on_update AFTER UPDATE ON executions BEGIN
+  INSERT INTO execution_changes (execution_id, status, at_unix_ms)
+    VALUES (NEW.execution_id, NEW.status, CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER));
+END;
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 7; }
+int coordinator_store_schema_version() noexcept { return 8; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
   static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4},
-                                             {5, k_schema_v5}, {6, k_schema_v6}, {7, k_schema_v7}};
+                                             {5, k_schema_v5}, {6, k_schema_v6}, {7, k_schema_v7}, {8, k_schema_v8}};
   return migrate_schema(db, steps, ec, detail);
 }
 
