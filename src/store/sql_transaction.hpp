@@ -93,6 +93,40 @@ class SqlStoreTransaction final : public StoreTransaction {
   void append_audit(const v1::AuditEntry& entry) override;
   Listing<v1::AuditEntry> list_audit(const v1::ListAuditRequest& request) override;
 
+  // store_alerts.cpp
+  std::optional<v1::AlertRule> alert_rule(std::string_view id) override;
+  void put_alert_rule(const v1::AlertRule& rule) override;
+  bool delete_alert_rule(std::string_view id) override;
+  Listing<v1::AlertRule> list_alert_rules(std::uint32_t page, std::uint32_t page_size) override;
+  std::vector<v1::AlertRule> all_alert_rules() override;
+  std::optional<v1::Channel> channel(std::string_view id) override;
+  void put_channel(const v1::Channel& channel) override;
+  bool delete_channel(std::string_view id) override;
+  Listing<v1::Channel> list_channels(std::uint32_t page, std::uint32_t page_size) override;
+  std::vector<v1::Channel> all_channels() override;
+  std::optional<v1::Silence> silence(std::string_view id) override;
+  void put_silence(const v1::Silence& silence) override;
+  bool delete_silence(std::string_view id) override;
+  Listing<v1::Silence> list_silences(std::int64_t active_at_unix_ms, std::uint32_t page,
+                                     std::uint32_t page_size) override;
+  std::optional<StoredMonitor> monitor(std::string_view id) override;
+  std::optional<StoredMonitor> monitor_by_token_sha256(std::string_view token_sha256) override;
+  void put_monitor(const StoredMonitor& monitor) override;
+  bool delete_monitor(std::string_view id) override;
+  Listing<v1::Monitor> list_monitors(std::uint32_t page, std::uint32_t page_size) override;
+  std::vector<v1::Monitor> all_monitors() override;
+  void upsert_alert(const v1::Alert& alert) override;
+  std::optional<v1::Alert> alert(std::string_view id) override;
+  Listing<v1::Alert> list_alerts(const AlertFilter& filter) override;
+  std::vector<v1::Alert> firing_alerts() override;
+  void enqueue_delivery(const v1::Delivery& delivery) override;
+  std::optional<v1::Delivery> delivery(std::string_view id) override;
+  std::vector<v1::Delivery> due_deliveries(std::int64_t now_unix_ms, int limit) override;
+  void record_delivery_attempt(const std::string& id, const v1::DeliveryAttempt& attempt, v1::DeliveryState state,
+                               std::int64_t next_attempt_unix_ms) override;
+  Listing<v1::Delivery> list_deliveries(const DeliveryFilter& filter) override;
+  std::size_t purge_deliveries(std::int64_t older_than_unix_ms) override;
+
   // store_cluster.cpp
   LeaderLease acquire_or_renew_leader(std::string_view holder_id, const CoordinatorAddresses& addresses,
                                       std::chrono::milliseconds ttl) override;
