@@ -159,7 +159,8 @@ std::optional<std::string> unseal_secret(std::string_view sealed, std::string_vi
   if (key.size() != k_secret_key_bytes || sealed.substr(0, k_sealed_prefix.size()) != k_sealed_prefix)
     return std::nullopt;
   auto raw = unbase64(sealed.substr(k_sealed_prefix.size()));
-  if (!raw || raw->size() < static_cast<std::size_t>(k_nonce_bytes + k_tag_bytes)) return std::nullopt;
+  if (!raw || raw->size() < static_cast<std::size_t>(k_nonce_bytes) + static_cast<std::size_t>(k_tag_bytes))
+    return std::nullopt;
   const std::string_view all(*raw);
   const auto nonce = all.substr(0, k_nonce_bytes);
   const auto cipher = all.substr(k_nonce_bytes, all.size() - k_nonce_bytes - k_tag_bytes);
@@ -177,7 +178,7 @@ std::optional<std::string> unseal_secret(std::string_view sealed, std::string_vi
     ERR_clear_error();
     return std::nullopt;
   }
-  plain.resize(static_cast<std::size_t>(length + final_length));
+  plain.resize(static_cast<std::size_t>(length) + static_cast<std::size_t>(final_length));
   return plain;
 }
 
