@@ -164,6 +164,14 @@ class Scheduler {
    */
   void retry(const v1::Execution& failed, bool avoid_agent, std::chrono::milliseconds delay);
 
+  /**
+   * Told of every final record the scheduler itself stores (MISSED and SKIPPED fires, FAILURE
+   * `not dispatched`, FAILURE `agent lost` of an unclaimed `at_most_once` run), once, after
+   * its commit, and only when the store took it as the run's final state (a run another path
+   * ended first is not news). Records agents report reach the dispatcher's events instead.
+   */
+  void set_final_record_observer(std::function<void(const v1::Execution&)> observer);
+
   /// The next nominal fire of a task, if it is scheduled here.
   std::optional<Instant> next_fire(const std::string& task_id) const;
   const SchedulerStats& stats() const noexcept;

@@ -285,6 +285,13 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
     self->maybe_retry(record);
   };
   events.run_lost = events.execution;
+  // The scheduler's own final records (MISSED, SKIPPED, `not dispatched`): observers hear of
+  // every final state once, whoever made it. They are not retried here (as before).
+  impl_->scheduler.set_final_record_observer([weak = impl_->weak_from_this()](const v1::Execution& record) {
+    if (auto self = weak.lock())
+      for (const auto& o : self->observers)
+        if (o.execution) o.execution(record);
+  });
   events.agent_state = [weak = impl_->weak_from_this()](const v1::Agent& agent) {
     if (auto self = weak.lock())
       for (const auto& o : self->observers)
@@ -533,8 +540,10 @@ void Coordinator::cancel(const std::string& execution_id, std::string reason, Ac
         if (!self) return;
         if (!cancel_ec) return done({});
         // No online agent holds it: a run never dispatched is cancelled in the store.
+        auto cancelled = std::make_shared<std::optional<v1::Execution>>();
         self->store.transact(
-            [execution_id, reason, actor](StoreTransaction& tx, error_code& ec) {
+            [execution_id, reason, actor, cancelled](StoreTransaction& tx, error_code& ec) {
+              cancelled->reset();
               auto record = tx.execution(execution_id);
               if (!record) {
                 ec = errc::not_found;
@@ -547,9 +556,17 @@ void Coordinator::cancel(const std::string& execution_id, std::string reason, Ac
               record->set_status(v1::EXECUTION_STATUS_CANCELLED);
               record->set_cancelled_by(actor.name);
               record->set_error_message("cancelled by " + actor.name + (reason.empty() ? "" : ": " + reason));
+              record->set_ended_unix_ms(detail::now_unix_ms());
+              record->set_updated_unix_ms(detail::now_unix_ms());
               tx.upsert_execution(*record);
+              *cancelled = std::move(*record);
             },
-            std::move(done));
+            [weak, cancelled, done = std::move(done)](error_code ec) {
+              if (auto again = weak.lock(); again && !ec && *cancelled)
+                for (const auto& o : again->observers)
+                  if (o.execution) o.execution(**cancelled);
+              done(ec);
+            });
       });
 }
 

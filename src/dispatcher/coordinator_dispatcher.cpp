@@ -437,6 +437,7 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
   auto marked = std::make_shared<std::vector<v1::Execution>>();
   store.transact(
       [agent, lost, marked, why](StoreTransaction& tx, error_code&) {
+        marked->clear();
         put_session_agent(tx, agent);
         for (const auto& r : lost) {
           auto current = tx.execution(r.execution_id());
@@ -458,6 +459,7 @@ void CoordinatorDispatcher::Impl::end_session(const std::shared_ptr<Session>& se
         if (!self) return;
         if (ec) logger()->error("recording agent {} offline failed: {}", agent.id(), ec.message());
         if (self->events.agent_state) self->events.agent_state(agent);
+        if (ec) return;  // rolled back: no run was marked lost
         for (const auto& r : *marked) {
           ++self->stats.runs_lost;
           if (self->events.run_lost) self->events.run_lost(r);

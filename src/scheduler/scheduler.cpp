@@ -11,6 +11,7 @@
 #include <boost/asio/system_timer.hpp>
 #include <fmt/format.h>
 
+#include <quartzflow/execution_status.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/scheduler.hpp>
 #include <quartzflow/task.hpp>
@@ -95,6 +96,34 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
   std::size_t unrecorded = 0;      // runs handed to the store, not committed yet
   bool waiting_for_store = false;  // on_timer returned early: unrecorded was at the bound
   std::set<std::shared_ptr<asio::steady_timer>> retry_timers;
+  std::function<void(const v1::Execution&)> final_record_observer;
+
+  /// Whether an upsert made `record` the run's final state (what observers hear of once).
+  static bool became_final(const v1::Execution& record, UpsertResult result) {
+    return is_final(record.status()) && (result == UpsertResult::inserted || result == UpsertResult::merged);
+  }
+
+  void tell_final(const std::vector<v1::Execution>& records) const {
+    if (!final_record_observer) return;
+    for (const auto& r : records) final_record_observer(r);
+  }
+
+  /// Stores final records the scheduler made (one transaction); observers hear of those
+  /// the store took as final states once it committed. `what` names them in the log.
+  void record_final(std::vector<v1::Execution> records, const char* what) {
+    auto shared = std::make_shared<std::vector<v1::Execution>>(std::move(records));
+    auto changed = std::make_shared<std::vector<v1::Execution>>();
+    fenced_transact(
+        [shared, changed](StoreTransaction& tx, error_code&) {
+          changed->clear();
+          for (const auto& r : *shared)
+            if (became_final(r, tx.upsert_execution(r))) changed->push_back(r);
+        },
+        [weak = weak_from_this(), changed, what](error_code ec) {
+          if (ec) return logger()->error("recording {} failed: {}", what, ec.message());
+          if (auto self = weak.lock()) self->tell_final(*changed);
+        });
+  }
 
   // --- fencing ---------------------------------------------------------------------------
 
@@ -517,17 +546,21 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       return;
     }
     auto runs = std::make_shared<std::vector<PlannedRun>>(std::move(planned));
+    auto finals = std::make_shared<std::vector<v1::Execution>>();  // recorded as the runs' final states
     unrecorded += runs->size();
     stats.unrecorded_peak = std::max(stats.unrecorded_peak, unrecorded);
     fenced_transact(
-        [runs, fire_states = std::move(fire_states)](StoreTransaction& tx, error_code&) {
-          for (const auto& run : *runs) tx.upsert_execution(run.record);
+        [runs, finals, fire_states = std::move(fire_states)](StoreTransaction& tx, error_code&) {
+          finals->clear();
+          for (const auto& run : *runs)
+            if (became_final(run.record, tx.upsert_execution(run.record))) finals->push_back(run.record);
           for (const auto& [id, state] : fire_states) tx.put_fire_state(id, state);
         },
-        [weak = weak_from_this(), runs, recorded = std::move(recorded), of_term = term](error_code ec) {
+        [weak = weak_from_this(), runs, finals, recorded = std::move(recorded), of_term = term](error_code ec) {
           auto self = weak.lock();
           if (recorded) recorded(ec);
           if (!self) return;
+          if (!ec) self->tell_final(*finals);  // committed: stored whatever this term became
           self->unrecorded -= runs->size();
           if (self->waiting_for_store && self->unrecorded < self->options.max_unrecorded_runs) {
             self->waiting_for_store = false;
@@ -589,8 +622,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
         run->record.set_skip_reason(v1::SKIP_REASON_TASK_DISABLED);
         run->record.set_skip_detail("the task was disabled or deleted before this fire");
         run->record.set_ended_unix_ms(now_unix_ms());
-        fenced_transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
-                        [](error_code) {});
+        record_final({run->record}, "a fire of a disabled task as SKIPPED");
         return;
       }
       run->request.set_task_revision(slot.task.revision());  // it may have changed since
@@ -615,8 +647,7 @@ struct Scheduler::Impl : std::enable_shared_from_this<Scheduler::Impl> {
       run->record.set_error_message(fmt::format("no agent accepted the run (tried: {})", fmt::join(run->agents, ", ")));
       run->record.set_ended_unix_ms(now_unix_ms());
       run->record.set_updated_unix_ms(now_unix_ms());
-      fenced_transact([record = run->record](StoreTransaction& tx, error_code&) { tx.upsert_execution(record); },
-                      [](error_code) {});
+      record_final({run->record}, "a run no agent took as FAILURE");
       return;
     }
     const std::string agent = run->agents[position];
@@ -825,13 +856,7 @@ void Scheduler::stop() {
     skipped.push_back(std::move(record));
   }
   if (skipped.empty()) return;
-  impl.fenced_transact(
-      [skipped = std::move(skipped)](StoreTransaction& tx, error_code&) {
-        for (const auto& r : skipped) tx.upsert_execution(r);
-      },
-      [](error_code ec) {
-        if (ec) logger()->error("recording fires skipped at shutdown failed: {}", ec.message());
-      });
+  impl.record_final(std::move(skipped), "fires skipped at shutdown");
 }
 
 void Scheduler::retry(const v1::Execution& failed, bool avoid_agent, std::chrono::milliseconds delay) {
@@ -877,6 +902,10 @@ void Scheduler::retry_on(const v1::Execution& failed, std::string agent_id, std:
 }
 
 void Scheduler::set_fence(SchedulerFence fence) { impl_->fence = std::move(fence); }
+
+void Scheduler::set_final_record_observer(std::function<void(const v1::Execution&)> observer) {
+  impl_->final_record_observer = std::move(observer);
+}
 
 bool Scheduler::running() const noexcept { return impl_->started && !impl_->stopped; }
 
