@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The alert engine's state, shared by its translation units: rule matching and facts
-// (alert_engine.cpp), groups and notifications (alert_grouping.cpp).
+// The alert engine's state, shared by its translation units: facts (alert_engine.cpp), rules,
+// scopes and alerts (alert_rules.cpp), groups and notifications (alert_grouping.cpp).
 #pragma once
 
 #include <cstdint>
@@ -87,21 +87,21 @@ struct AlertEngine::State {
   AlertEffects effects;  ///< of the call in progress
   std::unordered_map<std::string, std::size_t> effect_index;
 
-  // --- effects and timers (alert_engine.cpp)
+  // --- effects and timers (alert_rules.cpp)
   void begin(std::int64_t at);
   AlertEffects finish();
   void record(const v1::Alert& alert);
   void arm(const AlertTimerKey& key, std::int64_t due);
   void disarm(const AlertTimerKey& key);
 
-  // --- matching (alert_engine.cpp)
+  // --- matching (alert_rules.cpp)
   bool silenced(const v1::Alert& alert, std::int64_t at) const;
   bool task_in_scope(const AlertRuleEntry& rule, const AlertTaskInfo& task, const std::string* agent_id) const;
   bool agent_in_scope(const AlertRuleEntry& rule, const std::string& agent_id,
                       const std::vector<std::string>& group_ids) const;
   bool monitor_in_scope(const AlertRuleEntry& rule, const std::string& monitor_id) const;
 
-  // --- rules and alerts (alert_engine.cpp)
+  // --- rules and alerts (alert_rules.cpp)
   void apply_rules(std::vector<v1::AlertRule> replacement);
   /// Raises (or updates) the alert of `rule` for a subject.
   TrackedAlert& raise(const AlertRuleEntry& rule, std::string_view subject_kind, const std::string& subject_id,
@@ -127,5 +127,7 @@ struct AlertEngine::State {
 
 /// "task:<id>", "agent:<id>", "monitor:<id>": the key of an alert's subject.
 std::string alert_subject_key(const v1::Alert& alert);
+/// AGENT_OFFLINE's threshold with its default, ms.
+std::int64_t alert_agent_offline_ms(const v1::AlertRule& rule);
 
 }  // namespace quartzflow::detail
