@@ -7,6 +7,8 @@ find_package(fmt CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)
 find_package(Threads REQUIRED)
 find_package(OpenSSL REQUIRED)
+# E-mail alerts submit over SMTP with libcurl (Debian: libcurl4-openssl-dev).
+find_package(CURL 7.80 REQUIRED)
 find_package(SQLite3 REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)
 # QUIC (agent protocol): ngtcp2 0.12 with its GnuTLS crypto backend; no CMake config files.
