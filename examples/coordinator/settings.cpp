@@ -12,6 +12,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
+#include <quartzflow/alert_secrets.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
@@ -208,6 +209,16 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
       return fail("console_dir", fmt::format("{}: no index.html (a built console: src/admin/console/dist after "
                                              "npm run build)", console_dir.string()));
     settings.admin.console_dir = console_dir.string();
+  }
+  // The key that seals channel secrets: the configured file (every coordinator of a cluster
+  // needs the same), else one made in data_dir at the first start.
+  settings.create_alert_secret_key = config.alerts().secret_key_file().empty();
+  settings.alert_secret_key_file = settings.create_alert_secret_key ? settings.data_dir / k_alert_secret_key_file_name
+                                                                    : resolve(config.alerts().secret_key_file());
+  if (!settings.create_alert_secret_key) {
+    if (auto why = unreadable_reason(settings.alert_secret_key_file); !why.empty())
+      return fail("alerts.secret_key_file",
+                  fmt::format("cannot read {}: {}", settings.alert_secret_key_file.string(), why));
   }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");

@@ -33,6 +33,8 @@ struct CoordinatorSettings {
   v1::TaskManifest manifest;
   AdminServerOptions admin;           ///< the admin API's endpoint (HTTPS with admin_tls)
   AuthOptions auth;
+  std::filesystem::path alert_secret_key_file;  ///< seals channel secrets (alerts.secret_key_file)
+  bool create_alert_secret_key = false;         ///< not configured: made in data_dir at the first start
   std::vector<std::string> warnings;  ///< fields read but not used by this build
 };
 

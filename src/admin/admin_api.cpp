@@ -102,6 +102,7 @@ AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinat
   add_history_routes();
   add_auth_routes();
   add_cluster_routes();
+  add_alert_routes();
   add("GET", "/api/v1/openapi.json", 0, nullptr, nullptr, "This document (OpenAPI 3.0)",
       [this](std::shared_ptr<ApiCall> call) {
         ApiResponse r;

@@ -253,3 +253,9 @@ def admin(anonymous):
     r = anonymous.post("/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
     assert r.status == 200, r
     return anonymous.with_token(r.data["session_token"])
+
+
+def pytest_collection_modifyitems(items):
+    """Checks over the whole session (`test_zz_*`: every route exercised) run after every
+    file's tests, not after their own file's."""
+    items.sort(key=lambda item: item.name.startswith("test_zz_"))
