@@ -5,6 +5,7 @@
 // only at its deadlines against the same engine ticked every second.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
@@ -712,4 +713,79 @@ TEST_CASE("alerts: woken only at its deadlines the engine notifies exactly as wh
       }
     }
   }
+}
+
+TEST_CASE("alerts: a restart neither escalates again nor repeats early", "[alerts]") {
+  auto rule = make_rule("failed", v1::ALERT_CONDITION_RUN_FAILED);
+  auto* step = rule.add_escalation();
+  step->set_after_seconds(600);
+  step->add_channel_ids("oncall");
+  const std::vector<v1::AlertRule> rules{rule};
+  Harness before(rules);
+  before.fact(run("t1", v1::EXECUTION_STATUS_FAILURE, before.now));
+  before.advance(700 * k_s);
+  REQUIRE(before.of_kind(v1::NOTIFICATION_KIND_ESCALATION).size() == 1);
+  qf::detail::AlertSnapshot snapshot;
+  for (const auto& [id, alert] : before.alerts) snapshot.alerts.push_back(alert);
+  Harness after(rules);
+  after.now = before.now;
+  after.apply(after.engine.restore(snapshot, rules, {}, after.now));
+  after.advance(3629 * k_s - 700 * k_s);  // up to the first repeat, t0 + 3630 s
+  CHECK(after.deliveries.empty());
+  after.advance(1 * k_s);
+  REQUIRE(after.deliveries.size() == 1);
+  CHECK(after.deliveries[0].notification().kind() == v1::NOTIFICATION_KIND_REPEAT);
+}
+
+TEST_CASE("alerts: a removed task or a rule watching another condition resolves its alerts silently", "[alerts]") {
+  auto rule = make_rule("failed", v1::ALERT_CONDITION_RUN_FAILED);
+  Harness h({rule});
+  h.fact(run("t1", v1::EXECUTION_STATUS_FAILURE, h.now));
+  h.fact(run("t2", v1::EXECUTION_STATUS_FAILURE, h.now));
+  h.advance(30 * k_s);
+  REQUIRE(h.deliveries.size() == 1);
+  h.apply(h.engine.remove_task("t1", h.now));
+  CHECK(h.alert_of("failed", "t1").state() == v1::ALERT_STATE_RESOLVED);
+  CHECK_FALSE(h.alert_of("failed", "t1").recovery_pending());
+  rule.set_condition(v1::ALERT_CONDITION_RUN_MISSED);
+  h.apply(h.engine.set_rules({rule}, h.now));
+  CHECK(h.engine.firing_count() == 0);
+  h.advance(3 * 3600 * k_s);
+  CHECK(h.deliveries.size() == 1);
+}
+
+TEST_CASE("alerts: a rule's scope selects tasks by id, group, labels and the run's agent", "[alerts]") {
+  auto by_label = make_rule("label", v1::ALERT_CONDITION_RUN_FAILED);
+  by_label.mutable_scope()->set_task_label_selector("team=data,tier=1");
+  auto by_agent = make_rule("agent", v1::ALERT_CONDITION_RUN_FAILED);
+  by_agent.mutable_scope()->add_agent_ids("agent-2");
+  auto malformed = make_rule("malformed", v1::ALERT_CONDITION_RUN_FAILED);
+  malformed.mutable_scope()->set_task_label_selector("team");
+  auto by_task_and_group = make_rule("task-group", v1::ALERT_CONDITION_RUN_FAILED);
+  by_task_and_group.mutable_scope()->add_task_ids("t1");
+  by_task_and_group.mutable_scope()->add_group_ids("g9");
+  Harness h({by_label, by_agent, malformed, by_task_and_group});
+  auto fact = run("t1", v1::EXECUTION_STATUS_FAILURE, h.now);
+  h.fact(fact);  // team=data only, agent-1, group g1: no rule matches
+  CHECK(h.engine.firing_count() == 0);
+  fact = run("t1", v1::EXECUTION_STATUS_FAILURE, h.now + 1);
+  fact.task.labels["tier"] = "1";
+  fact.task.group_ids.push_back("g9");
+  fact.execution.set_agent_id("agent-2");
+  h.fact(fact);
+  CHECK(h.engine.firing_count() == 3);  // label, agent, task-group; never the malformed selector
+  CHECK(h.alert_of("task-group", "t1").state() == v1::ALERT_STATE_FIRING);
+}
+
+TEST_CASE("alerts: the output head keeps 20 lines and 2 KiB, cut at a character boundary", "[alerts]") {
+  std::string lines;
+  for (int i = 1; i <= 30; ++i) lines += "line " + std::to_string(i) + "\n";
+  const auto head = qf::detail::alert_output_head(lines);
+  CHECK(head.substr(head.size() - 7) == "line 20");
+  CHECK(std::count(head.begin(), head.end(), '\n') == 19);
+  const std::string wide(3000, 'x');
+  CHECK(qf::detail::alert_output_head(wide).size() == 2048);
+  std::string chinese = std::string(2047, 'a') + "\xe4\xb8\xad";  // 中 straddles the 2 KiB limit
+  CHECK(qf::detail::alert_output_head(chinese) == std::string(2047, 'a'));
+  CHECK(qf::detail::alert_output_head("short") == "short");
 }
