@@ -38,6 +38,7 @@
 
 #include "../common/host_port.hpp"
 #include "../common/readable.hpp"
+#include "agent_metrics.hpp"
 
 namespace quartzflow::examples {
 
@@ -257,6 +258,11 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   engine_options.agent_id = settings->agent_id;
   engine_options.hostname = settings->hostname;
   TaskEngine engine(io.get_executor(), *store, engine_options);
+  auto metrics = AgentMetrics::make(io.get_executor(), config.metrics(), settings->agent_id, engine, *store, error);
+  if (!error.empty()) {
+    std::cerr << "qf-agent: " << config_file.string() << ": " << error << "\n";
+    return k_exit_invalid_config;
+  }
   const fs::path base = config_file.parent_path();
   for (const auto& dir : config.plugin_dirs()) {
     std::vector<std::string> errors;
@@ -291,8 +297,23 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   dispatcher_options.agent_version = version;
   if (config.daily_stats_interval_seconds() > 0)
     dispatcher_options.daily_stats_interval = std::chrono::seconds{config.daily_stats_interval_seconds()};
-  dispatcher_options.on_execution = std::move(on_execution);
+  if (metrics) {
+    dispatcher_options.on_execution = [&metrics, sink = std::move(on_execution)](const v1::Execution& record) {
+      metrics->count(record);
+      if (sink) sink(record);
+    };
+  } else {
+    dispatcher_options.on_execution = std::move(on_execution);
+  }
   AgentDispatcher dispatcher(io.get_executor(), engine, *store, connector, dispatcher_options);
+  if (metrics) {
+    metrics->set_dispatcher(&dispatcher);
+    if (!metrics->listen(error)) {
+      std::cerr << "qf-agent: " << config_file.string() << ": " << error << "\n";
+      return k_exit_invalid_config;
+    }
+    logger()->info("metrics at http://{}/metrics", config.metrics().listen());
+  }
   dispatcher.start();
   engine.start();
   logger()->info("qf-agent {} started as {} (connected mode: {} coordinator(s), first {}); store {}", version,

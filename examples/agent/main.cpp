@@ -23,6 +23,7 @@
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
 
+#include "agent_metrics.hpp"
 #include "connected.hpp"
 
 namespace asio = boost::asio;
@@ -171,7 +172,21 @@ int main(int argc, char** argv) {
   ::gethostname(host, sizeof host - 1);
   engine_options.hostname = config.hostname().empty() ? host : config.hostname();
   agent.engine = std::make_unique<qf::TaskEngine>(agent.io.get_executor(), *agent.store, engine_options);
-  agent.engine->set_sink(log_execution);
+  std::string metrics_error;
+  auto metrics = qf::examples::AgentMetrics::make(agent.io.get_executor(), config.metrics(), engine_options.agent_id,
+                                                  *agent.engine, *agent.store, metrics_error);
+  if (!metrics_error.empty() || (metrics && !metrics->listen(metrics_error))) {
+    std::cerr << "qf-agent: " << agent.config_path.string() << ": " << metrics_error << "\n";
+    return k_exit_invalid_config;
+  }
+  if (metrics) {
+    agent.engine->set_sink([&metrics](const qf::v1::Execution& record) {
+      metrics->count(record);
+      log_execution(record);
+    });
+  } else {
+    agent.engine->set_sink(log_execution);
+  }
   for (const auto& dir : config.plugin_dirs()) {
     std::vector<std::string> errors;
     qf::load_plugins(agent.engine->plugins(), (base / dir).string(), errors);

@@ -42,19 +42,22 @@ struct AdminServerOptions {
   std::size_t max_connections_per_address = 64; ///< from one client address; beyond: 503 as above
   std::size_t max_event_backlog = 1024;         ///< events queued for one WebSocket; beyond: dropped
   std::chrono::seconds session_ttl{43'200};     ///< console session lifetime (cookie Max-Age)
+  /// /metrics: tasks with run series of their own (`qf_runs_total{task=...}`, the last
+  /// success gauge); the runs of further tasks count under `task="_other"` (RunMetrics).
+  std::size_t max_task_series = 1000;
   /// The web console served at `/`: the files built into the binary (empty: none; GET /
   /// then says the console was not built) ...
   std::span<const ConsoleFile> console_files;
   /// ... or, when set, a directory with a built console (index.html, assets/, `.gz`
   /// copies), read once by `listen`; it wins over `console_files`.
   std::string console_dir;
+};
+
+/// Counters since start, for tests and /metrics.
   /// The key (32 bytes) that seals the inline secrets of alert channels before they are
   /// stored (qf-coordinator: `alerts.secret_key_file`). Empty: inline secrets are refused
   /// (file and env references still work).
   std::string alert_secret_key;
-};
-
-/// Counters since start, for tests and /metrics.
 struct AdminServerStats {
   std::uint64_t connections = 0;
   std::uint64_t connections_refused = 0;    ///< over max_connections or max_connections_per_address

@@ -45,6 +45,7 @@ struct AgentDispatcherStats {
   std::uint64_t configs_applied = 0;  ///< snapshots and deltas applied
   std::uint64_t records_sent = 0;     ///< final records sent (re-sends included)
   std::uint64_t records_acked = 0;
+  std::int64_t last_ack_unix_ms = 0;  ///< when the coordinator last acknowledged records; 0 = never
   std::uint64_t runs_received = 0;
 };
 

@@ -251,6 +251,8 @@ class LocalStore {
                                           std::optional<std::string> task_id, error_code& ec) const;
   /// Records not yet acknowledged by a coordinator (final or not), oldest scheduled first.
   std::vector<v1::Execution> unsynced(std::size_t limit, error_code& ec) const;
+  /// How many records wait for a coordinator's acknowledgement (the sync backlog).
+  std::uint64_t unsynced_count(error_code& ec) const;
   /// Records that are not final (PENDING / RUNNING): what a restart must resolve.
   std::vector<v1::Execution> unfinished(error_code& ec) const;
   /// The latest scheduled time recorded for a task's SCHEDULED and MISFIRE_CATCHUP fires

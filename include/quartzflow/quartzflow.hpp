@@ -17,6 +17,7 @@
 #include <quartzflow/executor.hpp>
 #include <quartzflow/local_store.hpp>
 #include <quartzflow/log.hpp>
+#include <quartzflow/metrics.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/routing.hpp>
 #include <quartzflow/schedule.hpp>

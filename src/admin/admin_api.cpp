@@ -97,7 +97,11 @@ void ApiCall::ok(const google::protobuf::Message& data, unsigned status) {
 
 AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinator, Authenticator& auth,
                    AdminServerOptions options)
-    : executor_(std::move(executor)), coordinator_(coordinator), auth_(auth), options_(std::move(options)) {
+    : executor_(std::move(executor)),
+      coordinator_(coordinator),
+      auth_(auth),
+      options_(std::move(options)),
+      runs_(RunMetricsOptions{options_.max_task_series, true}) {
   add_catalog_routes();
   add_history_routes();
   add_auth_routes();
@@ -295,8 +299,7 @@ void AdminApi::observe_coordinator() {
   o.execution = [weak = weak_from_this(), to_json_fn](const v1::Execution& record) {
     auto self = weak.lock();
     if (!self) return;
-    if (is_final(record.status()))
-      ++self->runs_by_status_[v1::ExecutionStatus_Name(record.status()).substr(std::string_view("EXECUTION_STATUS_").size())];
+    self->count_run(record);
     if (record.status() == v1::EXECUTION_STATUS_RUNNING && record.started_unix_ms() > 0 && record.scheduled_unix_ms() > 0)
       self->dispatch_latency_.observe(
           std::max<double>(0, static_cast<double>(record.started_unix_ms() - record.scheduled_unix_ms()) / 1000.0));
@@ -424,55 +427,6 @@ void AdminApi::drop_live_output_of_agent(const std::string& agent_id) {
     if (it->second.agent_id == agent_id) drop_live_output(it->first);
     it = next;
   }
-}
-
-std::string AdminApi::metrics_text() const {
-  std::string out;
-  const auto& sched = coordinator_.scheduler().stats();
-  const auto& disp = coordinator_.dispatcher().stats();
-  const auto store = coordinator_.store().metrics();
-  const auto counter = [&out](std::string_view name, std::string_view help, std::uint64_t value) {
-    out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help, value);
-  };
-  counter("qf_scheduler_fires_total", "Nominal fires the scheduler handled.", sched.fires);
-  counter("qf_scheduler_dispatched_total", "Runs an agent accepted.", sched.dispatched);
-  counter("qf_scheduler_failovers_total", "Refusals that moved a run to another agent.", sched.failovers);
-  counter("qf_scheduler_not_dispatched_total", "Runs no agent took.", sched.not_dispatched);
-  counter("qf_push_sent_total", "Config pushes sent, re-pushes included.", disp.pushes_sent);
-  counter("qf_push_failures_total", "Config pushes never acknowledged.", disp.pushes_failed);
-  counter("qf_records_ingested_total", "Execution records stored from agents.", disp.records_ingested);
-  counter("qf_runs_lost_total", "Runs failed as agent lost.", disp.runs_lost);
-  counter("qf_protocol_errors_total", "Malformed or unexpected agent messages.", disp.protocol_errors);
-  counter("qf_store_commits_total", "SQL transactions committed.", store.commits);
-  counter("qf_store_transactions_failed_total", "Store transactions rolled back.", store.transactions_failed);
-  out += "# HELP qf_runs_total Final execution records seen, by status.\n# TYPE qf_runs_total counter\n";
-  for (const char* status : {"SUCCESS", "FAILURE", "TIMEOUT", "CANCELLED", "SKIPPED", "MISSED"}) {
-    auto it = runs_by_status_.find(status);
-    out += fmt::format("qf_runs_total{{status=\"{}\"}} {}\n", status, it == runs_by_status_.end() ? 0 : it->second);
-  }
-  out += fmt::format("# HELP qf_agents_online Agents with an open session.\n# TYPE qf_agents_online gauge\nqf_agents_online {}\n",
-                     coordinator_.dispatcher().online_agents().size());
-  out += "# HELP qf_dispatch_latency_seconds From a run's scheduled instant to its start on an agent.\n"
-         "# TYPE qf_dispatch_latency_seconds histogram\n";
-  dispatch_latency_.print(out, "qf_dispatch_latency_seconds", "");
-  out += "# HELP qf_store_latency_seconds Store reads made by the admin API, queue to completion.\n"
-         "# TYPE qf_store_latency_seconds histogram\n";
-  store_latency_.print(out, "qf_store_latency_seconds", "");
-  out += "# HELP qf_http_request_duration_seconds Admin API requests, arrival to response.\n"
-         "# TYPE qf_http_request_duration_seconds histogram\n";
-  request_latency_.print(out, "qf_http_request_duration_seconds", "");
-  out += "# HELP qf_http_responses_total Admin API responses by HTTP status.\n# TYPE qf_http_responses_total counter\n";
-  for (const auto& [code, n] : responses_by_code_) out += fmt::format("qf_http_responses_total{{code=\"{}\"}} {}\n", code, n);
-  if (server_stats_) {
-    const auto s = server_stats_();
-    counter("qf_http_connections_total", "Admin connections accepted.", s.connections);
-    counter("qf_http_connections_refused_total", "Admin connections over the limit.", s.connections_refused);
-    counter("qf_events_clients_dropped_total", "Event WebSocket clients dropped for falling behind.", s.websocket_dropped);
-  }
-  out += fmt::format("# HELP qf_events_clients Event WebSocket clients connected.\n# TYPE qf_events_clients gauge\nqf_events_clients {}\n",
-                     events_.size());
-  out += cluster_metrics_text();
-  return out;
 }
 
 }  // namespace quartzflow::detail

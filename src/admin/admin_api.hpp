@@ -22,6 +22,7 @@
 #include <quartzflow/admin.hpp>
 #include <quartzflow/auth.hpp>
 #include <quartzflow/coordinator.hpp>
+#include <quartzflow/metrics.hpp>
 
 #include "api.hpp"
 #include "event_hub.hpp"
@@ -142,6 +143,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void stats(std::shared_ptr<ApiCall> call);
   void daily_stats(std::shared_ptr<ApiCall> call);
   void list_audit(std::shared_ptr<ApiCall> call);
+  // api_cluster.cpp: several coordinators
   // api_alerts.cpp: alert rules, channels, silences, monitors, alerts and deliveries
   void add_alert_routes();
   /// A write transaction for an alerts handler: `work` (on the store's thread) checks its
@@ -151,12 +153,14 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   using WriteWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
   void write_alerts(std::shared_ptr<ApiCall> call, std::string action, std::string target_type, std::string target_id,
                     WriteWork work);
-  // api_cluster.cpp: several coordinators
   void cluster_status(std::shared_ptr<ApiCall> call);
   /// 503 not_leader naming the leader's admin address (a standby refusing what needs the
   /// scheduler).
   void fail_not_leader(ApiCall& call) const;
   std::string cluster_metrics_text() const;
+  // metrics_text.cpp
+  /// Counts a final record in `runs_` (every final state reaches the observers once).
+  void count_run(const v1::Execution& record);
 
   boost::asio::any_io_executor executor_;
   Coordinator& coordinator_;
@@ -172,7 +176,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   Histogram request_latency_;
   Histogram dispatch_latency_;                                 ///< scheduled -> started
   Histogram store_latency_;                                    ///< the API's store reads
-  std::map<std::string, std::uint64_t> runs_by_status_;        ///< final records seen
+  RunMetrics runs_;                                            ///< final records seen (metrics_text.cpp)
   std::uint64_t request_counter_ = 0;
 
   /// Output of running executions as their agents stream it (live logs), so that a log

@@ -806,6 +806,7 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       if (auto self = weak.lock()) self->finish_drain_if_done();
     });
     stats.records_acked += ids.size();
+    if (!ids.empty()) stats.last_ack_unix_ms = now_unix_ms();
     store.async_mark_synced(std::move(ids), [weak = weak_from_this(), was_sync, g = generation](error_code ec) {
       auto self = weak.lock();
       if (!self) return;

@@ -845,6 +845,10 @@ std::optional<v1::Execution> LocalStore::execution(std::string_view execution_id
   return impl_->read([&](SqliteDatabase& db) { return local_store_reads::execution(db, execution_id, ec); });
 }
 
+std::uint64_t LocalStore::unsynced_count(error_code& ec) const {
+  return impl_->read([&](SqliteDatabase& db) { return local_store_reads::unsynced_count(db, ec); });
+}
+
 std::uint64_t LocalStore::count_executions(const ExecutionQuery& query, error_code& ec) const {
   return impl_->read([&](SqliteDatabase& db) { return local_store_reads::count_executions(db, query, ec); });
 }

@@ -161,6 +161,13 @@ std::vector<v1::Execution> unsynced(SqliteDatabase& db, std::size_t limit, error
   return read_records(statement, ec);
 }
 
+std::uint64_t unsynced_count(SqliteDatabase& db, error_code& ec) {
+  // Counted over the partial index executions_unsynced (only the backlog's rows).
+  auto statement = db.prepare("SELECT COUNT(*) FROM executions WHERE synced = 0", ec);
+  if (ec || !statement.step(ec)) return 0;
+  return static_cast<std::uint64_t>(statement.int64(0));
+}
+
 std::vector<v1::Execution> unfinished(SqliteDatabase& db, error_code& ec) {
   auto statement = db.prepare(
       "SELECT record, synced FROM executions WHERE status IN (?1, ?2) ORDER BY scheduled_unix_ms, execution_id", ec);

@@ -46,6 +46,7 @@ std::vector<v1::DailyStats> daily_stats(SqliteDatabase& db, std::string_view fro
                                         const std::optional<std::string>& task_id, const std::string& time_zone,
                                         error_code& ec);
 std::vector<v1::Execution> unsynced(SqliteDatabase& db, std::size_t limit, error_code& ec);
+std::uint64_t unsynced_count(SqliteDatabase& db, error_code& ec);
 std::vector<v1::Execution> unfinished(SqliteDatabase& db, error_code& ec);
 std::optional<Instant> last_scheduled(SqliteDatabase& db, std::string_view task_id, error_code& ec);
 CachedConfig cached_config(SqliteDatabase& db, error_code& ec);

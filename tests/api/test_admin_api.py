@@ -59,7 +59,7 @@ def test_health_ready_metrics(anonymous):
     assert anonymous.get("/readyz").status == 200
     metrics = anonymous.get("/metrics")
     assert metrics.status == 200
-    for name in ("qf_scheduler_fires_total", "qf_dispatch_latency_seconds_bucket", 'qf_runs_total{status="SUCCESS"}',
+    for name in ("qf_scheduler_fires_total", "qf_dispatch_latency_seconds_bucket", 'qf_runs_total{task="_other",group="_other",status="success"}',
                  "qf_agents_online", "qf_push_failures_total", "qf_store_latency_seconds_count"):
         assert name in metrics.body, name
 
