@@ -127,19 +127,6 @@ struct StoredSession {
   std::string source_ip;
 };
 
-/**
- * One transaction. Only valid inside the function given to `Store::transact` or
- * `Store::read`, on the store's thread. Storage failures throw `quartzflow::error` (the
- * transaction then rolls back); "not found" is an empty optional or false, never a throw.
- * In a read transaction every write throws errc::store_read_only.
- *
- * Lists take the admin API's requests: `page` 1-based (0 = 1), `page_size` 0 = 20 and at
- * most 500, `sort` one of the keys named below (`-` prefix for descending; ties broken by
- * id or insertion order in the same direction, missing values last), keywords
- * case-insensitive substrings (ASCII folding), label selectors `k=v[,k=v...]` that must
- * all match. An unknown sort key or a malformed selector throws errc::invalid_argument
- * naming the field (`sort`, `label_selector`). `total` counts every match, ignoring paging.
- */
 /// A heartbeat monitor with the SHA-256 (hex) of its ping token; the token itself is never
 /// stored (`monitor.token` keeps only its hint).
 struct StoredMonitor {
@@ -166,6 +153,19 @@ struct DeliveryFilter {
   std::uint32_t page_size = 0;  ///< 0 = 20, at most 500
 };
 
+/**
+ * One transaction. Only valid inside the function given to `Store::transact` or
+ * `Store::read`, on the store's thread. Storage failures throw `quartzflow::error` (the
+ * transaction then rolls back); "not found" is an empty optional or false, never a throw.
+ * In a read transaction every write throws errc::store_read_only.
+ *
+ * Lists take the admin API's requests: `page` 1-based (0 = 1), `page_size` 0 = 20 and at
+ * most 500, `sort` one of the keys named below (`-` prefix for descending; ties broken by
+ * id or insertion order in the same direction, missing values last), keywords
+ * case-insensitive substrings (ASCII folding), label selectors `k=v[,k=v...]` that must
+ * all match. An unknown sort key or a malformed selector throws errc::invalid_argument
+ * naming the field (`sort`, `label_selector`). `total` counts every match, ignoring paging.
+ */
 class StoreTransaction {
  public:
   virtual ~StoreTransaction() = default;
@@ -346,6 +346,66 @@ class StoreTransaction {
   /// Every coordinator record, by id (`alive` left false: the caller decides it).
   virtual std::vector<v1::CoordinatorInfo> list_coordinators() = 0;
 
+  // Alerts (store_alerts.cpp): rules, channels, silences and monitors are stored as given
+  // (validation is the admin API's); puts insert or replace by id and throw
+  // errc::invalid_argument for an empty id. Lists are by id, paged as above; `all_*` return
+  // every one (the alert engine's view).
+  virtual std::optional<v1::AlertRule> alert_rule(std::string_view id) = 0;
+  virtual void put_alert_rule(const v1::AlertRule& rule) = 0;
+  virtual bool delete_alert_rule(std::string_view id) = 0;
+  virtual Listing<v1::AlertRule> list_alert_rules(std::uint32_t page, std::uint32_t page_size) = 0;
+  virtual std::vector<v1::AlertRule> all_alert_rules() = 0;
+  /// Channels as stored: inline secrets only in their sealed form (Secret.sealed).
+  virtual std::optional<v1::Channel> channel(std::string_view id) = 0;
+  virtual void put_channel(const v1::Channel& channel) = 0;
+  virtual bool delete_channel(std::string_view id) = 0;
+  virtual Listing<v1::Channel> list_channels(std::uint32_t page, std::uint32_t page_size) = 0;
+  virtual std::vector<v1::Channel> all_channels() = 0;
+  virtual std::optional<v1::Silence> silence(std::string_view id) = 0;
+  virtual void put_silence(const v1::Silence& silence) = 0;
+  virtual bool delete_silence(std::string_view id) = 0;
+  /// Silences by end, latest first; `active_at_unix_ms` > 0: only those not ended then.
+  virtual Listing<v1::Silence> list_silences(std::int64_t active_at_unix_ms, std::uint32_t page,
+                                             std::uint32_t page_size) = 0;
+  virtual std::optional<StoredMonitor> monitor(std::string_view id) = 0;
+  /// By the SHA-256 (hex) of its ping token (POST /api/v1/ping/{token}).
+  virtual std::optional<StoredMonitor> monitor_by_token_sha256(std::string_view token_sha256) = 0;
+  /// Insert or replace by id; an empty token hash throws invalid_argument, a hash another
+  /// monitor has throws errc::conflict.
+  virtual void put_monitor(const StoredMonitor& monitor) = 0;
+  virtual bool delete_monitor(std::string_view id) = 0;
+  virtual Listing<v1::Monitor> list_monitors(std::uint32_t page, std::uint32_t page_size) = 0;
+  virtual std::vector<v1::Monitor> all_monitors() = 0;
+
+  /// Insert or replace an alert by id (empty id or rule id: invalid_argument).
+  virtual void upsert_alert(const v1::Alert& alert) = 0;
+  virtual std::optional<v1::Alert> alert(std::string_view id) = 0;
+  /// Newest first (started_unix_ms descending, then id).
+  virtual Listing<v1::Alert> list_alerts(const AlertFilter& filter) = 0;
+  /// Every FIRING alert, oldest first.
+  virtual std::vector<v1::Alert> firing_alerts() = 0;
+
+  // The delivery outbox (notifications and result callbacks).
+  /**
+   * Adds `delivery` (id assigned by the caller; empty id or UNSPECIFIED state throws
+   * invalid_argument). An id already stored is left as it is: an enqueue retried after a
+   * crash does not duplicate, nor reset its attempts.
+   */
+  virtual void enqueue_delivery(const v1::Delivery& delivery) = 0;
+  virtual std::optional<v1::Delivery> delivery(std::string_view id) = 0;
+  /// At most `limit` PENDING deliveries with next_attempt_unix_ms <= `now_unix_ms`, oldest
+  /// (created_unix_ms, then insertion order) first.
+  virtual std::vector<v1::Delivery> due_deliveries(std::int64_t now_unix_ms, int limit) = 0;
+  /// Appends `attempt` (the record keeps the last 100; attempt_count counts them all) and
+  /// sets the state and the next attempt's time. An unknown id changes nothing.
+  virtual void record_delivery_attempt(const std::string& id, const v1::DeliveryAttempt& attempt,
+                                       v1::DeliveryState state, std::int64_t next_attempt_unix_ms) = 0;
+  /// Newest first (created_unix_ms descending, then insertion order).
+  virtual Listing<v1::Delivery> list_deliveries(const DeliveryFilter& filter) = 0;
+  /// Removes DELIVERED and FAILED deliveries last changed before `older_than_unix_ms`
+  /// (PENDING ones are never purged); returns how many.
+  virtual std::size_t purge_deliveries(std::int64_t older_than_unix_ms) = 0;
+
   // Audit log (append-only).
   /// Appends `entry`; its `id` is assigned (increasing), `at_unix_ms` 0 = now.
   virtual void append_audit(const v1::AuditEntry& entry) = 0;
@@ -409,66 +469,6 @@ class Store {
   virtual boost::asio::any_io_executor get_executor() const noexcept { return boost::asio::system_executor(); }
 
   /// `transact` with an Asio completion token (callback, `use_awaitable`, ...).
-  // Alerts (store_alerts.cpp): rules, channels, silences and monitors are stored as given
-  // (validation is the admin API's); puts insert or replace by id and throw
-  // errc::invalid_argument for an empty id. Lists are by id, paged as above; `all_*` return
-  // every one (the alert engine's view).
-  virtual std::optional<v1::AlertRule> alert_rule(std::string_view id) = 0;
-  virtual void put_alert_rule(const v1::AlertRule& rule) = 0;
-  virtual bool delete_alert_rule(std::string_view id) = 0;
-  virtual Listing<v1::AlertRule> list_alert_rules(std::uint32_t page, std::uint32_t page_size) = 0;
-  virtual std::vector<v1::AlertRule> all_alert_rules() = 0;
-  /// Channels as stored: inline secrets only in their sealed form (Secret.sealed).
-  virtual std::optional<v1::Channel> channel(std::string_view id) = 0;
-  virtual void put_channel(const v1::Channel& channel) = 0;
-  virtual bool delete_channel(std::string_view id) = 0;
-  virtual Listing<v1::Channel> list_channels(std::uint32_t page, std::uint32_t page_size) = 0;
-  virtual std::vector<v1::Channel> all_channels() = 0;
-  virtual std::optional<v1::Silence> silence(std::string_view id) = 0;
-  virtual void put_silence(const v1::Silence& silence) = 0;
-  virtual bool delete_silence(std::string_view id) = 0;
-  /// Silences by end, latest first; `active_at_unix_ms` > 0: only those not ended then.
-  virtual Listing<v1::Silence> list_silences(std::int64_t active_at_unix_ms, std::uint32_t page,
-                                             std::uint32_t page_size) = 0;
-  virtual std::optional<StoredMonitor> monitor(std::string_view id) = 0;
-  /// By the SHA-256 (hex) of its ping token (POST /api/v1/ping/{token}).
-  virtual std::optional<StoredMonitor> monitor_by_token_sha256(std::string_view token_sha256) = 0;
-  /// Insert or replace by id; an empty token hash throws invalid_argument, a hash another
-  /// monitor has throws errc::conflict.
-  virtual void put_monitor(const StoredMonitor& monitor) = 0;
-  virtual bool delete_monitor(std::string_view id) = 0;
-  virtual Listing<v1::Monitor> list_monitors(std::uint32_t page, std::uint32_t page_size) = 0;
-  virtual std::vector<v1::Monitor> all_monitors() = 0;
-
-  /// Insert or replace an alert by id (empty id or rule id: invalid_argument).
-  virtual void upsert_alert(const v1::Alert& alert) = 0;
-  virtual std::optional<v1::Alert> alert(std::string_view id) = 0;
-  /// Newest first (started_unix_ms descending, then id).
-  virtual Listing<v1::Alert> list_alerts(const AlertFilter& filter) = 0;
-  /// Every FIRING alert, oldest first.
-  virtual std::vector<v1::Alert> firing_alerts() = 0;
-
-  // The delivery outbox (notifications and result callbacks).
-  /**
-   * Adds `delivery` (id assigned by the caller; empty id or UNSPECIFIED state throws
-   * invalid_argument). An id already stored is left as it is: an enqueue retried after a
-   * crash does not duplicate, nor reset its attempts.
-   */
-  virtual void enqueue_delivery(const v1::Delivery& delivery) = 0;
-  virtual std::optional<v1::Delivery> delivery(std::string_view id) = 0;
-  /// At most `limit` PENDING deliveries with next_attempt_unix_ms <= `now_unix_ms`, oldest
-  /// (created_unix_ms, then insertion order) first.
-  virtual std::vector<v1::Delivery> due_deliveries(std::int64_t now_unix_ms, int limit) = 0;
-  /// Appends `attempt` (the record keeps the last 100; attempt_count counts them all) and
-  /// sets the state and the next attempt's time. An unknown id changes nothing.
-  virtual void record_delivery_attempt(const std::string& id, const v1::DeliveryAttempt& attempt,
-                                       v1::DeliveryState state, std::int64_t next_attempt_unix_ms) = 0;
-  /// Newest first (created_unix_ms descending, then insertion order).
-  virtual Listing<v1::Delivery> list_deliveries(const DeliveryFilter& filter) = 0;
-  /// Removes DELIVERED and FAILED deliveries last changed before `older_than_unix_ms`
-  /// (PENDING ones are never purged); returns how many.
-  virtual std::size_t purge_deliveries(std::int64_t older_than_unix_ms) = 0;
-
   template <typename Token>
   auto async_transact(Work work, Token&& token) {
     return detail::async_from_callback<void(error_code)>(
