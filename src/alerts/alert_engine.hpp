@@ -102,7 +102,9 @@ struct AlertPushFact {
   std::string detail;  ///< why it failed
 };
 
-enum class MonitorPingKind { success, fail, start };
+/// success, fail, start: the monitor's ping URLs; down: the caller found its deadline passed
+/// (the same as the engine's own timer at `set_monitor_deadline`'s instant).
+enum class MonitorPingKind { success, fail, start, down };
 
 /// A heartbeat monitor's ping, and its next deadline from its schedule and grace.
 struct AlertPingFact {

@@ -351,6 +351,12 @@ TEST_CASE("alerts: a monitor past its deadline or pinging /fail fires and a good
   REQUIRE(h.engine.firing_count() == 1);
   h.apply(h.engine.on_monitor_ping({"backup", qf::detail::MonitorPingKind::success, h.now + 600 * k_s}, h.now + 1));
   CHECK(h.engine.firing_count() == 0);
+  // The caller may decide the deadline itself.
+  h.apply(h.engine.on_monitor_ping({"backup", qf::detail::MonitorPingKind::down, 0}, h.now + 2));
+  REQUIRE(h.engine.firing_count() == 1);
+  const auto* down = h.engine.find_alert("monitor:monitor:backup:" + std::to_string(h.now + 2));
+  REQUIRE(down != nullptr);
+  CHECK(down->summary() == "no ping by its deadline");
 }
 
 TEST_CASE("alerts: alerts of one rule within group_wait go out in one notification, later ones after group_interval",
