@@ -49,6 +49,14 @@ struct ClusterOptions {
   /// agent the store lists ONLINE is connected here, or after this long (capped by
   /// `agent_grace`). A coordinator that takes the lease at its start waits `agent_grace`.
   std::chrono::milliseconds takeover_agent_wait{3'000};
+  /// A trigger, retry or cancel made on a standby is queued in the store for the leader; the
+  /// standby waits this long for a leader to take it (then it is withdrawn, never run, and
+  /// the caller gets errc::fenced naming the leader), and 5 s more for the answer of a
+  /// leader that took it.
+  std::chrono::milliseconds command_wait{10'000};
+  /// How often a standby with listeners (`CoordinatorObserver::cluster_execution`) reads the
+  /// store's execution change feed.
+  std::chrono::milliseconds event_poll_interval{250};
 };
 
 struct CoordinatorOptions {
@@ -82,6 +90,12 @@ struct CoordinatorObserver {
       task_changed;
   /// Output of a running execution as its agent streams it (live logs; not stored).
   std::function<void(const v1::Execution&, std::uint64_t offset, const std::string& delta)> output;
+  /// On a standby: every execution change the leader (or anyone) stored, read from the
+  /// store's change feed every `event_poll_interval` while `wants_cluster_executions` says
+  /// someone listens (empty: always). Never called on the leader, whose own records reach
+  /// `execution`.
+  std::function<void(const v1::Execution&)> cluster_execution;
+  std::function<bool()> wants_cluster_executions;
 };
 
 /// The outcome of a manual trigger or a retry: `value` holds the execution ids, or `ec`
@@ -216,7 +230,8 @@ class Coordinator {
 
   // Several coordinators (see ClusterOptions).
   /// True while this coordinator holds the leader lease and its local deadline has not
-  /// passed; a standby refuses triggers, retries and cancels with errc::fenced.
+  /// passed. A standby queues triggers, retries and cancels in the store for the leader and
+  /// answers with the leader's answer (ClusterOptions::command_wait).
   bool leading() const noexcept;
   /// False while the database did not answer this coordinator's last lease attempt (every
   /// third of `lease_ttl`): it fires nothing then, and its /readyz answers 503.

@@ -28,6 +28,7 @@
 #include <quartzflow/v1/execution.pb.h>
 #include <quartzflow/v1/group.pb.h>
 #include <quartzflow/v1/task.pb.h>
+#include <quartzflow/v1/command.pb.h>
 
 namespace quartzflow {
 
@@ -86,6 +87,18 @@ struct LeaderLease {
 
   /// Held by someone, not expired when read.
   bool held() const noexcept { return !holder_id.empty() && expires_at_unix_ms > now_unix_ms; }
+};
+
+/**
+ * One entry of the store's execution change feed: every insert or update of an execution
+ * record appends one (a database trigger, whoever writes), numbered by an increasing `seq`.
+ * Standby coordinators read it to publish the leader's runs to their WebSocket clients.
+ */
+struct ExecutionChange {
+  std::int64_t seq = 0;
+  v1::ExecutionStatus status = v1::EXECUTION_STATUS_UNSPECIFIED;  ///< the status this change wrote
+  std::int64_t at_unix_ms = 0;                                    ///< the database's clock
+  v1::Execution record;  ///< the execution as stored now (without `output`); it may have moved on
 };
 
 /// What kind of catalog object a config version changed.
@@ -316,6 +329,56 @@ class StoreTransaction {
   virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
   /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
   virtual std::size_t delete_expired_sessions(std::int64_t now_unix_ms) = 0;
+
+  // Commands through any coordinator (store_commands.cpp): a standby queues a trigger, retry
+  // or cancel; the leader claims it (after its fencing check, in the same transaction), runs
+  // it and records the answer; the standby reads the answer. Times are the database's clock.
+  /**
+   * Queues `command` (kind, target, arguments, actor, origin) as QUEUED, with `queued_unix_ms`
+   * now and `deadline_unix_ms` now + `wait`; returns it with its id assigned. An UNSPECIFIED
+   * kind or an empty target throws invalid_argument naming the field.
+   */
+  virtual v1::Command queue_command(const v1::Command& command, std::chrono::milliseconds wait) = 0;
+  /// Whether a command is QUEUED, or CLAIMED under an older epoch than `epoch` and not
+  /// answered (the leader's poll: one index probe).
+  virtual bool commands_waiting(std::uint64_t epoch) = 0;
+  /**
+   * For the leader of `epoch` (`holder_id`), which called check_fence(epoch) first in this
+   * transaction: answers the commands a leader of an older epoch claimed more than
+   * `abandon_after` ago and never answered (errc::fenced: they may have run once, they are
+   * never run again; until then that leader may still answer or requeue them), withdraws the
+   * QUEUED ones past their deadline, then claims at most `limit` QUEUED ones (oldest first)
+   * and returns them CLAIMED.
+   */
+  virtual std::vector<v1::Command> claim_commands(std::uint64_t epoch, std::string_view holder_id, std::size_t limit,
+                                                  std::chrono::milliseconds abandon_after) = 0;
+  /// Records the answer of a command `epoch` claimed: ANSWERED. False (nothing changed) when it
+  /// is not CLAIMED by `epoch` any more.
+  virtual bool answer_command(std::int64_t id, std::uint64_t epoch, const v1::CommandResult& result) = 0;
+  /// Puts a command `epoch` claimed back to QUEUED (its run was fenced: nothing was recorded);
+  /// false when it is not CLAIMED by `epoch` any more.
+  virtual bool requeue_command(std::int64_t id, std::uint64_t epoch) = 0;
+  /// The stored commands among `ids` (unknown ids are left out), by id.
+  virtual std::vector<v1::Command> commands(std::span<const std::int64_t> ids) = 0;
+  /// Withdraws a QUEUED command (its waiter gives up; no leader may take it after this) and
+  /// returns it as stored after the call: WITHDRAWN, or CLAIMED / ANSWERED when a leader took
+  /// it first; nullopt for an unknown id.
+  virtual std::optional<v1::Command> withdraw_command(std::int64_t id) = 0;
+  /// Removes ANSWERED and WITHDRAWN commands last changed, and QUEUED ones whose deadline
+  /// passed, before `older_than_unix_ms`; returns how many.
+  virtual std::size_t purge_commands(std::int64_t older_than_unix_ms) = 0;
+
+  // The execution change feed (store_change_feed.cpp; see ExecutionChange).
+  /// The newest change's seq; 0 when there is none.
+  virtual std::int64_t latest_execution_change() = 0;
+  /**
+   * The changes with `seq` > `after` and those of `also` (seqs skipped earlier that may have
+   * committed since), by seq, at most `limit`; a change whose execution is gone is left out.
+   */
+  virtual std::vector<ExecutionChange> execution_changes(std::int64_t after, std::span<const std::int64_t> also,
+                                                         std::size_t limit) = 0;
+  /// Removes the changes made before `older_than_unix_ms`; returns how many.
+  virtual std::size_t purge_execution_changes(std::int64_t older_than_unix_ms) = 0;
 
   // Cluster: the leader lease and the coordinators registry (several coordinators on one
   // database; a single one takes the lease at start). The clock is the database's (SQLite:

@@ -310,6 +310,21 @@ void AdminApi::observe_coordinator() {
     if (is_final(record.status())) self->drop_live_output(record.execution_id());
     self->events_.publish(std::move(e), record.task_id(), record.agent_id(), {record.group_id()}, to_json_fn);
   };
+  // On a standby: the leader's runs, read from the store's change feed while a WebSocket
+  // client listens. Events only: this coordinator's metrics count what it handled itself.
+  o.cluster_execution = [weak = weak_from_this(), to_json_fn](const v1::Execution& record) {
+    auto self = weak.lock();
+    if (!self) return;
+    v1::Event e;
+    e.set_type(v1::EVENT_TYPE_EXECUTION_UPDATED);
+    *e.mutable_execution() = record;
+    e.mutable_execution()->clear_output();
+    self->events_.publish(std::move(e), record.task_id(), record.agent_id(), {record.group_id()}, to_json_fn);
+  };
+  o.wants_cluster_executions = [weak = weak_from_this()] {
+    auto self = weak.lock();
+    return self && self->events_.size() > 0;
+  };
   o.agent_state = [weak = weak_from_this(), to_json_fn](const v1::Agent& agent) {
     auto self = weak.lock();
     if (!self) return;

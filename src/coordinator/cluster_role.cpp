@@ -71,10 +71,14 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
   asio::steady_timer wait_timer;
   LeadershipDriver driver;
   std::uint64_t term = 0;  // +1 at every lead and step down: the waits of an old term do nothing
+  /// Commands queued by standbys may run: the term began (a takeover waited for the agents),
+  /// or this coordinator led from its start (its own API runs triggers at once too).
+  bool commands_ready = false;
   bool stopping = false;
 
   void lead(std::uint64_t epoch, bool initial) {
     ++term;
+    commands_ready = initial;
     dispatcher.lead();
     SchedulerFence fence;
     fence.epoch = epoch;
@@ -125,6 +129,7 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
     if (expected->empty() || std::chrono::steady_clock::now() >= until) {
       if (!expected->empty())
         logger()->info("leadership: firing without {} agent(s) that have not reconnected yet", expected->size());
+      commands_ready = true;
       return begin_term(started);
     }
     wait_timer.expires_after(k_takeover_poll);
@@ -136,6 +141,7 @@ struct ClusterRole::Impl : std::enable_shared_from_this<ClusterRole::Impl> {
 
   void step_down() {
     ++term;
+    commands_ready = false;
     wait_timer.cancel();
     scheduler.stop();  // at once: nothing more is planned, recorded or sent by this term
     // Agents stay until another coordinator is known to lead (this one may lead again at
@@ -191,6 +197,8 @@ void ClusterRole::stop() {
 bool ClusterRole::store_reachable() const noexcept { return impl_->driver.store_reachable(); }
 
 bool ClusterRole::leading() const noexcept { return impl_->driver.may_send(); }
+
+bool ClusterRole::runs_commands() const noexcept { return leading() && impl_->commands_ready; }
 
 std::uint64_t ClusterRole::epoch() const noexcept { return impl_->driver.machine().epoch(); }
 

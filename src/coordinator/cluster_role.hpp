@@ -40,6 +40,8 @@ class ClusterRole {
   void stop();
 
   bool leading() const noexcept;
+  /// Leading, and the term's scheduler may send: commands standbys queued may run here.
+  bool runs_commands() const noexcept;
   /// False while the last lease attempt failed (the database could not be reached).
   bool store_reachable() const noexcept;
   /// The epoch the scheduler fires under; 0 when not leading.

@@ -18,7 +18,9 @@
 #include "../common/clock.hpp"
 #include "../common/execution_id.hpp"
 #include "../common/task_policies.hpp"
+#include "change_feed.hpp"
 #include "cluster_role.hpp"
+#include "command_relay.hpp"
 
 namespace quartzflow {
 
@@ -57,16 +59,106 @@ struct Coordinator::Impl : std::enable_shared_from_this<Coordinator::Impl> {
   /// Leader or standby (several coordinators; a single one leads from its start): the
   /// scheduler fires only while this coordinator holds the lease.
   std::unique_ptr<detail::ClusterRole> role;
+  /// A standby's triggers, retries and cancels go to the leader through the store's commands
+  /// table; the leader claims and runs the queued ones (ARCHITECTURE.md, "Several coordinators").
+  std::unique_ptr<detail::CommandRelay> relay;
+  /// A standby's view of the leader's runs (the store's change feed) for its observers.
+  std::unique_ptr<detail::ExecutionChangeFeed> feed;
+  /// True while a command claimed from the queue is being started here: a standby refuses it
+  /// (errc::fenced, and the leader's relay queues it again) instead of queueing it anew.
+  bool running_command = false;
 
-  /// A standby refuses what needs the scheduler (errc::fenced, naming the leader).
-  template <typename Result>
-  bool refuse_unless_leading(const std::string& input, std::function<void(Result)>& done) {
+  /// On a standby: `command` goes to the leader through the store and `done` gets its answer.
+  /// False on the leader (the caller runs it here).
+  bool relay_unless_leading(v1::Command command, const Actor& actor, std::function<void(TriggerResult)>& done) {
     if (role->leading()) return false;
-    Result result;
-    result.ec = errc::fenced;
-    result.error = ValidationError{input, "", role->not_leader_message()};
-    asio::post(executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+    if (running_command) {
+      TriggerResult result;
+      result.ec = errc::fenced;
+      result.error = ValidationError{{}, "", role->not_leader_message()};
+      asio::post(executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+      return true;
+    }
+    *command.mutable_actor() = actor_record(actor);
+    relay->submit(std::move(command), [done = std::move(done)](v1::CommandResult answer) {
+      TriggerResult result;
+      if (answer.error_code() != 0) {
+        result.ec = make_error_code(static_cast<errc>(answer.error_code()));
+        result.error = ValidationError{answer.error_input(), answer.error_field(), answer.error_reason()};
+      }
+      result.value.assign(answer.execution_ids().begin(), answer.execution_ids().end());
+      done(std::move(result));
+    });
     return true;
+  }
+
+  static v1::CommandActor actor_record(const Actor& actor) {
+    v1::CommandActor out;
+    out.set_name(actor.name);
+    out.set_kind(actor.kind);
+    out.set_token_name(actor.token_name);
+    out.set_address(actor.address);
+    out.set_user_agent(actor.user_agent);
+    out.set_request_id(actor.request_id);
+    return out;
+  }
+  static Actor actor_of(const v1::CommandActor& actor) {
+    return Actor{actor.name(),       actor.address(),    actor.kind(),
+                 actor.token_name(), actor.user_agent(), actor.request_id()};
+  }
+
+  /// Who leads, for the answer of a command no leader took.
+  std::string leader_text() const {
+    const auto lease = role->lease();
+    if (!lease.held()) return "no coordinator leads right now";
+    return fmt::format("the leader is {} at {}", lease.holder_id,
+                       lease.holder_addresses.admin.empty() ? std::string("(no admin address advertised)")
+                                                            : lease.holder_addresses.admin);
+  }
+
+  /// The leader's side of a queued command: the path its own API takes.
+  void run_command(Coordinator& coordinator, const v1::Command& c, std::function<void(v1::CommandResult)> done) {
+    const Actor actor = actor_of(c.actor());
+    auto answer = [done](TriggerResult r) {
+      v1::CommandResult out = r.ec ? detail::command_failure(r.ec, r.error) : v1::CommandResult{};
+      for (auto& id : r.value) out.add_execution_ids(std::move(id));
+      done(std::move(out));
+    };
+    running_command = true;
+    switch (c.kind()) {
+      case v1::COMMAND_KIND_TRIGGER:
+        coordinator.trigger(c.target_id(), {c.params().begin(), c.params().end()},
+                            {c.agent_ids().begin(), c.agent_ids().end()}, actor, std::move(answer));
+        break;
+      case v1::COMMAND_KIND_CANCEL:
+        coordinator.cancel(c.target_id(), c.reason(), actor,
+                           [done](error_code ec) { done(ec ? detail::command_failure(ec, {}) : v1::CommandResult{}); });
+        break;
+      case v1::COMMAND_KIND_RETRY: {
+        auto record = std::make_shared<std::optional<v1::Execution>>();
+        store.read(
+            [record, id = c.target_id()](StoreTransaction& tx, error_code&) { *record = tx.execution(id); },
+            [weak = weak_from_this(), &coordinator, record, actor, id = c.target_id(),
+             answer = std::move(answer)](error_code ec) mutable {
+              auto self = weak.lock();
+              if (!self) return;
+              const std::string input = fmt::format("retry of execution \"{}\"", id);
+              if (ec) return answer(TriggerResult{ec, ValidationError{input, "", ec.message()}, {}});
+              if (!*record)
+                return answer(TriggerResult{
+                    make_error_code(errc::not_found), ValidationError{input, "", "no execution with this id"}, {}});
+              self->running_command = true;
+              coordinator.retry(**record, actor, std::move(answer));
+              self->running_command = false;
+            });
+        break;
+      }
+      default:
+        answer(TriggerResult{make_error_code(errc::invalid_argument),
+                             ValidationError{"command", "kind", "is not a trigger, retry or cancel"},
+                             {}});
+    }
+    running_command = false;
   }
 
   void notify_task(const v1::Task* task, const std::string& id, v1::TaskChangeAction action, const Actor& actor) {
@@ -309,11 +401,54 @@ Coordinator::Coordinator(asio::any_io_executor executor, Store& store, Coordinat
         if (o.push_status) o.push_status(agent_id, s);
   };
   impl_->dispatcher.set_events(std::move(events));
+
+  detail::CommandRelayOptions relay_options;
+  relay_options.coordinator_id = impl_->options.dispatcher.coordinator_id;
+  relay_options.wait = impl_->options.cluster.command_wait;
+  detail::CommandRelayHooks relay_hooks;
+  relay_hooks.runnable_epoch = [weak = impl_->weak_from_this()]() -> std::uint64_t {
+    auto self = weak.lock();
+    // After a takeover, once the term began: a trigger before that would be recorded, not sent.
+    return self && self->role->runs_commands() ? self->role->epoch() : 0;
+  };
+  relay_hooks.run = [weak = impl_->weak_from_this(), this](const v1::Command& c,
+                                                           std::function<void(v1::CommandResult)> done) {
+    if (auto self = weak.lock()) self->run_command(*this, c, std::move(done));
+  };
+  relay_hooks.leader_text = [weak = impl_->weak_from_this()] {
+    auto self = weak.lock();
+    return self ? self->leader_text() : std::string();
+  };
+  impl_->relay =
+      std::make_unique<detail::CommandRelay>(executor, store, std::move(relay_options), std::move(relay_hooks));
+
+  detail::ChangeFeedOptions feed_options;
+  feed_options.poll = impl_->options.cluster.event_poll_interval;
+  detail::ChangeFeedHooks feed_hooks;
+  feed_hooks.leading = [weak = impl_->weak_from_this()] {
+    auto self = weak.lock();
+    return self && self->role->leading();
+  };
+  feed_hooks.wanted = [weak = impl_->weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return false;
+    return std::any_of(self->observers.begin(), self->observers.end(), [](const CoordinatorObserver& o) {
+      return o.cluster_execution && (!o.wants_cluster_executions || o.wants_cluster_executions());
+    });
+  };
+  feed_hooks.publish = [weak = impl_->weak_from_this()](const v1::Execution& record) {
+    if (auto self = weak.lock())
+      for (const auto& o : self->observers)
+        if (o.cluster_execution) o.cluster_execution(record);
+  };
+  impl_->feed = std::make_unique<detail::ExecutionChangeFeed>(executor, store, feed_options, std::move(feed_hooks));
 }
 
 Coordinator::~Coordinator() = default;
 
 void Coordinator::start(std::function<void(error_code)> ready) {
+  impl_->relay->start();
+  impl_->feed->start();
   impl_->dispatcher.start([weak = impl_->weak_from_this(), ready = std::move(ready)](error_code ec) mutable {
     if (auto self = weak.lock()) ec ? ready(ec) : self->load_tasks(std::move(ready));
   });
@@ -322,6 +457,8 @@ void Coordinator::start(std::function<void(error_code)> ready) {
 void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
 void Coordinator::stop() {
   impl_->follower.stop();
+  impl_->relay->stop();
+  impl_->feed->stop();
   impl_->scheduler.stop();
   impl_->dispatcher.stop();
   impl_->role->stop();  // after the scheduler's last transactions: the lease goes at once
@@ -436,7 +573,10 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
 }
 
 void Coordinator::retry(const v1::Execution& execution, Actor actor, std::function<void(TriggerResult)> done) {
-  if (impl_->refuse_unless_leading(fmt::format("retry of execution \"{}\"", execution.execution_id()), done)) return;
+  v1::Command command;
+  command.set_kind(v1::COMMAND_KIND_RETRY);
+  command.set_target_id(execution.execution_id());
+  if (impl_->relay_unless_leading(std::move(command), actor, done)) return;
   auto fail = [&](errc code, std::string field, std::string reason) {
     TriggerResult result;
     result.ec = code;
@@ -477,7 +617,12 @@ void Coordinator::retry(const v1::Execution& execution, Actor actor, std::functi
 
 void Coordinator::trigger(const std::string& task_id, std::map<std::string, std::string> params,
                           std::vector<std::string> agent_ids, Actor actor, std::function<void(TriggerResult)> done) {
-  if (impl_->refuse_unless_leading(fmt::format("trigger of task \"{}\"", task_id), done)) return;
+  v1::Command command;
+  command.set_kind(v1::COMMAND_KIND_TRIGGER);
+  command.set_target_id(task_id);
+  command.mutable_params()->insert(params.begin(), params.end());
+  for (const auto& agent : agent_ids) command.add_agent_ids(agent);
+  if (impl_->relay_unless_leading(std::move(command), actor, done)) return;
   auto fail = [&](errc code, std::string field, std::string reason) {
     TriggerResult result;
     result.ec = code;
@@ -528,9 +673,13 @@ void Coordinator::trigger(const std::string& task_id, std::map<std::string, std:
 
 void Coordinator::cancel(const std::string& execution_id, std::string reason, Actor actor,
                          std::function<void(error_code)> done) {
-  if (!impl_->role->leading()) {  // a standby: the leader holds the agents (see not_leader_message)
-    asio::post(impl_->executor, [done = std::move(done)] { done(make_error_code(errc::fenced)); });
-    return;
+  if (!impl_->role->leading()) {  // a standby: the leader holds the agents, it cancels
+    v1::Command command;
+    command.set_kind(v1::COMMAND_KIND_CANCEL);
+    command.set_target_id(execution_id);
+    command.set_reason(reason);
+    std::function<void(TriggerResult)> answered = [done = std::move(done)](TriggerResult r) { done(r.ec); };
+    if (impl_->relay_unless_leading(std::move(command), actor, answered)) return;
   }
   impl_->dispatcher.cancel(
       execution_id, reason, actor.name,

@@ -136,6 +136,22 @@ class SqlStoreTransaction final : public StoreTransaction {
   void put_coordinator_heartbeat(const v1::CoordinatorInfo& coordinator) override;
   std::vector<v1::CoordinatorInfo> list_coordinators() override;
 
+  // store_commands.cpp
+  v1::Command queue_command(const v1::Command& command, std::chrono::milliseconds wait) override;
+  bool commands_waiting(std::uint64_t epoch) override;
+  std::vector<v1::Command> claim_commands(std::uint64_t epoch, std::string_view holder_id, std::size_t limit,
+                                          std::chrono::milliseconds abandon_after) override;
+  bool answer_command(std::int64_t id, std::uint64_t epoch, const v1::CommandResult& result) override;
+  bool requeue_command(std::int64_t id, std::uint64_t epoch) override;
+  std::vector<v1::Command> commands(std::span<const std::int64_t> ids) override;
+  std::optional<v1::Command> withdraw_command(std::int64_t id) override;
+  std::size_t purge_commands(std::int64_t older_than_unix_ms) override;
+  // store_change_feed.cpp
+  std::int64_t latest_execution_change() override;
+  std::vector<ExecutionChange> execution_changes(std::int64_t after, std::span<const std::int64_t> also,
+                                                 std::size_t limit) override;
+  std::size_t purge_execution_changes(std::int64_t older_than_unix_ms) override;
+
  private:
   BorrowedStatement statement(std::string_view sql);
   /// A statement whose SQL is a string literal: found by the literal's address, so the hot
@@ -153,6 +169,8 @@ class SqlStoreTransaction final : public StoreTransaction {
   std::vector<v1::Agent> read_agents(BorrowedStatement& rows);
   /// The lease row and the database's clock; `lock`: the dialect's row lock clause.
   LeaderLease read_lease(const char* lock);
+  /// The database's clock in unix ms (the lease's clock; store_commands.cpp).
+  std::int64_t database_now_unix_ms();
   void fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen);
 
   SqlSession& db_;

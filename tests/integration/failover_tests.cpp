@@ -74,7 +74,8 @@ struct LeaderAndStandby {
 
 }  // namespace
 
-TEST_CASE("a standby redirects agents to the leader and refuses triggers naming the leader", "[cluster][failover]") {
+TEST_CASE("a standby redirects agents to the leader and hands triggers to it through the store",
+          "[cluster][failover]") {
   QUARTZFLOW_FOR_EACH_STORE();
   LeaderAndStandby t{postgres};
   auto& c = t.c;
@@ -107,14 +108,20 @@ TEST_CASE("a standby redirects agents to the leader and refuses triggers naming 
   CHECK(refusal->fatal());
   CHECK(refusal->redirect_address() == "coordinator");
 
-  // What needs the scheduler is the leader's.
+  // What needs the scheduler is the leader's: the standby queues it in the store and answers
+  // with the leader's answer (the same as the leader's own for the same request).
   c.create_group("web");
   c.create_task(shell_task("manual", "true", {"web"}, v1::PLACEMENT_MODE_ONE));
-  std::optional<qf::TriggerResult> refused;
-  t.b->trigger("manual", {}, qf::Actor{"tester", ""}, [&](qf::TriggerResult r) { refused = std::move(r); });
-  REQUIRE(c.run_until([&] { return refused.has_value(); }));
-  CHECK(refused->ec == qf::errc::fenced);
-  CHECK(refused->message().find("https://a.example:8443") != std::string::npos);
+  std::optional<qf::TriggerResult> relayed, direct;
+  t.b->trigger("manual", {}, {"no-such-agent"}, qf::Actor{"tester", ""},
+               [&](qf::TriggerResult r) { relayed = std::move(r); });
+  c.coordinator->trigger("manual", {}, {"no-such-agent"}, qf::Actor{"tester", ""},
+                         [&](qf::TriggerResult r) { direct = std::move(r); });
+  REQUIRE(c.run_until([&] { return relayed.has_value() && direct.has_value(); }));
+  CHECK(relayed->ec == qf::errc::invalid_argument);
+  CHECK(relayed->ec == direct->ec);
+  CHECK(relayed->message() == direct->message());
+  CHECK(relayed->error.field == "agent_ids[0]");
 
   std::optional<v1::ClusterStatus> status;
   t.b->cluster_status([&](qf::error_code ec, v1::ClusterStatus s) {
