@@ -210,6 +210,10 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
                                              "npm run build)", console_dir.string()));
     settings.admin.console_dir = console_dir.string();
   }
+  if (config.metrics().max_task_series() > 100'000)
+    return fail("metrics.max_task_series",
+                fmt::format("{} is out of range 1-100000 (0 = 1000)", config.metrics().max_task_series()));
+  if (config.metrics().max_task_series() != 0) settings.admin.max_task_series = config.metrics().max_task_series();
   // The key that seals channel secrets: the configured file (every coordinator of a cluster
   // needs the same), else one made in data_dir at the first start.
   settings.create_alert_secret_key = config.alerts().secret_key_file().empty();
@@ -220,10 +224,6 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
       return fail("alerts.secret_key_file",
                   fmt::format("cannot read {}: {}", settings.alert_secret_key_file.string(), why));
   }
-  if (config.metrics().max_task_series() > 100'000)
-    return fail("metrics.max_task_series", fmt::format("{} is out of range 1-100000 (0 = 1000)",
-                                                       config.metrics().max_task_series()));
-  if (config.metrics().max_task_series() != 0) settings.admin.max_task_series = config.metrics().max_task_series();
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
   if (auto [field, why] =

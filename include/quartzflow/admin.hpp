@@ -51,13 +51,13 @@ struct AdminServerOptions {
   /// ... or, when set, a directory with a built console (index.html, assets/, `.gz`
   /// copies), read once by `listen`; it wins over `console_files`.
   std::string console_dir;
-};
-
-/// Counters since start, for tests and /metrics.
   /// The key (32 bytes) that seals the inline secrets of alert channels before they are
   /// stored (qf-coordinator: `alerts.secret_key_file`). Empty: inline secrets are refused
   /// (file and env references still work).
   std::string alert_secret_key;
+};
+
+/// Counters since start, for tests and /metrics.
 struct AdminServerStats {
   std::uint64_t connections = 0;
   std::uint64_t connections_refused = 0;    ///< over max_connections or max_connections_per_address

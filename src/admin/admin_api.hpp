@@ -143,7 +143,6 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void stats(std::shared_ptr<ApiCall> call);
   void daily_stats(std::shared_ptr<ApiCall> call);
   void list_audit(std::shared_ptr<ApiCall> call);
-  // api_cluster.cpp: several coordinators
   // api_alerts.cpp: alert rules, channels, silences, monitors, alerts and deliveries
   void add_alert_routes();
   /// A write transaction for an alerts handler: `work` (on the store's thread) checks its
@@ -153,6 +152,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   using WriteWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
   void write_alerts(std::shared_ptr<ApiCall> call, std::string action, std::string target_type, std::string target_id,
                     WriteWork work);
+  // api_cluster.cpp: several coordinators
   void cluster_status(std::shared_ptr<ApiCall> call);
   /// 503 not_leader naming the leader's admin address (a standby refusing what needs the
   /// scheduler).

@@ -311,9 +311,10 @@ AlertEffects AlertEngine::on_monitor_ping(const AlertPingFact& fact, std::int64_
   }
   if (fact.kind == MonitorPingKind::success) {
     s.resolve_subject_everywhere(v1::ALERT_CONDITION_MONITOR_DOWN, "monitor:" + fact.monitor_id, true);
-  } else if (fact.kind == MonitorPingKind::fail) {
+  } else if (fact.kind == MonitorPingKind::fail || fact.kind == MonitorPingKind::down) {
+    const bool failed = fact.kind == MonitorPingKind::fail;
     v1::NotificationItem figures;
-    figures.set_reason("ping on /fail");
+    figures.set_reason(failed ? "ping on /fail" : "no ping by its deadline");
     if (!s.options.console_url.empty()) {
       figures.set_console_url(s.options.console_url + "/monitors/" + fact.monitor_id);
     }
@@ -321,7 +322,8 @@ AlertEffects AlertEngine::on_monitor_ping(const AlertPingFact& fact, std::int64_
       if (rule.rule.condition() != v1::ALERT_CONDITION_MONITOR_DOWN || !s.monitor_in_scope(rule, fact.monitor_id)) {
         continue;
       }
-      s.raise(rule, "monitor", fact.monitor_id, s.now, "the job reported a failure", figures, {});
+      s.raise(rule, "monitor", fact.monitor_id, s.now,
+              failed ? "the job reported a failure" : "no ping by its deadline", figures, {});
     }
   }
   return s.finish();

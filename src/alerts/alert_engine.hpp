@@ -53,7 +53,8 @@ namespace quartzflow::detail {
  * - Runs: FAILURE and TIMEOUT are failures; MISSED is not a failure (RUN_MISSED watches it)
  *   and neither counts towards nor resets CONSECUTIVE_FAILURES; CANCELLED and SKIPPED are
  *   ignored by every condition. Only SUCCESS resolves task alerts (DURATION_ABOVE: any run
- *   that ran within the threshold).
+ *   that ran within the threshold). A run given again (same execution id as one of the
+ *   task's last 4) changes nothing; feed each run once, when the store took its final state.
  * - Scope: a task matches task_ids, group_ids (any of its groups) and the label selector;
  *   a run also matches agent_ids (the agent it ran on). An agent matches agent_ids and
  *   group_ids (its groups); a monitor matches monitor_ids. Empty lists match everything.
@@ -102,7 +103,9 @@ struct AlertPushFact {
   std::string detail;  ///< why it failed
 };
 
-enum class MonitorPingKind { success, fail, start };
+/// success, fail, start: the monitor's ping URLs; down: the caller found its deadline passed
+/// (the same as the engine's own timer at `set_monitor_deadline`'s instant).
+enum class MonitorPingKind { success, fail, start, down };
 
 /// A heartbeat monitor's ping, and its next deadline from its schedule and grace.
 struct AlertPingFact {

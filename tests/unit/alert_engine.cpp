@@ -351,6 +351,12 @@ TEST_CASE("alerts: a monitor past its deadline or pinging /fail fires and a good
   REQUIRE(h.engine.firing_count() == 1);
   h.apply(h.engine.on_monitor_ping({"backup", qf::detail::MonitorPingKind::success, h.now + 600 * k_s}, h.now + 1));
   CHECK(h.engine.firing_count() == 0);
+  // The caller may decide the deadline itself.
+  h.apply(h.engine.on_monitor_ping({"backup", qf::detail::MonitorPingKind::down, 0}, h.now + 2));
+  REQUIRE(h.engine.firing_count() == 1);
+  const auto* down = h.engine.find_alert("monitor:monitor:backup:" + std::to_string(h.now + 2));
+  REQUIRE(down != nullptr);
+  CHECK(down->summary() == "no ping by its deadline");
 }
 
 TEST_CASE("alerts: alerts of one rule within group_wait go out in one notification, later ones after group_interval",
@@ -788,4 +794,27 @@ TEST_CASE("alerts: the output head keeps 20 lines and 2 KiB, cut at a character 
   std::string chinese = std::string(2047, 'a') + "\xe4\xb8\xad";  // 中 straddles the 2 KiB limit
   CHECK(qf::detail::alert_output_head(chinese) == std::string(2047, 'a'));
   CHECK(qf::detail::alert_output_head("short") == "short");
+}
+
+TEST_CASE("alerts: a re-run after a crash before the outbox commit enqueues the same notification id", "[alerts]") {
+  const std::vector<v1::AlertRule> rules{make_rule("failed", v1::ALERT_CONDITION_RUN_FAILED, {"ops", "chat"})};
+  Harness first(rules);
+  first.fact(run("t1", v1::EXECUTION_STATUS_FAILURE, first.now));
+  first.advance(10 * k_s);
+  first.fact(run("t2", v1::EXECUTION_STATUS_FAILURE, first.now));
+  // What the store holds before the flush at t0 + 30 s: both alerts, not notified.
+  qf::detail::AlertSnapshot committed;
+  for (const auto& [id, alert] : first.alerts) committed.alerts.push_back(alert);
+  first.advance(30 * k_s);
+  REQUIRE(first.deliveries.size() == 2);
+  // The process died before that transaction committed; the next one restarts from the
+  // store and composes the same notifications.
+  Harness second(rules);
+  second.now = k_t0 + 40 * k_s;
+  second.apply(second.engine.restore(committed, rules, {}, second.now));
+  REQUIRE(second.deliveries.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    CHECK(second.deliveries[i].id() == first.deliveries[i].id());
+    CHECK(task_ids(second.deliveries[i]) == task_ids(first.deliveries[i]));
+  }
 }
