@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   qfctl::add_task_commands(app);
   qfctl::add_catalog_commands(app);
   qfctl::add_history_commands(app);
+  qfctl::add_alert_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
