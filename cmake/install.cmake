@@ -89,10 +89,12 @@ quartzflow_pkg_config(quartzflow-sqlite_store "the coordinator's Store on SQLite
   "quartzflow-store sqlite3" "-lquartzflow_sqlite_store")
 quartzflow_pkg_config(quartzflow-pg_store "the coordinator's Store on PostgreSQL"
   "quartzflow-store libpq" "-lquartzflow_pg_store")
+quartzflow_pkg_config(quartzflow-alerts "alert rules, the alert engine and sealed channel secrets"
+  "quartzflow-core libssl libcrypto" "-lquartzflow_alerts")
 quartzflow_pkg_config(quartzflow-alert_delivery "alert channels, their senders and the delivery worker"
   "quartzflow-http_executor quartzflow-store libssl libcrypto libcurl" "-lquartzflow_alert_delivery")
 quartzflow_pkg_config(quartzflow-admin "admin API, authentication and HTTPS/WebSocket server"
-  "quartzflow-cluster quartzflow-certs libssl libcrypto" "-lquartzflow_admin")
+  "quartzflow-cluster quartzflow-certs quartzflow-alerts libssl libcrypto" "-lquartzflow_admin")
 list(TRANSFORM QUARTZFLOW_COMPONENTS PREPEND quartzflow- OUTPUT_VARIABLE all_pc)
 list(JOIN all_pc " " all_pc)
 quartzflow_pkg_config(quartzflow "every component" "${all_pc}" "")
