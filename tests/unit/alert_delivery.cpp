@@ -185,6 +185,7 @@ qa::DueDelivery notification_to(const std::string& channel_id, const std::string
   qa::DueDelivery due;
   due.delivery.set_id("d-" + id);
   due.delivery.set_kind(v1::DELIVERY_KIND_NOTIFICATION);
+  due.delivery.set_state(v1::DELIVERY_STATE_PENDING);
   due.delivery.set_channel_id(channel_id);
   due.delivery.set_created_unix_ms(quartzflow::detail::now_unix_ms());
   auto* n = due.delivery.mutable_notification();
@@ -196,7 +197,8 @@ qa::DueDelivery notification_to(const std::string& channel_id, const std::string
   item->mutable_alert()->set_task_id("backup");
   item->mutable_alert()->set_state(v1::ALERT_STATE_FIRING);
   item->set_status(v1::EXECUTION_STATUS_FAILURE);
-  item->set_reason("exit code 1");
+  // `${` is the HTTP executor's placeholder syntax: it must reach receivers as written.
+  item->set_reason("exit code 1 in ${HOME} $${x}");
   return due;
 }
 
@@ -308,6 +310,8 @@ TEST_CASE("every channel type reaches a real receiver, signatures checked the ve
     CHECK(records[0].fields().at("verified").bool_value());
   }
   CHECK(header(receivers.records_for("/webhook/a")[0], "X-QuartzFlow-Notification-Id") == "n-hook");
+  CHECK(field(receivers.records_for("/webhook/a")[0], "body").find("exit code 1 in ${HOME} $${x}") !=
+        std::string::npos);
   const auto metrics = rig.worker->metrics();
   CHECK(metrics.by_channel_type[v1::CHANNEL_TYPE_DINGTALK].delivered == 1);
   CHECK(metrics.by_channel_type[v1::CHANNEL_TYPE_PAGERDUTY].delivered == 1);
@@ -536,4 +540,101 @@ TEST_CASE("missing, disabled and unreachable channels: failed, waiting, retried 
   CHECK(rig.worker->metrics().by_channel_type[v1::CHANNEL_TYPE_SLACK].failed_attempts == 0);
 
   CHECK(rig.outbox->row("d-n3").attempts(0).error() == "channel gone no longer exists");
+}
+
+TEST_CASE("over the Store's outbox: delivered, recorded, and a send lost with its process is sent again",
+          "[alerts][integration]") {
+  TempDir dir("qf-alerts");
+  Receivers receivers(dir);
+  const std::string db = dir.file("coordinator.db");
+  auto lookup = [&](const std::string& id) -> std::optional<v1::Channel> {
+    if (id == "slow") return make_channel("slow", v1::CHANNEL_TYPE_WEBHOOK, receivers.url("/slow-once/4/lost"));
+    return make_channel("hook", v1::CHANNEL_TYPE_WEBHOOK, receivers.url("/webhook/store"), "webhook-secret");
+  };
+  auto secrets = [](const v1::Secret& secret) {
+    quartzflow::Result<std::string> result;
+    result.value = secret.value();
+    return result;
+  };
+  auto read_delivery = [&](quartzflow::Store& store, boost::asio::io_context& io, const std::string& id) {
+    std::optional<v1::Delivery> out;
+    bool done = false;
+    store.read([&](quartzflow::StoreTransaction& tx, quartzflow::error_code&) { out = tx.delivery(id); },
+               [&](quartzflow::error_code) { done = true; });
+    REQUIRE(run_until(io, [&] { return done; }));
+    REQUIRE(out);
+    return *out;
+  };
+  quartzflow::testing::QuietLog quiet;
+  {
+    // A first coordinator: the notification to a slow receiver is in flight when it dies.
+    boost::asio::io_context io;
+    auto store = quartzflow::open_sqlite_store(io.get_executor(), {db});
+    auto due = notification_to("slow", "lost-1");
+    bool enqueued = false;
+    store->transact(
+        [&](quartzflow::StoreTransaction& tx, quartzflow::error_code&) { tx.enqueue_delivery(due.delivery); },
+        [&](quartzflow::error_code ec) { enqueued = !ec; });
+    REQUIRE(run_until(io, [&] { return enqueued; }));
+    qa::DeliveryWorker worker(io, *store, lookup, secrets, fast_options());
+    worker.start();
+    REQUIRE(run_until(io, [&] { return receivers.records_for("/slow-once/4/lost").size() == 1; }));
+    CHECK(worker.metrics().in_flight == 1);
+  }  // gone without an answer: nothing recorded
+  {
+    boost::asio::io_context io;
+    auto store = quartzflow::open_sqlite_store(io.get_executor(), {db});
+    CHECK(read_delivery(*store, io, "d-lost-1").attempts_size() == 0);
+    // A run with a result callback on its task, and a notification.
+    v1::Task task;
+    task.set_id("backup");
+    task.set_name("backup");
+    task.mutable_shell()->add_argv("true");
+    auto* callback = task.add_callbacks();
+    callback->set_url(receivers.url("/webhook/store-callback"));
+    callback->mutable_secret()->set_value("webhook-secret");
+    v1::Execution execution;
+    execution.set_execution_id("backup:1700000000000");
+    execution.set_task_id("backup");
+    execution.set_status(v1::EXECUTION_STATUS_SUCCESS);
+    v1::Delivery callback_delivery;
+    callback_delivery.set_id("cb-1");
+    callback_delivery.set_kind(v1::DELIVERY_KIND_CALLBACK);
+    callback_delivery.set_state(v1::DELIVERY_STATE_PENDING);
+    callback_delivery.set_execution_id(execution.execution_id());
+    callback_delivery.set_created_unix_ms(quartzflow::detail::now_unix_ms());
+    bool written = false;
+    store->transact(
+        [&](quartzflow::StoreTransaction& tx, quartzflow::error_code&) {
+          tx.put_task(task);
+          tx.upsert_execution(execution);
+          tx.enqueue_delivery(notification_to("hook", "n-store").delivery);
+          tx.enqueue_delivery(callback_delivery);
+        },
+        [&](quartzflow::error_code ec) { written = !ec; });
+    REQUIRE(run_until(io, [&] { return written; }));
+
+    qa::DeliveryWorker worker(io, *store, lookup, secrets, fast_options());
+    worker.start();
+    REQUIRE(run_until(io, [&] {
+      return worker.metrics().by_channel_type[v1::CHANNEL_TYPE_WEBHOOK].delivered == 2 &&
+             worker.metrics().callbacks.delivered == 1 && worker.metrics().in_flight == 0;
+    }));
+    for (const char* id : {"d-lost-1", "d-n-store", "cb-1"}) {
+      const auto delivery = read_delivery(*store, io, id);
+      INFO(delivery.DebugString());
+      CHECK(delivery.state() == v1::DELIVERY_STATE_DELIVERED);
+      REQUIRE(delivery.attempts_size() == 1);
+      CHECK(delivery.attempts(0).http_status() == 200);
+    }
+    // At least once: the receiver had the lost send and its repetition, under one id.
+    const auto lost = receivers.records_for("/slow-once/4/lost");
+    REQUIRE(lost.size() == 2);
+    CHECK(header(lost[0], "X-QuartzFlow-Notification-Id") == header(lost[1], "X-QuartzFlow-Notification-Id"));
+    const auto callbacks = receivers.records_for("/webhook/store-callback");
+    REQUIRE(callbacks.size() == 1);
+    CHECK(callbacks[0].fields().at("verified").bool_value());
+    CHECK(header(callbacks[0], "X-QuartzFlow-Execution-Id") == "backup:1700000000000");
+    worker.stop();
+  }
 }
