@@ -452,7 +452,7 @@ void AdminApi::add_alert_routes() {
   add("PUT", "/api/v1/alert-rules/{id}", k_operator, v1::AlertRule::descriptor(), v1::AlertRule::descriptor(),
       "Replace an alert rule", [put_rule](CallPtr call) { put_rule(std::move(call), false); });
   add("DELETE", "/api/v1/alert-rules/{id}", k_operator, nullptr, nullptr,
-      "Delete an alert rule (refused while silences name it)", [this, audit_entry](CallPtr call) {
+      "Delete an alert rule (its alerts stay in the history)", [this, audit_entry](CallPtr call) {
         const std::string id = call->params.at("id");
         write_alerts(call, "alert_rule.delete", "alert_rule", id,
                      [id, audit_entry](StoreTransaction& tx, const ApiCall& c) -> std::unique_ptr<Message> {

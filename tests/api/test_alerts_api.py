@@ -209,8 +209,7 @@ def test_silences_need_matchers_an_end_and_a_reason(alert_operator, admin):
                                  pattern="/api/v1/silences/{id}")
     assert shorter.status == 200, shorter
     assert shorter.data["created_by"] == "alert-operator"
-    # The rule a silence names stays deletable only through the silence's end: deleting the
-    # silence is audited.
+    # Deleting a silence lets notifications through again; it is audited.
     assert alert_operator.delete(f"/api/v1/silences/{sid}", pattern="/api/v1/silences/{id}").status == 200
     assert admin.get(f"/api/v1/silences/{sid}").status == 404
     assert [e["action"] for e in audit_of(admin, sid)].count("silence.delete") == 1
