@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Every final record reaches the coordinator's observers once, whoever made it: MISSED
 // fires after a restart and SKIPPED fires without an agent (made by the scheduler), a
-// SKIPPED overlap (made by the agent and synced), a cancel of a run never sent.
+// SKIPPED overlap (made by the agent and synced), a cancel of a run never sent; a standby
+// hears of none (what the metrics count: nothing counted twice over two coordinators).
 #include <map>
 #include <set>
 
-#include "cluster.hpp"
+#include "two_coordinators.hpp"
 
 namespace qf = quartzflow;
 using namespace std::chrono_literals;
@@ -143,4 +144,36 @@ TEST_CASE("a run cancelled before it was sent is observed once as CANCELLED", "[
   CHECK(*again == qf::errc::conflict);
   c.run_for(100ms);
   CHECK(observed_finals(c).at("later:1000") == 1);
+}
+
+TEST_CASE("a standby's execution observers hear of no run, the leader's of each final state once",
+          "[cluster][observers]") {
+  Cluster c;
+  c.crash_coordinator();
+  c.options.cluster.lease_ttl = 600ms;
+  c.options.catalog_poll_interval = 100ms;
+  qf::testing::open_coordinator_a(c, false);
+  REQUIRE(c.coordinator->leading());
+  auto store_b = qf::testing::open_second_store(c, {});
+  auto options = c.options;
+  options.cluster.coordinator_id = "coordinator-b";
+  auto b = qf::testing::start_second_coordinator(c, *store_b, options);
+  std::vector<qf::v1::Execution> heard_by_standby;
+  b->on_execution([&](const qf::v1::Execution& r) { heard_by_standby.push_back(r); });
+  c.create_group("web");
+  c.create_group("empty");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  c.create_task(shell_task("tick", "true", {"web"}, qf::v1::PLACEMENT_MODE_ONE, 1));
+  c.create_task(shell_task("lonely", "true", {"empty"}, qf::v1::PLACEMENT_MODE_ONE));
+  const auto skipped = c.trigger("lonely").value.at(0);
+  REQUIRE(c.run_until([&] { return c.count("tick", qf::v1::EXECUTION_STATUS_SUCCESS) >= 3; }));
+  REQUIRE(c.reaches(skipped, qf::v1::EXECUTION_STATUS_SKIPPED));
+  c.run_for(500ms);
+  CHECK_FALSE(b->leading());
+  CHECK(heard_by_standby.empty());
+  check_each_final_observed_once(c, "tick");
+  check_each_final_observed_once(c, "lonely");
+  b->stop();
+  c.io.poll();
 }
