@@ -31,7 +31,8 @@ struct LeaderAndStandby {
   std::unique_ptr<qf::Coordinator> b;
   std::string dsn;  ///< the PostgreSQL database, when on PostgreSQL
 
-  explicit LeaderAndStandby(bool postgres = false) {
+  /// `command_wait`: how long B waits for a leader to take the commands it queues.
+  explicit LeaderAndStandby(bool postgres = false, std::chrono::milliseconds command_wait = 10s) {
     c.crash_coordinator();
     // Each follows the catalog the other commits (as several coordinators are configured).
     c.options.catalog_poll_interval = 100ms;
@@ -45,6 +46,7 @@ struct LeaderAndStandby {
     options.cluster.coordinator_id = "coordinator-b";
     options.cluster.advertise_agent_address = "coordinator-b";
     options.cluster.advertise_admin_address = "https://b.example:8443";
+    options.cluster.command_wait = command_wait;
     b = qf::testing::start_second_coordinator(c, *store_b, options);
     c.network.listen("coordinator-b", [this](std::shared_ptr<qf::Connection> connection) {
       if (b) b->accept(std::move(connection));
@@ -179,4 +181,35 @@ TEST_CASE("when the leader crashes the standby takes over within a lease TTL and
     INFO(id);
     CHECK(times == 1);
   }
+}
+
+TEST_CASE("a trigger no leader takes within the standby's wait is withdrawn, refused naming the leader, never run",
+          "[cluster][failover][commands]") {
+  QUARTZFLOW_FOR_EACH_STORE();
+  LeaderAndStandby t{postgres, 300ms};
+  auto& c = t.c;
+  c.create_group("web");
+  c.add_agent("a1", "web");
+  REQUIRE(c.run_until([&] { return c.all_connected(); }));
+  const auto ran_file = c.dir.file("ran.txt");
+  c.create_task(
+      shell_task("manual", fmt::format("echo $QF_EXECUTION_ID >> {}", ran_file), {"web"}, v1::PLACEMENT_MODE_ONE));
+
+  // The leader is gone; B takes its lease only after it expires (600 ms), past B's wait.
+  c.crash_coordinator();
+  c.network.listen("coordinator", [&t](std::shared_ptr<qf::Connection> connection) {
+    if (t.b) t.b->accept(std::move(connection));
+  });
+  std::optional<qf::TriggerResult> answer;
+  t.b->trigger("manual", {}, qf::Actor{"tester", ""}, [&](qf::TriggerResult r) { answer = std::move(r); });
+  REQUIRE(c.run_until([&] { return answer.has_value(); }, 5s));
+  CHECK(answer->ec == qf::errc::fenced);
+  CHECK_THAT(answer->message(), Catch::Contains("no leader took this trigger within 300 ms: it was not run") &&
+                                    Catch::Contains("the leader is"));
+
+  // B leads, its agent is back: the withdrawn trigger is never run.
+  REQUIRE(c.run_until([&] { return t.b->leading(); }, 5s));
+  c.io.run_for(2s);
+  CHECK(t.executions_b("manual").empty());
+  CHECK(qf::testing::executions_in(ran_file).empty());
 }
