@@ -225,14 +225,15 @@ int main(int argc, char** argv) {
                              fs_error.message());
     return k_exit_failure;
   }
-  std::string key_error;
-  auto alert_key =
-      qf::load_alert_secret_key(settings->alert_secret_key_file.string(), settings->create_alert_secret_key, key_error);
-  if (!alert_key) {
-    std::cerr << fmt::format("qf-coordinator: alerts.secret_key_file: {}\n", key_error);
-    return settings->create_alert_secret_key ? k_exit_failure : k_exit_invalid_config;
+  if (settings->create_alert_secret_key) {  // a configured key file was read with the settings
+    std::string key_error;
+    auto alert_key = qf::load_alert_secret_key(settings->alert_secret_key_file.string(), true, key_error);
+    if (!alert_key) {
+      std::cerr << fmt::format("qf-coordinator: alerts.secret_key_file: {}\n", key_error);
+      return k_exit_failure;
+    }
+    settings->admin.alert_secret_key = std::move(*alert_key);
   }
-  settings->admin.alert_secret_key = std::move(*alert_key);
   qf::error_code ec;
   store = open_store(io, *settings, ec, detail);
   if (!store) {

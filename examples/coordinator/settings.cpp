@@ -223,6 +223,10 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
     if (auto why = unreadable_reason(settings.alert_secret_key_file); !why.empty())
       return fail("alerts.secret_key_file",
                   fmt::format("cannot read {}: {}", settings.alert_secret_key_file.string(), why));
+    std::string key_error;
+    auto key = load_alert_secret_key(settings.alert_secret_key_file.string(), false, key_error);
+    if (!key) return fail("alerts.secret_key_file", key_error);
+    settings.admin.alert_secret_key = std::move(*key);
   }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");

@@ -53,6 +53,12 @@ expect_refused(${QF_COORDINATOR} admin-tls.yaml
   "admin-tls.yaml: admin_tls.cert_file: cannot read .*nope.pem: No such file or directory")
 expect_refused(${QF_COORDINATOR} admin-ttl.yaml "${coordinator}${tls}session_ttl_seconds: 5\n"
   "admin-ttl.yaml: session_ttl_seconds: 5 is out of range 60-2592000")
+# Coordinator: the alerts' secret key file (read at once; made in data_dir only when unset).
+expect_refused(${QF_COORDINATOR} alerts-key-missing.yaml "${coordinator}${tls}alerts: {secret_key_file: certs/nope.key}\n"
+  "alerts-key-missing.yaml: alerts.secret_key_file: cannot read .*nope.key: No such file or directory")
+file(WRITE ${WORK_DIR}/certs/short.key "0123abcd\n")
+expect_refused(${QF_COORDINATOR} alerts-key-short.yaml "${coordinator}${tls}alerts: {secret_key_file: certs/short.key}\n"
+  "alerts-key-short.yaml: alerts.secret_key_file: .*short.key: not a key: give 32 raw bytes or 64 hex digits")
 # Coordinator: unknown fields, bad values.
 expect_refused(${QF_COORDINATOR} console-dir.yaml "${coordinator}${tls}console_dir: no-console\n"
   "no-console: no index.html")
