@@ -163,10 +163,14 @@ SmtpResult submit(const EmailMessage& message, const SmtpOptions& options) {
 }  // namespace
 
 struct SmtpSender::Impl {
+  using Work = decltype(asio::prefer(std::declval<asio::any_io_executor>(), asio::execution::outstanding_work.tracked));
   struct Job {
     EmailMessage message;
     SmtpOptions options;
     std::function<void(SmtpResult)> done;
+    /// Held from the call to the completion: the io_context's run() does not return while a
+    /// submission is owed (the thread posts to it).
+    Work work;
   };
 
   explicit Impl(asio::any_io_executor ex) : executor(std::move(ex)) {
@@ -201,8 +205,9 @@ struct SmtpSender::Impl {
       } else {
         result = submit(job.message, job.options);
       }
-      auto work = asio::prefer(executor, asio::execution::outstanding_work.tracked);
-      asio::post(work, [done = std::move(job.done), result = std::move(result)]() mutable { done(std::move(result)); });
+      asio::post(job.work, [done = std::move(job.done), result = std::move(result), work = job.work]() mutable {
+        done(std::move(result));
+      });
     }
   }
 
@@ -221,7 +226,8 @@ SmtpSender::~SmtpSender() = default;
 void SmtpSender::async_send(EmailMessage message, SmtpOptions options, std::function<void(SmtpResult)> done) {
   {
     const std::lock_guard lock(impl_->mutex);
-    impl_->jobs.push_back({std::move(message), std::move(options), std::move(done)});
+    impl_->jobs.push_back({std::move(message), std::move(options), std::move(done),
+                           asio::prefer(impl_->executor, asio::execution::outstanding_work.tracked)});
   }
   impl_->wake.notify_one();
 }

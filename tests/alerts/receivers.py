@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Local receivers for the alert delivery tests: an HTTP server that checks each signature
 scheme the way its vendor does (QuartzFlow webhooks and callbacks, DingTalk, Feishu) and an
-SMTP server (aiosmtpd) with STARTTLS and AUTH. Every request is appended to a JSON-lines file.
+SMTP server (aiosmtpd) with STARTTLS and AUTH, and one with TLS from the first byte. Every request is appended to a JSON-lines file.
 
-Prints one line, `http=<port> smtp=<port> cert=<path>`, then serves until stdin closes or
+Prints one line, `http=<port> smtp=<port> smtps=<port> cert=<path>`, then serves until stdin closes or
 SIGTERM. Paths (the last segment names the test's receiver):
   /webhook/<name>        X-QuartzFlow-Signature: sha256=hex(HMAC(secret, ts + "." + body)),
                          X-QuartzFlow-Timestamp within 5 minutes; 200, else 401
@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
@@ -153,7 +154,8 @@ class SmtpHandler:
     async def handle_DATA(self, server, session, envelope):
         record({"smtp": True, "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
                 "data": envelope.original_content.decode("utf-8", "replace"),
-                "tls": session.ssl is not None, "authenticated": bool(session.authenticated)})
+                "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
+                "authenticated": bool(session.authenticated)})
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -198,12 +200,21 @@ def main():
     smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=smtp_port, tls_context=tls, require_starttls=True,
                       authenticator=authenticator, auth_required=True, auth_require_tls=True)
     smtp.start()
+    # TLS from the first byte (SMTPS, port 465 style), AUTH too.
+    smtps_port = free_port()
+    # The login is inside TLS from the start; aiosmtpd only counts STARTTLS as TLS, so its
+    # own check is off and so is its warning about that.
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+    smtps = Controller(SmtpHandler(), hostname="127.0.0.1", port=smtps_port, ssl_context=tls,
+                       authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    smtps.start()
 
-    print("http={} smtp={} cert={}".format(http.server_address[1], smtp_port, cert), flush=True)
+    print("http={} smtp={} smtps={} cert={}".format(http.server_address[1], smtp_port, smtps_port, cert), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         sys.stdin.read()  # until the test closes it (or dies)
     finally:
+        smtps.stop()
         smtp.stop()
         http.shutdown()
 

@@ -69,7 +69,7 @@ class Receivers {
     while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
     ::close(out[0]);
     INFO("receivers.py said: " << line);
-    REQUIRE(std::sscanf(line.c_str(), "http=%d smtp=%d", &http_port_, &smtp_port_) == 2);
+    REQUIRE(std::sscanf(line.c_str(), "http=%d smtp=%d smtps=%d", &http_port_, &smtp_port_, &smtps_port_) == 3);
     cert_ = line.substr(line.find("cert=") + 5);
   }
   ~Receivers() {
@@ -83,6 +83,7 @@ class Receivers {
 
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(http_port_) + path; }
   int smtp_port() const { return smtp_port_; }
+  int smtps_port() const { return smtps_port_; }
   const std::string& cert() const { return cert_; }
 
   /// Every request received so far, in order.
@@ -109,6 +110,7 @@ class Receivers {
   int stdin_ = -1;
   int http_port_ = 0;
   int smtp_port_ = 0;
+  int smtps_port_ = 0;
   std::string cert_;
 };
 
@@ -464,7 +466,7 @@ TEST_CASE("result callbacks post the signed run record and stop after max_attemp
   CHECK(rig.worker->metrics().callbacks.given_up == 2);
 }
 
-TEST_CASE("e-mail goes through STARTTLS and AUTH to a real SMTP server", "[alerts][integration]") {
+TEST_CASE("e-mail goes through STARTTLS or TLS, and AUTH, to a real SMTP server", "[alerts][integration]") {
   TempDir dir("qf-alerts");
   Receivers receivers(dir);
   Rig rig;
@@ -479,19 +481,33 @@ TEST_CASE("e-mail goes through STARTTLS and AUTH to a real SMTP server", "[alert
   email->set_ca_file(receivers.cert());
   mail.set_language("zh");
   rig.add_channel(mail);
+  auto smtps = mail;
+  smtps.set_id("smtps");
+  smtps.mutable_email()->set_smtp_port(static_cast<std::uint32_t>(receivers.smtps_port()));
+  smtps.mutable_email()->set_security(v1::SMTP_SECURITY_TLS);
+  rig.add_channel(smtps);
   email->mutable_password()->set_value("wrong-password-123");
   mail.set_id("bad-login");
   rig.add_channel(mail);
   rig.outbox->add(notification_to("mail", "n1"));
   rig.outbox->add(notification_to("bad-login", "n2"));
+  rig.outbox->add(notification_to("smtps", "n3"));
   rig.worker->start();
-  REQUIRE(rig.settle({"d-n1", "d-n2"}));
+  REQUIRE(rig.settle({"d-n1", "d-n2", "d-n3"}));
+  INFO(rig.outbox->row("d-n3").DebugString());
+  CHECK(rig.outbox->row("d-n3").state() == v1::DELIVERY_STATE_DELIVERED);
   INFO(rig.outbox->row("d-n1").DebugString());
   CHECK(rig.outbox->row("d-n1").state() == v1::DELIVERY_STATE_DELIVERED);
   std::vector<pb::Struct> mails;
   for (const auto& record : receivers.records())
     if (record.fields().contains("smtp")) mails.push_back(record);
-  REQUIRE(mails.size() == 1);
+  REQUIRE(mails.size() == 2);
+  std::sort(mails.begin(), mails.end(), [](const pb::Struct& a, const pb::Struct& b) {
+    return field(a, "data").find("Notification-Id: n1") != std::string::npos &&
+           field(b, "data").find("Notification-Id: n1") == std::string::npos;
+  });
+  CHECK(mails[1].fields().at("tls").bool_value());
+  CHECK(mails[1].fields().at("authenticated").bool_value());
   CHECK(mails[0].fields().at("tls").bool_value());
   CHECK(mails[0].fields().at("authenticated").bool_value());
   CHECK(field(mails[0], "mail_from") == "qf@example.com");
