@@ -48,6 +48,13 @@ class RunMetrics {
   void count(const v1::Execution& record, const std::function<std::string(const std::string& task_id)>& group_of = {});
 
   /**
+   * Gives `task_id` its series (while under the cap) with a last success known from
+   * elsewhere (the store, at start), so that the gauge is there before the task's next
+   * success; the later of it and what `count` sees is kept. `group`: its first group id.
+   */
+  void note_last_success(const std::string& task_id, const std::string& group, std::int64_t ended_unix_ms);
+
+  /**
    * Appends the Prometheus text (HELP and TYPE lines included) of
    * `<prefix>runs_total{task,group,status}`, `<prefix>task_last_success_timestamp_seconds`,
    * `<prefix>runs_missed_total` and `<prefix>runs_skipped_total{reason}`.

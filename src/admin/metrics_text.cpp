@@ -3,6 +3,8 @@
 // by task, group and status (bounded, see RunMetrics), latency histograms, cluster state.
 #include <fmt/format.h>
 
+#include <quartzflow/log.hpp>
+
 #include "admin_api.hpp"
 
 namespace quartzflow::detail {
@@ -15,6 +17,38 @@ void AdminApi::count_run(const v1::Execution& record) {
     if (!task) return record.group_id();
     return task->group_ids().empty() ? std::string{} : task->group_ids(0);
   });
+}
+
+void AdminApi::load_last_successes() {
+  struct LastSuccess {
+    std::string task_id;
+    std::string group;
+    std::int64_t ended_unix_ms = 0;
+  };
+  auto found = std::make_shared<std::vector<LastSuccess>>();
+  coordinator_.store().read(
+      [found, limit = options_.max_task_series](StoreTransaction& tx, error_code&) {
+        // One indexed query per task, on the store's reader thread, once at start.
+        for (const auto& task : tx.all_tasks()) {
+          if (found->size() >= limit) break;
+          v1::ListExecutionsRequest request;
+          request.set_task_id(task.id());
+          request.add_status(v1::EXECUTION_STATUS_SUCCESS);
+          request.set_sort("-started_unix_ms");
+          request.set_page_size(1);
+          auto listing = tx.list_executions(request);
+          if (listing.items.empty()) continue;
+          const auto& latest = listing.items.front();
+          found->push_back({task.id(), task.group_ids().empty() ? std::string{} : task.group_ids(0),
+                            latest.ended_unix_ms() > 0 ? latest.ended_unix_ms() : latest.updated_unix_ms()});
+        }
+      },
+      [weak = weak_from_this(), found](error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (ec) return logger()->warn("metrics: reading the tasks' last successes failed: {}", ec.message());
+        for (const auto& f : *found) self->runs_.note_last_success(f.task_id, f.group, f.ended_unix_ms);
+      });
 }
 
 std::string AdminApi::metrics_text() const {

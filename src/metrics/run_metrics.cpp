@@ -88,6 +88,17 @@ void RunMetrics::count(const v1::Execution& record,
   if (record.status() == v1::EXECUTION_STATUS_SKIPPED) ++skipped_by_reason_[record.skip_reason()];
 }
 
+void RunMetrics::note_last_success(const std::string& task_id, const std::string& group, std::int64_t ended_unix_ms) {
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) {
+    if (tasks_.size() >= options_.max_task_series) return;
+    TaskSeries fresh;
+    fresh.group = group;
+    it = tasks_.emplace(task_id, std::move(fresh)).first;
+  }
+  it->second.last_success_unix_ms = std::max(it->second.last_success_unix_ms, ended_unix_ms);
+}
+
 void RunMetrics::write(std::string& out, std::string_view prefix) const {
   const bool group = options_.group_label;
   out += fmt::format(

@@ -142,6 +142,23 @@ TEST_CASE("run metrics count MISSED and SKIPPED by reason, lower case, and escap
   for (const auto& s : samples) CHECK(s.labels.count("group") == 0);
 }
 
+TEST_CASE("a last success read from the store takes a series under the cap and never goes back", "[metrics]") {
+  qf::RunMetrics metrics(qf::RunMetricsOptions{2, true});
+  metrics.note_last_success("a", "g", 5'000);
+  metrics.note_last_success("b", "", 6'000);
+  metrics.note_last_success("c", "g", 7'000);  // over the cap: left out
+  metrics.count(final_record("a", v1::EXECUTION_STATUS_SUCCESS, 9'000));
+  metrics.count(final_record("b", v1::EXECUTION_STATUS_SUCCESS, 1'000));  // older than the stored one
+  CHECK(metrics.task_series() == 2);
+  std::string text;
+  metrics.write(text, "qf_");
+  const auto samples = parse_exposition(text);
+  CHECK(value_of(samples, "qf_task_last_success_timestamp_seconds", {{"task", "a"}, {"group", "g"}}) == 9);
+  CHECK(value_of(samples, "qf_task_last_success_timestamp_seconds", {{"task", "b"}, {"group", "_none"}}) == 6);
+  CHECK(value_of(samples, "qf_runs_total", {{"task", "a"}, {"group", "g"}, {"status", "success"}}) == 1);
+  for (const auto& s : samples) CHECK((s.labels.count("task") == 0 || s.labels.at("task") != "c"));
+}
+
 TEST_CASE("the metrics request parser takes GET /metrics and refuses what is not HTTP", "[metrics]") {
   using qf::detail::MetricsRequest;
   using qf::detail::parse_metrics_request;
