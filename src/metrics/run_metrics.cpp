@@ -115,8 +115,8 @@ void RunMetrics::write(std::string& out, std::string_view prefix) const {
   runs(k_other, other_);
 
   out += fmt::format(
-      "# HELP {0}task_last_success_timestamp_seconds When the task's latest SUCCESS seen by this "
-      "process ended (tasks with series of their own).\n"
+      "# HELP {0}task_last_success_timestamp_seconds When the task's latest known SUCCESS ended "
+      "(tasks with series of their own).\n"
       "# TYPE {0}task_last_success_timestamp_seconds gauge\n",
       prefix);
   for (const auto& [task, series] : tasks_) {
