@@ -17,6 +17,7 @@ SIGTERM. Paths (the last segment names the test's receiver):
   /flaky/<n>/<name>      503 for the first n requests, then 200
   /reject/<name>         400
   /slow-once/<s>/<name>  the first request answers after s seconds, the others at once
+  /slow/<s>/<name>       every request answers after s seconds
   /ratelimit/<name>      200 {"errcode":130101} (DingTalk's "send too fast")
 """
 import argparse
@@ -43,6 +44,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 ARGS = None
 LOCK = threading.Lock()
 COUNTS = {}
+IN_PROGRESS = {}  # requests being answered, by path
 
 
 def record(entry):
@@ -137,13 +139,21 @@ class Handler(BaseHTTPRequestHandler):
             status, reply = 400, '{"error":"bad request"}'
         elif kind == "slow-once":
             delay = float(parts[1]) if count(url.path) == 1 else 0
+        elif kind == "slow":
+            delay = float(parts[1])
         elif kind == "ratelimit":
             reply = '{"errcode":130101,"errmsg":"send too fast"}'
         else:
             status = 404
+        with LOCK:
+            IN_PROGRESS[url.path] = IN_PROGRESS.get(url.path, 0) + 1
+            concurrent = IN_PROGRESS[url.path]
         record({"path": url.path, "query": url.query, "headers": dict(self.headers.items()),
-                "body": body.decode("utf-8", "replace"), "status": status, "verified": verified, "why": why})
+                "body": body.decode("utf-8", "replace"), "status": status, "verified": verified, "why": why,
+                "concurrent": concurrent})
         time.sleep(delay)  # recorded first: a client that gave up still sees its request counted
+        with LOCK:
+            IN_PROGRESS[url.path] -= 1
         try:
             self.answer(status, reply)
         except OSError:

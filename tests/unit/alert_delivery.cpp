@@ -381,6 +381,29 @@ TEST_CASE("a receiver that fails for a while then recovers gets the backlog once
   CHECK(rig.worker->metrics().by_channel_type[v1::CHANNEL_TYPE_WEBHOOK].failed_attempts == 8);
 }
 
+TEST_CASE("no more than max_in_flight deliveries are sent at once", "[alerts][integration]") {
+  TempDir dir("qf-alerts");
+  Receivers receivers(dir);
+  auto options = fast_options();
+  options.max_in_flight = 2;
+  Rig rig(options);
+  rig.add_channel(make_channel("slow", v1::CHANNEL_TYPE_WEBHOOK, receivers.url("/slow/0.2/bounded")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto due = notification_to("slow", "n" + std::to_string(i));
+    ids.push_back(due.delivery.id());
+    rig.outbox->add(std::move(due));
+  }
+  rig.worker->start();
+  REQUIRE(rig.settle(ids));
+  const auto records = receivers.records_for("/slow/0.2/bounded");
+  CHECK(records.size() == 6);
+  double most = 0;
+  for (const auto& record : records) most = std::max(most, record.fields().at("concurrent").number_value());
+  CHECK(most == 2);
+  for (const auto& id : ids) CHECK(rig.outbox->row(id).state() == v1::DELIVERY_STATE_DELIVERED);
+}
+
 TEST_CASE("a 4xx answer gives up at once, a slow receiver is retried after the timeout", "[alerts][integration]") {
   TempDir dir("qf-alerts");
   Receivers receivers(dir);
