@@ -61,6 +61,13 @@ struct ApiCall {
   void ok_json(std::string_view json);
 };
 
+/// A task's result callbacks checked (each bad field named, `callbacks[0].url`) and their
+/// inline secrets sealed with `key`; a callback whose secret is left empty keeps the one
+/// `stored` has at the same place for the same URL. nullopt when fine (api_alerts.cpp).
+std::optional<ApiFailure> prepare_task_callbacks(v1::Task& task, const v1::Task* stored, std::string_view key);
+/// The callbacks' secrets of a task as answers show them: `set` and `hint` only.
+void redact_task_callbacks(v1::Task& task);
+
 /// Thrown by work on the store's thread to fail the call with this body.
 struct ApiException {
   ApiFailure failure;

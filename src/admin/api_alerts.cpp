@@ -363,6 +363,44 @@ bool body_into(ApiCall& call, Message& message) {
 
 }  // namespace
 
+std::optional<ApiFailure> prepare_task_callbacks(v1::Task& task, const v1::Task* stored, std::string_view key) {
+  Violations v("task");
+  const bool have_key = key.size() == k_secret_key_bytes;
+  if (task.callbacks_size() > 10)
+    v.add("callbacks", fmt::format("at most 10 callbacks; {} given", task.callbacks_size()));
+  for (int i = 0; i < task.callbacks_size(); ++i) {
+    auto& callback = *task.mutable_callbacks(i);
+    const auto path = fmt::format("callbacks[{}]", i);
+    if (callback.url().empty()) v.add(path + ".url", "is required");
+    else if (auto why = url_problem(callback.url()); !why.empty()) v.add(path + ".url", why);
+    if (callback.timeout_seconds() > 300)
+      v.add(path + ".timeout_seconds", fmt::format("{} is out of range 1-300 (0 = 10)", callback.timeout_seconds()));
+    if (callback.max_attempts() > 100)
+      v.add(path + ".max_attempts", fmt::format("{} is out of range 1-100 (0 = 10)", callback.max_attempts()));
+    if (!callback.has_secret()) continue;
+    callback.mutable_secret()->clear_sealed();  // the store's own: what a client sends there means nothing
+    // A secret left empty keeps the stored one of the same callback (same place, same URL):
+    // a client never has the inline value to send back.
+    if (!secret_given(callback.secret()) && stored && i < stored->callbacks_size() &&
+        stored->callbacks(i).url() == callback.url())
+      *callback.mutable_secret() = stored->callbacks(i).secret();
+    check_secret(v, path + ".secret", callback.secret(), have_key);
+  }
+  try {
+    v.throw_if_any();
+  } catch (const ApiException& e) {
+    return e.failure;
+  }
+  for (auto& callback : *task.mutable_callbacks())
+    if (callback.has_secret()) prepare_secret(*callback.mutable_secret(), key);
+  return std::nullopt;
+}
+
+void redact_task_callbacks(v1::Task& task) {
+  for (auto& callback : *task.mutable_callbacks())
+    if (callback.has_secret()) redact_secret(*callback.mutable_secret());
+}
+
 void AdminApi::write_alerts(CallPtr call, std::string action, std::string target_type, std::string target_id,
                             WriteWork work) {
   auto failure = std::make_shared<std::optional<ApiFailure>>();

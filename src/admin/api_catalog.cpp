@@ -104,6 +104,12 @@ void reply_catalog(const CallPtr& call, const CatalogResult<T>& result) {
   call->ok(result.value);
 }
 
+/// A task as answers show it: its callbacks' secrets redacted.
+void reply_task(const CallPtr& call, CatalogResult<v1::Task> result) {
+  if (result) redact_task_callbacks(result.value);
+  reply_catalog(call, result);
+}
+
 }  // namespace
 
 void AdminApi::add_catalog_routes() {
@@ -183,6 +189,7 @@ void AdminApi::list_tasks(CallPtr call) {
         summary->set_last_status(last->status());
         summary->set_last_scheduled_unix_ms(last->scheduled_unix_ms());
       }
+      redact_task_callbacks(task);
       *summary->mutable_task() = std::move(task);
       describe_schedule(*summary, now);
     }
@@ -201,6 +208,7 @@ void AdminApi::get_task(CallPtr call) {
         auto task = tx.task(id);
         if (!task) throw ApiException{{v1::API_ERROR_CODE_NOT_FOUND, fmt::format("no task with id \"{}\"", id), {}}};
         auto out = std::make_unique<v1::TaskSummary>();
+        redact_task_callbacks(*task);
         *out->mutable_task() = std::move(*task);
         if (auto last = tx.latest_execution(id)) {
           out->set_last_execution_id(last->execution_id());
@@ -217,7 +225,9 @@ void AdminApi::get_task(CallPtr call) {
 void AdminApi::create_task(CallPtr call) {
   v1::Task task;
   if (!body_into(*call, task)) return;
-  coordinator_.create_task(std::move(task), call->actor, [call](CatalogResult<v1::Task> r) { reply_catalog(call, r); });
+  if (auto failure = prepare_task_callbacks(task, nullptr, options_.alert_secret_key)) return call->fail(*failure);
+  coordinator_.create_task(std::move(task), call->actor,
+                           [call](CatalogResult<v1::Task> r) { reply_task(call, std::move(r)); });
 }
 
 void AdminApi::update_task(CallPtr call) {
@@ -231,8 +241,11 @@ void AdminApi::update_task(CallPtr call) {
                       fmt::format("invalid task: id: \"{}\" differs from the path's \"{}\"", task.id(), id), "id",
                       "differs from the id in the path");
   task.set_id(id);
+  const auto stored = coordinator_.dispatcher().task(id);
+  if (auto failure = prepare_task_callbacks(task, stored ? &*stored : nullptr, options_.alert_secret_key))
+    return call->fail(*failure);
   coordinator_.update_task(std::move(task), *force, call->actor,
-                           [call](CatalogResult<v1::Task> r) { reply_catalog(call, r); });
+                           [call](CatalogResult<v1::Task> r) { reply_task(call, std::move(r)); });
 }
 
 void AdminApi::delete_task(CallPtr call) {
@@ -244,7 +257,7 @@ void AdminApi::delete_task(CallPtr call) {
 
 void AdminApi::set_task_enabled(CallPtr call, bool enabled) {
   coordinator_.set_task_enabled(call->params.at("id"), enabled, call->actor,
-                                [call](CatalogResult<v1::Task> r) { reply_catalog(call, r); });
+                                [call](CatalogResult<v1::Task> r) { reply_task(call, std::move(r)); });
 }
 
 void AdminApi::trigger_task(CallPtr call) {

@@ -347,3 +347,41 @@ def test_deleting_a_rule_then_its_channel_is_allowed_and_audited(alert_operator,
     assert admin.get("/api/v1/channels/ops-hook").status == 404
     deleted = [e for e in audit_of(admin, "ops-hook") if e["action"] == "channel.delete"]
     assert deleted and deleted[0]["success"] and "webhook-signing-key" not in str(deleted)
+
+
+def test_a_tasks_callback_secrets_are_sealed_redacted_and_kept_on_edit(admin, cluster):
+    groups = admin.get("/api/v1/groups?keyword=workers").data["items"]
+    workers = next(g["group"]["id"] for g in groups if g["group"]["name"] == "workers")
+    body = {"name": "alerts-callback", "group_ids": [workers], "schedule": {"manual": {}},
+            "shell": {"argv": ["/bin/true"]},
+            "callbacks": [{"url": "https://results.example/hook", "secret": {"value": "callback-secret-77"}},
+                          {"url": "http://results.example/plain"}]}
+    created = admin.post("/api/v1/tasks", body)
+    assert created.status == 201, created
+    tid = created.data["id"]
+    assert created.data["callbacks"][0]["secret"]["hint"] == "inline …77"
+    assert created.data["callbacks"][0]["secret"]["set"] is True
+    plain = created.data["callbacks"][1]
+    assert "secret" not in plain or plain["secret"]["set"] is False, plain
+    for r in (admin.get(f"/api/v1/tasks/{tid}"), admin.get("/api/v1/tasks?keyword=alerts-callback"), created):
+        assert "callback-secret" not in r.body and '"v1:' not in r.body, r
+    db = os.path.join(cluster.dir, "data", "coordinator.db")
+    if os.path.exists(db):
+        with open(db, "rb") as f:
+            assert b"callback-secret-77" not in f.read()
+    # An edit that sends the secret back as the API showed it keeps the stored one.
+    shown = created.data
+    edited = admin.put(f"/api/v1/tasks/{tid}", dict(shown, description="edited"))
+    assert edited.status == 200, edited
+    assert edited.data["callbacks"][0]["secret"]["hint"] == "inline …77"
+    # Bad callbacks are named and nothing changes.
+    bad = admin.put(f"/api/v1/tasks/{tid}", dict(shown, callbacks=[{"url": "ftp://results.example/x"},
+                                                                  {"url": "https://x.example", "timeout_seconds": 999,
+                                                                   "secret": {"file": "relative/path"}}]))
+    assert bad.status == 400, bad
+    v = violations(bad)
+    assert "http:// or https://" in v.get("callbacks[0].url", ""), v
+    assert "out of range" in v.get("callbacks[1].timeout_seconds", ""), v
+    assert "absolute path" in v.get("callbacks[1].secret.file", ""), v
+    assert admin.get(f"/api/v1/tasks/{tid}").data["task"]["callbacks"][0]["url"] == "https://results.example/hook"
+    assert admin.delete(f"/api/v1/tasks/{tid}").status == 200
