@@ -145,10 +145,7 @@ AlertEffects AlertEngine::set_silences(std::vector<v1::Silence> silences, std::i
   s.begin(now);
   s.silences = std::move(silences);
   // A silence removed or cut short lets alerts through: every group looks again.
-  for (auto& [rule_id, group] : s.groups) {
-    s.mark_pending(rule_id, group);
-    s.reschedule(rule_id, group);
-  }
+  s.rescan_all();
   return s.finish();
 }
 

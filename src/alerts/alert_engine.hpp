@@ -37,8 +37,9 @@ namespace quartzflow::detail {
  * - Silences (active from `starts_unix_ms` until `ends_unix_ms`; every non-empty list of
  *   rule, task, agent and monitor ids must match the alert) mute notifications only: the
  *   alert fires and is recorded. An alert still firing when its silence ends is notified
- *   then (FIRING if it never was, REPEAT if its repeat is due). A recovery notice that
- *   falls inside a silence is dropped.
+ *   then (FIRING if it never was, REPEAT if its repeat is due). An alert that resolves
+ *   inside a silence sends no recovery notice; a notice owed when a silence begins waits
+ *   for its end.
  * - Acknowledgement stops repeats and escalation, not the recovery notice.
  * - Escalation: step k notifies its channels once, when the alert has been firing,
  *   unacknowledged, `after_seconds` since it started (`Alert.escalation_level` = steps
@@ -155,6 +156,9 @@ struct AlertEngineOptions {
   std::string console_url;
   /// Items listed per notification; the rest is counted in `more_firing`.
   std::size_t max_items = 50;
+  /// Tests: every call looks at every group, not only at those whose instant is due (the
+  /// brute-force reference for the engine's own schedule).
+  bool scan_every_group = false;
 };
 
 /**

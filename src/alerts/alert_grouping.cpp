@@ -136,12 +136,8 @@ void AlertEngine::State::flush(const std::string& rule_id, AlertGroup& group) {
   }
   std::vector<std::string> recovered_ids;
   for (auto& [id, tracked] : group.recovering) {
-    if (silenced(tracked.alert, now)) {
-      // A recovery inside a silence is muted: dropped, not delayed.
-      tracked.alert.set_recovery_pending(false);
-      record(tracked.alert);
-      recovered_ids.push_back(id);
-    } else if (news_gate) {
+    if (silenced(tracked.alert, now)) continue;  // waits for its silence's end
+    if (news_gate) {
       resolved.push_back(&tracked);
       recovered_ids.push_back(id);
     } else {
@@ -230,6 +226,17 @@ void AlertEngine::State::flush(const std::string& rule_id, AlertGroup& group) {
   reschedule_or_drop(rule_id, group);
 }
 
+void AlertEngine::State::rescan_all() {
+  // Alerts a silence muted were left out of the cached repeat and escalation instants: each
+  // group is scanned again as soon as its intervals allow.
+  for (auto& [rule_id, group] : groups) {
+    mark_pending(rule_id, group);
+    group.repeat_due_ms = now;
+    group.escalation_due_ms = now;
+    reschedule(rule_id, group);
+  }
+}
+
 void AlertEngine::State::reschedule_or_drop(const std::string& rule_id, AlertGroup& group) {
   if (group.firing.empty() && group.recovering.empty()) {
     // An empty group is forgotten once its interval has passed: until then a new alert
@@ -257,15 +264,13 @@ void AlertEngine::State::advance(std::int64_t at) {
            (s.ends_unix_ms() > silences_checked_until && s.ends_unix_ms() <= now);
   });
   silences_checked_until = now;
-  if (boundary) {
-    for (auto& [rule_id, group] : groups) {
-      mark_pending(rule_id, group);
-      reschedule(rule_id, group);
-    }
-  }
+  if (boundary) rescan_all();
   // Each due group once: a flush never reschedules a group at or before `now`, but a
   // bound on the loop costs nothing.
   std::vector<std::string> due;
+  if (options.scan_every_group) {
+    for (const auto& [rule_id, group] : groups) due.push_back(rule_id);
+  }
   for (auto it = due_groups.begin(); it != due_groups.end() && it->first <= now; ++it) due.push_back(it->second);
   for (const auto& rule_id : due) {
     const auto git = groups.find(rule_id);

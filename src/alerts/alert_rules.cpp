@@ -200,8 +200,10 @@ void AlertEngine::State::resolve(const std::string& rule_id, const std::string& 
   alert.set_state(v1::ALERT_STATE_RESOLVED);
   alert.set_resolved_unix_ms(now);
   const auto rule = rules.find(rule_id);
-  const bool owed =
-      notice && alert.last_notified_unix_ms() > 0 && rule != rules.end() && !rule->second.rule.no_recovery_notice();
+  // A recovery inside a silence is muted for good (decided now, so it does not depend on
+  // when the group is next looked at).
+  const bool owed = notice && alert.last_notified_unix_ms() > 0 && rule != rules.end() &&
+                    !rule->second.rule.no_recovery_notice() && !silenced(alert, now);
   alert.set_recovery_pending(owed);
   record(alert);
   if (owed) {

@@ -118,6 +118,8 @@ struct AlertEngine::State {
   // --- groups (alert_grouping.cpp)
   void mark_pending(const std::string& rule_id, AlertGroup& group);
   void reschedule(const std::string& rule_id, AlertGroup& group);
+  /// Every group scanned again at its earliest instant (the silences changed).
+  void rescan_all();
   /// Reschedules the group, or forgets it when it is empty and its interval has passed.
   void reschedule_or_drop(const std::string& rule_id, AlertGroup& group);
   void flush(const std::string& rule_id, AlertGroup& group);
