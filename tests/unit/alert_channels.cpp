@@ -298,11 +298,17 @@ TEST_CASE("an e-mail is a complete RFC 5322 message with an RFC 2047 subject", "
   c.mutable_email()->set_from("QuartzFlow <qf@example.com>");
   c.mutable_email()->add_to("ops@example.com");
   c.mutable_email()->add_to("Oncall <oncall@example.com>");
+  for (int i = 0; i < 4; ++i) c.mutable_email()->add_to("database-team-" + std::to_string(i) + "@example.com");
   auto result = qa::format_email(n, c, k_now_ms);
   REQUIRE(result);
   const auto& email = *result.value.email;
   CHECK(email.mail_from == "qf@example.com");
-  CHECK(email.rcpt_to == std::vector<std::string>{"ops@example.com", "oncall@example.com"});
+  REQUIRE(email.rcpt_to.size() == 6);
+  CHECK(email.rcpt_to[1] == "oncall@example.com");
+  CHECK(email.data.find(
+            "To: ops@example.com, oncall@example.com, database-team-0@example.com,\r\n "
+            "database-team-1@example.com, database-team-2@example.com,\r\n database-team-3@example.com\r\n") !=
+        std::string::npos);
   const auto& data = email.data;
   CHECK(data.find("Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n") != std::string::npos);
   CHECK(data.find("Content-Type: text/plain; charset=UTF-8\r\n") != std::string::npos);

@@ -46,7 +46,8 @@ bool plausible_address(std::string_view address) {
  * split between UTF-8 sequences and folded onto continuation lines; plain ASCII stays as it is.
  */
 std::string encode_header_text(std::string_view text) {
-  if (plain_ascii(text) && text.size() <= 900) return std::string(text);
+  // Short ASCII stays readable; anything longer is folded as encoded words (78-column lines).
+  if (plain_ascii(text) && text.size() <= 60) return std::string(text);
   std::string out;
   std::size_t start = 0;
   while (start < text.size()) {
@@ -99,8 +100,23 @@ Result<OutgoingMessage> format_email(const v1::Notification& notification, const
     email.rcpt_to.push_back(address);
   }
   const auto text = compose_text(notification, message_language(notification, channel), channel.id());
+  // One address per folded line once they no longer fit on one (RFC 5322 2.2.3).
   std::string recipients;
-  for (const auto& address : email.rcpt_to) recipients += (recipients.empty() ? "" : ", ") + address;
+  std::size_t line = 4;  // "To: "
+  for (const auto& address : email.rcpt_to) {
+    if (!recipients.empty()) {
+      recipients += ',';
+      ++line;
+      if (line + 1 + address.size() > 78) {
+        recipients += "\r\n";
+        line = 0;
+      }
+      recipients += ' ';
+      ++line;
+    }
+    recipients += address;
+    line += address.size();
+  }
   std::string& data = email.data;
   data += "From: " + settings.from() + "\r\n";
   data += "To: " + recipients + "\r\n";
