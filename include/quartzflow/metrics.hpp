@@ -129,18 +129,4 @@ class MetricsServer {
   std::shared_ptr<Impl> impl_;
 };
 
-namespace detail {
-
-/// What the head of a request asks (sans-I/O part of MetricsServer, for tests and fuzzing).
-enum class MetricsRequest {
-  incomplete,  ///< no blank line yet: read more (up to the size limit)
-  metrics,     ///< GET /metrics (a query string is ignored)
-  not_found,   ///< GET of another path
-  bad_method,  ///< a method other than GET
-  malformed,   ///< not an HTTP/1.x request line: close without an answer
-};
-MetricsRequest parse_metrics_request(std::string_view received);
-
-}  // namespace detail
-
 }  // namespace quartzflow

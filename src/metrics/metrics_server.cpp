@@ -14,43 +14,12 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/metrics.hpp>
 
+#include "metrics_request.hpp"
+
 namespace quartzflow {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
-
-namespace detail {
-
-MetricsRequest parse_metrics_request(std::string_view received) {
-  const auto line_end = received.find("\r\n");
-  if (line_end == std::string_view::npos) {
-    // Only letters, a path and a version fit a request line: anything else is no HTTP.
-    for (const char c : received)
-      if (static_cast<unsigned char>(c) < 0x20 && c != '\r') return MetricsRequest::malformed;
-    return MetricsRequest::incomplete;
-  }
-  const std::string_view line = received.substr(0, line_end);
-  const auto first_space = line.find(' ');
-  const auto last_space = line.rfind(' ');
-  if (first_space == std::string_view::npos || first_space == 0 || last_space == first_space)
-    return MetricsRequest::malformed;
-  const std::string_view method = line.substr(0, first_space);
-  const std::string_view target = line.substr(first_space + 1, last_space - first_space - 1);
-  const std::string_view version = line.substr(last_space + 1);
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") return MetricsRequest::malformed;
-  if (target.empty() || target.front() != '/' || target.find(' ') != std::string_view::npos)
-    return MetricsRequest::malformed;
-  for (const char c : method)
-    if (c < 'A' || c > 'Z') return MetricsRequest::malformed;
-  for (const char c : received)
-    if (static_cast<unsigned char>(c) < 0x20 && c != '\r' && c != '\n' && c != '\t') return MetricsRequest::malformed;
-  if (received.find("\r\n\r\n") == std::string_view::npos) return MetricsRequest::incomplete;
-  if (method != "GET") return MetricsRequest::bad_method;
-  const std::string_view path = target.substr(0, target.find('?'));
-  return path == "/metrics" ? MetricsRequest::metrics : MetricsRequest::not_found;
-}
-
-}  // namespace detail
 
 struct MetricsServer::Impl : std::enable_shared_from_this<MetricsServer::Impl> {
   struct Client {

@@ -19,6 +19,8 @@
 
 #include <quartzflow/metrics.hpp>
 
+#include "metrics/metrics_request.hpp"
+
 namespace qf = quartzflow;
 namespace v1 = quartzflow::v1;
 namespace asio = boost::asio;
@@ -174,6 +176,9 @@ TEST_CASE("the metrics request parser takes GET /metrics and refuses what is not
   CHECK(parse_metrics_request("GET /metrics HTTP/1.1\r\nX: \x01\r\n\r\n") == MetricsRequest::malformed);
   CHECK(parse_metrics_request(std::string("\x16\x03\x01\x02\x00", 5)) == MetricsRequest::malformed);  // TLS
   CHECK(parse_metrics_request("GET  HTTP/1.1\r\n\r\n") == MetricsRequest::malformed);
+  // Bytes after the head's blank line never change the decision (a pipelined request, a body).
+  CHECK(parse_metrics_request("GET /metrics HTTP/1.1\r\n\r\n\x01garbage") == MetricsRequest::metrics);
+  CHECK(parse_metrics_request("GET /a\nb HTTP/1.1\r\n\r\n") == MetricsRequest::malformed);  // a bare LF in the line
 }
 
 namespace {
