@@ -153,6 +153,8 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
     v1::ChannelType channel_type = v1::CHANNEL_TYPE_UNSPECIFIED;  ///< UNSPECIFIED: a callback
     std::uint32_t callback_max_attempts = 0;
     std::vector<std::string> redactions;
+    /// Set for send_now: the attempt goes here instead of the outbox.
+    std::function<void(v1::DeliveryAttempt, Verdict)> direct;
   };
 
   Impl(asio::any_io_executor ex, std::unique_ptr<DeliveryOutbox> box, ChannelLookup lookup, SecretResolver resolver,
@@ -253,6 +255,26 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
     send->channel_type = channel->type();
     if (channel->disabled())
       return postpone(send, fmt::format("channel {} is disabled: the delivery waits", channel->id()));
+    send_notification(send, *channel);
+  }
+
+  /// A direct send (send_now): not claimed, recorded nor retried; `done` gets the attempt.
+  void start_direct(v1::Notification notification, const v1::Channel& channel,
+                    std::function<void(v1::DeliveryAttempt, Verdict)> done) {
+    auto send = std::make_shared<Send>();
+    send->due.delivery.set_kind(v1::DELIVERY_KIND_NOTIFICATION);
+    send->due.delivery.set_channel_id(channel.id());
+    *send->due.delivery.mutable_notification() = std::move(notification);
+    send->at_unix_ms = options.now_unix_ms();
+    send->started = std::chrono::steady_clock::now();
+    send->channel_type = channel.type();
+    send->direct = std::move(done);
+    send_notification(send, channel);
+  }
+
+  void send_notification(const std::shared_ptr<Send>& send, const v1::Channel& channel_config) {
+    const auto* channel = &channel_config;
+    const auto& delivery = send->due.delivery;
     auto secret = resolve(channel->secret(), "channel.secret");
     if (!secret) return complete(send, Verdict::retry, 0, secret.message());
     auto password = resolve(channel->email().password(), "channel.email.password");
@@ -327,6 +349,20 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void complete(const std::shared_ptr<Send>& send, Verdict verdict, unsigned http_status, std::string error) {
+    if (send->direct) {
+      v1::DeliveryAttempt attempt;
+      attempt.set_at_unix_ms(send->at_unix_ms);
+      attempt.set_http_status(http_status);
+      attempt.set_error(redact(std::move(error), send->redactions));
+      attempt.set_duration_ms(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - send->started)
+              .count());
+      // Posted: a setting that fails before any I/O must not complete inside send_now.
+      asio::post(executor, [done = std::move(send->direct), attempt = std::move(attempt), verdict]() mutable {
+        done(std::move(attempt), verdict);
+      });
+      return;
+    }
     const auto& delivery = send->due.delivery;
     const std::uint32_t attempts_made =
         std::max<std::uint32_t>(delivery.attempt_count(), static_cast<std::uint32_t>(delivery.attempts_size())) + 1;
@@ -422,6 +458,11 @@ void DeliveryWorker::poke() {
 }
 
 void DeliveryWorker::stop() { impl_->stop(); }
+
+void DeliveryWorker::send_now(v1::Notification notification, const v1::Channel& channel,
+                              std::function<void(v1::DeliveryAttempt, Verdict)> done) {
+  impl_->start_direct(std::move(notification), channel, std::move(done));
+}
 
 DeliveryMetrics DeliveryWorker::metrics() const {
   const std::lock_guard lock(impl_->metrics_mutex);

@@ -150,6 +150,15 @@ class DeliveryWorker {
   void poke();
   /// Stops polling; what is in flight completes and is recorded.
   void stop();
+  /**
+   * Sends `notification` to `channel` now, outside the outbox (`qfctl channel test`, with
+   * test_notification): secrets resolved and the message formatted and sent as for a
+   * delivery, also when the channel is disabled; nothing is recorded, retried or counted.
+   * `done` gets the attempt (error text redacted) and how the receiver answered, on the
+   * executor, never inline. Works whether or not the worker was started.
+   */
+  void send_now(v1::Notification notification, const v1::Channel& channel,
+                std::function<void(v1::DeliveryAttempt, Verdict)> done);
   DeliveryMetrics metrics() const;
 
  private:

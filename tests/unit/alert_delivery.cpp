@@ -677,3 +677,36 @@ TEST_CASE("over the Store's outbox: delivered, recorded, and a send lost with it
     worker.stop();
   }
 }
+
+TEST_CASE("a channel test is sent at once and answered with its attempt, nothing recorded", "[alerts][integration]") {
+  TempDir dir("qf-alerts");
+  Receivers receivers(dir);
+  Rig rig;  // not started: send_now needs no polling
+  auto hook = make_channel("hook", v1::CHANNEL_TYPE_WEBHOOK, receivers.url("/webhook/test"), "webhook-secret");
+  hook.set_disabled(true);  // a test goes out all the same
+  auto reject = make_channel("slack", v1::CHANNEL_TYPE_SLACK, receivers.url("/reject/test"));
+  std::vector<std::pair<v1::DeliveryAttempt, qa::Verdict>> answers;
+  const auto now = quartzflow::detail::now_unix_ms();
+  for (const auto* channel : {&hook, &reject}) {
+    rig.worker->send_now(
+        qa::test_notification(*channel, "https://qf.example.com/", now), *channel,
+        [&](v1::DeliveryAttempt attempt, qa::Verdict verdict) { answers.emplace_back(std::move(attempt), verdict); });
+  }
+  CHECK(answers.empty());  // never inline
+  REQUIRE(run_until(rig.io, [&] { return answers.size() == 2; }));
+  std::sort(answers.begin(), answers.end(),
+            [](const auto& a, const auto& b) { return a.first.http_status() < b.first.http_status(); });
+  CHECK(answers[0].first.http_status() == 200);
+  CHECK(answers[0].second == qa::Verdict::delivered);
+  CHECK(answers[1].first.http_status() == 400);
+  CHECK(answers[1].second == qa::Verdict::give_up);
+  const auto records = receivers.records_for("/webhook/test");
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].fields().at("verified").bool_value());
+  CHECK(header(records[0], "X-QuartzFlow-Notification-Id") == "test:hook:" + std::to_string(now));
+  CHECK(field(records[0], "body").find("\"kind\":\"NOTIFICATION_KIND_TEST\"") != std::string::npos);
+  CHECK(field(receivers.records_for("/reject/test")[0], "body")
+            .find("[Test] QuartzFlow test notification (channel slack)") != std::string::npos);
+  const auto metrics = rig.worker->metrics();
+  CHECK(metrics.by_channel_type[v1::CHANNEL_TYPE_WEBHOOK].delivered == 0);
+}

@@ -16,6 +16,17 @@ std::string message_language(const v1::Notification& notification, const v1::Cha
   return chosen.starts_with("zh") ? "zh" : "en";
 }
 
+v1::Notification test_notification(const v1::Channel& channel, std::string_view console_url, std::int64_t now_unix_ms) {
+  v1::Notification notification;
+  notification.set_id(fmt::format("test:{}:{}", channel.id(), now_unix_ms));
+  notification.set_kind(v1::NOTIFICATION_KIND_TEST);
+  notification.set_severity(v1::ALERT_SEVERITY_INFO);
+  notification.set_created_unix_ms(now_unix_ms);
+  notification.set_console_url(std::string(console_url));
+  notification.set_language(channel.language().starts_with("zh") ? "zh" : "en");
+  return notification;
+}
+
 Result<OutgoingMessage> format_notification(const v1::Notification& notification, const v1::Channel& channel,
                                             std::string_view secret, std::int64_t now_unix_ms) {
   switch (channel.type()) {

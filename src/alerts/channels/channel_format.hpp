@@ -69,6 +69,10 @@ std::string message_language(const v1::Notification& notification, const v1::Cha
 Result<OutgoingMessage> format_notification(const v1::Notification& notification, const v1::Channel& channel,
                                             std::string_view secret, std::int64_t now_unix_ms);
 
+/// A TEST notification for `channel` (`qfctl channel test`): no alerts, id
+/// `test:<channel id>:<now>`, the channel's language, the console's base URL.
+v1::Notification test_notification(const v1::Channel& channel, std::string_view console_url, std::int64_t now_unix_ms);
+
 Result<OutgoingMessage> format_webhook(const v1::Notification& notification, const v1::Channel& channel,
                                        std::string_view secret, std::int64_t now_unix_ms);
 Result<OutgoingMessage> format_slack(const v1::Notification& notification, const v1::Channel& channel);
