@@ -247,3 +247,51 @@ def test_missed_fires_after_a_coordinator_restart_are_counted_once(metered):
     assert len(gauges) == CAP and all(v > 0 for v in gauges.values()), gauges
     assert any(t.startswith("capped-") and v < restarted for t, v in gauges.items()), gauges
     assert value(parse(fetch(metered.agent_metrics)), "qf_agent_runs_missed_total") == 0
+
+
+def standalone_agent(tmp_path, metrics_line):
+    """Runs a standalone qf-agent (one task every second) with `metrics_line` in its config."""
+    build = os.environ.get("QF_BUILD_DIR")
+    assert build, "QF_BUILD_DIR must name the build directory"
+    (tmp_path / "tasks.yaml").write_text('tasks:\n  - {name: tick, schedule: {interval_seconds: 1}, shell: {script: "true"}}\n')
+    (tmp_path / "agent.yaml").write_text(f"data_dir: data\nmanifest_file: tasks.yaml\n{metrics_line}\n")
+    return subprocess.Popen([os.path.join(build, "examples", "agent", "qf-agent"), "--config", str(tmp_path / "agent.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("line, error", [
+    ('metrics: {listen: "localhost"}', 'metrics.listen: "localhost": no port'),
+    ('metrics: {listen: "example.invalid:9465"}', "metrics.listen: metrics listen address \"example.invalid\""),
+    ("metrics: {max_task_series: 10}", "metrics.max_task_series: needs metrics.listen"),
+    ('metrics: {listen: "127.0.0.1:9465", max_task_series: 100001}', "metrics.max_task_series: 100001 is out of range"),
+])
+def test_a_bad_agent_metrics_config_stops_the_start_naming_the_field(tmp_path, line, error):
+    agent = standalone_agent(tmp_path, line)
+    out, _ = agent.communicate(timeout=30)
+    assert agent.returncode == 2, out
+    assert error in out, out
+    assert "started as" not in out  # refused before any task ran
+
+
+def test_a_standalone_agent_serves_its_runs_without_connection_gauges(tmp_path):
+    port = free_port()
+    agent = standalone_agent(tmp_path, f'metrics: {{listen: "127.0.0.1:{port}"}}')
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def counted():
+            try:
+                s = parse(fetch(url))
+            except OSError:
+                return None
+            runs = [v for n, l, v in s if n == "qf_agent_runs_total" and l == {"task": "tick", "status": "success"}]
+            return s if runs and runs[0] >= 2 else None  # the series appears with the task's first run
+
+        samples = wait_for(counted, 30, "two runs counted")
+        names = {n for n, _, _ in samples}
+        assert "qf_agent_connected" not in names and "qf_agent_last_sync_timestamp_seconds" not in names
+        assert value(samples, "qf_agent_task_last_success_timestamp_seconds", task="tick") > time.time() - 30
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+    assert agent.returncode == 0
