@@ -98,6 +98,7 @@ class StoreOutbox final : public DeliveryOutbox {
         [due, now_unix_ms, limit](StoreTransaction& tx, error_code&) {
           for (auto& delivery : tx.due_deliveries(now_unix_ms, limit)) {
             DueDelivery item;
+            if (delivery.kind() == v1::DELIVERY_KIND_NOTIFICATION) item.channel = tx.channel(delivery.channel_id());
             if (delivery.kind() == v1::DELIVERY_KIND_CALLBACK) {
               item.execution = tx.execution(delivery.execution_id());
               if (item.execution) {
@@ -249,7 +250,7 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
     }
     const auto& delivery = send->due.delivery;
     if (delivery.kind() == v1::DELIVERY_KIND_CALLBACK) return send_callback(send);
-    const auto channel = channels ? channels(delivery.channel_id()) : std::nullopt;
+    const auto channel = channels ? channels(delivery.channel_id()) : send->due.channel;
     if (!channel)
       return complete(send, Verdict::give_up, 0, fmt::format("channel {} no longer exists", delivery.channel_id()));
     send->channel_type = channel->type();

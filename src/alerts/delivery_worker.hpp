@@ -30,8 +30,11 @@ struct DueDelivery {
   v1::Delivery delivery;
   /// CALLBACK: the run, and its task's callback at `callback_index`; absent when either no
   /// longer exists (the delivery then fails).
-  std::optional<v1::Execution> execution;
-  std::optional<v1::ResultCallback> callback;
+  std::optional<v1::Execution> execution{};
+  std::optional<v1::ResultCallback> callback{};
+  /// NOTIFICATION: its channel as the outbox read it with the delivery (absent: deleted), used
+  /// when the worker has no ChannelLookup.
+  std::optional<v1::Channel> channel{};
 };
 
 /**
@@ -55,6 +58,8 @@ class DeliveryOutbox {
 std::unique_ptr<DeliveryOutbox> make_store_outbox(Store& store);
 
 /// The channel with this id as configured now (inline secrets sealed), or nullopt when none.
+/// Called on the executor, so it must not block (a cache kept current, not a store read);
+/// without one the worker uses the channel the outbox read with each delivery.
 using ChannelLookup = std::function<std::optional<v1::Channel>(const std::string& channel_id)>;
 /// The text of a secret (unsealed, read from its file or variable); a failure says why in
 /// `Result::error.reason`, never with the value.

@@ -645,6 +645,9 @@ TEST_CASE("over the Store's outbox: delivered, recorded, and a send lost with it
     bool written = false;
     store->transact(
         [&](quartzflow::StoreTransaction& tx, quartzflow::error_code&) {
+          // This worker has no channel lookup: it takes the channels read with the deliveries.
+          tx.put_channel(*lookup("slow"));
+          tx.put_channel(*lookup("hook"));
           tx.put_task(task);
           tx.upsert_execution(execution);
           tx.enqueue_delivery(notification_to("hook", "n-store").delivery);
@@ -653,7 +656,7 @@ TEST_CASE("over the Store's outbox: delivered, recorded, and a send lost with it
         [&](quartzflow::error_code ec) { written = !ec; });
     REQUIRE(run_until(io, [&] { return written; }));
 
-    qa::DeliveryWorker worker(io, *store, lookup, secrets, fast_options());
+    qa::DeliveryWorker worker(io, *store, {}, secrets, fast_options());
     worker.start();
     REQUIRE(run_until(io, [&] {
       return worker.metrics().by_channel_type[v1::CHANNEL_TYPE_WEBHOOK].delivered == 2 &&
