@@ -66,6 +66,8 @@ expect_refused(${QF_COORDINATOR} unknown.yaml "${coordinator}${tls}agent_lisen: 
   "unknown.yaml:[0-9]+:[0-9]+: .*unknown field \"agent_lisen\"")
 expect_refused(${QF_COORDINATOR} heartbeat.yaml "${coordinator}${tls}heartbeat_interval_seconds: 99999\n"
   "heartbeat_interval_seconds: 99999 is out of range")
+expect_refused(${QF_COORDINATOR} metrics-series.yaml "${coordinator}${tls}metrics: {max_task_series: 100001}\n"
+  "metrics.max_task_series: 100001 is out of range 1-100000")
 expect_refused(${QF_COORDINATOR} catalog-poll.yaml "${coordinator}${tls}cluster:\n  catalog_poll_interval_ms: 10\n"
   "catalog-poll.yaml: cluster.catalog_poll_interval_ms: 10 is out of range 50-60000 \\(0 = off\\)")
 expect_refused(${QF_COORDINATOR} level.yaml "${coordinator}${tls}log_level: loud\n" "log_level: \"loud\" is not one of")
