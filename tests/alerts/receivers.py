@@ -4,7 +4,7 @@
 scheme the way its vendor does (QuartzFlow webhooks and callbacks, DingTalk, Feishu) and an
 SMTP server (aiosmtpd) with STARTTLS and AUTH, and one with TLS from the first byte. Every request is appended to a JSON-lines file.
 
-Prints one line, `http=<port> smtp=<port> smtps=<port> cert=<path>`, then serves until stdin closes or
+Prints one line, `http=<port> https=<port> smtp=<port> smtps=<port> cert=<path>`, then serves until stdin closes or
 SIGTERM. Paths (the last segment names the test's receiver):
   /webhook/<name>        X-QuartzFlow-Signature: sha256=hex(HMAC(secret, ts + "." + body)),
                          X-QuartzFlow-Timestamp within 5 minutes; 200, else 401
@@ -206,6 +206,11 @@ def main():
     http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     http.daemon_threads = True
     threading.Thread(target=http.serve_forever, daemon=True).start()
+    # The same endpoints over HTTPS, with the self-signed certificate (clients pass it as CA).
+    https = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    https.daemon_threads = True
+    https.socket = tls.wrap_socket(https.socket, server_side=True)
+    threading.Thread(target=https.serve_forever, daemon=True).start()
     smtp_port = free_port()
     smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=smtp_port, tls_context=tls, require_starttls=True,
                       authenticator=authenticator, auth_required=True, auth_require_tls=True)
@@ -219,13 +224,15 @@ def main():
                        authenticator=authenticator, auth_required=True, auth_require_tls=False)
     smtps.start()
 
-    print("http={} smtp={} smtps={} cert={}".format(http.server_address[1], smtp_port, smtps_port, cert), flush=True)
+    print("http={} https={} smtp={} smtps={} cert={}".format(http.server_address[1], https.server_address[1], smtp_port,
+                                                            smtps_port, cert), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         sys.stdin.read()  # until the test closes it (or dies)
     finally:
         smtps.stop()
         smtp.stop()
+        https.shutdown()
         http.shutdown()
 
 

@@ -69,7 +69,8 @@ class Receivers {
     while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
     ::close(out[0]);
     INFO("receivers.py said: " << line);
-    REQUIRE(std::sscanf(line.c_str(), "http=%d smtp=%d smtps=%d", &http_port_, &smtp_port_, &smtps_port_) == 3);
+    REQUIRE(std::sscanf(line.c_str(), "http=%d https=%d smtp=%d smtps=%d", &http_port_, &https_port_, &smtp_port_,
+                        &smtps_port_) == 4);
     cert_ = line.substr(line.find("cert=") + 5);
   }
   ~Receivers() {
@@ -82,6 +83,9 @@ class Receivers {
   Receivers& operator=(const Receivers&) = delete;
 
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(http_port_) + path; }
+  std::string https_url(const std::string& path) const {
+    return "https://127.0.0.1:" + std::to_string(https_port_) + path;
+  }
   int smtp_port() const { return smtp_port_; }
   int smtps_port() const { return smtps_port_; }
   const std::string& cert() const { return cert_; }
@@ -109,6 +113,7 @@ class Receivers {
   pid_t pid_ = -1;
   int stdin_ = -1;
   int http_port_ = 0;
+  int https_port_ = 0;
   int smtp_port_ = 0;
   int smtps_port_ = 0;
   std::string cert_;
@@ -320,6 +325,31 @@ TEST_CASE("every channel type reaches a real receiver, signatures checked the ve
   CHECK(metrics.prometheus_text().find(
             "qf_alert_deliveries_total{kind=\"notification\",channel_type=\"feishu\",result=\"delivered\"} 1\n") !=
         std::string::npos);
+}
+
+TEST_CASE("https receivers are verified against the channel's CA file", "[alerts][integration]") {
+  TempDir dir("qf-alerts");
+  Receivers receivers(dir);
+  Rig rig;
+  auto trusted =
+      make_channel("trusted", v1::CHANNEL_TYPE_WEBHOOK, receivers.https_url("/webhook/tls"), "webhook-secret");
+  trusted.set_ca_file(receivers.cert());
+  rig.add_channel(trusted);
+  // Without the CA file the self-signed certificate is refused (the system store lacks it).
+  rig.add_channel(make_channel("untrusted", v1::CHANNEL_TYPE_WEBHOOK, receivers.https_url("/webhook/tls-refused")));
+  rig.outbox->add(notification_to("trusted", "n1"));
+  rig.outbox->add(notification_to("untrusted", "n2"));
+  rig.worker->start();
+  REQUIRE(rig.settle({"d-n1"}));
+  REQUIRE(run_until(rig.io, [&] { return rig.outbox->row("d-n2").attempts_size() >= 1; }));
+  CHECK(rig.outbox->row("d-n1").state() == v1::DELIVERY_STATE_DELIVERED);
+  REQUIRE(receivers.records_for("/webhook/tls").size() == 1);
+  CHECK(receivers.records_for("/webhook/tls")[0].fields().at("verified").bool_value());
+  const auto& refused = rig.outbox->row("d-n2");
+  CHECK(refused.state() == v1::DELIVERY_STATE_PENDING);
+  CHECK(refused.attempts(0).http_status() == 0);
+  CHECK(refused.attempts(0).error().find("failed verification") != std::string::npos);
+  CHECK(receivers.records_for("/webhook/tls-refused").empty());
 }
 
 TEST_CASE("a signature the vendor refuses gives up on its error code", "[alerts][integration]") {
