@@ -164,7 +164,8 @@ const SqlDialect& PgSession::dialect() const noexcept {
       .now_unix_ms_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
       .lock_for_update = " FOR UPDATE",
       .lock_for_share = " FOR SHARE",
-      .serialize_config_versions_sql = "SELECT pg_advisory_xact_lock(7163021)"};
+      .serialize_config_versions_sql = "SELECT pg_advisory_xact_lock(7163021)",
+      .execution_changes_by_trigger = true};
   return k_postgres;
 }
 

@@ -38,6 +38,11 @@ struct SqlDialect {
   /// Run before numbering a config version: makes concurrent bumps wait for each other's
   /// commit (PostgreSQL: a transaction-scoped advisory lock). SQLite has one writer: none.
   const char* serialize_config_versions_sql = "";
+  /// Whether a database trigger appends to `execution_changes` on every insert or update of
+  /// an execution (PostgreSQL: no round trip more per upsert). SQLite's upsert appends it
+  /// itself: a trigger there makes each upsert a two-table statement with a statement journal,
+  /// about 8 times the writer's CPU per record in a batch of 1,000 (measured: 120 against 15 us).
+  bool execution_changes_by_trigger = false;
 };
 
 /**

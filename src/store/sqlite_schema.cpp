@@ -331,13 +331,22 @@ CREATE TRIGGER executions_changed_on_update AFTER UPDATE ON executions BEGIN
 END;
 )sql";
 
+// Version 9: the upsert appends to execution_changes itself. The triggers of version 8 made
+// every upsert a statement on two tables, which SQLite runs with a statement journal: about 8
+// times the writer's CPU per record in a batch of 1,000 (qf-bench-store: 120 against 15 us).
+constexpr const char* k_schema_v9 = R"sql(
+DROP TRIGGER IF EXISTS executions_changed_on_insert;
+DROP TRIGGER IF EXISTS executions_changed_on_update;
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 8; }
+int coordinator_store_schema_version() noexcept { return 9; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4},
-                                             {5, k_schema_v5}, {6, k_schema_v6}, {7, k_schema_v7}, {8, k_schema_v8}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3},
+                                             {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6},
+                                             {7, k_schema_v7}, {8, k_schema_v8}, {9, k_schema_v9}};
   return migrate_schema(db, steps, ec, detail);
 }
 

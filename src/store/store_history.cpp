@@ -9,6 +9,7 @@
 
 #include <quartzflow/execution_status.hpp>
 
+#include "../common/clock.hpp"
 #include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
@@ -95,6 +96,13 @@ UpsertResult SqlStoreTransaction::upsert_execution(const v1::Execution& incoming
       .bind(14, merged.error_message())
       .bind_blob(15, bytes)
       .run();
+  // The change feed that standby coordinators read (store_change_feed.cpp).
+  if (!db_.dialect().execution_changes_by_trigger)
+    statement("INSERT INTO execution_changes (execution_id, status, at_unix_ms) VALUES (?1, ?2, ?3)")
+        .bind(1, merged.execution_id())
+        .bind(2, static_cast<std::int64_t>(merged.status()))
+        .bind(3, now_unix_ms())
+        .run();
   return existed ? known : UpsertResult::inserted;
 }
 
