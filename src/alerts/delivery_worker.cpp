@@ -41,8 +41,11 @@ RetryPlan plan_after_attempt(const v1::Delivery& delivery, Verdict verdict, std:
     plan.gave_up = fmt::format("after {} attempts", attempts_made);
     return plan;
   }
-  if (delivery.kind() != v1::DELIVERY_KIND_CALLBACK &&
-      now_unix_ms - delivery.created_unix_ms() >= options.notification_give_up.count()) {
+  // A notification's age runs from its creation (from its first attempt when that is unset).
+  const std::int64_t born = delivery.created_unix_ms() > 0 ? delivery.created_unix_ms()
+                            : delivery.attempts_size() > 0 ? delivery.attempts(0).at_unix_ms()
+                                                           : now_unix_ms;
+  if (delivery.kind() != v1::DELIVERY_KIND_CALLBACK && now_unix_ms - born >= options.notification_give_up.count()) {
     plan.state = v1::DELIVERY_STATE_FAILED;
     plan.gave_up =
         fmt::format("after {} attempts over {} h", attempts_made, options.notification_give_up.count() / 3'600'000.0);

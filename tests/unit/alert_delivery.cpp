@@ -253,7 +253,7 @@ TEST_CASE("the retry rule backs off from 5 s doubling to 1 h and gives up by its
   const qa::DeliveryWorkerOptions options;
   v1::Delivery notification;
   notification.set_kind(v1::DELIVERY_KIND_NOTIFICATION);
-  notification.set_created_unix_ms(0);
+  notification.set_created_unix_ms(1);
   const std::int64_t now = 1'000'000;
   auto delay = [&](std::uint32_t attempts, double unit) {
     const auto plan = qa::plan_after_attempt(notification, qa::Verdict::retry, attempts, 10, now, options, unit);
@@ -271,9 +271,19 @@ TEST_CASE("the retry rule backs off from 5 s doubling to 1 h and gives up by its
         v1::DELIVERY_STATE_DELIVERED);
   CHECK(qa::plan_after_attempt(notification, qa::Verdict::give_up, 1, 10, now, options, 0).state ==
         v1::DELIVERY_STATE_FAILED);
-  const auto day_later = qa::plan_after_attempt(notification, qa::Verdict::retry, 30, 10, 24 * 3'600'000, options, 0);
+  const auto day_later =
+      qa::plan_after_attempt(notification, qa::Verdict::retry, 30, 10, 24 * 3'600'000 + 1, options, 0);
   CHECK(day_later.state == v1::DELIVERY_STATE_FAILED);
   CHECK(day_later.gave_up == "after 30 attempts over 24 h");
+  CHECK(qa::plan_after_attempt(notification, qa::Verdict::retry, 30, 10, 24 * 3'600'000, options, 0).state ==
+        v1::DELIVERY_STATE_PENDING);
+  // Without a creation time the age runs from the first attempt, not from 1970.
+  notification.set_created_unix_ms(0);
+  CHECK(qa::plan_after_attempt(notification, qa::Verdict::retry, 1, 10, now, options, 0).state ==
+        v1::DELIVERY_STATE_PENDING);
+  notification.add_attempts()->set_at_unix_ms(now - 24 * 3'600'000);
+  CHECK(qa::plan_after_attempt(notification, qa::Verdict::retry, 2, 10, now, options, 0).state ==
+        v1::DELIVERY_STATE_FAILED);
 
   v1::Delivery callback;
   callback.set_kind(v1::DELIVERY_KIND_CALLBACK);
