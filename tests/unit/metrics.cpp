@@ -17,6 +17,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <quartzflow/local_store.hpp>
 #include <quartzflow/metrics.hpp>
 
 #include "metrics/metrics_request.hpp"
@@ -259,4 +260,43 @@ TEST_CASE("the metrics server refuses a bad listen address naming it", "[metrics
   server.listen(ec, &detail);
   CHECK(ec == qf::errc::invalid_argument);
   CHECK(detail.find("\"localhost:x\"") != std::string::npos);
+}
+
+TEST_CASE("the local store counts the records no coordinator has acknowledged (the sync backlog)", "[metrics]") {
+  asio::io_context io;
+  qf::LocalStoreOptions options;
+  options.path = ":memory:";
+  options.max_batch_delay = 0ms;
+  auto store = qf::LocalStore::open(io.get_executor(), options);
+  const auto wait = [&](bool& done) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+      if (io.stopped()) io.restart();  // no work queued between the store's completions
+      io.run_one_for(50ms);
+    }
+    REQUIRE(done);
+  };
+  qf::error_code ec;
+  CHECK(store->unsynced_count(ec) == 0);
+  CHECK_FALSE(ec);
+  for (int i = 0; i < 3; ++i) {
+    auto record = final_record("t", v1::EXECUTION_STATUS_SUCCESS, 1'000 * (i + 1));
+    record.set_scheduled_unix_ms(1'000 * (i + 1));
+    record.set_status(i == 2 ? v1::EXECUTION_STATUS_RUNNING : v1::EXECUTION_STATUS_SUCCESS);
+    bool done = false;
+    store->async_record(record, "", [&](qf::error_code e) {
+      CHECK_FALSE(e);
+      done = true;
+    });
+    wait(done);
+  }
+  CHECK(store->unsynced_count(ec) == 3);  // final or not, until acknowledged
+  bool synced = false;
+  store->async_mark_synced({"t:1000", "t:2000"}, [&](qf::error_code e) {
+    CHECK_FALSE(e);
+    synced = true;
+  });
+  wait(synced);
+  CHECK(store->unsynced_count(ec) == 1);
+  CHECK_FALSE(ec);
 }
