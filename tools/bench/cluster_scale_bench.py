@@ -6,20 +6,23 @@
 # the example plugin `hello`, or `/bin/true` with --executor shell).
 #
 # Per cluster: once final records arrive and WARMUP seconds passed, a window of FIRE_SECONDS
-# (whole seconds): final records per second the store gained, fires recorded for the
-# window's instants, and the fire-to-start delay (started_unix_ms - scheduled_unix_ms of the
-# window's records, read from PostgreSQL GRACE seconds after the window: a run not started
-# by then is counted, not dropped); CPU of the leader, the standbys, the agents, PostgreSQL.
+# (whole seconds): final records per second the store gained (the mean, and the least and
+# most in one second), fires recorded for the window's instants, and the fire-to-start delay
+# (started_unix_ms - scheduled_unix_ms of the window's records, read from PostgreSQL GRACE
+# seconds after the window: a run not started by then is counted, not dropped); CPU of the
+# leader, the standbys, the agents and PostgreSQL.
 # On the clusters of API_TASKS tasks (firing meanwhile): API_SECONDS of reads over
 # CONNECTIONS keep-alive connections spread round-robin over the coordinators (the same
 # offered load whatever the count), each cycling GET /api/v1/tasks?page_size=50,
 # /api/v1/executions?page_size=50, /api/v1/tasks/{id}, /api/v1/cluster with an API token;
 # then WRITE_SECONDS of task updates (PUT /api/v1/tasks/{id}, a new description) sent to each
 # coordinator in turn, whether the leader sees each update, and one trigger per coordinator
-# (a standby answers 503 NOT_LEADER). Prints tables; every process and the PostgreSQL
-# directory are removed at the end, on Ctrl-C and on errors too. Defaults take ~4-5 minutes.
+# (a standby answers 503 NOT_LEADER, or relays it). Final records of the window other than
+# SUCCESS are printed with their reason and what the logs say of the first one. Prints
+# tables; every process and the PostgreSQL directory are removed at the end, on Ctrl-C and
+# on errors too; --max-seconds (420) bounds the whole. Defaults take 4-5 minutes.
 #   /usr/bin/python3 tools/bench/cluster_scale_bench.py [--build build] [--coordinators 1,2,3]
-#       [--tasks 1000,5000] [--api-tasks 1000] [--fire-seconds 15] [--api-seconds 8] ...
+#       [--tasks 1000,5000] [--api-tasks 1000] [--fire-seconds 10] [--api-seconds 6] ...
 import argparse
 import json
 import os
@@ -30,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "cluster"))
-from failover_cluster import PgCluster, wait_for  # noqa: E402
+from failover_cluster import ADMIN_PASSWORD, Api, PgCluster, wait_for  # noqa: E402
 
 FINAL_STATUSES = "3, 4, 5, 6, 7, 8"  # SUCCESS FAILURE TIMEOUT CANCELLED SKIPPED MISSED (execution.proto)
 STATUS_NAMES = {1: "PENDING", 2: "RUNNING", 3: "SUCCESS", 4: "FAILURE", 5: "TIMEOUT", 6: "CANCELLED", 7: "SKIPPED",
@@ -106,7 +109,8 @@ def new_cluster(args, coordinators, tasks):
         # run PENDING or RUNNING is refused (409) without ?force=true, and a firing task
         # always has the next second's run recorded PENDING.
         cluster.write_manifest([task_entry(f"scale-{i}", args.executor) for i in range(tasks)] +
-                               [task_entry(f"write-{i}", args.executor, "@manual") for i in range(write_tasks(args))])
+                               [task_entry(f"write-{i}", args.executor, "@manual") for i in range(write_tasks(args))] +
+                               [task_entry("trigger-target", args.executor, "@manual")])
     except BaseException:
         stop_cluster(cluster, keep=False)
         raise
@@ -130,6 +134,31 @@ def stop_cluster(cluster, keep):
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def start_cluster(cluster, ready_timeout):
+    """PgCluster.start() with a longer wait for each coordinator's /readyz (the first one
+    applies the manifest before it is ready: 5,000 tasks take 10-30 s on PostgreSQL here).
+    Returns the seconds until the first coordinator was ready."""
+    began = time.monotonic()
+    cluster.init_admin()
+    catalog_seconds = None
+    for c in cluster.coordinators:
+        c.process = cluster._start(c.name, [cluster.coordinator_bin, "--config", c.config])
+        wait_for(lambda c=c: cluster._ready(c) or not c.alive(), ready_timeout, f"{c.name}'s /readyz")
+        if not c.alive():
+            raise RuntimeError(f"coordinator {c.name} exited at its start")
+        if catalog_seconds is None:
+            catalog_seconds = time.monotonic() - began
+    login = Api(cluster.coordinators[0].base).post("/api/v1/auth/login",
+                                                     {"username": "admin", "password": ADMIN_PASSWORD})
+    assert login.status == 200, login
+    cluster.token = login.data["session_token"]
+    cluster.api = Api(cluster.coordinators[0].base, cluster.token)
+    for name in cluster.agent_names:
+        cluster.agents[name] = cluster._start(
+            f"agent-{name}", [cluster.agent_bin, "--config", os.path.join(cluster.dir, f"agent-{name}.yaml")])
+    return catalog_seconds
+
+
 def psql(cluster, sql):
     pg = cluster.pg
     r = pg._run([os.path.join(pg.bin, "psql"), "-h", pg.dir, "-p", str(pg.port), "-U", "postgres", "-d", "quartzflow",
@@ -137,6 +166,19 @@ def psql(cluster, sql):
     if r.returncode != 0:
         raise RuntimeError(f"psql failed: {r.stderr.strip()} ({sql})")
     return [line.split("\t") for line in r.stdout.splitlines() if line]
+
+
+def log_lines(cluster, keep, limit=12):
+    """Up to `limit` lines of the coordinators' and agents' logs that `keep` accepts, each
+    prefixed with its process name."""
+    names = [c.name for c in cluster.coordinators] + [f"agent-{a}" for a in cluster.agent_names]
+    lines = []
+    for name in names:
+        try:
+            lines += [f"{name}: {line}" for line in cluster.log(name).splitlines() if keep(line)][:limit]
+        except OSError:
+            pass
+    return lines[:limit * 2]
 
 
 def final_records(cluster):
@@ -205,8 +247,14 @@ def measure_fires(args, cluster, leader, tasks):
     sleep_until_ms(t0)
     c0, cpu0 = final_records(cluster), cpu_sample(cluster, leader)
     t1 = t0 + args.fire_seconds * 1000
-    sleep_until_ms(t1)
-    c1, cpu1 = final_records(cluster), cpu_sample(cluster, leader)
+    # The count every second too: a saturated store commits in bursts (0-5,000 a second here).
+    per_second, last = [], c0
+    for k in range(1, args.fire_seconds + 1):
+        sleep_until_ms(t0 + k * 1000)
+        count = final_records(cluster)
+        per_second.append(count - last)
+        last = count
+    c1, cpu1 = last, cpu_sample(cluster, leader)
     elapsed = cpu1[0] - cpu0[0]
     time.sleep(args.grace)
     window = f"scheduled_unix_ms >= {t0} AND scheduled_unix_ms < {t1} AND trigger = 1"
@@ -219,15 +267,24 @@ def measure_fires(args, cluster, leader, tasks):
         FROM executions WHERE {window} AND started_unix_ms > 0""")[0]
     started = int(row[0])
     reasons = {f"{STATUS_NAMES.get(int(st), st)} {reason}".strip(): int(n) for st, reason, n in psql(
-        cluster, f"""SELECT status, left(coalesce(nullif(failure_reason, ''), error_message), 80), count(*)
+        cluster, f"""SELECT status,
+        left(concat_ws(': ', nullif(failure_reason, ''), nullif(error_message, '')), 100), count(*)
         FROM executions WHERE {window} AND status IN (4, 5, 6, 7, 8) GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5""")}
+    evidence = []
+    if reasons:
+        # What the logs say about the first such run, and their warnings and errors meanwhile.
+        first = psql(cluster, f"SELECT execution_id FROM executions WHERE {window} AND status IN (4, 5, 6, 7, 8) "
+                              "ORDER BY scheduled_unix_ms LIMIT 1")[0][0]
+        evidence = log_lines(cluster, lambda line: first in line or "[warning]" in line or "[error]" in line
+                             or " offline" in line)
     recorded = sum(by_status.values())
     return {"tasks": tasks, "seconds": args.fire_seconds, "owed_per_s": tasks,
             "fires_recorded_per_s": recorded / args.fire_seconds,
-            "final_records_per_s": (c1 - c0) / elapsed,
+            "final_records_per_s": (c1 - c0) / elapsed, "final_records_each_second": per_second,
             "delay_p50_ms": int(row[1]) if started else None, "delay_p99_ms": int(row[2]) if started else None,
             "delay_max_ms": int(row[3]) if started else None, "started": started,
             "not_started": tasks * args.fire_seconds - started, "by_status": by_status, "not_success": reasons,
+            "evidence": evidence,
             "cpu_cores": cpu_cores(cpu0, cpu1)}
 
 
@@ -426,7 +483,8 @@ def measure_api(args, cluster, leader, tasks):
         tid, _ = bodies[(0, 0)]
         seen = cluster.api_of(leader).get(f"/api/v1/tasks/{tid}").data["task"].get("description", "")
         summary["leader_sees_update"] = seen.startswith(f"cluster-scale write {stamp} ")
-        trigger = cluster.api_of(target).post(f"/api/v1/tasks/{tid}/trigger", {})
+        # A task of its own: a run in progress would make the next updates of its task 409.
+        trigger = cluster.api_of(target).post("/api/v1/tasks/trigger-target/trigger", {})
         summary["trigger"] = f"{trigger.status} {(trigger.json or {}).get('error', '')}".strip()
         summary.update(coordinator=target.name, role=role)
         writes.append(summary)
@@ -441,9 +499,9 @@ def run_cluster(args, coordinators, tasks):
     ok = False
     try:
         say(f"{coordinators} coordinator(s), {args.agents} agents, {tasks} tasks: starting (files in {cluster.dir})")
-        cluster.start()
+        ready_after = start_cluster(cluster, args.ready_timeout)
         leader = wait_for(cluster.leader, 30, "a leader")
-        result = {"coordinators": coordinators, "leader": leader.name,
+        result = {"coordinators": coordinators, "leader": leader.name, "first_ready_seconds": ready_after,
                   "fires": measure_fires(args, cluster, leader, tasks)}
         if tasks == args.api_tasks:
             result["api"] = measure_api(args, cluster, leader, tasks)
@@ -472,11 +530,16 @@ def fmt_ms(value):
     return "-" if value is None else f"{value:.0f}" if isinstance(value, float) else str(value)
 
 
+def spread(values):
+    return f"{min(values)}-{max(values)}" if values else "-"
+
+
 def print_tables(args, results):
     print(f"\nFires ({args.agents} agents, {args.executor} tasks every second, window {args.fire_seconds} s; "
           f"delay = started - scheduled)")
-    print(f"{'coord':>5} {'tasks':>6} {'fires rec/s':>11} {'final rec/s':>11} {'vs 1':>5} {'delay p50':>9} "
-          f"{'p99':>6} {'max':>6} {'not started':>11}  {'cores: leader standbys agents postgres':<40}")
+    print(f"{'coord':>5} {'tasks':>6} {'fires rec/s':>11} {'final rec/s':>11} {'min-max':>11} {'vs 1':>5} "
+          f"{'delay p50':>9} "
+          f"{'p99':>6} {'max':>6} {'not started':>11} {'ready s':>7}  {'cores: leader standbys agents postgres':<40}")
     base = {}
     for r in results:
         f = r["fires"]
@@ -485,14 +548,18 @@ def print_tables(args, results):
         cpu = f["cpu_cores"]
         other = {k: v for k, v in f["by_status"].items() if k not in ("SUCCESS",)}
         print(f"{r['coordinators']:>5} {f['tasks']:>6} {f['fires_recorded_per_s']:>11.0f} "
-              f"{f['final_records_per_s']:>11.0f} {ratio:>5.2f} {fmt_ms(f['delay_p50_ms']):>9} "
-              f"{fmt_ms(f['delay_p99_ms']):>6} {fmt_ms(f['delay_max_ms']):>6} {f['not_started']:>11}  "
+              f"{f['final_records_per_s']:>11.0f} {spread(f['final_records_each_second']):>11} {ratio:>5.2f} "
+              f"{fmt_ms(f['delay_p50_ms']):>9} "
+              f"{fmt_ms(f['delay_p99_ms']):>6} {fmt_ms(f['delay_max_ms']):>6} {f['not_started']:>11} "
+              f"{r['first_ready_seconds']:>7.1f}  "
               f"{cpu['leader']:.2f} {cpu['standbys']:.2f} {cpu['agents']:.2f} {cpu['postgres']:.2f}"
               + (f"  {other}" if other else ""))
     for r in results:
         if r["fires"]["not_success"]:
             print(f"  {r['coordinators']} coordinator(s), {r['fires']['tasks']} tasks: the window's final records "
                   f"other than SUCCESS: {r['fires']['not_success']}")
+            for line in r["fires"]["evidence"]:
+                print(f"    {line[:220]}")
     api = [r for r in results if "api" in r]
     if not api:
         return
@@ -542,16 +609,18 @@ def main():
     parser.add_argument("--executor", choices=("plugin", "shell"), default="plugin",
                         help="plugin: the example plugin `hello` (build/plugins); shell: /bin/true")
     parser.add_argument("--warmup", type=float, default=4, help="seconds after the first final records")
-    parser.add_argument("--fire-seconds", type=int, default=12, help="the fire window, whole seconds")
+    parser.add_argument("--fire-seconds", type=int, default=10, help="the fire window, whole seconds")
     parser.add_argument("--grace", type=float, default=2, help="seconds after the window before reading its records")
     parser.add_argument("--api-tasks", type=int, default=None, help="the catalog size of the API runs (default: "
                         "the first of --tasks; 0: no API runs)")
-    parser.add_argument("--api-seconds", type=float, default=8)
+    parser.add_argument("--api-seconds", type=float, default=6)
     parser.add_argument("--connections", type=int, default=12, help="read connections over all coordinators")
-    parser.add_argument("--write-seconds", type=float, default=3, help="write seconds per coordinator")
+    parser.add_argument("--write-seconds", type=float, default=2, help="write seconds per coordinator")
     parser.add_argument("--write-connections", type=int, default=4)
     parser.add_argument("--log-level", default="info", help="of the coordinators and agents")
-    parser.add_argument("--max-seconds", type=float, default=360, help="stop (and clean up) after this long")
+    parser.add_argument("--ready-timeout", type=float, default=90,
+                        help="seconds for a coordinator to answer /readyz (the first one applies the manifest)")
+    parser.add_argument("--max-seconds", type=float, default=420, help="stop (and clean up) after this long")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep a failed cluster's files (logs)")
     args = parser.parse_args()
