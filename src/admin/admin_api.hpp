@@ -168,8 +168,8 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   // metrics_text.cpp
   /// Counts a final record in `runs_` (every final state reaches the observers once).
   void count_run(const v1::Execution& record);
-  /// Reads each task's latest SUCCESS from the store (the first max_task_series tasks with
-  /// one), so that qf_task_last_success_timestamp_seconds survives a restart.
+  /// Reads each task's latest SUCCESS from the store (the first max_task_series tasks of the
+  /// catalog), so that qf_task_last_success_timestamp_seconds survives a restart.
   void load_last_successes();
 
   boost::asio::any_io_executor executor_;

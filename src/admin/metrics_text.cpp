@@ -29,8 +29,10 @@ void AdminApi::load_last_successes() {
   coordinator_.store().read(
       [found, limit = options_.max_task_series](StoreTransaction& tx, error_code&) {
         // One indexed query per task, on the store's reader thread, once at start.
+        // At most `limit` queries: the first tasks of the catalog, whether they succeeded or not.
+        std::size_t asked = 0;
         for (const auto& task : tx.all_tasks()) {
-          if (found->size() >= limit) break;
+          if (asked++ >= limit) break;
           v1::ListExecutionsRequest request;
           request.set_task_id(task.id());
           request.add_status(v1::EXECUTION_STATUS_SUCCESS);
