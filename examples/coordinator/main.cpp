@@ -34,6 +34,7 @@
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
 
+#include "alerts/alert_service.hpp"
 #include "console_embedded.hpp"
 #include "settings.hpp"
 
@@ -244,6 +245,15 @@ int main(int argc, char** argv) {
   qf::Authenticator auth(*store, io.get_executor(), settings->auth);
   if (!init_admin.empty()) return initialize_admin(io, auth, *store, init_admin);
   coordinator = std::make_unique<qf::Coordinator>(io.get_executor(), *store, settings->options);
+  // Alerting runs on the leader only; the admin API of any coordinator tells it of changes.
+  qf::alerts::AlertServiceOptions alert_options;
+  alert_options.secret_key = settings->admin.alert_secret_key;
+  qf::alerts::AlertService alerts(io, *coordinator, alert_options);
+  settings->admin.alerts.changed = [&alerts] { alerts.refresh(); };
+  settings->admin.alerts.test_channel = [&alerts](const qf::v1::Channel& channel, auto done) {
+    alerts.test_channel(channel, [done = std::move(done)](qf::error_code e, qf::v1::Delivery sent) { done(e, sent); });
+  };
+  settings->admin.alerts.metrics_text = [&alerts] { return alerts.metrics_text(); };
   settings->admin.console_files = qf::examples::embedded_console_files();
   qf::AdminServer admin(io.get_executor(), *coordinator, auth, settings->admin);
   if (const auto admin_ec = admin.listen(detail)) {
@@ -258,6 +268,7 @@ int main(int argc, char** argv) {
     qf::logger()->warn("created user \"admin\" with a one-time password (not logged); it must be changed at first "
                        "login");
   });
+  alerts.start();
   RunLog run_log;
   coordinator->on_execution([&](const qf::v1::Execution& run) { run_log.record(run); });
 
@@ -270,6 +281,7 @@ int main(int argc, char** argv) {
     stop_signals.cancel();
     reload_signal.cancel();
     coordinator->stop();
+    alerts.stop();
     goodbye_timer.expires_after(k_goodbye_delay);
     goodbye_timer.async_wait([&](const qf::error_code&) {
       server.close();

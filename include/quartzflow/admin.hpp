@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -28,6 +29,25 @@ struct ConsoleFile {
   std::string_view path;  ///< relative, e.g. `index.html`, `assets/index-3f2a1b9c.js`
   std::string_view body;
   std::string_view gzip;  ///< the same bytes gzip-compressed; empty = none
+};
+
+namespace v1 {
+class Channel;
+class Delivery;
+}  // namespace v1
+
+/// What the admin API asks of the process's alerting (qf-coordinator: its AlertService);
+/// each member may be empty.
+struct AdminAlertHooks {
+  /// Rules, channels, silences, monitors (a ping too) or an acknowledgement were written
+  /// through this API: the leader's engine should read them again.
+  std::function<void()> changed;
+  /// POST /api/v1/channels/{id}/test: sends a TEST notification through `channel` (as
+  /// stored) now; `done` gets the delivery recorded with its attempt. Empty: 503.
+  std::function<void(const v1::Channel& channel, std::function<void(error_code, const v1::Delivery&)> done)>
+      test_channel;
+  /// Appended to /metrics (alert and delivery counters).
+  std::function<std::string()> metrics_text;
 };
 
 struct AdminServerOptions {
@@ -55,6 +75,8 @@ struct AdminServerOptions {
   /// stored (qf-coordinator: `alerts.secret_key_file`). Empty: inline secrets are refused
   /// (file and env references still work).
   std::string alert_secret_key;
+  /// The process's alerting (pings, channel tests, metrics); see AdminAlertHooks.
+  AdminAlertHooks alerts;
 };
 
 /// Counters since start, for tests and /metrics.

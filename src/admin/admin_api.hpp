@@ -23,6 +23,7 @@
 #include <quartzflow/auth.hpp>
 #include <quartzflow/coordinator.hpp>
 #include <quartzflow/metrics.hpp>
+#include <quartzflow/v1/alerts.pb.h>
 
 #include "api.hpp"
 #include "event_hub.hpp"
@@ -159,6 +160,11 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   using WriteWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
   void write_alerts(std::shared_ptr<ApiCall> call, std::string action, std::string target_type, std::string target_id,
                     WriteWork work);
+  // api_alert_actions.cpp: monitor pings (no authentication: the token is the credential)
+  // and channel tests, through options_.alerts
+  void add_alert_action_routes();
+  /// Sends the channel's TEST notification through options_.alerts and answers with it.
+  void test_channel(std::shared_ptr<ApiCall> call, v1::Channel channel);
   // api_cluster.cpp: several coordinators
   void cluster_status(std::shared_ptr<ApiCall> call);
   /// 503 not_leader naming the leader's admin address (a standby refusing what needs the

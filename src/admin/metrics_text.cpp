@@ -105,6 +105,7 @@ std::string AdminApi::metrics_text() const {
       "{}\n",
       events_.size());
   out += cluster_metrics_text();
+  if (options_.alerts.metrics_text) out += options_.alerts.metrics_text();
   return out;
 }
 

@@ -197,6 +197,23 @@ void run_channel_create(const ApiFlags& flags, const AlertArgs& args) {
                            short_enum_name(v1::ChannelType_descriptor(), created.type()));
 }
 
+/// Sends a TEST notification now; exits 1 unless the receiver acknowledged it.
+void run_channel_test(const ApiFlags& flags, const AlertArgs& args) {
+  auto api = ApiClient::from_flags(flags);
+  const auto sent = api.post<v1::Delivery>("/channels/" + url_encode(args.id) + "/test");
+  const auto attempt = sent.attempts_size() > 0 ? sent.attempts(sent.attempts_size() - 1) : v1::DeliveryAttempt{};
+  const std::string answer =
+      attempt.http_status() > 0 ? fmt::format("HTTP {}", attempt.http_status()) : "no HTTP answer";
+  const bool delivered = sent.state() == v1::DELIVERY_STATE_DELIVERED;
+  if (flags.format() != OutputFormat::table) print_message(sent, flags.format());
+  else if (delivered)
+    std::cout << fmt::format("test notification delivered through channel {} ({}, {} ms)\n", args.id, answer,
+                             attempt.duration_ms());
+  if (!delivered)
+    throw CommandFailure{k_exit_failure, fmt::format("test notification through channel {} failed ({}): {}", args.id,
+                                                     answer, attempt.error())};
+}
+
 void run_channel_delete(const ApiFlags& flags, const AlertArgs& args) {
   auto api = ApiClient::from_flags(flags);
   api.remove("/channels/" + url_encode(args.id));
@@ -339,6 +356,11 @@ void add_alert_commands(CLI::App& app) {
   auto* channel_create = channel->add_subcommand("create", "create a channel from a YAML or JSON file (a Channel)");
   channel_create->add_option("-f,--file", args->file, "the channel file; - for stdin")->required();
   channel_create->callback([channel_flags, args] { run_channel_create(*channel_flags, *args); });
+  auto* channel_test = channel->add_subcommand(
+      "test",
+      "send a TEST notification through a channel now and show the receiver's answer (exit 1 unless delivered)");
+  channel_test->add_option("id", args->id, "channel id")->required();
+  channel_test->callback([channel_flags, args] { run_channel_test(*channel_flags, *args); });
   auto* channel_delete = channel->add_subcommand("delete", "delete a channel no alert rule uses");
   channel_delete->alias("rm");
   channel_delete->add_option("id", args->id, "channel id")->required();
