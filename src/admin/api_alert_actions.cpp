@@ -106,7 +106,7 @@ void AdminApi::add_alert_action_routes() {
 }
 
 void AdminApi::test_channel(std::shared_ptr<ApiCall> call, v1::Channel channel) {
-  const std::string id = channel.id();
+  const std::string& id = channel.id();
   options_.alerts.test_channel(channel, [weak = weak_from_this(), call, id](error_code ec, const v1::Delivery& sent) {
     auto self = weak.lock();
     if (ec) return call->fail(v1::API_ERROR_CODE_UNAVAILABLE, fmt::format("store unavailable: {}", ec.message()));
