@@ -377,8 +377,9 @@ class StoreTransaction {
    */
   virtual std::vector<ExecutionChange> execution_changes(std::int64_t after, std::span<const std::int64_t> also,
                                                          std::size_t limit) = 0;
-  /// Removes the changes made before `older_than_unix_ms`; returns how many.
-  virtual std::size_t purge_execution_changes(std::int64_t older_than_unix_ms) = 0;
+  /// Removes the changes made before `older_than_unix_ms`, at most `max_rows` of them (the
+  /// oldest; a purge is one short transaction whatever the backlog); returns how many.
+  virtual std::size_t purge_execution_changes(std::int64_t older_than_unix_ms, std::size_t max_rows) = 0;
 
   // Cluster: the leader lease and the coordinators registry (several coordinators on one
   // database; a single one takes the lease at start). The clock is the database's (SQLite:

@@ -16,7 +16,9 @@ namespace asio = boost::asio;
 
 namespace {
 
-constexpr std::chrono::seconds k_purge_interval{60};
+constexpr std::chrono::seconds k_purge_interval{10};
+/// Changes removed per purge transaction; a full purge is followed by the next at once.
+constexpr std::size_t k_purge_rows = 10'000;
 
 std::int64_t now_mono_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -157,12 +159,16 @@ struct ExecutionChangeFeed::Impl : std::enable_shared_from_this<ExecutionChangeF
   void purge() {
     in_flight = true;
     const std::int64_t before = now_unix_ms() - options.keep.count();
-    store.transact([before](StoreTransaction& tx, error_code&) { tx.purge_execution_changes(before); },
-                   [weak = weak_from_this()](error_code ec) {
+    auto purged = std::make_shared<std::size_t>(0);
+    store.transact([before, purged](StoreTransaction& tx,
+                                    error_code&) { *purged = tx.purge_execution_changes(before, k_purge_rows); },
+                   [weak = weak_from_this(), purged](error_code ec) {
                      if (ec) logger()->warn("change feed: purging old changes failed: {}", ec.message());
                      auto self = weak.lock();
                      if (!self) return;
                      self->in_flight = false;
+                     // A backlog (a busy cluster): the next slice soon, not in one long transaction.
+                     if (*purged >= k_purge_rows) self->next_purge = std::chrono::steady_clock::now();
                      self->arm(self->options.poll);
                    });
   }

@@ -77,8 +77,8 @@ struct ChangeFeedHooks {
 
 struct ChangeFeedOptions {
   std::chrono::milliseconds poll{250};
-  std::size_t batch = 500;                  ///< changes per read; a full batch reads again at once
-  std::chrono::milliseconds keep{300'000};  ///< the leader purges older changes (every minute)
+  std::size_t batch = 500;                 ///< changes per read; a full batch reads again at once
+  std::chrono::milliseconds keep{60'000};  ///< the leader purges older changes (every 10 s)
 };
 
 /**

@@ -150,7 +150,7 @@ class SqlStoreTransaction final : public StoreTransaction {
   std::int64_t latest_execution_change() override;
   std::vector<ExecutionChange> execution_changes(std::int64_t after, std::span<const std::int64_t> also,
                                                  std::size_t limit) override;
-  std::size_t purge_execution_changes(std::int64_t older_than_unix_ms) override;
+  std::size_t purge_execution_changes(std::int64_t older_than_unix_ms, std::size_t max_rows) override;
 
  private:
   BorrowedStatement statement(std::string_view sql);

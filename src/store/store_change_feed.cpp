@@ -41,21 +41,20 @@ std::vector<ExecutionChange> SqlStoreTransaction::execution_changes(std::int64_t
   return out;
 }
 
-std::size_t SqlStoreTransaction::purge_execution_changes(std::int64_t older_than_unix_ms) {
+std::size_t SqlStoreTransaction::purge_execution_changes(std::int64_t older_than_unix_ms, std::size_t max_rows) {
   require_writable("purge_execution_changes");
-  // Changes are appended in time order: the old ones are a prefix of the seq order, found by
-  // walking the primary key from its start (no index on the time), as far as the purge goes.
-  std::optional<std::int64_t> keep_from;
+  // Changes are appended in time order: the old ones are a prefix of the seq order. Only the
+  // first `max_rows` are looked at (no index on the time), and removed up to the last old one.
+  std::optional<std::int64_t> last_old;
   {
-    auto first_kept = statement("SELECT seq FROM execution_changes WHERE at_unix_ms >= ?1 ORDER BY seq LIMIT 1");
-    first_kept.bind(1, older_than_unix_ms);
-    if (first_kept.next()) keep_from = first_kept.int64(0);
+    auto rows = statement(
+        "SELECT MAX(s.seq) FROM (SELECT seq, at_unix_ms FROM execution_changes ORDER BY seq LIMIT ?2) s "
+        "WHERE s.at_unix_ms < ?1");
+    rows.bind(1, older_than_unix_ms).bind(2, static_cast<std::int64_t>(max_rows));
+    if (rows.next() && !rows.is_null(0)) last_old = rows.int64(0);
   }
-  if (keep_from)
-    return static_cast<std::size_t>(
-        statement("DELETE FROM execution_changes WHERE seq < ?1").bind(1, *keep_from).run());
-  return static_cast<std::size_t>(
-      statement("DELETE FROM execution_changes WHERE at_unix_ms < ?1").bind(1, older_than_unix_ms).run());
+  if (!last_old) return 0;
+  return static_cast<std::size_t>(statement("DELETE FROM execution_changes WHERE seq <= ?1").bind(1, *last_old).run());
 }
 
 }  // namespace quartzflow::detail

@@ -342,16 +342,17 @@ TEST_CASE("every stored change of an execution is in the change feed, in order, 
   CHECK(s.changes(0, {}, 2).size() == 2);
   CHECK(s.changes(latest).empty());
 
-  // Purged by age: the changes made before the cut go, newer ones stay and seqs go on.
-  const auto purged =
-      *s.run([&](qf::StoreTransaction& tx) { return tx.purge_execution_changes(all.back().at_unix_ms + 1); });
-  CHECK(purged == 4);
+  // Purged by age, the oldest first, at most `max_rows` at a time; newer ones stay and seqs go on.
+  const auto cut = all.back().at_unix_ms + 1;
+  CHECK(*s.run([&](qf::StoreTransaction& tx) { return tx.purge_execution_changes(cut, 3); }) == 3);
+  CHECK(s.changes(0).size() == 1);
+  CHECK(*s.run([&](qf::StoreTransaction& tx) { return tx.purge_execution_changes(cut, 100); }) == 1);
   CHECK(s.changes(0).empty());
   s.upsert("t:3", v1::EXECUTION_STATUS_PENDING);
   auto next = s.changes(0);
   REQUIRE(next.size() == 1);
   CHECK(next[0].seq > latest);
-  CHECK(*s.run([&](qf::StoreTransaction& tx) { return tx.purge_execution_changes(0); }) == 0);
+  CHECK(*s.run([&](qf::StoreTransaction& tx) { return tx.purge_execution_changes(0, 100); }) == 0);
 }
 
 TEST_CASE("the change feed cursor publishes each seq once, also one that commits after a later one", "[change_feed]") {
