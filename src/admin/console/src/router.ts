@@ -17,6 +17,7 @@ const routes: RouteRecordRaw[] = [
       { path: 'runs/:id', name: 'run', component: () => import('./views/RunDetailView.vue') },
       { path: 'groups', name: 'groups', component: () => import('./views/GroupsView.vue') },
       { path: 'stats', name: 'stats', component: () => import('./views/StatsView.vue') },
+      { path: 'alerts/:tab?', name: 'alerts', component: () => import('./views/AlertsView.vue') },
       { path: 'settings', name: 'settings', component: () => import('./views/SettingsView.vue') },
     ],
   },

@@ -236,3 +236,147 @@ export interface AuditEntry {
   before_json: string
   after_json: string
 }
+
+// ---- alerts (alerts.proto) ----
+
+export interface AlertScope {
+  task_ids?: string[]
+  group_ids?: string[]
+  agent_ids?: string[]
+  monitor_ids?: string[]
+  task_label_selector?: string
+}
+
+export interface EscalationStep {
+  after_seconds?: number
+  channel_ids?: string[]
+}
+
+export interface AlertRule {
+  id: string
+  description?: string
+  disabled?: boolean
+  condition?: string
+  scope?: AlertScope
+  severity?: string
+  consecutive_failures?: number
+  duration_above_seconds?: number
+  duration_p95_factor?: number
+  no_success_within_seconds?: number
+  agent_offline_seconds?: number
+  channel_ids?: string[]
+  escalation?: EscalationStep[]
+  group_wait_seconds?: number
+  group_interval_seconds?: number
+  repeat_interval_seconds?: number
+  no_recovery_notice?: boolean
+  language?: string
+  created_unix_ms?: Int64
+  updated_unix_ms?: Int64
+}
+
+/** Write only: value, file or env; answers carry only `set` and `hint`. */
+export interface Secret {
+  value?: string
+  file?: string
+  env?: string
+  set?: boolean
+  hint?: string
+}
+
+export interface EmailSettings {
+  smtp_host?: string
+  smtp_port?: number
+  security?: string
+  username?: string
+  password?: Secret
+  from?: string
+  to?: string[]
+  ca_file?: string
+}
+
+export interface Channel {
+  id: string
+  description?: string
+  type?: string
+  disabled?: boolean
+  url?: string
+  secret?: Secret
+  email?: EmailSettings
+  timeout_seconds?: number
+  language?: string
+  ca_file?: string
+  created_unix_ms?: Int64
+  updated_unix_ms?: Int64
+}
+
+export interface Silence {
+  id?: string
+  rule_ids?: string[]
+  task_ids?: string[]
+  agent_ids?: string[]
+  monitor_ids?: string[]
+  starts_unix_ms?: Int64
+  ends_unix_ms?: Int64
+  reason?: string
+  created_by?: string
+  created_unix_ms?: Int64
+}
+
+export interface Alert {
+  id: string
+  rule_id: string
+  state: string
+  severity?: string
+  condition?: string
+  task_id?: string
+  agent_id?: string
+  monitor_id?: string
+  summary?: string
+  started_unix_ms?: Int64
+  resolved_unix_ms?: Int64
+  execution_id?: string
+  count?: number
+  last_notified_unix_ms?: Int64
+  acknowledged_by?: string
+  acknowledged_unix_ms?: Int64
+  acknowledge_comment?: string
+  escalation_level?: number
+}
+
+export interface DeliveryAttempt {
+  at_unix_ms?: Int64
+  http_status?: number
+  error?: string
+  duration_ms?: Int64
+}
+
+export interface Delivery {
+  id: string
+  kind?: string
+  state?: string
+  channel_id?: string
+  notification?: { id?: string; kind?: string; rule_id?: string; items?: { alert?: Alert }[] }
+  execution_id?: string
+  callback_index?: number
+  created_unix_ms?: Int64
+  next_attempt_unix_ms?: Int64
+  attempts?: DeliveryAttempt[]
+  attempt_count?: number
+}
+
+export interface Monitor {
+  id: string
+  description?: string
+  cron?: string
+  time_zone?: string
+  period_seconds?: number
+  grace_seconds?: number
+  paused?: boolean
+  token?: string
+  last_ping_unix_ms?: Int64
+  last_start_unix_ms?: Int64
+  last_fail_unix_ms?: Int64
+  status?: string
+  created_unix_ms?: Int64
+}
