@@ -5,12 +5,13 @@
 // language and theme, a viewer sees no write controls, move an agent between groups by drag
 // and drop and by keyboard, enrol TOTP and sign in with it; an accessibility audit (axe-core)
 // of every page in both themes and the tasks page by keyboard alone; screenshots of every
-// page in both themes; first load and 100-row render times. The last stdout line is the
-// measures (JSON).
+// page in both themes; first load and 100-row render times; the alert pages (alerts_e2e.mjs).
+// The last stdout line is the measures (JSON).
 import { createHmac } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { readFileSync, writeFileSync } from 'node:fs'
+import { alertPages } from './alerts_e2e.mjs'
 
 const env = (name) => {
   const value = process.env[name]
@@ -527,6 +528,19 @@ try {
   await shot(dark, 'login-dark')
   await audit(dark, 'login-dark')
   await dark.context().close()
+
+  // The alert pages: channel, rule, monitor and silence through the forms, an alert
+  // acknowledged, every tab in both themes, no write control for the viewer.
+  await alertPages({
+    base,
+    newPage,
+    login,
+    shot,
+    audit,
+    step,
+    adminPassword: env('QF_ADMIN_PASSWORD'),
+    viewerPassword: env('QF_VIEWER_PASSWORD'),
+  })
 
   // A viewer reads everything and changes nothing.
   const viewer = await newPage('light', 'en')
