@@ -533,6 +533,13 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
               }
             }
             tx.upsert_alert(alert);
+            // A monitor past its deadline shows DOWN (its pings set UP and DOWN themselves).
+            if (!alert.monitor_id().empty() && alert.state() == v1::ALERT_STATE_FIRING) {
+              if (auto monitor = tx.monitor(alert.monitor_id()); monitor && monitor->monitor.status() != "DOWN") {
+                monitor->monitor.set_status("DOWN");
+                tx.put_monitor(*monitor);
+              }
+            }
           }
           for (const auto& delivery : work->first.deliveries) tx.enqueue_delivery(delivery);
           for (const auto& delivery : work->second) tx.enqueue_delivery(delivery);

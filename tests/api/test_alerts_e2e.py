@@ -217,6 +217,7 @@ def test_monitor_whose_pings_stop_raises_its_alert_on_time(env):
     print(f"monitor deadline -> FIRING at the receiver: {late:.2f} s (group_wait 1 s)")
     assert 0 <= late < 3, late
     assert firing[0]["body"]["items"][0]["alert"]["monitor_id"] == "backup-job"
+    assert api.get("/api/v1/monitors/backup-job").data["status"] == "DOWN"
     assert anonymous.post(f"/api/v1/ping/{token}", raw=b"").status == 200
     wait_for(lambda: of_rule(receiver.acknowledged("/hook", "NOTIFICATION_KIND_RESOLVED"), "backup-down"), 10,
              "the monitor's RESOLVED notification")
