@@ -195,6 +195,15 @@ def test_receiver_down_then_up_gets_the_backlog_once(env):
     assert all(d["state"] == "DELIVERY_STATE_DELIVERED" and d["attempt_count"] >= 2 for d in deliveries)
     assert deliveries[0]["attempts"][0]["http_status"] == 503
 
+    # An acknowledgement stays when the engine updates the alert (another failure counted).
+    [alert] = api.get("/api/v1/alerts?state=ALERT_STATE_FIRING&rule_id=down-rule").data["items"]
+    path = "/api/v1/alerts/" + urllib.parse.quote(alert["id"], safe="")
+    assert api.post(path + "/ack", {"comment": "on it"}).status == 200
+    assert run(api, tid)["status"] == "EXECUTION_STATUS_FAILURE"
+    updated = wait_for(lambda: (lambda a: a if a["count"] >= 2 else None)(api.get(path).data), 10,
+                       "the alert to count the second failure")
+    assert updated["acknowledged_by"] == "admin" and updated["acknowledge_comment"] == "on it", updated
+
 
 def test_monitor_whose_pings_stop_raises_its_alert_on_time(env):
     cluster, receiver, api, workers = env
