@@ -48,14 +48,27 @@ void CoordinatorDispatcher::Impl::load_catalog(StoreTransaction& tx, CatalogSnap
     if (auto agent = tx.agent(id)) out.agents.emplace(id, std::move(*agent));
 }
 
-void CoordinatorDispatcher::Impl::install_catalog(CatalogSnapshot& snapshot) {
+void CoordinatorDispatcher::Impl::install_catalog(CatalogSnapshot& snapshot, std::size_t changes_from) {
   tasks.clear();
   for (auto& t : snapshot.tasks) {
     auto id = t.id();
     tasks.emplace(std::move(id), std::move(t));
   }
   groups = std::move(snapshot.groups);
-  version = snapshot.version;
+  // Never backwards: a change heard before the snapshot's install may be newer than it.
+  version = std::max(version, snapshot.version);
+  for (auto i = changes_from; i < changes_during_reload.size(); ++i) {
+    const auto& change = changes_during_reload[i];
+    if (change.task) tasks[change.task_id] = *change.task;
+    else tasks.erase(change.task_id);
+    version = std::max(version, change.version);
+  }
+}
+
+void CoordinatorDispatcher::Impl::remember_change(const std::string& task_id, const v1::Task* task,
+                                                  std::int64_t change_version) {
+  if (reloads_reading == 0) return;
+  changes_during_reload.push_back({task_id, task ? std::optional<v1::Task>(*task) : std::nullopt, change_version});
 }
 
 detail::SessionOptions CoordinatorDispatcher::Impl::session_options() const {
@@ -542,16 +555,19 @@ void CoordinatorDispatcher::catalog_changed(std::function<void()> done) {
   std::vector<std::string> online;
   for (const auto& [id, s] : impl_->by_agent) online.push_back(id);
   auto snapshot = std::make_shared<Impl::CatalogSnapshot>();
+  ++impl_->reloads_reading;
+  const auto changes_from = impl_->changes_during_reload.size();
   impl_->store.read(
       [snapshot, online](StoreTransaction& tx, error_code&) { Impl::load_catalog(tx, *snapshot, online); },
-      [weak = impl_->weak_from_this(), snapshot, done = std::move(done)](error_code ec) {
+      [weak = impl_->weak_from_this(), snapshot, changes_from, done = std::move(done)](error_code ec) {
         auto self = weak.lock();
         if (!self) return;
+        const bool last_reload = --self->reloads_reading == 0;
         if (ec) {
           logger()->error("reloading the catalog failed: {}", ec.message());
         } else {
           auto agents = std::move(snapshot->agents);
-          self->install_catalog(*snapshot);
+          self->install_catalog(*snapshot, changes_from);
           for (auto& [id, session] : self->by_agent) {
             if (auto a = agents.find(id); a != agents.end()) {
               auto& agent = session->machine.agent();
@@ -563,12 +579,14 @@ void CoordinatorDispatcher::catalog_changed(std::function<void()> done) {
               self->perform(*session, session->machine.push(self->catalog_view(), Impl::delivery_now()));
           }
         }
+        if (last_reload) self->changes_during_reload.clear();
         if (done) done();
       });
 }
 
 void CoordinatorDispatcher::task_changed(const v1::Task& task) {
   auto& impl = *impl_;
+  impl.remember_change(task.id(), &task, task.config_version());
   impl.version = std::max<std::int64_t>(impl.version, task.config_version());
   impl.tasks[task.id()] = task;
   for (auto& [id, session] : impl.by_agent)
@@ -577,6 +595,7 @@ void CoordinatorDispatcher::task_changed(const v1::Task& task) {
 
 void CoordinatorDispatcher::task_removed(const std::string& task_id, std::int64_t config_version) {
   auto& impl = *impl_;
+  impl.remember_change(task_id, nullptr, config_version);
   impl.version = std::max(impl.version, config_version);
   impl.tasks.erase(task_id);
   for (auto& [id, session] : impl.by_agent) {

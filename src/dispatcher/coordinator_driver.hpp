@@ -5,7 +5,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <deque>
+#include <optional>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -78,6 +80,16 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   std::map<std::string, v1::Task, std::less<>> tasks;
   std::vector<v1::Group> groups;
   std::int64_t version = 0;
+  // Task changes heard while a catalog reload was being read: a snapshot read before a change
+  // committed is installed after it, so the changes are applied again on top of it (else a
+  // task created meanwhile vanished from the mirror and from its agents' config).
+  struct TaskChange {
+    std::string task_id;
+    std::optional<v1::Task> task;  ///< nullopt: removed
+    std::int64_t version = 0;
+  };
+  std::vector<TaskChange> changes_during_reload;
+  int reloads_reading = 0;
   // Sessions.
   std::set<std::shared_ptr<Session>> sessions;
   std::map<std::string, std::shared_ptr<Session>> by_agent;
@@ -96,7 +108,11 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
 
   // --- sessions, config and liveness (coordinator_dispatcher.cpp) ------------------------
   static void load_catalog(StoreTransaction& tx, CatalogSnapshot& out, const std::vector<std::string>& agent_ids);
-  void install_catalog(CatalogSnapshot& snapshot);
+  /// Replaces the mirror with `snapshot`, then applies again the task changes heard since
+  /// the reload's read began (`changes_from`: their index in changes_during_reload).
+  void install_catalog(CatalogSnapshot& snapshot, std::size_t changes_from = SIZE_MAX);
+  /// A task change while reloads are being read is kept for install_catalog.
+  void remember_change(const std::string& task_id, const v1::Task* task, std::int64_t version);
   detail::SessionOptions session_options() const;
   /// Sends, stores the push status, performs run deliveries, fails timed-out log requests,
   /// closes; then arms the session's timer for the machine's next wake.

@@ -82,6 +82,34 @@ class FreezableConnector final : public Connector {
   std::shared_ptr<AgentFreeze> freeze_;
 };
 
+/// A Store whose next read completes only when the test says so (its work runs at once):
+/// a snapshot read before a change commits, delivered after it.
+class HeldReadStore final : public Store {
+ public:
+  explicit HeldReadStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  void transact(Work work, Done done) override { inner_->transact(std::move(work), std::move(done)); }
+  void transact_urgent(Work work, Done done) override { inner_->transact_urgent(std::move(work), std::move(done)); }
+  void read(Work work, Done done) override {
+    if (!hold_next_read) return inner_->read(std::move(work), std::move(done));
+    hold_next_read = false;
+    inner_->read(std::move(work), [this, done = std::move(done)](error_code ec) mutable {
+      held = [done = std::move(done), ec] { done(ec); };
+    });
+  }
+  void flush() override { inner_->flush(); }
+  void watch_config_version(std::function<void()> changed) override {
+    inner_->watch_config_version(std::move(changed));
+  }
+  StoreMetrics metrics() const noexcept override { return inner_->metrics(); }
+  boost::asio::any_io_executor get_executor() const noexcept override { return inner_->get_executor(); }
+
+  bool hold_next_read = false;
+  std::function<void()> held;  ///< the held read's completion, once its work ran
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
 struct AgentNode {
   std::string id;
   std::shared_ptr<AgentFreeze> freeze = std::make_shared<AgentFreeze>();
@@ -102,6 +130,8 @@ class Cluster {
   std::map<std::string, std::unique_ptr<AgentNode>> agents;
   std::vector<v1::Execution> ingested;  ///< what the coordinator stored from agents (changes only)
   CoordinatorOptions options;
+  /// Wraps the store `open_coordinator` opens (set it, then crash_coordinator + open_coordinator).
+  std::function<std::unique_ptr<Store>(std::unique_ptr<Store>)> wrap_store;
 
   Cluster() {
     options.dispatcher.heartbeat_interval = 200ms;
@@ -126,6 +156,7 @@ class Cluster {
     std::string detail;
     store = open_sqlite_store(io.get_executor(), SqliteStoreOptions{dir.file("coordinator.db")}, ec, &detail);
     REQUIRE(store);
+    if (wrap_store) store = wrap_store(std::move(store));
     coordinator = std::make_unique<Coordinator>(io.get_executor(), *store, options);
     coordinator->on_execution([this](const v1::Execution& r) { ingested.push_back(r); });
     bool started = false;
