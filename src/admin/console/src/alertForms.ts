@@ -389,10 +389,13 @@ export const DURATION_UNITS = [
   { unit: 's', seconds: 1 },
 ] as const
 
-/** 7200 -> "2 h", 90 -> "90 s", 0 -> "—". */
-export function formatSeconds(seconds: number | undefined): string {
+/** 7200 -> "2 h", 90 -> "90 s", 0 -> "—"; `span` words it in the page's language. */
+export function formatSeconds(
+  seconds: number | undefined,
+  span: (unit: string, n: number) => string = (unit, n) => `${n} ${unit}`,
+): string {
   const s = seconds ?? 0
   if (!s) return '—'
   const u = DURATION_UNITS.find((d) => s % d.seconds === 0) ?? DURATION_UNITS[3]
-  return `${s / u.seconds} ${u.unit}`
+  return span(u.unit, s / u.seconds)
 }

@@ -341,6 +341,7 @@ export default {
     },
     units: { d: 'days', h: 'hours', min: 'min', s: 'sec' },
     unit: 'unit',
+    span: { d: '{n} d', h: '{n} h', min: '{n} min', s: '{n} s' },
     presets: { 3600: '1 h', 7200: '2 h', 14400: '4 h', 86400: '1 day', 604800: '1 week' },
     everyObject: { task: 'Every task', agent: 'Every agent', monitor: 'Every monitor' },
     scopeHint: {

@@ -340,6 +340,7 @@ const zh: typeof en = {
     },
     units: { d: '天', h: '小时', min: '分钟', s: '秒' },
     unit: '单位',
+    span: { d: '{n} 天', h: '{n} 小时', min: '{n} 分钟', s: '{n} 秒' },
     presets: { 3600: '1 小时', 7200: '2 小时', 14400: '4 小时', 86400: '1 天', 604800: '1 周' },
     everyObject: { task: '所有任务', agent: '所有节点', monitor: '所有心跳监控' },
     scopeHint: {

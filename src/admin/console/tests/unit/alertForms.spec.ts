@@ -126,6 +126,9 @@ describe('silences, monitors, field errors', () => {
     expect(fieldError(details, 'channel')).toBeUndefined()
     expect(formatSeconds(7200)).toBe('2 h')
     expect(formatSeconds(90)).toBe('90 s')
+    const zhSpan = (unit: string, n: number) => zh.alerts.span[unit as 'h'].replace('{n}', String(n))
+    expect(formatSeconds(7200, zhSpan)).toBe('2 小时')
+    expect(formatSeconds(300, zhSpan)).toBe('5 分钟')
   })
 })
 
