@@ -228,6 +228,11 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
     if (!key) return fail("alerts.secret_key_file", key_error);
     settings.admin.alert_secret_key = std::move(*key);
   }
+  if (const auto& url = config.alerts().console_url(); !url.empty()) {
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+      return fail("alerts.console_url", fmt::format("\"{}\": the scheme must be http:// or https://", url));
+    settings.alert_console_url = url.back() == '/' ? url.substr(0, url.size() - 1) : url;
+  }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
   if (auto [field, why] =

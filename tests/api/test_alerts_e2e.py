@@ -283,6 +283,16 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_only_what_was_in_flight(e
     cluster.coordinator.send_signal(signal.SIGKILL)
     cluster.coordinator.wait()
     receiver.delay["/slow"] = 0
+    with open(cluster.config) as f:
+        config = f.read()
+    bad = os.path.join(cluster.dir, "bad-console-url.yaml")
+    with open(bad, "w") as f:
+        f.write(config + "alerts: {console_url: ftp://console.example}\n")
+    refused = subprocess.run([cluster.coordinator_bin, "--config", bad], capture_output=True, text=True, timeout=30,
+                             cwd=cluster.dir)
+    assert refused.returncode == 2 and "alerts.console_url" in refused.stderr, refused.stderr
+    with open(cluster.config, "a") as f:
+        f.write("alerts: {console_url: http://console.example/}\n")
     cluster.coordinator = cluster.start("coordinator-restarted", [cluster.coordinator_bin, "--config", cluster.config])
     wait_for(cluster.ready, 30, "the restarted coordinator's /readyz")
 
@@ -299,3 +309,6 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_only_what_was_in_flight(e
     # ... and what was acknowledged before the kill was not sent again.
     after = {path: receiver.ids(path) for path in ("/hook", "/down")}
     assert after == before and all(n == 1 for ids in after.values() for n in ids.values()), after
+    # The restarted coordinator's alerts.console_url reaches what it sends.
+    tested = api.post("/api/v1/channels/hook/test", raw=b"")
+    assert tested.status == 200 and tested.data["notification"]["console_url"] == "http://console.example", tested
