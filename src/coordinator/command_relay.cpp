@@ -258,28 +258,24 @@ struct CommandRelay::Impl : std::enable_shared_from_this<CommandRelay::Impl> {
             self->claiming = false;
             return self->arm_leader_poll();
           }
-          auto left = std::make_shared<std::size_t>(claimed->size());
           for (const auto& c : *claimed) {
             logger()->info("commands: running {} {} of {} queued by {} (command {})", kind_text(c.kind()),
                            c.target_id(), c.actor().name(), c.origin_coordinator_id(), c.id());
-            self->hooks.run(c, [weak, id = c.id(), epoch, left](v1::CommandResult result) {
-              auto again = weak.lock();
-              if (!again) return;
-              again->record(id, epoch, std::move(result), [weak, left] {
-                auto last = weak.lock();
-                if (!last || --*left > 0) return;
-                last->claiming = false;
-                // More may be queued: look again at once.
-                asio::post(last->executor, [weak] {
-                  if (auto next = weak.lock()) next->leader_tick();
-                });
-              });
+            self->hooks.run(c, [weak, id = c.id(), epoch](v1::CommandResult result) {
+              if (auto again = weak.lock()) again->record(id, epoch, std::move(result));
             });
           }
+          // The runs answer on their own: a slow one (a cancel waiting for its agent) holds
+          // up no other command. A full batch: more may be queued, look again at once.
+          self->claiming = false;
+          if (claimed->size() < self->options.claim_batch) return self->arm_leader_poll();
+          asio::post(self->executor, [weak] {
+            if (auto next = weak.lock()) next->leader_tick();
+          });
         });
   }
 
-  void record(std::int64_t id, std::uint64_t epoch, v1::CommandResult result, std::function<void()> then) {
+  void record(std::int64_t id, std::uint64_t epoch, v1::CommandResult result) {
     // Fenced: the run recorded nothing (its transaction failed the fence, or this coordinator
     // no longer led when it started): the next leader runs it.
     const bool requeue = result.error_code() == static_cast<int>(errc::fenced);
@@ -288,11 +284,10 @@ struct CommandRelay::Impl : std::enable_shared_from_this<CommandRelay::Impl> {
           if (requeue) tx.requeue_command(id, epoch);
           else tx.answer_command(id, epoch, result);
         },
-        [id, requeue, then = std::move(then)](error_code ec) {
+        [id, requeue](error_code ec) {
           if (ec)
             logger()->error("commands: recording the {} of command {} failed: {}", requeue ? "requeue" : "answer", id,
                             ec.message());
-          then();
         });
   }
 
