@@ -109,6 +109,33 @@ class OneShotOutbox final : public DeliveryOutbox {
   bool handed_out_ = false;
 };
 
+/// The Store's outbox for the leader's worker: hands out nothing once this coordinator stops
+/// leading, even if the worker's timer runs before the service has stopped it (a deposed
+/// leader resumed after a pause).
+class LeaderOnlyOutbox final : public DeliveryOutbox {
+ public:
+  LeaderOnlyOutbox(asio::any_io_executor executor, std::unique_ptr<DeliveryOutbox> inner, std::function<bool()> leading)
+      : executor_(std::move(executor)), inner_(std::move(inner)), leading_(std::move(leading)) {}
+  void async_due(std::int64_t now_unix_ms, int limit, DueHandler done) override {
+    if (leading_()) return inner_->async_due(now_unix_ms, limit, std::move(done));
+    asio::post(executor_, [done = std::move(done)] { done({}, {}); });
+  }
+  void async_record(const std::string& id, const v1::DeliveryAttempt& attempt, v1::DeliveryState state,
+                    std::int64_t next_attempt_unix_ms, RecordHandler done) override {
+    inner_->async_record(id, attempt, state, next_attempt_unix_ms, std::move(done));
+  }
+
+ private:
+  asio::any_io_executor executor_;
+  std::unique_ptr<DeliveryOutbox> inner_;
+  std::function<bool()> leading_;
+};
+
+/// A send's longest wait: its timeout (10 s when unset).
+std::int64_t send_timeout_ms(std::uint32_t timeout_seconds) {
+  return std::int64_t{timeout_seconds > 0 ? timeout_seconds : 10} * 1000;
+}
+
 }  // namespace
 
 struct AlertService::Impl : std::enable_shared_from_this<Impl> {
@@ -125,6 +152,9 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     std::vector<v1::Monitor> monitors;
     std::vector<v1::Channel> channels;
     std::map<std::string, std::string> agent_groups;
+    /// Another coordinator reported within the last 10 s: it may be a deposed leader whose
+    /// sends are still in flight, so the worker waits this long (the longest send timeout).
+    std::int64_t worker_delay_ms = 0;
   };
   /// What a refresh reads.
   struct Config {
@@ -141,7 +171,8 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
         store(coord.store()),
         options(std::move(opts)),
         leader_timer(context),
-        engine_timer(context) {}
+        engine_timer(context),
+        worker_timer(context) {}
 
   // ---- leadership -------------------------------------------------------------------------
 
@@ -164,7 +195,8 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     ++counters.restores;
     auto snapshot = std::make_shared<Snapshot>();
     const auto now = detail::now_unix_ms();
-    store.read([snapshot, now](StoreTransaction& tx, error_code&) { read_snapshot(tx, *snapshot, now); },
+    store.read([snapshot, now, self_id = coordinator.leader_lease().holder_id](
+                   StoreTransaction& tx, error_code&) { read_snapshot(tx, *snapshot, now, self_id); },
                [weak = weak_from_this(), snapshot, my_term](error_code ec) {
                  auto self = weak.lock();
                  if (!self || self->term != my_term || self->stopped) return;
@@ -179,7 +211,8 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
                });
   }
 
-  static void read_snapshot(StoreTransaction& tx, Snapshot& s, std::int64_t now) {
+  static void read_snapshot(StoreTransaction& tx, Snapshot& s, std::int64_t now, const std::string& self_id) {
+    std::int64_t longest_send_ms = send_timeout_ms(0);
     s.rules = tx.all_alert_rules();
     s.silences = current_silences(tx, now);
     s.engine.alerts = tx.firing_alerts();
@@ -210,6 +243,8 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
         if (run.status() == v1::EXECUTION_STATUS_FAILURE || run.status() == v1::EXECUTION_STATUS_TIMEOUT)
           ++entry.consecutive_failures;
       }
+      for (const auto& callback : task.callbacks())
+        longest_send_ms = std::max(longest_send_ms, send_timeout_ms(callback.timeout_seconds()));
       s.tasks[task.id()] = TaskEntry{entry.info, task.callbacks_size()};
       s.engine.tasks.push_back(std::move(entry));
     }
@@ -232,6 +267,12 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     s.monitors = tx.all_monitors();
     for (const auto& monitor : s.monitors) s.engine.monitors.push_back({monitor.id(), monitor_next_deadline(monitor)});
     s.channels = tx.all_channels();
+    for (const auto& channel : s.channels)
+      longest_send_ms = std::max(longest_send_ms, send_timeout_ms(channel.timeout_seconds()));
+    for (const auto& other : tx.list_coordinators()) {
+      if (other.id() != self_id && now - other.last_seen_unix_ms() < 10'000)
+        s.worker_delay_ms = longest_send_ms + 1'000;
+    }
   }
 
   void restored(Snapshot snapshot) {
@@ -260,7 +301,19 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
                    snapshot.rules.size(), firing.size(), tasks.size(), monitors.size());
     handle(engine->restore(snapshot.engine, std::move(snapshot.rules), std::move(snapshot.silences),
                            detail::now_unix_ms()));
-    start_worker();
+    if (snapshot.worker_delay_ms == 0) {
+      start_worker();
+    } else {
+      logger()->info(
+          "alerts: another coordinator reported lately: deliveries start in {} ms (what a deposed "
+          "leader has in flight finishes first)",
+          snapshot.worker_delay_ms);
+      worker_timer.expires_after(std::chrono::milliseconds{snapshot.worker_delay_ms});
+      worker_timer.async_wait([weak = weak_from_this(), my_term = term](const error_code& ec) {
+        auto self = weak.lock();
+        if (!ec && self && self->term == my_term && self->engine) self->start_worker();
+      });
+    }
     auto queued = std::move(pending);
     pending.clear();
     for (auto& fact : queued) fact();
@@ -274,6 +327,7 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     pending.clear();
     firing.clear();
     engine_timer.cancel();
+    worker_timer.cancel();
     stop_worker();
   }
 
@@ -286,7 +340,13 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
       if (it == self->channels.end()) return std::nullopt;
       return it->second;
     };
-    worker = std::make_unique<DeliveryWorker>(io, store, std::move(lookup), secret_resolver(), options.worker);
+    auto outbox =
+        std::make_unique<LeaderOnlyOutbox>(io.get_executor(), make_store_outbox(store), [weak = weak_from_this()] {
+          auto self = weak.lock();
+          return self && self->coordinator.leading();
+        });
+    worker = std::make_unique<DeliveryWorker>(io.get_executor(), std::move(outbox), std::move(lookup),
+                                              secret_resolver(), options.worker);
     worker->start();
   }
 
@@ -676,6 +736,7 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
   AlertServiceOptions options;
   asio::steady_timer leader_timer;
   asio::steady_timer engine_timer;
+  asio::steady_timer worker_timer;  // a term's worker start, delayed after a takeover
   bool stopped = false;
   std::uint64_t term = 0;  // a leadership term's completions check it
   bool restoring = false;
