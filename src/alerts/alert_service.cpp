@@ -593,9 +593,12 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
               }
             }
             tx.upsert_alert(alert);
-            // A monitor past its deadline shows DOWN (its pings set UP and DOWN themselves).
+            // A monitor past its deadline shows DOWN (its pings set UP and DOWN themselves); not
+            // when a ping stored since is newer than the alert (the engine will hear of it).
             if (!alert.monitor_id().empty() && alert.state() == v1::ALERT_STATE_FIRING) {
-              if (auto monitor = tx.monitor(alert.monitor_id()); monitor && monitor->monitor.status() != "DOWN") {
+              if (auto monitor = tx.monitor(alert.monitor_id());
+                  monitor && monitor->monitor.status() != "DOWN" &&
+                  monitor->monitor.last_ping_unix_ms() < alert.started_unix_ms()) {
                 monitor->monitor.set_status("DOWN");
                 tx.put_monitor(*monitor);
               }
