@@ -249,6 +249,7 @@ int main(int argc, char** argv) {
   qf::alerts::AlertServiceOptions alert_options;
   alert_options.secret_key = settings->admin.alert_secret_key;
   alert_options.console_url = settings->alert_console_url;
+  alert_options.p95_refresh = settings->alert_p95_refresh;
   qf::alerts::AlertService alerts(io, *coordinator, alert_options);
   settings->admin.alerts.changed = [&alerts] { alerts.refresh(); };
   settings->admin.alerts.test_channel = [&alerts](const qf::v1::Channel& channel, auto done) {

@@ -233,6 +233,10 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
       return fail("alerts.console_url", fmt::format("\"{}\": the scheme must be http:// or https://", url));
     settings.alert_console_url = url.back() == '/' ? url.substr(0, url.size() - 1) : url;
   }
+  if (const auto seconds = config.alerts().p95_refresh_seconds(); seconds != 0) {
+    if (seconds > 86'400) return fail("alerts.p95_refresh_seconds", fmt::format("{}: at most 86400 (a day)", seconds));
+    settings.alert_p95_refresh = std::chrono::seconds{seconds};
+  }
   if (config.retention_days() != 0)
     settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
   if (auto [field, why] =

@@ -35,6 +35,7 @@ struct CoordinatorSettings {
   AuthOptions auth;
   std::filesystem::path alert_secret_key_file;  ///< seals channel secrets (alerts.secret_key_file)
   bool create_alert_secret_key = false;         ///< not configured: made in data_dir at the first start
+  std::chrono::seconds alert_p95_refresh{600};  ///< alerts.p95_refresh_seconds
   std::string alert_console_url;                ///< links in notifications (alerts.console_url), no trailing '/'
   std::vector<std::string> warnings;  ///< fields read but not used by this build
 };

@@ -163,6 +163,8 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     std::vector<v1::Monitor> monitors;
     std::vector<v1::Channel> channels;
     std::vector<v1::Alert> acknowledged;  ///< firing alerts with an acknowledgement
+    bool p95_read = false;                ///< `p95` was read (a rule needs it and it was due)
+    std::map<std::string, std::int64_t> p95;
   };
 
   Impl(asio::io_context& context, Coordinator& coord, AlertServiceOptions opts)
@@ -392,6 +394,7 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
       detail::AlertRunFact fact;
       fact.execution = record;
       std::vector<v1::Delivery> callbacks;
+      if (auto p95 = p95_ms.find(record.task_id()); p95 != p95_ms.end()) fact.p95_duration_ms = p95->second;
       if (auto it = tasks.find(record.task_id()); it != tasks.end()) {
         fact.task = it->second.info;
         const auto now = detail::now_unix_ms();
@@ -471,9 +474,17 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
     const auto my_term = term;
     auto config = std::make_shared<Config>();
     const auto now = detail::now_unix_ms();
+    const bool p95_due = !p95_read_once || last_refresh - p95_read_at >= options.p95_refresh;
     store.read(
-        [config, now](StoreTransaction& tx, error_code&) {
+        [config, now, p95_due](StoreTransaction& tx, error_code&) {
           config->rules = tx.all_alert_rules();
+          const bool wanted = std::any_of(config->rules.begin(), config->rules.end(), [](const v1::AlertRule& r) {
+            return !r.disabled() && r.duration_p95_factor() > 0;
+          });
+          if (p95_due && wanted) {
+            config->p95_read = true;
+            read_p95(tx, config->p95);
+          }
           config->silences = current_silences(tx, now);
           config->monitors = tx.all_monitors();
           config->channels = tx.all_channels();
@@ -491,8 +502,27 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
         });
   }
 
+  /// The tasks' p95 durations over the last 7 days, of those with at least 20 finished runs
+  /// (fewer say little): one statistics query grouped by task (the 1,000 busiest tasks).
+  static void read_p95(StoreTransaction& tx, std::map<std::string, std::int64_t>& out) {
+    v1::StatsQuery query;
+    query.set_range("7d");
+    query.set_group_by(v1::STATS_GROUP_BY_TASK);
+    const auto stats = tx.stats(query);
+    for (const auto& group : stats.groups()) {
+      const auto& s = group.stats();
+      if (s.success() + s.failure() + s.timeout() >= 20 && s.p95_duration_ms() > 0)
+        out[group.key()] = s.p95_duration_ms();
+    }
+  }
+
   void refreshed(Config config) {
     const auto now = detail::now_unix_ms();
+    if (config.p95_read) {
+      p95_ms = std::move(config.p95);
+      p95_read_at = last_refresh;
+      p95_read_once = true;
+    }
     channels.clear();
     for (auto& channel : config.channels) channels[channel.id()] = std::move(channel);
     if (auto fp = fingerprint(config.rules); fp != rules_fingerprint) {
@@ -755,6 +785,10 @@ struct AlertService::Impl : std::enable_shared_from_this<Impl> {
   bool refreshing = false;
   bool refresh_wanted = false;
   std::chrono::steady_clock::time_point last_refresh{};
+  // The tasks' p95 durations (read_p95) and when they were read.
+  std::map<std::string, std::int64_t> p95_ms;
+  std::chrono::steady_clock::time_point p95_read_at{};
+  bool p95_read_once = false;
   std::unique_ptr<DeliveryWorker> worker;
   DeliveryMetrics past_deliveries;  // of the terms that ended
   AlertServiceCounters counters;

@@ -27,6 +27,10 @@ struct AlertServiceOptions {
   /// How often rules, silences, monitors, channels and acknowledgements are read again (the
   /// API of any coordinator writes them to the store); `refresh` reads them at once.
   std::chrono::milliseconds config_refresh{2'000};
+  /// How often the tasks' p95 durations (the last 7 days, tasks with at least 20 finished
+  /// runs) are read again for rules with `duration_p95_factor`: one grouped statistics query
+  /// over 7 days of history, so not at every refresh.
+  std::chrono::milliseconds p95_refresh{600'000};
   /// The key that seals inline secrets (AdminServerOptions::alert_secret_key).
   std::string secret_key;
   /// The console's base URL for links in notifications ("" = none).

@@ -160,6 +160,7 @@ agent_tls: {{ca_file: certs/ca.pem, cert_file: certs/coordinator-127.0.0.1.pem, 
 heartbeat_interval_seconds: 1
 manifest_file: tasks.yaml
 log_level: debug
+alerts: {{p95_refresh_seconds: 1}}
 {store}""")
         with open(os.path.join(self.dir, "agent.yaml"), "w") as f:
             f.write(f"""coordinators: ["127.0.0.1:{self.agent_port}"]

@@ -172,6 +172,28 @@ def test_three_failures_notify_once_firing_then_once_resolved(env):
     assert 'qf_alert_deliveries_total{kind="notification",channel_type="webhook",result="delivered"}' in metrics
 
 
+def test_a_run_far_above_its_tasks_p95_raises_the_duration_alert(env):
+    cluster, receiver, api, workers = env
+    slow_flag = os.path.join(cluster.dir, "steady-is-slow")
+    r = api.post("/api/v1/tasks", {"name": "steady", "group_ids": [workers], "schedule": {"manual": {}},
+                                   "placement": {"mode": "PLACEMENT_MODE_ONE"}, "timeout_seconds": 30,
+                                   "shell": {"argv": ["sh", "-c", f"if [ -e {slow_flag} ]; then sleep 2; fi"]}})
+    assert r.status == 201, r
+    tid = r.data["id"]
+    rule(api, "p95-slow", "ALERT_CONDITION_DURATION_ABOVE", "hook", duration_p95_factor=5, scope={"task_ids": [tid]})
+    fast = [run(api, tid) for _ in range(20)]  # a p95 needs 20 finished runs
+    assert all(r["status"] == "EXECUTION_STATUS_SUCCESS" for r in fast)
+    time.sleep(3)  # the leader reads the tasks' p95 again (alerts.p95_refresh_seconds: 1, refresh every 2 s)
+    assert of_rule(receiver.acknowledged("/hook", "NOTIFICATION_KIND_FIRING"), "p95-slow") == []
+    open(slow_flag, "w").close()
+    slow = run(api, tid)
+    assert int(slow["duration_ms"]) >= 2000
+    firing = wait_for(lambda: of_rule(receiver.acknowledged("/hook", "NOTIFICATION_KIND_FIRING"), "p95-slow"), 10,
+                      "the duration alert")
+    assert [i["alert"]["task_id"] for i in firing[0]["body"]["items"]] == [tid]
+    assert firing[0]["body"]["items"][0]["alert"]["execution_id"] == slow["execution_id"]
+
+
 def test_receiver_down_then_up_gets_the_backlog_once(env):
     cluster, receiver, api, workers = env
     receiver.status["/down"] = 503

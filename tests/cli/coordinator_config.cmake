@@ -60,6 +60,8 @@ file(WRITE ${WORK_DIR}/certs/short.key "0123abcd\n")
 expect_refused(${QF_COORDINATOR} alerts-key-short.yaml "${coordinator}${tls}alerts: {secret_key_file: certs/short.key}\n"
   "alerts-key-short.yaml: alerts.secret_key_file: .*short.key: not a key: give 32 raw bytes or 64 hex digits")
 # Coordinator: unknown fields, bad values.
+expect_refused(${QF_COORDINATOR} alerts-p95.yaml "${coordinator}${tls}alerts: {p95_refresh_seconds: 90000}\n"
+  "alerts-p95.yaml: alerts.p95_refresh_seconds: 90000: at most 86400 \\(a day\\)")
 expect_refused(${QF_COORDINATOR} console-dir.yaml "${coordinator}${tls}console_dir: no-console\n"
   "no-console: no index.html")
 expect_refused(${QF_COORDINATOR} unknown.yaml "${coordinator}${tls}agent_lisen: 1.2.3.4:5\n"
