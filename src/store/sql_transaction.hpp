@@ -19,6 +19,8 @@
 
 namespace quartzflow::detail {
 
+struct RecordTable;  // store_alerts.cpp
+
 /**
  * The StoreTransaction of one connection, reused for every transaction on it (the session
  * keeps the connection's prepared statements). The store begins and ends the SQL transaction around
@@ -172,6 +174,20 @@ class SqlStoreTransaction final : public StoreTransaction {
   /// The database's clock in unix ms (the lease's clock; store_commands.cpp).
   std::int64_t database_now_unix_ms();
   void fill_group_names(v1::Task& task, std::unordered_map<std::string, std::string>& names_seen);
+
+  // store_alerts.cpp: records by id in a RecordTable; the callers check writability and input.
+  template <typename T>
+  std::optional<T> get_record(const RecordTable& table, std::string_view id);
+  void put_record(const RecordTable& table, std::string_view id, const std::vector<SqlValue>& columns,
+                  const google::protobuf::MessageLite& record);
+  bool delete_record(const RecordTable& table, std::string_view id);
+  template <typename T>
+  Listing<T> list_records(const RecordTable& table, std::uint32_t page, std::uint32_t page_size);
+  template <typename T>
+  Listing<T> list_records(const RecordTable& table, const SqlConditions& where, std::string_view order_by,
+                          const Paging& paging);
+  template <typename T>
+  std::vector<T> all_records(const RecordTable& table);
 
   SqlSession& db_;
   bool writable_;

@@ -6,10 +6,56 @@
 #include "sql_transaction.hpp"
 
 namespace quartzflow::detail {
+
+/**
+ * A table of records by id: `id` the primary key, `record` the serialized message, and
+ * `columns` copied out of the record for queries to filter and sort on. Its statements are
+ * composed once, from the constants below only (input reaches them as bound parameters), and
+ * live as long as the program, so they are cached by address like string literals.
+ */
+struct RecordTable {
+  RecordTable(std::string_view table, std::vector<std::string_view> columns)
+      : by_id(fmt::format("SELECT record FROM {} WHERE id = ?1", table)),
+        remove(fmt::format("DELETE FROM {} WHERE id = ?1", table)),
+        count(fmt::format("SELECT COUNT(*) FROM {}", table)),
+        select(fmt::format("SELECT record FROM {}", table)),
+        all(fmt::format("{} ORDER BY id", select)),
+        page(fmt::format("{} LIMIT ?1 OFFSET ?2", all)) {
+    // INSERT INTO t (id, c2, ..., record) VALUES (?1, ?2, ..., ?n) ON CONFLICT (id) DO UPDATE SET c2 = excluded.c2, ...
+    std::string names = "id";
+    std::string values = "?1";
+    std::string updates;
+    for (std::size_t i = 0; i < columns.size(); ++i) {
+      fmt::format_to(std::back_inserter(names), ", {}", columns[i]);
+      fmt::format_to(std::back_inserter(values), ", ?{}", i + 2);
+      fmt::format_to(std::back_inserter(updates), "{0} = excluded.{0}, ", columns[i]);
+    }
+    upsert = fmt::format(
+        "INSERT INTO {} ({}, record) VALUES ({}, ?{}) ON CONFLICT (id) DO UPDATE SET {}record = excluded.record", table,
+        names, values, columns.size() + 2, updates);
+  }
+
+  std::string by_id;
+  std::string remove;
+  std::string count;
+  std::string select;  ///< `SELECT record FROM t`, for a list to add its conditions and order to
+  std::string all;     ///< every record, by id
+  std::string page;    ///< a page of `all`
+  std::string upsert;  ///< binds the id, `columns` in order, then the record
+};
+
 namespace {
 
 /// The store keeps this many of a delivery's latest attempts (attempt_count counts all).
 constexpr int k_max_kept_attempts = 100;
+
+const RecordTable k_alert_rules{"alert_rules", {}};
+const RecordTable k_channels{"alert_channels", {}};
+const RecordTable k_silences{"alert_silences", {"ends_unix_ms"}};
+const RecordTable k_monitors{"alert_monitors", {"token_sha256"}};
+const RecordTable k_alerts{"alerts", {"rule_id", "state", "task_id", "started_unix_ms"}};
+// Read through its by_id and select only: enqueue_delivery inserts without replacing.
+const RecordTable k_deliveries{"deliveries", {}};
 
 template <typename T>
 std::optional<T> read_one(BorrowedStatement& rows) {
@@ -32,119 +78,124 @@ void require_id(std::string_view input, const std::string& id) {
 
 }  // namespace
 
-// ---- rules, channels: a record per id ----
+// ---- a record per id, the same for every table ----
+
+template <typename T>
+std::optional<T> SqlStoreTransaction::get_record(const RecordTable& table, std::string_view id) {
+  auto rows = literal_statement(table.by_id.c_str(), table.by_id.size());
+  rows.bind(1, id);
+  return read_one<T>(rows);
+}
+
+void SqlStoreTransaction::put_record(const RecordTable& table, std::string_view id,
+                                     const std::vector<SqlValue>& columns,
+                                     const google::protobuf::MessageLite& record) {
+  auto upsert = literal_statement(table.upsert.c_str(), table.upsert.size());
+  upsert.bind(1, id);
+  const int next = upsert.bind_all(columns, 2);
+  upsert.bind_blob(next, serialize_deterministic(record)).run();
+}
+
+bool SqlStoreTransaction::delete_record(const RecordTable& table, std::string_view id) {
+  return literal_statement(table.remove.c_str(), table.remove.size()).bind(1, id).run() > 0;
+}
+
+template <typename T>
+Listing<T> SqlStoreTransaction::list_records(const RecordTable& table, std::uint32_t page, std::uint32_t page_size) {
+  const auto paging = paging_of(page, page_size);
+  Listing<T> out;
+  out.total = count(table.count, {});
+  auto rows = literal_statement(table.page.c_str(), table.page.size());
+  rows.bind(1, paging.limit).bind(2, paging.offset);
+  out.items = read_all<T>(rows);
+  return out;
+}
+
+/// A filtered list: its SQL varies with the filter, so it is composed per call.
+template <typename T>
+Listing<T> SqlStoreTransaction::list_records(const RecordTable& table, const SqlConditions& where,
+                                             std::string_view order_by, const Paging& paging) {
+  Listing<T> out;
+  out.total = count(table.count + where.where(), where.values());
+  auto rows = statement(fmt::format("{}{} ORDER BY {} LIMIT ? OFFSET ?", table.select, where.where(), order_by));
+  const int next = rows.bind_all(where.values());
+  rows.bind(next, paging.limit).bind(next + 1, paging.offset);
+  out.items = read_all<T>(rows);
+  return out;
+}
+
+template <typename T>
+std::vector<T> SqlStoreTransaction::all_records(const RecordTable& table) {
+  auto rows = literal_statement(table.all.c_str(), table.all.size());
+  return read_all<T>(rows);
+}
+
+// ---- rules, channels ----
 
 std::optional<v1::AlertRule> SqlStoreTransaction::alert_rule(std::string_view id) {
-  auto rows = statement("SELECT record FROM alert_rules WHERE id = ?1");
-  rows.bind(1, id);
-  return read_one<v1::AlertRule>(rows);
+  return get_record<v1::AlertRule>(k_alert_rules, id);
 }
 
 void SqlStoreTransaction::put_alert_rule(const v1::AlertRule& rule) {
   require_writable("put_alert_rule");
   require_id("alert rule", rule.id());
-  statement(
-      "INSERT INTO alert_rules (id, record) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET record = excluded.record")
-      .bind(1, rule.id())
-      .bind_blob(2, serialize_deterministic(rule))
-      .run();
+  put_record(k_alert_rules, rule.id(), {}, rule);
 }
 
 bool SqlStoreTransaction::delete_alert_rule(std::string_view id) {
   require_writable("delete_alert_rule");
-  return statement("DELETE FROM alert_rules WHERE id = ?1").bind(1, id).run() > 0;
+  return delete_record(k_alert_rules, id);
 }
 
 Listing<v1::AlertRule> SqlStoreTransaction::list_alert_rules(std::uint32_t page, std::uint32_t page_size) {
-  const auto paging = paging_of(page, page_size);
-  Listing<v1::AlertRule> out;
-  out.total = count("SELECT COUNT(*) FROM alert_rules", {});
-  auto rows = statement("SELECT record FROM alert_rules ORDER BY id LIMIT ?1 OFFSET ?2");
-  rows.bind(1, paging.limit).bind(2, paging.offset);
-  out.items = read_all<v1::AlertRule>(rows);
-  return out;
+  return list_records<v1::AlertRule>(k_alert_rules, page, page_size);
 }
 
-std::vector<v1::AlertRule> SqlStoreTransaction::all_alert_rules() {
-  auto rows = statement("SELECT record FROM alert_rules ORDER BY id");
-  return read_all<v1::AlertRule>(rows);
-}
+std::vector<v1::AlertRule> SqlStoreTransaction::all_alert_rules() { return all_records<v1::AlertRule>(k_alert_rules); }
 
 std::optional<v1::Channel> SqlStoreTransaction::channel(std::string_view id) {
-  auto rows = statement("SELECT record FROM alert_channels WHERE id = ?1");
-  rows.bind(1, id);
-  return read_one<v1::Channel>(rows);
+  return get_record<v1::Channel>(k_channels, id);
 }
 
 void SqlStoreTransaction::put_channel(const v1::Channel& channel) {
   require_writable("put_channel");
   require_id("channel", channel.id());
-  statement(
-      "INSERT INTO alert_channels (id, record) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET record = "
-      "excluded.record")
-      .bind(1, channel.id())
-      .bind_blob(2, serialize_deterministic(channel))
-      .run();
+  put_record(k_channels, channel.id(), {}, channel);
 }
 
 bool SqlStoreTransaction::delete_channel(std::string_view id) {
   require_writable("delete_channel");
-  return statement("DELETE FROM alert_channels WHERE id = ?1").bind(1, id).run() > 0;
+  return delete_record(k_channels, id);
 }
 
 Listing<v1::Channel> SqlStoreTransaction::list_channels(std::uint32_t page, std::uint32_t page_size) {
-  const auto paging = paging_of(page, page_size);
-  Listing<v1::Channel> out;
-  out.total = count("SELECT COUNT(*) FROM alert_channels", {});
-  auto rows = statement("SELECT record FROM alert_channels ORDER BY id LIMIT ?1 OFFSET ?2");
-  rows.bind(1, paging.limit).bind(2, paging.offset);
-  out.items = read_all<v1::Channel>(rows);
-  return out;
+  return list_records<v1::Channel>(k_channels, page, page_size);
 }
 
-std::vector<v1::Channel> SqlStoreTransaction::all_channels() {
-  auto rows = statement("SELECT record FROM alert_channels ORDER BY id");
-  return read_all<v1::Channel>(rows);
-}
+std::vector<v1::Channel> SqlStoreTransaction::all_channels() { return all_records<v1::Channel>(k_channels); }
 
 // ---- silences ----
 
 std::optional<v1::Silence> SqlStoreTransaction::silence(std::string_view id) {
-  auto rows = statement("SELECT record FROM alert_silences WHERE id = ?1");
-  rows.bind(1, id);
-  return read_one<v1::Silence>(rows);
+  return get_record<v1::Silence>(k_silences, id);
 }
 
 void SqlStoreTransaction::put_silence(const v1::Silence& silence) {
   require_writable("put_silence");
   require_id("silence", silence.id());
-  statement(
-      "INSERT INTO alert_silences (id, ends_unix_ms, record) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
-      "ends_unix_ms = excluded.ends_unix_ms, record = excluded.record")
-      .bind(1, silence.id())
-      .bind(2, silence.ends_unix_ms())
-      .bind_blob(3, serialize_deterministic(silence))
-      .run();
+  put_record(k_silences, silence.id(), {silence.ends_unix_ms()}, silence);
 }
 
 bool SqlStoreTransaction::delete_silence(std::string_view id) {
   require_writable("delete_silence");
-  return statement("DELETE FROM alert_silences WHERE id = ?1").bind(1, id).run() > 0;
+  return delete_record(k_silences, id);
 }
 
 Listing<v1::Silence> SqlStoreTransaction::list_silences(std::int64_t active_at_unix_ms, std::uint32_t page,
                                                         std::uint32_t page_size) {
   SqlConditions where;
   if (active_at_unix_ms > 0) where.add("ends_unix_ms > ?", {active_at_unix_ms});
-  const auto paging = paging_of(page, page_size);
-  Listing<v1::Silence> out;
-  out.total = count("SELECT COUNT(*) FROM alert_silences" + where.where(), where.values());
-  auto rows = statement("SELECT record FROM alert_silences" + where.where() +
-                        " ORDER BY ends_unix_ms DESC, id LIMIT ? OFFSET ?");
-  const int next = rows.bind_all(where.values());
-  rows.bind(next, paging.limit).bind(next + 1, paging.offset);
-  out.items = read_all<v1::Silence>(rows);
-  return out;
+  return list_records<v1::Silence>(k_silences, where, "ends_unix_ms DESC, id", paging_of(page, page_size));
 }
 
 // ---- monitors ----
@@ -182,34 +233,19 @@ void SqlStoreTransaction::put_monitor(const StoredMonitor& stored) {
     other.bind(1, stored.token_sha256).bind(2, stored.monitor.id());
     if (other.next()) throw error(errc::conflict, ValidationError{"monitor", "token", "is another monitor's token"});
   }
-  statement(
-      "INSERT INTO alert_monitors (id, token_sha256, record) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
-      "token_sha256 = excluded.token_sha256, record = excluded.record")
-      .bind(1, stored.monitor.id())
-      .bind(2, stored.token_sha256)
-      .bind_blob(3, serialize_deterministic(stored.monitor))
-      .run();
+  put_record(k_monitors, stored.monitor.id(), {stored.token_sha256}, stored.monitor);
 }
 
 bool SqlStoreTransaction::delete_monitor(std::string_view id) {
   require_writable("delete_monitor");
-  return statement("DELETE FROM alert_monitors WHERE id = ?1").bind(1, id).run() > 0;
+  return delete_record(k_monitors, id);
 }
 
 Listing<v1::Monitor> SqlStoreTransaction::list_monitors(std::uint32_t page, std::uint32_t page_size) {
-  const auto paging = paging_of(page, page_size);
-  Listing<v1::Monitor> out;
-  out.total = count("SELECT COUNT(*) FROM alert_monitors", {});
-  auto rows = statement("SELECT record FROM alert_monitors ORDER BY id LIMIT ?1 OFFSET ?2");
-  rows.bind(1, paging.limit).bind(2, paging.offset);
-  out.items = read_all<v1::Monitor>(rows);
-  return out;
+  return list_records<v1::Monitor>(k_monitors, page, page_size);
 }
 
-std::vector<v1::Monitor> SqlStoreTransaction::all_monitors() {
-  auto rows = statement("SELECT record FROM alert_monitors ORDER BY id");
-  return read_all<v1::Monitor>(rows);
-}
+std::vector<v1::Monitor> SqlStoreTransaction::all_monitors() { return all_records<v1::Monitor>(k_monitors); }
 
 // ---- alerts ----
 
@@ -217,24 +253,12 @@ void SqlStoreTransaction::upsert_alert(const v1::Alert& alert) {
   require_writable("upsert_alert");
   require_id("alert", alert.id());
   if (alert.rule_id().empty()) throw_invalid("alert", "rule_id", "is empty");
-  statement(
-      "INSERT INTO alerts (id, rule_id, state, task_id, started_unix_ms, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
-      "ON CONFLICT (id) DO UPDATE SET rule_id = excluded.rule_id, state = excluded.state, task_id = "
-      "excluded.task_id, started_unix_ms = excluded.started_unix_ms, record = excluded.record")
-      .bind(1, alert.id())
-      .bind(2, alert.rule_id())
-      .bind(3, static_cast<std::int64_t>(alert.state()))
-      .bind(4, alert.task_id())
-      .bind(5, alert.started_unix_ms())
-      .bind_blob(6, serialize_deterministic(alert))
-      .run();
+  put_record(k_alerts, alert.id(),
+             {alert.rule_id(), static_cast<std::int64_t>(alert.state()), alert.task_id(), alert.started_unix_ms()},
+             alert);
 }
 
-std::optional<v1::Alert> SqlStoreTransaction::alert(std::string_view id) {
-  auto rows = statement("SELECT record FROM alerts WHERE id = ?1");
-  rows.bind(1, id);
-  return read_one<v1::Alert>(rows);
-}
+std::optional<v1::Alert> SqlStoreTransaction::alert(std::string_view id) { return get_record<v1::Alert>(k_alerts, id); }
 
 Listing<v1::Alert> SqlStoreTransaction::list_alerts(const AlertFilter& filter) {
   SqlConditions where;
@@ -246,15 +270,8 @@ Listing<v1::Alert> SqlStoreTransaction::list_alerts(const AlertFilter& filter) {
   }
   if (!filter.rule_id.empty()) where.add("rule_id = ?", {filter.rule_id});
   if (!filter.task_id.empty()) where.add("task_id = ?", {filter.task_id});
-  const auto paging = paging_of(filter.page, filter.page_size);
-  Listing<v1::Alert> out;
-  out.total = count("SELECT COUNT(*) FROM alerts" + where.where(), where.values());
-  auto rows = statement("SELECT record FROM alerts" + where.where() +
-                        " ORDER BY started_unix_ms DESC, id DESC LIMIT ? OFFSET ?");
-  const int next = rows.bind_all(where.values());
-  rows.bind(next, paging.limit).bind(next + 1, paging.offset);
-  out.items = read_all<v1::Alert>(rows);
-  return out;
+  return list_records<v1::Alert>(k_alerts, where, "started_unix_ms DESC, id DESC",
+                                 paging_of(filter.page, filter.page_size));
 }
 
 std::vector<v1::Alert> SqlStoreTransaction::firing_alerts() {
@@ -287,9 +304,7 @@ void SqlStoreTransaction::enqueue_delivery(const v1::Delivery& delivery) {
 }
 
 std::optional<v1::Delivery> SqlStoreTransaction::delivery(std::string_view id) {
-  auto rows = statement("SELECT record FROM deliveries WHERE id = ?1");
-  rows.bind(1, id);
-  return read_one<v1::Delivery>(rows);
+  return get_record<v1::Delivery>(k_deliveries, id);
 }
 
 std::vector<v1::Delivery> SqlStoreTransaction::due_deliveries(std::int64_t now_unix_ms, int limit) {
@@ -339,15 +354,8 @@ Listing<v1::Delivery> SqlStoreTransaction::list_deliveries(const DeliveryFilter&
   }
   if (!filter.channel_id.empty()) where.add("channel_id = ?", {filter.channel_id});
   if (!filter.execution_id.empty()) where.add("execution_id = ?", {filter.execution_id});
-  const auto paging = paging_of(filter.page, filter.page_size);
-  Listing<v1::Delivery> out;
-  out.total = count("SELECT COUNT(*) FROM deliveries" + where.where(), where.values());
-  auto rows = statement("SELECT record FROM deliveries" + where.where() +
-                        " ORDER BY created_unix_ms DESC, rowid DESC LIMIT ? OFFSET ?");
-  const int next = rows.bind_all(where.values());
-  rows.bind(next, paging.limit).bind(next + 1, paging.offset);
-  out.items = read_all<v1::Delivery>(rows);
-  return out;
+  return list_records<v1::Delivery>(k_deliveries, where, "created_unix_ms DESC, rowid DESC",
+                                    paging_of(filter.page, filter.page_size));
 }
 
 std::size_t SqlStoreTransaction::purge_deliveries(std::int64_t older_than_unix_ms) {
