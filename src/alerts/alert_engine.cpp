@@ -175,6 +175,7 @@ AlertEffects AlertEngine::on_run(const AlertRunFact& fact, std::int64_t now) {
   figures.set_status(status);
   figures.set_reason(run_reason(run));
   figures.set_duration_ms(run.duration_ms());
+  figures.set_agent_id(run.agent_id());
   figures.set_output_head(alert_output_head(run.output()));
   if (!s.options.console_url.empty()) figures.set_console_url(s.options.console_url + "/runs/" + run.execution_id());
 

@@ -40,11 +40,11 @@ v1::Notification sample_notification(v1::NotificationKind kind = v1::NOTIFICATIO
   alert->set_state(kind == v1::NOTIFICATION_KIND_RESOLVED ? v1::ALERT_STATE_RESOLVED : v1::ALERT_STATE_FIRING);
   alert->set_condition(v1::ALERT_CONDITION_RUN_FAILED);
   alert->set_task_id("backup-db");
-  alert->set_agent_id("db-host-1");
   alert->set_summary("exit code 3");
   alert->set_execution_id("backup-db:1700000000000:db-host-1");
   alert->set_started_unix_ms(1'700'000'000'000);
   item->set_task_name("Database backup");
+  item->set_agent_id("db-host-1");  // the run's agent: a task alert has no agent of its own
   item->set_status(v1::EXECUTION_STATUS_FAILURE);
   item->set_reason("exit code 3");
   item->set_duration_ms(83'000);

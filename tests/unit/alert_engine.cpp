@@ -147,6 +147,8 @@ TEST_CASE("alerts: a failed run fires after group_wait and its next success send
   REQUIRE(firing.notification().items_size() == 1);
   const auto& item = firing.notification().items(0);
   CHECK(item.task_name() == "name of t1");
+  CHECK(item.agent_id() == "agent-1");  // the run's agent: messages name it
+  CHECK(item.alert().agent_id().empty());
   CHECK(item.status() == v1::EXECUTION_STATUS_FAILURE);
   CHECK(item.reason() == "exit 1");
   CHECK(item.output_head() == "line 1\nline 2\n");

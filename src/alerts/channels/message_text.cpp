@@ -68,7 +68,7 @@ ItemText item_text(const v1::NotificationItem& item, std::string_view language) 
     if (!value.empty()) out.fields.emplace_back(std::string(z ? zh_label : en_label), std::move(value));
   };
   if (!alert.task_id().empty()) add("Task", "任务", subject(item));
-  add("Agent", "执行节点", alert.agent_id());
+  add("Agent", "执行节点", !alert.agent_id().empty() ? alert.agent_id() : item.agent_id());
   add("Monitor", "监控", alert.monitor_id());
   if (item.status() != v1::EXECUTION_STATUS_UNSPECIFIED) add("Status", "状态", status_word(item.status(), language));
   add("Reason", "原因", item.reason());

@@ -21,11 +21,13 @@ std::string pagerduty_severity(v1::AlertSeverity severity) {
   }
 }
 
-/// The affected system: the first alert's task, agent or monitor.
+/// The affected system: the first alert's agent (its own, or the host its run ran on: PagerDuty
+/// prefers a host name), else its task or monitor.
 std::string source(const v1::Notification& notification) {
   for (const auto& item : notification.items()) {
     const auto& alert = item.alert();
-    if (!alert.agent_id().empty()) return "quartzflow/agent/" + alert.agent_id();
+    const auto& agent = !alert.agent_id().empty() ? alert.agent_id() : item.agent_id();
+    if (!agent.empty()) return "quartzflow/agent/" + agent;
     if (!alert.task_id().empty()) return "quartzflow/task/" + alert.task_id();
     if (!alert.monitor_id().empty()) return "quartzflow/monitor/" + alert.monitor_id();
   }
@@ -41,7 +43,7 @@ pb::Value alert_details(const v1::NotificationItem& item) {
   put("alert_id", alert.id());
   put("task_id", alert.task_id());
   put("task_name", item.task_name());
-  put("agent_id", alert.agent_id());
+  put("agent_id", !alert.agent_id().empty() ? alert.agent_id() : item.agent_id());
   put("monitor_id", alert.monitor_id());
   put("summary", alert.summary());
   if (item.status() != v1::EXECUTION_STATUS_UNSPECIFIED)
