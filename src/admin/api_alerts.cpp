@@ -16,7 +16,7 @@
 #include "../alerts/secrets.hpp"
 #include "../auth/auth_detail.hpp"
 #include "../common/clock.hpp"
-#include "../store/store_rules.hpp"  // parse_label_selector: the store's own reading of selectors
+#include "../common/label_selector.hpp"  // parse_label_selector: the store's own reading of selectors
 #include "admin_api.hpp"
 
 namespace quartzflow::detail {

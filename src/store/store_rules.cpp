@@ -72,34 +72,6 @@ std::string order_by(std::string_view requested, std::string_view fallback, std:
   return fmt::format(" ORDER BY {} {}{}, {} {}", key->expression, direction, nulls, tie_breaker, direction);
 }
 
-namespace {
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
-}  // namespace
-
-std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input) {
-  std::vector<std::pair<std::string, std::string>> out;
-  if (trim(text).empty()) return out;
-  std::size_t start = 0;
-  for (;;) {
-    const auto comma = text.find(',', start);
-    const auto length = comma == std::string_view::npos ? std::string_view::npos : comma - start;
-    const auto part = trim(text.substr(start, length));
-    const auto equals = part.find('=');
-    if (equals == std::string_view::npos || trim(part.substr(0, equals)).empty())
-      throw_invalid(input, "label_selector", fmt::format("\"{}\" is not key=value", part));
-    out.emplace_back(std::string(trim(part.substr(0, equals))), std::string(trim(part.substr(equals + 1))));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 void parse_record(std::string_view bytes, google::protobuf::MessageLite& into) {
   if (!into.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     throw error(errc::store_failed, fmt::format("store: a stored {} record does not parse", into.GetTypeName()));

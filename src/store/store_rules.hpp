@@ -17,6 +17,7 @@
 #include <quartzflow/error.hpp>
 
 #include "../common/clock.hpp"        // now_unix_ms
+#include "../common/label_selector.hpp"  // parse_label_selector (the store's filters read selectors)
 #include "../common/proto_bytes.hpp"  // serialize_deterministic
 #include "../common/text.hpp"         // lower_ascii: SQL lower() folds alike (ASCII), keywords go through it
 
@@ -68,10 +69,6 @@ struct SortKey {
  */
 std::string order_by(std::string_view requested, std::string_view fallback, std::span<const SortKey> keys,
                      std::string_view tie_breaker, std::string_view input, bool nulls_sort_high);
-
-/// `key=value[,key=value...]` (spaces around parts ignored); throws invalid_argument naming
-/// the field `label_selector` when a part is not `key=value` with a non-empty key.
-std::vector<std::pair<std::string, std::string>> parse_label_selector(std::string_view text, std::string_view input);
 
 /// Parses a stored record; throws store_failed when the bytes are not one.
 void parse_record(std::string_view bytes, google::protobuf::MessageLite& into);
