@@ -308,13 +308,15 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_only_what_was_in_flight(e
     with open(cluster.config) as f:
         config = f.read()
     bad = os.path.join(cluster.dir, "bad-console-url.yaml")
+    alerts = "alerts: {p95_refresh_seconds: 1}"  # conftest's alerts section: one per file
+    assert alerts in config
     with open(bad, "w") as f:
-        f.write(config + "alerts: {console_url: ftp://console.example}\n")
+        f.write(config.replace(alerts, "alerts: {p95_refresh_seconds: 1, console_url: ftp://console.example}"))
     refused = subprocess.run([cluster.coordinator_bin, "--config", bad], capture_output=True, text=True, timeout=30,
                              cwd=cluster.dir)
     assert refused.returncode == 2 and "alerts.console_url" in refused.stderr, refused.stderr
-    with open(cluster.config, "a") as f:
-        f.write("alerts: {console_url: http://console.example/}\n")
+    with open(cluster.config, "w") as f:
+        f.write(config.replace(alerts, "alerts: {p95_refresh_seconds: 1, console_url: http://console.example/}"))
     cluster.coordinator = cluster.start("coordinator-restarted", [cluster.coordinator_bin, "--config", cluster.config])
     wait_for(cluster.ready, 30, "the restarted coordinator's /readyz")
 

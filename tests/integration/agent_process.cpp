@@ -758,14 +758,15 @@ TEST_CASE("a shell run of an agent killed with -9 does not go on, and the restar
           "[agent][integration]") {
   TempDir side;
   const fs::path ran_file = side.path() / "ran.txt";
+  const fs::path up_file = side.path() / "up.txt";  // the sleep has its own session now
   AgentFixture fixture(fmt::format(R"(tasks:
   - name: slow
     enabled: true
     schedule: "* * * * * *"
     shell:
-      script: 'setsid sleep 3; echo "$QF_EXECUTION_ID" >> {}'
+      script: 'setsid sh -c "echo up >> {}; exec sleep 3" & wait $!; echo "$QF_EXECUTION_ID" >> {}'
 )",
-                                   ran_file.string()));
+                                   up_file.string(), ran_file.string()));
   std::string id;
   {
     auto agent = fixture.start();
@@ -779,6 +780,10 @@ TEST_CASE("a shell run of an agent killed with -9 does not go on, and the restar
           return false;
         },
         seconds{10}));
+    // Killed before the run's `setsid`, the whole run would die with the agent (a loaded
+    // machine got there first once): wait for it, and for its exec.
+    REQUIRE(wait_until([&] { return fs::exists(up_file); }, seconds{10}));
+    std::this_thread::sleep_for(std::chrono::milliseconds{300});
     agent->signal(SIGKILL);  // the agent only: its children are on their own now
     REQUIRE(agent->wait_for_exit(seconds{5}).has_value());
   }
