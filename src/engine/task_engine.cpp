@@ -1058,11 +1058,13 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
         self->on_done(finished->pending.execution_id, std::move(outcome));
       }
     };
+    // An executor set for the kind wins (set_executor replaces it, plugins too: the Python
+    // module runs its callables through one); plugins otherwise go to the C++ registry.
     Executor* chosen = nullptr;
-    if (run->config().executor_case() == v1::Task::kPlugin) {
-      chosen = plugin_executor.get();
-    } else if (auto it = executors.find(run->config().executor_case()); it != executors.end()) {
+    if (auto it = executors.find(run->config().executor_case()); it != executors.end()) {
       chosen = it->second.get();
+    } else if (run->config().executor_case() == v1::Task::kPlugin) {
+      chosen = plugin_executor.get();
     }
     if (chosen == nullptr) {
       RunOutcome outcome;

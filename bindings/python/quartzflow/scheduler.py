@@ -104,6 +104,7 @@ class Execution:
     ``cancelled``, ``skipped`` or ``missed``. ``trigger``: ``scheduled``, ``manual``,
     ``retry`` or ``misfire_catchup``. ``output``: the repr of the return value, or the
     head of the traceback of a failure (the whole one is in ``Scheduler.get_log``).
+    ``retry_of``: for a retry, the id of the job's first attempt.
     """
 
     id: str
@@ -148,7 +149,7 @@ class Execution:
             skip_reason=r["skip_reason"] if r["skip_reason"] != "unspecified" else "",
             skip_detail=r["skip_detail"],
             cancelled_by=r["cancelled_by"],
-            retry_of=r["retry_of_execution_id"],
+            retry_of=r["retry_of_execution_id"] or (r["root_execution_id"] if r["attempt"] > 1 else ""),
             params=dict(r["params"]),
         )
 
