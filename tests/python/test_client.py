@@ -23,10 +23,11 @@ def _load(name, path):
 # The API tests' cluster helpers, under a name of their own (this folder may have a conftest).
 api_helpers = _load("qf_api_conftest", os.path.join(ROOT, "tests", "api", "conftest.py"))
 
-sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+# The package as built (quartzflow with its native module in <build>/bindings/python).
+sys.path.insert(0, os.path.join(os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")), "bindings", "python"))
 try:
     from quartzflow import client as qfclient
-except ImportError:  # the package without its native module built: the client is pure Python
+except ImportError:  # built without the Python module (QF_PYTHON=OFF): the client is pure Python
     qfclient = _load("quartzflow_client", os.path.join(ROOT, "bindings", "python", "quartzflow", "client.py"))
 
 Client, ApiError, ConnectionFailed = qfclient.Client, qfclient.ApiError, qfclient.ConnectionFailed
