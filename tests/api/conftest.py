@@ -4,6 +4,7 @@
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -224,6 +225,28 @@ log_level: debug
                 p.wait()
         if self.pg is not None:
             self.pg.stop()
+        assert_no_sanitizer_reports(self.dir)
+
+
+# What AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer and ThreadSanitizer print
+# (to the process's stderr, which the clusters send to <name>.log).
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|: runtime error: ")
+
+
+def assert_no_sanitizer_reports(directory):
+    """Fails naming each log of `directory` that holds a sanitizer report, with the report's
+    first lines: a process built with -fsanitize may report and still exit 0 (TSan, a UBSan
+    build that recovers), or be killed by the test before its exit status is looked at."""
+    reports = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".log"):
+            continue
+        with open(os.path.join(directory, name), errors="replace") as f:
+            lines = f.read().splitlines()
+        at = next((i for i, line in enumerate(lines) if SANITIZER_REPORT.search(line)), None)
+        if at is not None:
+            reports.append(f"{name}:\n" + "\n".join(lines[at:at + 40]))
+    assert not reports, f"sanitizer reports (logs kept in {directory}):\n" + "\n".join(reports)
 
 
 def started_cluster():

@@ -182,6 +182,7 @@ log_level: debug
         for log in self.logs:
             log.close()
         self.pg.stop()
+        api_support.assert_no_sanitizer_reports(self.dir)
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
