@@ -236,6 +236,9 @@ def test_pause_and_resume_a_job(scheduler):
     assert wait_until(lambda: len(ran) >= 1, 5)
     scheduler.pause_job("tick")
     assert scheduler.get_job("tick").next_run_time is None
+    scheduler.modify_job("tick", name="still paused")  # a change keeps the job paused
+    assert scheduler.get_job("tick").name == "still paused"
+    assert scheduler.get_job("tick").next_run_time is None
     count = len(ran)
     time.sleep(2.2)
     assert len(ran) == count, "a paused job ran"
@@ -256,8 +259,11 @@ def test_listeners_hear_of_runs_and_errors_and_shutdown_waits(scheduler):
     def broken():
         raise KeyError("no such thing")
 
+    scheduled = []
     scheduler.add_listener(lambda e: events.append((e.code, e.job_id, type(e.exception).__name__)),
                            qfaps.EVENT_JOB_EXECUTED | qfaps.EVENT_JOB_ERROR)
+    scheduler.add_listener(lambda e: scheduled.append(e.scheduled_run_time), qfaps.EVENT_JOB_EXECUTED)
+    scheduler.add_job(lambda: None, "cron", second="*", id="every-second")
     scheduler.add_job(broken, "date", id="broken")
     scheduler.start()
     assert wait_until(lambda: (qfaps.EVENT_JOB_ERROR, "broken", "KeyError") in events, 5), events
@@ -266,6 +272,8 @@ def test_listeners_hear_of_runs_and_errors_and_shutdown_waits(scheduler):
     scheduler.shutdown(wait=True)
     assert finished.is_set(), "shutdown(wait=True) returned while a job was running"
     assert (qfaps.EVENT_JOB_EXECUTED, "slow", "NoneType") in events
+    # Events carry the time a run was due (a whole second for this cron job), not when it ran.
+    assert any(t.microsecond == 0 and t.tzinfo is not None for t in scheduled), scheduled
 
 
 def test_asyncio_scheduler_runs_coroutines_on_the_loop():

@@ -57,7 +57,15 @@ tasks:
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = api_helpers.started_cluster()
+    build = os.environ.get("QF_BUILD_DIR")
+    assert build, "QF_BUILD_DIR must name the build directory"
+    c = api_helpers.Cluster(build)
+    try:
+        c.start_all()
+    except BaseException:  # a coordinator started before the failure must not outlive the test
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
+        raise
     yield c
     c.stop()
     assert c.coordinator.returncode == 0, c.log("coordinator")[-3000:]
@@ -208,3 +216,33 @@ def test_delete_removes_the_task_and_keeps_its_history(qf):
     assert gone.value.status == 404
     assert "py-echo" not in [s["task"]["id"] for s in qf.list_tasks()]
     assert len(qf.list_executions(task_id="py-echo")) == runs_before
+
+
+def test_https_verifies_the_server_against_the_ca_file():
+    c = api_helpers.Cluster(os.environ["QF_BUILD_DIR"])
+    with open(c.config, "a") as f:
+        f.write("admin_tls: {cert_file: certs/coordinator-127.0.0.1.pem, key_file: certs/coordinator-127.0.0.1.key}\n")
+    base = f"https://127.0.0.1:{c.admin_port}"
+    ca_file = os.path.join(c.dir, "certs", "ca.pem")
+    try:
+        coordinator = c.start("coordinator", [c.coordinator_bin, "--config", c.config])
+
+        def ready():  # any answer over TLS (401 without a token) means it is up
+            try:
+                Client(base, ca_file=ca_file, timeout=2).request("GET", "/auth/me")
+            except ConnectionFailed:
+                return False
+            except ApiError as e:
+                return e.status == 401
+            return True
+
+        api_helpers.wait_for(ready, 30, "the coordinator over HTTPS")
+        qf = Client.login(base, "admin", api_helpers.ADMIN_PASSWORD, ca_file=ca_file)
+        assert isinstance(qf.list_tasks(), list)
+        with pytest.raises(ConnectionFailed, match=f"{base}: the server's certificate did not verify"):
+            Client(base, token=qf.token).list_tasks()  # the system store does not know the cluster CA
+        assert isinstance(Client(base, token=qf.token, insecure=True).list_tasks(), list)
+    finally:
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
+    assert coordinator.returncode == 0, c.log("coordinator")[-2000:]

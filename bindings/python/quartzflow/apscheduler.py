@@ -626,6 +626,7 @@ class BaseScheduler:
         ``id`` exists and ``replace_existing`` is false, ValueError for what QuartzFlow
         cannot schedule (before anything changes)."""
         func = _resolve(func)
+        keep_paused = bool(trigger_args.pop("_paused", False))  # modify_job of a paused job
         trigger = _make_trigger(trigger, trigger_args)
         if next_run_time is not undefined:
             raise ValueError("next_run_time: not supported by QuartzFlow (use a DateTrigger, or start_date)")
@@ -635,6 +636,7 @@ class BaseScheduler:
                   self._job_defaults["misfire_grace_time"] if misfire_grace_time is undefined else misfire_grace_time,
                   self._job_defaults["coalesce"] if coalesce is undefined else coalesce,
                   self._job_defaults["max_instances"] if max_instances is undefined else max_instances)
+        job.paused = keep_paused
         if not isinstance(job.max_instances, int) or job.max_instances < 1:
             raise ValueError(f"max_instances: {job.max_instances!r} is not a positive integer")
         with self._lock:
@@ -706,11 +708,8 @@ class BaseScheduler:
             values = {k: getattr(job, k) for k in ("func", "trigger", "args", "kwargs", "name",
                                                    "misfire_grace_time", "coalesce", "max_instances")}
             values.update(changes)
-            paused = job.paused
-            new = self.add_job(values.pop("func"), values.pop("trigger"), id=job_id, replace_existing=True, **values)
-            if paused:
-                self.pause_job(job_id)
-            return new
+            return self.add_job(values.pop("func"), values.pop("trigger"), id=job_id, replace_existing=True,
+                                _paused=job.paused, **values)
 
     def reschedule_job(self, job_id, jobstore=None, trigger=None, **trigger_args):
         return self.modify_job(job_id, trigger=_make_trigger(trigger, trigger_args))
@@ -757,6 +756,11 @@ class BaseScheduler:
         listeners; an exception still propagates, so QuartzFlow records a FAILURE."""
         func, args, kwargs, job_id = job.func, job.args, job.kwargs, job.id
 
+        def scheduled_time():
+            from .scheduler import current_run
+            run = current_run()
+            return run.scheduled_time if run is not None else _dt.datetime.now(_dt.timezone.utc)
+
         def executed(result, scheduled):
             self._dispatch(JobExecutionEvent(EVENT_JOB_EXECUTED, job_id, "default", scheduled, retval=result))
 
@@ -768,7 +772,7 @@ class BaseScheduler:
         if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None)):
             @functools.wraps(func)
             async def run_coroutine():
-                scheduled = _dt.datetime.now(_dt.timezone.utc)
+                scheduled = scheduled_time()
                 try:
                     result = await func(*args, **kwargs)
                 except Exception as error:
@@ -780,7 +784,7 @@ class BaseScheduler:
 
         @functools.wraps(func)
         def run():
-            scheduled = _dt.datetime.now(_dt.timezone.utc)
+            scheduled = scheduled_time()
             try:
                 result = func(*args, **kwargs)
             except Exception as error:
