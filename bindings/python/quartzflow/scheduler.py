@@ -509,10 +509,10 @@ class Scheduler:
         use ``await aclose()`` there. Idempotent; jobs stay registered, ``start()`` again
         resumes them."""
         with self._lock:
-            if not self._running:
+            engine = self._engine  # kept (closed) so that the history stays readable
+            if not self._running and (engine is None or engine.closed):
                 return
             self._running = False
-            engine = self._engine  # kept (closed) so that the history stays readable
             pool, self._pool = self._pool, None
             private_loop, self._private_loop = self._private_loop, None
             private_thread, self._private_loop_thread = self._private_loop_thread, None
@@ -796,6 +796,7 @@ class Scheduler:
         if self._engine is None or self._engine.closed:
             engine = _native.Engine(self._db_path, self._tz_name, self._agent_id, self._full_logs_per_task,
                                     self._retention_hours, 10 * 1024, self._dispatch)
+            _live_schedulers.add(self)  # closed at exit, started or not
             engine.set_listener(self._on_final)
             if self._jobs:
                 refused = engine.update([self._job_spec(j) for j in self._jobs.values()], [])

@@ -345,9 +345,10 @@ struct Core : std::enable_shared_from_this<Core> {
   std::atomic<bool> python_calls{true};  // false once stopping: the io thread calls no Python
   std::mutex state_mutex;
   bool started = false;
-  bool closed = false;
-  PyRef runner;    // runner(job_id, execution_id, attempt, scheduled, params, handle)
-  PyRef listener;  // listener(execution: dict) on final states; read and written under the GIL
+  bool closing = false;  // close() has begun
+  bool closed = false;   // the loop is stopped: call() refuses
+  PyRef runner;          // runner(job_id, execution_id, attempt, scheduled, params, handle)
+  PyRef listener;        // listener(execution: dict) on final states; read and written under the GIL
   std::atomic<bool> has_listener{false};
 
   bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id; }
@@ -357,13 +358,15 @@ struct Core : std::enable_shared_from_this<Core> {
   auto call(Fn fn) -> decltype(fn()) {
     using R = decltype(fn());
     if (on_io_thread()) return fn();
-    {
-      std::lock_guard lock(state_mutex);
-      if (closed) throw std::runtime_error("the scheduler is shut down");
-    }
     std::packaged_task<R()> task(std::move(fn));
     auto result = task.get_future();
-    asio::post(io, [&task] { task(); });
+    {
+      // Posted under the lock that close() sets `closed` with: the work is either refused or
+      // queued before the loop stops (close runs what is left).
+      std::lock_guard lock(state_mutex);
+      if (closed) throw std::runtime_error("the scheduler is shut down");
+      asio::post(io, [&task] { task(); });
+    }
     py::gil_scoped_release unlocked;
     return result.get();
   }
@@ -632,7 +635,8 @@ class Engine {
       throw std::runtime_error("shut the scheduler down from another thread than its listener");
     {
       std::lock_guard lock(core_->state_mutex);
-      if (core_->closed || !core_->thread.joinable()) return;
+      if (core_->closing || !core_->thread.joinable()) return;  // closed, or closing on another thread
+      core_->closing = true;
     }
     const auto grace_s = std::chrono::seconds{static_cast<std::int64_t>(std::ceil(std::max(0.0, grace)))};
     {
@@ -649,6 +653,10 @@ class Engine {
       core_->work.reset();
       core_->io.stop();
       core_->thread.join();
+      // Work a call() queued while the loop was stopping: run it here, so that its caller
+      // does not wait forever.
+      core_->io.restart();
+      core_->io.poll();
       // The store stays open for reads (history after shutdown); it closes with the Core.
       core_->engine.reset();
     }
