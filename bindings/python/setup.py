@@ -6,7 +6,8 @@ libraries (protobuf, fmt, spdlog, SQLite, date-tz) of the same platform.
 
 Environment: QUARTZFLOW_CMAKE_BUILD_DIR reuses a configured build tree (e.g. ../../build)
 instead of configuring one in setuptools' temporary directory; CMAKE_BUILD_PARALLEL_LEVEL
-bounds the jobs (default 2); QUARTZFLOW_CMAKE_ARGS adds arguments to the configure step.
+bounds the jobs (default 2); QUARTZFLOW_CMAKE_ARGS adds arguments to the configure step;
+QUARTZFLOW_STRIP=0 keeps the debug information.
 """
 
 import os
@@ -57,6 +58,9 @@ class CMakeBuild(build_ext):
         target = Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built[-1], target)
+        # A RelWithDebInfo tree (reused) makes a 50 MB module; the wheel needs no debug info.
+        if shutil.which("strip") and os.environ.get("QUARTZFLOW_STRIP", "1") != "0":
+            subprocess.run(["strip", "--strip-debug", str(target)], check=True)
 
 
 setup(

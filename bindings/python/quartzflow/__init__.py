@@ -10,6 +10,9 @@
   run recorded in its LocalStore (history, logs, daily statistics).
 - ``quartzflow.InvalidSchedule``: the ValueError raised for a refused schedule or setting,
   with ``field`` and ``reason``.
+- ``quartzflow.Client``: the admin API of a qf-coordinator, for scripts and CI
+  (``quartzflow.client``); ``quartzflow.apscheduler``: APScheduler 3.x calls over
+  ``quartzflow.Scheduler``.
 
 ``quartzflow.__version__`` is the version of the C++ library the module was built from.
 """
@@ -17,6 +20,7 @@
 from ._errors import InvalidSchedule
 from . import _native
 from . import cron
+from .client import ApiError, Client, ConnectionFailed
 from .cron import CronExpression
 from .schedule import Fire, Schedule
 from .scheduler import (
@@ -49,4 +53,7 @@ __all__ = [
     "SchedulerNotRunning",
     "JobLookupError",
     "ConflictingIdError",
+    "Client",
+    "ApiError",
+    "ConnectionFailed",
 ]
