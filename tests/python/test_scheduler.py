@@ -49,7 +49,7 @@ def test_a_cron_job_runs_on_time_on_a_worker_thread(scheduler):
     for run in runs:
         assert run.scheduled_time.microsecond == 0 and run.trigger == "scheduled"
         lateness = (run.start_time - run.scheduled_time).total_seconds()
-        assert 0 <= lateness < 0.5, lateness
+        assert 0 <= lateness < 0.75, lateness  # (typically a few ms; room for a loaded CI machine)
         assert str(run.scheduled_time.tzinfo) == "Europe/Paris"
     assert (runs[1].scheduled_time - runs[0].scheduled_time) == dt.timedelta(seconds=1)
     assert all(name.startswith("quartzflow-worker") for _, name in seen)
@@ -250,3 +250,25 @@ def test_interpreter_exit_with_a_running_scheduler(tmp_path):
     runs = {r.job_id: r for r in reopened.get_executions() if r.job_id in ("sleepy", "ticking")}
     assert {k: (v.status, "shutdown" in v.error) for k, v in runs.items()} == {
         "sleepy": ("cancelled", True), "ticking": ("cancelled", True)}
+
+
+def test_misfires_after_a_restart_follow_the_policy(tmp_path):
+    db = str(tmp_path / "misfire.db")
+    first = Scheduler(db_path=db)
+    first.add_job(lambda: None, "cron", expr="* * * * * *", id="tick", misfire_policy="fire_once")
+    first.start()
+    assert wait_until(lambda: first.get_executions("tick", status="success"), 3)
+    first.shutdown()
+    time.sleep(2.5)  # two or three fires fall due while nothing runs
+    second = Scheduler(db_path=db)
+    second.add_job(lambda: None, "cron", expr="* * * * * *", id="tick", misfire_policy="fire_once")
+    second.start()
+    assert wait_until(lambda: second.get_executions("tick", status="missed"), 3)
+    second.shutdown()
+    runs = second.get_executions("tick", newest_first=False)
+    catch_up = [r for r in runs if r.trigger == "misfire_catchup"]
+    assert len(catch_up) == 1 and catch_up[0].status == "success"
+    missed = [r for r in runs if r.status == "missed"]
+    # fire_once runs the latest owed fire and records the others MISSED, each once.
+    assert missed and all(m.scheduled_time < catch_up[0].scheduled_time for m in missed)
+    assert len({r.scheduled_time for r in runs}) == len(runs)
