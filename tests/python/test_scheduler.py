@@ -81,6 +81,7 @@ def test_coroutine_jobs_run_on_the_application_loop(tmp_path):
 
 def test_an_exception_becomes_failure_with_its_traceback_in_the_log(scheduler):
     def broken_job(n):
+        quartzflow.current_run().log("step", 1, "of", n)
         raise ValueError(f"boom {n}")
 
     async def broken_coroutine():
@@ -93,7 +94,8 @@ def test_an_exception_becomes_failure_with_its_traceback_in_the_log(scheduler):
     run = scheduler.wait_for(scheduler.run_job("broken"), 5)
     assert (run.status, run.error, run.failure_reason) == ("failure", "ValueError: boom 7", "exception")
     log = scheduler.get_log(run.id)
-    assert log.startswith("Traceback (most recent call last):")
+    assert log.startswith("step 1 of 7\nTraceback (most recent call last):")
+    assert run.output == log  # the head of the log (all of it, here)
     assert "in broken_job" in log and 'raise ValueError(f"boom {n}")' in log and log.rstrip().endswith("boom 7")
     coro_run = scheduler.wait_for(scheduler.run_job("broken-coro"), 5)
     assert coro_run.status == "failure" and coro_run.error == "KeyError: 'missing'"

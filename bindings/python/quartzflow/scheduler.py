@@ -102,8 +102,9 @@ class Execution:
 
     ``status``: ``pending``, ``running``, ``success``, ``failure``, ``timeout``,
     ``cancelled``, ``skipped`` or ``missed``. ``trigger``: ``scheduled``, ``manual``,
-    ``retry`` or ``misfire_catchup``. ``output``: the repr of the return value, or the
-    head of the traceback of a failure (the whole one is in ``Scheduler.get_log``).
+    ``retry`` or ``misfire_catchup``. ``output``: the head (10 KB) of the run's log: the
+    lines of ``current_run().log()``, then the repr of the return value or the traceback of
+    the exception (the whole log: ``Scheduler.get_log``).
     ``retry_of``: for a retry, the id of the job's first attempt.
     """
 
@@ -203,6 +204,16 @@ class RunInfo:
     attempt: int
     scheduled_time: _dt.datetime
     params: Dict[str, str]
+    _lines: List[str] = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    def log(self, *parts: Any) -> None:
+        """Adds a line (the parts joined by spaces) to the run's log, which is recorded with
+        the run (``Scheduler.get_log``, the head in ``Execution.output``) before the
+        result's repr or the traceback. Thread-safe."""
+        self._lines.append(" ".join(str(p) for p in parts) + "\n")
+
+    def _output(self, tail: str) -> str:
+        return "".join(self._lines) + tail
 
 
 _current_run: contextvars.ContextVar[Optional[RunInfo]] = contextvars.ContextVar("quartzflow_run", default=None)
@@ -944,9 +955,9 @@ class Scheduler:
             if inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
         except BaseException as exc:  # noqa: B902 - every failure is the job's outcome
-            handle.finish("failure", _format_traceback(exc), _describe_exception(exc), "exception")
+            handle.finish("failure", run._output(_format_traceback(exc)), _describe_exception(exc), "exception")
         else:
-            handle.finish("success", _result_output(result))
+            handle.finish("success", run._output(_result_output(result)))
         finally:
             _current_run.reset(token)
 
@@ -960,7 +971,7 @@ class Scheduler:
             coro = context.run(job.func, *job.args, **job.kwargs)
             task = loop.create_task(coro, context=context)
         except BaseException as exc:  # noqa: B902
-            handle.finish("failure", _format_traceback(exc), _describe_exception(exc), "exception")
+            handle.finish("failure", run._output(_format_traceback(exc)), _describe_exception(exc), "exception")
             return
         self._tasks.add(task)
 
@@ -972,18 +983,18 @@ class Scheduler:
 
         if not handle.set_stop_callback(stop):
             task.cancel()
-        task.add_done_callback(functools.partial(self._coroutine_done, handle))
+        task.add_done_callback(functools.partial(self._coroutine_done, handle, run))
 
-    def _coroutine_done(self, handle: "_native.RunHandle", task: "asyncio.Task[Any]") -> None:
+    def _coroutine_done(self, handle: "_native.RunHandle", run: RunInfo, task: "asyncio.Task[Any]") -> None:
         self._tasks.discard(task)
         if task.cancelled():
-            handle.finish("cancelled", "", "the coroutine was cancelled", "cancelled")
+            handle.finish("cancelled", run._output(""), "the coroutine was cancelled", "cancelled")
             return
         exc = task.exception()
         if exc is not None:
-            handle.finish("failure", _format_traceback(exc), _describe_exception(exc), "exception")
+            handle.finish("failure", run._output(_format_traceback(exc)), _describe_exception(exc), "exception")
         else:
-            handle.finish("success", _result_output(task.result()))
+            handle.finish("success", run._output(_result_output(task.result())))
 
     def _coroutines_running(self) -> bool:
         return any(not t.done() for t in list(self._tasks))
