@@ -77,6 +77,18 @@ std::optional<ApiFailure> parse_body(std::string_view body, google::protobuf::Me
 /// repetition. Unknown names and bad values are refused naming the parameter.
 std::optional<ApiFailure> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
                                       google::protobuf::Message& out);
+
+/// Another name a query parameter is accepted under, so a client written from the
+/// requirements' section 8 works unchanged (`client_id` for `agent_id`). A `time` alias of an
+/// int64 unix-ms field also takes RFC 3339 text (`2025-01-10T02:00:00Z`).
+struct QueryAlias {
+  std::string_view message;  ///< full name of the request message
+  std::string_view alias;    ///< the other name
+  std::string_view field;    ///< the field it sets
+  bool time = false;
+};
+/// Every alias parse_query accepts (listed in the OpenAPI document too).
+const std::vector<QueryAlias>& query_aliases();
 /// A library error (errc + ValidationError) as an API failure.
 ApiFailure failure_of(error_code ec, const ValidationError& error, std::string_view fallback = {});
 

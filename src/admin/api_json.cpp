@@ -18,6 +18,8 @@
 #include <google/protobuf/util/type_resolver.h>
 #include <google/protobuf/util/type_resolver_util.h>
 
+#include <quartzflow/time.hpp>
+
 #include "../common/enum_names.hpp"
 #include "../common/json_text.hpp"
 #include "../common/text.hpp"
@@ -302,13 +304,41 @@ std::optional<ApiFailure> parse_body(std::string_view body, google::protobuf::Me
   return std::nullopt;
 }
 
+const std::vector<QueryAlias>& query_aliases() {
+  static const std::vector<QueryAlias> aliases{
+      {"quartzflow.v1.ListExecutionsRequest", "client_id", "agent_id"},
+      {"quartzflow.v1.ListExecutionsRequest", "start_time", "from_unix_ms", true},
+      {"quartzflow.v1.ListExecutionsRequest", "end_time", "to_unix_ms", true},
+      {"quartzflow.v1.StatsQuery", "client_id", "agent_id"},
+      {"quartzflow.v1.StatsQuery", "date_range", "range"},
+      {"quartzflow.v1.StatsQuery", "start_time", "from_unix_ms", true},
+      {"quartzflow.v1.StatsQuery", "end_time", "to_unix_ms", true},
+  };
+  return aliases;
+}
+
 std::optional<ApiFailure> parse_query(const std::vector<std::pair<std::string, std::string>>& query,
                                       google::protobuf::Message& out) {
   const auto* descriptor = out.GetDescriptor();
-  for (const auto& [name, value] : query) {
+  for (const auto& [name, given] : query) {
     const auto* field = descriptor->FindFieldByName(name);
+    std::string value = given;
     std::optional<std::string> why;
-    if (!field) why = "unknown query parameter";
+    if (!field) {
+      for (const auto& alias : query_aliases())
+        if (alias.message == descriptor->full_name() && alias.alias == name) {
+          field = descriptor->FindFieldByName(std::string(alias.field));
+          std::int64_t ms = 0;
+          if (alias.time && !parse_integer(std::string_view(value), ms)) {
+            if (auto at = parse_rfc3339(value))
+              value =
+                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(at->time_since_epoch()).count());
+            else why = "must be RFC 3339 (2025-01-10T02:00:00Z) or unix milliseconds";
+          }
+        }
+    }
+    if (why) field = nullptr;
+    else if (!field) why = "unknown query parameter";
     else if (!field->is_repeated() && out.GetReflection()->HasField(out, field)) why = "given more than once";
     else why = set_field(out, *field, value);
     if (why)

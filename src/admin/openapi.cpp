@@ -128,7 +128,22 @@ std::string AdminApi::openapi_json() const {
       for (int i = 0; i < route.input->field_count(); ++i) {
         const auto& f = *route.input->field(i);
         if (f.cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) continue;  // not expressible as a query
-        *params.add_values() = parameter(f.name(), "query", field_schema(f, needed), false);
+        auto param = parameter(f.name(), "query", field_schema(f, needed), false);
+        if (f.cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM)
+          field(param, "description") =
+              text("A value name, its short form without the prefix, or its number (" + f.name() + "=1)");
+        *params.add_values() = std::move(param);
+      }
+      // Other names of parameters (the requirements' section 8), e.g. client_id for agent_id.
+      for (const auto& alias : query_aliases()) {
+        if (alias.message != route.input->full_name()) continue;
+        const auto* f = route.input->FindFieldByName(std::string(alias.field));
+        if (!f) continue;
+        auto param = parameter(std::string(alias.alias), "query",
+                               alias.time ? object({{"type", text("string")}}) : field_schema(*f, needed), false);
+        field(param, "description") = text(
+            "Alias of " + f->name() + (alias.time ? ": RFC 3339 (2025-01-10T02:00:00Z) or unix milliseconds" : ""));
+        *params.add_values() = std::move(param);
       }
     } else if (route.input) {
       needed.insert(route.input);
