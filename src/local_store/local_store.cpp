@@ -696,10 +696,11 @@ struct LocalStore::Impl {
         .bind(3, static_cast<std::int64_t>(v1::EXECUTION_STATUS_RUNNING));
     if (!executions.run(ec)) return;
     op.purged = static_cast<std::uint64_t>(write_db.changes());
-    auto logs = write_db.prepare(
-        "DELETE FROM logs WHERE scheduled_unix_ms < ?1 OR execution_id NOT IN (SELECT execution_id FROM executions)",
-        ec);
-    if (ec || !logs.bind(1, cutoff_ms).run(ec)) return;
+    // The logs of the records just deleted. An old record that stayed (unfinished, or not yet
+    // acknowledged by a coordinator, which may still ask for its full log) keeps its log.
+    auto logs =
+        write_db.prepare("DELETE FROM logs WHERE execution_id NOT IN (SELECT execution_id FROM executions)", ec);
+    if (ec || !logs.run(ec)) return;
     auto stats = write_db.prepare("DELETE FROM daily_stats WHERE date < ?1", ec);
     if (ec) return;
     stats.bind(1, local_day(zone, cutoff_ms).date).run(ec);

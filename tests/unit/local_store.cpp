@@ -694,6 +694,49 @@ TEST_CASE("purge keeps records the coordinator has not acknowledged yet", "[loca
   CHECK(get(*store, unacked.execution_id()));  // still owed to the coordinator
 }
 
+TEST_CASE("purge keeps an old record that never reached the coordinator with its log until it is acknowledged",
+          "[local_store]") {
+  boost::asio::io_context io;
+  auto options = memory_options();
+  options.retention = std::chrono::hours{48};
+  auto store = open_store(io, options);
+  const auto old_ms = unix_ms("2026-03-01T12:00:00Z");
+  const auto unsynced = make_record("t", old_ms, v1::EXECUTION_STATUS_SUCCESS, old_ms, 1);
+  REQUIRE_FALSE(record(io, *store, unsynced, "log the coordinator has not read"));
+  const auto purge = [&](const char* at) {
+    std::optional<qf::error_code> done;
+    std::uint64_t purged = 0;
+    store->async_purge(instant_of(unix_ms(at)), [&](qf::error_code ec, std::uint64_t n) {
+      done = ec;
+      purged = n;
+    });
+    io.restart();
+    io.run_for(std::chrono::seconds(10));
+    REQUIRE(done);
+    REQUIRE_FALSE(*done);
+    return purged;
+  };
+  // Weeks past the retention (an agent cut off from its coordinator): nothing goes.
+  CHECK(purge("2026-03-10T12:00:00Z") == 0);
+  CHECK(purge("2026-04-30T12:00:00Z") == 0);
+  qf::error_code ec;
+  CHECK(get(*store, unsynced.execution_id()));
+  CHECK(store->full_log(unsynced.execution_id(), ec) == std::optional<std::string>("log the coordinator has not read"));
+  const auto queue = store->unsynced(10, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(queue.size() == 1);
+  CHECK(queue[0].execution_id() == unsynced.execution_id());
+  // Once the coordinator acknowledges it, the next purge removes the record and its log.
+  std::optional<qf::error_code> marked;
+  store->async_mark_synced({unsynced.execution_id()}, [&](qf::error_code e) { marked = e; });
+  io.restart();
+  io.run_for(std::chrono::seconds(10));
+  REQUIRE(marked);
+  CHECK(purge("2026-04-30T12:00:00Z") == 1);
+  CHECK_FALSE(get(*store, unsynced.execution_id()));
+  CHECK_FALSE(store->full_log(unsynced.execution_id(), ec));
+}
+
 TEST_CASE("a read-only store reads while a writer has the file open", "[local_store]") {
   TempDir dir;
   boost::asio::io_context io;
