@@ -13,6 +13,8 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <quartzflow/local_store.hpp>
+#include <quartzflow/schedule.hpp>
+#include <quartzflow/task.hpp>
 
 #include "commands.hpp"
 #include "common/enum_names.hpp"  // src/: the short names YAML, the API and qfctl share
@@ -41,6 +43,9 @@ struct LocalArgs {
   // logs
   std::string execution_id;
   bool last = false;
+  // tasks
+  std::size_t count = 3;
+  std::string after;
 };
 
 /// The store, opened read-only; a missing one is a clear error.
@@ -304,6 +309,98 @@ void run_export(const LocalArgs& args) {
   std::cout << to_json(file);
 }
 
+/// The tasks the agent holds (its cached configuration) and their next fires: what will run
+/// on this host even while its coordinator is unreachable.
+void run_tasks(const LocalArgs& args) {
+  auto open = open_store(args);
+  qf::error_code ec;
+  const auto config = open->store->cached_config(ec);
+  if (ec) throw CommandFailure{k_exit_failure, "reading the cached configuration failed: " + ec.message()};
+  qf::Instant after = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  if (!args.after.empty()) {
+    const auto parsed = qf::parse_rfc3339(args.after);
+    if (!parsed)
+      throw CommandFailure{
+          k_exit_invalid_input,
+          fmt::format("--after: \"{}\" is not an RFC 3339 instant such as 2026-11-25T08:00:00Z", args.after)};
+    after = *parsed;
+  }
+  const auto* zone = zone_of(args);
+  const auto local_text = [&](qf::Instant t) { return date::format("%F %T %Z", date::make_zoned(zone, t)); };
+
+  struct Row {
+    const qf::v1::Task* task;
+    std::string schedule;
+    std::string state;  // enabled, disabled, or why its schedule is unusable
+    std::optional<qf::Instant> last;
+    std::vector<qf::Instant> next;
+  };
+  std::vector<Row> rows;
+  for (const auto& task : config.tasks) {
+    Row row{&task, "", task.enabled() ? "enabled" : "disabled", {}, {}};
+    if (auto last = open->store->last_scheduled(task.id(), ec); !ec) row.last = last;
+    qf::ValidationError why;
+    const auto schedule = qf::Schedule::create(qf::schedule_spec_from_proto(task.schedule()), task.name(), ec, &why);
+    if (!schedule) {
+      row.state = "invalid schedule: " + (why.reason.empty() ? ec.message() : why.message());
+      ec.clear();
+    } else {
+      row.schedule = schedule->describe();
+      if (task.enabled()) {
+        qf::ScheduleState state;
+        state.last_scheduled = row.last;
+        qf::Instant from = after;
+        for (std::size_t i = 0; i < args.count; ++i) {
+          const auto fire = schedule->next(from, state);
+          if (!fire) break;
+          row.next.push_back(fire->start_at);
+          from = fire->scheduled;
+          state.last_scheduled = fire->scheduled;
+          ++state.runs;
+        }
+      }
+    }
+    rows.push_back(std::move(row));
+  }
+
+  if (args.json) {
+    pb::Struct out;
+    auto& fields = *out.mutable_fields();
+    fields["config_version"].set_number_value(static_cast<double>(config.version));
+    fields["after"].set_string_value(qf::format_rfc3339(after));
+    auto* list = fields["tasks"].mutable_list_value();
+    for (const auto& row : rows) {
+      auto& t = *list->add_values()->mutable_struct_value()->mutable_fields();
+      t["id"].set_string_value(row.task->id());
+      t["name"].set_string_value(row.task->name());
+      t["enabled"].set_bool_value(row.task->enabled());
+      t["schedule"].set_string_value(row.schedule);
+      t["state"].set_string_value(row.state);
+      if (row.last) t["last_scheduled"].set_string_value(qf::format_rfc3339(*row.last));
+      else t["last_scheduled"].set_null_value(pb::NULL_VALUE);
+      auto* next = t["next_fires"].mutable_list_value();
+      for (const auto& fire : row.next) next->add_values()->set_string_value(qf::format_rfc3339(fire));
+    }
+    std::cout << to_json(out);
+    return;
+  }
+  std::cout << fmt::format("{} task(s) held by the agent (cached configuration version {}), fires after {} ({})\n",
+                           rows.size(), config.version, local_text(after), args.time_zone);
+  if (rows.empty()) {
+    std::cout << "no tasks are cached: the agent has not received a configuration yet\n";
+    return;
+  }
+  Table table({"TASK", "ID", "SCHEDULE", "STATE", "LAST FIRE", "NEXT FIRES"});
+  for (const auto& row : rows) {
+    std::string next;
+    for (const auto& fire : row.next) next += (next.empty() ? "" : ", ") + local_text(fire);
+    if (next.empty()) next = !row.task->enabled() || row.schedule.empty() ? "-" : "none (manual or finished)";
+    table.add(
+        {row.task->name(), row.task->id(), row.schedule, row.state, row.last ? local_text(*row.last) : "-", next});
+  }
+  table.print(std::cout);
+}
+
 }  // namespace
 
 void add_local_commands(CLI::App& app) {
@@ -334,6 +431,15 @@ void add_local_commands(CLI::App& app) {
   logs->add_option("--task-id", args->task_id, "with --last: the task's latest run");
   logs->add_flag("--last", args->last, "the latest run of --task-id");
   logs->callback([args] { run_logs(*args); });
+
+  auto* tasks =
+      local->add_subcommand("tasks", "the tasks the agent holds and their next fires (no coordinator needed)");
+  tasks->add_option("--count", args->count, "next fires shown per task")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  tasks->add_option("--after", args->after, "fires after this RFC 3339 instant (default now)");
+  tasks->add_flag("--json", args->json, "JSON for scripts");
+  tasks->callback([args] { run_tasks(*args); });
 
   auto* exp = local->add_subcommand("export", "a day as JSON: executions and daily stats");
   exp->add_option("--date", args->date, "YYYY-MM-DD (default today)");
