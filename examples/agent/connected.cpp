@@ -40,6 +40,7 @@
 #include "../common/readable.hpp"
 #include "agent_metrics.hpp"
 
+#include "enrol.hpp"
 namespace quartzflow::examples {
 
 namespace asio = boost::asio;
@@ -320,6 +321,12 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
                  settings->agent_id, settings->coordinators.size(), settings->coordinators.front().first,
                  store_options.path);
 
+  notify_ready(notify_socket, "running; connecting to " + settings->coordinators.front().first);
+
+  // An enrolled agent renews its certificate before it expires; the connector takes the new
+  // pair at its next connection, the open one goes on.
+  CertificateRenewal renewal(io, config, config_file);
+  renewal.start();
   // Retention: purge at start and then daily (synced records only).
   asio::steady_timer purge_timer(io);
   std::function<void()> purge = [&] {
@@ -349,6 +356,7 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
     reload_signal.cancel();
     purge_timer.cancel();
     dispatcher.stop();
+    renewal.stop();
     engine.stop(std::chrono::seconds{shutdown_grace_seconds}, [&] {
       // The session closes once the last results are acknowledged (a drain): wait for it, a
       // bounded time, so that the coordinator sees a goodbye rather than a silent peer.

@@ -25,6 +25,8 @@
 
 #include "agent_metrics.hpp"
 #include "connected.hpp"
+#include "enrol.hpp"
+#include "../common/service.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -107,6 +109,15 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace", shutdown_grace, "seconds running tasks get on SIGTERM")
       ->check(CLI::Range(0, 3600))->capture_default_str();
   app.set_version_flag("--version", qf::version);
+  qf::examples::JoinOptions join;
+  app.add_option("--join", join.url,
+                 "enrol first: the coordinator's admin URL (https://host:port); writes the key, the certificate "
+                 "and the configuration (--config), then runs");
+  app.add_option("--token", join.token, "with --join: the join token (qfctl token create --enrol)");
+  app.add_option("--ca", join.ca_file,
+                 "with --join: CA file that verifies the admin endpoint (default: the cluster CA, checked against "
+                 "the hash in the token)");
+  app.add_option("--agent-id", join.agent_id, "with --join: the agent id to ask for (default: the coordinator picks)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -114,6 +125,15 @@ int main(int argc, char** argv) {
   }
 
   // Each running shell task holds three descriptors (two pipes and a pidfd): allow many.
+  if (!join.url.empty() || !join.token.empty()) {
+    if (join.url.empty() || join.token.empty()) {
+      std::cerr << "qf-agent: --join and --token go together\n";
+      return k_exit_invalid_config;
+    }
+    join.config_file = config_file;
+    if (const int status = qf::examples::join_cluster(join); status != 0) return status;
+  }
+
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
     files.rlim_cur = files.rlim_max;

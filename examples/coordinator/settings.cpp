@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include <unistd.h>
 
@@ -13,6 +15,8 @@
 #include <fmt/format.h>
 
 #include <quartzflow/alert_secrets.hpp>
+#include <quartzflow/certs.hpp>
+#include <quartzflow/enrolment.hpp>
 #include <quartzflow/log.hpp>
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
@@ -46,6 +50,56 @@ std::string set_catalog_poll_interval(const v1::CoordinatorConfig& config, Coord
 
 /// Several coordinators: the lease and the addresses the others show. `{field, reason}` of a
 /// refused value, or an empty field.
+/// Agent enrolment: the cluster CA's key (with agent_tls.ca_file) signs joining agents'
+/// requests. `{field, reason}` of a refused value, or an empty field.
+template <typename Resolve>
+std::pair<std::string, std::string> set_enrolment(const v1::CoordinatorEnrolmentConfig& config,
+                                                  CoordinatorSettings& settings, const Resolve& resolve) {
+  auto& enrolment = settings.admin.enrolment;
+  enrolment.agent_port = settings.agent_listen.port;
+  if (config.ca_key_file().empty()) {
+    if (config.certificate_validity_seconds() != 0 || config.advertise_agent_addresses_size() != 0)
+      return {"enrolment.ca_key_file", "is required with the other enrolment settings"};
+    return {};
+  }
+  auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const auto key_path = resolve(config.ca_key_file());
+  if (auto why = unreadable_reason(key_path); !why.empty())
+    return {"enrolment.ca_key_file", fmt::format("cannot read {}: {}", key_path.string(), why)};
+  std::string warning;
+  if (auto problem = key_file_permission_problem(key_path.string(), warning))
+    return {"enrolment.ca_key_file", *problem};
+  enrolment.ca_key_pem = read(key_path);
+  enrolment.ca_cert_pem = read(settings.quic.tls.ca_file);
+  const auto validity = config.certificate_validity_seconds();
+  if (validity != 0 && (validity < 10 || validity > 315'360'000))
+    return {"enrolment.certificate_validity_seconds", fmt::format("{} is out of range 10-315360000", validity)};
+  if (validity != 0) enrolment.certificate_validity = std::chrono::seconds{validity};
+  // A trial signature: a key that is not the CA's is refused now, not at the first join.
+  KeyAndRequest probe;
+  SignedAgentCertificate signed_probe;
+  std::string detail;
+  if (make_key_and_request("probe", probe, detail) ||
+      sign_agent_request(enrolment.ca_cert_pem, enrolment.ca_key_pem, probe.csr_pem, "probe", std::chrono::seconds{60},
+                         signed_probe, detail))
+    return {"enrolment.ca_key_file", fmt::format("{} with agent_tls.ca_file: {}", key_path.string(), detail)};
+  std::string reason;
+  for (int i = 0; i < config.advertise_agent_addresses_size(); ++i) {
+    if (!parse_host_port(config.advertise_agent_addresses(i), true, reason))
+      return {fmt::format("enrolment.advertise_agent_addresses[{}]", i),
+              fmt::format("\"{}\": {}", config.advertise_agent_addresses(i), reason)};
+    enrolment.agent_addresses.push_back(config.advertise_agent_addresses(i));
+  }
+  const auto& host = settings.agent_listen.host;
+  if (enrolment.agent_addresses.empty() && host != "0.0.0.0" && host != "::")
+    enrolment.agent_addresses.push_back(fmt::format(
+        "{}:{}", host.find(':') != std::string::npos ? "[" + host + "]" : host, settings.agent_listen.port));
+  return {};
+}
+
 std::pair<std::string, std::string> set_cluster(const v1::ClusterConfig& cluster, const CoordinatorSettings& settings,
                                                 bool has_configured_id, bool https, ClusterOptions& options) {
   // The lease holder's id must be unique among the coordinators: the configured id, else the
@@ -149,6 +203,8 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
 
   auto& dispatcher = settings.options.dispatcher;
   dispatcher.coordinator_id = config.coordinator_id().empty() ? system_host_name() : config.coordinator_id();
+  if (auto why = set_enrolment(config.enrolment(), settings, resolve); !why.first.empty())
+    return fail(why.first, why.second);
   if (config.heartbeat_interval_seconds() > 3600)
     return fail("heartbeat_interval_seconds", fmt::format("{} is out of range 1-3600", config.heartbeat_interval_seconds()));
   if (config.heartbeat_interval_seconds() > 0)

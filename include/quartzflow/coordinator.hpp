@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,11 @@ class Coordinator {
   /// Catalog::batch_tasks, then each change reaches the scheduler and the agents.
   void batch_tasks(std::vector<std::string> task_ids, v1::BatchTaskAction action, Actor actor,
                    std::function<void(CatalogResult<BatchTaskOutcome>)> done);
+  /// Agent revocation: connections presenting one of these certificates (SHA-256 of the
+  /// DER, hex) are refused from now on, and open sessions on one end now.
+  void set_revoked_certificates(std::set<std::string> sha256);
+  /// SHA-256 (hex) of an online agent's session certificate; empty when not online here.
+  std::string session_certificate_sha256(const std::string& agent_id) const;
   /// Catalog::delete_agent; also refused (errc::conflict) while the agent has a session here.
   void delete_agent(std::string agent_id, Actor actor, Catalog::DoneHandler done);
 

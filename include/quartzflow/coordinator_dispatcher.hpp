@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -141,6 +142,13 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   void lead();
   bool standing_by() const noexcept;
 
+  /**
+   * Certificates refused from now on, by the SHA-256 (hex) of their DER (agent revocation):
+   * a connection presenting one is closed at accept, and open sessions on one end now.
+   */
+  void set_revoked_certificates(std::set<std::string> sha256);
+  /// SHA-256 (hex) of the certificate of an online agent's session; empty when not online.
+  std::string session_certificate_sha256(const std::string& agent_id) const;
   /// Agent ids with an open, registered session.
   std::vector<std::string> online_agents() const;
   /// True when an online agent holds the execution (it was routed there, or the agent

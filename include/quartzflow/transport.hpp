@@ -50,6 +50,8 @@ class Connection {
   /// Who the peer proved to be (its certificate's common name); empty when the transport
   /// does not authenticate peers (the in-process link).
   virtual std::string peer_identity() const { return {}; }
+  /// SHA-256 (lower-case hex) of the peer's certificate (DER); empty without one.
+  virtual std::string peer_certificate_sha256() const { return {}; }
 };
 
 using AcceptHandler = std::function<void(std::shared_ptr<Connection>)>;

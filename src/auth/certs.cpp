@@ -30,6 +30,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "certs_detail.hpp"
+
 namespace quartzflow {
 namespace {
 
@@ -39,7 +41,7 @@ constexpr int k_max_days = 36500;
 /// ub-common-name (RFC 5280): OpenSSL refuses a longer CN.
 constexpr std::size_t k_max_common_name = 64;
 constexpr std::size_t k_max_agent_id = 253;
-constexpr long k_backdate_seconds = 5 * 60;
+constexpr long k_backdate_seconds = detail::k_certificate_backdate_seconds;
 
 struct BioFree {
   void operator()(BIO* bio) const noexcept { BIO_free_all(bio); }
@@ -217,6 +219,7 @@ std::optional<std::string> private_key_pem(EVP_PKEY* key) {
 struct CertificateSpec {
   std::string common_name;
   int days = 0;
+  long seconds = 0;  ///< added to `days`
   /// (NID, OpenSSL config value) in the order they are added.
   std::vector<std::pair<int, std::string>> extensions;
 };
@@ -236,7 +239,7 @@ X509Ptr build_certificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X5
 
   // Backdated a little so that a peer whose clock runs behind accepts a fresh certificate.
   if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), -k_backdate_seconds) == nullptr ||
-      X509_time_adj_ex(X509_getm_notAfter(cert.get()), spec.days, 0, nullptr) == nullptr)
+      X509_time_adj_ex(X509_getm_notAfter(cert.get()), spec.days, spec.seconds, nullptr) == nullptr)
     return nullptr;
 
   X509_NAME* subject = X509_get_subject_name(cert.get());
@@ -470,6 +473,27 @@ IssuedFiles issue_certificate(const std::string& dir, const IssueOptions& option
   return written;
 }
 
+namespace detail {
+
+bool valid_certificate_agent_id(const std::string& agent_id) {
+  return valid_agent_name(agent_id) && agent_id.size() <= k_max_common_name;
+}
+
+X509* build_agent_certificate(EVP_PKEY* subject_key, X509* ca_cert, EVP_PKEY* ca_key, const std::string& agent_id,
+                              long validity_seconds) {
+  CertificateSpec spec;
+  spec.common_name = agent_id;
+  spec.seconds = validity_seconds;
+  spec.extensions = {{NID_basic_constraints, "critical,CA:FALSE"},
+                     {NID_key_usage, "critical,digitalSignature"},
+                     {NID_ext_key_usage, "clientAuth,serverAuth"},
+                     {NID_subject_key_identifier, "hash"},
+                     {NID_authority_key_identifier, "keyid:always"}};
+  if (valid_dns_name(agent_id)) spec.extensions.emplace_back(NID_subject_alt_name, "DNS:" + agent_id);
+  return build_certificate(spec, subject_key, ca_cert, ca_key).release();
+}
+
+}  // namespace detail
 
 std::string certificate_common_name(const std::string& cert_file, error_code& ec, std::string& detail) {
   ec.clear();

@@ -455,6 +455,14 @@ void Coordinator::start(std::function<void(error_code)> ready) {
 }
 
 void Coordinator::accept(std::shared_ptr<Connection> connection) { impl_->dispatcher.accept(std::move(connection)); }
+
+void Coordinator::set_revoked_certificates(std::set<std::string> sha256) {
+  impl_->dispatcher.set_revoked_certificates(std::move(sha256));
+}
+
+std::string Coordinator::session_certificate_sha256(const std::string& agent_id) const {
+  return impl_->dispatcher.session_certificate_sha256(agent_id);
+}
 void Coordinator::stop() {
   impl_->follower.stop();
   impl_->relay->stop();

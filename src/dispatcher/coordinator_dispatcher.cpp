@@ -542,6 +542,12 @@ void CoordinatorDispatcher::accept(std::shared_ptr<Connection> connection) {
   connection->start(Connection::Handlers{[weak = impl_->weak_from_this(), weak_session](std::string message) {
                                            auto self = weak.lock();
                                            auto s = weak_session.lock();
+  if (!impl.revoked_certificates.empty() && impl.revoked_certificates.count(connection->peer_certificate_sha256())) {
+    logger()->warn("refused {} ({}): its certificate was revoked", connection->remote_address(),
+                   connection->peer_identity());
+    connection->close("certificate revoked");
+    return;
+  }
                                            if (self && s) self->on_message(s, message);
                                          },
                                          [weak = impl_->weak_from_this(), weak_session](std::string reason) {
@@ -668,6 +674,23 @@ bool CoordinatorDispatcher::standing_by() const noexcept { return impl_->standby
 std::vector<std::string> CoordinatorDispatcher::online_agents() const {
   std::vector<std::string> ids;
   for (const auto& [id, s] : impl_->by_agent) ids.push_back(id);
+void CoordinatorDispatcher::set_revoked_certificates(std::set<std::string> sha256) {
+  auto& impl = *impl_;
+  impl.revoked_certificates = std::move(sha256);
+  auto sessions = impl.sessions;
+  for (const auto& s : sessions) {
+    if (s->ended || !impl.revoked_certificates.count(s->writer.connection().peer_certificate_sha256())) continue;
+    logger()->warn("agent {}: its certificate was revoked; session closed", s->writer.connection().peer_identity());
+    s->writer.connection().close("certificate revoked");
+    impl.end_session(s, "certificate revoked");
+  }
+}
+
+std::string CoordinatorDispatcher::session_certificate_sha256(const std::string& agent_id) const {
+  auto it = impl_->by_agent.find(agent_id);
+  return it == impl_->by_agent.end() ? std::string() : it->second->writer.connection().peer_certificate_sha256();
+}
+
   return ids;
 }
 

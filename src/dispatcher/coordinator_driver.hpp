@@ -76,6 +76,8 @@ struct CoordinatorDispatcher::Impl : std::enable_shared_from_this<CoordinatorDis
   // Several coordinators: a standby refuses registrations with a redirect to the leader.
   bool standby = false;
   std::string leader_agent_address;
+  /// SHA-256 of revoked agent certificates (set_revoked_certificates).
+  std::set<std::string> revoked_certificates;
   // Catalog mirror.
   std::map<std::string, v1::Task, std::less<>> tasks;
   std::vector<v1::Group> groups;

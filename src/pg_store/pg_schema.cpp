@@ -316,6 +316,25 @@ CREATE TRIGGER executions_changed AFTER INSERT OR UPDATE ON executions
   FOR EACH ROW EXECUTE FUNCTION qf_execution_changed();
 )sql";
 
+// Version 6: agent enrolment (SQLite's version 10): join tokens by the SHA-256 of their
+// secret, the certificates the coordinators issued with their revocation.
+constexpr const char* k_schema_v6 = R"sql(
+CREATE TABLE enrolment_tokens (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  secret_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
+  created_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+CREATE TABLE agent_certificates (
+  sha256 TEXT COLLATE "C" PRIMARY KEY,
+  agent_id TEXT COLLATE "C" NOT NULL,
+  revoked_unix_ms BIGINT NOT NULL,
+  record BYTEA NOT NULL
+);
+CREATE INDEX agent_certificates_by_agent ON agent_certificates (agent_id);
+CREATE INDEX agent_certificates_revoked ON agent_certificates (revoked_unix_ms);
+)sql";
+
 struct Step {
   int version;
   const char* sql;
@@ -326,11 +345,11 @@ constexpr std::int64_t k_migration_lock = 0x71660001;
 
 }  // namespace
 
-int postgres_store_schema_version() noexcept { return 5; }
+int postgres_store_schema_version() noexcept { return 6; }
 
 bool migrate_postgres_store(PgConnection& connection, const std::string& schema, error_code& ec, std::string* detail) {
   static const std::vector<Step> steps{
-      {1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}, {5, k_schema_v5}};
+      {1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6}};
   const auto fail = [&](error_code code, std::string why) {
     ec = code;
     if (detail) *detail = std::move(why);

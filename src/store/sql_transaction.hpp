@@ -86,6 +86,14 @@ class SqlStoreTransaction final : public StoreTransaction {
   void put_api_token(const StoredApiToken& token) override;
   bool delete_api_token(std::string_view id) override;
   std::vector<v1::ApiToken> api_tokens(std::string_view user_id) override;
+  // store_enrolment.cpp
+  std::optional<StoredEnrolmentToken> enrolment_token(std::string_view id) override;
+  void put_enrolment_token(const StoredEnrolmentToken& token) override;
+  std::vector<v1::EnrolmentToken> enrolment_tokens() override;
+  void put_agent_certificate(const v1::AgentCertificate& certificate) override;
+  std::optional<v1::AgentCertificate> agent_certificate(std::string_view sha256) override;
+  std::vector<v1::AgentCertificate> agent_certificates(std::string_view agent_id) override;
+  std::vector<std::string> revoked_certificate_hashes() override;
   std::optional<StoredSession> session(std::string_view token_sha256) override;
   void put_session(const StoredSession& session) override;
   bool delete_session(std::string_view token_sha256) override;

@@ -339,14 +339,34 @@ DROP TRIGGER IF EXISTS executions_changed_on_insert;
 DROP TRIGGER IF EXISTS executions_changed_on_update;
 )sql";
 
+// Version 10: agent enrolment (issue 17). Join tokens are kept as the SHA-256 (hex) of their
+// secret; the certificates the coordinator issued, by SHA-256 of their DER, with their
+// revocation (a revoked one is refused at the agent endpoint).
+constexpr const char* k_schema_v10 = R"sql(
+CREATE TABLE enrolment_tokens (
+  id TEXT PRIMARY KEY NOT NULL,
+  secret_sha256 TEXT NOT NULL UNIQUE,
+  created_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE TABLE agent_certificates (
+  sha256 TEXT PRIMARY KEY NOT NULL,
+  agent_id TEXT NOT NULL,
+  revoked_unix_ms INTEGER NOT NULL,
+  record BLOB NOT NULL
+);
+CREATE INDEX agent_certificates_by_agent ON agent_certificates (agent_id);
+CREATE INDEX agent_certificates_revoked ON agent_certificates (revoked_unix_ms);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 9; }
+int coordinator_store_schema_version() noexcept { return 10; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
   static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3},
                                              {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6},
-                                             {7, k_schema_v7}, {8, k_schema_v8}, {9, k_schema_v9}};
+                                             {7, k_schema_v7}, {8, k_schema_v8}, {9, k_schema_v9}, {10, k_schema_v10}};
   return migrate_schema(db, steps, ec, detail);
 }
 

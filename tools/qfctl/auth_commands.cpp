@@ -15,6 +15,7 @@
 
 #include "api.hpp"
 #include "commands.hpp"
+#include "enrolment_commands.hpp"
 #include "table.hpp"
 
 namespace qfctl {
@@ -300,16 +301,31 @@ void add_auth_commands(CLI::App& app) {
   auto* token = app.add_subcommand("token", "API tokens for scripts and CI (admin API)");
   token->require_subcommand(1);
   auto token_flags = api_command(*token);
-  auto* create = token->add_subcommand("create", "create an API token; prints its secret once");
-  create->add_option("name", args->name, "token name, unique among yours")->required();
+  auto enrol = std::make_shared<EnrolTokenArgs>();
+  auto* create = token->add_subcommand("create", "create an API token (or with --enrol a join token); prints it once");
+  create->add_option("name", args->name, "token name, unique among yours (not with --enrol)");
   create->add_option("--role", args->role, "viewer, operator or admin (default: your role; at most your role)");
-  create->add_option("--expires", args->expires, "lifetime such as 30d or 12h (default: never)");
-  create->callback([token_flags, args] { run_token_create(*token_flags, *args); });
-  auto* ls = token->add_subcommand("ls", "your tokens (everyone's for admins)");
-  ls->callback([token_flags] { run_token_ls(*token_flags); });
-  auto* revoke = token->add_subcommand("revoke", "revoke a token");
+  create->add_option("--expires", args->expires,
+                     "lifetime such as 30d or 12h (default: never; with --enrol 1h, at most 30d)");
+  create->add_flag("--enrol", enrol->enrol, "a join token for qf-agent --join (admins)");
+  create->add_option("--group", enrol->group, "with --enrol: the group joining agents are placed in (id or name)");
+  create->add_option("--uses", enrol->uses, "with --enrol: agents that may join with it (default 1)")
+      ->check(CLI::Range(1u, 10000u));
+  create->add_option("--description", enrol->description, "with --enrol: free text shown by token ls --enrol");
+  create->callback([token_flags, args, enrol] {
+    if (enrol->enrol) return run_enrol_token_create(*token_flags, *enrol, args->expires);
+    if (args->name.empty()) throw CommandFailure{k_exit_invalid_input, "token create: name is required (or --enrol)"};
+    run_token_create(*token_flags, *args);
+  });
+  auto* ls = token->add_subcommand("ls", "your tokens (everyone's for admins); --enrol: the join tokens");
+  ls->add_flag("--enrol", enrol->enrol, "list join tokens");
+  ls->callback([token_flags, enrol] { enrol->enrol ? run_enrol_token_ls(*token_flags) : run_token_ls(*token_flags); });
+  auto* revoke = token->add_subcommand("revoke", "revoke a token (--enrol: a join token)");
   revoke->add_option("id", args->name, "token id")->required();
-  revoke->callback([token_flags, args] { run_token_revoke(*token_flags, *args); });
+  revoke->add_flag("--enrol", enrol->enrol, "the id is a join token's (et_...)");
+  revoke->callback([token_flags, args, enrol] {
+    enrol->enrol ? run_enrol_token_revoke(*token_flags, args->name) : run_token_revoke(*token_flags, *args);
+  });
 
   auto* user = app.add_subcommand("user", "console and API users (admin API; admins only, except passwd of oneself)");
   user->require_subcommand(1);

@@ -10,6 +10,7 @@
 
 #include "api.hpp"
 #include "commands.hpp"
+#include "enrolment_commands.hpp"
 #include "table.hpp"
 
 namespace qfctl {
@@ -250,6 +251,10 @@ void add_catalog_commands(CLI::App& app) {
   agent_delete->alias("rm");
   agent_delete->add_option("id", args->id, "agent id")->required();
   agent_delete->callback([agent_flags, args] { run_agent_delete(*agent_flags, *args); });
+  auto* agent_revoke = agent->add_subcommand(
+      "revoke", "revoke an agent: its certificates are refused from now on and its session is closed");
+  agent_revoke->add_option("id", args->id, "agent id")->required();
+  agent_revoke->callback([agent_flags, args] { run_agent_revoke(*agent_flags, args->id); });
   auto* move = agent->add_subcommand("move", "place agents in a group by hand");
   move->add_option("--group", args->group, "target group id or name; \"\" takes them out of any group")->required();
   move->add_option("ids", args->agent_ids, "agent ids")->required();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The agent's QUIC side: each connect resolves the coordinator, opens a connected UDP
 // socket (so a closed port fails fast through ICMP) and runs one handshake.
+#include <filesystem>
 #include <set>
 
 #include <boost/asio/ip/udp.hpp>
@@ -67,6 +68,7 @@ struct QuicConnector::Impl : std::enable_shared_from_this<Impl> {
   QuicOptions options;
   udp::resolver resolver;
   std::shared_ptr<quic::TlsCredentials> credentials;
+  std::filesystem::file_time_type credentials_time{};  ///< of the cert file when loaded
   std::set<std::shared_ptr<QuicConnection>> handshaking;
   std::string last_error;
 
@@ -76,10 +78,18 @@ struct QuicConnector::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void connect(ConnectHandler handler) {
-    if (!credentials) {
+    // A certificate renewed on disk (qf-agent's enrolment renewal) is used from the next
+    // connection on: the open one keeps the certificate it was made with.
+    std::error_code time_error;
+    const auto cert_time = std::filesystem::last_write_time(options.tls.cert_file, time_error);
+    if (!credentials || (!time_error && cert_time != credentials_time)) {
       std::string detail;
-      credentials = quic::TlsCredentials::load(options.tls, detail);
-      if (!credentials) return fail(handler, make_error_code(errc::invalid_argument), detail);
+      auto loaded = quic::TlsCredentials::load(options.tls, detail);
+      if (!loaded && !credentials) return fail(handler, make_error_code(errc::invalid_argument), detail);
+      if (loaded) {
+        credentials = std::move(loaded);
+        credentials_time = cert_time;
+      }
     }
     resolver.async_resolve(host, std::to_string(port),
                            [weak = weak_from_this(), handler](const error_code& ec, udp::resolver::results_type results) {

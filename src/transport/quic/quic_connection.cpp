@@ -199,6 +199,7 @@ std::string QuicConnection::remote_address() const { return endpoint_text(remote
 int QuicConnection::on_handshake_completed(ngtcp2_conn* conn, void* user) {
   auto* self = static_cast<QuicConnection*>(user);
   self->identity_ = peer_common_name(self->tls_);
+  self->certificate_sha256_ = quic::peer_certificate_sha256(self->tls_);
   // The client waits for confirmation: in TLS 1.3 its side completes before the server
   // has checked the client's certificate.
   if (ngtcp2_conn_is_server(conn)) self->state_ = State::established;

@@ -72,6 +72,7 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   bool is_open() const noexcept override { return state_ == State::established; }
   std::string remote_address() const override;
   std::string peer_identity() const override { return identity_; }
+  std::string peer_certificate_sha256() const override { return certificate_sha256_; }
 
  private:
   /// flushing: closed by us, still sending what was queued before the close.
@@ -118,6 +119,7 @@ class QuicConnection final : public Connection, public std::enable_shared_from_t
   udp::endpoint local_;
   udp::endpoint remote_;
   std::string identity_;
+  std::string certificate_sha256_;
   std::string server_name_;  // the session keeps a pointer to it
   std::vector<std::string> routed_cids_;
 

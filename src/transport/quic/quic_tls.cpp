@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
@@ -136,6 +137,17 @@ std::string peer_common_name(gnutls_session_t session) {
   }
   gnutls_x509_crt_deinit(certificate);
   return name;
+}
+
+std::string peer_certificate_sha256(gnutls_session_t session) {
+  unsigned count = 0;
+  const gnutls_datum_t* chain = gnutls_certificate_get_peers(session, &count);
+  if (chain == nullptr || count == 0) return {};
+  unsigned char digest[32];
+  if (gnutls_hash_fast(GNUTLS_DIG_SHA256, chain[0].data, chain[0].size, digest) < 0) return {};
+  std::string out;
+  for (const unsigned char byte : digest) out += fmt::format("{:02x}", byte);
+  return out;
 }
 
 std::string handshake_failure(gnutls_session_t session, int ngtcp2_error) {

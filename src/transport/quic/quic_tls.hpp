@@ -42,6 +42,9 @@ gnutls_session_t make_tls_session(TlsRole role, const TlsCredentials& credential
 /// The common name of the peer's certificate (empty when there is none).
 std::string peer_common_name(gnutls_session_t session);
 
+/// SHA-256 (lower-case hex) of the peer's certificate (DER); empty when there is none.
+std::string peer_certificate_sha256(gnutls_session_t session);
+
 /// Why the handshake failed, for logs: the certificate verdict when there is one.
 std::string handshake_failure(gnutls_session_t session, int ngtcp2_error);
 
