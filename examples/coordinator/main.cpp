@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,8 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <sstream>
+#include <thread>
 #include <unordered_set>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
@@ -157,6 +160,46 @@ std::unique_ptr<qf::Store> open_store(asio::io_context& io, const qf::examples::
   return qf::open_sqlite_store(io.get_executor(), options, ec, &detail);
 }
 
+/// The libpq connection string without its password (key=value or URI form), for advice.
+std::string dsn_without_password(const std::string& dsn) {
+  if (dsn.rfind("postgres", 0) == 0) {  // postgresql://user:password@host/db
+    const auto scheme_end = dsn.find("://");
+    const auto at = dsn.find('@');
+    const auto colon = scheme_end == std::string::npos ? std::string::npos : dsn.find(':', scheme_end + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at)
+      return dsn.substr(0, colon) + dsn.substr(at);
+    return dsn;
+  }
+  std::string out;
+  std::istringstream words(dsn);
+  for (std::string word; words >> word;)
+    if (word.rfind("password=", 0) != 0) out += (out.empty() ? "" : " ") + word;
+  return out;
+}
+
+/// GET /api/v1/admin/backup: SQLite's backup API on a thread of its own (the copy takes as
+/// long as the file is large); PostgreSQL: the pg_dump command.
+void serve_backups(const qf::examples::CoordinatorSettings& settings, qf::AdminServerOptions& admin) {
+  if (!settings.postgres_dsn.empty()) {
+    admin.backup = [dsn = dsn_without_password(settings.postgres_dsn)](auto done) {
+      done(qf::errc::invalid_argument, "",
+           fmt::format("the store is PostgreSQL: back it up with pg_dump, e.g. pg_dump --format=custom "
+                       "--file=quartzflow.dump '{}' (restore: pg_restore --clean --dbname '<dsn>' quartzflow.dump)",
+                       dsn));
+    };
+    return;
+  }
+  admin.backup = [database = settings.database_file.string(), dir = settings.data_dir](auto done) {
+    static std::atomic<unsigned> counter{0};
+    const auto copy = (dir / fmt::format(".backup-{}-{}.db", ::getpid(), ++counter)).string();
+    std::thread([database, copy, done = std::move(done)] {
+      std::string detail;
+      const auto ec = qf::backup_sqlite_store(database, copy, &detail);
+      done(ec, ec ? std::string() : copy, detail);
+    }).detach();
+  };
+}
+
 std::string store_description(const qf::examples::CoordinatorSettings& settings) {
   return settings.postgres_dsn.empty() ? settings.database_file.string() : "on PostgreSQL (store.postgres_dsn)";
 }
@@ -257,6 +300,7 @@ int main(int argc, char** argv) {
   };
   settings->admin.alerts.metrics_text = [&alerts] { return alerts.metrics_text(); };
   settings->admin.console_files = qf::examples::embedded_console_files();
+  serve_backups(*settings, settings->admin);
   qf::AdminServer admin(io.get_executor(), *coordinator, auth, settings->admin);
   if (const auto admin_ec = admin.listen(detail)) {
     std::cerr << fmt::format("qf-coordinator: {}: admin_listen / admin_tls: {}\n", settings->config_file.string(), detail);

@@ -111,6 +111,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void add_history_routes();
   void add_auth_routes();
   void add_cluster_routes();
+  void add_backup_routes();  // api_backup.cpp
   void observe_coordinator();
   void dispatch(std::shared_ptr<ApiCall> call);
   /// Records an audited action the catalog does not record itself (trigger, cancel, retry).
@@ -138,6 +139,7 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void update_group(std::shared_ptr<ApiCall> call);
   void delete_group(std::shared_ptr<ApiCall> call);
   void list_agents(std::shared_ptr<ApiCall> call, bool of_group);
+  void backup(std::shared_ptr<ApiCall> call);
   void get_agent(std::shared_ptr<ApiCall> call);
   void move_agents(std::shared_ptr<ApiCall> call);
   void delete_agent(std::shared_ptr<ApiCall> call);
@@ -162,15 +164,6 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
                     WriteWork work);
   // api_alert_actions.cpp: monitor pings (no authentication: the token is the credential)
   // and channel tests, through options_.alerts
-  // api_enrolment.cpp: join tokens, POST /enrol and /enrol/renew, agent revocation
-  void add_enrolment_routes();
-  /// Reads the revoked certificates now and every few seconds into the coordinator.
-  void start_enrolment();
-  /// A write transaction of an enrolment handler (as write_alerts); every refusal is
-  /// audited as failed `action` on agent `target_id`; `after` gets the revoked certificates.
-  void write_enrolment(std::shared_ptr<ApiCall> call, std::string action, std::string target_id, WriteWork work,
-                       std::function<void(const std::vector<std::string>&)> after = {});
-  std::shared_ptr<std::function<void()>> revocation_refresh_;
   void add_alert_action_routes();
   /// Sends the channel's TEST notification through options_.alerts and answers with it.
   void test_channel(std::shared_ptr<ApiCall> call, v1::Channel channel);

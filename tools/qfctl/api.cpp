@@ -394,6 +394,30 @@ void ApiClient::call(std::string_view method, std::string_view path, const Query
     return;
   }
 
+  throw_failure(*response, what);
+}
+
+std::string ApiClient::download(std::string_view path, std::uint64_t max_bytes) {
+  HttpRequest request;
+  request.method = "GET";
+  request.target = "/api/v1" + std::string(path);
+  request.bearer_token = connection_.token;
+  request.max_response_bytes = max_bytes;
+  std::string failure;
+  const auto response = send_http_request(connection_.server, connection_.tls, connection_.timeout, request, failure);
+  const std::string what = fmt::format("GET {}", connection_.server.base_path + "/api/v1" + std::string(path));
+  if (!response)
+    throw CommandFailure{k_exit_failure, fmt::format("cannot reach the coordinator at {} ({}): {}",
+                                                     connection_.server.text, what, failure)};
+  if (response->status >= 200 && response->status < 300) return std::move(response->body);
+  throw_failure(*response, what);
+}
+
+void ApiClient::throw_failure(const HttpResponse& reply, const std::string& what) const {
+  const auto* response = &reply;
+  pb::Value envelope;
+  const bool is_json =
+      pb::util::JsonStringToMessage(response->body, &envelope).ok() && envelope.kind_case() == pb::Value::kStructValue;
   const auto error = is_json ? error_body_of(envelope) : ErrorBody{};
   std::string text = !error.message.empty()
                          ? error.message

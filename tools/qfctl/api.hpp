@@ -141,10 +141,14 @@ class ApiClient {
     return out;
   }
   void remove(std::string_view path) { call("DELETE", path, {}, nullptr, nullptr); }
+  /// GET of a file the API sends as it is (not the JSON envelope), up to `max_bytes`; API
+  /// errors are thrown as by `call`.
+  std::string download(std::string_view path, std::uint64_t max_bytes);
 
   const Connection& connection() const { return connection_; }
 
  private:
+  [[noreturn]] void throw_failure(const HttpResponse& response, const std::string& what) const;
   Connection connection_;
 };
 

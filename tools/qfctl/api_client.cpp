@@ -42,6 +42,7 @@ struct Exchange {
   std::string stage = "resolve";  ///< where a failure happened, for the message
   long verify_result = X509_V_OK;  ///< the certificate check's verdict after a failed handshake
   HttpResponse response;
+  std::uint64_t max_response_bytes = 0;  ///< 0 = k_max_response_bytes
 };
 
 bool is_ip_address(const std::string& host) {
@@ -79,7 +80,7 @@ asio::awaitable<void> talk(Stream& stream, Exchange& x) {
   x.stage = "receive";
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(k_max_response_bytes);
+  parser.body_limit(x.max_response_bytes ? x.max_response_bytes : k_max_response_bytes);
   co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
   auto& res = parser.get();
   x.response.status = res.result_int();
@@ -145,7 +146,14 @@ std::optional<HttpResponse> send_http_request(const ServerUrl& server, const Tls
                                               std::chrono::seconds timeout, const HttpRequest& request,
                                               std::string& failure) {
   asio::io_context io;
-  Exchange x{server, tls, std::chrono::steady_clock::now() + timeout, make_request(server, request), {}, {}, {}};
+  Exchange x{server,
+             tls,
+             std::chrono::steady_clock::now() + timeout,
+             make_request(server, request),
+             {},
+             {},
+             {},
+             request.max_response_bytes};
   x.stage = "resolve";
 
   std::optional<ssl::context> tls_context;

@@ -30,6 +30,7 @@ struct HttpRequest {
   std::string target;        ///< path and query, percent-encoded, e.g. `/api/v1/tasks?page=2`
   std::string body;          ///< JSON, or empty
   std::string bearer_token;  ///< sent as `Authorization: Bearer ...` when not empty
+  std::uint64_t max_response_bytes = 0;  ///< a larger body fails; 0 = 64 MiB
 };
 
 struct HttpResponse {

@@ -47,4 +47,7 @@ void add_auth_commands(CLI::App& app);
 /// `qfctl alert ...`, `qfctl channel ...`, `qfctl silence ...`, `qfctl monitor ...` (admin API).
 void add_alert_commands(CLI::App& app);
 
+/// `qfctl admin backup FILE` (admin API).
+void add_admin_commands(CLI::App& app);
+
 }  // namespace qfctl

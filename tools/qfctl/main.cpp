@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   qfctl::add_catalog_commands(app);
   qfctl::add_history_commands(app);
   qfctl::add_alert_commands(app);
+  qfctl::add_admin_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
