@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 #include <boost/asio/any_io_executor.hpp>
@@ -50,6 +51,18 @@ struct AdminAlertHooks {
   std::function<std::string()> metrics_text;
 };
 
+/// Agent enrolment (qf-coordinator: `enrolment:`): the cluster CA that signs agents'
+/// requests. Empty `ca_key_pem`: enrolment is off (POST /api/v1/enrol answers 503).
+struct AdminEnrolmentOptions {
+  std::string ca_cert_pem;  ///< the CA agents' certificates chain to (agent_tls.ca_file)
+  std::string ca_key_pem;   ///< its private key
+  std::chrono::seconds certificate_validity{90 * 24 * 3600};
+  /// Agent endpoints given to joining agents; empty = `agent_port` on the host of the URL
+  /// the agent joined with.
+  std::vector<std::string> agent_addresses;
+  std::uint16_t agent_port = 7443;
+};
+
 struct AdminServerOptions {
   std::string host = "127.0.0.1";               ///< an IP address to listen on
   std::uint16_t port = 8443;                    ///< 0: any free port (see `port()`)
@@ -77,6 +90,15 @@ struct AdminServerOptions {
   std::string alert_secret_key;
   /// The process's alerting (pings, channel tests, metrics); see AdminAlertHooks.
   AdminAlertHooks alerts;
+  /**
+   * `GET /api/v1/admin/backup` (admins): makes a consistent copy of the store in a file and
+   * completes (on any thread) with its path, which the API sends and then removes; or with
+   * an error and the text the API answers (PostgreSQL: the pg_dump command to run instead).
+   * Empty: the route answers that this server makes no backups.
+   */
+  std::function<void(std::function<void(error_code ec, std::string file, std::string detail)>)> backup;
+  /// Agent enrolment with join tokens; see AdminEnrolmentOptions.
+  AdminEnrolmentOptions enrolment;
   /**
    * `GET /api/v1/admin/backup` (admins): makes a consistent copy of the store in a file and
    * completes (on any thread) with its path, which the API sends and then removes; or with

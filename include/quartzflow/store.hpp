@@ -26,6 +26,7 @@
 #include <quartzflow/v1/agent.pb.h>
 #include <quartzflow/v1/alerts.pb.h>
 #include <quartzflow/v1/execution.pb.h>
+#include <quartzflow/v1/enrolment.pb.h>
 #include <quartzflow/v1/group.pb.h>
 #include <quartzflow/v1/task.pb.h>
 #include <quartzflow/v1/command.pb.h>
@@ -138,6 +139,12 @@ struct StoredSession {
   std::int64_t created_unix_ms = 0;
   std::int64_t expires_at_unix_ms = 0;
   std::string source_ip;
+/// A join token with the SHA-256 (hex) of its secret; the secret itself is never stored.
+struct StoredEnrolmentToken {
+  v1::EnrolmentToken token;
+  std::string secret_sha256;
+};
+
 };
 
 /// A heartbeat monitor with the SHA-256 (hex) of its ping token; the token itself is never
@@ -328,6 +335,21 @@ class StoreTransaction {
   /// Removes the sessions of a user but `except_sha256` (when not empty); returns how many.
   virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
   /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
+  // Agent enrolment (store_enrolment.cpp): join tokens by id with the SHA-256 (hex) of their
+  // secret, and the certificates the coordinator issued, by the SHA-256 of their DER.
+  virtual std::optional<StoredEnrolmentToken> enrolment_token(std::string_view id) = 0;
+  /// Insert or replace by `token.id`; an empty id or hash throws errc::invalid_argument.
+  virtual void put_enrolment_token(const StoredEnrolmentToken& token) = 0;
+  /// Every join token, newest first.
+  virtual std::vector<v1::EnrolmentToken> enrolment_tokens() = 0;
+  /// Insert or replace by `sha256`; an empty hash or agent id throws errc::invalid_argument.
+  virtual void put_agent_certificate(const v1::AgentCertificate& certificate) = 0;
+  virtual std::optional<v1::AgentCertificate> agent_certificate(std::string_view sha256) = 0;
+  /// The certificates issued to one agent, oldest first.
+  virtual std::vector<v1::AgentCertificate> agent_certificates(std::string_view agent_id) = 0;
+  /// The SHA-256 of every revoked certificate.
+  virtual std::vector<std::string> revoked_certificate_hashes() = 0;
+
   virtual std::size_t delete_expired_sessions(std::int64_t now_unix_ms) = 0;
 
   // Commands through any coordinator (store_commands.cpp): a standby queues a trigger, retry

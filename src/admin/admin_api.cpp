@@ -106,6 +106,7 @@ AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinat
   add_history_routes();
   add_auth_routes();
   add_cluster_routes();
+  add_enrolment_routes();
   add_alert_routes();
   add_backup_routes();
   add("GET", "/api/v1/openapi.json", 0, nullptr, nullptr, "This document (OpenAPI 3.0)",
@@ -120,6 +121,7 @@ void AdminApi::start() {
   observe_coordinator();
   load_last_successes();
 }
+  start_enrolment();
 
 void AdminApi::add(std::string method, std::string pattern, int min_rank, const google::protobuf::Descriptor* input,
                    const google::protobuf::Descriptor* output, std::string summary, ApiHandler handler,
