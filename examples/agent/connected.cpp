@@ -321,7 +321,6 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
                  settings->agent_id, settings->coordinators.size(), settings->coordinators.front().first,
                  store_options.path);
 
-  notify_ready(notify_socket, "running; connecting to " + settings->coordinators.front().first);
 
   // An enrolled agent renews its certificate before it expires; the connector takes the new
   // pair at its next connection, the open one goes on.

@@ -26,7 +26,6 @@
 #include "agent_metrics.hpp"
 #include "connected.hpp"
 #include "enrol.hpp"
-#include "../common/service.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;

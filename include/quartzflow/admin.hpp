@@ -99,13 +99,6 @@ struct AdminServerOptions {
   std::function<void(std::function<void(error_code ec, std::string file, std::string detail)>)> backup;
   /// Agent enrolment with join tokens; see AdminEnrolmentOptions.
   AdminEnrolmentOptions enrolment;
-  /**
-   * `GET /api/v1/admin/backup` (admins): makes a consistent copy of the store in a file and
-   * completes (on any thread) with its path, which the API sends and then removes; or with
-   * an error and the text the API answers (PostgreSQL: the pg_dump command to run instead).
-   * Empty: the route answers that this server makes no backups.
-   */
-  std::function<void(std::function<void(error_code ec, std::string file, std::string detail)>)> backup;
 };
 
 /// Counters since start, for tests and /metrics.
