@@ -39,8 +39,8 @@
 #include "../common/host_port.hpp"
 #include "../common/readable.hpp"
 #include "agent_metrics.hpp"
-
 #include "enrol.hpp"
+
 namespace quartzflow::examples {
 
 namespace asio = boost::asio;
@@ -354,8 +354,8 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
     logger()->info("signal {}: stopping; running tasks get {} s", signal, shutdown_grace_seconds);
     reload_signal.cancel();
     purge_timer.cancel();
-    dispatcher.stop();
     renewal.stop();
+    dispatcher.stop();
     engine.stop(std::chrono::seconds{shutdown_grace_seconds}, [&] {
       // The session closes once the last results are acknowledged (a drain): wait for it, a
       // bounded time, so that the coordinator sees a goodbye rather than a silent peer.

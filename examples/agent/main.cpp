@@ -107,7 +107,6 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (overrides the config)");
   app.add_option("--shutdown-grace", shutdown_grace, "seconds running tasks get on SIGTERM")
       ->check(CLI::Range(0, 3600))->capture_default_str();
-  app.set_version_flag("--version", qf::version);
   qf::examples::JoinOptions join;
   app.add_option("--join", join.url,
                  "enrol first: the coordinator's admin URL (https://host:port); writes the key, the certificate "
@@ -117,13 +116,13 @@ int main(int argc, char** argv) {
                  "with --join: CA file that verifies the admin endpoint (default: the cluster CA, checked against "
                  "the hash in the token)");
   app.add_option("--agent-id", join.agent_id, "with --join: the agent id to ask for (default: the coordinator picks)");
+  app.set_version_flag("--version", qf::version);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : k_exit_invalid_config;
   }
 
-  // Each running shell task holds three descriptors (two pipes and a pidfd): allow many.
   if (!join.url.empty() || !join.token.empty()) {
     if (join.url.empty() || join.token.empty()) {
       std::cerr << "qf-agent: --join and --token go together\n";
@@ -133,6 +132,7 @@ int main(int argc, char** argv) {
     if (const int status = qf::examples::join_cluster(join); status != 0) return status;
   }
 
+  // Each running shell task holds three descriptors (two pipes and a pidfd): allow many.
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
     files.rlim_cur = files.rlim_max;

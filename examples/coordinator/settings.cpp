@@ -48,8 +48,6 @@ std::string set_catalog_poll_interval(const v1::CoordinatorConfig& config, Coord
   return {};
 }
 
-/// Several coordinators: the lease and the addresses the others show. `{field, reason}` of a
-/// refused value, or an empty field.
 /// Agent enrolment: the cluster CA's key (with agent_tls.ca_file) signs joining agents'
 /// requests. `{field, reason}` of a refused value, or an empty field.
 template <typename Resolve>
@@ -100,6 +98,8 @@ std::pair<std::string, std::string> set_enrolment(const v1::CoordinatorEnrolment
   return {};
 }
 
+/// Several coordinators: the lease and the addresses the others show. `{field, reason}` of a
+/// refused value, or an empty field.
 std::pair<std::string, std::string> set_cluster(const v1::ClusterConfig& cluster, const CoordinatorSettings& settings,
                                                 bool has_configured_id, bool https, ClusterOptions& options) {
   // The lease holder's id must be unique among the coordinators: the configured id, else the
@@ -200,11 +200,11 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
   settings.quic.tls = TlsFiles{resolve(tls.ca_file()).string(), resolve(tls.cert_file()).string(),
                                resolve(tls.key_file()).string()};
   if (!tls.server_name().empty()) return fail("agent_tls.server_name", "is for agents only; remove it here");
+  if (auto why = set_enrolment(config.enrolment(), settings, resolve); !why.first.empty())
+    return fail(why.first, why.second);
 
   auto& dispatcher = settings.options.dispatcher;
   dispatcher.coordinator_id = config.coordinator_id().empty() ? system_host_name() : config.coordinator_id();
-  if (auto why = set_enrolment(config.enrolment(), settings, resolve); !why.first.empty())
-    return fail(why.first, why.second);
   if (config.heartbeat_interval_seconds() > 3600)
     return fail("heartbeat_interval_seconds", fmt::format("{} is out of range 1-3600", config.heartbeat_interval_seconds()));
   if (config.heartbeat_interval_seconds() > 0)

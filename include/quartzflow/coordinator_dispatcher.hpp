@@ -138,10 +138,6 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
    * stop, and nothing about them is stored here.
    */
   void stand_by(std::string leader_agent_address, bool close_sessions);
-  /// Accepts registrations again (this coordinator leads).
-  void lead();
-  bool standing_by() const noexcept;
-
   /**
    * Certificates refused from now on, by the SHA-256 (hex) of their DER (agent revocation):
    * a connection presenting one is closed at accept, and open sessions on one end now.
@@ -149,6 +145,10 @@ class CoordinatorDispatcher final : public AgentDirectory, public RunSink {
   void set_revoked_certificates(std::set<std::string> sha256);
   /// SHA-256 (hex) of the certificate of an online agent's session; empty when not online.
   std::string session_certificate_sha256(const std::string& agent_id) const;
+  /// Accepts registrations again (this coordinator leads).
+  void lead();
+  bool standing_by() const noexcept;
+
   /// Agent ids with an open, registered session.
   std::vector<std::string> online_agents() const;
   /// True when an online agent holds the execution (it was routed there, or the agent

@@ -132,6 +132,12 @@ struct StoredApiToken {
   std::string secret_sha256;
 };
 
+/// A join token with the SHA-256 (hex) of its secret; the secret itself is never stored.
+struct StoredEnrolmentToken {
+  v1::EnrolmentToken token;
+  std::string secret_sha256;
+};
+
 /// A console session, keyed by the SHA-256 (hex) of its token; the token is never stored.
 struct StoredSession {
   std::string token_sha256;
@@ -139,12 +145,6 @@ struct StoredSession {
   std::int64_t created_unix_ms = 0;
   std::int64_t expires_at_unix_ms = 0;
   std::string source_ip;
-/// A join token with the SHA-256 (hex) of its secret; the secret itself is never stored.
-struct StoredEnrolmentToken {
-  v1::EnrolmentToken token;
-  std::string secret_sha256;
-};
-
 };
 
 /// A heartbeat monitor with the SHA-256 (hex) of its ping token; the token itself is never
@@ -328,13 +328,6 @@ class StoreTransaction {
   /// The tokens of one user (every user's when empty), by user id then name.
   virtual std::vector<v1::ApiToken> api_tokens(std::string_view user_id) = 0;
 
-  virtual std::optional<StoredSession> session(std::string_view token_sha256) = 0;
-  /// Insert or replace by `token_sha256`; an empty hash or user id throws invalid_argument.
-  virtual void put_session(const StoredSession& session) = 0;
-  virtual bool delete_session(std::string_view token_sha256) = 0;
-  /// Removes the sessions of a user but `except_sha256` (when not empty); returns how many.
-  virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
-  /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
   // Agent enrolment (store_enrolment.cpp): join tokens by id with the SHA-256 (hex) of their
   // secret, and the certificates the coordinator issued, by the SHA-256 of their DER.
   virtual std::optional<StoredEnrolmentToken> enrolment_token(std::string_view id) = 0;
@@ -350,6 +343,13 @@ class StoreTransaction {
   /// The SHA-256 of every revoked certificate.
   virtual std::vector<std::string> revoked_certificate_hashes() = 0;
 
+  virtual std::optional<StoredSession> session(std::string_view token_sha256) = 0;
+  /// Insert or replace by `token_sha256`; an empty hash or user id throws invalid_argument.
+  virtual void put_session(const StoredSession& session) = 0;
+  virtual bool delete_session(std::string_view token_sha256) = 0;
+  /// Removes the sessions of a user but `except_sha256` (when not empty); returns how many.
+  virtual std::size_t delete_sessions_of(std::string_view user_id, std::string_view except_sha256) = 0;
+  /// Removes the sessions that expired at or before `now_unix_ms`; returns how many.
   virtual std::size_t delete_expired_sessions(std::int64_t now_unix_ms) = 0;
 
   // Commands through any coordinator (store_commands.cpp): a standby queues a trigger, retry

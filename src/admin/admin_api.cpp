@@ -120,8 +120,8 @@ AdminApi::AdminApi(boost::asio::any_io_executor executor, Coordinator& coordinat
 void AdminApi::start() {
   observe_coordinator();
   load_last_successes();
-}
   start_enrolment();
+}
 
 void AdminApi::add(std::string method, std::string pattern, int min_rank, const google::protobuf::Descriptor* input,
                    const google::protobuf::Descriptor* output, std::string summary, ApiHandler handler,

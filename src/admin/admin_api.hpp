@@ -162,8 +162,6 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   using WriteWork = std::function<std::unique_ptr<google::protobuf::Message>(StoreTransaction&, const ApiCall&)>;
   void write_alerts(std::shared_ptr<ApiCall> call, std::string action, std::string target_type, std::string target_id,
                     WriteWork work);
-  // api_alert_actions.cpp: monitor pings (no authentication: the token is the credential)
-  // and channel tests, through options_.alerts
   // api_enrolment.cpp: join tokens, POST /enrol and /enrol/renew, agent revocation
   void add_enrolment_routes();
   /// Reads the revoked certificates now and every few seconds into the coordinator.
@@ -173,6 +171,8 @@ class AdminApi : public std::enable_shared_from_this<AdminApi> {
   void write_enrolment(std::shared_ptr<ApiCall> call, std::string action, std::string target_id, WriteWork work,
                        std::function<void(const std::vector<std::string>&)> after = {});
   std::shared_ptr<std::function<void()>> revocation_refresh_;
+  // api_alert_actions.cpp: monitor pings (no authentication: the token is the credential)
+  // and channel tests, through options_.alerts
   void add_alert_action_routes();
   /// Sends the channel's TEST notification through options_.alerts and answers with it.
   void test_channel(std::shared_ptr<ApiCall> call, v1::Channel channel);

@@ -535,6 +535,12 @@ void CoordinatorDispatcher::accept(std::shared_ptr<Connection> connection) {
     connection->close("coordinator stopping");
     return;
   }
+  if (!impl.revoked_certificates.empty() && impl.revoked_certificates.count(connection->peer_certificate_sha256())) {
+    logger()->warn("refused {} ({}): its certificate was revoked", connection->remote_address(),
+                   connection->peer_identity());
+    connection->close("certificate revoked");
+    return;
+  }
   auto session = std::make_shared<Session>(impl.executor, connection, impl.session_options(), Impl::delivery_now());
   impl.sessions.insert(session);
   impl.rearm(*session);  // a peer that never registers is closed
@@ -542,12 +548,6 @@ void CoordinatorDispatcher::accept(std::shared_ptr<Connection> connection) {
   connection->start(Connection::Handlers{[weak = impl_->weak_from_this(), weak_session](std::string message) {
                                            auto self = weak.lock();
                                            auto s = weak_session.lock();
-  if (!impl.revoked_certificates.empty() && impl.revoked_certificates.count(connection->peer_certificate_sha256())) {
-    logger()->warn("refused {} ({}): its certificate was revoked", connection->remote_address(),
-                   connection->peer_identity());
-    connection->close("certificate revoked");
-    return;
-  }
                                            if (self && s) self->on_message(s, message);
                                          },
                                          [weak = impl_->weak_from_this(), weak_session](std::string reason) {
@@ -667,13 +667,6 @@ void CoordinatorDispatcher::stand_by(std::string leader_agent_address, bool clos
   }
 }
 
-void CoordinatorDispatcher::lead() { impl_->standby = false; }
-
-bool CoordinatorDispatcher::standing_by() const noexcept { return impl_->standby; }
-
-std::vector<std::string> CoordinatorDispatcher::online_agents() const {
-  std::vector<std::string> ids;
-  for (const auto& [id, s] : impl_->by_agent) ids.push_back(id);
 void CoordinatorDispatcher::set_revoked_certificates(std::set<std::string> sha256) {
   auto& impl = *impl_;
   impl.revoked_certificates = std::move(sha256);
@@ -691,6 +684,13 @@ std::string CoordinatorDispatcher::session_certificate_sha256(const std::string&
   return it == impl_->by_agent.end() ? std::string() : it->second->writer.connection().peer_certificate_sha256();
 }
 
+void CoordinatorDispatcher::lead() { impl_->standby = false; }
+
+bool CoordinatorDispatcher::standing_by() const noexcept { return impl_->standby; }
+
+std::vector<std::string> CoordinatorDispatcher::online_agents() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, s] : impl_->by_agent) ids.push_back(id);
   return ids;
 }
 
