@@ -6,6 +6,7 @@
 # and cannot come back.
 import json
 import os
+import shutil
 import signal
 import ssl
 import stat
@@ -168,3 +169,4 @@ def test_a_fresh_agent_joins_with_a_token_runs_a_task_renews_and_is_revoked():
                    for a in admin.data("GET", "/api/v1/audit?action=agent.")["items"])
     finally:
         c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
