@@ -404,7 +404,7 @@ std::string ApiClient::download(std::string_view path, std::uint64_t max_bytes) 
   request.bearer_token = connection_.token;
   request.max_response_bytes = max_bytes;
   std::string failure;
-  const auto response = send_http_request(connection_.server, connection_.tls, connection_.timeout, request, failure);
+  auto response = send_http_request(connection_.server, connection_.tls, connection_.timeout, request, failure);
   const std::string what = fmt::format("GET {}", connection_.server.base_path + "/api/v1" + std::string(path));
   if (!response)
     throw CommandFailure{k_exit_failure, fmt::format("cannot reach the coordinator at {} ({}): {}",
