@@ -10,6 +10,8 @@ find_package(OpenSSL REQUIRED)
 # E-mail alerts submit over SMTP with libcurl (Debian: libcurl4-openssl-dev).
 find_package(CURL 7.80 REQUIRED)
 find_package(SQLite3 REQUIRED)
+# The coordinator's retention archive (gzip): Debian zlib1g-dev.
+find_package(ZLIB REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)
 # QUIC (agent protocol): ngtcp2 0.12 with its GnuTLS crypto backend; no CMake config files.
 find_package(PkgConfig REQUIRED)

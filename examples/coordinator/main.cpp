@@ -324,6 +324,10 @@ int main(int argc, char** argv) {
     if (stopping) return;
     stopping = true;
     exit_code = code;
+  // Retention: the leader purges old history in short slices (the store's worker).
+  qf::detail::RetentionService retention(io.get_executor(), *store, settings->retention,
+                                         [&coordinator] { return coordinator->leading(); });
+  retention.start();
     stop_signals.cancel();
     reload_signal.cancel();
     coordinator->stop();
@@ -337,6 +341,7 @@ int main(int argc, char** argv) {
       io.stop();
     });
   };
+    retention.stop();
   stop_signals.async_wait([&](const qf::error_code& e, int signal) {
     if (e) return;
     qf::logger()->info("signal {}: stopping", signal);

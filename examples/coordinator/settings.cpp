@@ -293,8 +293,28 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
     if (seconds > 86'400) return fail("alerts.p95_refresh_seconds", fmt::format("{}: at most 86400 (a day)", seconds));
     settings.alert_p95_refresh = std::chrono::seconds{seconds};
   }
-  if (config.retention_days() != 0)
-    settings.warnings.push_back("retention_days: the coordinator does not purge its history yet; ignored");
+  if (config.retention_days() > 36'500)
+    return fail("retention_days", fmt::format("{} is out of range 1-36500 (0 = 30)", config.retention_days()));
+  const std::chrono::hours default_retention{24 * (config.retention_days() == 0 ? 30 : config.retention_days())};
+  const auto& retention = config.retention();
+  struct RetentionKind {
+    const char* field;
+    std::uint32_t days;
+    std::chrono::hours* out;
+  };
+  for (const auto& kind :
+       {RetentionKind{"retention.executions_days", retention.executions_days(), &settings.retention.executions},
+        RetentionKind{"retention.logs_days", retention.logs_days(), &settings.retention.logs},
+        RetentionKind{"retention.audit_days", retention.audit_days(), &settings.retention.audit}}) {
+    if (kind.days > 36'500)
+      return fail(kind.field, fmt::format("{} is out of range 1-36500 (0 = retention_days)", kind.days));
+    *kind.out = kind.days == 0 ? default_retention : std::chrono::hours{24 * kind.days};
+  }
+  if (retention.interval_hours() > 168)
+    return fail("retention.interval_hours",
+                fmt::format("{} is out of range 1-168 (0 = 1)", retention.interval_hours()));
+  if (retention.interval_hours() != 0) settings.retention.interval = std::chrono::hours{retention.interval_hours()};
+  if (!retention.archive_dir().empty()) settings.retention.archive_dir = resolve(retention.archive_dir()).string();
   if (auto [field, why] =
           set_cluster(config.cluster(), settings, !config.coordinator_id().empty(), https, settings.options.cluster);
       !field.empty())

@@ -15,6 +15,7 @@
 
 #include "../common/host_port.hpp"
 #include "../common/readable.hpp"
+#include "coordinator/retention_service.hpp"
 
 namespace quartzflow::examples {
 
@@ -38,6 +39,7 @@ struct CoordinatorSettings {
   std::chrono::seconds alert_p95_refresh{600};  ///< alerts.p95_refresh_seconds
   std::string alert_console_url;                ///< links in notifications (alerts.console_url), no trailing '/'
   std::vector<std::string> warnings;  ///< fields read but not used by this build
+  detail::RetentionOptions retention;           ///< retention_days and retention: what is purged when
 };
 
 /**

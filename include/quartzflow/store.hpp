@@ -102,6 +102,13 @@ struct ExecutionChange {
   v1::Execution record;  ///< the execution as stored now (without `output`); it may have moved on
 };
 
+/// A log the retention purge removed, for its archive.
+struct ArchivedLog {
+  std::string execution_id;
+  std::string text;
+  std::int64_t at_unix_ms = 0;  ///< its execution's scheduled time, else when it was last written
+};
+
 /// What kind of catalog object a config version changed.
 enum class ConfigTarget : std::uint8_t { task = 1, group = 2, agent = 3 };
 
@@ -402,6 +409,45 @@ class StoreTransaction {
   /// Removes the changes made before `older_than_unix_ms`, at most `max_rows` of them (the
   /// oldest; a purge is one short transaction whatever the backlog); returns how many.
   virtual std::size_t purge_execution_changes(std::int64_t older_than_unix_ms, std::size_t max_rows) = 0;
+
+  // Retention (the coordinator's RetentionService; ARCHITECTURE.md, "Retention").
+  /**
+   * Deletes at most `max_rows` final executions (never PENDING or RUNNING) scheduled before
+   * `before_unix_ms`, oldest first, with their logs, after adding them to the daily roll-ups
+   * (UTC days, per task and agent). When `archived` is given, the deleted records are
+   * appended to it (with output), and their logs to `archived_logs`.
+   * Returns how many executions were deleted.
+   */
+  virtual std::size_t purge_executions(std::int64_t before_unix_ms, std::size_t max_rows,
+                                       std::vector<v1::Execution>* archived, std::vector<ArchivedLog>* archived_logs) {
+    (void)before_unix_ms, (void)max_rows, (void)archived, (void)archived_logs;
+    return 0;
+  }
+  /// Deletes at most `max_rows` logs last written before `before_unix_ms` whose execution is
+  /// final (or gone), oldest first; appends them to `archived` when given. Returns how many.
+  virtual std::size_t purge_logs(std::int64_t before_unix_ms, std::size_t max_rows,
+                                 std::vector<ArchivedLog>* archived) {
+    (void)before_unix_ms, (void)max_rows, (void)archived;
+    return 0;
+  }
+  /// Deletes at most `max_rows` audit entries made before `before_unix_ms`, oldest first;
+  /// appends them to `archived` when given. Returns how many.
+  virtual std::size_t purge_audit(std::int64_t before_unix_ms, std::size_t max_rows,
+                                  std::vector<v1::AuditEntry>* archived) {
+    (void)before_unix_ms, (void)max_rows, (void)archived;
+    return 0;
+  }
+  /// The daily roll-ups of purged executions for UTC dates in [from_date, to_date]
+  /// (`YYYY-MM-DD`), by date, task and agent.
+  virtual std::vector<v1::DailyStats> execution_rollups(std::string_view from_date, std::string_view to_date) {
+    (void)from_date, (void)to_date;
+    return {};
+  }
+  /// Deletes the roll-ups of dates before `before_date` (`YYYY-MM-DD`); returns how many.
+  virtual std::size_t purge_execution_rollups(std::string_view before_date) {
+    (void)before_date;
+    return 0;
+  }
 
   // Cluster: the leader lease and the coordinators registry (several coordinators on one
   // database; a single one takes the lease at start). The clock is the database's (SQLite:

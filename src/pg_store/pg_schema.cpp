@@ -335,6 +335,19 @@ CREATE INDEX agent_certificates_by_agent ON agent_certificates (agent_id);
 CREATE INDEX agent_certificates_revoked ON agent_certificates (revoked_unix_ms);
 )sql";
 
+// Version 7: retention (SQLite's version 11): daily roll-ups of the executions purged, and
+// logs by age.
+constexpr const char* k_schema_v7 = R"sql(
+CREATE TABLE execution_daily_rollups (
+  date TEXT COLLATE "C" NOT NULL,
+  task_id TEXT COLLATE "C" NOT NULL,
+  agent_id TEXT COLLATE "C" NOT NULL,
+  record BYTEA NOT NULL,
+  PRIMARY KEY (date, task_id, agent_id)
+);
+CREATE INDEX logs_by_updated ON logs (updated_unix_ms);
+)sql";
+
 struct Step {
   int version;
   const char* sql;
@@ -345,11 +358,11 @@ constexpr std::int64_t k_migration_lock = 0x71660001;
 
 }  // namespace
 
-int postgres_store_schema_version() noexcept { return 6; }
+int postgres_store_schema_version() noexcept { return 7; }
 
 bool migrate_postgres_store(PgConnection& connection, const std::string& schema, error_code& ec, std::string* detail) {
-  static const std::vector<Step> steps{
-      {1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6}};
+  static const std::vector<Step> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3}, {4, k_schema_v4},
+                                       {5, k_schema_v5}, {6, k_schema_v6}, {7, k_schema_v7}};
   const auto fail = [&](error_code code, std::string why) {
     ec = code;
     if (detail) *detail = std::move(why);

@@ -161,6 +161,15 @@ class SqlStoreTransaction final : public StoreTransaction {
   std::vector<ExecutionChange> execution_changes(std::int64_t after, std::span<const std::int64_t> also,
                                                  std::size_t limit) override;
   std::size_t purge_execution_changes(std::int64_t older_than_unix_ms, std::size_t max_rows) override;
+  // store_retention.cpp
+  std::size_t purge_executions(std::int64_t before_unix_ms, std::size_t max_rows, std::vector<v1::Execution>* archived,
+                               std::vector<ArchivedLog>* archived_logs) override;
+  std::size_t purge_logs(std::int64_t before_unix_ms, std::size_t max_rows,
+                         std::vector<ArchivedLog>* archived) override;
+  std::size_t purge_audit(std::int64_t before_unix_ms, std::size_t max_rows,
+                          std::vector<v1::AuditEntry>* archived) override;
+  std::vector<v1::DailyStats> execution_rollups(std::string_view from_date, std::string_view to_date) override;
+  std::size_t purge_execution_rollups(std::string_view before_date) override;
 
  private:
   BorrowedStatement statement(std::string_view sql);
@@ -171,6 +180,8 @@ class SqlStoreTransaction final : public StoreTransaction {
     return literal_statement(sql, N - 1);
   }
   BorrowedStatement literal_statement(const char* sql, std::size_t size);
+  /// Deletes the rows of `table` whose `column` is one of `keys`, 100 per statement.
+  void delete_keys(std::string_view table, std::string_view column, const std::vector<std::string>& keys);
   void require_writable(std::string_view operation) const;
   std::uint64_t count(const std::string& sql, const std::vector<SqlValue>& values);
 

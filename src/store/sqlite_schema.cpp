@@ -359,14 +359,27 @@ CREATE INDEX agent_certificates_by_agent ON agent_certificates (agent_id);
 CREATE INDEX agent_certificates_revoked ON agent_certificates (revoked_unix_ms);
 )sql";
 
+// Version 11: retention (issue 17). Daily roll-ups of the executions purged (a v1::DailyStats
+// per UTC date, task and agent, kept 400 days), and logs by age for `retention.logs_days`.
+constexpr const char* k_schema_v11 = R"sql(
+CREATE TABLE execution_daily_rollups (
+  date TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY (date, task_id, agent_id)
+);
+CREATE INDEX logs_by_updated ON logs (updated_unix_ms);
+)sql";
+
 }  // namespace
 
-int coordinator_store_schema_version() noexcept { return 10; }
+int coordinator_store_schema_version() noexcept { return 11; }
 
 bool migrate_coordinator_store(SqliteDatabase& db, error_code& ec, std::string* detail) {
-  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2}, {3, k_schema_v3},
-                                             {4, k_schema_v4}, {5, k_schema_v5}, {6, k_schema_v6},
-                                             {7, k_schema_v7}, {8, k_schema_v8}, {9, k_schema_v9}, {10, k_schema_v10}};
+  static const std::vector<SchemaStep> steps{{1, k_schema_v1}, {2, k_schema_v2},   {3, k_schema_v3},  {4, k_schema_v4},
+                                             {5, k_schema_v5}, {6, k_schema_v6},   {7, k_schema_v7},  {8, k_schema_v8},
+                                             {9, k_schema_v9}, {10, k_schema_v10}, {11, k_schema_v11}};
   return migrate_schema(db, steps, ec, detail);
 }
 

@@ -62,6 +62,12 @@ expect_refused(${QF_COORDINATOR} alerts-key-short.yaml "${coordinator}${tls}aler
 # Coordinator: unknown fields, bad values.
 expect_refused(${QF_COORDINATOR} alerts-p95.yaml "${coordinator}${tls}alerts: {p95_refresh_seconds: 90000}\n"
   "alerts-p95.yaml: alerts.p95_refresh_seconds: 90000: at most 86400 \\(a day\\)")
+expect_refused(${QF_COORDINATOR} retention-days.yaml "${coordinator}${tls}retention_days: 40000\n"
+  "retention-days.yaml: retention_days: 40000 is out of range 1-36500 \\(0 = 30\\)")
+expect_refused(${QF_COORDINATOR} retention-logs.yaml "${coordinator}${tls}retention: {logs_days: 99999}\n"
+  "retention-logs.yaml: retention.logs_days: 99999 is out of range 1-36500 \\(0 = retention_days\\)")
+expect_refused(${QF_COORDINATOR} retention-interval.yaml "${coordinator}${tls}retention: {interval_hours: 200}\n"
+  "retention-interval.yaml: retention.interval_hours: 200 is out of range 1-168 \\(0 = 1\\)")
 expect_refused(${QF_COORDINATOR} console-dir.yaml "${coordinator}${tls}console_dir: no-console\n"
   "no-console: no index.html")
 expect_refused(${QF_COORDINATOR} unknown.yaml "${coordinator}${tls}agent_lisen: 1.2.3.4:5\n"
