@@ -38,8 +38,8 @@ struct CoordinatorSettings {
   bool create_alert_secret_key = false;         ///< not configured: made in data_dir at the first start
   std::chrono::seconds alert_p95_refresh{600};  ///< alerts.p95_refresh_seconds
   std::string alert_console_url;                ///< links in notifications (alerts.console_url), no trailing '/'
-  std::vector<std::string> warnings;  ///< fields read but not used by this build
   detail::RetentionOptions retention;           ///< retention_days and retention: what is purged when
+  std::vector<std::string> warnings;  ///< fields read but not used by this build
 };
 
 /**
