@@ -283,7 +283,8 @@ class RunHandle {
     return true;
   }
 
-  /// Engine side (io thread, no GIL).
+  /// Engine side (io thread, no GIL). The outcome is settled before the callback runs, so
+  /// that the coroutine's own end (CancelledError) cannot record CANCELLED for a timeout.
   void stop(StopReason reason) {
     std::unique_ptr<PyRef> callback;
     {
@@ -291,14 +292,6 @@ class RunHandle {
       if (finished_) return;
       stopped_ = reason;
       callback = std::move(stop_callback_);
-    }
-    if (callback && *callback && interpreter_usable()) {
-      py::gil_scoped_acquire gil;
-      try {
-        callback->get()(reason == StopReason::timeout ? "timeout" : "cancel");
-      } catch (py::error_already_set& e) {
-        e.discard_as_unraisable("quartzflow: stop callback");
-      }
     }
     RunOutcome o;
     if (reason == StopReason::timeout) {
@@ -310,6 +303,15 @@ class RunHandle {
       o.failure_reason = "cancelled";
     }
     finish(std::move(o));
+    if (callback && *callback && interpreter_usable()) {
+      py::gil_scoped_acquire gil;
+      try {
+        callback->get()(reason == StopReason::timeout ? "timeout" : "cancel");
+      } catch (py::error_already_set& e) {
+        e.discard_as_unraisable("quartzflow: stop callback");
+      }
+      callback.reset();  // under the GIL
+    }
   }
 
   std::optional<std::string> stopped() const {
