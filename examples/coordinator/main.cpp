@@ -315,6 +315,10 @@ int main(int argc, char** argv) {
                        "login");
   });
   alerts.start();
+  // Retention: the leader purges old history in short slices (the store's worker).
+  qf::detail::RetentionService retention(io.get_executor(), *store, settings->retention,
+                                         [&coordinator] { return coordinator->leading(); });
+  retention.start();
   RunLog run_log;
   coordinator->on_execution([&](const qf::v1::Execution& run) { run_log.record(run); });
 
@@ -324,14 +328,11 @@ int main(int argc, char** argv) {
     if (stopping) return;
     stopping = true;
     exit_code = code;
-  // Retention: the leader purges old history in short slices (the store's worker).
-  qf::detail::RetentionService retention(io.get_executor(), *store, settings->retention,
-                                         [&coordinator] { return coordinator->leading(); });
-  retention.start();
     stop_signals.cancel();
     reload_signal.cancel();
     coordinator->stop();
     alerts.stop();
+    retention.stop();
     goodbye_timer.expires_after(k_goodbye_delay);
     goodbye_timer.async_wait([&](const qf::error_code&) {
       server.close();
@@ -341,7 +342,6 @@ int main(int argc, char** argv) {
       io.stop();
     });
   };
-    retention.stop();
   stop_signals.async_wait([&](const qf::error_code& e, int signal) {
     if (e) return;
     qf::logger()->info("signal {}: stopping", signal);
