@@ -29,9 +29,18 @@ enum class DstOverlapPolicy {
   both,   ///< fire at both occurrences
 };
 
+/**
+ * This host's IANA time zone: `$TZ` when it names a zone the database knows (a leading `:`
+ * is dropped), else the target of /etc/localtime under a `zoneinfo/` directory, else the
+ * name in /etc/timezone, else `UTC`. Read on every call (no cache): a test or a host may
+ * change it between loads.
+ */
+std::string local_time_zone_name();
+
 /// Options that shape how an expression is read and evaluated.
 struct CronOptions {
-  /// IANA zone name the fields are read in; empty means UTC.
+  /// IANA zone name the fields are read in; empty means UTC; `local` means this host's zone
+  /// (`local_time_zone_name()`, resolved when the expression is parsed).
   std::string time_zone = "UTC";
   /// Seed of `H` fields (normally the task name); stable across restarts, versions, hosts.
   std::string hash_key;

@@ -33,6 +33,8 @@ struct RunRequest {
   std::uint32_t attempt = 1;
   std::uint32_t shard_index = 0;
   std::uint32_t shard_total = 0;
+  std::string agent_id;                        ///< the agent running it (QF_AGENT_ID); empty: none
+  std::string hostname;                        ///< that agent's host name (QF_HOSTNAME); empty: none
   std::size_t capture_limit = 1 << 20;         ///< output kept beyond this is counted, not kept
   /// Output as it is produced (shell: each read of the pipe, captured or not), for live
   /// logs; called on the executor's executor, never after the completion. Empty: not wanted.

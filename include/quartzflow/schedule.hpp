@@ -22,6 +22,7 @@ enum class ScheduleKind {
   interval,     ///< every `period`, aligned to the window start (or the Unix epoch)
   fixed_delay,  ///< `period` after the previous run ended (the first run `period` after start)
   once,         ///< a single run at `at`
+  agent_start,  ///< once each time the agent starts (cron's `@reboot`); no timed fires
 };
 
 /// What to do with fires that fell due while nothing was running (after a restart).
@@ -46,7 +47,8 @@ struct ScheduleSpec {
   std::chrono::seconds jitter{0};           ///< each fire is delayed by [0, jitter], stably
 
   /// The short text form: a cron expression or macro, `@every 90s`, `@delay 5m`,
-  /// `@once 2026-12-01T00:00:00Z` or `@manual`. The zone and the rest stay as they are.
+  /// `@once 2026-12-01T00:00:00Z`, `@manual` or `@reboot` (= `@agent-start`). The zone and the
+  /// rest stay as they are.
   static std::optional<ScheduleSpec> from_text(std::string_view text, error_code& ec,
                                                ValidationError* detail = nullptr);
   static ScheduleSpec from_text(std::string_view text);

@@ -37,9 +37,13 @@ bool yaml_to_message(std::string_view yaml_text, std::string_view file_name,
 /// Reads a file and calls yaml_to_message; a missing or unreadable file is an error.
 bool yaml_file_to_message(const std::string& path, google::protobuf::Message& out, YamlError& error);
 
+/// Gives `task` the manifest-wide `defaults` it does not set itself (see TaskDefaults).
+void apply_task_defaults(const v1::TaskDefaults& defaults, v1::Task& task);
+
 /**
- * Reads a task manifest file and validates it (validate_tasks). Semantic errors are mapped
- * back to the YAML line of the offending field where possible. On error `out` is unchanged.
+ * Reads a task manifest file, gives each task the file's `defaults` and validates it
+ * (validate_tasks). Semantic errors are mapped back to the YAML line of the offending field
+ * where possible. On error `out` is unchanged.
  */
 bool load_task_manifest(const std::string& path, v1::TaskManifest& out, YamlError& error);
 

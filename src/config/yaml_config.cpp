@@ -614,6 +614,22 @@ bool yaml_file_to_message(const std::string& path, google::protobuf::Message& ou
   return yaml_to_message(text, path, out, error);
 }
 
+void apply_task_defaults(const v1::TaskDefaults& defaults, v1::Task& task) {
+  if (task.has_shell()) {
+    auto& shell = *task.mutable_shell();
+    for (const auto& [name, value] : defaults.env()) shell.mutable_env()->insert({name, value});  // keeps the task's
+    if (!shell.script().empty() && shell.interpreter().empty())
+      for (const auto& word : defaults.interpreter()) shell.add_interpreter(word);
+    if (shell.working_dir().empty()) shell.set_working_dir(defaults.working_dir());
+    if (shell.run_as_user().empty()) shell.set_run_as_user(defaults.run_as_user());
+  }
+  if (!defaults.time_zone().empty() && task.has_schedule() && task.schedule().time_zone().empty())
+    task.mutable_schedule()->set_time_zone(defaults.time_zone());
+  if (task.group_ids().empty() && !task.all_agents())
+    for (const auto& group : defaults.group_ids()) task.add_group_ids(group);
+  for (const auto& [key, value] : defaults.labels()) task.mutable_labels()->insert({key, value});
+}
+
 bool load_task_manifest(const std::string& path, v1::TaskManifest& out, YamlError& error) {
   std::string text;
   if (!read_text_file(path, text, error)) return false;
@@ -626,6 +642,7 @@ bool load_task_manifest(const std::string& path, v1::TaskManifest& out, YamlErro
     return false;
   }
   for (auto& task : *manifest.mutable_tasks()) {
+    apply_task_defaults(manifest.defaults(), task);
     if (task.id().empty()) task.set_id(task.name());
     if (!task.has_enabled()) task.set_enabled(true);  // declarative: a listed task runs unless it says otherwise
   }

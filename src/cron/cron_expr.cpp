@@ -3,6 +3,9 @@
 // their edges. Within one segment local time is a shift of UTC, so the field search runs on
 // the local reading and the answer is shifted back.
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include <date/tz.h>
 
@@ -154,6 +157,40 @@ CronExpr::CronExpr(CronExpr&&) noexcept = default;
 CronExpr& CronExpr::operator=(CronExpr&&) noexcept = default;
 CronExpr::~CronExpr() = default;
 
+std::string local_time_zone_name() {
+  const auto known = [](const std::string& name) {
+    if (name.empty()) return false;
+    try {
+      return date::locate_zone(name) != nullptr;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  if (const char* tz = std::getenv("TZ"); tz != nullptr) {
+    std::string name = tz;
+    if (!name.empty() && name.front() == ':') name.erase(0, 1);
+    if (known(name)) return name;
+  }
+  std::error_code ec;
+  const auto target = std::filesystem::read_symlink("/etc/localtime", ec).string();
+  if (!ec) {
+    if (const auto at = target.find("zoneinfo/"); at != std::string::npos) {
+      std::string name = target.substr(at + 9);
+      // Debian's `posix/` and `right/` trees hold the same zones under another prefix.
+      for (const std::string_view prefix : {"posix/", "right/"})
+        if (name.rfind(prefix, 0) == 0) name.erase(0, prefix.size());
+      if (known(name)) return name;
+    }
+  }
+  std::ifstream file("/etc/timezone");
+  std::string name;
+  if (file && std::getline(file, name)) {
+    name.erase(name.find_last_not_of(" \t\r") + 1);
+    if (known(name)) return name;
+  }
+  return "UTC";
+}
+
 std::optional<CronExpr> CronExpr::parse(std::string_view text, const CronOptions& options,
                                         error_code& ec, ValidationError* detail) {
   ValidationError failure;
@@ -161,6 +198,7 @@ std::optional<CronExpr> CronExpr::parse(std::string_view text, const CronOptions
   impl->text = std::string(text);
   impl->options = options;
   if (impl->options.time_zone.empty()) impl->options.time_zone = "UTC";
+  if (impl->options.time_zone == "local") impl->options.time_zone = local_time_zone_name();
   if (impl->options.time_zone != "UTC" && impl->options.time_zone != "Etc/UTC") {
     try {
       impl->zone.zone = date::locate_zone(impl->options.time_zone);

@@ -44,6 +44,7 @@ ScheduleSpec schedule_spec_from_proto(const v1::Schedule& schedule) {
     case v1::Schedule::KIND_NOT_SET:
       spec.kind = ScheduleKind::manual;
       break;
+    case v1::Schedule::kAgentStart: spec.kind = ScheduleKind::agent_start; break;
   }
   spec.time_zone = schedule.time_zone().empty() ? std::string("UTC") : schedule.time_zone();
   spec.gap = schedule.dst_gap_policy() == v1::DST_GAP_POLICY_SKIP ? DstGapPolicy::skip : DstGapPolicy::shift;
@@ -71,6 +72,7 @@ void schedule_spec_to_proto(const ScheduleSpec& spec, v1::Schedule& out) {
     case ScheduleKind::manual:
       out.mutable_manual();
       break;
+    case ScheduleKind::agent_start: out.mutable_agent_start(); break;
     case ScheduleKind::cron:
       out.set_cron(spec.cron);
       break;

@@ -214,6 +214,9 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
   std::map<std::string, std::pair<std::shared_ptr<asio::steady_timer>, PendingRun>, std::less<>> retries;
   std::uint64_t version = 0;
   std::int64_t last_manual_ms = 0;
+  /// Started without any configuration (a connected agent's first start): the agent-start
+  /// tasks run when the first configuration arrives instead of at `start`.
+  bool agent_start_pending = false;
   std::size_t pending_writes = 0;
   bool started = false;
   bool stopping = false;
@@ -621,6 +624,7 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
       slot->arm_serial = previous.arm_serial;  // the old slot's entries (older serials) stay stale
     }
     if (detail::agent_fired(task) && task.schedule().kind_case() != v1::Schedule::kManual &&
+        task.schedule().kind_case() != v1::Schedule::kAgentStart &&
         task.schedule().kind_case() != v1::Schedule::KIND_NOT_SET)
       slot->schedule = task_schedule(task);
     slot->shared_config = std::make_shared<const v1::Task>(std::move(task));
@@ -895,6 +899,31 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     return p;
   }
 
+  /// Runs each enabled agent-start task (cron's `@reboot`) once: called at `start`, or with
+  /// the first configuration when the engine started with none; never again in this process.
+  void fire_agent_start_tasks() {
+    agent_start_pending = false;
+    for (auto& [id, slot] : tasks) {
+      const v1::Task& config = slot->config();
+      if (config.schedule().kind_case() != v1::Schedule::kAgentStart || !detail::agent_fired(config) ||
+          !config.enabled())
+        continue;
+      // The id carries the start's millisecond (as manual triggers do): each start of the
+      // agent is a run of its own, also two starts within one second.
+      last_manual_ms = std::max(now_unix_ms(), last_manual_ms + 1);
+      PendingRun p;
+      p.execution_id = detail::execution_id(config.id(), last_manual_ms, options.agent_id);
+      p.task_id = config.id();
+      p.scheduled = Instant{seconds{last_manual_ms / 1000}};
+      p.trigger = v1::TRIGGER_TYPE_SCHEDULED;
+      for (const auto& param : config.params())
+        if (!param.default_value().empty()) p.params[param.name()] = param.default_value();
+      p.root_execution_id = p.execution_id;
+      ++slot->runs;
+      dispatch(*slot, std::move(p), /*scheduled=*/true);
+    }
+  }
+
   // --- policies ------------------------------------------------------------------------
 
   /// Runs of one task at once: max_concurrent_runs, else 1 (unbounded for `allow`).
@@ -1039,6 +1068,8 @@ struct TaskEngine::Impl : std::enable_shared_from_this<TaskEngine::Impl> {
     request.attempt = run->pending.attempt;
     request.shard_index = run->pending.shard_index;
     request.shard_total = run->pending.shard_total;
+    request.agent_id = options.agent_id;
+    request.hostname = options.hostname;
     request.capture_limit = options.capture_limit;
     // Plugin calls produce no output as they go: no live-output hook to make for them.
     if (run->config().executor_case() != v1::Task::kPlugin)
@@ -1259,6 +1290,7 @@ bool TaskEngine::apply(std::vector<v1::Task> tasks, std::uint64_t version, Valid
   for (const auto& [id, slot] : impl.tasks) impl.task_ids_by_name.emplace(slot->config().name(), id);
   impl.version = version;
   for (auto& [id, slot] : impl.tasks) impl.settle_slot(*slot);
+  if (impl.agent_start_pending && !impl.stopping) impl.fire_agent_start_tasks();
   return true;
 }
 
@@ -1321,6 +1353,7 @@ std::vector<TaskConfigProblem> TaskEngine::apply_delta(std::vector<v1::Task> ups
   }
   impl.version = version;
   for (auto* slot : changed) impl.settle_slot(*slot);
+  if (impl.agent_start_pending && !impl.stopping) impl.fire_agent_start_tasks();
   return problems;
 }
 
@@ -1370,6 +1403,13 @@ void TaskEngine::start() {
       slot->cursor = last && *last > now ? *last : now;
     }
     impl.arm(*slot);
+  }
+  // Agent-start tasks run once per start of the engine, from the configuration it starts
+  // with; an engine that starts with none runs them from the first one it is given.
+  if (impl.version == 0 && impl.tasks.empty()) {
+    impl.agent_start_pending = true;
+  } else {
+    impl.fire_agent_start_tasks();
   }
 }
 

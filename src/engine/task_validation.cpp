@@ -10,6 +10,7 @@
 #include <quartzflow/task.hpp>
 #include <string_view>
 
+#include "../common/task_policies.hpp"
 #include "../executors/placeholders.hpp"
 #include "task_limits.hpp"
 
@@ -244,7 +245,7 @@ std::optional<Schedule> make_schedule(const v1::Task& task, error_code& ec, Vali
   if (schedule.kind_case() == v1::Schedule::KIND_NOT_SET) {
     ec = errc::invalid_argument;
     detail = {"", "schedule",
-              "one of cron, interval_seconds, fixed_delay_seconds, once_at_unix_ms, manual is required"};
+              "one of cron, interval_seconds, fixed_delay_seconds, once_at_unix_ms, manual, agent_start is required"};
     return std::nullopt;
   }
   const std::pair<const char*, std::int64_t> instants[] = {
@@ -369,6 +370,15 @@ std::optional<ValidationError> validate_task(const v1::Task& task) {
       return check.fail("placement.shard_count", out_of_range(placement.shard_count(), 0, k_max_shard_count));
     if (placement.shard_count() != 0 && placement.mode() != v1::PLACEMENT_MODE_SHARDED)
       return check.fail("placement.shard_count", "is only allowed with mode SHARDED");
+  }
+  // Both are read by the agent that fires the task: a routed task is fired by the coordinator.
+  if (detail::coordinator_routed(task)) {
+    if (task.schedule().kind_case() == v1::Schedule::kAgentStart)
+      return check.fail("schedule.agent_start",
+                        "runs when an agent starts: only with placement ALL (each agent runs it from its own start)");
+    if (task.schedule().time_zone() == "local")
+      return check.fail("schedule.time_zone",
+                        "\"local\" is the zone of the agent that fires the task: only with placement ALL");
   }
 
   if (task.timeout_seconds() > static_cast<std::uint64_t>(k_max_timeout.count()))

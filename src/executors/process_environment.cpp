@@ -42,6 +42,8 @@ std::vector<std::string> process_environment(const RunRequest& request, char** i
   variables["QF_EXECUTION_ID"] = request.execution_id;
   variables["QF_SCHEDULED_AT"] = format_rfc3339(request.scheduled);
   variables["QF_ATTEMPT"] = std::to_string(request.attempt);
+  if (!request.agent_id.empty()) variables["QF_AGENT_ID"] = request.agent_id;
+  if (!request.hostname.empty()) variables["QF_HOSTNAME"] = request.hostname;
   if (request.shard_total > 0) {
     variables["QF_SHARD_INDEX"] = std::to_string(request.shard_index);
     variables["QF_SHARD_TOTAL"] = std::to_string(request.shard_total);

@@ -14,7 +14,8 @@ namespace quartzflow::detail {
 std::string param_variable_name(const std::string& name);
 
 /// NAME=value strings: the agent's environment (unless `clear_env`), the task's `env`,
-/// then QF_TASK_ID, QF_EXECUTION_ID, QF_SCHEDULED_AT, QF_ATTEMPT, QF_SHARD_* and params.
+/// then QF_TASK_ID, QF_EXECUTION_ID, QF_SCHEDULED_AT, QF_ATTEMPT, QF_AGENT_ID, QF_HOSTNAME,
+/// QF_SHARD_* and params.
 std::vector<std::string> process_environment(const RunRequest& request, char** inherited);
 
 /// Absolute path of `command` via PATH from `environment` (as execvp would), else `command`.

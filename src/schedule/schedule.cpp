@@ -50,6 +50,9 @@ std::optional<ScheduleSpec> ScheduleSpec::from_text(std::string_view text, error
   } else if (keyword == "@manual") {
     if (!argument.empty()) return fail("@manual takes no argument");
     spec.kind = ScheduleKind::manual;
+  } else if (keyword == "@reboot" || keyword == "@agent-start") {
+    if (!argument.empty()) return fail(fmt::format("{} takes no argument", keyword));
+    spec.kind = ScheduleKind::agent_start;
   } else {
     spec.kind = ScheduleKind::cron;
     spec.cron = std::string(text);
@@ -103,7 +106,7 @@ std::optional<Schedule> Schedule::create(const ScheduleSpec& spec, std::string_v
       break;
     case ScheduleKind::cron:
     case ScheduleKind::manual:
-      break;
+    case ScheduleKind::agent_start: break;
   }
   if (spec.window_start && spec.window_end && *spec.window_end < *spec.window_start)
     return fail(errc::invalid_argument, "schedule.window_end",
@@ -130,6 +133,7 @@ std::optional<Instant> Schedule::next_nominal(Instant after, const ScheduleState
   std::optional<Instant> next;
   switch (spec_.kind) {
     case ScheduleKind::manual:
+    case ScheduleKind::agent_start:  // fired by the engine when it starts, never by time
       return std::nullopt;
     case ScheduleKind::cron:
       next = cron_->next(after);
@@ -222,6 +226,7 @@ std::string Schedule::describe() const {
   const std::string zone = spec_.time_zone.empty() || spec_.time_zone == "UTC" ? "" : " (" + spec_.time_zone + ")";
   switch (spec_.kind) {
     case ScheduleKind::manual: return "Only when triggered";
+    case ScheduleKind::agent_start: return "Once each time the agent starts";
     case ScheduleKind::cron: return cron_->describe() + zone;
     case ScheduleKind::interval: return "Every " + format_duration(spec_.period);
     case ScheduleKind::fixed_delay: return format_duration(spec_.period) + " after the previous run ends";

@@ -44,6 +44,9 @@ void add_history_commands(CLI::App& app);
 /// `qfctl login`, `qfctl logout`, `qfctl token ...`, `qfctl user ...` (admin API).
 void add_auth_commands(CLI::App& app);
 
+/// `qfctl import crontab` (no server involved).
+void add_import_commands(CLI::App& app);
+
 /// `qfctl alert ...`, `qfctl channel ...`, `qfctl silence ...`, `qfctl monitor ...` (admin API).
 void add_alert_commands(CLI::App& app);
 

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   qfctl::add_history_commands(app);
   qfctl::add_alert_commands(app);
   qfctl::add_admin_commands(app);
+  qfctl::add_import_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

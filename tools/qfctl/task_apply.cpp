@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// `qfctl task apply -f FILE_OR_DIR [--dry-run]`: task manifests (the coordinator's
-// manifest_file format) made true through the admin API, declaratively: groups by name, tasks
-// by id else name; what already matches is left alone; --dry-run shows the plan only.
+// `qfctl task apply -f FILE_OR_DIR [--dry-run] [--prune --selector S | --prune-group G]`: task
+// manifests (the coordinator's manifest_file format) made true through the admin API,
+// declaratively: groups by name, tasks by id else name; what already matches is left alone;
+// --prune deletes the tasks of its scope the manifests no longer list; --dry-run shows the plan.
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -33,6 +35,9 @@ struct ApplyArgs {
   std::string path;
   bool dry_run = false;
   bool force = false;
+  bool prune = false;
+  std::string prune_selector;  ///< label selector of the tasks --prune may delete
+  std::string prune_group;     ///< group (id or name) of the tasks --prune may delete
 };
 
 /// The manifest files `path` names: itself, or the *.yaml and *.yml files of a directory, sorted.
@@ -60,7 +65,7 @@ struct Entry {
 
 /// What apply does to one object.
 struct Change {
-  enum class Kind { create, update, unchanged } kind;
+  enum class Kind { create, update, unchanged, remove } kind;
   std::string label;                  ///< `task report`
   std::vector<std::string> details;   ///< changed fields, for updates
 };
@@ -70,6 +75,7 @@ std::string marker(Change::Kind kind) {
     case Change::Kind::create: return "+";
     case Change::Kind::update: return "~";
     case Change::Kind::unchanged: return "=";
+    case Change::Kind::remove: return "-";
   }
   return "?";
 }
@@ -128,6 +134,12 @@ Change plan_change(Entry<Message>& entry, const std::string& label) {
 }
 
 void run_apply(const ApiFlags& flags, const ApplyArgs& args) {
+  // --prune deletes: only within a scope the user names, so other teams' tasks are never touched.
+  if (args.prune && args.prune_selector.empty() && args.prune_group.empty())
+    throw CommandFailure{k_exit_invalid_input,
+                         "--prune: needs --selector KEY=VALUE[,...] or --prune-group GROUP: the tasks it may delete"};
+  if (!args.prune && (!args.prune_selector.empty() || !args.prune_group.empty()))
+    throw CommandFailure{k_exit_invalid_input, "--selector and --prune-group only scope --prune"};
   // Read and validate every file before asking the server anything.
   std::vector<Entry<v1::Group>> groups;
   std::vector<Entry<v1::Task>> tasks;
@@ -195,9 +207,34 @@ void run_apply(const ApiFlags& flags, const ApplyArgs& args) {
     }
   }
 
+  // The tasks of the prune scope that no manifest lists (by id, once resolved).
+  std::vector<v1::Task> to_delete;
+  if (args.prune) {
+    Query query{{"page_size", "500"}};
+    if (!args.prune_selector.empty()) query.push_back({"label_selector", args.prune_selector});
+    if (!args.prune_group.empty()) {
+      const auto found = group_ids.find(args.prune_group);
+      if (found == group_ids.end())
+        throw CommandFailure{k_exit_invalid_input,
+                             fmt::format("--prune-group: no group with id or name \"{}\"", args.prune_group)};
+      query.push_back({"group_id", found->second});
+    }
+    std::set<std::string> listed;
+    for (const auto& t : tasks) listed.insert(t.wanted.id());
+    for (std::uint32_t page = 1;; ++page) {
+      Query paged = query;
+      paged.push_back({"page", std::to_string(page)});
+      const auto listing = api.get<v1::ListTasksResponse>("/tasks", paged);
+      for (const auto& s : listing.items())
+        if (!listed.count(s.task().id())) to_delete.push_back(s.task());
+      if (listing.items().empty() || static_cast<std::uint64_t>(page) * 500 >= listing.total()) break;
+    }
+  }
+
   std::vector<Change> plan;
   for (auto& g : groups) plan.push_back(plan_change(g, "group " + g.wanted.name()));
   for (auto& t : tasks) plan.push_back(plan_change(t, "task " + t.wanted.name()));
+  for (const auto& t : to_delete) plan.push_back({Change::Kind::remove, "task " + t.name(), {}});
   const auto count = [&](Change::Kind kind) {
     return std::count_if(plan.begin(), plan.end(), [kind](const Change& c) { return c.kind == kind; });
   };
@@ -209,8 +246,9 @@ void run_apply(const ApiFlags& flags, const ApplyArgs& args) {
 
   if (args.dry_run) {
     for (const auto& change : plan) print_change(change, change.kind == Change::Kind::unchanged ? " unchanged" : "");
-    std::cout << fmt::format("dry run: {} to create, {} to change, {} unchanged; nothing was changed\n",
-                             count(Change::Kind::create), count(Change::Kind::update), count(Change::Kind::unchanged));
+    std::cout << fmt::format("dry run: {} to create, {} to change, {} unchanged{}; nothing was changed\n",
+                             count(Change::Kind::create), count(Change::Kind::update), count(Change::Kind::unchanged),
+                             args.prune ? fmt::format(", {} to delete", count(Change::Kind::remove)) : "");
     return;
   }
 
@@ -239,8 +277,21 @@ void run_apply(const ApiFlags& flags, const ApplyArgs& args) {
   };
   for (auto& g : groups) apply_one(g, "groups");
   for (auto& t : tasks) apply_one(t, "tasks");
-  std::cout << fmt::format("applied: {} created, {} changed, {} unchanged\n", count(Change::Kind::create),
-                           count(Change::Kind::update), count(Change::Kind::unchanged));
+  // Deletions last: a failed create or update above leaves every task in place.
+  for (const auto& t : to_delete) {
+    const auto& change = plan[index++];
+    try {
+      api.remove("/tasks/" + url_encode(t.id()));
+    } catch (CommandFailure& failure) {
+      failure.message = fmt::format("{}: {}\nstopped: the objects above were applied, the rest were not", change.label,
+                                    failure.message);
+      throw;
+    }
+    print_change(change, " deleted");
+  }
+  std::cout << fmt::format("applied: {} created, {} changed, {} unchanged{}\n", count(Change::Kind::create),
+                           count(Change::Kind::update), count(Change::Kind::unchanged),
+                           args.prune ? fmt::format(", {} deleted", count(Change::Kind::remove)) : "");
 }
 
 }  // namespace
@@ -253,6 +304,11 @@ void add_task_apply_command(CLI::App& task, std::shared_ptr<ApiFlags> flags) {
   apply->add_option("-f,--file", args->path, "a manifest file, or a directory of *.yaml / *.yml manifests")->required();
   apply->add_flag("--dry-run", args->dry_run, "print what would change (+ create, ~ change, = unchanged) and change nothing");
   apply->add_flag("--force", args->force, "update tasks even while runs of them are in progress");
+  apply->add_flag("--prune", args->prune,
+                  "delete the tasks of the scope (--selector and/or --prune-group, one is required) that the "
+                  "manifests do not list; --dry-run shows them as - lines");
+  apply->add_option("--selector", args->prune_selector, "--prune: only tasks whose labels match KEY=VALUE[,KEY=VALUE]");
+  apply->add_option("--prune-group", args->prune_group, "--prune: only tasks of this group (id or name)");
   apply->callback([flags, args] { run_apply(*flags, *args); });
 }
 

@@ -74,6 +74,7 @@ std::string schedule_text(const v1::Schedule& s) {
       break;
     case v1::Schedule::kOnceAtUnixMs: text = "@once " + time_text(s.once_at_unix_ms()); break;
     case v1::Schedule::kManual: text = "@manual"; break;
+    case v1::Schedule::kAgentStart: text = "@reboot"; break;
     case v1::Schedule::KIND_NOT_SET: text = "-"; break;
   }
   if (!s.time_zone().empty() && s.time_zone() != "UTC") text += " (" + s.time_zone() + ")";
