@@ -2,6 +2,9 @@
 # Install rules and the exported package: find_package(quartzflow [COMPONENTS ...]) with one
 # export set per component (quartzflow::<component>), the umbrella quartzflow::quartzflow,
 # and a pkg-config file per component (quartzflow-<component>.pc) plus quartzflow.pc.
+# Install components (the Debian packages, cmake/packaging/packaging.cmake): the library is
+# `dev`; qf-coordinator, qf-agent and qfctl are components of their own.
+set(CMAKE_INSTALL_DEFAULT_COMPONENT_NAME dev)
 install(DIRECTORY include/quartzflow DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_BINARY_DIR}/proto/quartzflow/v1
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/quartzflow FILES_MATCHING PATTERN "*.pb.h")
@@ -33,7 +36,8 @@ install(EXPORT quartzflow-targets NAMESPACE quartzflow:: DESTINATION ${QUARTZFLO
 # and the libraries, stripped (README, "Using the library").
 foreach(program qfctl qf-coordinator qf-agent)
   if(TARGET ${program})
-    install(TARGETS ${program} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    string(REGEX REPLACE "^qf-" "" component ${program})
+    install(TARGETS ${program} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT ${component})
   endif()
 endforeach()
 if(QUARTZFLOW_BUILD_SHARED)
@@ -98,3 +102,6 @@ quartzflow_pkg_config(quartzflow-admin "admin API, authentication and HTTPS/WebS
 list(TRANSFORM QUARTZFLOW_COMPONENTS PREPEND quartzflow- OUTPUT_VARIABLE all_pc)
 list(JOIN all_pc " " all_pc)
 quartzflow_pkg_config(quartzflow "every component" "${all_pc}" "")
+
+# systemd units, example configuration, state directory; CPack's .deb packages.
+include(${CMAKE_CURRENT_LIST_DIR}/packaging/packaging.cmake)

@@ -38,6 +38,7 @@
 
 #include "../common/host_port.hpp"
 #include "../common/readable.hpp"
+#include "../common/service.hpp"
 #include "agent_metrics.hpp"
 #include "enrol.hpp"
 
@@ -222,7 +223,7 @@ std::optional<ConnectedSettings> check_config(const v1::AgentConfig& config, con
 }  // namespace
 
 int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_file, int shutdown_grace_seconds,
-                        ExecutionSink on_execution) {
+                        ExecutionSink on_execution, const std::string& notify_socket) {
   std::string error;
   auto settings = check_config(config, config_file, error);
   if (!settings) {
@@ -295,7 +296,7 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   dispatcher_options.ips = host_ips();
   dispatcher_options.labels = {config.labels().begin(), config.labels().end()};
   dispatcher_options.config_group = config.group_id();
-  dispatcher_options.agent_version = version;
+  dispatcher_options.agent_version = announced_version();
   if (config.daily_stats_interval_seconds() > 0)
     dispatcher_options.daily_stats_interval = std::chrono::seconds{config.daily_stats_interval_seconds()};
   if (metrics) {
@@ -320,12 +321,13 @@ int run_connected_agent(const v1::AgentConfig& config, const fs::path& config_fi
   logger()->info("qf-agent {} started as {} (connected mode: {} coordinator(s), first {}); store {}", version,
                  settings->agent_id, settings->coordinators.size(), settings->coordinators.front().first,
                  store_options.path);
-
+  notify_ready(notify_socket, "running; connecting to " + settings->coordinators.front().first);
 
   // An enrolled agent renews its certificate before it expires; the connector takes the new
   // pair at its next connection, the open one goes on.
   CertificateRenewal renewal(io, config, config_file);
   renewal.start();
+
   // Retention: purge at start and then daily (synced records only).
   asio::steady_timer purge_timer(io);
   std::function<void()> purge = [&] {

@@ -26,6 +26,7 @@
 #include "agent_metrics.hpp"
 #include "connected.hpp"
 #include "enrol.hpp"
+#include "../common/service.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -99,6 +100,7 @@ void log_execution(const qf::v1::Execution& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string notify_socket = qf::examples::take_notify_socket();
   CLI::App app{"qf-agent: run QuartzFlow tasks on this host"};
   std::string config_file;
   std::string log_level;
@@ -155,8 +157,13 @@ int main(int argc, char** argv) {
     std::cerr << "qf-agent: log_level: \"" << level << "\" is not one of trace, debug, info, warn, error, critical, off\n";
     return k_exit_invalid_config;
   }
+  if (const auto log_error = qf::examples::start_log_file(config.log(), agent.config_path.parent_path());
+      !log_error.empty()) {
+    std::cerr << "qf-agent: " << agent.config_path.string() << ": " << log_error << "\n";
+    return k_exit_invalid_config;
+  }
   if (config.coordinators_size() > 0)
-    return qf::examples::run_connected_agent(config, agent.config_path, shutdown_grace, log_execution);
+    return qf::examples::run_connected_agent(config, agent.config_path, shutdown_grace, log_execution, notify_socket);
   const fs::path base = agent.config_path.parent_path();
   const fs::path data_dir = base / (config.data_dir().empty() ? "qf-agent-data" : config.data_dir());
   if (config.manifest_file().empty()) {
@@ -214,6 +221,7 @@ int main(int argc, char** argv) {
   if (!agent.load_manifest()) return k_exit_invalid_config;
   agent.engine->start();
   qf::logger()->info("qf-agent {} started as {}; store {}", qf::version, engine_options.agent_id, store_options.path);
+  qf::examples::notify_ready(notify_socket, "running standalone");
 
   // Retention: purge at start and then daily.
   asio::steady_timer purge_timer(agent.io);

@@ -40,6 +40,7 @@
 #include "alerts/alert_service.hpp"
 #include "console_embedded.hpp"
 #include "settings.hpp"
+#include "../common/service.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -207,6 +208,7 @@ std::string store_description(const qf::examples::CoordinatorSettings& settings)
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string notify_socket = qf::examples::take_notify_socket();
   CLI::App app{"qf-coordinator: schedule QuartzFlow tasks and dispatch them to agents over QUIC"};
   std::string config_file;
   std::string log_level;
@@ -228,6 +230,13 @@ int main(int argc, char** argv) {
   auto settings = qf::examples::load_coordinator_settings(config_file, log_level, error);
   if (!settings) {
     std::cerr << "qf-coordinator: " << error << "\n";
+    return k_exit_invalid_config;
+  }
+  // --init-admin (often run as root) leaves the service's log file alone.
+  const auto log_error =
+      init_admin.empty() ? qf::examples::start_log_file(settings->log, settings->config_file.parent_path()) : "";
+  if (!log_error.empty()) {
+    std::cerr << "qf-coordinator: " << settings->config_file.string() << ": " << log_error << "\n";
     return k_exit_invalid_config;
   }
   for (const auto& warning : settings->warnings) qf::logger()->warn("{}", warning);
@@ -365,6 +374,9 @@ int main(int argc, char** argv) {
       qf::logger()->info("admin API on {}://{}/api/v1 (OpenAPI: /api/v1/openapi.json, metrics: /metrics)",
                          settings->admin.tls_cert_file.empty() ? "http" : "https",
                          listen_text({settings->admin.host, 0}, admin.port()));
+      qf::examples::notify_ready(notify_socket, fmt::format("listening for agents on {}, admin API on {}",
+                                                            listen_text(settings->agent_listen, server.port()),
+                                                            listen_text({settings->admin.host, 0}, admin.port())));
     };
     if (!settings->manifest_file) return go();
     qf::apply_manifest(*coordinator, settings->manifest, qf::Actor{"qf-coordinator", {}}, true,

@@ -21,6 +21,8 @@
 #include <quartzflow/version.hpp>
 #include <quartzflow/yaml_config.hpp>
 
+#include "../common/service.hpp"
+
 namespace quartzflow::examples {
 
 namespace fs = std::filesystem;
@@ -159,6 +161,7 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
   if (!set_log_level(settings.log_level))
     return fail(log_level_override.empty() ? "log_level" : "--log-level",
                 fmt::format("\"{}\" is not one of trace, debug, info, warn, error, critical, off", settings.log_level));
+  settings.log = config.log();
 
   settings.data_dir = resolve(config.data_dir().empty() ? k_default_data_dir : config.data_dir());
   if (config.store().has_postgres_dsn()) {
@@ -205,6 +208,7 @@ std::optional<CoordinatorSettings> load_coordinator_settings(const std::string& 
 
   auto& dispatcher = settings.options.dispatcher;
   dispatcher.coordinator_id = config.coordinator_id().empty() ? system_host_name() : config.coordinator_id();
+  dispatcher.coordinator_version = announced_version();
   if (config.heartbeat_interval_seconds() > 3600)
     return fail("heartbeat_interval_seconds", fmt::format("{} is out of range 1-3600", config.heartbeat_interval_seconds()));
   if (config.heartbeat_interval_seconds() > 0)

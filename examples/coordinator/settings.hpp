@@ -23,6 +23,7 @@ namespace quartzflow::examples {
 struct CoordinatorSettings {
   std::filesystem::path config_file;
   std::string log_level;
+  v1::LogConfig log;  ///< `log:` (the log file), started by main with start_log_file
   std::filesystem::path data_dir;
   std::filesystem::path database_file;  ///< SQLite (when postgres_dsn is empty)
   std::string postgres_dsn;             ///< several coordinators share this database

@@ -26,6 +26,8 @@ struct AgentDispatcherOptions {
   std::vector<std::string> ips{};
   std::map<std::string, std::string> labels{};
   std::string config_group{};  ///< group id or name from the agent's config
+  /// Announced at registration (a coordinator accepts its own major and minor version +-1);
+  /// empty = this library's version.
   std::string agent_version{};
   std::chrono::milliseconds reconnect_min{200};  ///< first reconnect delay
   /// Backoff cap (plus up to 20 % jitter); keep it under the coordinator's `agent_grace`.

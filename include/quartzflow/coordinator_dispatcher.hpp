@@ -40,6 +40,10 @@ struct CoordinatorDispatcherOptions {
   std::uint32_t max_repushes = 3;           ///< then the push is marked FAILED
   std::uint32_t max_batch_records = 500;    ///< told to agents at registration
   std::size_t max_message_bytes = 4 << 20;  ///< larger messages end the session
+  /// Told to agents at registration; agents of another major version, or a minor version
+  /// more than one older or newer, are refused (ProtocolError and Goodbye UNSUPPORTED_VERSION).
+  /// Empty = this library's version.
+  std::string coordinator_version{};
 };
 
 /// What the dispatcher reports to its host (the Coordinator, tests, the admin API later).

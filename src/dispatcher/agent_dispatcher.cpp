@@ -20,6 +20,7 @@
 
 #include "../common/utf8.hpp"
 #include "protocol.hpp"
+#include "version_policy.hpp"
 
 namespace quartzflow {
 
@@ -198,7 +199,8 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     reg->set_hostname(options.hostname);
     for (const auto& ip : options.ips) reg->add_ips(ip);
     for (const auto& [k, v] : options.labels) (*reg->mutable_labels())[k] = v;
-    reg->set_agent_version(options.agent_version);
+    reg->set_agent_version(options.agent_version.empty() ? std::string(detail::library_version())
+                                                         : options.agent_version);
     reg->set_platform("linux");
     reg->set_config_group_id(options.config_group);
     reg->set_agent_unix_ms(now_unix_ms());
@@ -369,6 +371,17 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
       case v1::Envelope::kError: {
         const auto& err = envelope->error();
         if (!registered && err.code() == v1::PROTOCOL_ERROR_CODE_UNAVAILABLE && err.fatal()) return redirected(err);
+        if (err.code() == v1::PROTOCOL_ERROR_CODE_UNSUPPORTED_VERSION) {
+          // Not fixed by retrying soon: the coordinator or this agent must be upgraded. Retried
+          // at the slowest pace, so the agent joins by itself once the coordinator accepts it.
+          logger()->error(
+              "the coordinator refused this agent (version {}): {}; retrying every {} ms",
+              options.agent_version.empty() ? std::string(detail::library_version()) : options.agent_version,
+              err.message(), options.reconnect_max.count());
+          writer->connection().close("unsupported version");
+          backoff = options.reconnect_max;
+          return on_disconnected("unsupported version: " + err.message(), 0);
+        }
         logger()->warn("the coordinator reports an error: {}", err.message());
         if (err.fatal()) drop_connection("fatal error from the coordinator: " + err.message());
         return;
@@ -403,7 +416,8 @@ struct AgentDispatcher::Impl : std::enable_shared_from_this<AgentDispatcher::Imp
     if (result.heartbeat_interval_seconds() > 0) heartbeat_interval = std::chrono::seconds{result.heartbeat_interval_seconds()};
     if (result.max_batch_records() > 0) max_batch = result.max_batch_records();
     desired_version = result.desired_config_version();
-    logger()->info("registered with coordinator {} (group \"{}\")", result.coordinator_id(), result.group_id());
+    logger()->info("registered with coordinator {} version {} (group \"{}\")", result.coordinator_id(),
+                   result.coordinator_version(), result.group_id());
     pull(false);
     report_daily_stats();
     arm_heartbeat(heartbeat_interval);

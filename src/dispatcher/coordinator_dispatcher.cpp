@@ -3,10 +3,16 @@
 // sessions are indexed by agent id. This file: the catalog mirror, sessions (registration,
 // config sync, liveness, the end) and the public API; the decisions are the session machine's.
 #include "coordinator_driver.hpp"
+#include "version_policy.hpp"
 
 namespace quartzflow {
 
 namespace {
+
+/// The version told to agents and judging theirs.
+std::string announced_version(const CoordinatorDispatcherOptions& options) {
+  return options.coordinator_version.empty() ? std::string(detail::library_version()) : options.coordinator_version;
+}
 
 /// Writes a session's copy of an agent's record without the fields the catalog owns: a
 /// session's copy of the group is refreshed only when the catalog is reloaded, after a move
@@ -72,9 +78,12 @@ void CoordinatorDispatcher::Impl::remember_change(const std::string& task_id, co
 }
 
 detail::SessionOptions CoordinatorDispatcher::Impl::session_options() const {
-  return {options.ack_timeout.count(), options.max_repushes,
+  return {options.ack_timeout.count(),
+          options.max_repushes,
           std::chrono::duration_cast<std::chrono::milliseconds>(advertised_heartbeat()).count(),
-          options.missed_heartbeats, delivery_options()};
+          options.missed_heartbeats,
+          delivery_options(),
+          announced_version(options)};
 }
 
 /// Sends, stores the push status, performs run deliveries, fails timed-out log requests,
@@ -361,9 +370,10 @@ void CoordinatorDispatcher::Impl::open_session(const std::shared_ptr<Session>& s
   result->set_group_id(session->machine.agent().group_id());
   result->set_desired_config_version(version);
   result->set_max_batch_records(options.max_batch_records);
+  result->set_coordinator_version(announced_version(options));
   session->writer.send(e, message_id);
-  logger()->info("agent {} online ({}, group \"{}\")", id, session->writer.connection().remote_address(),
-                 session->machine.agent().group_id());
+  logger()->info("agent {} online ({}, group \"{}\", version {})", id, session->writer.connection().remote_address(),
+                 session->machine.agent().group_id(), session->machine.agent().version());
   for (auto& [exec_id, payload] : moved_payloads) {
     auto [it, inserted] = session->run_payloads.try_emplace(exec_id, std::move(payload));
     if (!inserted) join_completions(it->second, std::move(payload.done));

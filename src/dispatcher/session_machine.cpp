@@ -2,6 +2,7 @@
 // The coordinator's session state machine (session_machine.hpp): decisions only; the
 // dispatcher sends, stores and arms the timer.
 #include "session_machine.hpp"
+#include "version_policy.hpp"
 
 #include <algorithm>
 
@@ -51,6 +52,10 @@ std::optional<SessionClose> CoordinatorSession::check_register(const v1::Registe
     return failure(v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
                    fmt::format("register.agent_id: \"{}\" does not match the certificate's name \"{}\"", reg.agent_id(),
                                peer_identity));
+  if (auto refusal = agent_version_refusal(reg.agent_version(), options_.coordinator_version); !refusal.empty())
+    return failure(parse_software_version(reg.agent_version()) ? v1::PROTOCOL_ERROR_CODE_UNSUPPORTED_VERSION
+                                                               : v1::PROTOCOL_ERROR_CODE_INVALID_ARGUMENT,
+                   std::move(refusal));
   // What an agent says about itself is stored and shown: bounded like any other input.
   const std::pair<const char*, int> lists[] = {{"register.ips", reg.ips_size()},
                                                {"register.labels", reg.labels_size()},

@@ -41,6 +41,7 @@ struct SessionOptions {
   std::int64_t heartbeat_interval_ms = 15'000;  ///< as advertised to the agent (whole seconds)
   std::uint32_t missed_heartbeats = 3;          ///< silent this long: the session is ended
   RunDeliveryOptions delivery;
+  std::string coordinator_version{};  ///< judges Register.agent_version (version_policy.hpp); empty = any
 };
 
 /// Why a session must end (the driver sends the error and goodbye, closes, then calls ended()).

@@ -49,6 +49,7 @@
 #include <quartzflow/log.hpp>
 #include <quartzflow/quic.hpp>
 #include <quartzflow/store.hpp>
+#include <quartzflow/version.hpp>
 
 #include "bench_support.hpp"
 #include <random>
@@ -643,7 +644,7 @@ class AgentSide {
     reg->set_agent_id(a->id);
     reg->set_hostname(a->id + ".bench");
     reg->add_ips("127.0.0.1");
-    reg->set_agent_version("bench");
+    reg->set_agent_version(qf::version);
     reg->set_platform("linux");
     reg->set_agent_unix_ms(wall_ms());
     reg->set_applied_config_version(a->applied_version);
