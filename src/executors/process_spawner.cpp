@@ -565,7 +565,8 @@ class SpawnerLoop {
 // Sanitized builds therefore exec a fresh image of the agent's own binary, which becomes the
 // spawner in this constructor before main. glibc's malloc is reset in the child, so other
 // builds keep the plain fork (no second image, no exec of a host binary we do not know).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// (The tsan preset undefines __SANITIZE_THREAD__ for protobuf's sake: _GLIBCXX_TSAN says TSan.)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(_GLIBCXX_TSAN)
 #define QF_SPAWNER_EXECS 1
 constexpr const char* k_spawner_env = "QF_SPAWNER_AGENT";
 constexpr int k_exec_socket_fd = 3;
