@@ -155,7 +155,7 @@ TEST_CASE("every task rule rejects a bad value with the field and the reason", "
        "http.client_key_file", "is required with client_cert_file"},
       {"plugin without name", [](v1::Task& t) { t.mutable_plugin(); }, "plugin.name", "is required"},
       {"schedule without kind", [](v1::Task& t) { t.mutable_schedule()->clear_cron(); }, "schedule",
-       "one of cron, interval_seconds, fixed_delay_seconds, once_at_unix_ms, manual is required"},
+       "one of cron, interval_seconds, fixed_delay_seconds, once_at_unix_ms, manual, agent_start is required"},
       {"cron minute 61", [](v1::Task& t) { t.mutable_schedule()->set_cron("61 * * * *"); }, "schedule.cron.minute",
        "61 is out of range 0-59"},
       {"unknown zone", [](v1::Task& t) { t.mutable_schedule()->set_time_zone("Mars/Olympus"); }, "schedule.time_zone",
