@@ -49,7 +49,6 @@ void add_import_commands(CLI::App& app);
 
 /// `qfctl alert ...`, `qfctl channel ...`, `qfctl silence ...`, `qfctl monitor ...` (admin API).
 void add_alert_commands(CLI::App& app);
-
 /// `qfctl admin backup FILE` (admin API).
 void add_admin_commands(CLI::App& app);
 
