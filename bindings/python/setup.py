@@ -38,7 +38,7 @@ class CMakeBuild(build_ext):
             configure = [
                 "cmake", "-S", str(ROOT), "-B", str(build_dir),
                 "-DCMAKE_BUILD_TYPE=Release",
-                "-DQF_PYTHON=ON",
+                "-DQUARTZFLOW_PYTHON=ON",
                 f"-DPYTHON_EXECUTABLE={sys.executable}",
                 "-DQUARTZFLOW_BUILD_TESTS=OFF",
                 "-DQUARTZFLOW_BUILD_EXAMPLES=OFF",

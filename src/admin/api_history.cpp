@@ -9,6 +9,7 @@
 #include <quartzflow/schedule.hpp>
 #include <quartzflow/task.hpp>
 
+#include "../common/daily_stats_merge.hpp"
 #include "../common/zone_rules.hpp"
 #include "admin_api.hpp"
 
@@ -145,7 +146,9 @@ void AdminApi::add_history_routes() {
       "Run a finished execution again on the agent it ran on (trigger RETRY, retry_of_execution_id links it)",
       self(&AdminApi::retry_execution));
   add("GET", "/api/v1/stats/daily", k_viewer, v1::DailyStatsQuery::descriptor(), v1::DailyStatsResponse::descriptor(),
-      "Daily statistics the agents reported (by day, task and agent)", self(&AdminApi::daily_stats));
+      "Daily statistics the agents reported (by day, task and agent), with the roll-ups of purged runs no agent "
+      "reported",
+      self(&AdminApi::daily_stats));
   add("GET", "/api/v1/audit", k_operator, v1::ListAuditRequest::descriptor(), v1::ListAuditResponse::descriptor(),
       "The audit log of every change (who, what, when, from where, before and after)", self(&AdminApi::list_audit));
 }
@@ -399,8 +402,9 @@ void AdminApi::daily_stats(CallPtr call) {
       if (!is_date(value)) throw invalid(field, fmt::format("\"{}\" is not a YYYY-MM-DD date", value));
     if (to < from) throw invalid("to_date", "is before from_date");
     auto out = std::make_unique<v1::DailyStatsResponse>();
-    for (auto& entry : tx.agent_daily_stats(query.agent_id(), from, to))
-      if (query.task_id().empty() || entry.task_id() == query.task_id()) *out->add_items() = std::move(entry);
+    for (auto& entry : detail::merge_daily_stats(tx.agent_daily_stats(query.agent_id(), from, to),
+                                                 tx.execution_rollups(from, to), query.agent_id(), query.task_id()))
+      *out->add_items() = std::move(entry);
     return out;
   });
 }

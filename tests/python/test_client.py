@@ -27,7 +27,7 @@ api_helpers = _load("qf_api_conftest", os.path.join(ROOT, "tests", "api", "conft
 sys.path.insert(0, os.path.join(os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")), "bindings", "python"))
 try:
     from quartzflow import client as qfclient
-except ImportError:  # built without the Python module (QF_PYTHON=OFF): the client is pure Python
+except ImportError:  # built without the Python module (QUARTZFLOW_PYTHON=OFF): the client is pure Python
     qfclient = _load("quartzflow_client", os.path.join(ROOT, "bindings", "python", "quartzflow", "client.py"))
 
 Client, ApiError, ConnectionFailed = qfclient.Client, qfclient.ApiError, qfclient.ConnectionFailed

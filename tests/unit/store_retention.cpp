@@ -20,6 +20,7 @@
 #include <quartzflow/store.hpp>
 
 #include "common/clock.hpp"
+#include "common/daily_stats_merge.hpp"
 #include "coordinator/retention_service.hpp"
 #include "pg_server.hpp"
 #include "quiet_log.hpp"
@@ -224,6 +225,46 @@ TEST_CASE("retention rolls old final executions up, then deletes them with their
   CHECK(purged_rollups == 2);
   REQUIRE(rollups.size() == 1);
   CHECK(rollups[0].date() == "2026-01-02");
+}
+
+TEST_CASE("daily stats outlive purged runs: the roll-ups fill the keys no agent reported", "[store][retention]") {
+  qf::testing::QuietLog quiet;
+  boost::asio::io_context io;
+  auto store = open_store(io, Backend::sqlite);
+  const std::int64_t day1 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
+  in_tx(io, *store, [&](qf::StoreTransaction& tx) {
+    tx.upsert_execution(execution("a1", "t1", "h1", day1 + 3'600'000, v1::EXECUTION_STATUS_SUCCESS, 100));
+    tx.upsert_execution(execution("a2", "t1", "h2", day1 + 7'200'000, v1::EXECUTION_STATUS_FAILURE, 300));
+    tx.upsert_execution(execution("b1", "t2", "h1", day1 + 60'000, v1::EXECUTION_STATUS_SUCCESS, 10));
+  });
+  in_tx(io, *store,
+        [&](qf::StoreTransaction& tx) { tx.purge_executions(day1 + 40 * k_day_ms, 100, nullptr, nullptr); });
+  // h1 reported its day for t1 (its count is the whole truth: 5 runs, more than were stored).
+  v1::DailyStats reported;
+  reported.set_date("2026-01-01");
+  reported.set_task_id("t1");
+  reported.set_agent_id("h1");
+  reported.set_total(5);
+  reported.set_success(5);
+  std::vector<v1::DailyStats> merged, only_t1, only_h2;
+  in_tx(io, *store, [&](qf::StoreTransaction& tx) {
+    tx.put_agent_daily_stats(reported);
+    const auto read = [&] { return tx.agent_daily_stats("", "2026-01-01", "2026-01-02"); };
+    const auto rollups = [&] { return tx.execution_rollups("2026-01-01", "2026-01-02"); };
+    merged = qf::detail::merge_daily_stats(read(), rollups(), "", "");
+    only_t1 = qf::detail::merge_daily_stats(read(), rollups(), "", "t1");
+    only_h2 = qf::detail::merge_daily_stats(read(), rollups(), "h2", "");
+  });
+  std::vector<std::string> rows;
+  for (const auto& s : merged)
+    rows.push_back(fmt::format("{} {} {} {}/{}", s.date(), s.agent_id(), s.task_id(), s.success(), s.total()));
+  // The agent's report wins over the roll-up of (h1, t1); the others come from the roll-ups.
+  CHECK(rows == std::vector<std::string>{"2026-01-01 h1 t1 5/5", "2026-01-01 h1 t2 1/1", "2026-01-01 h2 t1 0/1"});
+  REQUIRE(only_t1.size() == 2);
+  CHECK(only_t1[0].agent_id() == "h1");
+  CHECK(only_t1[1].agent_id() == "h2");
+  REQUIRE(only_h2.size() == 1);
+  CHECK(only_h2[0].failure() == 1);
 }
 
 TEST_CASE("retention deletes audit entries and logs by age, oldest first, in slices", "[store][retention]") {
