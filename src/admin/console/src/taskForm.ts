@@ -6,7 +6,7 @@ import type { Task } from './api/types'
 export interface TaskForm {
   name: string
   description: string
-  kind: 'cron' | 'interval' | 'manual'
+  kind: 'cron' | 'interval' | 'manual' | 'agent_start'
   cron: string
   intervalSeconds: number
   timeZone: string
@@ -29,7 +29,7 @@ export function formFromTask(task: Task): TaskForm {
   return {
     name: task.name ?? '',
     description: task.description ?? '',
-    kind: s.interval_seconds ? 'interval' : s.manual ? 'manual' : 'cron',
+    kind: s.interval_seconds ? 'interval' : s.manual ? 'manual' : s.agent_start ? 'agent_start' : 'cron',
     cron: s.cron ?? '',
     intervalSeconds: s.interval_seconds ?? 60,
     timeZone: s.time_zone || 'UTC',
@@ -56,10 +56,12 @@ export function buildTask(form: TaskForm, original: Task | null): Task {
   delete schedule.cron
   delete schedule.interval_seconds
   delete schedule.manual
+  delete schedule.agent_start
   delete schedule.fixed_delay_seconds
   delete schedule.once_at_unix_ms
   if (form.kind === 'cron') schedule.cron = form.cron.trim()
   else if (form.kind === 'interval') schedule.interval_seconds = form.intervalSeconds
+  else if (form.kind === 'agent_start') schedule.agent_start = {}
   else schedule.manual = {}
   schedule.time_zone = form.timeZone
   task.schedule = schedule

@@ -35,7 +35,7 @@ const ENUM_PREFIX: Record<string, string> = {
 const INT64_FIELDS = new Set(['once_at_unix_ms', 'window_start_unix_ms', 'window_end_unix_ms', 'max_runs'])
 
 /** Empty messages that mean something by being there (a oneof member). */
-const EMPTY_MARKERS = new Set(['manual'])
+const EMPTY_MARKERS = new Set(['manual', 'agent_start'])
 
 function clean(value: unknown, key: string): unknown {
   if (Array.isArray(value)) {
@@ -50,7 +50,7 @@ function clean(value: unknown, key: string): unknown {
       const c = clean(v, k)
       if (c !== undefined) out[k] = c
     }
-    // `manual: {}` (an empty message) is what makes a schedule manual.
+    // `manual: {}` / `agent_start: {}` (empty messages) are what make a schedule manual / @reboot.
     return Object.keys(out).length || EMPTY_MARKERS.has(key) ? out : undefined
   }
   if (typeof value === 'string') {

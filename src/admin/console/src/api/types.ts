@@ -9,6 +9,7 @@ export interface Schedule {
   fixed_delay_seconds?: number
   once_at_unix_ms?: Int64
   manual?: Record<string, never>
+  agent_start?: Record<string, never>
   time_zone?: string
 }
 

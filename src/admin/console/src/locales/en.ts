@@ -121,6 +121,8 @@ export default {
     cron: 'Cron expression',
     interval: 'Every (seconds)',
     manual: 'Manual only',
+    agentStart: 'On agent start',
+    agentStartHint: 'Runs once each time qf-agent starts on a host (@reboot; placement all)',
     timeZone: 'Time zone',
     executor: 'Executor',
     script: 'Shell script',

@@ -123,6 +123,8 @@ const zh: typeof en = {
     cron: 'Cron 表达式',
     interval: '间隔（秒）',
     manual: '仅手动',
+    agentStart: '代理启动时',
+    agentStartHint: '每次主机上的 qf-agent 启动时运行一次（@reboot；放置方式 all）',
     timeZone: '时区',
     executor: '执行器',
     script: 'Shell 脚本',

@@ -135,6 +135,23 @@ describe('task form', () => {
     expect((task.shell as { env: unknown }).env).toEqual({ A: '1' })
     expect(task.placement?.routing).toBe('ROUTING_STRATEGY_RANDOM')
   })
+
+  it('keeps an agent-start (@reboot) task an agent-start task through an edit', () => {
+    const original = {
+      id: 't2',
+      name: 'warm-cache',
+      schedule: { agent_start: {}, time_zone: 'UTC' },
+      placement: { mode: 'PLACEMENT_MODE_ALL' },
+    }
+    const form = formFromTask(original)
+    expect(form.kind).toBe('agent_start')
+    form.description = 'edited'
+    const task = buildTask(form, original)
+    expect(task.schedule).toEqual({ agent_start: {}, time_zone: 'UTC' })
+    form.kind = 'cron'
+    form.cron = '0 3 * * *'
+    expect(buildTask(form, original).schedule).toEqual({ cron: '0 3 * * *', time_zone: 'UTC' })
+  })
 })
 
 describe('TriggerDialog', () => {
