@@ -6,6 +6,7 @@
 # logout, then HTTPS with the cluster CA. Exit statuses, stdout and stderr are checked.
 # Usage: qfctl_api.sh QFCTL QF_COORDINATOR SAMPLE_MANIFEST WORK_DIR
 set -euo pipefail
+source "$(dirname "$0")/qfctl_lib.sh"
 
 QFCTL=$1
 COORDINATOR=$2
@@ -20,36 +21,6 @@ export XDG_CONFIG_HOME=$WORK/config HOME=$WORK/home
 unset QF_SERVER QF_TOKEN QF_CA_FILE VISUAL EDITOR
 ADMIN_PASSWORD=correct-horse-battery-staple
 VIEWER_PASSWORD=viewer-password-1234
-
-coordinator_pid=
-stop_coordinator() {
-  [[ -n $coordinator_pid ]] || return 0
-  kill -TERM "$coordinator_pid" 2>/dev/null || true
-  local status=0
-  wait "$coordinator_pid" || status=$?
-  coordinator_pid=
-  return "$status"
-}
-trap 'stop_coordinator || true' EXIT
-
-fail() {
-  printf 'FAIL: %b\n' "$*" >&2
-  [[ -f coordinator.log ]] && { echo "--- coordinator.log (last lines)" >&2; tail -n 20 coordinator.log >&2; }
-  exit 1
-}
-
-# run STATUS ARGS...: runs qfctl; its stdout in $out, its stderr in $err.
-run() {
-  local expected=$1 status=0
-  shift
-  out=$(timeout 20 "$QFCTL" "$@" 2>"$WORK/stderr.txt") || status=$?
-  err=$(<"$WORK/stderr.txt")
-  [[ $status == "$expected" ]] || fail "qfctl $*: exit $status, expected $expected\nstdout:\n$out\nstderr:\n$err"
-}
-
-# has TEXT REGEX WHAT: TEXT holds a line matching the extended regex.
-has() { grep -qE -- "$2" <<<"$1" || fail "$3: no line matches '$2' in:\n$1"; }
-lacks() { ! grep -qE -- "$2" <<<"$1" || fail "$3: a line matches '$2' in:\n$1"; }
 
 # start_coordinator SCHEME: starts it and sets $server from its log (ports chosen by the kernel).
 start_coordinator() {

@@ -7,6 +7,7 @@
 # without a scope is refused.
 # Usage: apply.sh QFCTL QF_COORDINATOR WORK_DIR
 set -euo pipefail
+source "$(dirname "$0")/../qfctl_lib.sh"
 
 QFCTL=$1
 COORDINATOR=$2
@@ -19,30 +20,6 @@ cd "$WORK"
 export XDG_CONFIG_HOME=$WORK/config HOME=$WORK/home
 unset QF_SERVER QF_TOKEN QF_CA_FILE
 ADMIN_PASSWORD=correct-horse-battery-staple
-
-coordinator_pid=
-stop_coordinator() {
-  [[ -n $coordinator_pid ]] || return 0
-  kill -TERM "$coordinator_pid" 2>/dev/null || true
-  wait "$coordinator_pid" || true
-  coordinator_pid=
-}
-trap 'stop_coordinator' EXIT
-
-fail() {
-  printf 'FAIL: %b\n' "$*" >&2
-  [[ -f coordinator.log ]] && { echo "--- coordinator.log (last lines)" >&2; tail -n 20 coordinator.log >&2; }
-  exit 1
-}
-run() {
-  local expected=$1 status=0
-  shift
-  out=$(timeout 20 "$QFCTL" "$@" 2>"$WORK/stderr.txt") || status=$?
-  err=$(<"$WORK/stderr.txt")
-  [[ $status == "$expected" ]] || fail "qfctl $*: exit $status, expected $expected\nstdout:\n$out\nstderr:\n$err"
-}
-has() { grep -qE -- "$2" <<<"$1" || fail "$3: no line matches '$2' in:\n$1"; }
-lacks() { ! grep -qE -- "$2" <<<"$1" || fail "$3: a line matches '$2' in:\n$1"; }
 
 run 0 certs init --dir certs
 run 0 certs issue --dir certs --coordinator 127.0.0.1
