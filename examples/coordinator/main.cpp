@@ -325,7 +325,11 @@ int main(int argc, char** argv) {
   });
   alerts.start();
   // Retention: the leader purges old history in short slices (the store's worker).
-  qf::detail::RetentionService retention(io.get_executor(), *store, settings->retention,
+  auto retention_options = settings->retention;
+  // Test-only: the first pass at once rather than a minute after start (tests/api/test_retention_e2e.py).
+  if (const char* ms = std::getenv("QUARTZFLOW_TEST_RETENTION_FIRST_PASS_MS"))
+    retention_options.first_pass = std::chrono::milliseconds{std::strtoll(ms, nullptr, 10)};
+  qf::detail::RetentionService retention(io.get_executor(), *store, retention_options,
                                          [&coordinator] { return coordinator->leading(); });
   retention.start();
   RunLog run_log;
